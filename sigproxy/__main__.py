@@ -1,0 +1,5 @@
+"""``python -m sigproxy``."""
+
+from .cli import main
+
+raise SystemExit(main())

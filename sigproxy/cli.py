@@ -1,0 +1,212 @@
+"""Command line: ``sigproxy run | check | sign | version``. The only module that prints or exits.
+
+Exit codes: 0 ok, 1 a check failed, 2 bad usage or bad config.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import signal
+import sys
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from urllib.parse import quote
+
+from . import __version__
+from .config import Config, find_config, load
+from .credentials import Providers, caller_identity
+from .errors import ConfigError, SigproxyError
+from .intake.server import Listening, serve
+from .observability import setup_logging
+from .prepare import payload_hash_for, presign_request, sign_request
+from .routing import check_host, parse_absolute_target, resolve_service_region
+from .signing import Signer
+
+__all__ = ["main"]
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.print_usage(sys.stderr)
+        print(f"sigproxy: error: {message}", file=sys.stderr)
+        raise SystemExit(EXIT_USAGE)
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="sigproxy", description="An async SigV4 signing proxy.")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    def with_config(sp: argparse.ArgumentParser) -> None:
+        sp.add_argument("-c", "--config", help="config file (default: $SIGPROXY_CONFIG, ./sigproxy.toml, "
+                        "~/.config/sigproxy/config.toml, /etc/sigproxy/config.toml)")
+
+    run = sub.add_parser("run", help="run the proxy")
+    with_config(run)
+    run.add_argument("--listen", metavar="HOST:PORT", help="override [proxy] listen")
+    run.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"))
+    run.add_argument("--log-format", default="auto", choices=("auto", "json", "text"))
+
+    check = sub.add_parser("check", help="resolve credentials and call STS GetCallerIdentity")
+    with_config(check)
+    check.add_argument("names", nargs="*", metavar="NAME", help="connections to check (default: all)")
+
+    sign = sub.add_parser("sign", help="print a request's signed headers, or a presigned URL")
+    with_config(sign)
+    sign.add_argument("--connection", required=True)
+    sign.add_argument("--service")
+    sign.add_argument("--region")
+    sign.add_argument("--date", help="signing time, YYYYMMDDTHHMMSSZ (default: now)")
+    sign.add_argument("-X", "--request", dest="method", default="GET")
+    sign.add_argument("-H", "--header", dest="headers", action="append", default=[], metavar="'Name: value'")
+    sign.add_argument("--data", help="body: a string, or @FILE")
+    sign.add_argument("--presign", action="store_true", help="print a presigned URL instead of headers")
+    sign.add_argument("--expires", type=int, default=900, help="presigned URL lifetime in seconds")
+    sign.add_argument("--verbose", action="store_true",
+                      help="also print the canonical request and string to sign (secrets redacted)")
+    sign.add_argument("--show-token", action="store_true",
+                      help="print the session token (temporary credentials) instead of '***'")
+    sign.add_argument("url")
+
+    sub.add_parser("version", help="print the version")
+    return p
+
+
+def _load(path: str | None, listen: str | None = None) -> Config:
+    return load(find_config(path), listen=listen)
+
+
+def _run(args: argparse.Namespace) -> int:
+    config = _load(args.config, args.listen)
+    setup_logging(args.log_level, args.log_format)
+
+    def ready(listeners: list[Listening]) -> None:
+        for listening in listeners:
+            print(listening.describe(), flush=True)
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        await serve(config, stop, ready)
+
+    try:
+        import uvloop
+
+        uvloop.run(main())
+    except ImportError:  # pragma: no cover - uvloop is a dependency; Windows has none
+        asyncio.run(main())
+    except OSError as exc:
+        print(f"sigproxy: cannot listen: {exc.strerror or exc}", file=sys.stderr)
+        return EXIT_USAGE
+    return EXIT_OK
+
+
+def _check(args: argparse.Namespace) -> int:
+    config = _load(args.config)
+    names = args.names or list(config.connections)
+    unknown = [n for n in names if n not in config.connections]
+    if unknown:
+        raise ConfigError("", f"unknown connection(s): {', '.join(unknown)}")
+    width = max(len(n) for n in names)
+
+    async def run() -> int:
+        providers = Providers(config.connections)
+        failed = 0
+        for name in names:
+            conn = config.connections[name]
+            try:
+                arn = await caller_identity(conn, await providers.get(name))
+            except SigproxyError as exc:
+                failed += 1
+                print(f"{name:<{width}}  FAIL  {exc.message}", flush=True)
+            else:
+                print(f"{name:<{width}}  OK  {arn}", flush=True)
+        return EXIT_FAILED if failed else EXIT_OK
+
+    return asyncio.run(run())
+
+
+def _parse_date(value: str | None) -> datetime:
+    if value is None:
+        return datetime.now(UTC)
+    try:
+        return datetime.strptime(value, "%Y%m%dT%H%M%SZ").replace(tzinfo=UTC)
+    except ValueError:
+        raise ConfigError("--date", f"expected YYYYMMDDTHHMMSSZ, got {value!r}") from None
+
+
+def _sign(args: argparse.Namespace) -> int:
+    config = _load(args.config)
+    if args.connection not in config.connections:
+        raise ConfigError("--connection", f"unknown connection {args.connection!r}")
+    conn = config.connections[args.connection]
+    headers: list[tuple[str, str]] = []
+    for h in args.headers:
+        name, sep, value = h.partition(":")
+        if not sep or not name.strip():
+            raise ConfigError("-H", f"expected 'Name: value', got {h!r}")
+        headers.append((name.strip(), value.strip()))
+    body = b""
+    if args.data is not None:
+        body = Path(args.data[1:]).read_bytes() if args.data.startswith("@") else args.data.encode()
+    target = parse_absolute_target(args.url)
+    check_host(conn, target)
+    service, region = resolve_service_region(
+        conn, target, service_header=args.service, region_header=args.region, client_scope=None
+    )
+    now = _parse_date(args.date)
+    creds = asyncio.run(Providers({conn.name: conn}).get(conn.name))
+    signer = Signer()
+    method = args.method.upper()
+    token = creds.session_token
+    if args.presign and token and not args.show_token:
+        raise ConfigError("--presign", "these credentials carry a session token, which a presigned URL "
+                          "contains: add --show-token to print it")
+    if args.presign:
+        out = presign_request(signer, creds, method=method, target=target, headers=headers,
+                              service=service, region=region, now=now, expires=args.expires,
+                              upstream_scheme=conn.upstream_scheme)
+        print(out.url)
+    else:
+        claimed = next((v for k, v in headers if k.lower() == "x-amz-content-sha256"), None)
+        out = sign_request(signer, creds, method=method, target=target, headers=headers,
+                           payload_hash=payload_hash_for(claimed, body), body_length=len(body),
+                           service=service, region=region, now=now, upstream_scheme=conn.upstream_scheme)
+        for name, value in out.headers:
+            if token and value == token and not args.show_token:
+                value = "***"
+            print(f"{name}: {value}")
+    if args.verbose:
+        creq = out.signature.canonical_request
+        if token:
+            creq = creq.replace(token, "***").replace(quote(token, safe=""), "***")
+        print("\n# canonical request\n" + creq)
+        print("\n# string to sign\n" + out.signature.string_to_sign)
+    return EXIT_OK
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        if args.command == "version":
+            print(f"sigproxy {__version__}")
+            return EXIT_OK
+        if args.command == "run":
+            return _run(args)
+        if args.command == "check":
+            return _check(args)
+        return _sign(args)
+    except ConfigError as exc:
+        print(f"sigproxy: config error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except SigproxyError as exc:
+        print(f"sigproxy: {exc.code}: {exc.message}", file=sys.stderr)
+        return EXIT_USAGE
+    except OSError as exc:
+        print(f"sigproxy: {exc.strerror or exc}", file=sys.stderr)
+        return EXIT_USAGE

@@ -1,0 +1,478 @@
+"""TOML configuration -> frozen, validated dataclasses.
+
+Owns: reading one TOML file, resolving ``${env:NAME}`` and ``${file:PATH}`` references, checking every key,
+and the config search path. Every problem raises :class:`~sigproxy.errors.ConfigError` naming the key path.
+Must not: exit, print, configure logging, import aiohttp.
+
+Example (every key: ``config.example.toml``)::
+
+    [proxy]
+    listen = "127.0.0.1:8080"
+    default_connection = "main"
+
+    [connections.main]
+    region = "us-east-1"
+    hosts = ["*.amazonaws.com"]
+    [connections.main.credentials]
+    source = "static"
+    access_key_id = "${env:MAIN_KEY_ID}"
+    secret_access_key = "${file:/run/secrets/main_secret}"
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import fnmatch
+import os
+import re
+import tomllib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+from urllib.parse import urlsplit
+
+from .errors import ConfigError
+
+__all__ = [
+    "Address",
+    "Secret",
+    "CredentialsConfig",
+    "ConnectionConfig",
+    "Route",
+    "ReverseListener",
+    "ProxyConfig",
+    "Config",
+    "DEFAULT_LISTEN",
+    "config_search_path",
+    "find_config",
+    "load",
+    "loads",
+    "parse_address",
+    "parse_size",
+    "host_matches",
+]
+
+DEFAULT_LISTEN = "127.0.0.1:8080"
+_REF = re.compile(r"\$\{(env|file):([^}]*)\}")
+_SIZE = re.compile(r"^\s*(\d+)\s*(B|KB|KiB|MB|MiB|GB|GiB|TB|TiB)?\s*$")
+_UNITS = {
+    None: 1, "B": 1, "KB": 10**3, "KiB": 2**10, "MB": 10**6, "MiB": 2**20,
+    "GB": 10**9, "GiB": 2**30, "TB": 10**12, "TiB": 2**40,
+}
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+_HOST_GLOB = re.compile(r"^[A-Za-z0-9*?.\-\[\]]+(:[0-9*?]+)?$|^\[[0-9A-Fa-f:.*?]+\](:[0-9*?]+)?$")
+
+
+@dataclass(frozen=True, slots=True)
+class Address:
+    host: str
+    port: int
+
+    def __str__(self) -> str:
+        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
+
+
+class Secret:
+    """A secret string that never shows itself in ``repr``/``str``/logs; ``reveal()`` to use it."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        self._value = value
+
+    def reveal(self) -> str:
+        return self._value
+
+    def __repr__(self) -> str:
+        return "Secret('***')"
+
+    __str__ = __repr__
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Secret) and other._value == self._value
+
+    def __hash__(self) -> int:
+        return hash(self._value)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CredentialsConfig:
+    """``[connections.NAME.credentials]``."""
+
+    source: Literal["static", "chain"]
+    access_key_id: str | None = None
+    secret_access_key: Secret | None = None
+    session_token: Secret | None = None
+    profile: str | None = None
+    """``chain`` only: the shared-config profile to use."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ConnectionConfig:
+    """``[connections.NAME]``: one set of credentials and where they may be used."""
+
+    name: str
+    credentials: CredentialsConfig
+    region: str | None = None
+    """Default region, used when neither the request nor the host name says."""
+    service: str | None = None
+    """Force the signing service (e.g. ``"s3"``) for every request of this connection."""
+    hosts: tuple[str, ...] = ()
+    """The only targets this connection may sign for: globs on ``host`` or ``host:port``."""
+    token: Secret | None = None
+    """A proxy password: clients must send ``Proxy-Authorization: Basic NAME:TOKEN``."""
+    sts_endpoint_url: str | None = None
+    upstream_scheme: Literal["http", "https"] | None = None
+    """Force the upstream scheme (client speaks http to us, we speak TLS upstream)."""
+
+    def allows(self, host: str, port: int) -> bool:
+        return any(host_matches(p, host, port) for p in self.hosts)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Route:
+    """``[[routes]]``: requests to hosts matching ``host`` use ``connection``."""
+
+    host: str
+    connection: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ReverseListener:
+    """``[[reverse]]``: a listener bound to one upstream endpoint."""
+
+    listen: Address
+    upstream: str
+    connection: str | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ProxyConfig:
+    """``[proxy]``."""
+
+    listen: Address = field(default_factory=lambda: parse_address(DEFAULT_LISTEN, "proxy.listen"))
+    default_connection: str | None = None
+    max_buffered_body: int = 8 * 2**20
+    connect_timeout: float = 10.0
+    read_timeout: float = 300.0
+    """Longest silence from the upstream while a response is awaited or streamed."""
+    upstream_connections: int = 256
+    """Pooled upstream connections in total (keep-alive)."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Config:
+    proxy: ProxyConfig
+    connections: Mapping[str, ConnectionConfig]
+    routes: tuple[Route, ...] = ()
+    reverse: tuple[ReverseListener, ...] = ()
+    source: str = "<string>"
+
+
+# ---------------------------------------------------------------------------- helpers
+
+
+def host_matches(pattern: str, host: str, port: int) -> bool:
+    """Whether ``host:port`` matches a ``host`` or ``host:port`` glob (case-insensitive)."""
+    pattern = pattern.lower()
+    host = host.lower()
+    if pattern.startswith("["):
+        h, _, p = pattern[1:].partition("]")
+        return fnmatch.fnmatchcase(host, h) and (not p or fnmatch.fnmatchcase(str(port), p[1:]))
+    if ":" in pattern:
+        return fnmatch.fnmatchcase(f"{host}:{port}", pattern)
+    return fnmatch.fnmatchcase(host, pattern)
+
+
+def parse_address(value: str, path: str) -> Address:
+    host, sep, port = value.rpartition(":")
+    if not sep or not port.isdigit() or not host:
+        raise ConfigError(path, f"expected HOST:PORT like '127.0.0.1:8080', got {value!r}")
+    host = host.strip("[]")
+    p = int(port)
+    if not 0 <= p <= 65535:
+        raise ConfigError(path, f"port out of range in {value!r}")
+    return Address(host, p)
+
+
+def parse_size(value: object, path: str) -> int:
+    if isinstance(value, bool):
+        raise ConfigError(path, f"expected a size like '8MiB' or a number of bytes, got {value!r}")
+    if isinstance(value, int):
+        if value < 0:
+            raise ConfigError(path, "must not be negative")
+        return value
+    if isinstance(value, str) and (m := _SIZE.match(value)):
+        return int(m.group(1)) * _UNITS[m.group(2)]
+    raise ConfigError(path, f"expected a size like '8MiB' or a number of bytes, got {value!r}")
+
+
+def _resolve_refs(value: str, path: str, env: Mapping[str, str]) -> str:
+    def sub(m: re.Match[str]) -> str:
+        kind, ref = m.group(1), m.group(2)
+        if kind == "env":
+            if ref not in env:
+                raise ConfigError(path, f"environment variable {ref!r} is not set")
+            return env[ref]
+        try:
+            return Path(ref).expanduser().read_text(encoding="utf-8").rstrip("\r\n")
+        except OSError as exc:
+            raise ConfigError(path, f"cannot read file {ref!r}: {exc.strerror}") from exc
+
+    return _REF.sub(sub, value)
+
+
+class _Table:
+    """One TOML table being read: typed getters that name the key path, and a final unknown-key check."""
+
+    def __init__(self, data: Mapping[str, Any], path: str, env: Mapping[str, str]) -> None:
+        if not isinstance(data, Mapping):
+            raise ConfigError(path, f"expected a table, got {type(data).__name__}")
+        self.data = data
+        self.path = path
+        self.env = env
+        self.seen: set[str] = set()
+
+    def key(self, name: str) -> str:
+        return f"{self.path}.{name}" if self.path else name
+
+    def _get(self, name: str, kind: type, kind_name: str) -> Any:
+        self.seen.add(name)
+        if name not in self.data:
+            return None
+        value = self.data[name]
+        if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+            got = type(value).__name__
+            raise ConfigError(self.key(name), f"expected {kind_name}, got {got} {value!r}")
+        return value
+
+    def str(self, name: str, *, required: bool = False) -> str | None:
+        value = self._get(name, str, "a string")
+        if value is None:
+            if required:
+                raise ConfigError(self.key(name), "is required")
+            return None
+        resolved: str = _resolve_refs(value, self.key(name), self.env)
+        return resolved
+
+    def secret(self, name: str, *, required: bool = False) -> Secret | None:
+        value = self.str(name, required=required)
+        if value is None:
+            return None
+        if not value:
+            raise ConfigError(self.key(name), "is empty")
+        return Secret(value)
+
+    def number(self, name: str) -> float | None:
+        self.seen.add(name)
+        value = self.data.get(name)
+        if value is None:
+            return None
+        if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
+            raise ConfigError(self.key(name), f"expected a positive number, got {value!r}")
+        return float(value)
+
+    def strings(self, name: str) -> tuple[str, ...]:
+        value = self._get(name, list, "a list of strings")
+        if value is None:
+            return ()
+        out = []
+        for i, item in enumerate(value):
+            if not isinstance(item, str):
+                raise ConfigError(f"{self.key(name)}[{i}]", f"expected a string, got {item!r}")
+            out.append(item)
+        return tuple(out)
+
+    def table(self, name: str) -> _Table | None:
+        value = self._get(name, dict, "a table")
+        return None if value is None else _Table(value, self.key(name), self.env)
+
+    def tables(self, name: str) -> list[_Table]:
+        value = self._get(name, list, "an array of tables ([[...]])")
+        return [_Table(v, f"{self.key(name)}[{i}]", self.env) for i, v in enumerate(value or [])]
+
+    def choice(self, name: str, choices: tuple[str, ...], *, required: bool = False) -> str | None:
+        value = self.str(name, required=required)
+        if value is not None and value not in choices:
+            raise ConfigError(self.key(name), f"expected one of {', '.join(choices)}, got {value!r}")
+        return value
+
+    def done(self) -> None:
+        unknown = sorted(set(self.data) - self.seen)
+        if unknown:
+            raise ConfigError(self.key(unknown[0]), "unknown key")
+
+
+def _host_glob(value: str, path: str) -> str:
+    if not value or not _HOST_GLOB.match(value):
+        raise ConfigError(path, f"bad host glob {value!r}: expected 'host', '*.example.com' or 'host:port'")
+    if value.strip("*?.:") == "":
+        raise ConfigError(path, f"host glob {value!r} matches every host: list the hosts instead")
+    if value.count("[") != value.count("]"):
+        raise ConfigError(path, f"bad host glob {value!r}: unbalanced brackets")
+    return value
+
+
+def _url(value: str, path: str) -> str:
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ConfigError(path, f"expected an http:// or https:// URL, got {value!r}")
+    return value.rstrip("/")
+
+
+# ---------------------------------------------------------------------------- the sections
+
+
+def _credentials(t: _Table) -> CredentialsConfig:
+    source = t.choice("source", ("static", "chain"), required=True)
+    if source == "static":
+        creds = CredentialsConfig(
+            source="static",
+            access_key_id=t.str("access_key_id", required=True),
+            secret_access_key=t.secret("secret_access_key", required=True),
+            session_token=t.secret("session_token"),
+        )
+    else:
+        creds = CredentialsConfig(source="chain", profile=t.str("profile"))
+    t.done()
+    return creds
+
+
+def _connection(name: str, t: _Table) -> ConnectionConfig:
+    if not _NAME.match(name):
+        raise ConfigError(t.path, "connection names use letters, digits, '.', '_' and '-' (up to 64)")
+    creds_t = t.table("credentials")
+    if creds_t is None:
+        raise ConfigError(t.key("credentials"), "is required (a table with 'source')")
+    hosts = tuple(_host_glob(h, f"{t.key('hosts')}[{i}]") for i, h in enumerate(t.strings("hosts")))
+    if not hosts:
+        raise ConfigError(t.key("hosts"), "is required: the hosts this connection may sign for")
+    sts = t.str("sts_endpoint_url")
+    conn = ConnectionConfig(
+        name=name,
+        credentials=_credentials(creds_t),
+        region=t.str("region"),
+        service=t.str("service"),
+        hosts=hosts,
+        token=t.secret("token"),
+        sts_endpoint_url=None if sts is None else _url(sts, t.key("sts_endpoint_url")),
+        upstream_scheme=t.choice("upstream_scheme", ("http", "https")),  # type: ignore[arg-type]
+    )
+    t.done()
+    return conn
+
+
+def _proxy(t: _Table | None) -> ProxyConfig:
+    if t is None:
+        return ProxyConfig()
+    listen = t.str("listen")
+    mbb = t._get("max_buffered_body", object, "a size")
+    conns = t.number("upstream_connections")
+    kwargs: dict[str, Any] = {
+        "default_connection": t.str("default_connection"),
+        "connect_timeout": t.number("connect_timeout"),
+        "read_timeout": t.number("read_timeout"),
+        "upstream_connections": None if conns is None else int(conns),
+    }
+    if listen is not None:
+        kwargs["listen"] = parse_address(listen, t.key("listen"))
+    if mbb is not None:
+        kwargs["max_buffered_body"] = parse_size(mbb, t.key("max_buffered_body"))
+    t.done()
+    return ProxyConfig(**{k: v for k, v in kwargs.items() if v is not None})
+
+
+def _build(data: Mapping[str, Any], env: Mapping[str, str], source: str, listen: str | None) -> Config:
+    root = _Table(data, "", env)
+    proxy = _proxy(root.table("proxy"))
+    if listen is not None:
+        proxy = dataclasses.replace(proxy, listen=parse_address(listen, "--listen"))
+    conns_t = root.table("connections")
+    connections: dict[str, ConnectionConfig] = {}
+    if conns_t is not None:
+        for name in conns_t.data:
+            sub = conns_t.table(name)
+            assert sub is not None  # noqa: S101 - name comes from the table itself
+            connections[name] = _connection(name, sub)
+    if not connections:
+        raise ConfigError("connections", "define at least one [connections.NAME] table")
+
+    def known(name: str | None, path: str) -> None:
+        if name is not None and name not in connections:
+            raise ConfigError(path, f"unknown connection {name!r} (defined: {', '.join(sorted(connections))})")
+
+    known(proxy.default_connection, "proxy.default_connection")
+    routes = []
+    for rt in root.tables("routes"):
+        route = Route(
+            host=_host_glob(rt.str("host", required=True) or "", rt.key("host")),
+            connection=rt.str("connection", required=True) or "",
+        )
+        known(route.connection, rt.key("connection"))
+        rt.done()
+        routes.append(route)
+    reverse = []
+    addresses = {proxy.listen: "proxy.listen"}
+    for rt in root.tables("reverse"):
+        addr = parse_address(rt.str("listen", required=True) or "", rt.key("listen"))
+        if addr in addresses and addr.port != 0:
+            raise ConfigError(rt.key("listen"), f"{addr} is already used by {addresses[addr]}")
+        addresses[addr] = rt.key("listen")
+        rev = ReverseListener(
+            listen=addr,
+            upstream=_url(rt.str("upstream", required=True) or "", rt.key("upstream")),
+            connection=rt.str("connection"),
+        )
+        known(rev.connection, rt.key("connection"))
+        rt.done()
+        reverse.append(rev)
+    root.done()
+    return Config(
+        proxy=proxy, connections=connections, routes=tuple(routes), reverse=tuple(reverse), source=source
+    )
+
+
+def loads(text: str, *, env: Mapping[str, str] | None = None, source: str = "<string>",
+          listen: str | None = None) -> Config:
+    """Parse TOML text into a :class:`Config`. ``listen`` overrides ``[proxy] listen``."""
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError("", f"{source}: not valid TOML: {exc}") from exc
+    return _build(data, os.environ if env is None else env, source, listen)
+
+
+def load(path: Path, *, env: Mapping[str, str] | None = None, listen: str | None = None) -> Config:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError("", f"cannot read config {str(path)!r}: {exc.strerror}") from exc
+    return loads(text, env=env, source=str(path), listen=listen)
+
+
+def config_search_path(env: Mapping[str, str] | None = None) -> list[Path]:
+    """Where the config is looked for when ``-c`` is absent, in order."""
+    env = os.environ if env is None else env
+    paths = []
+    if env.get("SIGPROXY_CONFIG"):
+        paths.append(Path(env["SIGPROXY_CONFIG"]))
+    paths.append(Path("sigproxy.toml"))
+    paths.append(Path(env.get("HOME", "~")).expanduser() / ".config/sigproxy/config.toml")
+    paths.append(Path("/etc/sigproxy/config.toml"))
+    return paths
+
+
+def find_config(explicit: str | None, env: Mapping[str, str] | None = None,
+                exists: Callable[[Path], bool] = Path.is_file) -> Path:
+    if explicit:
+        return Path(explicit)
+    env = os.environ if env is None else env
+    if env.get("SIGPROXY_CONFIG"):
+        return Path(env["SIGPROXY_CONFIG"])
+    search = config_search_path(env)
+    for p in search:
+        if exists(p):
+            return p
+    raise ConfigError("", "no config file found; looked at " + ", ".join(str(p) for p in search)
+                      + " (pass -c CONFIG)")

@@ -1,0 +1,152 @@
+"""Pure: an AWS host name -> (signing service, region).
+
+Owns the knowledge of AWS endpoint shapes: regional (``sqs.eu-west-1.amazonaws.com``), S3 virtual-host
+and path style, legacy ``s3-REGION`` and ``s3-external-1``, dualstack and FIPS, ``*.api.aws``, global
+services that sign in their partition's first region, the ``aws-cn`` and ``aws-us-gov`` partitions,
+``execute-api``, OpenSearch (``es``, ``aoss``), ``aps-workspaces``, Lambda function URLs, and endpoint
+prefixes whose signing name differs (``bedrock-runtime`` signs as ``bedrock``).
+Must not: do I/O, know about connections or requests.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+__all__ = ["Endpoint", "parse_host"]
+
+_REGION = re.compile(r"^(?:[a-z]{2}|us-gov|us-iso[a-z]?|eu-isoe?)-[a-z]+-\d{1,2}$")
+
+# (suffix, partition's signing region for global endpoints); longest first.
+_SUFFIXES: tuple[tuple[str, str], ...] = (
+    (".amazonaws.com.cn", "cn-north-1"),
+    (".api.amazonwebservices.com.cn", "cn-north-1"),
+    (".amazonaws.com", "us-east-1"),
+    (".api.aws", "us-east-1"),
+    (".on.aws", "us-east-1"),
+)
+
+# Endpoint prefix -> signing name, where they differ.
+_SIGNING_NAMES: dict[str, str] = {
+    "bedrock-runtime": "bedrock",
+    "bedrock-agent-runtime": "bedrock",
+    "bedrock-agent": "bedrock",
+    "aps-workspaces": "aps",
+    "runtime.sagemaker": "sagemaker",
+    "runtime-v2-lex": "lex",
+    "runtime.lex": "lex",
+    "email": "ses",
+    "streams.dynamodb": "dynamodb",
+    "api.ecr": "ecr",
+    "data.iot": "iotdata",
+    "data-ats.iot": "iotdata",
+    "appsync-api": "appsync",
+    "lambda-url": "lambda",
+    "api.pricing": "pricing",
+    "api.sagemaker": "sagemaker",
+    "sts-fips": "sts",
+}
+
+# Global endpoints (no region in the name) and where they sign, per partition suffix.
+_GLOBAL: dict[str, dict[str, str]] = {
+    ".amazonaws.com": {
+        "iam": "us-east-1", "sts": "us-east-1", "route53": "us-east-1", "cloudfront": "us-east-1",
+        "organizations": "us-east-1", "waf": "us-east-1", "shield": "us-east-1",
+        "globalaccelerator": "us-west-2", "networkmanager": "us-west-2", "importexport": "us-east-1",
+        "budgets": "us-east-1", "ce": "us-east-1", "health": "us-east-1", "sdb": "us-east-1",
+        "s3": "us-east-1", "s3-external-1": "us-east-1",
+    },
+    ".amazonaws.com.cn": {"iam": "cn-north-1", "sts": "cn-north-1", "route53": "cn-northwest-1",
+                          "organizations": "cn-northwest-1", "s3": "cn-north-1"},
+}
+# `iam.us-gov.amazonaws.com`: GovCloud's global IAM endpoint.
+_GOV_GLOBAL = {"iam": "us-gov-west-1", "route53": "us-gov-west-1", "organizations": "us-gov-west-1"}
+_SKIP = frozenset({"dualstack", "fips"})
+
+
+@dataclass(frozen=True, slots=True)
+class Endpoint:
+    service: str | None
+    region: str | None
+    s3_bucket_in_host: bool = False
+
+
+def _signing_name(prefix: str) -> str:
+    if prefix in _SIGNING_NAMES:
+        return _SIGNING_NAMES[prefix]
+    if prefix.endswith("-fips"):
+        prefix = prefix[: -len("-fips")]
+    return _SIGNING_NAMES.get(prefix, prefix)
+
+
+def _s3(labels: list[str], suffix_region: str) -> Endpoint | None:
+    """S3 shapes; ``labels`` without the partition suffix. Rightmost ``s3*`` label wins (bucket names may
+    contain dots and even the label ``s3``)."""
+    for i in range(len(labels) - 1, -1, -1):
+        lab = labels[i]
+        if lab == "s3" or lab.startswith(("s3-", "s3.")):
+            break
+    else:
+        return None
+    bucket = i > 0
+    rest = [x for x in labels[i + 1 :] if x not in _SKIP]
+    if lab in ("s3", "s3-fips", "s3-accesspoint", "s3-control", "s3-object-lambda", "s3-outposts"):
+        region = rest[0] if rest and _REGION.match(rest[0]) else None
+        if region is None and rest:
+            return None  # something after s3 we don't understand: don't guess
+        return Endpoint("s3-object-lambda" if lab == "s3-object-lambda" else "s3",
+                        region or suffix_region, bucket)
+    if lab == "s3-external-1":
+        return Endpoint("s3", "us-east-1", bucket)
+    legacy = lab[3:]
+    if _REGION.match(legacy) and not rest:
+        return Endpoint("s3", legacy, bucket)
+    return None
+
+
+def parse_host(host: str) -> Endpoint:
+    """Work out the signing service and region from an AWS host name; fields are ``None`` when unknown."""
+    host = host.lower().rstrip(".")
+    for suffix, partition_region in _SUFFIXES:
+        if host.endswith(suffix):
+            break
+    else:
+        return Endpoint(None, None)
+    labels = host[: -len(suffix)].split(".")
+    if suffix == ".on.aws":
+        # Lambda function URLs: <url-id>.lambda-url.<region>.on.aws
+        if len(labels) >= 3 and labels[-2] == "lambda-url" and _REGION.match(labels[-1]):
+            return Endpoint("lambda", labels[-1])
+        return Endpoint(None, None)
+
+    s3 = _s3(labels, partition_region)
+    if s3 is not None:
+        return s3
+
+    # GovCloud global IAM: iam.us-gov.amazonaws.com
+    if len(labels) == 2 and labels[1] == "us-gov" and labels[0] in _GOV_GLOBAL:
+        return Endpoint(labels[0], _GOV_GLOBAL[labels[0]])
+
+    region_idx = next((i for i in range(len(labels) - 1, -1, -1) if _REGION.match(labels[i])), None)
+    if region_idx is None:
+        globals_ = _GLOBAL.get(suffix, {})
+        name = labels[-1] if labels else ""
+        key = ".".join(labels)
+        if key in globals_:
+            return Endpoint(_signing_name(key), globals_[key])
+        if name in globals_ and len(labels) == 1:
+            return Endpoint(_signing_name(name), globals_[name])
+        return Endpoint(None, None)
+
+    region = labels[region_idx]
+    after = [x for x in labels[region_idx + 1 :] if x not in _SKIP]
+    if after:
+        # <domain>.<region>.es.amazonaws.com, <id>.<region>.aoss.amazonaws.com
+        return Endpoint(_signing_name(".".join(after)), region)
+    before = [x for x in labels[:region_idx] if x not in _SKIP]
+    if not before:
+        return Endpoint(None, region)
+    # Try two-label prefixes first (runtime.sagemaker, streams.dynamodb, data-ats.iot, api.ecr).
+    if len(before) >= 2 and ".".join(before[-2:]) in _SIGNING_NAMES:
+        return Endpoint(_SIGNING_NAMES[".".join(before[-2:])], region)
+    return Endpoint(_signing_name(before[-1]), region)

@@ -1,0 +1,125 @@
+"""The one exception tree of sigproxy; each request-time error knows its HTTP status and code.
+
+::
+
+    SigproxyError                      status  code
+    ├── BadRequest                      400    bad_request
+    │   ├── UnresolvableTarget          400    unresolvable_target
+    │   └── UnsupportedRequest          400    unsupported_request
+    ├── Forbidden                       403    forbidden
+    │   └── HostNotAllowed              403    host_not_allowed
+    ├── ProxyAuthRequired               407    no_connection
+    │   └── BadProxyToken               407    bad_proxy_token
+    ├── BodyTooLarge                    413    body_too_large
+    ├── CredentialsUnavailable          502    credentials_unavailable
+    └── UpstreamError (ConnectionError) 502    upstream_error
+        └── UpstreamTimeout (TimeoutError) 504 upstream_timeout
+
+    ConfigError (ValueError)   a bad configuration: names the key path; `sigproxy` exits 2.
+
+Messages say what to change. They never contain a secret: callers pass names, never values.
+Must not: import other sigproxy modules.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "SigproxyError",
+    "BadRequest",
+    "UnresolvableTarget",
+    "UnsupportedRequest",
+    "Forbidden",
+    "HostNotAllowed",
+    "ProxyAuthRequired",
+    "BadProxyToken",
+    "BodyTooLarge",
+    "CredentialsUnavailable",
+    "UpstreamError",
+    "UpstreamTimeout",
+    "ConfigError",
+]
+
+
+class SigproxyError(Exception):
+    """An error the proxy answers itself, as JSON with an ``X-Sigproxy-Error`` header."""
+
+    status: int = 500
+    code: str = "internal_error"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class BadRequest(SigproxyError):
+    status = 400
+    code = "bad_request"
+
+
+class UnresolvableTarget(BadRequest):
+    """The service or region to sign for could not be worked out."""
+
+    code = "unresolvable_target"
+
+
+class UnsupportedRequest(BadRequest):
+    """A request shape sigproxy does not sign (yet); refused rather than forwarded unsigned."""
+
+    code = "unsupported_request"
+
+
+class Forbidden(SigproxyError):
+    status = 403
+    code = "forbidden"
+
+
+class HostNotAllowed(Forbidden):
+    """The target is not in the selected connection's ``hosts``."""
+
+    code = "host_not_allowed"
+
+
+class ProxyAuthRequired(SigproxyError):
+    """No connection could be selected for the request."""
+
+    status = 407
+    code = "no_connection"
+
+
+class BadProxyToken(ProxyAuthRequired):
+    """The connection requires a token and the request's was missing or wrong."""
+
+    code = "bad_proxy_token"
+
+
+class BodyTooLarge(SigproxyError):
+    status = 413
+    code = "body_too_large"
+
+
+class CredentialsUnavailable(SigproxyError):
+    """The connection's credentials could not be obtained."""
+
+    status = 502
+    code = "credentials_unavailable"
+
+
+class UpstreamError(SigproxyError, ConnectionError):
+    """The upstream could not be reached or broke the exchange."""
+
+    status = 502
+    code = "upstream_error"
+
+
+class UpstreamTimeout(UpstreamError, TimeoutError):
+    status = 504
+    code = "upstream_timeout"
+
+
+class ConfigError(ValueError):
+    """A configuration problem; ``path`` is the TOML key path (``connections.main.hosts[0]``)."""
+
+    def __init__(self, path: str, problem: str) -> None:
+        super().__init__(f"{path}: {problem}" if path else problem)
+        self.path = path
+        self.problem = problem

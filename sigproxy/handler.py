@@ -1,0 +1,179 @@
+"""One request's lifecycle, whatever intake mode delivered it:
+select connection -> check host -> service/region -> credentials -> body -> sign -> forward -> stream back.
+
+Errors from the proxy itself become JSON responses in exactly one place (:func:`error_response`); once
+response bytes have gone to the client, a failure aborts the connection instead (never a second response).
+Must not: know which listener mode produced the request beyond the :class:`Exchange` it is given.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from aiohttp import web
+
+from .config import Config, ReverseListener
+from .credentials import Providers
+from .errors import BodyTooLarge, SigproxyError
+from .forwarding import Upstream
+from .prepare import payload_hash_for, sign_request
+from .routing import Target, check_host, parse_client_scope, resolve_service_region, select_connection
+from .signing import Signer
+
+__all__ = ["Exchange", "Handler", "error_response"]
+
+logger = logging.getLogger(__name__)
+access_logger = logging.getLogger("sigproxy.access")
+
+_RESPONSE_HOP = frozenset(
+    {"connection", "keep-alive", "proxy-connection", "te", "trailer", "transfer-encoding", "upgrade",
+     "proxy-authenticate"}
+)
+_READ_CHUNK = 64 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class Exchange:
+    """What intake hands over: the target as the client meant it, and where the request came from."""
+
+    target: Target
+    listener: ReverseListener | None = None
+    """The reverse listener that received it, or ``None`` for the forward proxy."""
+
+
+def error_response(exc: SigproxyError, request_id: str) -> web.Response:
+    """The one place a proxy error becomes an HTTP response."""
+    body = {"error": {"code": exc.code, "message": exc.message, "request_id": request_id}}
+    headers = {"X-Sigproxy-Error": exc.code, "X-Sigproxy-Request-Id": request_id}
+    if exc.status == 407:
+        headers["Proxy-Authenticate"] = 'Basic realm="sigproxy"'
+    return web.json_response(body, status=exc.status, headers=headers, dumps=json.dumps)
+
+
+class Handler:
+    """Signs and forwards requests; shared by every listener. Holds no per-request state."""
+
+    __slots__ = ("_clock", "_config", "_providers", "_signer", "_upstream")
+
+    def __init__(self, config: Config, providers: Providers, upstream: Upstream, signer: Signer,
+                 clock: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
+        self._config = config
+        self._providers = providers
+        self._upstream = upstream
+        self._signer = signer
+        self._clock = clock
+
+    async def __call__(self, request: web.BaseRequest, exchange: Exchange) -> web.StreamResponse:
+        request_id = uuid.uuid4().hex[:16]
+        started = time.monotonic()
+        info: dict[str, object] = {"request_id": request_id, "method": request.method,
+                                   "host": exchange.target.host}
+        try:
+            response = await self._handle(request, exchange, info)
+        except SigproxyError as exc:
+            info["error"] = exc.code
+            if info.get("prepared"):
+                info["status"] = "aborted"
+                _log_access(info, started)
+                raise ConnectionResetError(f"{exc.code}: {exc.message}") from exc
+            info["status"] = exc.status
+            _log_access(info, started)
+            return error_response(exc, request_id)
+        info["status"] = response.status
+        _log_access(info, started)
+        return response
+
+    async def _handle(self, request: web.BaseRequest, exchange: Exchange,
+                      info: dict[str, object]) -> web.StreamResponse:
+        config = self._config
+        target = exchange.target
+        headers = request.headers
+        client_scope = parse_client_scope(headers.get("Authorization"), target.query)
+        selection = select_connection(
+            config,
+            target,
+            connection_header=headers.get("X-Sigproxy-Connection"),
+            proxy_authorization=headers.get("Proxy-Authorization"),
+            client_scope=client_scope,
+            listener=exchange.listener,
+        )
+        conn = selection.connection
+        info["connection"] = conn.name
+        check_host(conn, target)
+        service, region = resolve_service_region(
+            conn,
+            target,
+            service_header=headers.get("X-Sigproxy-Service"),
+            region_header=headers.get("X-Sigproxy-Region"),
+            client_scope=client_scope,
+        )
+        info["service"], info["region"] = service, region
+        length = request.content_length
+        limit = config.proxy.max_buffered_body
+        if length is not None and length > limit:
+            raise BodyTooLarge(f"request body of {length} bytes is over max_buffered_body ({limit} bytes)")
+        claimed = headers.get("X-Amz-Content-SHA256")
+        payload_hash_for(claimed, b"")  # refuses shapes we can't sign before anything is read
+
+        creds = await self._providers.get(conn.name)
+
+        if headers.get("Expect", "").lower() == "100-continue":
+            # Only now: the connection, the host and the credentials are settled.
+            await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+        body = await _read_body(request, limit)
+        out = sign_request(
+            self._signer,
+            creds,
+            method=request.method,
+            target=target,
+            headers=headers.items(),
+            payload_hash=payload_hash_for(claimed, body),
+            body_length=len(body),
+            service=service,
+            region=region,
+            now=self._clock(),
+            upstream_scheme=conn.upstream_scheme,
+        )
+        upstream = await self._upstream.send(out.method, out.url, out.headers, body or None)
+        async with upstream:
+            response = web.StreamResponse(status=upstream.status, reason=upstream.reason)
+            for name, value in upstream.headers.items():
+                if name.lower() not in _RESPONSE_HOP:
+                    response.headers.add(name, value)
+            await response.prepare(request)
+            info["prepared"] = True
+            sent = 0
+            async for chunk in self._upstream.iter_body(upstream):
+                sent += len(chunk)
+                await response.write(chunk)
+            info["bytes_up"] = len(body)
+            info["bytes_down"] = sent
+            await response.write_eof()
+        return response
+
+
+async def _read_body(request: web.BaseRequest, limit: int) -> bytes:
+    """Buffer the body up to ``limit`` bytes (over it: 413, before anything went upstream)."""
+    if not request.body_exists:
+        return b""
+    buf = bytearray()
+    while True:
+        chunk = await request.content.read(_READ_CHUNK)
+        if not chunk:
+            return bytes(buf)
+        buf += chunk
+        if len(buf) > limit:
+            raise BodyTooLarge(f"request body is over max_buffered_body ({limit} bytes)")
+
+
+def _log_access(info: dict[str, object], started: float) -> None:
+    info["ms"] = round((time.monotonic() - started) * 1000, 2)
+    access_logger.info("%s %s %s", info.get("method"), info.get("host"), info.get("status"),
+                       extra={"access": info})
+

@@ -1,0 +1,1 @@
+"""The ways requests arrive (forward proxy, reverse listener) and the listeners' lifecycle."""

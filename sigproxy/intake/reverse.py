@@ -1,0 +1,27 @@
+"""Reverse-proxy intake: origin-form requests on a ``[[reverse]]`` listener -> :class:`Exchange`.
+
+The target is the listener's upstream plus the request's raw path and query.
+Must not: sign or forward.
+"""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from ..config import ReverseListener
+from ..errors import BadRequest
+from ..handler import Exchange
+from ..routing import Target, parse_absolute_target
+
+__all__ = ["reverse_exchange"]
+
+
+def reverse_exchange(request: web.BaseRequest, listener: ReverseListener) -> Exchange:
+    raw = request.raw_path
+    if not raw.startswith("/"):
+        raise BadRequest("a reverse listener takes origin-form requests (GET /path), not proxy requests")
+    base = parse_absolute_target(listener.upstream)
+    path, _, query = raw.partition("?")
+    prefix = base.path.rstrip("/")
+    target = Target(base.scheme, base.host, base.port, prefix + path, query)
+    return Exchange(target=target, listener=listener)

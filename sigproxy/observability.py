@@ -1,0 +1,56 @@
+"""Logging set-up: JSON lines when stderr is not a terminal, readable text on one.
+
+Owns: :func:`setup_logging`, the only code that configures logging; the access-log format.
+Must not: run at import time; log a secret (callers pass names, never values).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from datetime import UTC, datetime
+from typing import Literal
+
+__all__ = ["setup_logging"]
+
+
+class _JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        entry: dict[str, object] = {
+            "ts": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "msg": record.getMessage(),
+        }
+        access = getattr(record, "access", None)
+        if isinstance(access, dict):
+            entry.update(access)
+        if record.exc_info:
+            entry["exc"] = self.formatException(record.exc_info)
+        return json.dumps(entry, default=str)
+
+
+class _TextFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        line = super().format(record)
+        access = getattr(record, "access", None)
+        if isinstance(access, dict):
+            line += " " + " ".join(f"{k}={v}" for k, v in access.items() if k not in ("method", "host"))
+        return line
+
+
+def setup_logging(level: str = "info", fmt: Literal["json", "text", "auto"] = "auto") -> None:
+    """Configure the root logger once, writing to stderr."""
+    if fmt == "auto":
+        fmt = "text" if sys.stderr.isatty() else "json"
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(
+        _JsonFormatter() if fmt == "json" else _TextFormatter("%(asctime)s %(levelname)s %(name)s %(message)s")
+    )
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level.upper())
+    # Third-party chatter that could echo request details stays at WARNING.
+    for name in ("botocore", "aiobotocore", "urllib3", "aiohttp.access"):
+        logging.getLogger(name).setLevel(logging.WARNING)

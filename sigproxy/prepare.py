@@ -1,0 +1,144 @@
+"""Pure: a routed request -> the exact request to send upstream, signed.
+
+Owns: which headers go upstream and which are signed, the payload hash choice, the S3 path and query
+normalisation, and header auth vs presigning. Used by the proxy handler and by ``sigproxy sign``, so the
+two can never disagree.
+Must not: do I/O, read the clock, import aiohttp.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime
+
+from .errors import UnsupportedRequest
+from .routing import Target, is_signed_header, upstream_headers
+from .signing import (
+    EMPTY_SHA256,
+    PRESIGN_PARAMS,
+    UNSIGNED_PAYLOAD,
+    CanonicalInput,
+    Credentials,
+    Signature,
+    Signer,
+    SigningPolicy,
+    amz_date,
+    encode_query,
+    normalize_query,
+    normalize_s3_path,
+    sha256_hex,
+)
+
+__all__ = ["SignedRequest", "payload_hash_for", "sign_request", "presign_request"]
+
+_HEX64 = re.compile(r"^[0-9a-f]{64}$")
+# Payload hashes a client may have chosen that are kept as they are (the body goes through untouched).
+_KEEP_PAYLOAD = frozenset({UNSIGNED_PAYLOAD, "STREAMING-UNSIGNED-PAYLOAD-TRAILER"})
+_SIGNED_STREAMING = frozenset(
+    {
+        "STREAMING-AWS4-HMAC-SHA256-PAYLOAD",
+        "STREAMING-AWS4-HMAC-SHA256-PAYLOAD-TRAILER",
+        "STREAMING-AWS4-ECDSA-P256-SHA256-PAYLOAD",
+        "STREAMING-AWS4-ECDSA-P256-SHA256-PAYLOAD-TRAILER",
+    }
+)
+
+
+@dataclass(frozen=True, slots=True)
+class SignedRequest:
+    method: str
+    url: str
+    """Scheme, authority, path and query exactly as they go on the wire."""
+    headers: tuple[tuple[str, str], ...]
+    signature: Signature
+
+
+def payload_hash_for(claimed: str | None, body: bytes) -> str:
+    """The payload hash to sign: the client's own choice when it is one we can keep, else the body's.
+
+    Raises :class:`UnsupportedRequest` for chunk-signed uploads (not re-signed yet).
+    """
+    claimed = (claimed or "").strip()
+    if claimed in _SIGNED_STREAMING:
+        raise UnsupportedRequest(
+            f"x-amz-content-sha256 {claimed} (a chunk-signed upload) is not supported yet: "
+            "use a client that sends a payload hash"
+        )
+    if claimed in _KEEP_PAYLOAD or _HEX64.match(claimed):
+        return claimed
+    return sha256_hex(body) if body else EMPTY_SHA256
+
+
+def _wire(target: Target, s3: bool, scheme: str | None) -> tuple[str, tuple[tuple[str, str | None], ...], str]:
+    path = normalize_s3_path(target.path) if s3 else target.path
+    query = tuple(p for p in normalize_query(target.query) if p[0].lower() not in PRESIGN_PARAMS)
+    return path, query, f"{scheme or target.scheme}://{target.authority}"
+
+
+def sign_request(
+    signer: Signer,
+    creds: Credentials,
+    *,
+    method: str,
+    target: Target,
+    headers: Iterable[tuple[str, str]],
+    payload_hash: str,
+    body_length: int,
+    service: str,
+    region: str,
+    now: datetime,
+    upstream_scheme: str | None = None,
+) -> SignedRequest:
+    """Header auth: strip what must not go upstream, add ``Host``, ``X-Amz-Date``, the session token and
+    (S3, or when the client sent one) ``X-Amz-Content-SHA256``, then sign."""
+    s3 = service == "s3"
+    headers = list(headers)
+    had_hash = any(k.lower() == "x-amz-content-sha256" for k, _ in headers)
+    out = [(k, v) for k, v in upstream_headers(headers) if k.lower() != "x-amz-content-sha256"]
+    out.append(("Host", target.authority))
+    out.append(("X-Amz-Date", amz_date(now)))
+    if creds.session_token:
+        out.append(("X-Amz-Security-Token", creds.session_token))
+    if s3 or had_hash:
+        out.append(("X-Amz-Content-SHA256", payload_hash))
+    path, query, origin = _wire(target, s3, upstream_scheme)
+    signed = tuple((k, v) for k, v in out if is_signed_header(k))
+    sig = signer.sign_headers(
+        CanonicalInput(method, path, query, signed, payload_hash),
+        creds, region=region, service=service, now=now, policy=SigningPolicy(s3=s3),
+    )
+    out.append(("Authorization", sig.authorization))
+    if body_length:
+        out.append(("Content-Length", str(body_length)))
+    qs = encode_query(query)
+    return SignedRequest(method, origin + path + (f"?{qs}" if qs else ""), tuple(out), sig)
+
+
+def presign_request(
+    signer: Signer,
+    creds: Credentials,
+    *,
+    method: str,
+    target: Target,
+    headers: Iterable[tuple[str, str]],
+    service: str,
+    region: str,
+    now: datetime,
+    expires: int,
+    upstream_scheme: str | None = None,
+) -> SignedRequest:
+    """Query auth: a presigned URL. Signs ``host`` plus any ``x-amz-*``/content headers given;
+    S3 uses ``UNSIGNED-PAYLOAD``, other services the empty body's hash."""
+    s3 = service == "s3"
+    out = [(k, v) for k, v in upstream_headers(headers) if k.lower() != "x-amz-content-sha256"]
+    out.append(("Host", target.authority))
+    path, query, origin = _wire(target, s3, upstream_scheme)
+    signed = tuple((k, v) for k, v in out if is_signed_header(k))
+    sig = signer.presign(
+        CanonicalInput(method, path, query, signed, UNSIGNED_PAYLOAD if s3 else EMPTY_SHA256),
+        creds, region=region, service=service, now=now, expires=expires, policy=SigningPolicy(s3=s3),
+    )
+    qs = encode_query(sig.query)
+    return SignedRequest(method, f"{origin}{path}?{qs}", tuple(out), sig)

@@ -1,0 +1,277 @@
+"""Pure request routing: which connection, may it sign for this host, which service and region, which
+headers go upstream and which of them are signed.
+
+Connection selection, first match wins:
+
+1. ``X-Sigproxy-Connection: NAME``
+2. ``Proxy-Authorization: Basic NAME:TOKEN``
+3. the access key id of the client's own SigV4 ``Authorization`` (or presigned ``X-Amz-Credential``)
+4. the reverse listener's ``connection``
+5. ``[[routes]]`` host globs
+6. ``[proxy] default_connection``
+
+Must not: do I/O, read the clock, import aiohttp, fetch credentials.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hmac
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+from urllib.parse import unquote
+
+from .config import Config, ConnectionConfig, ReverseListener, host_matches
+from .endpoints import parse_host
+from .errors import BadProxyToken, BadRequest, HostNotAllowed, ProxyAuthRequired, UnresolvableTarget
+
+__all__ = [
+    "Target",
+    "ClientScope",
+    "Selection",
+    "parse_absolute_target",
+    "parse_client_scope",
+    "select_connection",
+    "check_host",
+    "resolve_service_region",
+    "upstream_headers",
+    "is_signed_header",
+]
+
+_HOP_BY_HOP = frozenset(
+    {
+        "connection", "keep-alive", "proxy-connection", "te", "trailer", "transfer-encoding", "upgrade",
+        "proxy-authorization", "proxy-authenticate",
+    }
+)
+# Removed before forwarding: the client's own auth, what we recompute, and what only the proxy reads.
+_DROP = frozenset(
+    {"authorization", "x-amz-date", "x-amz-security-token", "expect", "host", "content-length"}
+)
+_SIGNED_EXTRA = frozenset({"host", "content-type", "content-md5"})
+_CREDENTIAL = re.compile(r"Credential=([^/,\s]+)/(\d{8})/([^/,\s]+)/([^/,\s]+)/aws4_request")
+_PORTS = {"http": 80, "https": 443}
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    """Where a request goes, as the client meant it (raw path and query as sent)."""
+
+    scheme: str
+    host: str
+    port: int
+    path: str
+    query: str
+
+    @property
+    def authority(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return host if _PORTS.get(self.scheme) == self.port else f"{host}:{self.port}"
+
+
+@dataclass(frozen=True, slots=True)
+class ClientScope:
+    """What the client's own SigV4 credential said: key id, region, service."""
+
+    access_key_id: str
+    region: str
+    service: str
+
+
+@dataclass(frozen=True, slots=True)
+class Selection:
+    connection: ConnectionConfig
+    how: str
+    """``header``, ``proxy-auth``, ``client-key``, ``listener``, ``route`` or ``default``."""
+
+
+def _split_authority(authority: str, scheme: str) -> tuple[str, int]:
+    if authority.startswith("["):
+        host, _, rest = authority[1:].partition("]")
+        port_s = rest[1:] if rest.startswith(":") else ""
+    else:
+        host, _, port_s = authority.partition(":")
+    if not host:
+        raise BadRequest("the request target has no host")
+    if port_s:
+        if not port_s.isdigit() or not 0 < int(port_s) < 65536:
+            raise BadRequest(f"bad port in request target: {port_s!r}")
+        return host.lower(), int(port_s)
+    return host.lower(), _PORTS[scheme]
+
+
+def parse_absolute_target(raw: str) -> Target:
+    """Split an absolute-form request target (``http://host:port/path?query``) keeping path and query raw."""
+    scheme, sep, rest = raw.partition("://")
+    scheme = scheme.lower()
+    if not sep or scheme not in _PORTS:
+        raise BadRequest(
+            "this is a proxy: send absolute-form requests (set HTTP_PROXY), or use a [[reverse]] listener"
+        )
+    if "#" in rest:
+        rest = rest.split("#", 1)[0]
+    slash = min((i for i in (rest.find("/"), rest.find("?")) if i >= 0), default=len(rest))
+    authority, path_query = rest[:slash], rest[slash:]
+    if "@" in authority:
+        raise BadRequest("user information in the request target is not allowed")
+    host, port = _split_authority(authority, scheme)
+    path, _, query = path_query.partition("?")
+    return Target(scheme, host, port, path or "/", query)
+
+
+def parse_client_scope(authorization: str | None, query: str) -> ClientScope | None:
+    """The credential scope of the client's own signature (header or presigned query), if any."""
+    if authorization and authorization.startswith("AWS4-HMAC-SHA256"):
+        m = _CREDENTIAL.search(authorization)
+        if m:
+            return ClientScope(m.group(1), m.group(3), m.group(4))
+    if "X-Amz-Credential=" in query:
+        for part in query.split("&"):
+            key, _, value = part.partition("=")
+            if key == "X-Amz-Credential":
+                m = _CREDENTIAL.search("Credential=" + unquote(value))
+                if m:
+                    return ClientScope(m.group(1), m.group(3), m.group(4))
+    return None
+
+
+def _basic(value: str | None) -> tuple[str, str] | None:
+    if not value:
+        return None
+    scheme, _, encoded = value.strip().partition(" ")
+    if scheme.lower() != "basic":
+        raise BadProxyToken("Proxy-Authorization must use the Basic scheme: NAME:TOKEN")
+    try:
+        user, sep, password = base64.b64decode(encoded.strip(), validate=True).decode("utf-8").partition(":")
+    except (binascii.Error, UnicodeDecodeError) as exc:
+        raise BadProxyToken("Proxy-Authorization is not valid Basic credentials") from exc
+    if not sep:
+        raise BadProxyToken("Proxy-Authorization must be NAME:TOKEN")
+    return user, password
+
+
+def select_connection(
+    config: Config,
+    target: Target,
+    *,
+    connection_header: str | None,
+    proxy_authorization: str | None,
+    client_scope: ClientScope | None,
+    listener: ReverseListener | None = None,
+) -> Selection:
+    """Pick the connection for a request and check its token. Raises 407 errors."""
+    conns = config.connections
+    basic = _basic(proxy_authorization)
+    selection: Selection | None = None
+    if connection_header is not None:
+        name = connection_header.strip()
+        if name not in conns:
+            raise ProxyAuthRequired(f"X-Sigproxy-Connection names unknown connection {name!r}")
+        selection = Selection(conns[name], "header")
+    elif basic is not None:
+        if basic[0] not in conns:
+            raise ProxyAuthRequired(f"Proxy-Authorization names unknown connection {basic[0]!r}")
+        selection = Selection(conns[basic[0]], "proxy-auth")
+    elif client_scope is not None and client_scope.access_key_id in conns:
+        selection = Selection(conns[client_scope.access_key_id], "client-key")
+    elif listener is not None and listener.connection is not None:
+        selection = Selection(conns[listener.connection], "listener")
+    else:
+        for route in config.routes:
+            if host_matches(route.host, target.host, target.port):
+                selection = Selection(conns[route.connection], "route")
+                break
+        else:
+            if config.proxy.default_connection is not None:
+                selection = Selection(conns[config.proxy.default_connection], "default")
+    if selection is None:
+        raise ProxyAuthRequired(
+            "no connection selected: send 'X-Sigproxy-Connection: NAME', use proxy credentials "
+            "(HTTP_PROXY=http://NAME:TOKEN@host:port), set AWS_ACCESS_KEY_ID=NAME in the client, "
+            "add a [[routes]] entry for this host, or set [proxy] default_connection"
+        )
+    token = selection.connection.token
+    if token is not None:
+        given = basic[1] if basic is not None and basic[0] == selection.connection.name else None
+        if given is None or not hmac.compare_digest(given.encode(), token.reveal().encode()):
+            raise BadProxyToken(
+                f"connection {selection.connection.name!r} needs its token: "
+                "send Proxy-Authorization: Basic NAME:TOKEN"
+            )
+    return selection
+
+
+def check_host(conn: ConnectionConfig, target: Target) -> None:
+    """Refuse targets outside the connection's ``hosts``."""
+    if not conn.allows(target.host, target.port):
+        raise HostNotAllowed(
+            f"connection {conn.name!r} may not sign for {target.host}:{target.port}; "
+            "add it to the connection's hosts"
+        )
+
+
+def resolve_service_region(
+    conn: ConnectionConfig,
+    target: Target,
+    *,
+    service_header: str | None,
+    region_header: str | None,
+    client_scope: ClientScope | None,
+) -> tuple[str, str]:
+    """Service: header, connection, client scope, host name. Region: header, client scope, host name,
+    connection. Raises :class:`UnresolvableTarget` naming the setting to add."""
+    endpoint = parse_host(target.host)
+    service = (
+        service_header
+        or conn.service
+        or (client_scope.service if client_scope else None)
+        or endpoint.service
+    )
+    region = (
+        region_header
+        or (client_scope.region if client_scope else None)
+        or endpoint.region
+        or conn.region
+    )
+    if not service:
+        raise UnresolvableTarget(
+            f"cannot tell which AWS service {target.host} is: set service on connection {conn.name!r} "
+            "or send X-Sigproxy-Service"
+        )
+    if not region:
+        raise UnresolvableTarget(
+            f"cannot tell which region {target.host} is in: set region on connection {conn.name!r} "
+            "or send X-Sigproxy-Region"
+        )
+    return service.strip().lower(), region.strip().lower()
+
+
+def upstream_headers(headers: Iterable[tuple[str, str]]) -> list[tuple[str, str]]:
+    """The client's headers that go upstream: hop-by-hop, ``Connection``-named, ``Proxy-*``,
+    ``X-Sigproxy-*`` and the client's own auth removed. ``Host``/``Content-Length`` are set again later."""
+    headers = list(headers)
+    named = {
+        tok.strip().lower()
+        for name, value in headers
+        if name.lower() == "connection"
+        for tok in value.split(",")
+    }
+    out = []
+    for name, value in headers:
+        low = name.lower()
+        if (
+            low in _HOP_BY_HOP
+            or low in _DROP
+            or low in named
+            or low.startswith(("proxy-", "x-sigproxy-"))
+        ):
+            continue
+        out.append((name, value))
+    return out
+
+
+def is_signed_header(name: str) -> bool:
+    low = name.lower()
+    return low in _SIGNED_EXTRA or low.startswith("x-amz-")
