@@ -1,0 +1,181 @@
+"""Shared fixtures: a clean environment, real verifiers started once per session (moto with its signature
+checks on, Ceph RGW), and a factory that runs the real ``sigproxy run`` process on port 0."""
+
+from __future__ import annotations
+
+import os
+import queue
+import shutil
+import subprocess
+import sys
+import threading
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from tests.servers.moto_server import Moto, start_moto
+from tests.servers.rgw import RGW, rgw_available, start_rgw
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(autouse=True)
+def clean_environ(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No test sees the developer's AWS or proxy settings."""
+    for name in list(os.environ):
+        upper = name.upper()
+        if upper.startswith(("AWS_", "SIGPROXY_CONFIG")) or upper.endswith("_PROXY"):
+            monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_CONFIG_FILE", "/nonexistent/aws-config")
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent/aws-credentials")
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+
+
+@pytest.fixture(scope="session")
+def moto(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Moto]:
+    server, stop = start_moto(tmp_path_factory.mktemp("moto"), tls=False)
+    try:
+        yield server
+    finally:
+        stop()
+
+
+@pytest.fixture(scope="session")
+def rgw(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RGW]:
+    if not rgw_available():
+        if os.environ.get("SIGPROXY_REQUIRE_RGW"):
+            pytest.fail("Ceph RGW is required (SIGPROXY_REQUIRE_RGW) but radosgw is not installed")
+        pytest.skip("Ceph RGW not installed (run `make test`, which installs it)")
+    server, stop = start_rgw(tmp_path_factory.mktemp("rgw"))
+    try:
+        yield server
+    finally:
+        stop()
+
+
+@pytest.fixture(scope="session")
+def aws_cli() -> str:
+    """The AWS CLI binary (its own venv: it pins a botocore that clashes with aiobotocore's)."""
+    path = os.environ.get("SIGPROXY_AWS_CLI") or str(ROOT / ".venv-tools/bin/aws")
+    if not Path(path).exists():
+        found = shutil.which("aws")
+        if found is None:
+            pytest.fail("the AWS CLI is required: run `make test` (it installs it into .venv-tools)")
+        path = found
+    return path
+
+
+@dataclass
+class Proxy:
+    """A running ``sigproxy run`` process."""
+
+    proc: subprocess.Popen[str]
+    url: str
+    reverse: list[str]
+    config: Path
+    output: list[str] = field(default_factory=list)
+
+    @property
+    def address(self) -> str:
+        return self.url.removeprefix("http://")
+
+    def stop(self) -> str:
+        """Stop with SIGTERM and return everything it wrote."""
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        return "".join(self.output)
+
+
+def _start_proxy(config_path: Path, env: dict[str, str], extra_args: list[str]) -> Proxy:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "sigproxy", "run", "-c", str(config_path), "--log-format", "json",
+         *extra_args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=env,
+        cwd=ROOT,
+    )
+    lines: queue.Queue[str | None] = queue.Queue()
+    output: list[str] = []
+
+    def pump() -> None:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            output.append(line)
+            lines.put(line)
+        lines.put(None)
+
+    threading.Thread(target=pump, daemon=True).start()
+    forward: str | None = None
+    reverse: list[str] = []
+    text = config_path.read_text()
+    expected_reverse = text.count("[[reverse]]")
+    while forward is None or len(reverse) < expected_reverse:
+        try:
+            line = lines.get(timeout=20)
+        except queue.Empty:
+            proc.kill()
+            raise RuntimeError("sigproxy did not start:\n" + "".join(output)) from None
+        if line is None:
+            raise RuntimeError("sigproxy exited:\n" + "".join(output))
+        if "forward proxy listening on " in line:
+            forward = line.split("listening on ", 1)[1].split()[0]
+        elif "reverse proxy listening on " in line:
+            reverse.append(line.split("listening on ", 1)[1].split()[0])
+    return Proxy(proc, forward, reverse, config_path, output)
+
+
+@pytest.fixture
+def sigproxy_factory(tmp_path: Path) -> Iterator[Callable[..., Proxy]]:
+    """Start ``sigproxy run`` with a config text; listens on 127.0.0.1:0 unless the text says otherwise."""
+    started: list[Proxy] = []
+
+    def factory(config_text: str, *, env: dict[str, str] | None = None, listen: str = "127.0.0.1:0") -> Proxy:
+        path = tmp_path / f"sigproxy-{len(started)}.toml"
+        path.write_text(config_text)
+        full_env = {**os.environ, **(env or {})}
+        proxy = _start_proxy(path, full_env, ["--listen", listen])
+        started.append(proxy)
+        return proxy
+
+    yield factory
+    for p in started:
+        p.stop()
+
+
+def moto_config(moto: Moto, *, secret: str | None = None, extra: str = "", connection: str = "",
+                proxy: str = "") -> str:
+    """A config whose connection ``main`` signs for moto with the keys of moto's IAM user."""
+    return f"""
+[proxy]
+default_connection = "main"
+{proxy}
+
+[connections.main]
+region = "us-east-1"
+hosts = ["127.0.0.1:*", "localhost:*"]
+sts_endpoint_url = "{moto.endpoint}"
+{connection}
+[connections.main.credentials]
+source = "static"
+access_key_id = "{moto.access_key}"
+secret_access_key = "{secret or moto.secret_key}"
+{extra}
+"""
+
+
+@pytest.fixture
+def moto_proxy(moto: Moto, sigproxy_factory: Callable[..., Proxy]) -> Proxy:
+    """A proxy whose default connection signs for moto."""
+    return sigproxy_factory(moto_config(moto))
+
+
+__all__ = ["Proxy", "moto_config"]
