@@ -45,6 +45,68 @@ _SIGNING_NAMES: dict[str, str] = {
     "api.pricing": "pricing",
     "api.sagemaker": "sagemaker",
     "sts-fips": "sts",
+    # Checked against botocore's service models (``signingName``) and endpoints.json (``credentialScope``).
+    "aos": "es",
+    "appconfigdata": "appconfig",
+    "appstream2": "appstream",
+    "cassandra-streams": "cassandra",
+    "cloudhsmv2": "cloudhsm",
+    "contact-lens": "connect",
+    "eventsv2": "events",
+    "forecastquery": "forecast",
+    "identity-chime": "chime",
+    "media-pipelines-chime": "chime",
+    "meetings-chime": "chime",
+    "messaging-chime": "chime",
+    "voice-chime": "chime",
+    "ivsrealtime": "ivs",
+    "mail-manager": "ses",
+    "memory-db": "memorydb",
+    "migrationhub-config": "mgh",
+    "models-v2-lex": "lex",
+    "participant.connect": "execute-api",
+    "personalize-events": "personalize",
+    "personalize-runtime": "personalize",
+    "pinpoint": "mobiletargeting",
+    "sms-voice.pinpoint": "sms-voice",
+    "servicecatalog-appregistry": "servicecatalog",
+    "portal.sso": "awsssoportal",
+    "oidc": "sso-oauth",
+    "bedrock-data-automation": "bedrock",
+    "bedrock-data-automation-runtime": "bedrock",
+    "bedrock-agentcore-control": "bedrock-agentcore",
+    "agent-registry-control": "agent-registry",
+    "cloudwatch-omni": "cloudwatch",
+    "iam-toolbox": "iam",
+    "partnercentral-prm": "partnercentral",
+    "catalog.marketplace": "aws-marketplace",
+    "entitlement.marketplace": "aws-marketplace",
+    "metering.marketplace": "aws-marketplace",
+    "agreement-marketplace": "aws-marketplace",
+    "deployment-marketplace": "aws-marketplace",
+    "discovery-marketplace": "aws-marketplace",
+    "entitlement-marketplace": "aws-marketplace",
+    "metering-marketplace": "aws-marketplace",
+    "reporting-marketplace": "aws-marketplace",
+    "data.ats.iot": "iotdata",
+    "data.jobs.iot": "iot-jobs-data",
+    "greengrass-ats.iot": "greengrass",
+    # Operation host prefixes (``endpoint.hostPrefix``) glued to the endpoint prefix.
+    "sync-states": "states",
+    "stream-logs": "logs",
+    "data-signer": "signer",
+    "data-servicediscovery": "servicediscovery",
+    "data-lakeformation": "lakeformation",
+    "query-lakeformation": "lakeformation",
+    "runtime-medical-imaging": "medical-imaging",
+    "analytics-omics": "omics",
+    "control-storage-omics": "omics",
+    "storage-omics": "omics",
+    "tags-omics": "omics",
+    "workflows-omics": "omics",
+    # Global endpoints whose key has more than one label.
+    "global.health": "health",
+    "iam.global": "iam",
 }
 
 # Global endpoints (no region in the name) and where they sign, per partition suffix.
@@ -54,10 +116,13 @@ _GLOBAL: dict[str, dict[str, str]] = {
         "organizations": "us-east-1", "waf": "us-east-1", "shield": "us-east-1",
         "globalaccelerator": "us-west-2", "networkmanager": "us-west-2", "importexport": "us-east-1",
         "budgets": "us-east-1", "ce": "us-east-1", "health": "us-east-1", "sdb": "us-east-1",
-        "s3": "us-east-1", "s3-external-1": "us-east-1",
+        "s3": "us-east-1", "s3-external-1": "us-east-1", "savingsplans": "us-east-1",
+        "global.health": "us-east-1",
     },
     ".amazonaws.com.cn": {"iam": "cn-north-1", "sts": "cn-north-1", "route53": "cn-northwest-1",
-                          "organizations": "cn-northwest-1", "s3": "cn-north-1"},
+                          "organizations": "cn-northwest-1", "s3": "cn-north-1", "budgets": "cn-northwest-1",
+                          "global.health": "cn-northwest-1"},
+    ".api.aws": {"iam.global": "us-east-1"},
 }
 # `iam.us-gov.amazonaws.com`: GovCloud's global IAM endpoint.
 _GOV_GLOBAL = {"iam": "us-gov-west-1", "route53": "us-gov-west-1", "organizations": "us-gov-west-1"}
@@ -90,15 +155,16 @@ def _s3(labels: list[str], suffix_region: str) -> Endpoint | None:
         return None
     bucket = i > 0
     rest = [x for x in labels[i + 1 :] if x not in _SKIP]
-    if lab in ("s3", "s3-fips", "s3-accesspoint", "s3-control", "s3-object-lambda", "s3-outposts"):
+    base = lab.removesuffix("-fips")
+    if base in ("s3", "s3-accesspoint", "s3-control", "s3-object-lambda", "s3-outposts"):
         region = rest[0] if rest and _REGION.match(rest[0]) else None
         if region is None and rest:
             return None  # something after s3 we don't understand: don't guess
-        return Endpoint("s3-object-lambda" if lab == "s3-object-lambda" else "s3",
+        return Endpoint(base if base in ("s3-object-lambda", "s3-outposts") else "s3",
                         region or suffix_region, bucket)
     if lab == "s3-external-1":
         return Endpoint("s3", "us-east-1", bucket)
-    legacy = lab[3:]
+    legacy = lab[3:].removeprefix("fips-")
     if _REGION.match(legacy) and not rest:
         return Endpoint("s3", legacy, bucket)
     return None
@@ -131,7 +197,7 @@ def parse_host(host: str) -> Endpoint:
     if region_idx is None:
         globals_ = _GLOBAL.get(suffix, {})
         name = labels[-1] if labels else ""
-        key = ".".join(labels)
+        key = ".".join(x.removesuffix("-fips") for x in labels)  # iam-fips.amazonaws.com
         if key in globals_:
             return Endpoint(_signing_name(key), globals_[key])
         if name in globals_ and len(labels) == 1:
@@ -143,10 +209,12 @@ def parse_host(host: str) -> Endpoint:
     if after:
         # <domain>.<region>.es.amazonaws.com, <id>.<region>.aoss.amazonaws.com
         return Endpoint(_signing_name(".".join(after)), region)
-    before = [x for x in labels[:region_idx] if x not in _SKIP]
+    # FIPS may mark any label: data.iot-fips, appstream2-fips.
+    before = [x.removesuffix("-fips") for x in labels[:region_idx] if x not in _SKIP]
     if not before:
         return Endpoint(None, region)
-    # Try two-label prefixes first (runtime.sagemaker, streams.dynamodb, data-ats.iot, api.ecr).
-    if len(before) >= 2 and ".".join(before[-2:]) in _SIGNING_NAMES:
-        return Endpoint(_SIGNING_NAMES[".".join(before[-2:])], region)
+    # Try three- and two-label prefixes first (data.jobs.iot, runtime.sagemaker, streams.dynamodb, api.ecr).
+    for n in (3, 2):
+        if len(before) >= n and ".".join(before[-n:]) in _SIGNING_NAMES:
+            return Endpoint(_SIGNING_NAMES[".".join(before[-n:])], region)
     return Endpoint(_signing_name(before[-1]), region)

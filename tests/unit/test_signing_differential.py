@@ -1,0 +1,388 @@
+"""Differential tests: our signer and botocore's sign the same generated requests the same way.
+
+Each example builds one request the way botocore would put it on the wire: the path percent-encoded
+with botocore's own quoting (``percent_encode(path, safe="/~")``, sometimes leaving sub-delims
+unencoded as other clients do), the query from ``percent_encode`` pairs (repeated keys, empty keys and
+values, keys without ``=``, unicode), header values with runs of spaces and padding, repeated header
+names. botocore signs it from the URL (``SigV4Auth``/``S3SigV4Auth``, ``SigV4QueryAuth``/
+``S3SigV4QueryAuth``) with its clock patched (``botocore.auth.get_current_datetime``, which every
+botocore signer reads in the installed version); our :class:`Signer` signs the *same* encoded path and
+raw query pairs. The canonical request and the Authorization header (or the presigned query and its
+signature) must be equal.
+
+botocore is given only the headers the proxy signs (``host``, ``x-amz-*``, ``content-type``,
+``content-md5``), so both sign the same set; botocore adds ``X-Amz-Date``, ``X-Amz-Security-Token``
+and, for S3, ``X-Amz-Content-SHA256`` itself, and we add the same to our input.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from types import SimpleNamespace
+from unittest import mock
+from urllib.parse import parse_qsl, quote, unquote, urlsplit
+
+import botocore.auth
+from botocore.auth import S3SigV4Auth, S3SigV4QueryAuth, SigV4Auth, SigV4QueryAuth
+from botocore.awsrequest import AWSRequest
+from botocore.credentials import Credentials as BotoCredentials
+from botocore.utils import percent_encode, percent_encode_sequence
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from sigproxy.signing import (
+    EMPTY_SHA256,
+    PRESIGN_PARAMS,
+    UNSIGNED_PAYLOAD,
+    CanonicalInput,
+    Credentials,
+    Signer,
+    SigningPolicy,
+    amz_date,
+    canonical_path,
+    encode_query,
+    normalize_query,
+    normalize_s3_path,
+    sha256_hex,
+)
+
+ACCESS_KEY = "AKIDEXAMPLE"
+SECRET_KEY = "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY"
+SIGNER = Signer()
+
+# The autouse ``clean_environ`` fixture is function scoped; it only scrubs the environment, which no
+# example changes, so sharing it across examples is fine.
+DIFF_SETTINGS = settings(
+    max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+PROP_SETTINGS = settings(
+    max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+
+# --- strategies ----------------------------------------------------------------------------------
+
+SUB_DELIMS = "!$&'()*+,;=:@"
+# Characters a path or query part is made of: ASCII letters and digits, every reserved and unreserved
+# punctuation mark, space, percent, and a few non-ASCII letters (two- three- and four-byte UTF-8).
+TEXT_ALPHABET = st.sampled_from(
+    list("aZ09-_.~ %+/?#[]") + list(SUB_DELIMS) + ["\u00e9", "\u00fc", "\u1234", "\u6f22", "\U0001f600"]
+)
+text = st.text(TEXT_ALPHABET, max_size=8)
+
+path_segment = st.one_of(
+    st.sampled_from(["", ".", "..", "a", "b.txt", "~user", "%41", "a%2Fb"]),
+    st.text(TEXT_ALPHABET.filter(lambda c: c != "/"), min_size=1, max_size=8),
+)
+
+
+@st.composite
+def encoded_paths(draw: st.DrawFn) -> str:
+    """A path as a client puts it on the wire: percent-encoded, with ``/``, dots and ``//`` kept."""
+    segments = draw(st.lists(path_segment, max_size=6))
+    raw = "/" + "/".join(segments)
+    if draw(st.booleans()):
+        raw += "/"
+    # botocore quotes keys with safe "/~"; some clients also leave sub-delims as they are.
+    extra_safe = draw(st.sampled_from(["", SUB_DELIMS.replace("&", "").replace("=", "")]))
+    return percent_encode(raw, safe="/~" + extra_safe)
+
+
+@st.composite
+def query_pairs(draw: st.DrawFn, unique: bool = False) -> list[tuple[str, str | None]]:
+    """Encoded ``(key, value)`` pairs (``None``: the key was sent without ``=``)."""
+    raw = draw(
+        st.lists(
+            st.tuples(text, st.one_of(st.none(), text)).filter(lambda kv: kv[0] != "" or kv[1] is not None),
+            max_size=6,
+            unique_by=(lambda kv: kv[0]) if unique else None,
+        )
+    )
+    if draw(st.booleans()) and raw and not unique:
+        raw.append(raw[0])  # an exact duplicate pair
+    return [(percent_encode(k), None if v is None else percent_encode(v)) for k, v in raw]
+
+
+header_token = st.text(st.sampled_from("abcdefghijklmnopqrstuvwxyz0123456789-"), min_size=1, max_size=8)
+header_value = st.text(st.sampled_from(list("aZ09 \t-_.,;:=/\"'()") + ["  ", "   "]), max_size=16)
+
+
+@st.composite
+def amz_headers(draw: st.DrawFn, presign: bool = False) -> list[tuple[str, str]]:
+    """Headers the proxy would sign, names in random case, some repeated."""
+    names = draw(
+        st.lists(
+            st.one_of(
+                header_token.map(lambda t: f"x-amz-meta-{t}"),
+                st.sampled_from(["x-amz-acl", "x-amz-storage-class", "x-amz-tagging", "content-type"]),
+                st.just("content-md5"),
+            ),
+            max_size=5,
+        )
+    )
+    out: list[tuple[str, str]] = []
+    for name in names:
+        spelled = "".join(c.upper() if draw(st.booleans()) else c for c in name)
+        if name == "content-md5":
+            value = base64.b64encode(hashlib.md5(draw(st.binary(max_size=8))).digest()).decode()  # noqa: S324
+        else:
+            value = draw(header_value)
+        if presign and name == "content-type" and value == "application/x-www-form-urlencoded; charset=utf-8":
+            continue  # botocore drops its own auto-set form content type from presigned URLs
+        out.append((spelled, value))
+        if draw(st.integers(0, 3)) == 0:
+            out.append((name.upper(), draw(header_value)))  # the same header again, other case
+    return out
+
+
+methods = st.sampled_from(["GET", "PUT", "POST", "DELETE", "HEAD", "PATCH"])
+hosts = st.sampled_from(
+    ["example.amazonaws.com", "bucket.s3.us-west-2.amazonaws.com", "127.0.0.1:9000", "localhost:8443"]
+)
+regions = st.sampled_from(["us-east-1", "eu-west-3", "ap-southeast-2", "cn-north-1"])
+services = st.sampled_from(["service", "execute-api", "sqs", "es", "sts"])
+tokens = st.one_of(
+    st.none(),
+    st.text(st.sampled_from("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/="), min_size=1,
+            max_size=40),
+)
+times = st.datetimes(min_value=datetime(2000, 1, 1), max_value=datetime(2099, 12, 31))
+
+
+# --- helpers -------------------------------------------------------------------------------------
+
+
+@dataclass
+class Generated:
+    method: str
+    host: str
+    path: str
+    query: list[tuple[str, str | None]]
+    headers: list[tuple[str, str]]
+    body: bytes
+    token: str | None
+    region: str
+    service: str
+    when: datetime  # naive UTC, as botocore's clock gives it
+
+    @property
+    def url(self) -> str:
+        q = encode_query(self.query)
+        return f"https://{self.host}{self.path}" + (f"?{q}" if q else "")
+
+    @property
+    def now(self) -> datetime:
+        return self.when.replace(tzinfo=UTC)
+
+
+def botocore_request(g: Generated, body: bytes | None = None) -> AWSRequest:
+    request = AWSRequest(method=g.method, url=g.url, data=g.body if body is None else body)
+    for name, value in g.headers:
+        request.headers[name] = value  # HTTPHeaders appends: repeated names are kept
+    return request
+
+
+def run_botocore(auth: SigV4Auth, request: AWSRequest, when: datetime) -> str:
+    """Sign with botocore at ``when``; return the canonical request it built."""
+    captured: list[str] = []
+    real_sts = auth.string_to_sign
+
+    def spy(req: AWSRequest, creq: str) -> str:
+        captured.append(creq)
+        return real_sts(req, creq)
+
+    with mock.patch.object(botocore.auth, "get_current_datetime", return_value=when), \
+            mock.patch.object(auth, "string_to_sign", side_effect=spy):
+        auth.add_auth(request)
+    assert len(captured) == 1
+    return captured[0]
+
+
+def boto_creds(g: Generated) -> BotoCredentials:
+    return BotoCredentials(ACCESS_KEY, SECRET_KEY, g.token)
+
+
+def our_creds(g: Generated) -> Credentials:
+    return Credentials(ACCESS_KEY, SECRET_KEY, g.token)
+
+
+@st.composite
+def generated(draw: st.DrawFn, *, s3: bool, presign: bool = False) -> Generated:
+    query = draw(query_pairs(unique=presign))
+    if presign:
+        query = [(k, v) for k, v in query if unquote(k).lower() not in PRESIGN_PARAMS]
+    return Generated(
+        method=draw(methods),
+        host=draw(hosts),
+        path=draw(encoded_paths()),
+        query=query,
+        headers=draw(amz_headers(presign=presign)),
+        body=b"" if presign else draw(st.binary(max_size=64)),
+        token=draw(tokens),
+        region=draw(regions),
+        service="s3" if s3 else draw(services),
+        when=draw(times),
+    )
+
+
+def host_of(g: Generated) -> tuple[str, str]:
+    return ("host", g.host)
+
+
+# --- header auth ---------------------------------------------------------------------------------
+
+
+@DIFF_SETTINGS
+@given(g=generated(s3=False), unsigned=st.booleans())
+def test_header_auth_matches_botocore(g: Generated, unsigned: bool) -> None:
+    request = botocore_request(g)
+    extra: list[tuple[str, str]] = []
+    if unsigned:
+        request.context["payload_signing_enabled"] = False  # botocore sends UNSIGNED-PAYLOAD
+        payload = UNSIGNED_PAYLOAD
+        extra.append(("x-amz-content-sha256", UNSIGNED_PAYLOAD))
+    else:
+        payload = sha256_hex(g.body)
+    boto_creq = run_botocore(SigV4Auth(boto_creds(g), g.service, g.region), request, g.when)
+
+    headers = [host_of(g), *g.headers, ("x-amz-date", amz_date(g.now)), *extra]
+    if g.token:
+        headers.append(("x-amz-security-token", g.token))
+    ours = SIGNER.sign_headers(
+        CanonicalInput(g.method, g.path, tuple(g.query), tuple(headers), payload),
+        our_creds(g), region=g.region, service=g.service, now=g.now,
+    )
+    assert ours.canonical_request == boto_creq
+    assert ours.authorization == request.headers["Authorization"]
+
+
+@DIFF_SETTINGS
+@given(g=generated(s3=True), unsigned=st.booleans())
+def test_s3_header_auth_matches_botocore(g: Generated, unsigned: bool) -> None:
+    request = botocore_request(g)
+    if unsigned:
+        request.context["client_config"] = SimpleNamespace(s3={"payload_signing_enabled": False})
+        payload = UNSIGNED_PAYLOAD
+    else:
+        payload = sha256_hex(g.body)
+    boto_creq = run_botocore(S3SigV4Auth(boto_creds(g), "s3", g.region), request, g.when)
+    assert request.headers["X-Amz-Content-SHA256"] == payload
+
+    headers = [host_of(g), *g.headers, ("x-amz-date", amz_date(g.now)), ("x-amz-content-sha256", payload)]
+    if g.token:
+        headers.append(("x-amz-security-token", g.token))
+    ours = SIGNER.sign_headers(
+        CanonicalInput(g.method, g.path, tuple(g.query), tuple(headers), payload),
+        our_creds(g), region=g.region, service="s3", now=g.now, policy=SigningPolicy(s3=True),
+    )
+    assert ours.canonical_request == boto_creq
+    assert ours.authorization == request.headers["Authorization"]
+
+
+# --- query auth (presigned URLs) -----------------------------------------------------------------
+
+
+def check_presign(g: Generated, auth: SigV4QueryAuth, policy: SigningPolicy, payload: str, expires: int) -> None:
+    request = botocore_request(g)
+    boto_creq = run_botocore(auth, request, g.when)
+    boto_query = urlsplit(request.url).query
+    boto_pairs = parse_qsl(boto_query, keep_blank_values=True)
+
+    ours = SIGNER.presign(
+        CanonicalInput(g.method, g.path, tuple(g.query), (host_of(g), *g.headers), payload),
+        our_creds(g), region=g.region, service=g.service, now=g.now, expires=expires, policy=policy,
+    )
+    assert ours.canonical_request == boto_creq
+    assert ours.signature == boto_pairs[-1][1]
+    assert boto_pairs[-1][0] == "X-Amz-Signature"
+    # Same parameters on the wire (botocore spells a key sent without "=" as "key=").
+    assert sorted(parse_qsl(encode_query(ours.query), keep_blank_values=True)) == sorted(boto_pairs)
+    assert urlsplit(request.url).path == g.path
+
+
+@DIFF_SETTINGS
+@given(g=generated(s3=False, presign=True), expires=st.integers(1, 604800))
+def test_presign_matches_botocore(g: Generated, expires: int) -> None:
+    auth = SigV4QueryAuth(boto_creds(g), g.service, g.region, expires=expires)
+    check_presign(g, auth, SigningPolicy(), EMPTY_SHA256, expires)
+
+
+@DIFF_SETTINGS
+@given(g=generated(s3=True, presign=True), expires=st.integers(1, 604800))
+def test_s3_presign_matches_botocore(g: Generated, expires: int) -> None:
+    auth = S3SigV4QueryAuth(boto_creds(g), "s3", g.region, expires=expires)
+    check_presign(g, auth, SigningPolicy(s3=True), UNSIGNED_PAYLOAD, expires)
+
+
+# --- normalisation properties --------------------------------------------------------------------
+
+raw_text = st.text(max_size=30)  # any unicode, surrogates excluded by percent_encode below
+key_text = st.text(st.characters(blacklist_categories=("Cs",)), max_size=20)
+
+
+@PROP_SETTINGS
+@given(raw=raw_text)
+def test_normalize_s3_path_is_idempotent(raw: str) -> None:
+    once = normalize_s3_path(raw)
+    assert normalize_s3_path(once) == once
+    assert once.startswith("/") or raw and not raw.startswith("/")
+
+
+@PROP_SETTINGS
+@given(key=key_text)
+def test_normalize_s3_path_keeps_botocore_encoding(key: str) -> None:
+    wire = "/bucket/" + percent_encode(key, safe="/~")
+    assert normalize_s3_path(wire) == wire
+    assert canonical_path(wire, SigningPolicy(s3=True)) == wire
+
+
+@PROP_SETTINGS
+@given(key=key_text, extra_safe=st.sampled_from(["", SUB_DELIMS, "!$'()*,;:@+="]))
+def test_normalize_s3_path_undoes_other_clients_encodings(key: str, extra_safe: str) -> None:
+    """However a client spelled the key, the normalised path is botocore's spelling of it."""
+    client = "/" + quote(key, safe="/" + extra_safe)
+    assert normalize_s3_path(client) == "/" + percent_encode(key, safe="/~")
+
+
+def test_normalize_s3_path_plus_and_percent() -> None:
+    assert normalize_s3_path("/a+b") == "/a%2Bb"  # "+" in a path is a literal plus
+    assert normalize_s3_path("/a%2Bb") == "/a%2Bb"
+    assert normalize_s3_path("/a%2bb") == "/a%2Bb"  # hex case normalised
+    assert normalize_s3_path("/a b") == "/a%20b"
+    assert normalize_s3_path("/a%2Fb/c") == "/a%2Fb/c"  # an encoded slash stays inside its segment
+    assert normalize_s3_path("/50%") == "/50%25"  # a lone percent is a literal percent
+    assert normalize_s3_path("") == "/"
+    assert normalize_s3_path("//x//") == "//x//"  # S3 keeps empty segments
+
+
+@PROP_SETTINGS
+@given(raw=st.text(max_size=40))
+def test_normalize_query_is_idempotent(raw: str) -> None:
+    once = normalize_query(raw)
+    assert normalize_query(encode_query(once)) == once
+
+
+@PROP_SETTINGS
+@given(pairs=st.lists(st.tuples(key_text, key_text), max_size=6))
+def test_normalize_query_keeps_botocore_encoding(pairs: list[tuple[str, str]]) -> None:
+    wire = percent_encode_sequence(pairs)
+    expected = tuple((percent_encode(k), percent_encode(v)) for k, v in pairs)
+    if not pairs:
+        expected = ()
+    assert normalize_query(wire) == expected
+    assert encode_query(normalize_query(wire)) == wire
+
+
+def test_normalize_query_plus_and_edges() -> None:
+    assert normalize_query("a+b=c+d") == (("a%20b", "c%20d"),)  # form encoding: "+" is a space
+    assert normalize_query("a%2Bb=%2b") == (("a%2Bb", "%2B"),)  # an encoded plus stays a plus
+    assert normalize_query("k") == (("k", None),)
+    assert normalize_query("k=") == (("k", ""),)
+    assert normalize_query("=v") == (("", "v"),)
+    assert normalize_query("a=1&&b=2&") == (("a", "1"), ("b", "2"))
+    assert normalize_query("a=1&a=1&a=0") == (("a", "1"), ("a", "1"), ("a", "0"))
+    assert normalize_query("x=a=b") == (("x", "a%3Db"),)
+    assert normalize_query("\u1234=%e1%88%b4") == (("%E1%88%B4", "%E1%88%B4"),)
+    assert normalize_query("") == ()
