@@ -86,7 +86,7 @@ def encoded_paths(draw: st.DrawFn) -> str:
     if draw(st.booleans()):
         raw += "/"
     # botocore quotes keys with safe "/~"; some clients also leave sub-delims as they are.
-    extra_safe = draw(st.sampled_from(["", SUB_DELIMS.replace("&", "").replace("=", "")]))
+    extra_safe = draw(st.sampled_from(["", SUB_DELIMS]))
     return percent_encode(raw, safe="/~" + extra_safe)
 
 
@@ -106,7 +106,8 @@ def query_pairs(draw: st.DrawFn, unique: bool = False) -> list[tuple[str, str | 
 
 
 header_token = st.text(st.sampled_from("abcdefghijklmnopqrstuvwxyz0123456789-"), min_size=1, max_size=8)
-header_value = st.text(st.sampled_from(list("aZ09 \t-_.,;:=/\"'()") + ["  ", "   "]), max_size=16)
+# Values with padding, runs of spaces and tabs, and ordinary punctuation.
+header_value = st.lists(st.sampled_from([*"aZ09 \t-_.,;:=/\"'()", "  ", "   ", "abc"]), max_size=12).map("".join)
 
 
 @st.composite
@@ -318,8 +319,8 @@ def test_s3_presign_matches_botocore(g: Generated, expires: int) -> None:
 
 # --- normalisation properties --------------------------------------------------------------------
 
-raw_text = st.text(max_size=30)  # any unicode, surrogates excluded by percent_encode below
-key_text = st.text(st.characters(blacklist_categories=("Cs",)), max_size=20)
+raw_text = st.text(max_size=30)
+key_text = st.text(st.characters(exclude_categories=("Cs",)), max_size=20)
 
 
 @PROP_SETTINGS
@@ -327,7 +328,6 @@ key_text = st.text(st.characters(blacklist_categories=("Cs",)), max_size=20)
 def test_normalize_s3_path_is_idempotent(raw: str) -> None:
     once = normalize_s3_path(raw)
     assert normalize_s3_path(once) == once
-    assert once.startswith("/") or raw and not raw.startswith("/")
 
 
 @PROP_SETTINGS
@@ -369,8 +369,6 @@ def test_normalize_query_is_idempotent(raw: str) -> None:
 def test_normalize_query_keeps_botocore_encoding(pairs: list[tuple[str, str]]) -> None:
     wire = percent_encode_sequence(pairs)
     expected = tuple((percent_encode(k), percent_encode(v)) for k, v in pairs)
-    if not pairs:
-        expected = ()
     assert normalize_query(wire) == expected
     assert encode_query(normalize_query(wire)) == wire
 
