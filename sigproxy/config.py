@@ -187,7 +187,7 @@ def host_matches(pattern: str, host: str, port: int) -> bool:
 
 def parse_address(value: str, path: str) -> Address:
     host, sep, port = value.rpartition(":")
-    if not sep or not port.isdigit() or not host:
+    if not sep or not (port.isascii() and port.isdigit()) or not host:
         raise ConfigError(path, f"expected HOST:PORT like '127.0.0.1:8080', got {value!r}")
     host = host.strip("[]")
     p = int(port)

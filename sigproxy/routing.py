@@ -89,14 +89,16 @@ class Selection:
 
 def _split_authority(authority: str, scheme: str) -> tuple[str, int]:
     if authority.startswith("["):
-        host, _, rest = authority[1:].partition("]")
-        port_s = rest[1:] if rest.startswith(":") else ""
+        host, bracket, rest = authority[1:].partition("]")
+        if not bracket or (rest and not rest.startswith(":")):
+            raise BadRequest(f"bad host in request target: {authority!r}")
+        port_s = rest[1:]
     else:
         host, _, port_s = authority.partition(":")
     if not host:
         raise BadRequest("the request target has no host")
     if port_s:
-        if not port_s.isdigit() or not 0 < int(port_s) < 65536:
+        if not (port_s.isascii() and port_s.isdigit()) or not 0 < int(port_s) < 65536:
             raise BadRequest(f"bad port in request target: {port_s!r}")
         return host.lower(), int(port_s)
     return host.lower(), _PORTS[scheme]

@@ -125,7 +125,8 @@ def amz_headers(draw: st.DrawFn, presign: bool = False) -> list[tuple[str, str]]
     )
     out: list[tuple[str, str]] = []
     for name in names:
-        spelled = "".join(c.upper() if draw(st.booleans()) else c for c in name)
+        mask = draw(st.integers(0, 2 ** len(name) - 1))  # which letters to upper-case
+        spelled = "".join(c.upper() if mask >> i & 1 else c for i, c in enumerate(name))
         if name == "content-md5":
             value = base64.b64encode(hashlib.md5(draw(st.binary(max_size=8))).digest()).decode()  # noqa: S324
         else:
