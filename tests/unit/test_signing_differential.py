@@ -18,7 +18,6 @@ and, for S3, ``X-Amz-Content-SHA256`` itself, and we add the same to our input.
 from __future__ import annotations
 
 import base64
-import hashlib
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from types import SimpleNamespace
@@ -78,64 +77,71 @@ path_segment = st.one_of(
 )
 
 
+# Strategies are built once, here, not inside the composites: building them per example is most of
+# the cost of an example.
+_segments = st.lists(path_segment, max_size=6)
+_extra_path_safe = st.sampled_from(["", SUB_DELIMS])
+
+
 @st.composite
 def encoded_paths(draw: st.DrawFn) -> str:
     """A path as a client puts it on the wire: percent-encoded, with ``/``, dots and ``//`` kept."""
-    segments = draw(st.lists(path_segment, max_size=6))
-    raw = "/" + "/".join(segments)
+    raw = "/" + "/".join(draw(_segments))
     if draw(st.booleans()):
         raw += "/"
     # botocore quotes keys with safe "/~"; some clients also leave sub-delims as they are.
-    extra_safe = draw(st.sampled_from(["", SUB_DELIMS]))
-    return percent_encode(raw, safe="/~" + extra_safe)
+    return percent_encode(raw, safe="/~" + draw(_extra_path_safe))
+
+
+_pair = st.tuples(text, st.one_of(st.none(), text)).filter(lambda kv: kv[0] != "" or kv[1] is not None)
+_pairs = st.lists(_pair, max_size=6)
+_unique_pairs = st.lists(_pair, max_size=6, unique_by=lambda kv: kv[0])
 
 
 @st.composite
 def query_pairs(draw: st.DrawFn, unique: bool = False) -> list[tuple[str, str | None]]:
     """Encoded ``(key, value)`` pairs (``None``: the key was sent without ``=``)."""
-    raw = draw(
-        st.lists(
-            st.tuples(text, st.one_of(st.none(), text)).filter(lambda kv: kv[0] != "" or kv[1] is not None),
-            max_size=6,
-            unique_by=(lambda kv: kv[0]) if unique else None,
-        )
-    )
-    if draw(st.booleans()) and raw and not unique:
+    raw = draw(_unique_pairs if unique else _pairs)
+    if not unique and raw and draw(st.booleans()):
         raw.append(raw[0])  # an exact duplicate pair
     return [(percent_encode(k), None if v is None else percent_encode(v)) for k, v in raw]
 
 
-header_token = st.text(st.sampled_from("abcdefghijklmnopqrstuvwxyz0123456789-"), min_size=1, max_size=8)
+_header_token = st.text(st.sampled_from("abcdefghijklmnopqrstuvwxyz0123456789-"), min_size=1, max_size=8)
+_header_name = st.one_of(
+    _header_token.map(lambda t: f"x-amz-meta-{t}"),
+    st.sampled_from(["x-amz-acl", "x-amz-storage-class", "x-amz-tagging", "content-type", "content-md5"]),
+)
 # Values with padding, runs of spaces and tabs, and ordinary punctuation.
-header_value = st.lists(st.sampled_from([*"aZ09 \t-_.,;:=/\"'()", "  ", "   ", "abc"]), max_size=12).map("".join)
+_header_value = st.lists(st.sampled_from([*"aZ09 \t-_.,;:=/\"'()", "  ", "   ", "abc"]), max_size=12).map(
+    "".join
+)
+_md5_value = st.binary(min_size=16, max_size=16).map(lambda b: base64.b64encode(b).decode())
+_header_specs = st.lists(
+    st.tuples(
+        _header_name,
+        st.integers(0, 2**32 - 1),  # which letters of the name to upper-case
+        _header_value,
+        _md5_value,
+        st.one_of(st.none(), _header_value),  # a second header of the same name, other case
+    ),
+    max_size=5,
+)
 
 
 @st.composite
 def amz_headers(draw: st.DrawFn, presign: bool = False) -> list[tuple[str, str]]:
     """Headers the proxy would sign, names in random case, some repeated."""
-    names = draw(
-        st.lists(
-            st.one_of(
-                header_token.map(lambda t: f"x-amz-meta-{t}"),
-                st.sampled_from(["x-amz-acl", "x-amz-storage-class", "x-amz-tagging", "content-type"]),
-                st.just("content-md5"),
-            ),
-            max_size=5,
-        )
-    )
     out: list[tuple[str, str]] = []
-    for name in names:
-        mask = draw(st.integers(0, 2 ** len(name) - 1))  # which letters to upper-case
+    for name, mask, value, md5, again in draw(_header_specs):
         spelled = "".join(c.upper() if mask >> i & 1 else c for i, c in enumerate(name))
         if name == "content-md5":
-            value = base64.b64encode(hashlib.md5(draw(st.binary(max_size=8))).digest()).decode()  # noqa: S324
-        else:
-            value = draw(header_value)
+            value = md5
         if presign and name == "content-type" and value == "application/x-www-form-urlencoded; charset=utf-8":
             continue  # botocore drops its own auto-set form content type from presigned URLs
         out.append((spelled, value))
-        if draw(st.integers(0, 3)) == 0:
-            out.append((name.upper(), draw(header_value)))  # the same header again, other case
+        if again is not None:
+            out.append((name.upper(), md5 if name == "content-md5" else again))
     return out
 
 

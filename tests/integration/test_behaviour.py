@@ -1,0 +1,332 @@
+"""Selection paths, overrides, header hygiene and every error status, through the real proxy process.
+
+A small recording upstream (not a verifier: it only shows what arrived) tells which headers were forwarded;
+moto is the judge wherever a signature matters.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import socket
+import subprocess
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+
+from tests.conftest import Proxy, moto_config
+from tests.integration.test_moto_clients import curl, status_of
+from tests.servers.moto_server import Moto
+
+
+@dataclass
+class Recorder:
+    url: str
+    requests: list[dict[str, object]] = field(default_factory=list)
+
+
+@pytest.fixture(scope="module")
+def recorder() -> Iterator[Recorder]:
+    rec = Recorder("")
+
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def _serve(self) -> None:
+            length = int(self.headers.get("Content-Length", "0"))
+            body = self.rfile.read(length) if length else b""
+            rec.requests.append({"method": self.command, "path": self.path,
+                                 "headers": [(k.lower(), v) for k, v in self.headers.items()], "body": body})
+            if self.path.startswith("/slow"):
+                time.sleep(3)
+            if self.path.startswith("/redirect"):
+                self.send_response(302)
+                self.send_header("Location", "http://example.com/")
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+                return
+            payload = b"recorded"
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(payload)))
+            self.send_header("Connection", "keep-alive")
+            self.send_header("X-Upstream", "yes")
+            self.end_headers()
+            self.wfile.write(payload)
+
+        do_GET = do_PUT = do_POST = do_DELETE = _serve  # noqa: N815
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    rec.url = f"http://127.0.0.1:{server.server_address[1]}"
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield rec
+    server.shutdown()
+    server.server_close()
+
+
+def config(*, default: bool = True, token: str | None = None, extra: str = "", proxy: str = "") -> str:
+    """Connections: ``main`` (s3, us-east-1) and ``other`` (sqs, eu-west-1), both allowed on 127.0.0.1."""
+    return f"""
+[proxy]
+{'default_connection = "main"' if default else ''}
+{proxy}
+[connections.main]
+region = "us-east-1"
+service = "s3"
+hosts = ["127.0.0.1:*"]
+{f'token = "{token}"' if token else ''}
+[connections.main.credentials]
+source = "static"
+access_key_id = "AKIDMAIN"
+secret_access_key = "main-secret-value-0123456789"
+
+[connections.other]
+region = "eu-west-1"
+hosts = ["127.0.0.1:*", "*.amazonaws.com"]
+[connections.other.credentials]
+source = "static"
+access_key_id = "AKIDOTHER"
+secret_access_key = "other-secret-value-0123456789"
+{extra}
+"""
+
+
+def last(rec: Recorder) -> dict[str, object]:
+    return rec.requests[-1]
+
+
+def header(req: dict[str, object], name: str) -> str | None:
+    values = [v for k, v in req["headers"] if k == name]  # type: ignore[union-attr]
+    return values[0] if values else None
+
+
+def basic(user: str, password: str) -> str:
+    return "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
+
+
+def error_of(r: subprocess.CompletedProcess[str]) -> dict[str, str]:
+    body = r.stdout.rsplit("\n", 1)[0]
+    return json.loads(body)["error"]  # type: ignore[no-any-return]
+
+
+class TestSelection:
+    def test_header_selects(self, recorder: Recorder, sigproxy_factory: Callable[..., Proxy]) -> None:
+        """X-Sigproxy-Connection picks the connection (its key id and default region sign)."""
+        proxy = sigproxy_factory(config())
+        r = curl(proxy, "-H", "X-Sigproxy-Connection: other", "-H", "X-Sigproxy-Service: sqs", f"{recorder.url}/q")
+        assert status_of(r) == 200, r
+        auth = header(last(recorder), "authorization") or ""
+        assert "Credential=AKIDOTHER/" in auth and "/eu-west-1/sqs/aws4_request" in auth
+
+    def test_proxy_auth_selects(self, recorder: Recorder, sigproxy_factory: Callable[..., Proxy]) -> None:
+        """Proxy-Authorization: Basic NAME:TOKEN picks the connection (curl -x http://NAME:TOKEN@...)."""
+        proxy = sigproxy_factory(config(default=False))
+        r = subprocess.run(["curl", "-sS", "-w", "\n%{http_code}", "-x", f"http://other:x@{proxy.address}",
+                            "-H", "X-Sigproxy-Service: sqs", f"{recorder.url}/pa"], capture_output=True, text=True,
+                           check=False)
+        assert status_of(r) == 200, r
+        assert "Credential=AKIDOTHER/" in (header(last(recorder), "authorization") or "")
+
+    def test_client_key_selects(self, recorder: Recorder, sigproxy_factory: Callable[..., Proxy]) -> None:
+        """The access key id of the client's own SigV4 Authorization names the connection; its scope gives
+        service and region."""
+        proxy = sigproxy_factory(config(default=False))
+        client_auth = ("AWS4-HMAC-SHA256 Credential=other/20260101/ap-south-1/sns/aws4_request, "
+                       "SignedHeaders=host, Signature=" + "0" * 64)
+        r = curl(proxy, "-H", f"Authorization: {client_auth}", f"{recorder.url}/ck")
+        assert status_of(r) == 200, r
+        auth = header(last(recorder), "authorization") or ""
+        assert "Credential=AKIDOTHER/" in auth and "/ap-south-1/sns/aws4_request" in auth
+        assert "0" * 64 not in auth
+
+    def test_route_selects(self, recorder: Recorder, sigproxy_factory: Callable[..., Proxy]) -> None:
+        """A [[routes]] host glob picks the connection when the request names none."""
+        proxy = sigproxy_factory(config(extra='[[routes]]\nhost = "127.0.0.1:*"\nconnection = "other"\n'))
+        r = curl(proxy, "-H", "X-Sigproxy-Service: sqs", f"{recorder.url}/route")
+        assert status_of(r) == 200, r
+        assert "Credential=AKIDOTHER/" in (header(last(recorder), "authorization") or "")
+
+    def test_default_selects(self, recorder: Recorder, sigproxy_factory: Callable[..., Proxy]) -> None:
+        """default_connection applies when nothing else does."""
+        proxy = sigproxy_factory(config())
+        r = curl(proxy, f"{recorder.url}/default")
+        assert status_of(r) == 200, r
+        assert "Credential=AKIDMAIN/" in (header(last(recorder), "authorization") or "")
+
+    def test_none_is_407(self, recorder: Recorder, sigproxy_factory: Callable[..., Proxy]) -> None:
+        """No way matches: 407 saying how to select one; nothing is forwarded."""
+        proxy = sigproxy_factory(config(default=False))
+        before = len(recorder.requests)
+        r = curl(proxy, f"{recorder.url}/none")
+        assert status_of(r) == 407
+        err = error_of(r)
+        assert err["code"] == "no_connection"
+        assert "X-Sigproxy-Connection" in err["message"] and "default_connection" in err["message"]
+        assert len(recorder.requests) == before
+
+    @pytest.mark.parametrize("auth", [None, "wrong-token"])
+    def test_token_required(self, auth: str | None, recorder: Recorder,
+                            sigproxy_factory: Callable[..., Proxy]) -> None:
+        """A connection with a token refuses a missing or wrong one with 407 and accepts the right one."""
+        proxy = sigproxy_factory(config(token="s3cr3t-token"))
+        before = len(recorder.requests)
+        args = ["-H", f"Proxy-Authorization: {basic('main', auth)}"] if auth else []
+        r = curl(proxy, *args, f"{recorder.url}/tok")
+        assert status_of(r) == 407
+        assert error_of(r)["code"] == "bad_proxy_token"
+        assert "s3cr3t-token" not in r.stdout
+        assert len(recorder.requests) == before
+        ok = curl(proxy, "-H", f"Proxy-Authorization: {basic('main', 's3cr3t-token')}", f"{recorder.url}/tok")
+        assert status_of(ok) == 200
+        assert "s3cr3t-token" not in proxy.stop()
+
+
+class TestOverridesAndHeaders:
+    def test_service_and_region_override(self, recorder: Recorder, sigproxy_factory: Callable[..., Proxy]) -> None:
+        """X-Sigproxy-Service and X-Sigproxy-Region override everything."""
+        proxy = sigproxy_factory(config())
+        r = curl(proxy, "-H", "X-Sigproxy-Service: execute-api", "-H", "X-Sigproxy-Region: eu-north-1",
+                 f"{recorder.url}/o")
+        assert status_of(r) == 200, r
+        assert "/eu-north-1/execute-api/aws4_request" in (header(last(recorder), "authorization") or "")
+
+    def test_stripped_and_kept_headers(self, recorder: Recorder, sigproxy_factory: Callable[..., Proxy]) -> None:
+        """X-Sigproxy-*, Proxy-*, the client's Authorization / X-Amz-Date / X-Amz-Security-Token, presign query
+        parameters and Connection-named headers are removed; other headers pass; x-amz-* are signed,
+        user-agent and x-forwarded-* are not."""
+        proxy = sigproxy_factory(config())
+        r = curl(
+            proxy,
+            "-H", "X-Sigproxy-Connection: main",
+            "-H", "Proxy-Authorization: Basic bWFpbjp4",
+            "-H", "X-Amz-Date: 19990101T000000Z",
+            "-H", "X-Amz-Security-Token: client-token-xyz",
+            "-H", "X-Amz-Meta-Note:   two   spaces  ",
+            "-H", "X-Forwarded-For: 10.0.0.1",
+            "-H", "Connection: X-Drop-Me",
+            "-H", "X-Drop-Me: 1",
+            "-A", "my-agent/1.0",
+            f"{recorder.url}/h?b=2&X-Amz-Signature=abc&a=1&X-Amz-Credential=x%2Fy",
+        )
+        assert status_of(r) == 200, r
+        req = last(recorder)
+        names = {k for k, _ in req["headers"]}  # type: ignore[union-attr]
+        assert not any(n.startswith(("x-sigproxy-", "proxy-")) for n in names)
+        assert "x-drop-me" not in names
+        assert header(req, "x-amz-security-token") is None
+        assert header(req, "x-amz-date") != "19990101T000000Z"
+        assert header(req, "user-agent") == "my-agent/1.0"
+        assert header(req, "x-forwarded-for") == "10.0.0.1"
+        assert req["path"] == "/h?b=2&a=1"
+        signed = (header(req, "authorization") or "").split("SignedHeaders=")[1].split(",")[0].split(";")
+        assert "x-amz-meta-note" in signed and "host" in signed and "x-amz-content-sha256" in signed
+        assert "user-agent" not in signed and "x-forwarded-for" not in signed
+
+    def test_redirects_not_followed(self, recorder: Recorder, sigproxy_factory: Callable[..., Proxy]) -> None:
+        """An upstream redirect goes back to the client as is."""
+        proxy = sigproxy_factory(config())
+        r = curl(proxy, f"{recorder.url}/redirect")
+        assert status_of(r) == 302
+
+
+class TestErrors:
+    def test_400_unresolvable(self, recorder: Recorder, sigproxy_factory: Callable[..., Proxy]) -> None:
+        """A host that names no service and a connection that sets none: 400 naming what to add."""
+        proxy = sigproxy_factory(config())
+        r = curl(proxy, "-H", "X-Sigproxy-Connection: other", f"{recorder.url}/x")
+        assert status_of(r) == 400
+        err = error_of(r)
+        assert err["code"] == "unresolvable_target"
+        assert "X-Sigproxy-Service" in err["message"]
+
+    def test_400_origin_form_on_forward_listener(self, sigproxy_factory: Callable[..., Proxy]) -> None:
+        """A plain origin-form request to the forward listener is explained, not forwarded."""
+        proxy = sigproxy_factory(config())
+        r = subprocess.run(["curl", "-sS", "-w", "\n%{http_code}", f"{proxy.url}/x"], capture_output=True,
+                           text=True, check=False)
+        assert status_of(r) == 400
+        assert "HTTP_PROXY" in error_of(r)["message"]
+
+    def test_403_host_not_allowed(self, sigproxy_factory: Callable[..., Proxy]) -> None:
+        """A target outside the connection's hosts: 403, never forwarded (nothing listens there anyway)."""
+        proxy = sigproxy_factory(config())
+        r = curl(proxy, "http://169.254.169.254/latest/meta-data/")
+        assert status_of(r) == 403
+        assert r.stdout.count("host_not_allowed") == 1
+
+    def test_413_body_too_large(self, recorder: Recorder, sigproxy_factory: Callable[..., Proxy]) -> None:
+        """Over max_buffered_body: 413 before anything goes upstream, with Content-Length or chunked."""
+        proxy = sigproxy_factory(config(proxy='max_buffered_body = "1KiB"'))
+        before = len(recorder.requests)
+        r = curl(proxy, "-X", "PUT", "--data-binary", "x" * 2048, f"{recorder.url}/big")
+        assert status_of(r) == 413
+        assert error_of(r)["code"] == "body_too_large"
+        chunked = curl(proxy, "-X", "PUT", "-H", "Transfer-Encoding: chunked", "--data-binary", "y" * 4096,
+                       f"{recorder.url}/big")
+        assert status_of(chunked) == 413
+        assert len(recorder.requests) == before
+
+    def test_502_upstream_unreachable(self, sigproxy_factory: Callable[..., Proxy]) -> None:
+        """Nothing listening upstream: 502 upstream_error."""
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        proxy = sigproxy_factory(config())
+        r = curl(proxy, f"http://127.0.0.1:{port}/")
+        assert status_of(r) == 502
+        assert error_of(r)["code"] == "upstream_error"
+
+    def test_502_credentials_unavailable(self, recorder: Recorder, sigproxy_factory: Callable[..., Proxy]) -> None:
+        """A chain connection with no credentials anywhere: 502 credentials_unavailable."""
+        text = config().replace('source = "static"\naccess_key_id = "AKIDMAIN"\n'
+                                'secret_access_key = "main-secret-value-0123456789"', 'source = "chain"')
+        proxy = sigproxy_factory(text)
+        r = curl(proxy, f"{recorder.url}/nocreds")
+        assert status_of(r) == 502
+        assert error_of(r)["code"] == "credentials_unavailable"
+
+    def test_504_upstream_timeout(self, recorder: Recorder, sigproxy_factory: Callable[..., Proxy]) -> None:
+        """An upstream silent for longer than read_timeout: 504."""
+        proxy = sigproxy_factory(config(proxy="read_timeout = 1"))
+        r = curl(proxy, f"{recorder.url}/slow")
+        assert status_of(r) == 504
+        assert error_of(r)["code"] == "upstream_timeout"
+        assert "x-sigproxy-error" not in r.stdout.lower()  # header, not body
+
+    def test_error_header(self, sigproxy_factory: Callable[..., Proxy]) -> None:
+        """Proxy errors carry X-Sigproxy-Error so they can't be mistaken for AWS's."""
+        proxy = sigproxy_factory(config(default=False))
+        r = subprocess.run(["curl", "-sS", "-i", "-x", proxy.url, "http://127.0.0.1:9/"], capture_output=True,
+                           text=True, check=False)
+        assert "x-sigproxy-error: no_connection" in r.stdout.lower()
+
+
+class TestReverse:
+    def test_reverse_listener_in_front_of_moto(self, moto: Moto, sigproxy_factory: Callable[..., Proxy]) -> None:
+        """A [[reverse]] listener: plain requests to it are signed for moto; moto's checks accept them."""
+        text = moto_config(moto, connection='service = "s3"') + f"""
+[[reverse]]
+listen = "127.0.0.1:0"
+upstream = "{moto.endpoint}"
+connection = "main"
+"""
+        proxy = sigproxy_factory(text)
+        (rev,) = proxy.reverse
+        r = subprocess.run(["curl", "-sS", "-w", "\n%{http_code}", f"{rev}/"], capture_output=True, text=True,
+                           check=False)
+        assert status_of(r) == 200, r
+        assert f"<Name>{moto.bucket}</Name>" in r.stdout
+        put = subprocess.run(["curl", "-sS", "-w", "\n%{http_code}", "-X", "PUT", "-H", "Content-Type: text/plain",
+                              "--data-binary", "via reverse", f"{rev}/{moto.bucket}/rev.txt"],
+                             capture_output=True, text=True, check=False)
+        assert status_of(put) == 200, put
+        get = subprocess.run(["curl", "-sS", f"{rev}/{moto.bucket}/rev.txt"], capture_output=True, text=True,
+                             check=False)
+        assert get.stdout == "via reverse"
