@@ -14,6 +14,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from urllib.parse import quote
 
+import uvloop
+
 from . import __version__
 from .config import Config, find_config, load
 from .credentials import Providers, caller_identity
@@ -95,11 +97,7 @@ def _run(args: argparse.Namespace) -> int:
         await serve(config, stop, ready)
 
     try:
-        import uvloop
-
         uvloop.run(main())
-    except ImportError:  # pragma: no cover - uvloop is a dependency; Windows has none
-        asyncio.run(main())
     except OSError as exc:
         print(f"sigproxy: cannot listen: {exc.strerror or exc}", file=sys.stderr)
         return EXIT_USAGE
@@ -178,9 +176,8 @@ def _sign(args: argparse.Namespace) -> int:
                            payload_hash=payload_hash_for(claimed, body), body_length=len(body),
                            service=service, region=region, now=now, upstream_scheme=conn.upstream_scheme)
         for name, value in out.headers:
-            if token and value == token and not args.show_token:
-                value = "***"
-            print(f"{name}: {value}")
+            shown = "***" if token and value == token and not args.show_token else value
+            print(f"{name}: {shown}")
     if args.verbose:
         creq = out.signature.canonical_request
         if token:

@@ -247,7 +247,7 @@ class _Table:
             raise ConfigError(self.key(name), f"expected {kind_name}, got {got} {value!r}")
         return value
 
-    def str(self, name: str, *, required: bool = False) -> str | None:
+    def string(self, name: str, *, required: bool = False) -> str | None:
         value = self._get(name, str, "a string")
         if value is None:
             if required:
@@ -257,7 +257,7 @@ class _Table:
         return resolved
 
     def secret(self, name: str, *, required: bool = False) -> Secret | None:
-        value = self.str(name, required=required)
+        value = self.string(name, required=required)
         if value is None:
             return None
         if not value:
@@ -293,7 +293,7 @@ class _Table:
         return [_Table(v, f"{self.key(name)}[{i}]", self.env) for i, v in enumerate(value or [])]
 
     def choice(self, name: str, choices: tuple[str, ...], *, required: bool = False) -> str | None:
-        value = self.str(name, required=required)
+        value = self.string(name, required=required)
         if value is not None and value not in choices:
             raise ConfigError(self.key(name), f"expected one of {', '.join(choices)}, got {value!r}")
         return value
@@ -329,12 +329,12 @@ def _credentials(t: _Table) -> CredentialsConfig:
     if source == "static":
         creds = CredentialsConfig(
             source="static",
-            access_key_id=t.str("access_key_id", required=True),
+            access_key_id=t.string("access_key_id", required=True),
             secret_access_key=t.secret("secret_access_key", required=True),
             session_token=t.secret("session_token"),
         )
     else:
-        creds = CredentialsConfig(source="chain", profile=t.str("profile"))
+        creds = CredentialsConfig(source="chain", profile=t.string("profile"))
     t.done()
     return creds
 
@@ -348,12 +348,12 @@ def _connection(name: str, t: _Table) -> ConnectionConfig:
     hosts = tuple(_host_glob(h, f"{t.key('hosts')}[{i}]") for i, h in enumerate(t.strings("hosts")))
     if not hosts:
         raise ConfigError(t.key("hosts"), "is required: the hosts this connection may sign for")
-    sts = t.str("sts_endpoint_url")
+    sts = t.string("sts_endpoint_url")
     conn = ConnectionConfig(
         name=name,
         credentials=_credentials(creds_t),
-        region=t.str("region"),
-        service=t.str("service"),
+        region=t.string("region"),
+        service=t.string("service"),
         hosts=hosts,
         token=t.secret("token"),
         sts_endpoint_url=None if sts is None else _url(sts, t.key("sts_endpoint_url")),
@@ -366,11 +366,11 @@ def _connection(name: str, t: _Table) -> ConnectionConfig:
 def _proxy(t: _Table | None) -> ProxyConfig:
     if t is None:
         return ProxyConfig()
-    listen = t.str("listen")
+    listen = t.string("listen")
     mbb = t._get("max_buffered_body", object, "a size")
     conns = t.number("upstream_connections")
     kwargs: dict[str, Any] = {
-        "default_connection": t.str("default_connection"),
+        "default_connection": t.string("default_connection"),
         "connect_timeout": t.number("connect_timeout"),
         "read_timeout": t.number("read_timeout"),
         "upstream_connections": None if conns is None else int(conns),
@@ -393,7 +393,7 @@ def _build(data: Mapping[str, Any], env: Mapping[str, str], source: str, listen:
     if conns_t is not None:
         for name in conns_t.data:
             sub = conns_t.table(name)
-            assert sub is not None  # noqa: S101 - name comes from the table itself
+            assert sub is not None
             connections[name] = _connection(name, sub)
     if not connections:
         raise ConfigError("connections", "define at least one [connections.NAME] table")
@@ -406,8 +406,8 @@ def _build(data: Mapping[str, Any], env: Mapping[str, str], source: str, listen:
     routes = []
     for rt in root.tables("routes"):
         route = Route(
-            host=_host_glob(rt.str("host", required=True) or "", rt.key("host")),
-            connection=rt.str("connection", required=True) or "",
+            host=_host_glob(rt.string("host", required=True) or "", rt.key("host")),
+            connection=rt.string("connection", required=True) or "",
         )
         known(route.connection, rt.key("connection"))
         rt.done()
@@ -415,14 +415,14 @@ def _build(data: Mapping[str, Any], env: Mapping[str, str], source: str, listen:
     reverse = []
     addresses = {proxy.listen: "proxy.listen"}
     for rt in root.tables("reverse"):
-        addr = parse_address(rt.str("listen", required=True) or "", rt.key("listen"))
+        addr = parse_address(rt.string("listen", required=True) or "", rt.key("listen"))
         if addr in addresses and addr.port != 0:
             raise ConfigError(rt.key("listen"), f"{addr} is already used by {addresses[addr]}")
         addresses[addr] = rt.key("listen")
         rev = ReverseListener(
             listen=addr,
-            upstream=_url(rt.str("upstream", required=True) or "", rt.key("upstream")),
-            connection=rt.str("connection"),
+            upstream=_url(rt.string("upstream", required=True) or "", rt.key("upstream")),
+            connection=rt.string("connection"),
         )
         known(rev.connection, rt.key("connection"))
         rt.done()

@@ -76,7 +76,8 @@ class ChainProvider:
 def _provider(conn: ConnectionConfig) -> CredentialProvider:
     c = conn.credentials
     if c.source == "static":
-        assert c.access_key_id is not None and c.secret_access_key is not None  # noqa: S101 - config checks
+        if c.access_key_id is None or c.secret_access_key is None:
+            raise ValueError(f"connection {conn.name!r}: static credentials need both keys")
         token = c.session_token.reveal() if c.session_token else None
         return StaticProvider(Credentials(c.access_key_id, c.secret_access_key.reveal(), token))
     return ChainProvider(conn.name, c.profile)

@@ -173,11 +173,10 @@ def _s3(labels: list[str], suffix_region: str) -> Endpoint | None:
 def parse_host(host: str) -> Endpoint:
     """Work out the signing service and region from an AWS host name; fields are ``None`` when unknown."""
     host = host.lower().rstrip(".")
-    for suffix, partition_region in _SUFFIXES:
-        if host.endswith(suffix):
-            break
-    else:
+    match = next(((sfx, reg) for sfx, reg in _SUFFIXES if host.endswith(sfx)), None)
+    if match is None:
         return Endpoint(None, None)
+    suffix, partition_region = match
     labels = host[: -len(suffix)].split(".")
     if suffix == ".on.aws":
         # Lambda function URLs: <url-id>.lambda-url.<region>.on.aws

@@ -7,9 +7,9 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from ..errors import UnsupportedRequest
-from ..handler import Exchange
-from ..routing import parse_absolute_target
+from sigproxy.errors import UnsupportedRequest
+from sigproxy.handler import Exchange
+from sigproxy.routing import parse_absolute_target
 
 __all__ = ["forward_exchange"]
 

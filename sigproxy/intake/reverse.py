@@ -8,10 +8,10 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from ..config import ReverseListener
-from ..errors import BadRequest
-from ..handler import Exchange
-from ..routing import Target, parse_absolute_target
+from sigproxy.config import ReverseListener
+from sigproxy.errors import BadRequest
+from sigproxy.handler import Exchange
+from sigproxy.routing import Target, parse_absolute_target
 
 __all__ = ["reverse_exchange"]
 

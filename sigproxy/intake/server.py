@@ -14,12 +14,13 @@ from dataclasses import dataclass
 
 from aiohttp import web
 
-from ..config import Config, ReverseListener
-from ..credentials import Providers
-from ..errors import SigproxyError
-from ..forwarding import Upstream
-from ..handler import Exchange, Handler, error_response
-from ..signing import Signer
+from sigproxy.config import Config, ReverseListener
+from sigproxy.credentials import Providers
+from sigproxy.errors import SigproxyError
+from sigproxy.forwarding import Upstream
+from sigproxy.handler import Exchange, Handler, error_response
+from sigproxy.signing import Signer
+
 from .forward import forward_exchange
 from .reverse import reverse_exchange
 

@@ -57,7 +57,7 @@ def recorder() -> Iterator[Recorder]:
             self.end_headers()
             self.wfile.write(payload)
 
-        do_GET = do_PUT = do_POST = do_DELETE = _serve  # noqa: N815
+        do_GET = do_PUT = do_POST = do_DELETE = _serve
 
         def log_message(self, *args: object) -> None:
             pass

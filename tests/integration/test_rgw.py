@@ -8,7 +8,7 @@ import os
 import subprocess
 import sys
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import boto3
@@ -39,11 +39,11 @@ secret_access_key = "{secret or rgw.secret_key}"
 
 
 @pytest.fixture(scope="module")
-def bucket(rgw: RGW) -> Iterator[str]:
+def bucket(rgw: RGW) -> str:
     s3 = boto3.client("s3", endpoint_url=rgw.endpoint, region_name=rgw.region,
                       aws_access_key_id=rgw.access_key, aws_secret_access_key=rgw.secret_key)
     s3.create_bucket(Bucket=BUCKET)
-    yield BUCKET
+    return BUCKET
 
 
 @pytest.fixture
