@@ -51,6 +51,7 @@ __all__ = [
     "parse_address",
     "parse_size",
     "host_matches",
+    "compile_host_globs",
 ]
 
 DEFAULT_LISTEN = "127.0.0.1:8080"
@@ -126,8 +127,14 @@ class ConnectionConfig:
     upstream_scheme: Literal["http", "https"] | None = None
     """Force the upstream scheme (client speaks http to us, we speak TLS upstream)."""
 
+    _hosts_re: re.Pattern[str] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_hosts_re", compile_host_globs(self.hosts))
+
     def allows(self, host: str, port: int) -> bool:
-        return any(host_matches(p, host, port) for p in self.hosts)
+        """Whether this connection may sign for ``host:port``."""
+        return self._hosts_re.fullmatch(f"{host.lower()}:{port}") is not None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -136,6 +143,13 @@ class Route:
 
     host: str
     connection: str
+    _host_re: re.Pattern[str] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_host_re", compile_host_globs((self.host,)))
+
+    def matches(self, host: str, port: int) -> bool:
+        return self._host_re.fullmatch(f"{host.lower()}:{port}") is not None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -173,16 +187,30 @@ class Config:
 # ---------------------------------------------------------------------------- helpers
 
 
+def _glob_re(glob: str) -> str:
+    # fnmatch.translate gives '(?s:PATTERN)\\Z'; drop the anchor, fullmatch anchors the whole alternation.
+    return fnmatch.translate(glob).removesuffix(r"\Z")
+
+
+def compile_host_globs(patterns: tuple[str, ...]) -> re.Pattern[str]:
+    """One regex over ``host:port`` (lower-case host; IPv6 unbracketed) for ``host`` / ``host:port`` globs."""
+    parts = []
+    for raw in patterns:
+        pattern = raw.lower()
+        if pattern.startswith("["):
+            host, _, rest = pattern[1:].partition("]")
+            port = rest[1:] if rest.startswith(":") else "*"
+        elif ":" in pattern:
+            host, _, port = pattern.rpartition(":")
+        else:
+            host, port = pattern, "*"
+        parts.append(f"(?:{_glob_re(host)}):(?:{_glob_re(port)})")
+    return re.compile("|".join(parts) or "(?!)")
+
+
 def host_matches(pattern: str, host: str, port: int) -> bool:
     """Whether ``host:port`` matches a ``host`` or ``host:port`` glob (case-insensitive)."""
-    pattern = pattern.lower()
-    host = host.lower()
-    if pattern.startswith("["):
-        h, _, p = pattern[1:].partition("]")
-        return fnmatch.fnmatchcase(host, h) and (not p or fnmatch.fnmatchcase(str(port), p[1:]))
-    if ":" in pattern:
-        return fnmatch.fnmatchcase(f"{host}:{port}", pattern)
-    return fnmatch.fnmatchcase(host, pattern)
+    return compile_host_globs((pattern,)).fullmatch(f"{host.lower()}:{port}") is not None
 
 
 def parse_address(value: str, path: str) -> Address:

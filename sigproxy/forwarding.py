@@ -87,6 +87,12 @@ class Upstream:
             )
 
     @staticmethod
+    async def read_small(response: aiohttp.ClientResponse) -> bytes:
+        """A whole (small, known-length) response body; errors mapped."""
+        with _map_errors(response.url.host or "?"):
+            return await response.read()
+
+    @staticmethod
     async def iter_body(response: aiohttp.ClientResponse) -> AsyncIterator[bytes]:
         """The response body as it arrives; errors mapped."""
         with _map_errors(response.url.host or "?"):

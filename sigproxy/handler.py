@@ -8,10 +8,11 @@ Must not: know which listener mode produced the request beyond the :class:`Excha
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
+import secrets
 import time
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -36,6 +37,9 @@ _RESPONSE_HOP = frozenset(
      "proxy-authenticate"}
 )
 _READ_CHUNK = 64 * 1024
+# Responses with a known length up to one chunk are read whole and sent in one write (a streaming copy
+# would cost more syscalls and awaits than the bytes are worth); larger ones stream.
+_SMALL_RESPONSE = _READ_CHUNK
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,7 +63,7 @@ def error_response(exc: SigproxyError, request_id: str) -> web.Response:
 class Handler:
     """Signs and forwards requests; shared by every listener. Holds no per-request state."""
 
-    __slots__ = ("_clock", "_config", "_providers", "_signer", "_upstream")
+    __slots__ = ("_clock", "_config", "_id_prefix", "_ids", "_providers", "_signer", "_upstream")
 
     def __init__(self, config: Config, providers: Providers, upstream: Upstream, signer: Signer,
                  clock: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
@@ -68,9 +72,12 @@ class Handler:
         self._upstream = upstream
         self._signer = signer
         self._clock = clock
+        # Request ids: a random per-process prefix and a counter (uuid4 per request costs a syscall).
+        self._id_prefix = secrets.token_hex(4) + "-"
+        self._ids = itertools.count(1)
 
     async def __call__(self, request: web.BaseRequest, exchange: Exchange) -> web.StreamResponse:
-        request_id = uuid.uuid4().hex[:16]
+        request_id = f"{self._id_prefix}{next(self._ids):x}"
         started = time.monotonic()
         info: dict[str, object] = {"request_id": request_id, "method": request.method,
                                    "host": exchange.target.host}
@@ -142,17 +149,25 @@ class Handler:
         )
         upstream = await self._upstream.send(out.method, out.url, out.headers, body or None)
         async with upstream:
+            info["bytes_up"] = len(body)
+            headers_out = [(k, v) for k, v in upstream.headers.items() if k.lower() not in _RESPONSE_HOP]
+            length = upstream.content_length
+            if length is not None and length <= _SMALL_RESPONSE:
+                # One chunk's worth with a known length: read it whole and answer in one write.
+                data = await self._upstream.read_small(upstream)
+                info["bytes_down"] = len(data)
+                small = web.Response(status=upstream.status, reason=upstream.reason, body=data)
+                small.headers.clear()
+                small.headers.extend(headers_out)
+                return small
             response = web.StreamResponse(status=upstream.status, reason=upstream.reason)
-            for name, value in upstream.headers.items():
-                if name.lower() not in _RESPONSE_HOP:
-                    response.headers.add(name, value)
+            response.headers.extend(headers_out)
             await response.prepare(request)
             info["prepared"] = True
             sent = 0
             async for chunk in self._upstream.iter_body(upstream):
                 sent += len(chunk)
                 await response.write(chunk)
-            info["bytes_up"] = len(body)
             info["bytes_down"] = sent
             await response.write_eof()
         return response

@@ -23,7 +23,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from urllib.parse import unquote
 
-from .config import Config, ConnectionConfig, ReverseListener, host_matches
+from .config import Config, ConnectionConfig, ReverseListener
 from .endpoints import parse_host
 from .errors import BadProxyToken, BadRequest, HostNotAllowed, ProxyAuthRequired, UnresolvableTarget
 
@@ -182,7 +182,7 @@ def select_connection(
         selection = Selection(conns[listener.connection], "listener")
     else:
         for route in config.routes:
-            if host_matches(route.host, target.host, target.port):
+            if route.matches(target.host, target.port):
                 selection = Selection(conns[route.connection], "route")
                 break
         else:

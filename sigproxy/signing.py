@@ -120,7 +120,8 @@ def amz_date(now: datetime) -> str:
     """``20150830T123600Z`` for an aware datetime (converted to UTC)."""
     if now.tzinfo is None:
         raise ValueError("signing time must be timezone-aware")
-    return now.astimezone(UTC).strftime("%Y%m%dT%H%M%SZ")
+    t = now.astimezone(UTC)
+    return f"{t.year:04d}{t.month:02d}{t.day:02d}T{t.hour:02d}{t.minute:02d}{t.second:02d}Z"
 
 
 def sha256_hex(data: bytes) -> str:
@@ -233,6 +234,7 @@ class Signer:
 
     def _sign(
         self,
+        *,
         req: CanonicalInput,
         query: tuple[tuple[str, str | None], ...],
         creds: Credentials,
@@ -267,14 +269,14 @@ class Signer:
         region: str,
         service: str,
         now: datetime,
-        policy: SigningPolicy = SigningPolicy(),  # noqa: B008 - frozen, shared default is safe
+        policy: SigningPolicy = SigningPolicy(),
     ) -> Signature:
         """Header auth. ``req.headers`` must already hold ``x-amz-date`` (= :func:`amz_date` of ``now``),
         ``x-amz-security-token`` when there is a session token, and ``x-amz-content-sha256`` for S3.
         """
         stamp = amz_date(now)
         creq, sts, scope, signed, sig = self._sign(
-            req, req.query, creds, region, service, stamp, policy
+            req=req, query=req.query, creds=creds, region=region, service=service, stamp=stamp, policy=policy
         )
         authz = f"{ALGORITHM} Credential={creds.access_key_id}/{scope}, SignedHeaders={signed}, Signature={sig}"
         return Signature(creq, sts, scope, signed, sig, stamp, authz, req.query)
@@ -288,7 +290,7 @@ class Signer:
         service: str,
         now: datetime,
         expires: int,
-        policy: SigningPolicy = SigningPolicy(),  # noqa: B008 - frozen, shared default is safe
+        policy: SigningPolicy = SigningPolicy(),
     ) -> Signature:
         """Query auth (a presigned URL). ``Signature.query`` is the query to send."""
         if not 1 <= expires <= 604800:
@@ -307,7 +309,9 @@ class Signer:
             auth.append(("X-Amz-Security-Token", _uri_encode(creds.session_token)))
         kept = tuple(p for p in req.query if unquote(p[0]).lower() not in PRESIGN_PARAMS)
         query = kept + tuple(auth)
-        creq, sts, scope, signed, sig = self._sign(req, query, creds, region, service, stamp, policy)
+        creq, sts, scope, signed, sig = self._sign(
+            req=req, query=query, creds=creds, region=region, service=service, stamp=stamp, policy=policy
+        )
         final = (*query, ("X-Amz-Signature", sig))
         return Signature(creq, sts, scope, signed, sig, stamp, "", final)
 

@@ -94,8 +94,16 @@ def load_suite() -> list[SuiteCase]:
         method, path, raw_query, headers, body = parse_raw_request(read("req"))
         cases.append(
             SuiteCase(
-                name, method, path, raw_query, headers, body,
-                read("creq"), read("sts"), read("authz"), read("sreq"),
+                name,
+                method,
+                path,
+                raw_query,
+                headers,
+                body,
+                read("creq"),
+                read("sts"),
+                read("authz"),
+                read("sreq"),
             )
         )
     return cases
@@ -178,8 +186,7 @@ def test_errata_are_in_the_published_files(name: str) -> None:
 def test_query_input_choice(case: SuiteCase) -> None:
     """Raw pairs and ``normalize_query`` agree except where the suite sends unencoded UTF-8."""
     raw = tuple(
-        (k, v if eq else None)
-        for k, eq, v in (part.partition("=") for part in case.raw_query.split("&") if part)
+        (k, v if eq else None) for k, eq, v in (part.partition("=") for part in case.raw_query.split("&") if part)
     )
     if case.name == "get-vanilla-utf8-query":
         assert raw == (("\u1234", "bar"),)
@@ -323,7 +330,12 @@ def test_s3_documented_presigned_url() -> None:
         payload_hash=UNSIGNED_PAYLOAD,
     )
     sig = Signer().presign(
-        req, S3_CREDS, region="us-east-1", service="s3", now=S3_TIME, expires=86400,
+        req,
+        S3_CREDS,
+        region="us-east-1",
+        service="s3",
+        now=S3_TIME,
+        expires=86400,
         policy=SigningPolicy(s3=True),
     )
     auth_query = (
@@ -334,9 +346,7 @@ def test_s3_documented_presigned_url() -> None:
     assert sig.canonical_request == (
         f"GET\n/test.txt\n{auth_query}\nhost:examplebucket.s3.amazonaws.com\n\nhost\nUNSIGNED-PAYLOAD"
     )
-    assert sig.string_to_sign == (
-        S3_STS_PREFIX + "3bfa292879f6447bbcda7001decf97f4a54dc650c8942174ae0a9121cf58ad04"
-    )
+    assert sig.string_to_sign == (S3_STS_PREFIX + "3bfa292879f6447bbcda7001decf97f4a54dc650c8942174ae0a9121cf58ad04")
     assert sig.signature == "aeeed9bbccd4d02ee5c0109b86d86835f995330da4c265957d157751f604d404"
     assert sig.authorization == ""
     assert encode_query(sig.query) == (
