@@ -10,7 +10,7 @@ The rules follow the AWS SigV4 documentation and agree with botocore's signer:
 * Every other service: dot segments and empty segments removed, then the (already encoded) path is
   encoded again (``%20`` -> ``%2520``), as the spec's test suite requires.
 * Query pairs are kept in order with duplicates (botocore's ``dict(parse_qsl(...))`` loses them);
-  the canonical form sorts the encoded ``key=value`` pairs.
+  the canonical form sorts them by encoded key, then encoded value.
 * Header values are trimmed and runs of spaces collapsed; repeated headers are joined with ``,``.
 """
 

@@ -138,11 +138,12 @@ def sigproxy_factory(tmp_path: Path) -> Iterator[Callable[..., Proxy]]:
     """Start ``sigproxy run`` with a config text; listens on 127.0.0.1:0 unless the text says otherwise."""
     started: list[Proxy] = []
 
-    def factory(config_text: str, *, env: dict[str, str] | None = None, listen: str = "127.0.0.1:0") -> Proxy:
+    def factory(config_text: str, *, env: dict[str, str] | None = None, listen: str = "127.0.0.1:0",
+                log_level: str = "info") -> Proxy:
         path = tmp_path / f"sigproxy-{len(started)}.toml"
         path.write_text(config_text)
         full_env = {**os.environ, **(env or {})}
-        proxy = _start_proxy(path, full_env, ["--listen", listen])
+        proxy = _start_proxy(path, full_env, ["--listen", listen, "--log-level", log_level])
         started.append(proxy)
         return proxy
 

@@ -15,6 +15,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 
 import pytest
 
@@ -306,6 +307,63 @@ class TestErrors:
         r = subprocess.run(["curl", "-sS", "-i", "-x", proxy.url, "http://127.0.0.1:9/"], capture_output=True,
                            text=True, check=False)
         assert "x-sigproxy-error: no_connection" in r.stdout.lower()
+
+
+class TestExpectContinue:
+    def test_refused_upload_gets_no_100_continue(self, tmp_path: Path, sigproxy_factory: Callable[..., Proxy]
+                                                 ) -> None:
+        """Expect: 100-continue is answered only after the decision: a refused upload gets its 403 at once."""
+        proxy = sigproxy_factory(config())
+        (tmp_path / "body").write_bytes(b"z" * 2_000_000)
+        r = subprocess.run(["curl", "-sS", "-v", "-x", proxy.url, "-X", "PUT", "-H", "Expect: 100-continue",
+                            "--data-binary", f"@{tmp_path / 'body'}", "-w", "\n%{http_code}", "http://example.com/x"],
+                           capture_output=True, text=True, check=False, timeout=30)
+        assert status_of(r) == 403
+        assert "100 Continue" not in r.stderr
+
+    def test_accepted_upload_gets_100_continue(self, recorder: Recorder, tmp_path: Path,
+                                               sigproxy_factory: Callable[..., Proxy]) -> None:
+        """An accepted upload gets 100 Continue, then its body goes upstream."""
+        proxy = sigproxy_factory(config())
+        (tmp_path / "body").write_bytes(b"q" * 2_000_000)
+        r = subprocess.run(["curl", "-sS", "-v", "-x", proxy.url, "-X", "PUT", "-H", "Expect: 100-continue",
+                            "--data-binary", f"@{tmp_path / 'body'}", "-w", "\n%{http_code}", f"{recorder.url}/up"],
+                           capture_output=True, text=True, check=False, timeout=30)
+        assert status_of(r) == 200
+        assert "100 Continue" in r.stderr
+        assert last(recorder)["body"] == b"q" * 2_000_000
+        assert header(last(recorder), "expect") is None
+
+
+class TestConcurrencyAndSecrets:
+    def test_many_concurrent_keepalive_clients(self, moto: Moto, sigproxy_factory: Callable[..., Proxy]) -> None:
+        """32 clients, each several requests on one keep-alive connection, all verified by moto."""
+        from concurrent.futures import ThreadPoolExecutor
+
+        proxy = sigproxy_factory(moto_config(moto, connection='service = "s3"'))
+
+        def client(i: int) -> list[int]:
+            urls = [f"{moto.endpoint}/{moto.bucket}?prefix=c{i}-{j}" for j in range(4)]
+            outputs = [a for u in urls for a in ("-o", "/dev/null", u)]
+            r = subprocess.run(["curl", "-sS", "-x", proxy.url, "-w", "%{http_code} ", *outputs],
+                               capture_output=True, text=True, check=False, timeout=60)
+            return [int(c) for c in r.stdout.split()]
+
+        with ThreadPoolExecutor(32) as pool:
+            codes = [c for result in pool.map(client, range(32)) for c in result]
+        assert codes == [200] * 128
+
+    def test_debug_logs_hold_no_secret(self, moto: Moto, sigproxy_factory: Callable[..., Proxy]) -> None:
+        """With debug logging, successes and failures alike: no secret key or token in the output."""
+        proxy = sigproxy_factory(moto_config(moto, connection='token = "tok-3141592653"'), log_level="debug")
+        curl(proxy, "-H", f"Proxy-Authorization: {basic('main', 'tok-3141592653')}", "-H",
+             "X-Sigproxy-Service: s3", f"{moto.endpoint}/")
+        curl(proxy, "-H", f"Proxy-Authorization: {basic('main', 'wrong')}", f"{moto.endpoint}/")
+        curl(proxy, "-H", f"Proxy-Authorization: {basic('main', 'tok-3141592653')}", "http://example.com/")
+        output = proxy.stop()
+        assert '"status": 200' in output
+        for secret in (moto.secret_key, "tok-3141592653"):
+            assert secret not in output
 
 
 class TestReverse:

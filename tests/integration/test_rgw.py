@@ -148,3 +148,17 @@ def test_sign_headers_work_with_curl(rgw: RGW, bucket: str, tmp_path: Path) -> N
                           *headers, "-w", "\n%{http_code}", url], capture_output=True, text=True, timeout=30,
                          check=False)
     assert status_of(put) == 200, put
+
+
+def test_unsigned_boto3(rgw: RGW, bucket: str, rgw_proxy: Proxy) -> None:
+    """boto3 with UNSIGNED through the proxy against RGW (which checks the body hash too)."""
+    from botocore import UNSIGNED
+    from botocore.config import Config as BotoConfig
+
+    cfg = BotoConfig(signature_version=UNSIGNED, proxies={"http": rgw_proxy.url}, s3={"addressing_style": "path"})
+    s3 = boto3.client("s3", endpoint_url=rgw.endpoint, region_name="us-east-1", config=cfg)
+    body = os.urandom(200_000)
+    s3.put_object(Bucket=bucket, Key="boto3/ü ni code+plus (1).bin", Body=body)
+    assert s3.get_object(Bucket=bucket, Key="boto3/ü ni code+plus (1).bin")["Body"].read() == body
+    keys = [o["Key"] for o in s3.list_objects_v2(Bucket=bucket, Prefix="boto3/")["Contents"]]
+    assert keys == ["boto3/ü ni code+plus (1).bin"]
