@@ -23,7 +23,7 @@ from .config import Config, ReverseListener
 from .credentials import Providers
 from .errors import BodyTooLarge, SigproxyError
 from .forwarding import Upstream
-from .prepare import payload_hash_for, sign_request
+from .prepare import check_payload_shape, payload_hash_for, sign_request
 from .routing import Target, check_host, parse_client_scope, resolve_service_region, select_connection
 from .signing import Signer
 
@@ -76,8 +76,11 @@ class Handler:
         self._id_prefix = secrets.token_hex(4) + "-"
         self._ids = itertools.count(1)
 
+    def _next_id(self) -> str:
+        return f"{self._id_prefix}{next(self._ids):x}"
+
     async def __call__(self, request: web.BaseRequest, exchange: Exchange) -> web.StreamResponse:
-        request_id = f"{self._id_prefix}{next(self._ids):x}"
+        request_id = self._next_id()
         started = time.monotonic()
         info: dict[str, object] = {"request_id": request_id, "method": request.method,
                                    "host": exchange.target.host}
@@ -95,6 +98,14 @@ class Handler:
         info["status"] = response.status
         _log_access(info, started)
         return response
+
+    def reject(self, request: web.BaseRequest, exc: SigproxyError) -> web.Response:
+        """Answer a request that intake could not even turn into an :class:`Exchange`."""
+        request_id = self._next_id()
+        info: dict[str, object] = {"request_id": request_id, "method": request.method, "host": request.host,
+                                   "error": exc.code, "status": exc.status}
+        _log_access(info, time.monotonic())
+        return error_response(exc, request_id)
 
     async def _handle(self, request: web.BaseRequest, exchange: Exchange,
                       info: dict[str, object]) -> web.StreamResponse:
@@ -126,7 +137,7 @@ class Handler:
         if length is not None and length > limit:
             raise BodyTooLarge(f"request body of {length} bytes is over max_buffered_body ({limit} bytes)")
         claimed = headers.get("X-Amz-Content-SHA256")
-        payload_hash_for(claimed, b"")  # refuses shapes we can't sign before anything is read
+        check_payload_shape(claimed)
 
         creds = await self._providers.get(conn.name)
 
@@ -188,6 +199,7 @@ async def _read_body(request: web.BaseRequest, limit: int) -> bytes:
 
 
 def _log_access(info: dict[str, object], started: float) -> None:
+    info.pop("prepared", None)
     info["ms"] = round((time.monotonic() - started) * 1000, 2)
     access_logger.info("%s %s %s", info.get("method"), info.get("host"), info.get("status"),
                        extra={"access": info})

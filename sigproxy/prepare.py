@@ -31,7 +31,7 @@ from .signing import (
     sha256_hex,
 )
 
-__all__ = ["SignedRequest", "payload_hash_for", "sign_request", "presign_request"]
+__all__ = ["SignedRequest", "check_payload_shape", "payload_hash_for", "sign_request", "presign_request"]
 
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
 # Payload hashes a client may have chosen that are kept as they are (the body goes through untouched).
@@ -55,10 +55,10 @@ class SignedRequest:
     signature: Signature
 
 
-def payload_hash_for(claimed: str | None, body: bytes) -> str:
-    """The payload hash to sign: the client's own choice when it is one we can keep, else the body's.
+def check_payload_shape(claimed: str | None) -> None:
+    """Refuse, before any body is read, payload shapes sigproxy does not re-sign yet (chunk-signed uploads).
 
-    Raises :class:`UnsupportedRequest` for chunk-signed uploads (not re-signed yet).
+    Raises :class:`UnsupportedRequest`.
     """
     claimed = (claimed or "").strip()
     if claimed in _SIGNED_STREAMING:
@@ -66,6 +66,15 @@ def payload_hash_for(claimed: str | None, body: bytes) -> str:
             f"x-amz-content-sha256 {claimed} (a chunk-signed upload) is not supported yet: "
             "use a client that sends a payload hash"
         )
+
+
+def payload_hash_for(claimed: str | None, body: bytes) -> str:
+    """The payload hash to sign: the client's own choice when it is one we can keep, else the body's.
+
+    Raises :class:`UnsupportedRequest` for chunk-signed uploads (not re-signed yet).
+    """
+    check_payload_shape(claimed)
+    claimed = (claimed or "").strip()
     if claimed in _KEEP_PAYLOAD or _HEX64.match(claimed):
         return claimed
     return sha256_hex(body) if body else EMPTY_SHA256

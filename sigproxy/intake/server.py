@@ -18,7 +18,7 @@ from sigproxy.config import Config, ReverseListener
 from sigproxy.credentials import Providers
 from sigproxy.errors import SigproxyError
 from sigproxy.forwarding import Upstream
-from sigproxy.handler import Exchange, Handler, error_response
+from sigproxy.handler import Exchange, Handler
 from sigproxy.signing import Signer
 
 from .forward import forward_exchange
@@ -51,7 +51,7 @@ def _entry(handler: Handler, listener: ReverseListener | None
                 forward_exchange(request) if listener is None else reverse_exchange(request, listener)
             )
         except SigproxyError as exc:
-            return error_response(exc, "-")
+            return handler.reject(request, exc)
         return await handler(request, exchange)
 
     return entry
