@@ -39,6 +39,7 @@ typecheck: $(STAMP)
 test: sysdeps $(STAMP) $(TOOLS)/bin/aws lint typecheck
 	SIGPROXY_REQUIRE_RGW=1 SIGPROXY_AWS_CLI=$(abspath $(TOOLS)/bin/aws) \
 	  $(VENV)/bin/python -m coverage run -m pytest $(PYTEST_ARGS)
+	$(VENV)/bin/python -m coverage combine -q
 	$(VENV)/bin/python -m coverage report --skip-covered --sort=cover | tail -n 25
 
 unit: $(STAMP)
@@ -48,4 +49,4 @@ bench: $(STAMP)
 	$(VENV)/bin/python bench/small_get.py
 
 clean:
-	rm -rf $(VENV) $(TOOLS) .pytest_cache .mypy_cache .ruff_cache .coverage
+	rm -rf $(VENV) $(TOOLS) .pytest_cache .mypy_cache .ruff_cache .coverage .coverage.*
