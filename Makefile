@@ -47,6 +47,7 @@ unit: $(STAMP)
 
 bench: $(STAMP)
 	$(VENV)/bin/python bench/small_get.py
+	$(VENV)/bin/python bench/tunnel_get.py
 
 clean:
 	rm -rf $(VENV) $(TOOLS) .pytest_cache .mypy_cache .ruff_cache .coverage .coverage.*

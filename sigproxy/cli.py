@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
+import shlex
 import signal
 import sys
 from collections.abc import Sequence
@@ -17,7 +19,7 @@ from urllib.parse import quote
 import uvloop
 
 from . import __version__
-from .config import Config, find_config, load
+from .config import DEFAULT_LISTEN, Config, default_state_dir, find_config, load, parse_address
 from .credentials import Providers, caller_identity
 from .errors import ConfigError, SigproxyError
 from .intake.server import Listening, serve
@@ -25,6 +27,7 @@ from .observability import setup_logging
 from .prepare import payload_hash_for, presign_request, sign_request
 from .routing import check_host, parse_absolute_target, resolve_service_region
 from .signing import Signer
+from .tls import CertStore, TlsError, write_bundle
 
 __all__ = ["main"]
 
@@ -72,6 +75,13 @@ def _parser() -> argparse.ArgumentParser:
     sign.add_argument("--show-token", action="store_true",
                       help="print the session token (temporary credentials) instead of '***'")
     sign.add_argument("url")
+
+    ca = sub.add_parser("ca", help="sigproxy's CA for HTTPS interception: path, PEM, trust bundle, env lines")
+    with_config(ca)
+    what = ca.add_mutually_exclusive_group()
+    what.add_argument("--pem", action="store_true", help="print the CA certificate (PEM)")
+    what.add_argument("--bundle", metavar="PATH", help="write the system trust store plus our CA to PATH")
+    what.add_argument("--env", action="store_true", help="print export lines for HTTPS_PROXY and CA bundles")
 
     sub.add_parser("version", help="print the version")
     return p
@@ -187,6 +197,40 @@ def _sign(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _ca(args: argparse.Namespace) -> int:
+    try:
+        config: Config | None = _load(args.config)
+    except ConfigError:
+        if args.config:
+            raise
+        config = None  # no config anywhere: the default state directory and listen address
+    state_dir = config.proxy.state_dir if config else default_state_dir(os.environ)
+    listen = config.proxy.listen if config else parse_address(DEFAULT_LISTEN, "proxy.listen")
+    store = CertStore.load_or_create(state_dir)
+    try:
+        if args.pem:
+            sys.stdout.write(store.ca_pem.decode())
+        elif args.bundle:
+            if not write_bundle(store.ca_pem, Path(args.bundle)):
+                print("sigproxy: no system trust store found: the bundle holds only sigproxy's CA",
+                      file=sys.stderr)
+            print(args.bundle)
+        elif args.env:
+            bundle = state_dir / "ca-bundle.pem"
+            write_bundle(store.ca_pem, bundle)
+            proxy = f"http://{listen}"
+            for name in ("HTTPS_PROXY", "HTTP_PROXY", "https_proxy", "http_proxy"):
+                print(f"export {name}={shlex.quote(proxy)}")
+            for name in ("AWS_CA_BUNDLE", "REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE", "SSL_CERT_FILE"):
+                print(f"export {name}={shlex.quote(str(bundle))}")
+            print(f"export NODE_EXTRA_CA_CERTS={shlex.quote(str(store.ca_cert_path))}")
+        else:
+            print(store.ca_cert_path)
+    finally:
+        store.close()
+    return EXIT_OK
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
@@ -197,12 +241,17 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _run(args)
         if args.command == "check":
             return _check(args)
+        if args.command == "ca":
+            return _ca(args)
         return _sign(args)
     except ConfigError as exc:
         print(f"sigproxy: config error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except SigproxyError as exc:
         print(f"sigproxy: {exc.code}: {exc.message}", file=sys.stderr)
+        return EXIT_USAGE
+    except TlsError as exc:
+        print(f"sigproxy: CA error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except OSError as exc:
         print(f"sigproxy: {exc.strerror or exc}", file=sys.stderr)

@@ -52,6 +52,7 @@ __all__ = [
     "parse_size",
     "host_matches",
     "compile_host_globs",
+    "default_state_dir",
 ]
 
 DEFAULT_LISTEN = "127.0.0.1:8080"
@@ -126,6 +127,8 @@ class ConnectionConfig:
     sts_endpoint_url: str | None = None
     upstream_scheme: Literal["http", "https"] | None = None
     """Force the upstream scheme (client speaks http to us, we speak TLS upstream)."""
+    verify_tls: bool = True
+    """Verify the upstream's TLS certificate. ``false`` is logged as a warning at start."""
 
     _hosts_re: re.Pattern[str] = field(init=False, repr=False, compare=False)
 
@@ -173,6 +176,21 @@ class ProxyConfig:
     """Longest silence from the upstream while a response is awaited or streamed."""
     upstream_connections: int = 256
     """Pooled upstream connections in total (keep-alive)."""
+    state_dir: Path = field(default_factory=lambda: default_state_dir(os.environ))
+    """Where the CA lives: ``$STATE_DIRECTORY`` under systemd, else ``~/.local/share/sigproxy``."""
+    passthrough: tuple[str, ...] = ()
+    """Host globs that CONNECT tunnels blindly (no interception, no signing)."""
+    connect_ports: tuple[int, ...] = (443,)
+    """Ports a CONNECT may name."""
+    upstream_ca_file: Path | None = None
+    """Extra CA certificates (PEM) trusted for upstream TLS, besides the system store."""
+    _passthrough_re: re.Pattern[str] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_passthrough_re", compile_host_globs(self.passthrough))
+
+    def passes_through(self, host: str, port: int) -> bool:
+        return self._passthrough_re.fullmatch(f"{host.lower()}:{port}") is not None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -312,6 +330,27 @@ class _Table:
             out.append(item)
         return tuple(out)
 
+    def boolean(self, name: str) -> bool | None:
+        value: bool | None = self._get(name, bool, "true or false")
+        return value
+
+    def ports(self, name: str) -> tuple[int, ...] | None:
+        value = self._get(name, list, "a list of port numbers")
+        if value is None:
+            return None
+        for i, item in enumerate(value):
+            if isinstance(item, bool) or not isinstance(item, int) or not 0 < item < 65536:
+                raise ConfigError(f"{self.key(name)}[{i}]", f"expected a port number, got {item!r}")
+        return tuple(value)
+
+    def filepath(self, name: str) -> Path | None:
+        value = self.string(name)
+        if value is None:
+            return None
+        if not value:
+            raise ConfigError(self.key(name), "is empty")
+        return Path(value).expanduser()
+
     def table(self, name: str) -> _Table | None:
         value = self._get(name, dict, "a table")
         return None if value is None else _Table(value, self.key(name), self.env)
@@ -386,14 +425,22 @@ def _connection(name: str, t: _Table) -> ConnectionConfig:
         token=t.secret("token"),
         sts_endpoint_url=None if sts is None else _url(sts, t.key("sts_endpoint_url")),
         upstream_scheme=t.choice("upstream_scheme", ("http", "https")),  # type: ignore[arg-type]
+        verify_tls=t.boolean("verify_tls") is not False,
     )
     t.done()
     return conn
 
 
-def _proxy(t: _Table | None) -> ProxyConfig:
+def default_state_dir(env: Mapping[str, str]) -> Path:
+    """``$STATE_DIRECTORY`` (first entry; systemd sets it) or ``~/.local/share/sigproxy``."""
+    if env.get("STATE_DIRECTORY"):
+        return Path(env["STATE_DIRECTORY"].split(":")[0])
+    return Path(env.get("HOME") or "~").expanduser() / ".local/share/sigproxy"
+
+
+def _proxy(t: _Table | None, env: Mapping[str, str]) -> ProxyConfig:
     if t is None:
-        return ProxyConfig()
+        return ProxyConfig(state_dir=default_state_dir(env))
     listen = t.string("listen")
     mbb = t._get("max_buffered_body", object, "a size")
     conns = t.number("upstream_connections")
@@ -402,6 +449,11 @@ def _proxy(t: _Table | None) -> ProxyConfig:
         "connect_timeout": t.number("connect_timeout"),
         "read_timeout": t.number("read_timeout"),
         "upstream_connections": None if conns is None else int(conns),
+        "state_dir": t.filepath("state_dir") or default_state_dir(env),
+        "passthrough": tuple(_host_glob(h, f"{t.key('passthrough')}[{i}]")
+                             for i, h in enumerate(t.strings("passthrough"))),
+        "connect_ports": t.ports("connect_ports"),
+        "upstream_ca_file": t.filepath("upstream_ca_file"),
     }
     if listen is not None:
         kwargs["listen"] = parse_address(listen, t.key("listen"))
@@ -413,7 +465,7 @@ def _proxy(t: _Table | None) -> ProxyConfig:
 
 def _build(data: Mapping[str, Any], env: Mapping[str, str], source: str, listen: str | None) -> Config:
     root = _Table(data, "", env)
-    proxy = _proxy(root.table("proxy"))
+    proxy = _proxy(root.table("proxy"), env)
     if listen is not None:
         proxy = dataclasses.replace(proxy, listen=parse_address(listen, "--listen"))
     conns_t = root.table("connections")

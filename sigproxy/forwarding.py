@@ -10,14 +10,15 @@ from __future__ import annotations
 import ssl
 from collections.abc import AsyncIterator, Iterator, Sequence
 from contextlib import contextmanager
+from pathlib import Path
 
 import aiohttp
 from multidict import CIMultiDict
 from yarl import URL
 
-from .errors import UpstreamError, UpstreamTimeout
+from .errors import ConfigError, UpstreamError, UpstreamTimeout
 
-__all__ = ["Upstream"]
+__all__ = ["Upstream", "upstream_tls_context"]
 
 # aiohttp adds these on its own unless told not to; a signed request must carry only what was signed.
 _SKIP_AUTO = ("User-Agent", "Accept", "Accept-Encoding", "Content-Type")
@@ -35,17 +36,36 @@ def _map_errors(host: str) -> Iterator[None]:
         raise UpstreamError(f"upstream {host} failed: {type(exc).__name__}: {exc}") from exc
 
 
+def upstream_tls_context(extra_ca_file: Path | None) -> ssl.SSLContext:
+    """Client TLS for upstreams: the system store plus ``extra_ca_file``; ALPN offers http/1.1 only.
+
+    Raises :class:`~sigproxy.errors.ConfigError` when the extra CA file can't be loaded.
+    """
+    ctx = ssl.create_default_context()
+    if extra_ca_file is not None:
+        try:
+            ctx.load_verify_locations(cafile=str(extra_ca_file))
+        except (OSError, ssl.SSLError) as exc:
+            raise ConfigError("proxy.upstream_ca_file", f"cannot load {str(extra_ca_file)!r}: {exc}") from exc
+    ctx.set_alpn_protocols(["http/1.1"])
+    return ctx
+
+
 class Upstream:
     """Owner of the upstream connection pool; an async context manager."""
 
-    __slots__ = ("_connect_timeout", "_limit", "_read_timeout", "_session", "_ssl")
+    __slots__ = ("_connect_timeout", "_insecure", "_limit", "_read_timeout", "_session", "_ssl")
 
     def __init__(self, *, connect_timeout: float, read_timeout: float, limit: int,
-                 ssl_context: ssl.SSLContext | None = None) -> None:
+                 extra_ca_file: Path | None = None) -> None:
         self._connect_timeout = connect_timeout
         self._read_timeout = read_timeout
         self._limit = limit
-        self._ssl = ssl_context or ssl.create_default_context()
+        self._ssl = upstream_tls_context(extra_ca_file)
+        self._insecure = ssl.create_default_context()
+        self._insecure.check_hostname = False
+        self._insecure.verify_mode = ssl.CERT_NONE
+        self._insecure.set_alpn_protocols(["http/1.1"])
         self._session: aiohttp.ClientSession | None = None
 
     async def __aenter__(self) -> Upstream:
@@ -67,7 +87,8 @@ class Upstream:
             self._session = None
 
     async def send(
-        self, method: str, url: str, headers: Sequence[tuple[str, str]], body: bytes | None
+        self, method: str, url: str, headers: Sequence[tuple[str, str]], body: bytes | None, *,
+        verify_tls: bool = True,
     ) -> aiohttp.ClientResponse:
         """Send one request (``url`` already percent-encoded, sent as is) and return once the response
         headers are in. The caller reads the body with :meth:`iter_body` and must release the response
@@ -84,6 +105,7 @@ class Upstream:
                 allow_redirects=False,
                 compress=None,
                 proxy=None,
+                ssl=self._ssl if verify_tls else self._insecure,
             )
 
     @staticmethod

@@ -16,6 +16,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from http import HTTPStatus
 
 from aiohttp import web
 
@@ -27,7 +28,7 @@ from .prepare import check_payload_shape, payload_hash_for, sign_request
 from .routing import Target, check_host, parse_client_scope, resolve_service_region, select_connection
 from .signing import Signer
 
-__all__ = ["Exchange", "Handler", "error_response"]
+__all__ = ["Exchange", "Handler", "error_response", "error_bytes"]
 
 logger = logging.getLogger(__name__)
 access_logger = logging.getLogger("sigproxy.access")
@@ -49,15 +50,32 @@ class Exchange:
     target: Target
     listener: ReverseListener | None = None
     """The reverse listener that received it, or ``None`` for the forward proxy."""
+    tunnel_authorization: str | None = None
+    """The ``Proxy-Authorization`` of the CONNECT that opened the tunnel this request came through."""
 
 
-def error_response(exc: SigproxyError, request_id: str) -> web.Response:
-    """The one place a proxy error becomes an HTTP response."""
+def _error_parts(exc: SigproxyError, request_id: str) -> tuple[dict[str, str], bytes]:
     body = {"error": {"code": exc.code, "message": exc.message, "request_id": request_id}}
     headers = {"X-Sigproxy-Error": exc.code, "X-Sigproxy-Request-Id": request_id}
     if exc.status == 407:
         headers["Proxy-Authenticate"] = 'Basic realm="sigproxy"'
-    return web.json_response(body, status=exc.status, headers=headers, dumps=json.dumps)
+    return headers, json.dumps(body).encode()
+
+
+def error_response(exc: SigproxyError, request_id: str) -> web.Response:
+    """The one place a proxy error becomes an HTTP response."""
+    headers, body = _error_parts(exc, request_id)
+    return web.Response(body=body, status=exc.status, headers=headers, content_type="application/json")
+
+
+def error_bytes(exc: SigproxyError, request_id: str) -> bytes:
+    """The same response as raw HTTP/1.1 bytes, closing the connection (for intake outside aiohttp)."""
+    headers, body = _error_parts(exc, request_id)
+    reason = HTTPStatus(exc.status).phrase
+    lines = [f"HTTP/1.1 {exc.status} {reason}", "Content-Type: application/json",
+             f"Content-Length: {len(body)}", "Connection: close"]
+    lines += [f"{k}: {v}" for k, v in headers.items()]
+    return ("\r\n".join(lines) + "\r\n\r\n").encode() + body
 
 
 class Handler:
@@ -117,7 +135,7 @@ class Handler:
             config,
             target,
             connection_header=headers.get("X-Sigproxy-Connection"),
-            proxy_authorization=headers.get("Proxy-Authorization"),
+            proxy_authorization=headers.get("Proxy-Authorization") or exchange.tunnel_authorization,
             client_scope=client_scope,
             listener=exchange.listener,
         )
@@ -158,7 +176,8 @@ class Handler:
             now=self._clock(),
             upstream_scheme=conn.upstream_scheme,
         )
-        upstream = await self._upstream.send(out.method, out.url, out.headers, body or None)
+        upstream = await self._upstream.send(out.method, out.url, out.headers, body or None,
+                                             verify_tls=conn.verify_tls)
         async with upstream:
             info["bytes_up"] = len(body)
             headers_out = [(k, v) for k, v in upstream.headers.items() if k.lower() not in _RESPONSE_HOP]

@@ -35,7 +35,7 @@ def clean_environ(monkeypatch: pytest.MonkeyPatch) -> None:
 
 @pytest.fixture(scope="session")
 def moto(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Moto]:
-    server, stop = start_moto(tmp_path_factory.mktemp("moto"), tls=False)
+    server, stop = start_moto(tmp_path_factory.mktemp("moto"), tls=True)
     try:
         yield server
     finally:

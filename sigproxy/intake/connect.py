@@ -1,0 +1,287 @@
+"""The forward listener's front door: reads a connection's first request head. ``CONNECT`` is handled here
+(TLS interception with a leaf from our CA, or a blind tunnel for ``passthrough`` hosts); anything else is
+handed, with the bytes already read, to aiohttp.
+
+Inside an intercepted tunnel every request goes to the same :class:`~sigproxy.handler.Handler` with target
+``https://host[:port]``; a ``Proxy-Authorization`` sent on the CONNECT applies to all of them.
+
+Must not: sign, choose credentials, or parse anything but the CONNECT head (aiohttp parses the rest).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import ssl
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import cast
+
+from aiohttp import web
+
+from sigproxy.config import Config
+from sigproxy.errors import BadRequest, Forbidden, HostNotAllowed, SigproxyError, UpstreamError
+from sigproxy.handler import Exchange, Handler, error_bytes
+from sigproxy.routing import Target, parse_absolute_target, select_connection
+from sigproxy.tls import CertStore, TlsError
+
+__all__ = ["ConnectIntake", "FrontDoor"]
+
+logger = logging.getLogger(__name__)
+
+# A request head larger than aiohttp's own limits (8 KiB lines) is refused; this bounds the front door's buffer.
+_MAX_HEAD = 64 * 1024
+# Time a client gets to send its first request head, and to finish the TLS handshake.
+_HEAD_TIMEOUT = 30.0
+_HANDSHAKE_TIMEOUT = 15.0
+_TUNNEL_CONNECT_TIMEOUT = 10.0
+_RELAY_CHUNK = 64 * 1024
+
+_Entry = Callable[[web.BaseRequest], Awaitable[web.StreamResponse]]
+
+
+@dataclass(frozen=True, slots=True)
+class _ConnectHead:
+    host: str
+    port: int
+    proxy_authorization: str | None
+
+
+def _parse_connect(head: bytes) -> _ConnectHead:
+    try:
+        text = head.decode("latin-1")
+    except UnicodeDecodeError as exc:  # pragma: no cover - latin-1 decodes any byte
+        raise BadRequest("unreadable CONNECT request") from exc
+    lines = text.split("\r\n")
+    parts = lines[0].split(" ")
+    if len(parts) != 3 or not parts[2].startswith("HTTP/1."):
+        raise BadRequest("malformed CONNECT request line")
+    authority = parts[1]
+    if authority.startswith("["):
+        host, _, rest = authority[1:].partition("]")
+        port_s = rest[1:] if rest.startswith(":") else ""
+    else:
+        host, _, port_s = authority.rpartition(":")
+    if not host or not port_s:
+        raise BadRequest(f"CONNECT needs host:port, got {authority!r}")
+    if not (port_s.isascii() and port_s.isdigit()) or not 0 < int(port_s) < 65536:
+        raise BadRequest(f"bad port in CONNECT target {authority!r}")
+    auth = None
+    for line in lines[1:]:
+        name, sep, value = line.partition(":")
+        if sep and name.strip().lower() == "proxy-authorization":
+            auth = value.strip()
+    return _ConnectHead(host.lower(), int(port_s), auth)
+
+
+class ConnectIntake:
+    """Everything a forward listener needs: the plain aiohttp server, the CA, and the open tunnels."""
+
+    def __init__(self, config: Config, handler: Handler, certs: CertStore, plain: web.Server) -> None:
+        self._config = config
+        self._handler = handler
+        self._certs = certs
+        self._plain = plain
+        self._tunnels: set[web.Server] = set()
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def front_door(self) -> FrontDoor:
+        return FrontDoor(self)
+
+    def plain_protocol(self) -> asyncio.Protocol:
+        proto: asyncio.Protocol = self._plain()
+        return proto
+
+    def spawn(self, coro: Awaitable[None]) -> None:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def shutdown(self, grace: float) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+        for server in list(self._tunnels):
+            await server.shutdown(grace)
+        await self._plain.shutdown(grace)
+
+    # ------------------------------------------------------------------ CONNECT
+
+    async def handle_connect(self, transport: asyncio.Transport, head: bytes, early: bytes) -> None:
+        try:
+            connect = _parse_connect(head)
+            if early:
+                raise BadRequest("data arrived before the CONNECT was answered")
+            if connect.port not in self._config.proxy.connect_ports:
+                raise Forbidden(
+                    f"CONNECT to port {connect.port} is not allowed; add it to [proxy] connect_ports"
+                )
+            intercept = self._may_sign(connect)
+            if not intercept and not self._config.proxy.passes_through(connect.host, connect.port):
+                raise HostNotAllowed(
+                    f"no connection may sign for {connect.host}:{connect.port} and it is not in "
+                    "[proxy] passthrough; add it to a connection's hosts"
+                )
+        except SigproxyError as exc:
+            logger.info("CONNECT refused: %s", exc.message)
+            transport.write(error_bytes(exc, "-"))
+            transport.close()
+            return
+        if intercept:
+            await self._intercept(transport, connect)
+        else:
+            await self._relay(transport, connect)
+
+    def _may_sign(self, connect: _ConnectHead) -> bool:
+        """Whether the tunnel is intercepted: the connection named by its Proxy-Authorization (checked
+        now, token included) may sign for the host, or without one, any connection may."""
+        if connect.proxy_authorization:
+            target = Target("https", connect.host, connect.port, "/", "")
+            selection = select_connection(self._config, target, connection_header=None,
+                                          proxy_authorization=connect.proxy_authorization, client_scope=None)
+            if not selection.connection.allows(connect.host, connect.port):
+                raise HostNotAllowed(f"connection {selection.connection.name!r} may not sign for "
+                                     f"{connect.host}:{connect.port}; add it to the connection's hosts")
+            return True
+        return any(c.allows(connect.host, connect.port) for c in self._config.connections.values())
+
+    async def _intercept(self, transport: asyncio.Transport, connect: _ConnectHead) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            ctx = await self._certs.context_for_async(connect.host)
+        except TlsError as exc:
+            transport.write(error_bytes(BadRequest(f"cannot intercept {connect.host!r}: {exc}"), "-"))
+            transport.close()
+            return
+        server = web.Server(self._tunnel_entry(connect), access_log=None)
+        self._tunnels.add(server)
+        protocol = server()
+        transport.write(b"HTTP/1.1 200 Connection established\r\n\r\n")
+        try:
+            tls = await loop.start_tls(transport, protocol, ctx, server_side=True,
+                                       ssl_handshake_timeout=_HANDSHAKE_TIMEOUT)
+        except (OSError, ssl.SSLError, TimeoutError) as exc:
+            logger.info("TLS handshake with a client for %s failed (does it trust sigproxy's CA? "
+                        "see `sigproxy ca --env`): %s", connect.host, exc)
+            transport.close()
+            self._tunnels.discard(server)
+            return
+        if tls is None:  # pragma: no cover - start_tls returns a transport or raises
+            transport.close()
+            return
+        protocol.connection_made(tls)
+        await _closed(protocol)
+        self._tunnels.discard(server)
+
+    def _tunnel_entry(self, connect: _ConnectHead) -> _Entry:
+        handler = self._handler
+
+        async def entry(request: web.BaseRequest) -> web.StreamResponse:
+            raw = request.raw_path
+            try:
+                if raw.startswith("/"):
+                    path, _, query = raw.partition("?")
+                    target = Target("https", connect.host, connect.port, path, query)
+                else:
+                    target = parse_absolute_target(raw)
+                    if (target.host, target.port) != (connect.host, connect.port):
+                        raise BadRequest("a request inside a tunnel must go to the tunnel's host")
+            except SigproxyError as exc:
+                return handler.reject(request, exc)
+            return await handler(request, Exchange(target=target,
+                                                   tunnel_authorization=connect.proxy_authorization))
+
+        return entry
+
+    async def _relay(self, transport: asyncio.Transport, connect: _ConnectHead) -> None:
+        """A blind byte tunnel for a passthrough host."""
+        try:
+            async with asyncio.timeout(_TUNNEL_CONNECT_TIMEOUT):
+                up_reader, up_writer = await asyncio.open_connection(connect.host, connect.port)
+        except (OSError, TimeoutError) as exc:
+            err = UpstreamError(f"cannot connect to {connect.host}:{connect.port}: {exc}")
+            transport.write(error_bytes(err, "-"))
+            transport.close()
+            return
+        loop = asyncio.get_running_loop()
+        reader = asyncio.StreamReader(limit=_RELAY_CHUNK, loop=loop)
+        protocol = asyncio.StreamReaderProtocol(reader, loop=loop)
+        transport.set_protocol(protocol)
+        protocol.connection_made(transport)
+        writer = asyncio.StreamWriter(transport, protocol, reader, loop)
+        writer.write(b"HTTP/1.1 200 Connection established\r\n\r\n")
+        transport.resume_reading()
+        logger.info("passthrough tunnel to %s:%d", connect.host, connect.port)
+        try:
+            async with asyncio.TaskGroup() as group:
+                group.create_task(_pump(reader, up_writer))
+                group.create_task(_pump(up_reader, writer))
+        except* OSError:
+            pass
+        finally:
+            for w in (writer, up_writer):
+                w.close()
+
+
+async def _pump(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    while chunk := await reader.read(_RELAY_CHUNK):
+        writer.write(chunk)
+        await writer.drain()
+    if writer.can_write_eof():
+        with contextlib.suppress(OSError):
+            writer.write_eof()
+
+
+async def _closed(protocol: asyncio.BaseProtocol) -> None:
+    """Wait until aiohttp's handler for a tunnel has finished with its connection."""
+    task = getattr(protocol, "_task_handler", None)
+    if task is not None:
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await task
+
+
+class FrontDoor(asyncio.Protocol):
+    """Protocol for one accepted forward-proxy connection until its first request head is read."""
+
+    def __init__(self, intake: ConnectIntake) -> None:
+        self._intake = intake
+        self._buffer = bytearray()
+        self._transport: asyncio.Transport | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self._done = False
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # A stream server's transport (uvloop's are not asyncio.Transport subclasses, hence the cast).
+        self._transport = cast(asyncio.Transport, transport)
+        self._timer = asyncio.get_running_loop().call_later(_HEAD_TIMEOUT, transport.close)
+
+    def data_received(self, data: bytes) -> None:
+        transport = self._transport
+        if transport is None or self._done:
+            return
+        self._buffer += data
+        end = self._buffer.find(b"\r\n\r\n")
+        if end < 0:
+            if len(self._buffer) > _MAX_HEAD:
+                self._finish()
+                transport.write(error_bytes(BadRequest("request head too large"), "-"))
+                transport.close()
+            return
+        self._finish()
+        if self._buffer[:8].upper() == b"CONNECT ":
+            transport.pause_reading()
+            head, early = bytes(self._buffer[:end]), bytes(self._buffer[end + 4 :])
+            self._intake.spawn(self._intake.handle_connect(transport, head, early))
+            return
+        protocol = self._intake.plain_protocol()
+        transport.set_protocol(protocol)
+        protocol.connection_made(transport)
+        protocol.data_received(bytes(self._buffer))
+
+    def _finish(self) -> None:
+        self._done = True
+        if self._timer is not None:
+            self._timer.cancel()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._finish()
