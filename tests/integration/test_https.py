@@ -249,3 +249,18 @@ def test_ca_key_private_and_reused(moto: Moto, tmp_path: Path, sigproxy_factory:
     assert f"export AWS_CA_BUNDLE={state / 'ca-bundle.pem'}" in env.stdout
     assert f"export NODE_EXTRA_CA_CERTS={cert_path}" in env.stdout
     assert before.decode() in (state / "ca-bundle.pem").read_text()
+
+
+def test_upstream_tls_is_verified(moto: Moto, tmp_path: Path, bundle: Path,
+                                  sigproxy_factory: Callable[..., Proxy]) -> None:
+    """Without upstream_ca_file, moto's certificate (from a private CA) fails verification: 502. A connection
+    with verify_tls = false skips the check, and the start logs a warning saying so."""
+    text = https_config(moto, tmp_path / "state").replace(f'upstream_ca_file = "{moto.ca_file}"\n', "")
+    strict = sigproxy_factory(text)
+    r = curl(strict.url, "--cacert", str(bundle), "-H", "X-Sigproxy-Service: s3", f"{moto.tls_endpoint}/")
+    assert r.stdout.endswith("\n502"), r
+    assert "upstream_error" in r.stdout
+    lax = sigproxy_factory(text.replace('region = "us-east-1"', 'region = "us-east-1"\nverify_tls = false'))
+    ok = curl(lax.url, "--cacert", str(bundle), "-H", "X-Sigproxy-Service: s3", f"{moto.tls_endpoint}/")
+    assert ok.stdout.endswith("\n200"), ok
+    assert "does not verify upstream TLS certificates" in lax.stop()
