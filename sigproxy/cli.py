@@ -26,7 +26,7 @@ from .intake.server import Listening, serve
 from .observability import setup_logging
 from .prepare import payload_hash_for, presign_request, sign_request
 from .routing import check_host, parse_absolute_target, resolve_service_region
-from .signing import Signer
+from .signing import Credentials, Signer
 from .tls import CertStore, TlsError, write_bundle
 
 __all__ = ["main"]
@@ -123,20 +123,29 @@ def _check(args: argparse.Namespace) -> int:
     width = max(len(n) for n in names)
 
     async def run() -> int:
-        providers = Providers(config.connections)
         failed = 0
-        for name in names:
-            conn = config.connections[name]
-            try:
-                arn = await caller_identity(conn, await providers.get(name))
-            except SigproxyError as exc:
-                failed += 1
-                print(f"{name:<{width}}  FAIL  {exc.message}", flush=True)
-            else:
-                print(f"{name:<{width}}  OK  {arn}", flush=True)
+        async with Providers(config.connections) as providers:
+            for name in names:
+                conn = config.connections[name]
+                source = f"source={conn.credentials.source}"
+                try:
+                    creds, _ = await providers.get(name)
+                    arn = await caller_identity(conn, creds)
+                except SigproxyError as exc:
+                    failed += 1
+                    print(f"{name:<{width}}  FAIL  {exc.message}  {source}", flush=True)
+                else:
+                    expiry = creds.expires_at.strftime("%Y-%m-%dT%H:%M:%SZ") if creds.expires_at else "never"
+                    print(f"{name:<{width}}  OK  {arn}  {source}  expires={expiry}", flush=True)
         return EXIT_FAILED if failed else EXIT_OK
 
     return asyncio.run(run())
+
+
+async def _credentials(config: Config, name: str) -> Credentials:
+    async with Providers(config.connections) as providers:
+        creds, _ = await providers.get(name)
+        return creds
 
 
 def _parse_date(value: str | None) -> datetime:
@@ -168,7 +177,7 @@ def _sign(args: argparse.Namespace) -> int:
         conn, target, service_header=args.service, region_header=args.region, client_scope=None
     )
     now = _parse_date(args.date)
-    creds = asyncio.run(Providers({conn.name: conn}).get(conn.name))
+    creds = asyncio.run(_credentials(config, conn.name))
     signer = Signer()
     method = args.method.upper()
     token = creds.session_token

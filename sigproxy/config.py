@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import dataclasses
 import fnmatch
+import json
 import os
 import re
 import tomllib
@@ -100,14 +101,44 @@ class Secret:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class CredentialsConfig:
-    """``[connections.NAME.credentials]``."""
+    """``[connections.NAME.credentials]``: where a connection's AWS credentials come from.
 
-    source: Literal["static", "chain"]
+    ``source`` picks the kind; each kind takes only its own keys (see ``_SOURCE_KEYS``)::
+
+        source = "assume_role"
+        role_arn = "arn:aws:iam::111122223333:role/sigproxy-assumable/tenant"
+        external_id = "${env:TENANT_EXTERNAL_ID}"
+        base = "chain"            # or another connection's name (role chaining)
+    """
+
+    source: Literal["static", "chain", "assume_role", "web_identity", "sts_endpoint"]
     access_key_id: str | None = None
     secret_access_key: Secret | None = None
     session_token: Secret | None = None
     profile: str | None = None
-    """``chain`` only: the shared-config profile to use."""
+    """``chain``: the shared-config profile to use."""
+    role_arn: str | None = None
+    external_id: str | None = None
+    session_name: str | None = None
+    """Default ``sigproxy-<connection>``."""
+    source_identity: str | None = None
+    duration_seconds: int = 3600
+    policy: str | None = None
+    """An inline session policy (JSON text)."""
+    policy_arns: tuple[str, ...] = ()
+    tags: tuple[tuple[str, str], ...] = ()
+    transitive_tag_keys: tuple[str, ...] = ()
+    base: str = "chain"
+    """``assume_role``: ``"chain"`` or the connection whose credentials assume the role (role chaining)."""
+    token_file: Path | None = None
+    """``web_identity``: the OIDC token, read again at every refresh."""
+    url: str | None = None
+    """``sts_endpoint``: the custom STS endpoint."""
+    auth: Literal["api_key", "basic"] | None = None
+    api_key_header: str = "X-Api-Key"
+    api_key: Secret | None = None
+    username: str | None = None
+    password: Secret | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -129,6 +160,8 @@ class ConnectionConfig:
     """Force the upstream scheme (client speaks http to us, we speak TLS upstream)."""
     verify_tls: bool = True
     """Verify the upstream's TLS certificate. ``false`` is logged as a warning at start."""
+    require_role_path: str | None = None
+    """Roles this connection assumes must have this in their path (``/sigproxy-assumable/``)."""
 
     _hosts_re: re.Pattern[str] = field(init=False, repr=False, compare=False)
 
@@ -310,6 +343,10 @@ class _Table:
             raise ConfigError(self.key(name), "is empty")
         return Secret(value)
 
+    def integer(self, name: str) -> int | None:
+        value: int | None = self._get(name, int, "an integer")
+        return value
+
     def number(self, name: str) -> float | None:
         self.seen.add(name)
         value = self.data.get(name)
@@ -391,17 +428,89 @@ def _url(value: str, path: str) -> str:
 # ---------------------------------------------------------------------------- the sections
 
 
-def _credentials(t: _Table) -> CredentialsConfig:
-    source = t.choice("source", ("static", "chain"), required=True)
+_SOURCES = ("static", "chain", "assume_role", "web_identity", "sts_endpoint")
+_SOURCE_KEYS: dict[str, frozenset[str]] = {
+    "static": frozenset({"access_key_id", "secret_access_key", "session_token"}),
+    "chain": frozenset({"profile"}),
+    "assume_role": frozenset({"role_arn", "external_id", "session_name", "source_identity", "duration_seconds",
+                              "policy", "policy_arns", "tags", "transitive_tag_keys", "base"}),
+    "web_identity": frozenset({"role_arn", "token_file", "session_name", "duration_seconds"}),
+    "sts_endpoint": frozenset({"url", "role_arn", "external_id", "auth", "api_key_header", "api_key", "username",
+                               "password"}),
+}
+_ROLE_ARN = re.compile(r"^arn:aws(?:-[a-z]+)*:iam::\d{12}:role/(?:[\w+=,.@-]+/)*[\w+=,.@-]{1,64}$")
+_SESSION_NAME = re.compile(r"^[\w+=,.@-]{2,64}$")
+
+
+def _role_arn(t: _Table, require_path: str | None) -> str:
+    arn = t.string("role_arn", required=True) or ""
+    if not _ROLE_ARN.match(arn):
+        raise ConfigError(t.key("role_arn"), f"expected an IAM role ARN like "
+                          f"'arn:aws:iam::111122223333:role/name', got {arn!r}")
+    if require_path is not None:
+        path = "/" + arn.split(":role/", 1)[1].rpartition("/")[0] + "/"
+        if require_path not in path.replace("//", "/"):
+            raise ConfigError(t.key("role_arn"), f"role path {path!r} does not contain require_role_path "
+                              f"{require_path!r}: sigproxy may only assume roles under that path")
+    return arn
+
+
+def _credentials(t: _Table, connection: str, require_path: str | None) -> CredentialsConfig:
+    source = t.choice("source", _SOURCES, required=True)
+    given = set(t.data) - {"source"}
+    misplaced = sorted(given - _SOURCE_KEYS[source or ""])
+    if misplaced and misplaced[0] in set().union(*_SOURCE_KEYS.values()):
+        raise ConfigError(t.key(misplaced[0]), f"is not used by source = {source!r}")
+    kwargs: dict[str, Any] = {"source": source}
     if source == "static":
-        creds = CredentialsConfig(
-            source="static",
-            access_key_id=t.string("access_key_id", required=True),
-            secret_access_key=t.secret("secret_access_key", required=True),
-            session_token=t.secret("session_token"),
-        )
+        kwargs.update(access_key_id=t.string("access_key_id", required=True),
+                      secret_access_key=t.secret("secret_access_key", required=True),
+                      session_token=t.secret("session_token"))
+    elif source == "chain":
+        kwargs.update(profile=t.string("profile"))
     else:
-        creds = CredentialsConfig(source="chain", profile=t.string("profile"))
+        kwargs["role_arn"] = _role_arn(t, require_path)
+        session = t.string("session_name") or f"sigproxy-{connection}"[:64]
+        if not _SESSION_NAME.match(session):
+            raise ConfigError(t.key("session_name"), f"expected 2-64 characters of [A-Za-z0-9_+=,.@-], got {session!r}")
+        kwargs["session_name"] = session
+    if source in ("assume_role", "web_identity"):
+        duration = t.integer("duration_seconds")
+        if duration is not None:
+            if not 900 <= duration <= 43200:
+                raise ConfigError(t.key("duration_seconds"), f"must be between 900 and 43200, got {duration}")
+            kwargs["duration_seconds"] = duration
+    if source == "assume_role":
+        policy = t.string("policy")
+        if policy is not None:
+            try:
+                json.loads(policy)
+            except ValueError as exc:
+                raise ConfigError(t.key("policy"), f"is not valid JSON: {exc}") from exc
+        tags_t = t.table("tags")
+        tags: list[tuple[str, str]] = []
+        if tags_t is not None:
+            for key in tags_t.data:
+                tags.append((key, tags_t.string(key, required=True) or ""))
+            tags_t.done()
+        kwargs.update(external_id=t.string("external_id"), source_identity=t.string("source_identity"),
+                      policy=policy, policy_arns=t.strings("policy_arns"), tags=tuple(tags),
+                      transitive_tag_keys=t.strings("transitive_tag_keys"), base=t.string("base") or "chain")
+    elif source == "web_identity":
+        token_file = t.filepath("token_file")
+        if token_file is None:
+            raise ConfigError(t.key("token_file"), "is required")
+        kwargs["token_file"] = token_file
+    elif source == "sts_endpoint":
+        url = t.string("url", required=True) or ""
+        auth = t.choice("auth", ("api_key", "basic"), required=True)
+        kwargs.update(url=_url(url, t.key("url")), external_id=t.string("external_id"), auth=auth)
+        if auth == "api_key":
+            kwargs.update(api_key_header=t.string("api_key_header") or "X-Api-Key",
+                          api_key=t.secret("api_key", required=True))
+        else:
+            kwargs.update(username=t.string("username", required=True), password=t.secret("password", required=True))
+    creds = CredentialsConfig(**kwargs)
     t.done()
     return creds
 
@@ -412,13 +521,18 @@ def _connection(name: str, t: _Table) -> ConnectionConfig:
     creds_t = t.table("credentials")
     if creds_t is None:
         raise ConfigError(t.key("credentials"), "is required (a table with 'source')")
+    require_path = t.string("require_role_path")
+    if require_path is not None and not (require_path.startswith("/") and require_path.endswith("/")):
+        raise ConfigError(t.key("require_role_path"),
+                          f"expected a path like '/sigproxy-assumable/', got {require_path!r}")
     hosts = tuple(_host_glob(h, f"{t.key('hosts')}[{i}]") for i, h in enumerate(t.strings("hosts")))
     if not hosts:
         raise ConfigError(t.key("hosts"), "is required: the hosts this connection may sign for")
     sts = t.string("sts_endpoint_url")
     conn = ConnectionConfig(
         name=name,
-        credentials=_credentials(creds_t),
+        credentials=_credentials(creds_t, name, require_path),
+        require_role_path=require_path,
         region=t.string("region"),
         service=t.string("service"),
         hosts=hosts,
@@ -429,6 +543,22 @@ def _connection(name: str, t: _Table) -> ConnectionConfig:
     )
     t.done()
     return conn
+
+
+def _check_bases(connections: Mapping[str, ConnectionConfig]) -> None:
+    """``base`` names ``chain`` or a defined connection, and role chains have no cycle."""
+    for name, conn in connections.items():
+        path = f"connections.{name}.credentials.base"
+        seen = [name]
+        current = conn
+        while current.credentials.source == "assume_role" and current.credentials.base != "chain":
+            base = current.credentials.base
+            if base not in connections:
+                raise ConfigError(path, f"unknown connection {base!r}: use \"chain\" or a connection's name")
+            if base in seen:
+                raise ConfigError(path, "role chain has a cycle: " + " -> ".join([*seen, base]))
+            seen.append(base)
+            current = connections[base]
 
 
 def default_state_dir(env: Mapping[str, str]) -> Path:
@@ -483,6 +613,7 @@ def _build(data: Mapping[str, Any], env: Mapping[str, str], source: str, listen:
             raise ConfigError(path, f"unknown connection {name!r} (defined: {', '.join(sorted(connections))})")
 
     known(proxy.default_connection, "proxy.default_connection")
+    _check_bases(connections)
     routes = []
     for rt in root.tables("routes"):
         route = Route(

@@ -1,53 +1,95 @@
-"""Credential providers: each connection's source of AWS credentials, handing out frozen snapshots.
+"""Credential sources: each connection's way to AWS credentials, handed out as frozen snapshots.
 
-Owns: the ``static`` and ``chain`` sources (the standard AWS chain through aiobotocore), translating
-their failures into :class:`~sigproxy.errors.CredentialsUnavailable`, and STS GetCallerIdentity for
-``sigproxy check``.
-Must not: sign, know about HTTP requests, or log a secret field.
+Sources: ``static`` (config), ``chain`` (the standard AWS chain via aiobotocore), ``assume_role`` (STS
+AssumeRole with ExternalId, session policy, tags, source identity; base credentials from the chain or
+another connection: role chaining), ``web_identity`` (STS AssumeRoleWithWebIdentity with a token file read
+at every refresh) and ``sts_endpoint`` (a custom HTTPS endpoint, contract in DESIGN.md). Every expiring
+source sits behind the one :class:`~sigproxy.credcache.CredentialCache`.
+
+Owns: talking to STS (and the custom endpoint), translating their failures into
+:class:`~sigproxy.errors.CredentialsUnavailable` carrying the STS error code and message.
+Must not: sign, know about proxied requests, or log a secret field or a response body.
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
+import json
 import logging
 from collections.abc import Mapping
 from contextlib import AsyncExitStack
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any, Protocol
 
+import aiohttp
+from aiobotocore.config import AioConfig
 from aiobotocore.session import AioSession
+from botocore import UNSIGNED
 from botocore.exceptions import BotoCoreError, ClientError
 
-from .config import ConnectionConfig
+from .config import ConnectionConfig, CredentialsConfig
+from .credcache import CredentialCache
 from .errors import CredentialsUnavailable
 from .signing import Credentials
 
-__all__ = ["CredentialProvider", "StaticProvider", "ChainProvider", "Providers", "caller_identity"]
+__all__ = [
+    "CredentialProvider",
+    "Providers",
+    "caller_identity",
+    "parse_sts_endpoint_answer",
+    "sts_endpoint_for",
+]
 
 logger = logging.getLogger(__name__)
 
+# A custom STS endpoint answer without an expiry is taken to last this long (DESIGN.md contract).
+_DEFAULT_LIFETIME = timedelta(hours=1)
+_STS_ENDPOINT_TIMEOUT = aiohttp.ClientTimeout(total=30)
+_EXPIRY_NAMES = ("expiresAt", "expires_at", "expiration")
+
 
 class CredentialProvider(Protocol):
-    async def get(self) -> Credentials:
-        """Current credentials. Raises :class:`CredentialsUnavailable`."""
+    async def fetch(self) -> Credentials:
+        """Fresh credentials. Raises :class:`CredentialsUnavailable`."""
         ...
 
 
-class StaticProvider:
-    """Keys from the config (resolved from ``${env:...}``/``${file:...}`` at load time)."""
+def sts_endpoint_for(region: str) -> str:
+    """The regional STS endpoint of ``region``'s partition."""
+    if region.startswith("cn-"):
+        return f"https://sts.{region}.amazonaws.com.cn"
+    return f"https://sts.{region}.amazonaws.com"
 
-    __slots__ = ("_creds",)
 
+def _sts_error(name: str, action: str, exc: Exception) -> CredentialsUnavailable:
+    if isinstance(exc, ClientError):
+        err = exc.response.get("Error", {})
+        code, message = err.get("Code", "?"), err.get("Message", "")
+        return CredentialsUnavailable(f"connection {name!r}: STS {action} failed: {code}: {message}", sts_code=code)
+    return CredentialsUnavailable(f"connection {name!r}: STS {action} failed: {type(exc).__name__}: {exc}")
+
+
+def _from_sts(answer: Mapping[str, Any]) -> Credentials:
+    c = answer["Credentials"]
+    expiry = c["Expiration"]
+    if isinstance(expiry, datetime) and expiry.tzinfo is None:
+        expiry = expiry.replace(tzinfo=UTC)
+    return Credentials(c["AccessKeyId"], c["SecretAccessKey"], c.get("SessionToken"), expiry)
+
+
+class _Static:
     def __init__(self, creds: Credentials) -> None:
         self._creds = creds
 
-    async def get(self) -> Credentials:
+    async def fetch(self) -> Credentials:
         return self._creds
 
 
-class ChainProvider:
-    """The standard AWS chain via aiobotocore: env, shared files (``profile``), SSO, process, container, IMDS."""
-
-    __slots__ = ("_lock", "_name", "_profile", "_resolved")
+class _Chain:
+    """The standard AWS chain via aiobotocore: env, shared files (``profile``), SSO, process, container, IMDS,
+    web identity. The resolved object refreshes itself; its expiry feeds our cache."""
 
     def __init__(self, name: str, profile: str | None) -> None:
         self._name = name
@@ -55,44 +97,232 @@ class ChainProvider:
         self._resolved: Any = None
         self._lock = asyncio.Lock()
 
-    async def get(self) -> Credentials:
+    async def fetch(self) -> Credentials:
         try:
+            async with self._lock:
+                if self._resolved is None:
+                    self._resolved = await AioSession(profile=self._profile).get_credentials()
             if self._resolved is None:
-                async with self._lock:
-                    if self._resolved is None:
-                        self._resolved = await AioSession(profile=self._profile).get_credentials()
-            if self._resolved is None:
-                raise CredentialsUnavailable(
-                    f"connection {self._name!r}: the AWS credential chain found no credentials"
-                )
+                raise CredentialsUnavailable(f"connection {self._name!r}: the AWS credential chain found none")
             frozen = await self._resolved.get_frozen_credentials()
         except (BotoCoreError, ClientError) as exc:
             raise CredentialsUnavailable(
-                f"connection {self._name!r}: the AWS credential chain failed: {type(exc).__name__}"
+                f"connection {self._name!r}: the AWS credential chain failed: {type(exc).__name__}: {exc}"
             ) from exc
-        return Credentials(frozen.access_key, frozen.secret_key, frozen.token or None)
+        expiry = getattr(self._resolved, "_expiry_time", None)
+        return Credentials(frozen.access_key, frozen.secret_key, frozen.token or None,
+                           expiry if isinstance(expiry, datetime) else None)
 
 
-def _provider(conn: ConnectionConfig) -> CredentialProvider:
-    c = conn.credentials
-    if c.source == "static":
-        if c.access_key_id is None or c.secret_access_key is None:
-            raise ValueError(f"connection {conn.name!r}: static credentials need both keys")
-        token = c.session_token.reveal() if c.session_token else None
-        return StaticProvider(Credentials(c.access_key_id, c.secret_access_key.reveal(), token))
-    return ChainProvider(conn.name, c.profile)
+class _StsCaller:
+    """Builds short-lived aiobotocore STS clients for one connection."""
+
+    def __init__(self, session: AioSession, conn: ConnectionConfig) -> None:
+        self._session = session
+        self.region = conn.region or "us-east-1"
+        self.endpoint = conn.sts_endpoint_url or sts_endpoint_for(self.region)
+
+    async def call(self, name: str, action: str, creds: Credentials | None, **params: Any) -> Credentials:
+        kwargs: dict[str, Any] = {"region_name": self.region, "endpoint_url": self.endpoint}
+        if creds is None:
+            kwargs["config"] = AioConfig(signature_version=UNSIGNED)
+        else:
+            kwargs.update(aws_access_key_id=creds.access_key_id, aws_secret_access_key=creds.secret_access_key,
+                          aws_session_token=creds.session_token)
+        method = "assume_role" if action == "AssumeRole" else "assume_role_with_web_identity"
+        try:
+            async with AsyncExitStack() as stack:
+                sts = await stack.enter_async_context(self._session.create_client("sts", **kwargs))
+                answer = await getattr(sts, method)(**params)
+        except (ClientError, BotoCoreError) as exc:
+            raise _sts_error(name, action, exc) from exc
+        return _from_sts(answer)
+
+
+class _AssumeRole:
+    def __init__(self, conn: ConnectionConfig, caller: _StsCaller, providers: Providers) -> None:
+        self._conn = conn
+        self._caller = caller
+        self._providers = providers
+
+    def params(self) -> dict[str, Any]:
+        """The AssumeRole parameters, exactly as sent."""
+        c = self._conn.credentials
+        params: dict[str, Any] = {"RoleArn": c.role_arn, "RoleSessionName": c.session_name,
+                                  "DurationSeconds": c.duration_seconds}
+        if c.external_id:
+            params["ExternalId"] = c.external_id
+        if c.source_identity:
+            params["SourceIdentity"] = c.source_identity
+        if c.policy:
+            params["Policy"] = c.policy
+        if c.policy_arns:
+            params["PolicyArns"] = [{"arn": arn} for arn in c.policy_arns]
+        if c.tags:
+            params["Tags"] = [{"Key": k, "Value": v} for k, v in c.tags]
+        if c.transitive_tag_keys:
+            params["TransitiveTagKeys"] = list(c.transitive_tag_keys)
+        return params
+
+    async def fetch(self) -> Credentials:
+        base_name = self._conn.credentials.base
+        base, _ = await (self._providers.default_chain() if base_name == "chain"
+                         else self._providers.get(base_name))
+        return await self._caller.call(self._conn.name, "AssumeRole", base, **self.params())
+
+
+class _WebIdentity:
+    def __init__(self, conn: ConnectionConfig, caller: _StsCaller) -> None:
+        self._conn = conn
+        self._caller = caller
+
+    async def fetch(self) -> Credentials:
+        c = self._conn.credentials
+        try:
+            token = (await asyncio.to_thread(Path(str(c.token_file)).read_text, encoding="utf-8")).strip()
+        except OSError as exc:
+            raise CredentialsUnavailable(
+                f"connection {self._conn.name!r}: cannot read token_file {str(c.token_file)!r}: {exc.strerror}"
+            ) from exc
+        return await self._caller.call(self._conn.name, "AssumeRoleWithWebIdentity", None, RoleArn=c.role_arn,
+                                       RoleSessionName=c.session_name, WebIdentityToken=token,
+                                       DurationSeconds=c.duration_seconds)
+
+
+def _expiry(value: object, what: str) -> datetime:
+    if isinstance(value, bool):
+        raise CredentialsUnavailable(f"{what}: expiry is not a time")
+    if isinstance(value, int | float):
+        return datetime.fromtimestamp(value, UTC)
+    if isinstance(value, str):
+        try:
+            parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+        except ValueError:
+            raise CredentialsUnavailable(f"{what}: expiry {value[:40]!r} is not ISO-8601 or Unix seconds") from None
+        return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+    raise CredentialsUnavailable(f"{what}: expiry is not a time")
+
+
+def parse_sts_endpoint_answer(data: object, now: datetime, what: str = "STS endpoint") -> Credentials:
+    """Credentials from a custom STS endpoint's JSON answer (flat or under ``credentials``).
+
+    Raises :class:`CredentialsUnavailable` naming what is missing; never echoes the answer.
+    """
+    if isinstance(data, Mapping) and isinstance(data.get("credentials"), Mapping):
+        data = data["credentials"]
+    if not isinstance(data, Mapping):
+        raise CredentialsUnavailable(f"{what}: the answer is not a JSON object")
+    missing = [k for k in ("accessKeyId", "secretAccessKey") if not isinstance(data.get(k), str) or not data[k]]
+    if missing:
+        raise CredentialsUnavailable(f"{what}: the answer has no {' and no '.join(missing)}")
+    token = data.get("sessionToken")
+    if token is not None and not isinstance(token, str):
+        raise CredentialsUnavailable(f"{what}: sessionToken is not a string")
+    expiry_value = next((data[k] for k in _EXPIRY_NAMES if data.get(k) is not None), None)
+    expires = now + _DEFAULT_LIFETIME if expiry_value is None else _expiry(expiry_value, what)
+    if expires <= now:
+        raise CredentialsUnavailable(f"{what}: the credentials it returned have already expired")
+    return Credentials(data["accessKeyId"], data["secretAccessKey"], token or None, expires)
+
+
+class _StsEndpoint:
+    def __init__(self, conn: ConnectionConfig, providers: Providers) -> None:
+        self._conn = conn
+        self._providers = providers
+
+    async def fetch(self) -> Credentials:
+        c = self._conn.credentials
+        name = self._conn.name
+        what = f"connection {name!r}: STS endpoint"
+        headers = {"Content-Type": "application/json", "Accept": "application/json"}
+        if c.auth == "api_key" and c.api_key is not None:
+            headers[c.api_key_header] = c.api_key.reveal()
+        elif c.password is not None:
+            pair = f"{c.username}:{c.password.reveal()}".encode()
+            headers["Authorization"] = "Basic " + base64.b64encode(pair).decode()
+        body = {"role_arn": c.role_arn, "external_id": c.external_id, "region": self._conn.region,
+                "service": self._conn.service}
+        try:
+            async with self._providers.http().post(str(c.url), json=body, headers=headers,
+                                                   timeout=_STS_ENDPOINT_TIMEOUT, allow_redirects=False) as resp:
+                if resp.status != 200:
+                    hint = " (check api_key / username and password)" if resp.status in (401, 403) else ""
+                    raise CredentialsUnavailable(f"{what} answered HTTP {resp.status}{hint}")
+                raw = await resp.read()
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            raise CredentialsUnavailable(f"{what} unreachable: {type(exc).__name__}: {exc}") from exc
+        try:
+            data = json.loads(raw)
+        except ValueError:
+            raise CredentialsUnavailable(f"{what}: the answer is not JSON") from None
+        return parse_sts_endpoint_answer(data, datetime.now(UTC), what)
 
 
 class Providers:
-    """One provider per connection, built from the config."""
+    """One credential source per connection, every expiring one behind the shared cache.
 
-    __slots__ = ("_by_name",)
+    An async context manager: it owns the HTTP session for custom STS endpoints and the cache's tasks.
+    """
 
-    def __init__(self, connections: Mapping[str, ConnectionConfig]) -> None:
-        self._by_name = {name: _provider(conn) for name, conn in connections.items()}
+    def __init__(self, connections: Mapping[str, ConnectionConfig], cache: CredentialCache | None = None) -> None:
+        self._connections = connections
+        self.cache = cache or CredentialCache()
+        self._session = AioSession()
+        self._http: aiohttp.ClientSession | None = None
+        self._default_chain = _Chain("(default chain)", None)
+        self._by_name: dict[str, CredentialProvider] = {
+            name: self._provider(conn) for name, conn in connections.items()
+        }
 
-    async def get(self, name: str) -> Credentials:
-        return await self._by_name[name].get()
+    def _provider(self, conn: ConnectionConfig) -> CredentialProvider:
+        c = conn.credentials
+        if c.source == "static":
+            if c.access_key_id is None or c.secret_access_key is None:
+                raise ValueError(f"connection {conn.name!r}: static credentials need both keys")
+            token = c.session_token.reveal() if c.session_token else None
+            return _Static(Credentials(c.access_key_id, c.secret_access_key.reveal(), token))
+        if c.source == "chain":
+            return _Chain(conn.name, c.profile)
+        if c.source == "assume_role":
+            return _AssumeRole(conn, _StsCaller(self._session, conn), self)
+        if c.source == "web_identity":
+            return _WebIdentity(conn, _StsCaller(self._session, conn))
+        return _StsEndpoint(conn, self)
+
+    def http(self) -> aiohttp.ClientSession:
+        if self._http is None:
+            self._http = aiohttp.ClientSession(cookie_jar=aiohttp.DummyCookieJar())
+        return self._http
+
+    async def __aenter__(self) -> Providers:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.cache.close()
+        if self._http is not None:
+            await self._http.close()
+
+    def source(self, name: str) -> str:
+        return self._connections[name].credentials.source
+
+    def _key(self, name: str) -> tuple[str, CredentialsConfig, str | None, str | None]:
+        conn = self._connections[name]
+        return (name, conn.credentials, conn.region, conn.sts_endpoint_url)
+
+    async def get(self, name: str) -> tuple[Credentials, bool]:
+        """The connection's current credentials and whether the cache answered without waiting.
+
+        Raises :class:`CredentialsUnavailable`.
+        """
+        provider = self._by_name[name]
+        if isinstance(provider, _Static):
+            return await provider.fetch(), True
+        return await self.cache.get(self._key(name), provider.fetch, f"connection {name!r}")
+
+    async def default_chain(self) -> tuple[Credentials, bool]:
+        """The default AWS chain's credentials (the base of an ``assume_role`` with ``base = "chain"``)."""
+        chain = self._default_chain
+        return await self.cache.get(("default-chain",), chain.fetch, "the default AWS credential chain")
 
 
 async def caller_identity(conn: ConnectionConfig, creds: Credentials) -> str:
@@ -100,23 +330,18 @@ async def caller_identity(conn: ConnectionConfig, creds: Credentials) -> str:
 
     Raises :class:`CredentialsUnavailable` with the STS error code (never the keys).
     """
-    session = AioSession()
     region = conn.region or "us-east-1"
     kwargs: dict[str, Any] = {
         "region_name": region,
+        "endpoint_url": conn.sts_endpoint_url or sts_endpoint_for(region),
         "aws_access_key_id": creds.access_key_id,
         "aws_secret_access_key": creds.secret_access_key,
         "aws_session_token": creds.session_token,
     }
-    if conn.sts_endpoint_url:
-        kwargs["endpoint_url"] = conn.sts_endpoint_url
     try:
         async with AsyncExitStack() as stack:
-            sts = await stack.enter_async_context(session.create_client("sts", **kwargs))
+            sts = await stack.enter_async_context(AioSession().create_client("sts", **kwargs))
             answer = await sts.get_caller_identity()
-    except ClientError as exc:
-        err = exc.response.get("Error", {})
-        raise CredentialsUnavailable(f"STS refused: {err.get('Code', '?')}: {err.get('Message', '')}") from exc
-    except BotoCoreError as exc:
-        raise CredentialsUnavailable(f"STS unreachable: {exc}") from exc
+    except (ClientError, BotoCoreError) as exc:
+        raise _sts_error(conn.name, "GetCallerIdentity", exc) from exc
     return str(answer["Arn"])

@@ -98,10 +98,14 @@ class BodyTooLarge(SigproxyError):
 
 
 class CredentialsUnavailable(SigproxyError):
-    """The connection's credentials could not be obtained."""
+    """The connection's credentials could not be obtained; ``sts_code`` is STS's error code, if it gave one."""
 
     status = 502
     code = "credentials_unavailable"
+
+    def __init__(self, message: str, *, sts_code: str | None = None) -> None:
+        super().__init__(message)
+        self.sts_code = sts_code
 
 
 class UpstreamError(SigproxyError, ConnectionError):

@@ -157,7 +157,8 @@ class Handler:
         claimed = headers.get("X-Amz-Content-SHA256")
         check_payload_shape(claimed)
 
-        creds = await self._providers.get(conn.name)
+        creds, cache_hit = await self._providers.get(conn.name)
+        info["cred_cache"] = "hit" if cache_hit else "miss"
 
         if headers.get("Expect", "").lower() == "100-continue":
             # Only now: the connection, the host and the credentials are settled.

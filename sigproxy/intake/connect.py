@@ -14,9 +14,9 @@ import asyncio
 import contextlib
 import logging
 import ssl
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
-from typing import cast
+from typing import Any, cast
 
 from aiohttp import web
 
@@ -24,6 +24,7 @@ from sigproxy.config import Config
 from sigproxy.errors import BadRequest, Forbidden, HostNotAllowed, SigproxyError, UpstreamError
 from sigproxy.handler import Exchange, Handler, error_bytes
 from sigproxy.routing import Target, parse_absolute_target, select_connection
+from sigproxy.tasks import TaskSet
 from sigproxy.tls import CertStore, TlsError
 
 __all__ = ["ConnectIntake", "FrontDoor"]
@@ -84,7 +85,7 @@ class ConnectIntake:
         self._certs = certs
         self._plain = plain
         self._tunnels: set[web.Server] = set()
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._tasks = TaskSet()
 
     def front_door(self) -> FrontDoor:
         return FrontDoor(self)
@@ -93,14 +94,11 @@ class ConnectIntake:
         proto: asyncio.Protocol = self._plain()
         return proto
 
-    def spawn(self, coro: Awaitable[None]) -> None:
-        task = asyncio.ensure_future(coro)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+    def spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        self._tasks.spawn(coro, name="sigproxy-connect")
 
     async def shutdown(self, grace: float) -> None:
-        for task in list(self._tasks):
-            task.cancel()
+        await self._tasks.cancel_all()
         for server in list(self._tunnels):
             await server.shutdown(grace)
         await self._plain.shutdown(grace)

@@ -82,7 +82,8 @@ async def serve(config: Config, stop: asyncio.Event,
             Upstream(connect_timeout=config.proxy.connect_timeout, read_timeout=config.proxy.read_timeout,
                      limit=config.proxy.upstream_connections, extra_ca_file=config.proxy.upstream_ca_file)
         )
-        handler = Handler(config, Providers(config.connections), upstream, Signer())
+        providers = await stack.enter_async_context(Providers(config.connections))
+        handler = Handler(config, providers, upstream, Signer())
         bound: list[Listening] = []
 
         intake = ConnectIntake(config, handler, certs, web.Server(_entry(handler, None), access_log=None))

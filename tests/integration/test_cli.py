@@ -43,7 +43,7 @@ class TestCheck:
         """`check` resolves credentials and prints the caller ARN from moto's STS."""
         r = sigproxy("check", "-c", write(tmp_path, moto_config(moto)))
         assert r.returncode == 0, r.stderr
-        assert r.stdout.split() == ["main", "OK", moto.user_arn]
+        assert r.stdout.split() == ["main", "OK", moto.user_arn, "source=static", "expires=never"]
 
     def test_fail_exits_1(self, moto: Moto, tmp_path: Path) -> None:
         """A wrong secret: `NAME  FAIL  <reason>` with STS's error code, exit 1, and no secret printed."""

@@ -2,15 +2,48 @@
 
 Owns: starting moto's werkzeug app (one backend; a plain-HTTP port and, optionally, a TLS port
 serving the same app object), seeding it while authentication is off (an IAM user with an
-allow-all policy and an access key, an assumable role, a bucket, a table, a queue), switching
+allow-all policy and an access key, an assumable role, a role only that role's sessions may
+assume, an OIDC provider and a role for its tokens, a bucket, a table, a queue), switching
 authentication on, and stopping the process.  The parent learns the ports and keys from one JSON
 line the child prints once authentication is on.  Run as ``python -m tests.servers.moto_server
 --serve [--tls-dir DIR]``; the child also exits when its stdin closes (its parent died).
+
+What moto 5.2.5 really checks for the roles (measured with auth on):
+
+- AssumeRole: the caller's signature and session token, its identity policies (sts:AssumeRole),
+  then the role's trust policy -- but only if the role exists (an unknown role ARN is assumed
+  without any check).  Trust principals are compared literally, with no wildcards: the only
+  principal strings that match are ``"*"`` (as a plain string; ``["*"]`` matches nothing), the
+  IAM user's ARN, and for a role session the exact session ARN
+  ``arn:aws:sts::ACCOUNT:assumed-role/ROLE_NAME/SESSION_NAME``.  Neither the account root nor
+  the role's ARN covers its users or sessions as they would on AWS.  A statement whose principal
+  does not match *denies*, so every principal must sit in one statement.
+- ExternalId: the only condition key moto knows is ``sts:ExternalId`` with ``StringEquals``; a
+  wrong ExternalId is refused, a missing one is accepted (the condition is skipped).  ``role_arn``
+  thus accepts no ExternalId too; ``chain_role_arn`` has no condition, an ExternalId sent to it
+  is ignored.  Session policies, tags, source identity and the one-hour limit on chained
+  sessions' DurationSeconds are all ignored; credentials are valid for DurationSeconds.
+- Chaining: ``chain_role_arn`` trusts only the session ``chain_session_name`` of ``role_arn``
+  (its trust policy also names ``role_arn`` itself, which is what AWS would need and moto
+  ignores); so a test's first hop must use RoleSessionName ``chain_session_name``, and neither
+  the IAM user nor a session with another name can assume it.
+- AssumeRoleWithWebIdentity: unpatched, moto 5.2.5 answers every unsigned request with a 500
+  once auth is on (it reads the Authorization header unconditionally), and would accept any token
+  for any role (it checks neither the token nor the trust policy).  This server therefore takes
+  over unsigned AssumeRoleWithWebIdentity calls (``_check_web_identity``): the token must be a
+  JWT whose payload's ``iss`` names an OIDC provider registered in IAM, whose ``aud`` is one of
+  that provider's client IDs (else 400 InvalidIdentityToken) and whose ``exp`` is in the future
+  (else 400 ExpiredTokenException); the role must exist and its trust policy must allow
+  sts:AssumeRoleWithWebIdentity to that provider as Federated principal, with any StringEquals
+  conditions on ``ISSUER:aud`` / ``ISSUER:sub`` met (else 403 AccessDenied).  The JWT signature
+  is NOT checked: mint tokens with :func:`make_web_identity_token`.  Credentials are then issued
+  by moto as usual; GetCallerIdentity gives ``assumed-role/web-identity/SESSION``.
 """
 
 from __future__ import annotations
 
 import argparse
+import base64
 import dataclasses
 import json
 import os
@@ -27,6 +60,9 @@ from typing import Any
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[2]
 REGION = "us-east-1"
 EXTERNAL_ID = "ext-123"
+CHAIN_SESSION_NAME = "sigproxy-base"  # the first hop's RoleSessionName that chain_role_arn trusts
+OIDC_ISSUER = "https://oidc.sigproxy.test"  # never contacted: the JWT signature is not checked
+OIDC_AUDIENCE = "sigproxy"
 
 
 @dataclass(frozen=True)
@@ -42,7 +78,29 @@ class Moto:
     bucket: str
     table: str  # hash key "id" (S)
     queue_url: str
-    role_arn: str  # trusts the account on condition sts:ExternalId == "ext-123"
+    role_arn: str  # trusts the user on condition sts:ExternalId == "ext-123" (a missing one passes)
+    # Added later, hence the defaults:
+    chain_role_arn: str = ""  # assumable only by role_arn's session named chain_session_name
+    chain_session_name: str = CHAIN_SESSION_NAME
+    web_identity_role_arn: str = ""  # AssumeRoleWithWebIdentity with a token from OIDC_ISSUER for OIDC_AUDIENCE
+    web_identity_token: str = ""  # such a token, valid for a day (mint others: make_web_identity_token)
+    oidc_provider_arn: str = ""  # arn:aws:iam::ACCOUNT:oidc-provider/oidc.sigproxy.test
+
+
+def make_web_identity_token(
+    *, sub: str = "system:serviceaccount:default:sigproxy", aud: str | list[str] = OIDC_AUDIENCE,
+    iss: str = OIDC_ISSUER, lifetime: float = 86400, now: float | None = None,
+) -> str:  # fmt: skip
+    """A JWT-shaped token the server accepts while ``now + lifetime`` is ahead (its signature is fake)."""
+
+    def part(obj: object) -> str:
+        raw = json.dumps(obj, separators=(",", ":")).encode()
+        return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
+
+    issued = int(time.time() if now is None else now)
+    header = {"alg": "RS256", "typ": "JWT", "kid": "sigproxy-test"}
+    claims = {"iss": iss, "sub": sub, "aud": aud, "iat": issued, "exp": issued + int(lifetime)}
+    return f"{part(header)}.{part(claims)}.bm90LWEtcmVhbC1zaWduYXR1cmU"
 
 
 def start_moto(
@@ -111,6 +169,24 @@ def _seed(endpoint: str) -> dict[str, str]:
     role = iam.create_role(Path="/sigproxy-assumable/", RoleName="tenant",
                            AssumeRolePolicyDocument=json.dumps(trust))["Role"]  # fmt: skip
     iam.put_role_policy(RoleName="tenant", PolicyName="allow-all", PolicyDocument=allow_all)
+    # moto matches the exact session ARN only; role["Arn"] is what AWS would need (moto ignores it)
+    session_arn = f"arn:aws:sts::{account_id}:assumed-role/tenant/{CHAIN_SESSION_NAME}"
+    chain_trust = {"Version": "2012-10-17", "Statement": [{
+        "Effect": "Allow", "Action": "sts:AssumeRole",
+        "Principal": {"AWS": [session_arn, role["Arn"]]}}]}  # fmt: skip
+    chained = iam.create_role(Path="/sigproxy-assumable/", RoleName="chained",
+                              AssumeRolePolicyDocument=json.dumps(chain_trust))["Role"]  # fmt: skip
+    iam.put_role_policy(RoleName="chained", PolicyName="allow-all", PolicyDocument=allow_all)
+    provider_arn = iam.create_open_id_connect_provider(
+        Url=OIDC_ISSUER, ClientIDList=[OIDC_AUDIENCE], ThumbprintList=["0" * 40])["OpenIDConnectProviderArn"]
+    issuer = OIDC_ISSUER.removeprefix("https://")
+    web_trust = {"Version": "2012-10-17", "Statement": [{
+        "Effect": "Allow", "Action": "sts:AssumeRoleWithWebIdentity",
+        "Principal": {"Federated": provider_arn},
+        "Condition": {"StringEquals": {f"{issuer}:aud": OIDC_AUDIENCE}}}]}  # fmt: skip
+    web = iam.create_role(Path="/sigproxy-assumable/", RoleName="web-identity",
+                          AssumeRolePolicyDocument=json.dumps(web_trust))["Role"]  # fmt: skip
+    iam.put_role_policy(RoleName="web-identity", PolicyName="allow-all", PolicyDocument=allow_all)
     client("s3").create_bucket(Bucket="sigproxy-test")
     client("dynamodb").create_table(
         TableName="sigproxy-test", BillingMode="PAY_PER_REQUEST",
@@ -120,7 +196,75 @@ def _seed(endpoint: str) -> dict[str, str]:
     return {"access_key": key["AccessKeyId"], "secret_key": key["SecretAccessKey"],
             "account_id": account_id, "user_arn": user["Arn"], "region": REGION,
             "bucket": "sigproxy-test", "table": "sigproxy-test", "queue_url": queue_url,
-            "role_arn": role["Arn"]}  # fmt: skip
+            "role_arn": role["Arn"], "chain_role_arn": chained["Arn"],
+            "chain_session_name": CHAIN_SESSION_NAME, "web_identity_role_arn": web["Arn"],
+            "web_identity_token": make_web_identity_token(), "oidc_provider_arn": provider_arn}  # fmt: skip
+
+
+def _check_web_identity(account_id: str, role_arn: str | None, token: str | None) -> None:
+    """Refuse an AssumeRoleWithWebIdentity as STS would, minus the token's signature (see the docstring)."""
+    from moto.iam.models import iam_backends
+    from werkzeug.exceptions import HTTPException
+
+    class StsError(HTTPException):
+        def __init__(self, status: int, code: str, message: str) -> None:
+            body = ('<ErrorResponse xmlns="https://sts.amazonaws.com/doc/2011-06-15/"><Error>'
+                    f"<Type>Sender</Type><Code>{code}</Code><Message>{message}</Message></Error>"
+                    "<RequestId>c2lncHJveHktdGVzdA</RequestId></ErrorResponse>")  # fmt: skip
+            super().__init__(description=body)
+            self.code = status
+
+    try:
+        payload = (token or "").split(".")[1]
+        claims = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+        assert isinstance(claims, dict)
+    except (IndexError, ValueError, AssertionError):
+        raise StsError(400, "InvalidIdentityToken", "The web identity token is not a JWT") from None
+    iam = iam_backends[account_id]["aws"]
+    issuer = str(claims.get("iss", "")).removeprefix("https://")
+    provider_arn = f"arn:aws:iam::{account_id}:oidc-provider/{issuer}"
+    provider = iam.open_id_providers.get(provider_arn)
+    if provider is None:
+        raise StsError(400, "InvalidIdentityToken",
+                       f"No OpenIDConnect provider found in your account for {claims.get('iss')}")  # fmt: skip
+    audiences = claims.get("aud") if isinstance(claims.get("aud"), list) else [claims.get("aud")]
+    if not set(audiences) & set(provider.client_id_list):
+        raise StsError(400, "InvalidIdentityToken", "Incorrect token audience")
+    exp = claims.get("exp")
+    if not isinstance(exp, int | float) or exp <= time.time():
+        raise StsError(400, "ExpiredTokenException", f"Token expired: exp {exp!r} is not ahead")
+    denied = StsError(403, "AccessDenied", "Not authorized to perform sts:AssumeRoleWithWebIdentity")
+    try:
+        role = iam.get_role_by_arn(role_arn or "")
+    except Exception:
+        raise denied from None
+    statements = json.loads(role.assume_role_policy_document)["Statement"]
+    for st in statements if isinstance(statements, list) else [statements]:
+        actions = st.get("Action", [])
+        federated = st.get("Principal", {}).get("Federated", []) if isinstance(st.get("Principal"), dict) else []
+        conditions = st.get("Condition", {}).get("StringEquals", {})
+        if (st.get("Effect") == "Allow"
+                and "sts:AssumeRoleWithWebIdentity" in ([actions] if isinstance(actions, str) else actions)
+                and provider_arn in ([federated] if isinstance(federated, str) else federated)
+                and all(claims.get(key.rsplit(":", 1)[1]) in ([want] if isinstance(want, str) else want)
+                        for key, want in conditions.items())):  # fmt: skip
+            return
+    raise denied
+
+
+def _take_over_unsigned_web_identity() -> None:
+    """Route unsigned AssumeRoleWithWebIdentity to ``_check_web_identity`` instead of moto's 500."""
+    from moto.core.authorization import ActionAuthenticatorMixin
+
+    original = ActionAuthenticatorMixin._authenticate_and_authorize_action
+
+    def authenticate(self: Any, iam_request_cls: type, resource: str = "*") -> None:
+        if "Authorization" not in self.headers and self._get_action() == "AssumeRoleWithWebIdentity":
+            _check_web_identity(self.current_account, self._get_param("RoleArn"), self._get_param("WebIdentityToken"))
+            return
+        original(self, iam_request_cls, resource)
+
+    ActionAuthenticatorMixin._authenticate_and_authorize_action = authenticate  # type: ignore[method-assign]
 
 
 def _serve(tls_dir: pathlib.Path | None) -> None:
@@ -132,6 +276,7 @@ def _serve(tls_dir: pathlib.Path | None) -> None:
     from werkzeug.serving import BaseWSGIServer, make_server
 
     settings.INITIAL_NO_AUTH_ACTION_COUNT = float("inf")  # off while seeding
+    _take_over_unsigned_web_identity()
     app = DomainDispatcherApplication(create_backend_app)
     servers: list[BaseWSGIServer] = [make_server("127.0.0.1", 0, app, threaded=True)]
     tls_endpoint = ca_file = None

@@ -1,0 +1,176 @@
+"""The credential cache in front of every expiring source: refresh ahead of expiry, one fetch at a time.
+
+Windows before expiry (each capped at a fraction of the credentials' lifetime, so short-lived credentials
+are not refreshed on every request):
+
+* advisory (default 15 min): requests keep the current credentials; one background refresh starts.
+* mandatory (default 5 min): requests wait for the single refresh in flight; if it fails while the
+  credentials are still valid they are used, and the failure is logged once per streak.
+* expired or none: requests wait for the refresh; when it fails they get the STS error
+  (:class:`~sigproxy.errors.CredentialsUnavailable`). Expired credentials are never handed out.
+
+After a failure the next attempt waits a jittered exponential back-off, so a dead STS is not hammered;
+requests arriving meanwhile with no valid credentials fail fast with the last error.
+
+Must not: know where credentials come from (it calls the ``fetch`` it is given), or log secret fields.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from collections.abc import Awaitable, Callable, Hashable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+from cachetools import LRUCache
+
+from .errors import CredentialsUnavailable
+from .signing import Credentials
+from .tasks import TaskSet
+
+__all__ = ["CacheStats", "CredentialCache"]
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_ADVISORY = timedelta(minutes=15)
+DEFAULT_MANDATORY = timedelta(minutes=5)
+# Back-off after failed fetches: 1 s doubling to 5 min, each delay jittered to 50-100 %.
+_BACKOFF_BASE = 1.0
+_BACKOFF_CAP = 300.0
+_MAX_KEYS = 4096
+
+
+@dataclass
+class CacheStats:
+    """Counters for metrics and tests."""
+
+    hits: int = 0
+    misses: int = 0
+    fetches: int = 0
+    failures: int = 0
+
+
+@dataclass
+class _Entry:
+    creds: Credentials | None = None
+    fetched_at: datetime | None = None
+    task: asyncio.Task[None] | None = None
+    failures: int = 0
+    retry_at: datetime | None = None
+    last_error: CredentialsUnavailable | None = None
+
+
+class CredentialCache:
+    """Bounded cache of credential snapshots keyed by connection and effective parameters."""
+
+    def __init__(
+        self,
+        *,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        advisory: timedelta = DEFAULT_ADVISORY,
+        mandatory: timedelta = DEFAULT_MANDATORY,
+        max_keys: int = _MAX_KEYS,
+        jitter: Callable[[], float] = random.random,
+    ) -> None:
+        if mandatory > advisory:
+            raise ValueError("the mandatory refresh window must not be longer than the advisory one")
+        self._clock = clock
+        self._advisory = advisory
+        self._mandatory = mandatory
+        self._entries: LRUCache[Hashable, _Entry] = LRUCache(maxsize=max_keys)
+        self._jitter = jitter
+        self._tasks = TaskSet()
+        self.stats = CacheStats()
+
+    async def close(self) -> None:
+        await self._tasks.cancel_all()
+
+    def _windows(self, entry: _Entry, expires_at: datetime) -> tuple[datetime, datetime]:
+        """(advisory start, mandatory start) for credentials expiring at ``expires_at``."""
+        lifetime = expires_at - (entry.fetched_at or expires_at)
+        advisory = min(self._advisory, lifetime / 2)
+        mandatory = min(self._mandatory, lifetime / 4)
+        return expires_at - advisory, expires_at - mandatory
+
+    async def get(self, key: Hashable, fetch: Callable[[], Awaitable[Credentials]], label: str
+                  ) -> tuple[Credentials, bool]:
+        """Credentials for ``key`` and whether they came from the cache without waiting.
+
+        Raises :class:`CredentialsUnavailable` when no valid credentials can be had.
+        """
+        entry = self._entries.get(key)
+        if entry is None:
+            entry = self._entries[key] = _Entry()
+        now = self._clock()
+        creds = entry.creds
+        if creds is not None:
+            if creds.expires_at is None:
+                self.stats.hits += 1
+                return creds, True
+            advisory_at, mandatory_at = self._windows(entry, creds.expires_at)
+            if now < advisory_at:
+                self.stats.hits += 1
+                return creds, True
+            if now < mandatory_at:
+                self._start(entry, fetch, label, now)
+                self.stats.hits += 1
+                return creds, True
+        self.stats.misses += 1
+        task = self._start(entry, fetch, label, now)
+        if task is not None:
+            await asyncio.shield(task)
+        creds = entry.creds
+        if creds is not None and (creds.expires_at is None or self._clock() < creds.expires_at):
+            return creds, False
+        if entry.last_error is not None:
+            raise entry.last_error
+        raise CredentialsUnavailable(f"{label}: no credentials")  # pragma: no cover - a fetch sets one
+
+    def _start(self, entry: _Entry, fetch: Callable[[], Awaitable[Credentials]], label: str,
+               now: datetime) -> asyncio.Task[None] | None:
+        """The refresh in flight, a new one, or ``None`` while backing off after failures."""
+        if entry.task is not None and not entry.task.done():
+            return entry.task
+        if entry.retry_at is not None and now < entry.retry_at:
+            return None
+        entry.task = self._tasks.spawn(self._refresh(entry, fetch, label), name=f"credentials:{label}")
+        return entry.task
+
+    async def _refresh(self, entry: _Entry, fetch: Callable[[], Awaitable[Credentials]], label: str) -> None:
+        self.stats.fetches += 1
+        try:
+            creds = await fetch()
+        except CredentialsUnavailable as exc:
+            self._failed(entry, exc, label)
+            return
+        except Exception as exc:  # a provider bug must not kill the cache; it is reported
+            logger.exception("credential source for %s raised unexpectedly", label)
+            self._failed(entry, CredentialsUnavailable(f"{label}: {type(exc).__name__}"), label)
+            return
+        if entry.failures:
+            logger.warning("credentials for %s refreshed after %d failed attempt(s)", label, entry.failures)
+        entry.creds = creds
+        entry.fetched_at = self._clock()
+        entry.failures = 0
+        entry.retry_at = None
+        entry.last_error = None
+
+    def _failed(self, entry: _Entry, exc: CredentialsUnavailable, label: str) -> None:
+        self.stats.failures += 1
+        entry.failures += 1
+        entry.last_error = exc
+        delay = min(_BACKOFF_CAP, _BACKOFF_BASE * 2 ** (entry.failures - 1)) * (0.5 + self._jitter() / 2)
+        entry.retry_at = self._clock() + timedelta(seconds=delay)
+        if entry.failures == 1:
+            valid = entry.creds is not None and (
+                entry.creds.expires_at is None or self._clock() < entry.creds.expires_at
+            )
+            logger.warning("credential refresh for %s failed (%s); %s; retrying with back-off", label,
+                           exc.message, "still serving the current credentials" if valid else "no valid credentials")
+
+    def retry_at(self, key: Hashable) -> datetime | None:
+        """When the next fetch for ``key`` may start (back-off), for tests and diagnostics."""
+        entry = self._entries.get(key)
+        return None if entry is None else entry.retry_at
