@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import shlex
 import signal
@@ -24,6 +25,7 @@ from .credentials import Providers, caller_identity
 from .errors import ConfigError, SigproxyError
 from .intake.server import Listening, serve
 from .observability import setup_logging
+from .onboarding import new_external_id, trust_policy
 from .prepare import payload_hash_for, presign_request, sign_request
 from .routing import check_host, parse_absolute_target, resolve_service_region
 from .signing import Credentials, Signer
@@ -82,6 +84,14 @@ def _parser() -> argparse.ArgumentParser:
     what.add_argument("--pem", action="store_true", help="print the CA certificate (PEM)")
     what.add_argument("--bundle", metavar="PATH", help="write the system trust store plus our CA to PATH")
     what.add_argument("--env", action="store_true", help="print export lines for HTTPS_PROXY and CA bundles")
+
+    sub.add_parser("external-id", help="print a fresh random ExternalId (UUID4) for a new customer")
+    trust = sub.add_parser("trust-policy", help="print the trust policy a customer pastes into their IAM role")
+    trust.add_argument("--principal", required=True, metavar="ARN|ACCOUNT_ID",
+                       help="who may assume the role: sigproxy's account id or IAM ARN")
+    trust.add_argument("--external-id", dest="external_ids", action="append", required=True, metavar="ID")
+    trust.add_argument("--tags", action="store_true", help="also allow sts:TagSession (session tags)")
+    trust.add_argument("--source-identity", action="store_true", help="also allow sts:SetSourceIdentity")
 
     sub.add_parser("version", help="print the version")
     return p
@@ -252,6 +262,18 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _check(args)
         if args.command == "ca":
             return _ca(args)
+        if args.command == "external-id":
+            print(new_external_id())
+            return EXIT_OK
+        if args.command == "trust-policy":
+            try:
+                policy = trust_policy(args.principal, args.external_ids, tags=args.tags,
+                                      source_identity=args.source_identity)
+            except ValueError as exc:
+                print(f"sigproxy: {exc}", file=sys.stderr)
+                return EXIT_USAGE
+            print(json.dumps(policy, indent=2))
+            return EXIT_OK
         return _sign(args)
     except ConfigError as exc:
         print(f"sigproxy: config error: {exc}", file=sys.stderr)

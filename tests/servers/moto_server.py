@@ -12,32 +12,32 @@ What moto 5.2.5 really checks for the roles (measured with auth on):
 
 - AssumeRole: the caller's signature and session token, its identity policies (sts:AssumeRole),
   then the role's trust policy -- but only if the role exists (an unknown role ARN is assumed
-  without any check).  Trust principals are compared literally, with no wildcards: the only
-  principal strings that match are ``"*"`` (as a plain string; ``["*"]`` matches nothing), the
-  IAM user's ARN, and for a role session the exact session ARN
-  ``arn:aws:sts::ACCOUNT:assumed-role/ROLE_NAME/SESSION_NAME``.  Neither the account root nor
-  the role's ARN covers its users or sessions as they would on AWS.  A statement whose principal
-  does not match *denies*, so every principal must sit in one statement.
-- ExternalId: the only condition key moto knows is ``sts:ExternalId`` with ``StringEquals``; a
-  wrong ExternalId is refused, a missing one is accepted (the condition is skipped).  ``role_arn``
-  thus accepts no ExternalId too; ``chain_role_arn`` has no condition, an ExternalId sent to it
-  is ignored.  Session policies, tags, source identity and the one-hour limit on chained
-  sessions' DurationSeconds are all ignored; credentials are valid for DurationSeconds.
-- Chaining: ``chain_role_arn`` trusts only the session ``chain_session_name`` of ``role_arn``
-  (its trust policy also names ``role_arn`` itself, which is what AWS would need and moto
-  ignores); so a test's first hop must use RoleSessionName ``chain_session_name``, and neither
-  the IAM user nor a session with another name can assume it.
-- AssumeRoleWithWebIdentity: unpatched, moto 5.2.5 answers every unsigned request with a 500
-  once auth is on (it reads the Authorization header unconditionally), and would accept any token
-  for any role (it checks neither the token nor the trust policy).  This server therefore takes
-  over unsigned AssumeRoleWithWebIdentity calls (``_check_web_identity``): the token must be a
-  JWT whose payload's ``iss`` names an OIDC provider registered in IAM, whose ``aud`` is one of
-  that provider's client IDs (else 400 InvalidIdentityToken) and whose ``exp`` is in the future
-  (else 400 ExpiredTokenException); the role must exist and its trust policy must allow
-  sts:AssumeRoleWithWebIdentity to that provider as Federated principal, with any StringEquals
-  conditions on ``ISSUER:aud`` / ``ISSUER:sub`` met (else 403 AccessDenied).  The JWT signature
-  is NOT checked: mint tokens with :func:`make_web_identity_token`.  Credentials are then issued
-  by moto as usual; GetCallerIdentity gives ``assumed-role/web-identity/SESSION``.
+  with no trust check).  Trust principals are compared literally, without wildcards: the only
+  strings that match are ``"*"`` (as a plain string; ``["*"]`` matches nothing), an IAM user's
+  ARN, and for a role session the exact session ARN
+  ``arn:aws:sts::ACCOUNT:assumed-role/ROLE_NAME/SESSION_NAME``.  Neither the account root nor a
+  role's ARN covers its users or sessions as on AWS.  A statement whose principal does not match
+  *denies* (it is not merely skipped), so all principals must sit in one statement.
+- ExternalId: the only condition moto evaluates is ``StringEquals`` (other operators pass), and
+  the only request value it knows is ``sts:ExternalId``.  A wrong ExternalId is refused, a
+  missing one accepted (the condition is skipped): ``role_arn`` is assumable without one.
+  ``chain_role_arn`` has no condition; an ExternalId sent to it is ignored.  Session policies,
+  tags, source identity and AWS's one-hour cap on chained sessions are ignored; the credentials
+  live for DurationSeconds.
+- Chaining: ``chain_role_arn`` trusts only the session named ``chain_session_name`` of
+  ``role_arn``, so a test's first hop must use that RoleSessionName (sigproxy's default for a
+  connection named ``base``); the IAM user and other sessions are refused.  Its trust policy also
+  names ``role_arn`` itself, which is what AWS needs and moto ignores.
+- AssumeRoleWithWebIdentity: unpatched, moto answers every unsigned request with a 500 once auth
+  is on (it reads the Authorization header unconditionally), and it checks neither the token nor
+  the trust policy.  This server takes over unsigned AssumeRoleWithWebIdentity calls
+  (``_check_web_identity``): the token must be a JWT whose ``iss`` names an OIDC provider
+  registered in IAM and whose ``aud`` is one of its client IDs (else 400 InvalidIdentityToken),
+  with ``exp`` ahead (else 400 ExpiredTokenException); the role must exist and its trust policy
+  allow sts:AssumeRoleWithWebIdentity to that provider as Federated principal, with its
+  ``StringEquals`` conditions on ``ISSUER:aud`` / ``ISSUER:sub`` met (else 403 AccessDenied).
+  The JWT signature is NOT checked; mint tokens with :func:`make_web_identity_token`.  moto then
+  issues the credentials; GetCallerIdentity with them gives ``assumed-role/web-identity/SESSION``.
 """
 
 from __future__ import annotations
@@ -178,7 +178,8 @@ def _seed(endpoint: str) -> dict[str, str]:
                               AssumeRolePolicyDocument=json.dumps(chain_trust))["Role"]  # fmt: skip
     iam.put_role_policy(RoleName="chained", PolicyName="allow-all", PolicyDocument=allow_all)
     provider_arn = iam.create_open_id_connect_provider(
-        Url=OIDC_ISSUER, ClientIDList=[OIDC_AUDIENCE], ThumbprintList=["0" * 40])["OpenIDConnectProviderArn"]
+        Url=OIDC_ISSUER, ClientIDList=[OIDC_AUDIENCE], ThumbprintList=["0" * 40]
+    )["OpenIDConnectProviderArn"]
     issuer = OIDC_ISSUER.removeprefix("https://")
     web_trust = {"Version": "2012-10-17", "Statement": [{
         "Effect": "Allow", "Action": "sts:AssumeRoleWithWebIdentity",

@@ -1,0 +1,225 @@
+"""The credential cache with an injected clock and a scripted source: windows, single flight, failures,
+back-off. No sleeping: time moves only when a test moves it."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from sigproxy.credcache import CredentialCache
+from sigproxy.errors import CredentialsUnavailable
+from sigproxy.signing import Credentials
+
+T0 = datetime(2026, 1, 1, tzinfo=UTC)
+HOUR = timedelta(hours=1)
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = T0
+
+    def __call__(self) -> datetime:
+        return self.now
+
+    def advance(self, delta: timedelta) -> None:
+        self.now += delta
+
+
+class Source:
+    """A credential source whose answers the test scripts; it can be held open with ``gate``."""
+
+    def __init__(self, clock: Clock, lifetime: timedelta = HOUR) -> None:
+        self.clock = clock
+        self.lifetime = lifetime
+        self.calls = 0
+        self.fail: str | None = None
+        self.gate: asyncio.Event | None = None
+
+    async def fetch(self) -> Credentials:
+        self.calls += 1
+        if self.gate is not None:
+            await self.gate.wait()
+        if self.fail:
+            raise CredentialsUnavailable(f"STS AssumeRole failed: {self.fail}: nope", sts_code=self.fail)
+        return Credentials(f"AKID{self.calls}", "secret", "token", self.clock() + self.lifetime)
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+@pytest.fixture
+async def cache(clock: Clock) -> CredentialCache:
+    c = CredentialCache(clock=clock, jitter=lambda: 1.0)
+    yield c  # type: ignore[misc]
+    await c.close()
+
+
+async def settle() -> None:
+    for _ in range(5):
+        await asyncio.sleep(0)
+
+
+async def test_first_get_fetches_then_hits(cache: CredentialCache, clock: Clock) -> None:
+    """A cold key waits for one fetch; later gets are hits with the same snapshot."""
+    src = Source(clock)
+    creds, hit = await cache.get("k", src.fetch, "k")
+    assert (creds.access_key_id, hit) == ("AKID1", False)
+    again, hit = await cache.get("k", src.fetch, "k")
+    assert again is creds and hit
+    assert src.calls == 1
+
+
+async def test_cold_cache_single_flight(cache: CredentialCache, clock: Clock) -> None:
+    """200 concurrent requests on a cold cache make exactly one fetch and all get its result."""
+    src = Source(clock)
+    src.gate = asyncio.Event()
+    waiting = [asyncio.ensure_future(cache.get("k", src.fetch, "k")) for _ in range(200)]
+    await settle()
+    src.gate.set()
+    results = await asyncio.gather(*waiting)
+    assert src.calls == 1
+    assert {c.access_key_id for c, _ in results} == {"AKID1"}
+
+
+async def test_advisory_refresh_does_not_delay(cache: CredentialCache, clock: Clock) -> None:
+    """In the advisory window requests get the current credentials at once while one refresh runs behind."""
+    src = Source(clock)
+    await cache.get("k", src.fetch, "k")
+    clock.advance(HOUR - timedelta(minutes=10))  # 10 min left: advisory, not mandatory
+    src.gate = asyncio.Event()  # the refresh will hang until released
+    for _ in range(50):
+        creds, hit = await asyncio.wait_for(cache.get("k", src.fetch, "k"), timeout=1)
+        assert creds.access_key_id == "AKID1" and hit
+    assert src.calls == 2  # one background refresh, not fifty
+    src.gate.set()
+    await settle()
+    creds, _ = await cache.get("k", src.fetch, "k")
+    assert creds.access_key_id == "AKID2"
+
+
+async def test_mandatory_window_waits_for_refresh(cache: CredentialCache, clock: Clock) -> None:
+    """In the mandatory window requests wait for the refresh and get the new credentials."""
+    src = Source(clock)
+    await cache.get("k", src.fetch, "k")
+    clock.advance(HOUR - timedelta(minutes=2))
+    src.gate = asyncio.Event()
+    pending = asyncio.ensure_future(cache.get("k", src.fetch, "k"))
+    await settle()
+    assert not pending.done()
+    src.gate.set()
+    creds, hit = await pending
+    assert creds.access_key_id == "AKID2" and not hit
+
+
+async def test_refresh_failure_keeps_serving_valid(cache: CredentialCache, clock: Clock,
+                                                   caplog: pytest.LogCaptureFixture) -> None:
+    """STS down while the credentials are valid: every request still succeeds; the streak is logged once."""
+    src = Source(clock)
+    await cache.get("k", src.fetch, "k")
+    src.fail = "ServiceUnavailable"
+    clock.advance(HOUR - timedelta(minutes=4))  # mandatory window, still valid
+    for _ in range(20):
+        creds, _ = await cache.get("k", src.fetch, "k")
+        assert creds.access_key_id == "AKID1"
+        clock.advance(timedelta(seconds=5))
+    assert cache.stats.failures >= 1
+    assert sum("credential refresh for k failed" in r.message for r in caplog.records) == 1
+
+
+async def test_expired_and_sts_down_is_502(cache: CredentialCache, clock: Clock) -> None:
+    """No valid credentials and STS failing: CredentialsUnavailable carrying STS's code; never expired ones."""
+    src = Source(clock)
+    await cache.get("k", src.fetch, "k")
+    src.fail = "AccessDenied"
+    clock.advance(HOUR + timedelta(seconds=1))
+    with pytest.raises(CredentialsUnavailable) as err:
+        await cache.get("k", src.fetch, "k")
+    assert err.value.sts_code == "AccessDenied"
+    assert err.value.status == 502
+
+
+async def test_backoff_spaces_out_fetches(cache: CredentialCache, clock: Clock) -> None:
+    """After failures the next fetch waits a doubling back-off; requests meanwhile fail fast, no fetch."""
+    src = Source(clock)
+    src.fail = "Throttling"
+    delays = []
+    for _ in range(5):
+        with pytest.raises(CredentialsUnavailable):
+            await cache.get("k", src.fetch, "k")
+        calls = src.calls
+        for _ in range(10):  # while backing off: no new fetch
+            with pytest.raises(CredentialsUnavailable):
+                await cache.get("k", src.fetch, "k")
+        assert src.calls == calls
+        retry_at = cache.retry_at("k")
+        assert retry_at is not None
+        delays.append((retry_at - clock()).total_seconds())
+        clock.now = retry_at
+    assert delays == [1.0, 2.0, 4.0, 8.0, 16.0]
+    src.fail = None
+    creds, _ = await cache.get("k", src.fetch, "k")
+    assert creds.access_key_id.startswith("AKID")
+    assert cache.retry_at("k") is None
+
+
+async def test_backoff_is_jittered(clock: Clock) -> None:
+    """The back-off delay is jittered between half and all of the nominal value."""
+    cache = CredentialCache(clock=clock, jitter=lambda: 0.0)
+    src = Source(clock)
+    src.fail = "Throttling"
+    with pytest.raises(CredentialsUnavailable):
+        await cache.get("k", src.fetch, "k")
+    retry_at = cache.retry_at("k")
+    assert retry_at is not None
+    assert (retry_at - clock()).total_seconds() == 0.5
+    await cache.close()
+
+
+async def test_short_lived_credentials_not_refreshed_every_request(cache: CredentialCache, clock: Clock) -> None:
+    """Credentials living less than the advisory window are refreshed at half their life, not on every get."""
+    src = Source(clock, lifetime=timedelta(minutes=10))
+    await cache.get("k", src.fetch, "k")
+    for _ in range(10):
+        await cache.get("k", src.fetch, "k")
+    assert src.calls == 1
+    clock.advance(timedelta(minutes=6))
+    await cache.get("k", src.fetch, "k")
+    await settle()
+    assert src.calls == 2
+
+
+async def test_keys_are_independent_and_bounded(clock: Clock) -> None:
+    """Different keys have different credentials; the key space is bounded (LRU)."""
+    cache = CredentialCache(clock=clock, max_keys=2)
+    a, b, c = Source(clock), Source(clock), Source(clock)
+    await cache.get("a", a.fetch, "a")
+    await cache.get("b", b.fetch, "b")
+    await cache.get("c", c.fetch, "c")
+    await cache.get("a", a.fetch, "a")  # evicted: fetched again
+    assert (a.calls, b.calls, c.calls) == (2, 1, 1)
+    await cache.close()
+
+
+async def test_static_credentials_never_expire(cache: CredentialCache, clock: Clock) -> None:
+    """Credentials without an expiry are fetched once and kept."""
+    calls = 0
+
+    async def fetch() -> Credentials:
+        nonlocal calls
+        calls += 1
+        return Credentials("AKIDSTATIC", "s")
+
+    for _ in range(3):
+        await cache.get("s", fetch, "s")
+        clock.advance(timedelta(days=30))
+    assert calls == 1
+
+
+def test_windows_must_nest() -> None:
+    """A mandatory window longer than the advisory one is refused."""
+    with pytest.raises(ValueError, match="mandatory"):
+        CredentialCache(advisory=timedelta(minutes=1), mandatory=timedelta(minutes=5))
