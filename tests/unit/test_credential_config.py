@@ -100,11 +100,12 @@ base = "a"
     def test_require_role_path_refuses_other_roles(self) -> None:
         """require_role_path: a role outside that path is a config error, for every role-taking source."""
         other = "arn:aws:iam::111122223333:role/admin"
+        path = 'require_role_path = "/sigproxy-assumable/"'
         for source in ('source = "assume_role"', 'source = "web_identity"\ntoken_file = "/t"',
                        'source = "sts_endpoint"\nurl = "https://x"\nauth = "basic"\nusername = "u"\npassword = "p"'):
             with pytest.raises(ConfigError, match="require_role_path"):
-                loads(conf(f'{source}\nrole_arn = "{other}"', connection='require_role_path = "/sigproxy-assumable/"'))
-        loads(conf(f'source = "assume_role"\nrole_arn = "{ROLE}"', connection='require_role_path = "/sigproxy-assumable/"'))
+                loads(conf(f'{source}\nrole_arn = "{other}"', connection=path))
+        loads(conf(f'source = "assume_role"\nrole_arn = "{ROLE}"', connection=path))
 
 
 class TestStsEndpointAnswer:
