@@ -42,7 +42,7 @@ MALFORMATIONS = (
     "not_json",  # a garbage body, still labelled application/json
     "not_object",  # a JSON list
     "empty",  # an empty body
-    "bad_expiry",  # the expiry field holds "not-a-date"
+    "bad_expiry",  # the expiry field (expiresAt if expiry_field is None) holds "not-a-date"
     "wrapped_not_object",  # {"credentials": "..."}
 )
 
@@ -114,8 +114,10 @@ class StsEndpoint:
         creds: dict[str, Any] = {"accessKeyId": access_key, "secretAccessKey": secret}
         if token is not None:
             creds["sessionToken"] = token
-        if self.expiry_field is not None:
-            creds[self.expiry_field] = "not-a-date" if self.malformed == "bad_expiry" else self._expiry()
+        if self.malformed == "bad_expiry":
+            creds[self.expiry_field or "expiresAt"] = "not-a-date"
+        elif self.expiry_field is not None:
+            creds[self.expiry_field] = self._expiry()
         if self.malformed == "missing_access_key":
             del creds["accessKeyId"]
         elif self.malformed == "missing_secret":
@@ -139,6 +141,7 @@ class StsEndpoint:
 
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
+    request_queue_size = 128  # the default 5 drops SYNs of a burst: 1 s client retransmits
     endpoint: StsEndpoint
 
     def __init__(self) -> None:
@@ -227,7 +230,8 @@ def start_sts_endpoint(
     scheme = "https" if ssl_context is not None else "http"
     endpoint = StsEndpoint(url=f"{scheme}://127.0.0.1:{server.server_port}{PATH}", auth=auth)
     server.endpoint = endpoint
-    thread = threading.Thread(target=server.serve_forever, name="sts-endpoint", daemon=True)
+    # poll_interval bounds how long stop() waits for the accept loop to notice
+    thread = threading.Thread(target=server.serve_forever, args=(0.05,), name="sts-endpoint", daemon=True)
     thread.start()
     stopped = threading.Event()
 
