@@ -4,7 +4,6 @@ verified on every proxied call), and against a stand-in for the custom STS endpo
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
@@ -95,7 +94,8 @@ class TestAssumeRole:
         """A role assumed with another connection's temporary credentials (role chaining)."""
         chained = tenant(moto, name="chained", role_arn=moto.chain_role_arn, base="tenant", session="hop-two",
                          external_id="ext-chain")
-        proxy = sigproxy_factory(platform(moto) + tenant(moto) + chained)
+        # moto matches trust principals literally: the chained role trusts one session name of the first hop.
+        proxy = sigproxy_factory(platform(moto) + tenant(moto, session=moto.chain_session_name) + chained)
         r = caller_arn(proxy, moto, "chained")
         assert status_of(r) == 200, r
         assert "assumed-role/chained/hop-two" in r.stdout
@@ -117,7 +117,7 @@ class TestAssumeRole:
 def test_web_identity_with_token_file(moto: Moto, tmp_path: Path, sigproxy_factory: Callable[..., Proxy]) -> None:
     """web_identity: AssumeRoleWithWebIdentity with the token file; the proxied call runs as that role."""
     token = tmp_path / "token"
-    token.write_text("eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJzaWdwcm94eSJ9.c2lnbmF0dXJl\n")
+    token.write_text(moto.web_identity_token + "\n")
     text = f"""
 [connections.irsa]
 region = "us-east-1"
@@ -141,7 +141,7 @@ def test_chain_with_profile(moto: Moto, tmp_path: Path, sigproxy_factory: Callab
     aws_config = tmp_path / "aws-config"
     aws_config.write_text(f"[profile tenant-x]\naws_access_key_id = {moto.access_key}\n"
                           f"aws_secret_access_key = {moto.secret_key}\n")
-    text = f"""
+    text = """
 [connections.prof]
 region = "us-east-1"
 hosts = ["127.0.0.1:*"]
@@ -272,3 +272,102 @@ class TestStsEndpoint:
         assert {status_of(x) for x in r} == {502}
         assert "HTTP 503" in r[0].stdout
         assert len(sts_endpoint.calls) - calls_before <= 3
+
+
+@pytest.fixture
+def recording_sts() -> Iterator[tuple[str, list[dict[str, list[str]]]]]:
+    """A stand-in STS (query protocol) that records each call's parameters: it shows what sigproxy sends
+    where moto ignores it (session policy, tags, source identity). Not a verifier."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+    from urllib.parse import parse_qs
+
+    calls: list[dict[str, list[str]]] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            body = self.rfile.read(int(self.headers.get("Content-Length", "0"))).decode()
+            params = parse_qs(body, keep_blank_values=True)
+            params["_authorization"] = [self.headers.get("Authorization", "")]
+            calls.append(params)
+            action = params["Action"][0]
+            if action == "AssumeRole":
+                xml = ("<AssumeRoleResponse xmlns=\"https://sts.amazonaws.com/doc/2011-06-15/\"><AssumeRoleResult>"
+                       "<Credentials><AccessKeyId>ASIATEMP</AccessKeyId><SecretAccessKey>tempsecret</SecretAccessKey>"
+                       "<SessionToken>temptoken</SessionToken><Expiration>2099-01-01T00:00:00Z</Expiration>"
+                       "</Credentials><AssumedRoleUser><Arn>arn:aws:sts::111122223333:assumed-role/r/s</Arn>"
+                       "<AssumedRoleId>AROA:s</AssumedRoleId></AssumedRoleUser></AssumeRoleResult>"
+                       "</AssumeRoleResponse>")
+            else:
+                xml = ("<GetCallerIdentityResponse xmlns=\"https://sts.amazonaws.com/doc/2011-06-15/\">"
+                       "<GetCallerIdentityResult><Arn>arn:aws:sts::111122223333:assumed-role/r/s</Arn>"
+                       "<UserId>AROA:s</UserId><Account>111122223333</Account></GetCallerIdentityResult>"
+                       "</GetCallerIdentityResponse>")
+            data = xml.encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "text/xml")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_address[1]}", calls
+    server.shutdown()
+    server.server_close()
+
+
+def test_assume_role_sends_every_parameter(recording_sts: tuple[str, list[dict[str, list[str]]]],
+                                           tmp_path: Path) -> None:
+    """Session policy, policy ARNs, tags, transitive tag keys, source identity, duration and ExternalId all
+    reach STS, signed with the base connection's keys."""
+    url, calls = recording_sts
+    policy = '{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Action":"s3:GetObject","Resource":"*"}]}'
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(f"""
+[connections.base]
+region = "eu-west-1"
+hosts = ["*.amazonaws.com"]
+[connections.base.credentials]
+source = "static"
+access_key_id = "AKIDBASE"
+secret_access_key = "base-secret"
+
+[connections.acme]
+region = "eu-west-1"
+hosts = ["*.amazonaws.com"]
+sts_endpoint_url = "{url}"
+[connections.acme.credentials]
+source = "assume_role"
+role_arn = "arn:aws:iam::111122223333:role/sigproxy-assumable/acme"
+external_id = "ext-acme"
+source_identity = "platform-user"
+duration_seconds = 1800
+policy = '{policy}'
+policy_arns = ["arn:aws:iam::aws:policy/ReadOnlyAccess"]
+transitive_tag_keys = ["tenant"]
+base = "base"
+[connections.acme.credentials.tags]
+tenant = "acme"
+tier = "gold"
+""")
+    r = sigproxy_cli("check", "-c", str(cfg), "acme")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assume = next(c for c in calls if c["Action"] == ["AssumeRole"])
+    assert assume["RoleArn"] == ["arn:aws:iam::111122223333:role/sigproxy-assumable/acme"]
+    assert assume["RoleSessionName"] == ["sigproxy-acme"]
+    assert assume["ExternalId"] == ["ext-acme"]
+    assert assume["SourceIdentity"] == ["platform-user"]
+    assert assume["DurationSeconds"] == ["1800"]
+    assert assume["Policy"] == [policy]
+    assert assume["PolicyArns.member.1.arn"] == ["arn:aws:iam::aws:policy/ReadOnlyAccess"]
+    assert (assume["Tags.member.1.Key"], assume["Tags.member.1.Value"]) == (["tenant"], ["acme"])
+    assert (assume["Tags.member.2.Key"], assume["Tags.member.2.Value"]) == (["tier"], ["gold"])
+    assert assume["TransitiveTagKeys.member.1"] == ["tenant"]
+    assert "Credential=AKIDBASE/" in assume["_authorization"][0]
+    assert "/eu-west-1/sts/aws4_request" in assume["_authorization"][0]
+    who = next(c for c in calls if c["Action"] == ["GetCallerIdentity"])
+    assert "Credential=ASIATEMP/" in who["_authorization"][0]

@@ -228,8 +228,8 @@ def _check_web_identity(account_id: str, role_arn: str | None, token: str | None
     if provider is None:
         raise StsError(400, "InvalidIdentityToken",
                        f"No OpenIDConnect provider found in your account for {claims.get('iss')}")  # fmt: skip
-    audiences = claims.get("aud") if isinstance(claims.get("aud"), list) else [claims.get("aud")]
-    if not set(audiences) & set(provider.client_id_list):
+    aud = claims.get("aud")
+    if not set(aud if isinstance(aud, list) else [aud]) & set(provider.client_id_list):
         raise StsError(400, "InvalidIdentityToken", "Incorrect token audience")
     exp = claims.get("exp")
     if not isinstance(exp, int | float) or exp <= time.time():
