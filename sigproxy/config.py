@@ -162,6 +162,10 @@ class ConnectionConfig:
     """Verify the upstream's TLS certificate. ``false`` is logged as a warning at start."""
     require_role_path: str | None = None
     """Roles this connection assumes must have this in their path (``/sigproxy-assumable/``)."""
+    s3_payload: Literal["signed", "unsigned"] = "signed"
+    """Large S3 bodies: aws-chunked with signed chunks, or ``UNSIGNED-PAYLOAD`` (only over TLS upstream)."""
+    client_secret: Secret | None = None
+    """The secret clients sign with (key id = the connection's name); their chunk signatures are verified."""
 
     _hosts_re: re.Pattern[str] = field(init=False, repr=False, compare=False)
 
@@ -204,6 +208,11 @@ class ProxyConfig:
     listen: Address = field(default_factory=lambda: parse_address(DEFAULT_LISTEN, "proxy.listen"))
     default_connection: str | None = None
     max_buffered_body: int = 8 * 2**20
+    """Bodies up to this size are read whole and hashed; larger ones stream (signed chunks) or spool."""
+    max_body: int = 5 * 2**30
+    """The largest request body accepted at all (S3's single PUT limit); over it: 413."""
+    chunk_size: int = 64 * 2**10
+    """Chunk size of the aws-chunked bodies sigproxy signs."""
     connect_timeout: float = 10.0
     read_timeout: float = 300.0
     """Longest silence from the upstream while a response is awaited or streamed."""
@@ -540,6 +549,8 @@ def _connection(name: str, t: _Table) -> ConnectionConfig:
         sts_endpoint_url=None if sts is None else _url(sts, t.key("sts_endpoint_url")),
         upstream_scheme=t.choice("upstream_scheme", ("http", "https")),  # type: ignore[arg-type]
         verify_tls=t.boolean("verify_tls") is not False,
+        s3_payload=t.choice("s3_payload", ("signed", "unsigned")) or "signed",  # type: ignore[arg-type]
+        client_secret=t.secret("client_secret"),
     )
     t.done()
     return conn
@@ -589,6 +600,13 @@ def _proxy(t: _Table | None, env: Mapping[str, str]) -> ProxyConfig:
         kwargs["listen"] = parse_address(listen, t.key("listen"))
     if mbb is not None:
         kwargs["max_buffered_body"] = parse_size(mbb, t.key("max_buffered_body"))
+    for key, low in (("max_body", 1), ("chunk_size", 8 * 2**10)):
+        raw = t._get(key, object, "a size")
+        if raw is not None:
+            size = parse_size(raw, t.key(key))
+            if size < low:
+                raise ConfigError(t.key(key), f"must be at least {low} bytes")
+            kwargs[key] = size
     t.done()
     return ProxyConfig(**{k: v for k, v in kwargs.items() if v is not None})
 

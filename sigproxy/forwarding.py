@@ -87,7 +87,8 @@ class Upstream:
             self._session = None
 
     async def send(
-        self, method: str, url: str, headers: Sequence[tuple[str, str]], body: bytes | None, *,
+        self, method: str, url: str, headers: Sequence[tuple[str, str]],
+        body: bytes | AsyncIterator[bytes] | None, *,
         verify_tls: bool = True,
     ) -> aiohttp.ClientResponse:
         """Send one request (``url`` already percent-encoded, sent as is) and return once the response

@@ -20,13 +20,15 @@ from http import HTTPStatus
 
 from aiohttp import web
 
-from .config import Config, ReverseListener
+from .bodies import BodyPlan, plan_body
+from .config import Config, ConnectionConfig, ReverseListener
 from .credentials import Providers
 from .errors import BodyTooLarge, SigproxyError
 from .forwarding import Upstream
-from .prepare import check_payload_shape, payload_hash_for, sign_request
+from .prepare import sign_request
 from .routing import Target, check_host, parse_client_scope, resolve_service_region, select_connection
-from .signing import Signer
+from .signing import Credentials, Signer
+from .streaming import ChunkSigner
 
 __all__ = ["Exchange", "Handler", "error_response", "error_bytes"]
 
@@ -150,37 +152,55 @@ class Handler:
             client_scope=client_scope,
         )
         info["service"], info["region"] = service, region
-        length = request.content_length
-        limit = config.proxy.max_buffered_body
-        if length is not None and length > limit:
-            raise BodyTooLarge(f"request body of {length} bytes is over max_buffered_body ({limit} bytes)")
-        claimed = headers.get("X-Amz-Content-SHA256")
-        check_payload_shape(claimed)
-
         creds, cache_hit = await self._providers.get(conn.name)
         info["cred_cache"] = "hit" if cache_hit else "miss"
-
+        scheme = conn.upstream_scheme or target.scheme
         if headers.get("Expect", "").lower() == "100-continue":
+            if (request.content_length or 0) > config.proxy.max_body:
+                raise BodyTooLarge(f"request body of {request.content_length} bytes is over max_body "
+                                   f"({config.proxy.max_body} bytes)")
             # Only now: the connection, the host and the credentials are settled.
             await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
-        body = await _read_body(request, limit)
+        plan = await plan_body(request, conn, config.proxy, s3=service == "s3", upstream_tls=scheme == "https",
+                               spool_dir=config.proxy.state_dir / "spool")
+        try:
+            return await self._forward(request, exchange, info, conn=conn, plan=plan, creds=creds,
+                                       service=service, region=region)
+        finally:
+            plan.close()
+
+    async def _forward(self, request: web.BaseRequest, exchange: Exchange, info: dict[str, object], *,
+                       conn: ConnectionConfig, plan: BodyPlan, creds: Credentials, service: str,
+                       region: str) -> web.StreamResponse:
+        replaced = {name.lower() for name, _ in plan.headers}
+        client_headers = [(k, v) for k, v in request.headers.items() if k.lower() not in replaced]
         out = sign_request(
             self._signer,
             creds,
             method=request.method,
-            target=target,
-            headers=headers.items(),
-            payload_hash=payload_hash_for(claimed, body),
-            body_length=len(body),
+            target=exchange.target,
+            headers=client_headers + plan.headers,
+            payload_hash=plan.payload_hash,
+            body_length=plan.length,
             service=service,
             region=region,
             now=self._clock(),
             upstream_scheme=conn.upstream_scheme,
         )
-        upstream = await self._upstream.send(out.method, out.url, out.headers, body or None,
-                                             verify_tls=conn.verify_tls)
+        chunk_signer = None
+        if plan.needs_chunk_signer:
+            sig = out.signature
+            key = self._signer.signing_key(creds.secret_access_key, sig.amz_date[:8], region, service)
+            chunk_signer = ChunkSigner(key, sig.amz_date, sig.credential_scope, sig.signature)
+        try:
+            upstream = await self._upstream.send(out.method, out.url, out.headers, plan.body(chunk_signer),
+                                                 verify_tls=conn.verify_tls)
+        except SigproxyError as exc:
+            if plan.error is not None:
+                raise plan.error from exc
+            raise
+        info["bytes_up"] = plan.length
         async with upstream:
-            info["bytes_up"] = len(body)
             headers_out = [(k, v) for k, v in upstream.headers.items() if k.lower() not in _RESPONSE_HOP]
             length = upstream.content_length
             if length is not None and length <= _SMALL_RESPONSE:
@@ -202,20 +222,6 @@ class Handler:
             info["bytes_down"] = sent
             await response.write_eof()
         return response
-
-
-async def _read_body(request: web.BaseRequest, limit: int) -> bytes:
-    """Buffer the body up to ``limit`` bytes (over it: 413, before anything went upstream)."""
-    if not request.body_exists:
-        return b""
-    buf = bytearray()
-    while True:
-        chunk = await request.content.read(_READ_CHUNK)
-        if not chunk:
-            return bytes(buf)
-        buf += chunk
-        if len(buf) > limit:
-            raise BodyTooLarge(f"request body is over max_buffered_body ({limit} bytes)")
 
 
 def _log_access(info: dict[str, object], started: float) -> None:

@@ -30,19 +30,17 @@ from .signing import (
     normalize_s3_path,
     sha256_hex,
 )
+from .streaming import STREAMING_SIGNED, STREAMING_SIGNED_TRAILER
 
-__all__ = ["SignedRequest", "check_payload_shape", "payload_hash_for", "sign_request", "presign_request"]
+__all__ = ["SignedRequest", "payload_hash_for", "sign_request", "presign_request"]
 
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
 # Payload hashes a client may have chosen that are kept as they are (the body goes through untouched).
 _KEEP_PAYLOAD = frozenset({UNSIGNED_PAYLOAD, "STREAMING-UNSIGNED-PAYLOAD-TRAILER"})
-_SIGNED_STREAMING = frozenset(
-    {
-        "STREAMING-AWS4-HMAC-SHA256-PAYLOAD",
-        "STREAMING-AWS4-HMAC-SHA256-PAYLOAD-TRAILER",
-        "STREAMING-AWS4-ECDSA-P256-SHA256-PAYLOAD",
-        "STREAMING-AWS4-ECDSA-P256-SHA256-PAYLOAD-TRAILER",
-    }
+_SIGNED_STREAMING = frozenset({STREAMING_SIGNED, STREAMING_SIGNED_TRAILER})
+# SigV4A chunk signing (ECDSA) is not re-signed: refused, never forwarded unsigned or signed wrongly.
+_SIGV4A_STREAMING = frozenset(
+    {"STREAMING-AWS4-ECDSA-P256-SHA256-PAYLOAD", "STREAMING-AWS4-ECDSA-P256-SHA256-PAYLOAD-TRAILER"}
 )
 
 
@@ -55,27 +53,15 @@ class SignedRequest:
     signature: Signature
 
 
-def check_payload_shape(claimed: str | None) -> None:
-    """Refuse, before any body is read, payload shapes sigproxy does not re-sign yet (chunk-signed uploads).
-
-    Raises :class:`UnsupportedRequest`.
-    """
-    claimed = (claimed or "").strip()
-    if claimed in _SIGNED_STREAMING:
-        raise UnsupportedRequest(
-            f"x-amz-content-sha256 {claimed} (a chunk-signed upload) is not supported yet: "
-            "use a client that sends a payload hash"
-        )
-
-
 def payload_hash_for(claimed: str | None, body: bytes) -> str:
     """The payload hash to sign: the client's own choice when it is one we can keep, else the body's.
 
-    Raises :class:`UnsupportedRequest` for chunk-signed uploads (not re-signed yet).
+    A streaming payload mode (``STREAMING-...``) is kept too: ``sign`` then prints the seed signature.
     """
-    check_payload_shape(claimed)
     claimed = (claimed or "").strip()
-    if claimed in _KEEP_PAYLOAD or _HEX64.match(claimed):
+    if claimed in _SIGV4A_STREAMING:
+        raise UnsupportedRequest(f"x-amz-content-sha256 {claimed} (SigV4A chunk signing) is not supported")
+    if claimed in _KEEP_PAYLOAD or claimed in _SIGNED_STREAMING or _HEX64.match(claimed):
         return claimed
     return sha256_hex(body) if body else EMPTY_SHA256
 
@@ -94,7 +80,7 @@ def sign_request(
     target: Target,
     headers: Iterable[tuple[str, str]],
     payload_hash: str,
-    body_length: int,
+    body_length: int | None,
     service: str,
     region: str,
     now: datetime,

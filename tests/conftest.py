@@ -142,7 +142,8 @@ def sigproxy_factory(tmp_path: Path) -> Iterator[Callable[..., Proxy]]:
                 log_level: str = "info") -> Proxy:
         path = tmp_path / f"sigproxy-{len(started)}.toml"
         path.write_text(config_text)
-        full_env = {**os.environ, **(env or {})}
+        # The CA and spool live in a per-test state directory unless the config names one.
+        full_env = {**os.environ, "STATE_DIRECTORY": str(tmp_path / "state"), **(env or {})}
         proxy = _start_proxy(path, full_env, ["--listen", listen, "--log-level", log_level])
         started.append(proxy)
         return proxy

@@ -15,6 +15,7 @@ from typing import Any
 
 from aiohttp import web
 
+from sigproxy.bodies import clean_spool
 from sigproxy.config import Config, ReverseListener
 from sigproxy.credentials import Providers
 from sigproxy.errors import SigproxyError
@@ -77,6 +78,9 @@ async def serve(config: Config, stop: asyncio.Event,
                            conn.name)
     async with AsyncExitStack() as stack:
         certs = await asyncio.to_thread(CertStore.load_or_create, config.proxy.state_dir)
+        removed = await asyncio.to_thread(clean_spool, config.proxy.state_dir / "spool")
+        if removed:
+            logger.warning("removed %d spool file(s) left by an earlier run", removed)
         stack.callback(certs.close)
         upstream = await stack.enter_async_context(
             Upstream(connect_timeout=config.proxy.connect_timeout, read_timeout=config.proxy.read_timeout,

@@ -263,8 +263,8 @@ class TestErrors:
         assert r.stdout.count("host_not_allowed") == 1
 
     def test_413_body_too_large(self, recorder: Recorder, sigproxy_factory: Callable[..., Proxy]) -> None:
-        """Over max_buffered_body: 413 before anything goes upstream, with Content-Length or chunked."""
-        proxy = sigproxy_factory(config(proxy='max_buffered_body = "1KiB"'))
+        """Over max_body: 413 before anything goes upstream, with Content-Length or chunked."""
+        proxy = sigproxy_factory(config(proxy='max_body = "1KiB"'))
         before = len(recorder.requests)
         r = curl(proxy, "-X", "PUT", "--data-binary", "x" * 2048, f"{recorder.url}/big")
         assert status_of(r) == 413

@@ -244,15 +244,21 @@ class TestPayloadHashFor:
 
     @pytest.mark.parametrize(
         "claimed",
-        ["STREAMING-AWS4-HMAC-SHA256-PAYLOAD", "STREAMING-AWS4-HMAC-SHA256-PAYLOAD-TRAILER",
-         "STREAMING-AWS4-ECDSA-P256-SHA256-PAYLOAD", " STREAMING-AWS4-HMAC-SHA256-PAYLOAD "],
+        ["STREAMING-AWS4-ECDSA-P256-SHA256-PAYLOAD", " STREAMING-AWS4-ECDSA-P256-SHA256-PAYLOAD-TRAILER "],
     )
-    def test_chunk_signed_refused(self, claimed: str) -> None:
-        """Chunk-signed uploads are refused with 400 unsupported_request naming the value."""
+    def test_sigv4a_chunk_signed_refused(self, claimed: str) -> None:
+        """SigV4A chunk-signed uploads are refused with 400 unsupported_request naming the value."""
         with pytest.raises(UnsupportedRequest) as info:
             payload_hash_for(claimed, BODY)
         assert (info.value.status, info.value.code) == (400, "unsupported_request")
         assert claimed.strip() in info.value.message
+
+
+@pytest.mark.parametrize("claimed", ["STREAMING-AWS4-HMAC-SHA256-PAYLOAD",
+                                     "STREAMING-AWS4-HMAC-SHA256-PAYLOAD-TRAILER"])
+def test_chunk_signed_mode_is_kept(claimed: str) -> None:
+    """A SigV4 chunk-signed mode is kept: it is the payload hash of the seed signature."""
+    assert payload_hash_for(claimed, BODY) == claimed
 
 
 @pytest.fixture

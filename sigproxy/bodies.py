@@ -1,0 +1,334 @@
+"""Request bodies on their way upstream, in constant memory whatever their size.
+
+How a body goes, decided before a byte of it is read (so ``Expect: 100-continue`` and refusals cost the
+client no upload):
+
+* no body, or a known length up to ``max_buffered_body`` with no hash given: read whole, hashed.
+* the client gave a hex SHA-256, ``UNSIGNED-PAYLOAD`` or ``STREAMING-UNSIGNED-PAYLOAD-TRAILER``: streamed byte
+  for byte, that value kept (with ``x-amz-trailer``, ``x-amz-decoded-content-length``, ``Content-Encoding``).
+* the client sent ``STREAMING-AWS4-HMAC-SHA256-PAYLOAD[-TRAILER]`` (signed with a placeholder key): decoded
+  chunk by chunk (the client's chunk signatures checked when the connection has a ``client_secret``),
+  re-framed into ``chunk_size`` chunks and re-signed with the real key, trailer signature included.
+* S3, a known length over ``max_buffered_body``: aws-chunked with signed chunks, or ``UNSIGNED-PAYLOAD`` over
+  TLS when the connection sets ``s3_payload = "unsigned"``.
+* anything else (another service's large body, an unknown length): spooled to an unnamed temporary file
+  while hashed, then streamed from it.
+
+Owns: that decision, the async adapters around :mod:`sigproxy.streaming`, and spool files.
+Must not: sign request headers, choose connections, or talk to the upstream.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import re
+import tempfile
+from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO
+
+from aiohttp import web
+
+from .config import ConnectionConfig, ProxyConfig
+from .errors import BadRequest, BodyTooLarge, SigproxyError
+from .signing import EMPTY_SHA256, UNSIGNED_PAYLOAD, Signer
+from .streaming import (
+    STREAMING_SIGNED,
+    STREAMING_SIGNED_TRAILER,
+    STREAMING_UNSIGNED_TRAILER,
+    Chunk,
+    ChunkDecoder,
+    ChunkError,
+    ChunkSigner,
+    End,
+    Rechunker,
+    Trailer,
+    signed_encoded_length,
+)
+
+__all__ = ["BodyPlan", "ClientAborted", "plan_body", "clean_spool"]
+
+_HEX64 = re.compile(r"^[0-9a-f]{64}$")
+_KEEP = frozenset({UNSIGNED_PAYLOAD, STREAMING_UNSIGNED_TRAILER})
+_RESIGN = frozenset({STREAMING_SIGNED, STREAMING_SIGNED_TRAILER})
+_READ = 64 * 1024
+# Spool files are written and read in pieces this big, each in a worker thread (disk I/O off the loop).
+_SPOOL_IO = 1024 * 1024
+# Base64 lengths of the checksums S3 puts in trailers: the trailer's size must be known up front.
+_CHECKSUM_B64 = {"x-amz-checksum-crc32": 8, "x-amz-checksum-crc32c": 8, "x-amz-checksum-crc64nvme": 12,
+                 "x-amz-checksum-sha1": 28, "x-amz-checksum-sha256": 44}
+
+
+class ClientAborted(SigproxyError, ConnectionError):
+    """The client went away mid-upload; nothing can be answered."""
+
+    status = 499
+    code = "client_aborted"
+
+
+@dataclass
+class BodyPlan:
+    """How one request body goes upstream.
+
+    ``payload_hash`` is signed; ``headers`` replace the client's of the same name; ``length`` is the
+    Content-Length to send (``None``: chunked). After signing, :meth:`body` gives what to send.
+    """
+
+    payload_hash: str
+    length: int | None
+    headers: list[tuple[str, str]] = field(default_factory=list)
+    drop: frozenset[str] = frozenset()
+    data: bytes | None = None
+    _stream: Callable[[ChunkSigner | None], AsyncIterator[bytes]] | None = None
+    needs_chunk_signer: bool = False
+    error: SigproxyError | None = None
+    """Set when the body failed while streaming (malformed input, client gone): the handler answers it."""
+    cleanup: list[Callable[[], None]] = field(default_factory=list)
+
+    def body(self, chunk_signer: ChunkSigner | None) -> bytes | AsyncIterator[bytes] | None:
+        if self._stream is not None:
+            return self._guard(self._stream(chunk_signer))
+        return self.data
+
+    async def _guard(self, source: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+        """Record why a stream failed, so the handler can answer it after the upstream send breaks."""
+        try:
+            async for piece in source:
+                yield piece
+        except ChunkError as exc:
+            self.error = BadRequest(f"malformed aws-chunked body: {exc}")
+            raise
+        except SigproxyError as exc:
+            self.error = exc
+            raise
+
+    def close(self) -> None:
+        for fn in self.cleanup:
+            fn()
+        self.cleanup.clear()
+
+
+async def _client_pieces(request: web.BaseRequest, limit: int) -> AsyncIterator[bytes]:
+    """The client's body as it arrives (HTTP chunking already undone by aiohttp), up to ``limit`` bytes."""
+    total = 0
+    while True:
+        try:
+            piece = await request.content.readany()
+        except (ConnectionError, asyncio.IncompleteReadError, OSError) as exc:
+            raise ClientAborted("the client closed the connection mid-upload") from exc
+        except Exception as exc:  # aiohttp's payload errors (a truncated chunked body) have no common base
+            raise ClientAborted(f"the client's body broke off: {type(exc).__name__}") from exc
+        if not piece:
+            return
+        total += len(piece)
+        if total > limit:
+            raise BodyTooLarge(f"request body is over max_body ({limit} bytes)")
+        yield piece
+
+
+def _trailer_length(names: Sequence[str]) -> int | None:
+    """Bytes of the trailer lines for these trailer header names, or ``None`` if unknowable."""
+    total = 0
+    for name in names:
+        b64 = _CHECKSUM_B64.get(name)
+        if b64 is None:
+            return None
+        total += len(name) + 1 + b64 + 2
+    return total
+
+
+async def plan_body(request: web.BaseRequest, conn: ConnectionConfig, proxy: ProxyConfig, *, s3: bool,
+                    upstream_tls: bool, spool_dir: Path) -> BodyPlan:
+    """Decide how the body goes and prepare what must be read first (small bodies, spools).
+
+    Raises :class:`BodyTooLarge`, :class:`BadRequest`, :class:`ClientAborted`.
+    """
+    headers = request.headers
+    claimed = headers.get("X-Amz-Content-SHA256", "").strip()
+    length = request.content_length
+    chunked = "chunked" in headers.get("Transfer-Encoding", "").lower()
+    if length is not None and length > proxy.max_body:
+        raise BodyTooLarge(f"request body of {length} bytes is over max_body ({proxy.max_body} bytes)")
+    if not request.body_exists and not chunked:
+        return BodyPlan(payload_hash=claimed if claimed in _KEEP or _HEX64.match(claimed) else EMPTY_SHA256,
+                        length=0 if request.method in ("PUT", "POST", "PATCH") else None, data=None)
+
+    if claimed in _KEEP or _HEX64.match(claimed):
+        return BodyPlan(payload_hash=claimed, length=length,
+                        _stream=lambda _: _client_pieces(request, proxy.max_body))
+    if claimed in _RESIGN:
+        return _resign_plan(request, conn, proxy, claimed, length)
+    if claimed and claimed not in ("",):
+        raise BadRequest(f"x-amz-content-sha256 {claimed[:80]!r} is neither a SHA-256 nor a payload mode")
+
+    if length is not None and length <= proxy.max_buffered_body:
+        data = b"".join([piece async for piece in _client_pieces(request, proxy.max_body)])
+        return BodyPlan(payload_hash=hashlib.sha256(data).hexdigest(), length=len(data), data=data)
+    if s3 and length is not None:
+        if conn.s3_payload == "unsigned" and upstream_tls:
+            return BodyPlan(payload_hash=UNSIGNED_PAYLOAD, length=length,
+                            _stream=lambda _: _client_pieces(request, proxy.max_body))
+        return _signed_chunks_plan(request, proxy, length, headers.get("Content-Encoding"))
+    return await _spool_plan(request, proxy, spool_dir)
+
+
+def _content_encoding(existing: str | None) -> str:
+    parts = [p.strip() for p in (existing or "").split(",") if p.strip() and p.strip().lower() != "aws-chunked"]
+    return ",".join(["aws-chunked", *parts])
+
+
+def _signed_chunks_plan(request: web.BaseRequest, proxy: ProxyConfig, length: int,
+                        content_encoding: str | None) -> BodyPlan:
+    chunk_size = proxy.chunk_size
+
+    async def stream(signer: ChunkSigner | None) -> AsyncIterator[bytes]:
+        assert signer is not None  # needs_chunk_signer: the handler passes one
+        cutter = Rechunker(chunk_size)
+        sent = 0
+        async for piece in _client_pieces(request, proxy.max_body):
+            for chunk in cutter.feed(piece):
+                sent += len(chunk)
+                yield signer.frame(chunk)
+        rest = cutter.flush()
+        if rest:
+            sent += len(rest)
+            yield signer.frame(rest)
+        if sent != length:
+            raise ClientAborted(f"the client sent {sent} of the {length} bytes it announced")
+        yield signer.frame(b"")
+
+    return BodyPlan(
+        payload_hash=STREAMING_SIGNED,
+        length=signed_encoded_length(length, chunk_size),
+        headers=[("Content-Encoding", _content_encoding(content_encoding)),
+                 ("X-Amz-Decoded-Content-Length", str(length))],
+        _stream=stream,
+        needs_chunk_signer=True,
+    )
+
+
+def _resign_plan(request: web.BaseRequest, conn: ConnectionConfig, proxy: ProxyConfig, claimed: str,
+                 length: int | None) -> BodyPlan:
+    headers = request.headers
+    trailer = claimed == STREAMING_SIGNED_TRAILER
+    try:
+        decoded = int(headers.get("X-Amz-Decoded-Content-Length", ""))
+    except ValueError:
+        raise BadRequest(f"{claimed} needs an x-amz-decoded-content-length header") from None
+    if decoded < 0 or decoded > proxy.max_body:
+        raise BodyTooLarge(f"decoded body of {decoded} bytes is over max_body ({proxy.max_body} bytes)")
+    trailer_names = [n.strip().lower() for n in headers.get("X-Amz-Trailer", "").split(",") if n.strip()]
+    trailer_len = 0
+    if trailer:
+        known = _trailer_length(trailer_names)
+        if known is None or not trailer_names:
+            raise BadRequest(f"{claimed} needs an x-amz-trailer naming S3 checksum headers")
+        trailer_len = known
+    chunk_size = proxy.chunk_size
+    verify = _client_chain(request, conn) if conn.client_secret is not None else None
+    max_wire = length if length is not None else signed_encoded_length(decoded, 16 * 2**20) + 2 * 2**20
+
+    async def stream(signer: ChunkSigner | None) -> AsyncIterator[bytes]:
+        assert signer is not None  # needs_chunk_signer: the handler passes one
+        decoder = ChunkDecoder(signed=True, trailer=trailer)
+        cutter = Rechunker(chunk_size)
+        sent = 0
+        async for piece in _client_pieces(request, max_wire):
+            for event in decoder.feed(piece):
+                if isinstance(event, Chunk):
+                    if verify is not None:
+                        verify.check(event.data, event.signature or "")
+                    for chunk in cutter.feed(event.data):
+                        sent += len(chunk)
+                        yield signer.frame(chunk)
+                elif isinstance(event, Trailer) or (isinstance(event, End) and not trailer):
+                    rest = cutter.flush()
+                    if rest:
+                        sent += len(rest)
+                        yield signer.frame(rest)
+                    if sent != decoded:
+                        raise ChunkError(f"decoded {sent} bytes, x-amz-decoded-content-length says {decoded}")
+                    if verify is not None:
+                        verify.check(b"", decoder.final_signature or "")
+                    if isinstance(event, Trailer):
+                        names = [name.lower() for name, _ in event.headers]
+                        if names != trailer_names:
+                            raise ChunkError(f"trailer has {names}, x-amz-trailer announced {trailer_names}")
+                        if verify is not None:
+                            verify.check_trailer(event.headers, event.signature or "")
+                        yield signer.final_with_trailer(event.headers)
+                    else:
+                        yield signer.frame(b"")
+        decoder.close()
+
+    return BodyPlan(
+        payload_hash=claimed,
+        length=signed_encoded_length(decoded, chunk_size, trailer_len if trailer else None),
+        headers=[("X-Amz-Decoded-Content-Length", str(decoded))],
+        _stream=stream,
+        needs_chunk_signer=True,
+    )
+
+
+def _client_chain(request: web.BaseRequest, conn: ConnectionConfig) -> ChunkSigner:
+    """The client's own chunk-signature chain, rebuilt from its Authorization and the connection's
+    client_secret, to verify each incoming chunk."""
+    auth = request.headers.get("Authorization", "")
+    m = re.search(r"Credential=([^/,\s]+)/(\d{8})/([^/,\s]+)/([^/,\s]+)/aws4_request.*Signature=([0-9a-f]{64})", auth)
+    date = request.headers.get("X-Amz-Date", "")
+    if m is None or not date or conn.client_secret is None:
+        raise BadRequest("a chunk-signed upload needs its SigV4 Authorization and X-Amz-Date to be verified")
+    key = Signer().signing_key(conn.client_secret.reveal(), m.group(2), m.group(3), m.group(4))
+    scope = f"{m.group(2)}/{m.group(3)}/{m.group(4)}/aws4_request"
+    return ChunkSigner(key, date, scope, m.group(5))
+
+
+async def _spool_plan(request: web.BaseRequest, proxy: ProxyConfig, spool_dir: Path) -> BodyPlan:
+    """Read the body into an unnamed temporary file (O_TMPFILE where the kernel has it) while hashing it;
+    stream it from there. Closing the file frees it; nothing is left on disk even after a crash."""
+    await asyncio.to_thread(spool_dir.mkdir, mode=0o700, parents=True, exist_ok=True)
+    file: IO[bytes] = await asyncio.to_thread(tempfile.TemporaryFile, dir=spool_dir)
+    plan = BodyPlan(payload_hash=EMPTY_SHA256, length=0)
+    plan.cleanup.append(file.close)
+    try:
+        digest = hashlib.sha256()
+        size = 0
+        pending = bytearray()
+        async for piece in _client_pieces(request, proxy.max_body):
+            digest.update(piece)
+            size += len(piece)
+            pending += piece
+            if len(pending) >= _SPOOL_IO:
+                await asyncio.to_thread(file.write, bytes(pending))
+                pending.clear()
+        if pending:
+            await asyncio.to_thread(file.write, bytes(pending))
+        await asyncio.to_thread(file.flush)
+    except BaseException:
+        plan.close()
+        raise
+    plan.payload_hash = digest.hexdigest()
+    plan.length = size
+
+    async def stream(_: ChunkSigner | None) -> AsyncIterator[bytes]:
+        await asyncio.to_thread(file.seek, 0)
+        while piece := await asyncio.to_thread(file.read, _SPOOL_IO):
+            yield piece
+
+    plan._stream = stream
+    return plan
+
+
+def clean_spool(spool_dir: Path) -> int:
+    """Remove spool files a crashed process left behind (spool files are normally unnamed). Returns the
+    number removed."""
+    removed = 0
+    if spool_dir.is_dir():
+        for path in spool_dir.iterdir():
+            if path.is_file():
+                path.unlink(missing_ok=True)
+                removed += 1
+    return removed
+
