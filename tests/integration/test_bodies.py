@@ -145,8 +145,9 @@ class TestSignedChunksToRgw:
         assert stored(rgw, "verified.bin") == data
 
         def flip_middle(body: bytes) -> bytes:
-            middle = len(body) // 2
-            return body[:middle] + bytes([body[middle] ^ 0xFF]) + body[middle + 1 :]
+            # 10 000-byte chunks: each frame is "2710;chunk-signature=<64>\r\n" (87 bytes), data, CRLF.
+            at = 5 * (87 + 10_000 + 2) + 87 + 500  # inside the sixth chunk's data
+            return body[:at] + bytes([body[at] ^ 0xFF]) + body[at + 1 :]
 
         status, answer = chunk_signed_request(proxy, f"{rgw.endpoint}/{bucket}/corrupt.bin", data,
                                               connection="ceph", corrupt=flip_middle)
@@ -209,16 +210,22 @@ class TestTrailersOnMoto:
         assert got == data
 
 
-def test_non_s3_large_body_is_spooled(moto: Moto, sigproxy_factory: Callable[..., Proxy]) -> None:
+def test_non_s3_large_body_is_spooled(moto: Moto, tmp_path: Path, sigproxy_factory: Callable[..., Proxy]) -> None:
     """A JSON-protocol body over max_buffered_body is spooled and signed with its hash; moto checks it."""
     from tests.conftest import moto_config
 
     proxy = sigproxy_factory(moto_config(moto, proxy='max_buffered_body = "64KiB"'))
     item = {"id": {"S": "big-item"}, "blob": {"S": "x" * 300_000}}
-    body = json.dumps({"TableName": moto.table, "Item": item})
+    (tmp_path / "item.json").write_text(json.dumps({"TableName": moto.table, "Item": item}))
     r = curl(proxy, "-H", "X-Sigproxy-Service: dynamodb", "-H", "X-Amz-Target: DynamoDB_20120810.PutItem",
-             "-H", "Content-Type: application/x-amz-json-1.0", "--data-binary", body, f"{moto.endpoint}/")
+             "-H", "Content-Type: application/x-amz-json-1.0", "--data-binary", f"@{tmp_path / 'item.json'}",
+             f"{moto.endpoint}/")
     assert status_of(r) == 200, r
+    got = curl(proxy, "-H", "X-Sigproxy-Service: dynamodb", "-H", "X-Amz-Target: DynamoDB_20120810.GetItem",
+               "-H", "Content-Type: application/x-amz-json-1.0", "--data",
+               json.dumps({"TableName": moto.table, "Key": {"id": {"S": "big-item"}}}), f"{moto.endpoint}/")
+    assert status_of(got) == 200, got
+    assert len(json.loads(got.stdout.rsplit("\n", 1)[0])["Item"]["blob"]["S"]) == 300_000
 
 
 def test_client_abort_mid_upload(moto: Moto, sigproxy_factory: Callable[..., Proxy]) -> None:
