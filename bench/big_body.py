@@ -448,6 +448,12 @@ def main() -> None:
                 notes.append(f"{label} via {route}{times}: {bad[0].note}")
         wires = {r.wire for r in through if r.ok and r.wire}
         notes.extend(f"{label} via sigproxy reached the upstream with {wire}" for wire in sorted(wires))
+    if args.repeat > 1:
+        print("each run, MB/s (direct | sigproxy):")
+        for label, _, _ in cases:
+            row = [" ".join(f"{size / r.seconds / MB:.0f}" if r.ok else "-" for r in results[(label, route)])
+                   for route in ("direct", "sigproxy")]
+            print(f"  {label:20} {row[0]} | {row[1]}")
     if not any(r.hwm_mb is not None for rs in results.values() for r in rs):
         notes.append("VmHWM could not be reset per transfer (clear_refs not writable); only the sampled peak")
     for note in dict.fromkeys(notes):

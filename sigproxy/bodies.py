@@ -78,6 +78,8 @@ class BodyPlan:
 
     payload_hash: str
     length: int | None
+    mode: str
+    """How the body goes: empty, buffered, passthrough, resigned, signed-chunks, unsigned or spooled."""
     headers: list[tuple[str, str]] = field(default_factory=list)
     drop: frozenset[str] = frozenset()
     data: bytes | None = None
@@ -153,10 +155,10 @@ async def plan_body(request: web.BaseRequest, conn: ConnectionConfig, proxy: Pro
         raise BodyTooLarge(f"request body of {length} bytes is over max_body ({proxy.max_body} bytes)")
     if not request.body_exists and not chunked:
         return BodyPlan(payload_hash=claimed if claimed in _KEEP or _HEX64.match(claimed) else EMPTY_SHA256,
-                        length=0 if request.method in ("PUT", "POST", "PATCH") else None, data=None)
+                        length=0 if request.method in ("PUT", "POST", "PATCH") else None, mode="empty")
 
     if claimed in _KEEP or _HEX64.match(claimed):
-        return BodyPlan(payload_hash=claimed, length=length,
+        return BodyPlan(payload_hash=claimed, length=length, mode="passthrough",
                         _stream=lambda _: _client_pieces(request, proxy.max_body))
     if claimed in _RESIGN:
         return _resign_plan(request, conn, proxy, claimed, length)
@@ -165,10 +167,10 @@ async def plan_body(request: web.BaseRequest, conn: ConnectionConfig, proxy: Pro
 
     if length is not None and length <= proxy.max_buffered_body:
         data = b"".join([piece async for piece in _client_pieces(request, proxy.max_body)])
-        return BodyPlan(payload_hash=hashlib.sha256(data).hexdigest(), length=len(data), data=data)
+        return BodyPlan(payload_hash=hashlib.sha256(data).hexdigest(), length=len(data), mode="buffered", data=data)
     if s3 and length is not None:
         if conn.s3_payload == "unsigned" and upstream_tls:
-            return BodyPlan(payload_hash=UNSIGNED_PAYLOAD, length=length,
+            return BodyPlan(payload_hash=UNSIGNED_PAYLOAD, length=length, mode="unsigned",
                             _stream=lambda _: _client_pieces(request, proxy.max_body))
         return _signed_chunks_plan(request, proxy, length, headers.get("Content-Encoding"))
     return await _spool_plan(request, proxy, spool_dir)
@@ -202,6 +204,7 @@ def _signed_chunks_plan(request: web.BaseRequest, proxy: ProxyConfig, length: in
     return BodyPlan(
         payload_hash=STREAMING_SIGNED,
         length=signed_encoded_length(length, chunk_size),
+        mode="signed-chunks",
         headers=[("Content-Encoding", _content_encoding(content_encoding)),
                  ("X-Amz-Decoded-Content-Length", str(length))],
         _stream=stream,
@@ -266,6 +269,7 @@ def _resign_plan(request: web.BaseRequest, conn: ConnectionConfig, proxy: ProxyC
     return BodyPlan(
         payload_hash=claimed,
         length=signed_encoded_length(decoded, chunk_size, trailer_len if trailer else None),
+        mode="resigned",
         headers=[("X-Amz-Decoded-Content-Length", str(decoded))],
         _stream=stream,
         needs_chunk_signer=True,
@@ -290,7 +294,7 @@ async def _spool_plan(request: web.BaseRequest, proxy: ProxyConfig, spool_dir: P
     stream it from there. Closing the file frees it; nothing is left on disk even after a crash."""
     await asyncio.to_thread(spool_dir.mkdir, mode=0o700, parents=True, exist_ok=True)
     file: IO[bytes] = await asyncio.to_thread(tempfile.TemporaryFile, dir=spool_dir)
-    plan = BodyPlan(payload_hash=EMPTY_SHA256, length=0)
+    plan = BodyPlan(payload_hash=EMPTY_SHA256, length=0, mode="spooled")
     plan.cleanup.append(file.close)
     try:
         digest = hashlib.sha256()

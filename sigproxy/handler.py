@@ -163,6 +163,7 @@ class Handler:
             await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
         plan = await plan_body(request, conn, config.proxy, s3=service == "s3", upstream_tls=scheme == "https",
                                spool_dir=config.proxy.state_dir / "spool")
+        info["body"] = plan.mode
         try:
             return await self._forward(request, exchange, info, conn=conn, plan=plan, creds=creds,
                                        service=service, region=region)

@@ -295,3 +295,51 @@ def _sha256_file(path: Path) -> str:
         while block := f.read(4 * 2**20):
             digest.update(block)
     return digest.hexdigest()
+
+
+def test_client_unsigned_payload_streams_untouched(rgw: RGW, bucket: str, tmp_path: Path,
+                                                   sigproxy_factory: Callable[..., Proxy]) -> None:
+    """x-amz-content-sha256: UNSIGNED-PAYLOAD from the client: the large body streams byte for byte, the value
+    kept and signed (RGW checks the header signature)."""
+    proxy = sigproxy_factory(rgw_config(rgw, extra_proxy='default_connection = "ceph"'))
+    data = os.urandom(5 * 2**20 + 3)
+    (tmp_path / "u").write_bytes(data)
+    r = curl(proxy, "-H", "x-amz-content-sha256: UNSIGNED-PAYLOAD", "-T", str(tmp_path / "u"),
+             f"{rgw.endpoint}/{bucket}/client-unsigned.bin")
+    assert status_of(r) == 200, r
+    assert stored(rgw, "client-unsigned.bin") == data
+
+
+def test_s3_payload_unsigned_only_over_tls(moto: Moto, tmp_path: Path, sigproxy_factory: Callable[..., Proxy]) -> None:
+    """s3_payload = "unsigned": a large body goes UNSIGNED-PAYLOAD when the upstream is TLS (moto over TLS
+    accepts it); the same connection to a plain-HTTP upstream still sends signed chunks."""
+    from tests.integration.test_https import https_config
+
+    text = https_config(moto, tmp_path / "state", extra_proxy='max_buffered_body = "1MiB"',
+                        connection='s3_payload = "unsigned"\nupstream_scheme = "https"\nservice = "s3"')
+    data = os.urandom(3 * 2**20)
+    (tmp_path / "d").write_bytes(data)
+    tls_proxy = sigproxy_factory(text)
+    # Plain HTTP from the client, TLS to moto (upstream_scheme): the request line names moto's TLS port.
+    port = str(moto.tls_endpoint).rsplit(":", 1)[1]
+    r = curl(tls_proxy, "-T", str(tmp_path / "d"), f"http://127.0.0.1:{port}/{moto.bucket}/unsigned-tls.bin")
+    assert status_of(r) == 200, r
+    plain = sigproxy_factory(text.replace('upstream_scheme = "https"\n', ""))
+    r2 = curl(plain, "-T", str(tmp_path / "d"), f"{moto.endpoint}/{moto.bucket}/signed-http.bin")
+    assert status_of(r2) == 200, r2
+    client = boto3.client("s3", endpoint_url=moto.endpoint, region_name="us-east-1",
+                          aws_access_key_id=moto.access_key, aws_secret_access_key=moto.secret_key)
+    for key in ("unsigned-tls.bin", "signed-http.bin"):
+        assert client.get_object(Bucket=moto.bucket, Key=key)["Body"].read() == data
+    assert '"body": "unsigned"' in tls_proxy.stop()
+    assert '"body": "signed-chunks"' in plain.stop()
+
+
+def test_stale_spool_files_removed_at_start(rgw: RGW, tmp_path: Path, sigproxy_factory: Callable[..., Proxy]) -> None:
+    """Spool files left by a crashed run are removed when the proxy starts (and the start says so)."""
+    spool = tmp_path / "state" / "spool"
+    spool.mkdir(parents=True)
+    (spool / "left-behind").write_bytes(b"x" * 1000)
+    proxy = sigproxy_factory(rgw_config(rgw))
+    assert not list(spool.iterdir())
+    assert "removed 1 spool file(s)" in proxy.stop()
