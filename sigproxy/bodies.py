@@ -32,7 +32,7 @@ from typing import IO
 from aiohttp import web
 
 from .config import ConnectionConfig, ProxyConfig
-from .errors import BadRequest, BodyTooLarge, SigproxyError
+from .errors import BadRequest, BodyTooLarge, ClientAborted, SigproxyError
 from .signing import EMPTY_SHA256, UNSIGNED_PAYLOAD, Signer
 from .streaming import (
     STREAMING_SIGNED,
@@ -48,7 +48,7 @@ from .streaming import (
     signed_encoded_length,
 )
 
-__all__ = ["BodyPlan", "ClientAborted", "plan_body", "clean_spool"]
+__all__ = ["BodyPlan", "plan_body", "clean_spool"]
 
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
 _KEEP = frozenset({UNSIGNED_PAYLOAD, STREAMING_UNSIGNED_TRAILER})
@@ -59,13 +59,6 @@ _SPOOL_IO = 1024 * 1024
 # Base64 lengths of the checksums S3 puts in trailers: the trailer's size must be known up front.
 _CHECKSUM_B64 = {"x-amz-checksum-crc32": 8, "x-amz-checksum-crc32c": 8, "x-amz-checksum-crc64nvme": 12,
                  "x-amz-checksum-sha1": 28, "x-amz-checksum-sha256": 44}
-
-
-class ClientAborted(SigproxyError, ConnectionError):
-    """The client went away mid-upload; nothing can be answered."""
-
-    status = 499
-    code = "client_aborted"
 
 
 @dataclass
@@ -81,7 +74,6 @@ class BodyPlan:
     mode: str
     """How the body goes: empty, buffered, passthrough, resigned, signed-chunks, unsigned or spooled."""
     headers: list[tuple[str, str]] = field(default_factory=list)
-    drop: frozenset[str] = frozenset()
     data: bytes | None = None
     _stream: Callable[[ChunkSigner | None], AsyncIterator[bytes]] | None = None
     needs_chunk_signer: bool = False
@@ -162,7 +154,7 @@ async def plan_body(request: web.BaseRequest, conn: ConnectionConfig, proxy: Pro
                         _stream=lambda _: _client_pieces(request, proxy.max_body))
     if claimed in _RESIGN:
         return _resign_plan(request, conn, proxy, claimed, length)
-    if claimed and claimed not in ("",):
+    if claimed:
         raise BadRequest(f"x-amz-content-sha256 {claimed[:80]!r} is neither a SHA-256 nor a payload mode")
 
     if length is not None and length <= proxy.max_buffered_body:

@@ -11,6 +11,7 @@
     ├── ProxyAuthRequired               407    no_connection
     │   └── BadProxyToken               407    bad_proxy_token
     ├── BodyTooLarge                    413    body_too_large
+    ├── ClientAborted (ConnectionError) 499    client_aborted   (logged only: nobody is left to answer)
     ├── CredentialsUnavailable          502    credentials_unavailable
     └── UpstreamError (ConnectionError) 502    upstream_error
         └── UpstreamTimeout (TimeoutError) 504 upstream_timeout
@@ -33,6 +34,7 @@ __all__ = [
     "ProxyAuthRequired",
     "BadProxyToken",
     "BodyTooLarge",
+    "ClientAborted",
     "CredentialsUnavailable",
     "UpstreamError",
     "UpstreamTimeout",
@@ -95,6 +97,13 @@ class BadProxyToken(ProxyAuthRequired):
 class BodyTooLarge(SigproxyError):
     status = 413
     code = "body_too_large"
+
+
+class ClientAborted(SigproxyError, ConnectionError):
+    """The client went away mid-upload; the upstream request is abandoned and nothing can be answered."""
+
+    status = 499
+    code = "client_aborted"
 
 
 class CredentialsUnavailable(SigproxyError):
