@@ -28,6 +28,7 @@ from .observability import setup_logging
 from .onboarding import new_external_id, trust_policy
 from .prepare import payload_hash_for, presign_request, sign_request
 from .routing import check_host, parse_absolute_target, resolve_service_region
+from .sdnotify import Notifier
 from .signing import Credentials, Signer
 from .tls import CertStore, TlsError, write_bundle
 
@@ -54,6 +55,7 @@ def _parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="run the proxy")
     with_config(run)
     run.add_argument("--listen", metavar="HOST:PORT", help="override [proxy] listen")
+    run.add_argument("--admin-listen", metavar="HOST:PORT", help="override [proxy] admin_listen ('' turns it off)")
     run.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"))
     run.add_argument("--log-format", default="auto", choices=("auto", "json", "text"))
 
@@ -97,12 +99,17 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-def _load(path: str | None, listen: str | None = None) -> Config:
-    return load(find_config(path), listen=listen)
+def _load(path: str | None, listen: str | None = None, admin_listen: str | None = None) -> Config:
+    return load(find_config(path), listen=listen, admin_listen=admin_listen)
 
 
 def _run(args: argparse.Namespace) -> int:
-    config = _load(args.config, args.listen)
+    path = str(find_config(args.config))
+
+    def reload_config() -> Config:
+        return _load(path, args.listen, args.admin_listen)
+
+    config = reload_config()
     setup_logging(args.log_level, args.log_format)
 
     def ready(listeners: list[Listening]) -> None:
@@ -110,11 +117,16 @@ def _run(args: argparse.Namespace) -> int:
             print(listening.describe(), flush=True)
 
     async def main() -> None:
-        stop = asyncio.Event()
+        stop, reload = asyncio.Event(), asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
-        await serve(config, stop, ready)
+        loop.add_signal_handler(signal.SIGHUP, reload.set)
+        notifier = Notifier.from_environ()
+        try:
+            await serve(config, stop, reload=reload, load=reload_config, on_ready=ready, notifier=notifier)
+        finally:
+            notifier.close()
 
     try:
         uvloop.run(main())

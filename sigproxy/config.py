@@ -57,6 +57,7 @@ __all__ = [
 ]
 
 DEFAULT_LISTEN = "127.0.0.1:8080"
+DEFAULT_ADMIN = "127.0.0.1:9901"
 _REF = re.compile(r"\$\{(env|file):([^}]*)\}")
 _SIZE = re.compile(r"^\s*(\d+)\s*(B|KB|KiB|MB|MiB|GB|GiB|TB|TiB)?\s*$")
 _UNITS = {
@@ -226,6 +227,10 @@ class ProxyConfig:
     """Ports a CONNECT may name."""
     upstream_ca_file: Path | None = None
     """Extra CA certificates (PEM) trusted for upstream TLS, besides the system store."""
+    admin_listen: Address | None = field(default_factory=lambda: parse_address(DEFAULT_ADMIN, "proxy.admin_listen"))
+    """The admin listener (/healthz, /readyz, /metrics); ``""`` turns it off."""
+    drain_seconds: float = 20.0
+    """On SIGTERM/SIGINT: how long requests in flight get to finish."""
     _passthrough_re: re.Pattern[str] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -595,7 +600,11 @@ def _proxy(t: _Table | None, env: Mapping[str, str]) -> ProxyConfig:
                              for i, h in enumerate(t.strings("passthrough"))),
         "connect_ports": t.ports("connect_ports"),
         "upstream_ca_file": t.filepath("upstream_ca_file"),
+        "drain_seconds": t.number("drain_seconds"),
     }
+    admin = t.string("admin_listen")
+    if admin is not None:
+        kwargs["admin_listen"] = parse_address(admin, t.key("admin_listen")) if admin else None
     if listen is not None:
         kwargs["listen"] = parse_address(listen, t.key("listen"))
     if mbb is not None:
@@ -611,11 +620,15 @@ def _proxy(t: _Table | None, env: Mapping[str, str]) -> ProxyConfig:
     return ProxyConfig(**{k: v for k, v in kwargs.items() if v is not None})
 
 
-def _build(data: Mapping[str, Any], env: Mapping[str, str], source: str, listen: str | None) -> Config:
+def _build(data: Mapping[str, Any], env: Mapping[str, str], source: str, listen: str | None,
+           admin_listen: str | None) -> Config:
     root = _Table(data, "", env)
     proxy = _proxy(root.table("proxy"), env)
     if listen is not None:
         proxy = dataclasses.replace(proxy, listen=parse_address(listen, "--listen"))
+    if admin_listen is not None:
+        proxy = dataclasses.replace(proxy, admin_listen=parse_address(admin_listen, "--admin-listen")
+                                    if admin_listen else None)
     conns_t = root.table("connections")
     connections: dict[str, ConnectionConfig] = {}
     if conns_t is not None:
@@ -643,6 +656,10 @@ def _build(data: Mapping[str, Any], env: Mapping[str, str], source: str, listen:
         routes.append(route)
     reverse = []
     addresses = {proxy.listen: "proxy.listen"}
+    if proxy.admin_listen is not None:
+        if proxy.admin_listen in addresses and proxy.admin_listen.port != 0:
+            raise ConfigError("proxy.admin_listen", f"{proxy.admin_listen} is already used by proxy.listen")
+        addresses[proxy.admin_listen] = "proxy.admin_listen"
     for rt in root.tables("reverse"):
         addr = parse_address(rt.string("listen", required=True) or "", rt.key("listen"))
         if addr in addresses and addr.port != 0:
@@ -663,21 +680,22 @@ def _build(data: Mapping[str, Any], env: Mapping[str, str], source: str, listen:
 
 
 def loads(text: str, *, env: Mapping[str, str] | None = None, source: str = "<string>",
-          listen: str | None = None) -> Config:
+          listen: str | None = None, admin_listen: str | None = None) -> Config:
     """Parse TOML text into a :class:`Config`. ``listen`` overrides ``[proxy] listen``."""
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError("", f"{source}: not valid TOML: {exc}") from exc
-    return _build(data, os.environ if env is None else env, source, listen)
+    return _build(data, os.environ if env is None else env, source, listen, admin_listen)
 
 
-def load(path: Path, *, env: Mapping[str, str] | None = None, listen: str | None = None) -> Config:
+def load(path: Path, *, env: Mapping[str, str] | None = None, listen: str | None = None,
+         admin_listen: str | None = None) -> Config:
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise ConfigError("", f"cannot read config {str(path)!r}: {exc.strerror}") from exc
-    return loads(text, env=env, source=str(path), listen=listen)
+    return loads(text, env=env, source=str(path), listen=listen, admin_listen=admin_listen)
 
 
 def config_search_path(env: Mapping[str, str] | None = None) -> list[Path]:

@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import time
 from collections.abc import Awaitable, Callable, Hashable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -73,6 +74,7 @@ class CredentialCache:
         mandatory: timedelta = DEFAULT_MANDATORY,
         max_keys: int = _MAX_KEYS,
         jitter: Callable[[], float] = random.random,
+        on_fetch: Callable[[float], None] = lambda _seconds: None,
     ) -> None:
         if mandatory > advisory:
             raise ValueError("the mandatory refresh window must not be longer than the advisory one")
@@ -82,6 +84,7 @@ class CredentialCache:
         self._entries: LRUCache[Hashable, _Entry] = LRUCache(maxsize=max_keys)
         self._jitter = jitter
         self._tasks = TaskSet()
+        self._on_fetch = on_fetch
         self.stats = CacheStats()
 
     async def close(self) -> None:
@@ -140,6 +143,7 @@ class CredentialCache:
 
     async def _refresh(self, entry: _Entry, fetch: Callable[[], Awaitable[Credentials]], label: str) -> None:
         self.stats.fetches += 1
+        started = time.monotonic()
         try:
             creds = await fetch()
         except CredentialsUnavailable as exc:
@@ -149,6 +153,8 @@ class CredentialCache:
             logger.exception("credential source for %s raised unexpectedly", label)
             self._failed(entry, CredentialsUnavailable(f"{label}: {type(exc).__name__}"), label)
             return
+        finally:
+            self._on_fetch(time.monotonic() - started)
         if entry.failures:
             logger.warning("credentials for %s refreshed after %d failed attempt(s)", label, entry.failures)
         entry.creds = creds

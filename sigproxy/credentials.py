@@ -266,6 +266,7 @@ class Providers:
 
     def __init__(self, connections: Mapping[str, ConnectionConfig], cache: CredentialCache | None = None) -> None:
         self._connections = connections
+        self._owns_cache = cache is None
         self.cache = cache or CredentialCache()
         self._session = AioSession()
         self._http: aiohttp.ClientSession | None = None
@@ -298,7 +299,8 @@ class Providers:
         return self
 
     async def __aexit__(self, *exc: object) -> None:
-        await self.cache.close()
+        if self._owns_cache:
+            await self.cache.close()
         if self._http is not None:
             await self._http.close()
 

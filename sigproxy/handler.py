@@ -25,12 +25,13 @@ from .config import Config, ConnectionConfig, ReverseListener
 from .credentials import Providers
 from .errors import BodyTooLarge, SigproxyError
 from .forwarding import Upstream
+from .metrics import Metrics
 from .prepare import sign_request
 from .routing import Target, check_host, parse_client_scope, resolve_service_region, select_connection
 from .signing import Credentials, Signer
 from .streaming import ChunkSigner
 
-__all__ = ["Exchange", "Handler", "error_response", "error_bytes"]
+__all__ = ["Exchange", "Handler", "RequestIds", "error_response", "error_bytes"]
 
 logger = logging.getLogger(__name__)
 access_logger = logging.getLogger("sigproxy.access")
@@ -80,24 +81,61 @@ def error_bytes(exc: SigproxyError, request_id: str) -> bytes:
     return ("\r\n".join(lines) + "\r\n\r\n").encode() + body
 
 
+class RequestIds:
+    """Request ids: a random per-process prefix and a counter (a uuid4 per request costs a syscall)."""
+
+    __slots__ = ("_counter", "_prefix")
+
+    def __init__(self) -> None:
+        self._prefix = secrets.token_hex(4) + "-"
+        self._counter = itertools.count(1)
+
+    def next(self) -> str:
+        return f"{self._prefix}{next(self._counter):x}"
+
+
 class Handler:
     """Signs and forwards requests; shared by every listener. Holds no per-request state."""
 
-    __slots__ = ("_clock", "_config", "_id_prefix", "_ids", "_providers", "_signer", "_upstream")
+    __slots__ = ("_clock", "_config", "_ids", "_metrics", "_providers", "_signer", "_upstream")
 
-    def __init__(self, config: Config, providers: Providers, upstream: Upstream, signer: Signer,
+    def __init__(self, config: Config, providers: Providers, upstream: Upstream, signer: Signer, *,
+                 metrics: Metrics, ids: RequestIds,
                  clock: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
         self._config = config
         self._providers = providers
         self._upstream = upstream
         self._signer = signer
+        self._metrics = metrics
+        self._ids = ids
         self._clock = clock
-        # Request ids: a random per-process prefix and a counter (uuid4 per request costs a syscall).
-        self._id_prefix = secrets.token_hex(4) + "-"
-        self._ids = itertools.count(1)
+
+    @property
+    def config(self) -> Config:
+        return self._config
+
+    @property
+    def providers(self) -> Providers:
+        return self._providers
 
     def _next_id(self) -> str:
-        return f"{self._id_prefix}{next(self._ids):x}"
+        return self._ids.next()
+
+    def _finish(self, info: dict[str, object], started: float) -> None:
+        """The access log line and the request's metrics."""
+        info.pop("prepared", None)
+        elapsed = time.monotonic() - started
+        info["ms"] = round(elapsed * 1000, 2)
+        access_logger.info("%s %s %s", info.get("method"), info.get("host"), info.get("status"),
+                           extra={"access": info})
+        conn = str(info.get("connection", "-"))
+        self._metrics.requests.inc(conn, str(info.get("service", "-")), str(info.get("status")))
+        self._metrics.latency.observe(elapsed, conn)
+        up, down = info.get("bytes_up"), info.get("bytes_down")
+        if isinstance(up, int) and up:
+            self._metrics.bytes_up.inc(conn, amount=up)
+        if isinstance(down, int) and down:
+            self._metrics.bytes_down.inc(conn, amount=down)
 
     async def __call__(self, request: web.BaseRequest, exchange: Exchange) -> web.StreamResponse:
         request_id = self._next_id()
@@ -110,13 +148,13 @@ class Handler:
             info["error"] = exc.code
             if info.get("prepared"):
                 info["status"] = "aborted"
-                _log_access(info, started)
+                self._finish(info, started)
                 raise ConnectionResetError(f"{exc.code}: {exc.message}") from exc
             info["status"] = exc.status
-            _log_access(info, started)
+            self._finish(info, started)
             return error_response(exc, request_id)
         info["status"] = response.status
-        _log_access(info, started)
+        self._finish(info, started)
         return response
 
     def reject(self, request: web.BaseRequest, exc: SigproxyError) -> web.Response:
@@ -124,7 +162,7 @@ class Handler:
         request_id = self._next_id()
         info: dict[str, object] = {"request_id": request_id, "method": request.method, "host": request.host,
                                    "error": exc.code, "status": exc.status}
-        _log_access(info, time.monotonic())
+        self._finish(info, time.monotonic())
         return error_response(exc, request_id)
 
     async def _handle(self, request: web.BaseRequest, exchange: Exchange,
@@ -223,11 +261,3 @@ class Handler:
             info["bytes_down"] = sent
             await response.write_eof()
         return response
-
-
-def _log_access(info: dict[str, object], started: float) -> None:
-    info.pop("prepared", None)
-    info["ms"] = round((time.monotonic() - started) * 1000, 2)
-    access_logger.info("%s %s %s", info.get("method"), info.get("host"), info.get("status"),
-                       extra={"access": info})
-

@@ -76,6 +76,7 @@ class Proxy:
     reverse: list[str]
     config: Path
     output: list[str] = field(default_factory=list)
+    admin: str | None = None
 
     @property
     def address(self) -> str:
@@ -115,10 +116,12 @@ def _start_proxy(config_path: Path, env: dict[str, str], extra_args: list[str]) 
 
     threading.Thread(target=pump, daemon=True).start()
     forward: str | None = None
+    admin: str | None = None
     reverse: list[str] = []
     text = config_path.read_text()
     expected_reverse = text.count("[[reverse]]")
-    while forward is None or len(reverse) < expected_reverse:
+    # Listener lines come together once all are bound: forward, reverse ones, then admin (when on).
+    while forward is None or len(reverse) < expected_reverse or admin is None:
         try:
             line = lines.get(timeout=20)
         except queue.Empty:
@@ -130,7 +133,9 @@ def _start_proxy(config_path: Path, env: dict[str, str], extra_args: list[str]) 
             forward = line.split("listening on ", 1)[1].split()[0]
         elif "reverse proxy listening on " in line:
             reverse.append(line.split("listening on ", 1)[1].split()[0])
-    return Proxy(proc, forward, reverse, config_path, output)
+        elif "admin listening on " in line:
+            admin = line.split("listening on ", 1)[1].split()[0]
+    return Proxy(proc, forward, reverse, config_path, output, admin)
 
 
 @pytest.fixture
@@ -144,7 +149,8 @@ def sigproxy_factory(tmp_path: Path) -> Iterator[Callable[..., Proxy]]:
         path.write_text(config_text)
         # The CA and spool live in a per-test state directory unless the config names one.
         full_env = {**os.environ, "STATE_DIRECTORY": str(tmp_path / "state"), **(env or {})}
-        proxy = _start_proxy(path, full_env, ["--listen", listen, "--log-level", log_level])
+        proxy = _start_proxy(path, full_env, ["--listen", listen, "--log-level", log_level,
+                                              "--admin-listen", "127.0.0.1:0"])
         started.append(proxy)
         return proxy
 

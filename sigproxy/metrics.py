@@ -1,0 +1,95 @@
+"""Prometheus metrics, kept in process and rendered in the text exposition format (version 0.0.4).
+
+Owns: counters, gauges and histograms with labels, and their rendering. Values sampled from elsewhere at
+scrape time (cache counters, open tunnels) are passed to :meth:`Metrics.render` by the admin endpoint.
+Must not: do I/O, read the clock (callers pass durations), or carry a secret in a label.
+"""
+
+from __future__ import annotations
+
+import bisect
+from collections.abc import Iterable, Mapping
+
+__all__ = ["Counter", "Histogram", "Metrics"]
+
+# Request latency buckets in seconds: a signing proxy adds milliseconds; AWS calls take tens to thousands.
+_LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
+
+
+def _labels(names: tuple[str, ...], values: tuple[str, ...]) -> str:
+    if not names:
+        return ""
+    escaped = (v.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"') for v in values)
+    return "{" + ",".join(f'{n}="{v}"' for n, v in zip(names, escaped, strict=True)) + "}"
+
+
+def _num(value: float) -> str:
+    return repr(float(value)) if value != int(value) else str(int(value))
+
+
+class Counter:
+    __slots__ = ("help", "labelnames", "name", "values")
+
+    def __init__(self, name: str, help_text: str, labelnames: tuple[str, ...] = ()) -> None:
+        self.name, self.help, self.labelnames = name, help_text, labelnames
+        self.values: dict[tuple[str, ...], float] = {}
+
+    def inc(self, *labels: str, amount: float = 1.0) -> None:
+        self.values[labels] = self.values.get(labels, 0.0) + amount
+
+    def render(self) -> Iterable[str]:
+        yield f"# HELP {self.name} {self.help}"
+        yield f"# TYPE {self.name} counter"
+        for labels, value in sorted(self.values.items()):
+            yield f"{self.name}{_labels(self.labelnames, labels)} {_num(value)}"
+
+
+class Histogram:
+    __slots__ = ("buckets", "help", "labelnames", "name", "series")
+
+    def __init__(self, name: str, help_text: str, labelnames: tuple[str, ...] = (),
+                 buckets: tuple[float, ...] = _LATENCY_BUCKETS) -> None:
+        self.name, self.help, self.labelnames, self.buckets = name, help_text, labelnames, buckets
+        self.series: dict[tuple[str, ...], tuple[list[int], list[float]]] = {}
+
+    def observe(self, value: float, *labels: str) -> None:
+        counts, total = self.series.setdefault(labels, ([0] * (len(self.buckets) + 1), [0.0]))
+        counts[bisect.bisect_left(self.buckets, value)] += 1
+        total[0] += value
+
+    def render(self) -> Iterable[str]:
+        yield f"# HELP {self.name} {self.help}"
+        yield f"# TYPE {self.name} histogram"
+        for labels, (counts, total) in sorted(self.series.items()):
+            cumulative = 0
+            names = (*self.labelnames, "le")
+            for bound, count in zip((*self.buckets, float("inf")), counts, strict=True):
+                cumulative += count
+                le = "+Inf" if bound == float("inf") else _num(bound)
+                yield f"{self.name}_bucket{_labels(names, (*labels, le))} {cumulative}"
+            yield f"{self.name}_sum{_labels(self.labelnames, labels)} {_num(total[0])}"
+            yield f"{self.name}_count{_labels(self.labelnames, labels)} {cumulative}"
+
+
+class Metrics:
+    """The proxy's metrics; one instance per process, survives config reloads."""
+
+    def __init__(self) -> None:
+        self.requests = Counter("sigproxy_requests_total", "Requests handled, by connection, service and status.",
+                                ("connection", "service", "status"))
+        self.latency = Histogram("sigproxy_request_duration_seconds", "Time from request head to last byte.",
+                                 ("connection",))
+        self.bytes_up = Counter("sigproxy_request_bytes_total", "Request body bytes sent upstream.", ("connection",))
+        self.bytes_down = Counter("sigproxy_response_bytes_total", "Response body bytes sent to clients.",
+                                  ("connection",))
+        self.sts_latency = Histogram("sigproxy_credential_fetch_duration_seconds",
+                                     "Time taken by credential fetches (STS and friends).")
+
+    def render(self, gauges: Mapping[str, tuple[str, str, float]]) -> str:
+        """The exposition text; ``gauges`` maps name -> (type, help, value) for values sampled at scrape."""
+        lines: list[str] = []
+        for metric in (self.requests, self.latency, self.bytes_up, self.bytes_down, self.sts_latency):
+            lines.extend(metric.render())
+        for name, (kind, help_text, value) in sorted(gauges.items()):
+            lines += [f"# HELP {name} {help_text}", f"# TYPE {name} {kind}", f"{name} {_num(value)}"]
+        return "\n".join(lines) + "\n"

@@ -1,0 +1,178 @@
+"""Operations against the real process and real signals: admin endpoints, metrics, reload, drain, logs."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from sigproxy.config import load
+from tests.conftest import ROOT, Proxy, moto_config
+from tests.integration.test_moto_clients import curl, status_of
+from tests.servers.moto_server import Moto
+
+NO_PROXY = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
+
+def get(url: str) -> tuple[int, str]:
+    try:
+        with NO_PROXY.open(url, timeout=15) as resp:
+            return resp.status, resp.read().decode()
+    except urllib.error.HTTPError as err:
+        return err.code, err.read().decode()
+
+
+def wait_for(predicate: Callable[[], bool], timeout: float = 15) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not met in time")
+        time.sleep(0.05)
+
+
+@pytest.fixture
+def slow_upstream() -> Iterator[str]:
+    """Answers after 2 seconds: a request in flight while the proxy is told to stop or reload."""
+
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def do_GET(self) -> None:
+            time.sleep(2)
+            body = b"slow but complete"
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+
+
+class TestAdmin:
+    def test_healthz_readyz_metrics(self, moto: Moto, sigproxy_factory: Callable[..., Proxy]) -> None:
+        """/healthz answers; /readyz checks every connection's credentials; /metrics parses as Prometheus
+        text and counts requests, bytes, latency and credential cache use."""
+        proxy = sigproxy_factory(moto_config(moto, connection='service = "s3"'))
+        assert proxy.admin is not None
+        assert get(f"{proxy.admin}/healthz") == (200, '{"status": "ok"}')
+        status, body = get(f"{proxy.admin}/readyz")
+        assert status == 200, body
+        assert json.loads(body)["connections"] == {"main": "ok"}
+        for _ in range(3):
+            assert status_of(curl(proxy, f"{moto.endpoint}/")) == 200
+        status, text = get(f"{proxy.admin}/metrics")
+        assert status == 200
+        families = {f.name: f for f in text_string_to_metric_families(text)}
+        requests = {tuple(sorted(s.labels.items())): s.value for s in families["sigproxy_requests"].samples}
+        assert requests[(("connection", "main"), ("service", "s3"), ("status", "200"))] == 3
+        latency = families["sigproxy_request_duration_seconds"]
+        count = next(s.value for s in latency.samples if s.name.endswith("_count"))
+        assert count == 3
+        down = families["sigproxy_response_bytes"].samples[0].value
+        assert down > 0
+        assert families["sigproxy_open_tunnels"].samples[0].value == 0
+        assert "sigproxy_credential_cache_hits" in families
+
+    def test_readyz_fails_without_credentials(self, sigproxy_factory: Callable[..., Proxy]) -> None:
+        """A connection whose credentials can't be had makes /readyz answer 503 naming it (and why)."""
+        proxy = sigproxy_factory("""
+[connections.nocreds]
+hosts = ["127.0.0.1:*"]
+[connections.nocreds.credentials]
+source = "chain"
+""")
+        assert proxy.admin is not None
+        status, body = get(f"{proxy.admin}/readyz")
+        assert status == 503
+        assert json.loads(body)["connections"] == {"nocreds": "credentials_unavailable"}
+
+
+class TestReload:
+    def test_valid_reload_swaps_config(self, moto: Moto, tmp_path: Path, slow_upstream: str,
+                                       sigproxy_factory: Callable[..., Proxy]) -> None:
+        """SIGHUP with a valid config: new connections and routes apply to new requests; a request in flight
+        finishes on the old config."""
+        text = moto_config(moto, connection='service = "s3"')
+        proxy = sigproxy_factory(text)
+        in_flight: list[subprocess.CompletedProcess[str]] = []
+        worker = threading.Thread(target=lambda: in_flight.append(curl(proxy, f"{slow_upstream}/x")))
+        worker.start()
+        time.sleep(0.5)
+        proxy.config.write_text(text + """
+[connections.newcomer]
+region = "eu-west-1"
+hosts = ["127.0.0.1:*"]
+[connections.newcomer.credentials]
+source = "static"
+access_key_id = "AKIDNEW"
+secret_access_key = "new-secret-value"
+""")
+        proxy.proc.send_signal(signal.SIGHUP)
+        wait_for(lambda: "config reloaded" in "".join(proxy.output))
+        worker.join()
+        assert status_of(in_flight[0]) == 200
+        r = curl(proxy, "-H", "X-Sigproxy-Connection: newcomer", "-H", "X-Sigproxy-Service: s3", f"{slow_upstream}/y")
+        assert status_of(r) == 200
+
+    def test_invalid_reload_keeps_old_config(self, moto: Moto, sigproxy_factory: Callable[..., Proxy]) -> None:
+        """SIGHUP with a broken config: the proxy keeps serving on the old one and logs why."""
+        proxy = sigproxy_factory(moto_config(moto, connection='service = "s3"'))
+        proxy.config.write_text("[proxy]\nbogus_key = 1\n")
+        proxy.proc.send_signal(signal.SIGHUP)
+        wait_for(lambda: "reload refused" in "".join(proxy.output))
+        assert "proxy.bogus_key: unknown key" in "".join(proxy.output)
+        assert status_of(curl(proxy, f"{moto.endpoint}/")) == 200
+        assert proxy.proc.poll() is None
+
+
+class TestDrain:
+    def test_sigterm_drains_in_flight(self, slow_upstream: str, sigproxy_factory: Callable[..., Proxy]) -> None:
+        """SIGTERM: no new connections; the request in flight completes; exit 0."""
+        proxy = sigproxy_factory("""
+[proxy]
+default_connection = "x"
+drain_seconds = 10
+[connections.x]
+region = "us-east-1"
+service = "s3"
+hosts = ["127.0.0.1:*"]
+[connections.x.credentials]
+source = "static"
+access_key_id = "AKIDX"
+secret_access_key = "x-secret"
+""")
+        results: list[subprocess.CompletedProcess[str]] = []
+        worker = threading.Thread(target=lambda: results.append(curl(proxy, f"{slow_upstream}/inflight")))
+        worker.start()
+        time.sleep(0.5)
+        proxy.proc.send_signal(signal.SIGTERM)
+        time.sleep(0.3)
+        late = curl(proxy, f"{slow_upstream}/late")
+        assert late.returncode == 7  # curl: couldn't connect: the listener is closed
+        worker.join()
+        assert status_of(results[0]) == 200
+        assert results[0].stdout.startswith("slow but complete")
+        assert proxy.proc.wait(15) == 0
+
+
+def test_example_config_loads() -> None:
+    """config.example.toml stays loadable."""
+    config = load(ROOT / "config.example.toml", env={"HOME": "/tmp"})
+    assert "main" in config.connections
