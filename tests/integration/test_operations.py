@@ -176,3 +176,70 @@ def test_example_config_loads() -> None:
     """config.example.toml stays loadable."""
     config = load(ROOT / "config.example.toml", env={"HOME": "/tmp"})
     assert "main" in config.connections
+
+
+def test_debug_logs_never_hold_secrets(moto: Moto, tmp_path: Path, sigproxy_factory: Callable[..., Proxy]) -> None:
+    """Debug logging through every path (signing, STS AssumeRole, the custom STS endpoint, errors, TLS
+    tunnels): no secret key, session token, derived signing key, API key or proxy token in the output."""
+    from datetime import UTC, datetime
+
+    from moto.sts.utils import SESSION_TOKEN_PREFIX
+
+    from sigproxy.signing import Signer
+    from tests.integration.test_credentials import tenant
+    from tests.integration.test_https import https_config
+    from tests.servers.sts_endpoint import start_sts_endpoint
+
+    endpoint, stop_endpoint = start_sts_endpoint(auth=("api_key", "X-Api-Key", "api-key-SECRET-123"))
+    endpoint.credentials = ("ASIAFROMENDPOINT", "endpoint-secret-VALUE-456", "endpoint-token-VALUE-789")
+    try:
+        text = https_config(moto, tmp_path / "state", connection='token = "proxy-token-SECRET-321"') + f"""
+[connections.platform]
+region = "us-east-1"
+hosts = ["127.0.0.1:*"]
+sts_endpoint_url = "{moto.endpoint}"
+[connections.platform.credentials]
+source = "static"
+access_key_id = "{moto.access_key}"
+secret_access_key = "{moto.secret_key}"
+
+[connections.custom]
+region = "us-east-1"
+hosts = ["127.0.0.1:*"]
+[connections.custom.credentials]
+source = "sts_endpoint"
+url = "{endpoint.url}"
+role_arn = "arn:aws:iam::123456789012:role/customer"
+auth = "api_key"
+api_key = "api-key-SECRET-123"
+""" + tenant(moto)
+        proxy = sigproxy_factory(text, log_level="debug")
+        auth = "main:proxy-token-SECRET-321"
+        bundle = tmp_path / "bundle.pem"
+        subprocess.run([*_sigproxy_cmd(), "ca", "-c", str(proxy.config), "--bundle", str(bundle)], check=True,
+                       capture_output=True, cwd=ROOT)
+        s3 = ["-H", "X-Sigproxy-Service: s3"]
+        assert status_of(curl(proxy, "-U", auth, *s3, f"{moto.endpoint}/")) == 200           # static, signed
+        assert status_of(curl(proxy, "-U", "main:wrong", f"{moto.endpoint}/")) == 407          # bad token
+        assert status_of(curl(proxy, "-U", auth, "http://example.com/")) == 403                 # host refused
+        assert status_of(curl(proxy, "-H", "X-Sigproxy-Connection: tenant", *s3, f"{moto.endpoint}/")) == 200
+        assert status_of(curl(proxy, "-H", "X-Sigproxy-Connection: custom", *s3, f"{moto.endpoint}/")) == 403
+        tunnel = subprocess.run(["curl", "-sS", "--proxy", f"http://{auth}@{proxy.address}", "--cacert",
+                                 str(bundle), *s3, "-o", "/dev/null", "-w", "%{http_code}",
+                                 f"{moto.tls_endpoint}/"], capture_output=True, text=True, check=False)
+        assert tunnel.stdout == "200"
+        output = proxy.stop()
+    finally:
+        stop_endpoint()
+    today = datetime.now(UTC).strftime("%Y%m%d")
+    derived = Signer().signing_key(moto.secret_key, today, "us-east-1", "s3")
+    assert output.count('"logger": "sigproxy.access"') >= 6  # every request above was logged
+    for secret in (moto.secret_key, "proxy-token-SECRET-321", "api-key-SECRET-123", "endpoint-secret-VALUE-456",
+                   "endpoint-token-VALUE-789", derived.hex(), SESSION_TOKEN_PREFIX):
+        assert secret not in output, f"a secret leaked into the log: {secret[:6]}..."
+
+
+def _sigproxy_cmd() -> list[str]:
+    import sys
+
+    return [sys.executable, "-m", "sigproxy"]
