@@ -7,7 +7,7 @@ TOOLS := .venv-tools
 STAMP := $(VENV)/.installed
 CONFIG ?= config.example.toml
 
-.PHONY: run test lint typecheck unit sysdeps setup bench clean
+.PHONY: run test lint lint-deploy typecheck unit sysdeps setup bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "sigproxy needs Python >= 3.11"'
@@ -33,10 +33,14 @@ sysdeps:
 lint: $(STAMP)
 	$(VENV)/bin/ruff check sigproxy tests bench
 
+# Dockerfile (hadolint), Kubernetes manifest (offline schemas) and their wiring; tools in .venv-lint.
+lint-deploy: $(STAMP)
+	bash scripts/lint-deploy.sh
+
 typecheck: $(STAMP)
 	$(VENV)/bin/mypy
 
-test: sysdeps $(STAMP) $(TOOLS)/bin/aws lint typecheck
+test: sysdeps $(STAMP) $(TOOLS)/bin/aws lint typecheck lint-deploy
 	SIGPROXY_REQUIRE_RGW=1 SIGPROXY_AWS_CLI=$(abspath $(TOOLS)/bin/aws) \
 	  $(VENV)/bin/python -m coverage run -m pytest $(PYTEST_ARGS)
 	$(VENV)/bin/python -m coverage combine -q
@@ -50,4 +54,4 @@ bench: $(STAMP)
 	$(VENV)/bin/python bench/tunnel_get.py
 
 clean:
-	rm -rf $(VENV) $(TOOLS) .pytest_cache .mypy_cache .ruff_cache .coverage .coverage.*
+	rm -rf $(VENV) $(TOOLS) .venv-lint .pytest_cache .mypy_cache .ruff_cache .coverage .coverage.*

@@ -97,7 +97,7 @@ import subprocess
 import sys
 import tomllib
 import zipfile
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 
 import yaml
 
@@ -332,9 +332,8 @@ def mount_for(c: dict, path: str) -> tuple[dict, str] | None:
         mp = m["mountPath"].rstrip("/") or "/"
         if path == mp or path.startswith(mp + "/"):
             if best is None or len(mp) > len(best[0]["mountPath"].rstrip("/")):
-                rel = path[len(mp):].lstrip("/")
-                best = (m, str(PurePosixPath(m.get("subPath", "")) / rel).lstrip("./") if rel or m.get("subPath")
-                        else "")
+                parts = [x for x in (m.get("subPath", "").strip("/"), path[len(mp):].strip("/")) if x]
+                best = (m, "/".join(parts))
     return best
 
 
