@@ -7,7 +7,7 @@ TOOLS := .venv-tools
 STAMP := $(VENV)/.installed
 CONFIG ?= config.example.toml
 
-.PHONY: run test lint lint-deploy typecheck unit sysdeps setup bench clean
+.PHONY: run test lint lint-deploy check-systemd typecheck unit sysdeps setup bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "sigproxy needs Python >= 3.11"'
@@ -37,10 +37,14 @@ lint: $(STAMP)
 lint-deploy: $(STAMP)
 	bash scripts/lint-deploy.sh
 
+# systemd-analyze verify and security on systemd/sigproxy.service.
+check-systemd: $(STAMP)
+	bash scripts/check-systemd.sh
+
 typecheck: $(STAMP)
 	$(VENV)/bin/mypy
 
-test: sysdeps $(STAMP) $(TOOLS)/bin/aws lint typecheck lint-deploy
+test: sysdeps $(STAMP) $(TOOLS)/bin/aws lint typecheck lint-deploy check-systemd
 	SIGPROXY_REQUIRE_RGW=1 SIGPROXY_AWS_CLI=$(abspath $(TOOLS)/bin/aws) \
 	  $(VENV)/bin/python -m coverage run -m pytest $(PYTEST_ARGS)
 	$(VENV)/bin/python -m coverage combine -q

@@ -58,7 +58,9 @@ __all__ = [
 
 DEFAULT_LISTEN = "127.0.0.1:8080"
 DEFAULT_ADMIN = "127.0.0.1:9901"
-_REF = re.compile(r"\$\{(env|file):([^}]*)\}")
+_REF = re.compile(r"\$\{(env|file):((?:\$\{[^{}]*\}|[^}])*)\}")
+# Inside a ${file:...} path: ${NAME} or ${env:NAME}, e.g. ${file:${CREDENTIALS_DIRECTORY}/main_secret} (systemd).
+_PATH_VAR = re.compile(r"\$\{(?:env:)?([A-Za-z_][A-Za-z0-9_]*)\}")
 _SIZE = re.compile(r"^\s*(\d+)\s*(B|KB|KiB|MB|MiB|GB|GiB|TB|TiB)?\s*$")
 _UNITS = {
     None: 1, "B": 1, "KB": 10**3, "KiB": 2**10, "MB": 10**6, "MiB": 2**20,
@@ -302,12 +304,16 @@ def parse_size(value: object, path: str) -> int:
 
 
 def _resolve_refs(value: str, path: str, env: Mapping[str, str]) -> str:
+    def var(name: str) -> str:
+        if name not in env:
+            raise ConfigError(path, f"environment variable {name!r} is not set")
+        return env[name]
+
     def sub(m: re.Match[str]) -> str:
         kind, ref = m.group(1), m.group(2)
         if kind == "env":
-            if ref not in env:
-                raise ConfigError(path, f"environment variable {ref!r} is not set")
-            return env[ref]
+            return var(ref)
+        ref = _PATH_VAR.sub(lambda v: var(v.group(1)), ref)
         try:
             return Path(ref).expanduser().read_text(encoding="utf-8").rstrip("\r\n")
         except OSError as exc:

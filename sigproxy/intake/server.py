@@ -222,9 +222,8 @@ async def serve(config: Config, stop: asyncio.Event, *, reload: asyncio.Event | 
                 if reload is not None and reload.is_set() and not stop.is_set():
                     reload.clear()
                     notifier.reloading()
-                    if load is not None:
-                        await asyncio.to_thread(runtime.reload, load)
-                    notifier.ready("reloaded")
+                    reloaded = load is not None and await asyncio.to_thread(runtime.reload, load)
+                    notifier.ready("reloaded" if reloaded else "reload failed: kept the previous config")
             watchdog.cancel()
         runtime.ready = False
         notifier.stopping()

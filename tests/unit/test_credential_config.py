@@ -187,3 +187,20 @@ class TestOnboarding:
         """Bad principals and ExternalIds are refused."""
         with pytest.raises(ValueError):
             trust_policy(principal, ids)
+
+
+def test_file_reference_with_variable_in_path(tmp_path: pytest.TempPathFactory) -> None:
+    """${file:${CREDENTIALS_DIRECTORY}/x} (systemd LoadCredential=) and ${file:${env:X}/x} read the file;
+    an unset variable names itself."""
+    from pathlib import Path
+
+    creds_dir = Path(str(tmp_path))
+    (creds_dir / "main_secret").write_text("s3cr3t\n")
+    for ref in ("${file:${CREDENTIALS_DIRECTORY}/main_secret}", "${file:${env:CREDENTIALS_DIRECTORY}/main_secret}"):
+        text = conf(f'source = "static"\naccess_key_id = "AK"\nsecret_access_key = "{ref}"')
+        cfg = loads(text, env={"CREDENTIALS_DIRECTORY": str(creds_dir)})
+        secret = cfg.connections["t"].credentials.secret_access_key
+        assert secret is not None and secret.reveal() == "s3cr3t"
+    with pytest.raises(ConfigError, match="'CREDENTIALS_DIRECTORY' is not set"):
+        loads(conf('source = "static"\naccess_key_id = "AK"\nsecret_access_key = "${file:${CREDENTIALS_DIRECTORY}/x}"'),
+              env={})

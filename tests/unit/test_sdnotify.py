@@ -1,20 +1,24 @@
 """sigproxy.sdnotify: real AF_UNIX datagram sockets (a path and an abstract name) receive exactly the sd_notify
-messages; the watchdog environment is honoured only for this process; nothing raises without systemd."""
+messages; the watchdog environment is honoured only for this process; nothing raises without systemd. Last, the
+real ``sigproxy run`` process on such a socket: READY=1, WATCHDOG=1, RELOADING=1 then READY=1 on SIGHUP, and
+STOPPING=1 on SIGTERM."""
 
 from __future__ import annotations
 
 import asyncio
 import os
 import re
+import signal
 import socket
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
 from sigproxy.sdnotify import Notifier
+from tests.conftest import Proxy
 
 
 class Listener:
@@ -213,3 +217,51 @@ async def test_run_watchdog_returns_at_once_without_a_watchdog(path_listener: Li
         async with asyncio.timeout(1):
             await disabled.run_watchdog()
     assert path_listener.nothing_pending()
+
+
+# --- The real process -------------------------------------------------------------------------------------------
+
+STATIC_CONFIG = """
+[connections.main]
+region = "us-east-1"
+hosts = ["127.0.0.1:*"]
+[connections.main.credentials]
+source = "static"
+access_key_id = "AKIDEXAMPLE"
+secret_access_key = "${env:SDNOTIFY_TEST_SECRET}"
+"""
+
+
+def next_message(listener: Listener, wanted: Callable[[str], bool], timeout: float = 20) -> str:
+    """The next datagram ``wanted`` accepts, skipping watchdog pings; fails after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise AssertionError("no matching sd_notify message in time")
+        try:
+            message = listener.recv(left)
+        except TimeoutError:
+            continue
+        if wanted(message):
+            return message
+        assert message == "WATCHDOG=1", f"unexpected sd_notify message {message!r}"
+
+
+def test_the_real_process_notifies(path_listener: Listener, sigproxy_factory: Callable[..., Proxy]) -> None:
+    env = {"NOTIFY_SOCKET": path_listener.env_value, "WATCHDOG_USEC": "200000",
+           "SDNOTIFY_TEST_SECRET": "not-a-real-secret"}
+    proxy = sigproxy_factory(STATIC_CONFIG, env=env)  # returns once every listener is bound
+
+    ready = next_message(path_listener, lambda m: m.startswith("READY=1"), timeout=5)
+    assert re.fullmatch(r"READY=1\nSTATUS=[^\n]+", ready)
+    assert next_message(path_listener, lambda m: True, timeout=5) == "WATCHDOG=1"
+    assert next_message(path_listener, lambda m: True, timeout=5) == "WATCHDOG=1"
+
+    proxy.proc.send_signal(signal.SIGHUP)
+    assert re.fullmatch(r"RELOADING=1\nMONOTONIC_USEC=\d+", next_message(path_listener, lambda m: m != "WATCHDOG=1"))
+    assert next_message(path_listener, lambda m: m != "WATCHDOG=1").startswith("READY=1\nSTATUS=")
+
+    proxy.proc.send_signal(signal.SIGTERM)
+    assert next_message(path_listener, lambda m: m != "WATCHDOG=1") == "STOPPING=1"
+    assert proxy.proc.wait(30) == 0
