@@ -26,9 +26,9 @@ def commands() -> list[str]:
         if lang != "sh":
             continue
         text = body.replace("\\\n", " ")
-        for line in text.splitlines():
-            found += re.findall(r"\$\((sigproxy [^)]*)\)", line)
-            line = re.sub(r"#.*$", "", line).strip()
+        for raw in text.splitlines():
+            found += re.findall(r"\$\((sigproxy [^)]*)\)", raw)
+            line = re.sub(r"#.*$", "", raw).strip()
             if line.startswith("sigproxy "):
                 found.append(line)
     return found
