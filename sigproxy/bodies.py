@@ -168,6 +168,25 @@ async def plan_body(request: web.BaseRequest, conn: ConnectionConfig, proxy: Pro
     return await _spool_plan(request, proxy, spool_dir)
 
 
+class _Framer:
+    """Cuts data into ``chunk_size`` pieces, each signed and framed in the chain; counts the data sent."""
+
+    def __init__(self, signer: ChunkSigner, chunk_size: int) -> None:
+        self._signer = signer
+        self._cutter = Rechunker(chunk_size)
+        self.sent = 0
+
+    def feed(self, data: bytes) -> list[bytes]:
+        chunks = self._cutter.feed(data)
+        self.sent += sum(len(c) for c in chunks)
+        return [self._signer.frame(c) for c in chunks]
+
+    def flush(self) -> list[bytes]:
+        rest = self._cutter.flush()
+        self.sent += len(rest)
+        return [self._signer.frame(rest)] if rest else []
+
+
 def _content_encoding(existing: str | None) -> str:
     parts = [p.strip() for p in (existing or "").split(",") if p.strip() and p.strip().lower() != "aws-chunked"]
     return ",".join(["aws-chunked", *parts])
@@ -179,18 +198,14 @@ def _signed_chunks_plan(request: web.BaseRequest, proxy: ProxyConfig, length: in
 
     async def stream(signer: ChunkSigner | None) -> AsyncIterator[bytes]:
         assert signer is not None  # needs_chunk_signer: the handler passes one
-        cutter = Rechunker(chunk_size)
-        sent = 0
+        framer = _Framer(signer, chunk_size)
         async for piece in _client_pieces(request, proxy.max_body):
-            for chunk in cutter.feed(piece):
-                sent += len(chunk)
-                yield signer.frame(chunk)
-        rest = cutter.flush()
-        if rest:
-            sent += len(rest)
-            yield signer.frame(rest)
-        if sent != length:
-            raise ClientAborted(f"the client sent {sent} of the {length} bytes it announced")
+            for frame in framer.feed(piece):
+                yield frame
+        for frame in framer.flush():
+            yield frame
+        if framer.sent != length:
+            raise ClientAborted(f"the client sent {framer.sent} of the {length} bytes it announced")
         yield signer.frame(b"")
 
     return BodyPlan(
@@ -228,23 +243,19 @@ def _resign_plan(request: web.BaseRequest, conn: ConnectionConfig, proxy: ProxyC
     async def stream(signer: ChunkSigner | None) -> AsyncIterator[bytes]:
         assert signer is not None  # needs_chunk_signer: the handler passes one
         decoder = ChunkDecoder(signed=True, trailer=trailer)
-        cutter = Rechunker(chunk_size)
-        sent = 0
+        framer = _Framer(signer, chunk_size)
         async for piece in _client_pieces(request, max_wire):
             for event in decoder.feed(piece):
                 if isinstance(event, Chunk):
                     if verify is not None:
                         verify.check(event.data, event.signature or "")
-                    for chunk in cutter.feed(event.data):
-                        sent += len(chunk)
-                        yield signer.frame(chunk)
+                    for frame in framer.feed(event.data):
+                        yield frame
                 elif isinstance(event, Trailer) or (isinstance(event, End) and not trailer):
-                    rest = cutter.flush()
-                    if rest:
-                        sent += len(rest)
-                        yield signer.frame(rest)
-                    if sent != decoded:
-                        raise ChunkError(f"decoded {sent} bytes, x-amz-decoded-content-length says {decoded}")
+                    for frame in framer.flush():
+                        yield frame
+                    if framer.sent != decoded:
+                        raise ChunkError(f"decoded {framer.sent} bytes, x-amz-decoded-content-length says {decoded}")
                     if verify is not None:
                         verify.check(b"", decoder.final_signature or "")
                     if isinstance(event, Trailer):
