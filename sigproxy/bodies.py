@@ -48,7 +48,7 @@ from .streaming import (
     signed_encoded_length,
 )
 
-__all__ = ["BodyPlan", "plan_body", "clean_spool"]
+__all__ = ["BodyPlan", "plan_body", "untouched_plan", "clean_spool"]
 
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
 _KEEP = frozenset({UNSIGNED_PAYLOAD, STREAMING_UNSIGNED_TRAILER})
@@ -120,6 +120,15 @@ async def _client_pieces(request: web.BaseRequest, limit: int) -> AsyncIterator[
         if total > limit:
             raise BodyTooLarge(f"request body is over max_body ({limit} bytes)")
         yield piece
+
+
+def untouched_plan(request: web.BaseRequest, proxy: ProxyConfig) -> BodyPlan:
+    """The body exactly as the client sent it (a presigned request forwarded as is)."""
+    length = request.content_length
+    if length is not None and length > proxy.max_body:
+        raise BodyTooLarge(f"request body of {length} bytes is over max_body ({proxy.max_body} bytes)")
+    return BodyPlan(payload_hash="", length=length, mode="presigned",
+                    _stream=lambda _: _client_pieces(request, proxy.max_body))
 
 
 def _trailer_length(names: Sequence[str]) -> int | None:

@@ -169,6 +169,16 @@ class ConnectionConfig:
     """Large S3 bodies: aws-chunked with signed chunks, or ``UNSIGNED-PAYLOAD`` (only over TLS upstream)."""
     client_secret: Secret | None = None
     """The secret clients sign with (key id = the connection's name); their chunk signatures are verified."""
+    allowed_services: tuple[str, ...] = ()
+    """Signing services this connection may sign for (empty: any)."""
+    allowed_regions: tuple[str, ...] = ()
+    """Regions this connection may sign for (empty: any)."""
+    allowed_methods: tuple[str, ...] = ()
+    """HTTP methods this connection may sign (empty: any; ``read_only = true`` means GET and HEAD)."""
+    deny_amz_headers: tuple[str, ...] = ()
+    """Globs of client-chosen ``x-amz-*`` headers refused (e.g. ``x-amz-acl``, ``x-amz-grant-*``)."""
+    presigned: Literal["refuse", "passthrough"] = "refuse"
+    """A request already presigned by someone else: refused (400), or forwarded untouched."""
 
     _hosts_re: re.Pattern[str] = field(init=False, repr=False, compare=False)
 
@@ -535,6 +545,29 @@ def _credentials(t: _Table, connection: str, require_path: str | None) -> Creden
     return creds
 
 
+_METHODS = frozenset({"GET", "HEAD", "PUT", "POST", "DELETE", "PATCH", "OPTIONS"})
+
+
+def _methods(t: _Table) -> tuple[str, ...]:
+    methods = tuple(m.upper() for m in t.strings("allowed_methods"))
+    for i, m in enumerate(methods):
+        if m not in _METHODS:
+            raise ConfigError(f"{t.key('allowed_methods')}[{i}]", f"unknown HTTP method {m!r}")
+    if t.boolean("read_only"):
+        if methods and set(methods) - {"GET", "HEAD"}:
+            raise ConfigError(t.key("read_only"), "read_only = true allows only GET and HEAD; drop allowed_methods")
+        methods = ("GET", "HEAD")
+    return methods
+
+
+def _amz_globs(t: _Table) -> tuple[str, ...]:
+    globs = tuple(g.lower() for g in t.strings("deny_amz_headers"))
+    for i, g in enumerate(globs):
+        if not g.startswith("x-amz-"):
+            raise ConfigError(f"{t.key('deny_amz_headers')}[{i}]", f"expected an x-amz-* header or glob, got {g!r}")
+    return globs
+
+
 def _connection(name: str, t: _Table) -> ConnectionConfig:
     if not _NAME.match(name):
         raise ConfigError(t.path, "connection names use letters, digits, '.', '_' and '-' (up to 64)")
@@ -562,6 +595,11 @@ def _connection(name: str, t: _Table) -> ConnectionConfig:
         verify_tls=t.boolean("verify_tls") is not False,
         s3_payload=t.choice("s3_payload", ("signed", "unsigned")) or "signed",  # type: ignore[arg-type]
         client_secret=t.secret("client_secret"),
+        allowed_services=tuple(v.lower() for v in t.strings("allowed_services")),
+        allowed_regions=tuple(v.lower() for v in t.strings("allowed_regions")),
+        allowed_methods=_methods(t),
+        deny_amz_headers=_amz_globs(t),
+        presigned=t.choice("presigned", ("refuse", "passthrough")) or "refuse",  # type: ignore[arg-type]
     )
     t.done()
     return conn

@@ -7,7 +7,8 @@
     │   ├── UnresolvableTarget          400    unresolvable_target
     │   └── UnsupportedRequest          400    unsupported_request
     ├── Forbidden                       403    forbidden
-    │   └── HostNotAllowed              403    host_not_allowed
+    │   ├── HostNotAllowed              403    host_not_allowed
+    │   └── PolicyRefused               403    policy_refused
     ├── ProxyAuthRequired               407    no_connection
     │   └── BadProxyToken               407    bad_proxy_token
     ├── BodyTooLarge                    413    body_too_large
@@ -31,6 +32,7 @@ __all__ = [
     "UnsupportedRequest",
     "Forbidden",
     "HostNotAllowed",
+    "PolicyRefused",
     "ProxyAuthRequired",
     "BadProxyToken",
     "BodyTooLarge",
@@ -79,6 +81,12 @@ class HostNotAllowed(Forbidden):
     """The target is not in the selected connection's ``hosts``."""
 
     code = "host_not_allowed"
+
+
+class PolicyRefused(Forbidden):
+    """The connection's policy (services, regions, methods, x-amz headers) does not allow the request."""
+
+    code = "policy_refused"
 
 
 class ProxyAuthRequired(SigproxyError):

@@ -13,21 +13,30 @@ import json
 import logging
 import secrets
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from http import HTTPStatus
 
 from aiohttp import web
 
-from .bodies import BodyPlan, plan_body
+from .bodies import BodyPlan, plan_body, untouched_plan
 from .config import Config, ConnectionConfig, ReverseListener
 from .credentials import Providers
-from .errors import BodyTooLarge, SigproxyError
+from .errors import BodyTooLarge, SigproxyError, UnsupportedRequest
 from .forwarding import Upstream
 from .metrics import Metrics
-from .prepare import sign_request
-from .routing import Target, check_host, parse_client_scope, resolve_service_region, select_connection
+from .prepare import sign_request, untouched_request
+from .routing import (
+    Target,
+    check_host,
+    check_policy,
+    check_shape,
+    parse_client_scope,
+    presigned_by_client,
+    resolve_service_region,
+    select_connection,
+)
 from .signing import Credentials, Signer
 from .streaming import ChunkSigner
 
@@ -190,6 +199,14 @@ class Handler:
             client_scope=client_scope,
         )
         info["service"], info["region"] = service, region
+        check_shape(target, headers, service)
+        check_policy(conn, request.method, service, region, headers.items())
+        presigned = presigned_by_client(target.query)
+        if presigned and conn.presigned != "passthrough":
+            raise UnsupportedRequest(
+                "the request is already presigned; sigproxy does not re-sign someone else's presigned URL "
+                f"(set presigned = \"passthrough\" on connection {conn.name!r} to forward it untouched)"
+            )
         creds, cache_hit = await self._providers.get(conn.name)
         info["cred_cache"] = "hit" if cache_hit else "miss"
         scheme = conn.upstream_scheme or target.scheme
@@ -199,8 +216,11 @@ class Handler:
                                    f"({config.proxy.max_body} bytes)")
             # Only now: the connection, the host and the credentials are settled.
             await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
-        plan = await plan_body(request, conn, config.proxy, s3=service == "s3", upstream_tls=scheme == "https",
-                               spool_dir=config.proxy.state_dir / "spool")
+        if presigned:
+            plan = untouched_plan(request, config.proxy)
+        else:
+            plan = await plan_body(request, conn, config.proxy, s3=service == "s3", upstream_tls=scheme == "https",
+                                   spool_dir=config.proxy.state_dir / "spool")
         info["body"] = plan.mode
         try:
             return await self._forward(request, exchange, info, conn=conn, plan=plan, creds=creds,
@@ -211,6 +231,12 @@ class Handler:
     async def _forward(self, request: web.BaseRequest, exchange: Exchange, info: dict[str, object], *,
                        conn: ConnectionConfig, plan: BodyPlan, creds: Credentials, service: str,
                        region: str) -> web.StreamResponse:
+        if plan.mode == "presigned":
+            url, untouched = untouched_request(method=request.method, target=exchange.target,
+                                               headers=request.headers.items(), body_length=plan.length,
+                                               upstream_scheme=conn.upstream_scheme)
+            return await self._exchange(request, info, plan, url=url, headers=untouched, chunk_signer=None,
+                                        conn=conn)
         replaced = {name.lower() for name, _ in plan.headers}
         client_headers = [(k, v) for k, v in request.headers.items() if k.lower() not in replaced]
         out = sign_request(
@@ -231,8 +257,15 @@ class Handler:
             sig = out.signature
             key = self._signer.signing_key(creds.secret_access_key, sig.amz_date[:8], region, service)
             chunk_signer = ChunkSigner(key, sig.amz_date, sig.credential_scope, sig.signature)
+        return await self._exchange(request, info, plan, url=out.url, headers=out.headers,
+                                    chunk_signer=chunk_signer, conn=conn)
+
+    async def _exchange(self, request: web.BaseRequest, info: dict[str, object], plan: BodyPlan, *, url: str,
+                        headers: Sequence[tuple[str, str]], chunk_signer: ChunkSigner | None,
+                        conn: ConnectionConfig) -> web.StreamResponse:
+        """Send the request upstream and stream the response back."""
         try:
-            upstream = await self._upstream.send(out.method, out.url, out.headers, plan.body(chunk_signer),
+            upstream = await self._upstream.send(request.method, url, headers, plan.body(chunk_signer),
                                                  verify_tls=conn.verify_tls)
         except SigproxyError as exc:
             if plan.error is not None:

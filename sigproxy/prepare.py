@@ -32,7 +32,7 @@ from .signing import (
 )
 from .streaming import STREAMING_SIGNED, STREAMING_SIGNED_TRAILER
 
-__all__ = ["SignedRequest", "payload_hash_for", "sign_request", "presign_request"]
+__all__ = ["SignedRequest", "payload_hash_for", "sign_request", "presign_request", "untouched_request"]
 
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
 # Payload hashes a client may have chosen that are kept as they are (the body goes through untouched).
@@ -109,6 +109,18 @@ def sign_request(
         out.append(("Content-Length", str(body_length)))
     qs = encode_query(query)
     return SignedRequest(method, origin + path + (f"?{qs}" if qs else ""), tuple(out), sig)
+
+
+def untouched_request(*, method: str, target: Target, headers: Iterable[tuple[str, str]], body_length: int | None,
+                      upstream_scheme: str | None = None) -> tuple[str, tuple[tuple[str, str], ...]]:
+    """A presigned request forwarded as the client sent it: raw path and query, its own headers minus
+    hop-by-hop and proxy ones. Returns (url, headers)."""
+    out = [(k, v) for k, v in upstream_headers(headers) if k.lower() != "authorization"]
+    out.append(("Host", target.authority))
+    if body_length:
+        out.append(("Content-Length", str(body_length)))
+    url = f"{upstream_scheme or target.scheme}://{target.authority}{target.path}"
+    return url + (f"?{target.query}" if target.query else ""), tuple(out)
 
 
 def presign_request(

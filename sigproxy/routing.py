@@ -17,15 +17,24 @@ from __future__ import annotations
 
 import base64
 import binascii
+import fnmatch
 import hmac
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from urllib.parse import unquote
 
 from .config import Config, ConnectionConfig, ReverseListener
 from .endpoints import parse_host
-from .errors import BadProxyToken, BadRequest, HostNotAllowed, ProxyAuthRequired, UnresolvableTarget
+from .errors import (
+    BadProxyToken,
+    BadRequest,
+    HostNotAllowed,
+    PolicyRefused,
+    ProxyAuthRequired,
+    UnresolvableTarget,
+    UnsupportedRequest,
+)
 
 __all__ = [
     "Target",
@@ -36,6 +45,9 @@ __all__ = [
     "select_connection",
     "check_host",
     "resolve_service_region",
+    "check_policy",
+    "check_shape",
+    "presigned_by_client",
     "upstream_headers",
     "is_signed_header",
 ]
@@ -248,6 +260,49 @@ def resolve_service_region(
             "or send X-Sigproxy-Region"
         )
     return service.strip().lower(), region.strip().lower()
+
+
+def check_policy(conn: ConnectionConfig, method: str, service: str, region: str,
+                 headers: Iterable[tuple[str, str]]) -> None:
+    """What the connection may sign: services, regions, methods, client-chosen x-amz-* headers.
+
+    Raises :class:`PolicyRefused` naming the rule.
+    """
+    where = f"connection {conn.name!r}"
+    if conn.allowed_services and service not in conn.allowed_services:
+        raise PolicyRefused(f"{where}: service {service!r} is not in allowed_services")
+    if conn.allowed_regions and region not in conn.allowed_regions:
+        raise PolicyRefused(f"{where}: region {region!r} is not in allowed_regions")
+    if conn.allowed_methods and method.upper() not in conn.allowed_methods:
+        rule = "read_only" if conn.allowed_methods == ("GET", "HEAD") else "allowed_methods"
+        raise PolicyRefused(f"{where}: method {method} is not allowed ({rule})")
+    if conn.deny_amz_headers:
+        for name, _ in headers:
+            low = name.lower()
+            if low.startswith("x-amz-") and any(fnmatch.fnmatchcase(low, g) for g in conn.deny_amz_headers):
+                raise PolicyRefused(f"{where}: header {low!r} is refused (deny_amz_headers)")
+
+
+def presigned_by_client(query: str) -> bool:
+    """Whether the query carries a presigned request's own signature (SigV4, or S3's legacy SigV2)."""
+    keys = {part.split("=", 1)[0].lower() for part in query.split("&")}
+    return bool(keys & {"x-amz-signature", "x-amz-credential"}) or {"signature", "awsaccesskeyid"} <= keys
+
+
+def check_shape(target: Target, headers: Mapping[str, str], service: str) -> None:
+    """Refuse request shapes sigproxy does not sign correctly (never forwarded unsigned or signed wrongly).
+
+    Raises :class:`UnsupportedRequest`.
+    """
+    auth = headers.get("Authorization", "")
+    if (auth.startswith("AWS4-ECDSA-P256-SHA256") or "X-Amz-Region-Set" in headers
+            or "AWS4-ECDSA-P256-SHA256" in target.query):
+        raise UnsupportedRequest("SigV4A (multi-region, ECDSA) requests are not signed by sigproxy")
+    bucket_in_path = target.path.lstrip("/").split("/", 1)[0]
+    if service in ("s3", "s3express") and ("--x-s3" in target.host or bucket_in_path.endswith("--x-s3")):
+        raise UnsupportedRequest("S3 Express One Zone (--x-s3 buckets) needs session auth sigproxy does not do")
+    if "Upgrade" in headers:
+        raise UnsupportedRequest(f"protocol upgrades ({headers['Upgrade'][:40]}) are not proxied")
 
 
 def upstream_headers(headers: Iterable[tuple[str, str]]) -> list[tuple[str, str]]:

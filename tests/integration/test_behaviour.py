@@ -199,9 +199,9 @@ class TestOverridesAndHeaders:
         assert "/eu-north-1/execute-api/aws4_request" in (header(last(recorder), "authorization") or "")
 
     def test_stripped_and_kept_headers(self, recorder: Recorder, sigproxy_factory: Callable[..., Proxy]) -> None:
-        """X-Sigproxy-*, Proxy-*, the client's Authorization / X-Amz-Date / X-Amz-Security-Token, presign query
-        parameters and Connection-named headers are removed; other headers pass; x-amz-* are signed,
-        user-agent and x-forwarded-* are not."""
+        """X-Sigproxy-*, Proxy-*, the client's Authorization / X-Amz-Date / X-Amz-Security-Token and
+        Connection-named headers are removed; other headers pass; x-amz-* are signed, user-agent and
+        x-forwarded-* are not; the query goes in its SigV4 encoding."""
         proxy = sigproxy_factory(config())
         r = curl(
             proxy,
@@ -214,7 +214,7 @@ class TestOverridesAndHeaders:
             "-H", "Connection: X-Drop-Me",
             "-H", "X-Drop-Me: 1",
             "-A", "my-agent/1.0",
-            f"{recorder.url}/h?b=2&X-Amz-Signature=abc&a=1&X-Amz-Credential=x%2Fy",
+            f"{recorder.url}/h?b=2&a=1&c=x+y",
         )
         assert status_of(r) == 200, r
         req = last(recorder)
@@ -225,7 +225,7 @@ class TestOverridesAndHeaders:
         assert header(req, "x-amz-date") != "19990101T000000Z"
         assert header(req, "user-agent") == "my-agent/1.0"
         assert header(req, "x-forwarded-for") == "10.0.0.1"
-        assert req["path"] == "/h?b=2&a=1"
+        assert req["path"] == "/h?b=2&a=1&c=x%20y"
         signed = (header(req, "authorization") or "").split("SignedHeaders=")[1].split(",")[0].split(";")
         assert "x-amz-meta-note" in signed and "host" in signed and "x-amz-content-sha256" in signed
         assert "user-agent" not in signed and "x-forwarded-for" not in signed
@@ -388,3 +388,93 @@ connection = "main"
         get = subprocess.run(["curl", "-sS", f"{rev}/{moto.bucket}/rev.txt"], capture_output=True, text=True,
                              check=False)
         assert get.stdout == "via reverse"
+
+
+class TestPolicyAndShapes:
+    @pytest.mark.parametrize(("rules", "args", "needle"), [
+        ('allowed_services = ["sqs"]', [], "service 's3' is not in allowed_services"),
+        ('allowed_regions = ["eu-west-1"]', [], "region 'us-east-1' is not in allowed_regions"),
+        ("read_only = true", ["-X", "PUT", "--data", "x"], "method PUT is not allowed (read_only)"),
+        ('allowed_methods = ["GET"]', ["-X", "DELETE"], "method DELETE is not allowed (allowed_methods)"),
+        ('deny_amz_headers = ["x-amz-acl", "x-amz-grant-*"]', ["-H", "x-amz-grant-read: id=x"],
+         "header 'x-amz-grant-read' is refused (deny_amz_headers)"),
+    ])
+    def test_policy_refusals(self, rules: str, args: list[str], needle: str, recorder: Recorder,
+                             sigproxy_factory: Callable[..., Proxy]) -> None:
+        """What a connection may sign: a refusal is 403 policy_refused naming the rule; nothing forwarded."""
+        text = config().replace('service = "s3"\n', f'service = "s3"\n{rules}\n', 1)
+        proxy = sigproxy_factory(text)
+        before = len(recorder.requests)
+        r = curl(proxy, *args, f"{recorder.url}/p")
+        assert status_of(r) == 403, r
+        err = error_of(r)
+        assert err["code"] == "policy_refused"
+        assert needle in err["message"]
+        assert len(recorder.requests) == before
+
+    def test_read_only_allows_get(self, recorder: Recorder, sigproxy_factory: Callable[..., Proxy]) -> None:
+        """read_only = true still signs GET and HEAD."""
+        proxy = sigproxy_factory(config().replace('service = "s3"\n', 'service = "s3"\nread_only = true\n', 1))
+        assert status_of(curl(proxy, f"{recorder.url}/ok")) == 200
+
+    @pytest.mark.parametrize(("args", "url_suffix", "needle"), [
+        (["-H", "X-Amz-Region-Set: *"], "/x", "SigV4A"),
+        (["-H", "Authorization: AWS4-ECDSA-P256-SHA256 Credential=main/20260101/s3/aws4_request, "
+                "SignedHeaders=host, Signature=00"], "/x", "SigV4A"),
+        ([], "/bucket--use1-az4--x-s3/key", "S3 Express"),
+        (["-H", "Connection: Upgrade", "-H", "Upgrade: websocket"], "/ws", "upgrades"),
+        ([], "/x?X-Amz-Credential=a%2Fb&X-Amz-Signature=00", "already presigned"),
+    ])
+    def test_fail_closed_shapes(self, args: list[str], url_suffix: str, needle: str, recorder: Recorder,
+                                sigproxy_factory: Callable[..., Proxy]) -> None:
+        """SigV4A, S3 Express, upgrades and someone else's presigned URL: a clear 400, never forwarded."""
+        proxy = sigproxy_factory(config())
+        before = len(recorder.requests)
+        r = curl(proxy, *args, f"{recorder.url}{url_suffix}")
+        assert status_of(r) == 400, r
+        assert needle in error_of(r)["message"]
+        assert len(recorder.requests) == before
+
+
+class TestHostileInput:
+    def test_host_header_disagreeing_with_uri(self, recorder: Recorder,
+                                              sigproxy_factory: Callable[..., Proxy]) -> None:
+        """The absolute URI decides where a request goes and what is signed; a lying Host is replaced."""
+        proxy = sigproxy_factory(config())
+        r = curl(proxy, "-H", "Host: evil.example.com", f"{recorder.url}/h")
+        assert status_of(r) == 200
+        assert header(last(recorder), "host") == recorder.url.removeprefix("http://")
+
+    def test_dot_segments_and_encoded_slash_stay_in_the_path(self, recorder: Recorder,
+                                                             sigproxy_factory: Callable[..., Proxy]) -> None:
+        """`..%2f` is not decoded into a path traversal: S3 keys keep it encoded, exactly as signed."""
+        proxy = sigproxy_factory(config())
+        r = curl(proxy, "--path-as-is", f"{recorder.url}/bucket/..%2f..%2fetc/passwd")
+        assert status_of(r) == 200
+        assert last(recorder)["path"] == "/bucket/..%2F..%2Fetc/passwd"
+
+    @pytest.mark.parametrize(("raw", "statuses"), [
+        (b"GET /x HTTP/1.1\r\nHost: h\r\nX-Big: " + b"a" * 100_000 + b"\r\n\r\n", (400, 431)),
+        (b"PUT {url}/x HTTP/1.1\r\nHost: h\r\nContent-Length: -5\r\n\r\n", (400,)),
+        (b"PUT {url}/x HTTP/1.1\r\nHost: h\r\nContent-Length: 99999999999999999999\r\n\r\n", (400, 413)),
+        (b"POST {url}/x HTTP/1.1\r\nHost: h\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n"
+         b"0\r\n\r\n", (400,)),
+        (b"GET {url}/x HTTP/1.1\r\nHost: h\r\nX-Injected: a\rb\r\n\r\n", (400,)),
+        (b"CONNECT 169.254.169.254:80 HTTP/1.1\r\nHost: x\r\n\r\n", (403,)),
+    ])
+    def test_hostile_requests(self, raw: bytes, statuses: tuple[int, ...], recorder: Recorder,
+                              sigproxy_factory: Callable[..., Proxy]) -> None:
+        """Oversized headers, bad or huge Content-Length, Content-Length with Transfer-Encoding (smuggling), a
+        bare CR in a header, a CONNECT to the metadata address: a 4xx and nothing forwarded; the proxy
+        goes on serving."""
+        import socket as socketlib
+
+        proxy = sigproxy_factory(config())
+        before = len(recorder.requests)
+        host, port = proxy.address.rsplit(":", 1)
+        with socketlib.create_connection((host, int(port)), timeout=10) as sock:
+            sock.sendall(raw.replace(b"{url}", recorder.url.encode()))
+            reply = sock.recv(200)
+        assert int(reply[9:12]) in statuses, reply
+        assert len(recorder.requests) == before
+        assert status_of(curl(proxy, f"{recorder.url}/after")) == 200

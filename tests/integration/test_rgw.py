@@ -162,3 +162,27 @@ def test_unsigned_boto3(rgw: RGW, bucket: str, rgw_proxy: Proxy) -> None:
     assert s3.get_object(Bucket=bucket, Key="boto3/ü ni code+plus (1).bin")["Body"].read() == body
     keys = [o["Key"] for o in s3.list_objects_v2(Bucket=bucket, Prefix="boto3/")["Contents"]]
     assert keys == ["boto3/ü ni code+plus (1).bin"]
+
+
+def test_presigned_passthrough(rgw: RGW, bucket: str, sigproxy_factory: Callable[..., Proxy]) -> None:
+    """Someone else's presigned URL: refused by default; forwarded untouched (RGW checks its own signature)
+    when the connection sets presigned = "passthrough"."""
+    from botocore.config import Config as BotoConfig
+
+    s3 = boto3.client("s3", endpoint_url=rgw.endpoint, region_name=rgw.region,
+                      config=BotoConfig(signature_version="s3v4"), aws_access_key_id=rgw.access_key,
+                      aws_secret_access_key=rgw.secret_key)
+    s3.put_object(Bucket=bucket, Key="presigned-by-them.txt", Body=b"theirs")
+    url = s3.generate_presigned_url("get_object", Params={"Bucket": bucket, "Key": "presigned-by-them.txt"},
+                                    ExpiresIn=300)
+    assert "X-Amz-Signature=" in url
+    refusing = sigproxy_factory(rgw_config(rgw))
+    r = curl(refusing, url)
+    assert status_of(r) == 400
+    assert "already presigned" in r.stdout
+    passing = sigproxy_factory(rgw_config(rgw).replace('service = "s3"', 'service = "s3"\npresigned = "passthrough"'))
+    ok = curl(passing, url)
+    assert status_of(ok) == 200, ok
+    assert ok.stdout.startswith("theirs")
+    tampered = curl(passing, url.replace("presigned-by-them", "presigned-by-thex"))
+    assert status_of(tampered) == 403
