@@ -104,6 +104,23 @@ def busy_cores(seconds: float = 1.0) -> dict[str, float]:
             for name, (total, idle) in before.items() if name in after}
 
 
+def others_cpu_seconds(ours: tuple[int, ...]) -> float:
+    """CPU time (user + nice + system, all cores) of everything but ``ours`` and the kernel's own threads
+    (ksoftirqd carries loopback traffic under load): other load on the machine, short-lived processes too."""
+    fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()
+    total = (int(fields[1]) + int(fields[2]) + int(fields[3])) / os.sysconf("SC_CLK_TCK")
+    kernel = 0.0
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            if int(stat.rsplit(")", 1)[1].split()[6]) & 0x00200000:  # PF_KTHREAD
+                kernel += cpu_seconds(int(entry.name))
+    return total - kernel - sum(map(cpu_seconds, ours))
+
+
 def cpu_seconds(pid: int) -> float:
     """User + system CPU time of ``pid`` (all its threads)."""
     try:
@@ -165,6 +182,7 @@ class Result:
     hwm_mb: float | None = None
     cpu_pct: float | None = None
     wire: str = ""  # how an upload reached the upstream
+    other_pct: float | None = None  # CPU used by processes other than ours meanwhile, % of one core
 
 
 async def read_head(reader: asyncio.StreamReader) -> tuple[int, dict[str, str]]:
@@ -402,10 +420,17 @@ def main() -> None:
                     async with asyncio.timeout(args.timeout):
                         return await coro
 
+                ours = (proxy.pid, sink.pid, os.getpid())
+                cpu0, t0 = others_cpu_seconds(ours), time.perf_counter()
                 if route == "direct":
-                    return uvloop.run(timed())
-                with RssSampler(proxy.pid) as rss:
                     result = uvloop.run(timed())
+                else:
+                    with RssSampler(proxy.pid) as rss:
+                        result = uvloop.run(timed())
+                other = others_cpu_seconds(ours) - cpu0
+                result.other_pct = 100 * other / (time.perf_counter() - t0)
+                if route == "direct":
+                    return result
                 result.peak_mb = rss.peak_kb * 1024 / MB
                 result.cpu_pct = rss.cpu_pct if result.ok else None
                 result.hwm_mb = rss.hwm_kb * 1024 / MB if rss.hwm_kb is not None and rss.hwm_reset else None
@@ -454,6 +479,10 @@ def main() -> None:
             row = [" ".join(f"{size / r.seconds / MB:.0f}" if r.ok else "-" for r in results[(label, route)])
                    for route in ("direct", "sigproxy")]
             print(f"  {label:20} {row[0]} | {row[1]}")
+    noisy = [r.other_pct for rs in results.values() for r in rs if r.ok and r.other_pct and r.other_pct > 10]
+    if noisy:
+        notes.append(f"{len(noisy)} transfer(s) shared the machine with other load (up to {max(noisy):.0f}% of a "
+                     "core): numbers are noisy")
     if not any(r.hwm_mb is not None for rs in results.values() for r in rs):
         notes.append("VmHWM could not be reset per transfer (clear_refs not writable); only the sampled peak")
     for note in dict.fromkeys(notes):
