@@ -106,7 +106,7 @@ class Upstream:
                 allow_redirects=False,
                 compress=None,
                 proxy=None,
-                ssl=self._ssl if verify_tls else self._insecure,
+                ssl=self._insecure if not verify_tls and target.scheme == "https" else True,
             )
 
     @staticmethod
