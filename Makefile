@@ -56,6 +56,7 @@ unit: $(STAMP)
 bench: $(STAMP)
 	$(VENV)/bin/python bench/small_get.py
 	$(VENV)/bin/python bench/tunnel_get.py
+	$(VENV)/bin/python bench/big_body.py
 
 clean:
 	rm -rf $(VENV) $(TOOLS) .venv-lint .pytest_cache .mypy_cache .ruff_cache .coverage .coverage.*

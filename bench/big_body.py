@@ -1,5 +1,4 @@
-"""Big bodies: a 1 GiB upload (PUT) and a 1 GiB download (GET) through sigproxy vs straight to the same
-upstream: MB/s of each, and sigproxy's peak RSS during each transfer.
+"""Big bodies: 1 GiB PUT and GET through sigproxy vs straight to the same upstream, MB/s and sigproxy's peak RSS.
 
 The upstream is bench/sink.py (swallows uploads and answers their byte count and SHA-256; streams GET /big
 from a repeated 1 MiB pseudo-random block). The load comes from a lean asyncio client here (raw HTTP/1.1 on
@@ -11,7 +10,8 @@ which sigproxy can pass through, and none, which it turns into signed aws-chunke
 sigproxy's RSS is sampled from /proc every 50 ms during each transfer through it; VmHWM (the kernel's peak)
 is reset before each transfer where the kernel lets us (clear_refs); its CPU time gives the share of core 0
 it used (near 100 % = sigproxy is the bottleneck, well under = the client/upstream core or the hand-offs).
-MB = 10^6 bytes. An upload the proxy refuses (413 while bodies are buffered) is reported, not fatal.
+MB = 10^6 bytes. An upload the proxy refuses (413 while bodies are buffered) is reported, not fatal. The machine
+should be otherwise idle: CPU used by other processes before and during the transfers is measured and flagged.
 
     .venv/bin/python bench/big_body.py [--size 1GiB] [--repeat 1] [--content-sha256 VALUE ...] [--no-verify]
 
