@@ -20,7 +20,8 @@ import sys
 import tempfile
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+from common import pinned, start
+
 # wrk sends `path` verbatim on the request line, so an absolute URL makes it a forward-proxy client.
 PROXY_LUA = 'wrk.path = "{target}"\n'
 
@@ -33,21 +34,6 @@ def need_wrk() -> str:
         subprocess.run(["apt-get", "install", "-y", "-qq", "wrk"], check=True, stdout=subprocess.DEVNULL)
         return shutil.which("wrk") or sys.exit("wrk did not install")
     sys.exit("wrk is needed: apt-get install wrk")
-
-
-def pinned(core: int, cmd: list[str]) -> list[str]:
-    if shutil.which("taskset") and (os.cpu_count() or 1) > 1:
-        return ["taskset", "-c", str(core), *cmd]
-    return cmd
-
-
-def start(cmd: list[str], marker: str) -> tuple[subprocess.Popen[str], str]:
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, cwd=ROOT)
-    assert proc.stdout is not None
-    for line in proc.stdout:
-        if marker in line:
-            return proc, line.strip().split()[-1]
-    sys.exit(f"{cmd[0]} did not start")
 
 
 def wrk(binary: str, url: str, duration: int, conns: int, script: str | None) -> dict[str, float]:

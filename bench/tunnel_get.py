@@ -12,34 +12,15 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
-import shutil
 import ssl
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
 import trustme
-
-ROOT = Path(__file__).resolve().parent.parent
-
-
-def pinned(core: int, cmd: list[str]) -> list[str]:
-    if shutil.which("taskset") and (os.cpu_count() or 1) > 1:
-        return ["taskset", "-c", str(core), *cmd]
-    return cmd
-
-
-def start(cmd: list[str], marker: str) -> tuple[subprocess.Popen[str], str]:
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, cwd=ROOT)
-    assert proc.stdout is not None
-    for line in proc.stdout:
-        if marker in line:
-            return proc, line.strip().split()[-1]
-    sys.exit(f"{cmd} did not start")
+from common import pinned, start
 
 
 async def read_response(reader: asyncio.StreamReader) -> int:
