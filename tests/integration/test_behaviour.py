@@ -461,12 +461,13 @@ class TestHostileInput:
          b"0\r\n\r\n", (400,)),
         (b"GET {url}/x HTTP/1.1\r\nHost: h\r\nX-Injected: a\rb\r\n\r\n", (400,)),
         (b"CONNECT 169.254.169.254:80 HTTP/1.1\r\nHost: x\r\n\r\n", (403,)),
+        (b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", (400,)),  # HTTP/2 prior knowledge
     ])
     def test_hostile_requests(self, raw: bytes, statuses: tuple[int, ...], recorder: Recorder,
                               sigproxy_factory: Callable[..., Proxy]) -> None:
         """Oversized headers, bad or huge Content-Length, Content-Length with Transfer-Encoding (smuggling), a
-        bare CR in a header, a CONNECT to the metadata address: a 4xx and nothing forwarded; the proxy
-        goes on serving."""
+        bare CR in a header, a CONNECT to the metadata address, HTTP/2 prior knowledge: a 4xx and nothing
+        forwarded; the proxy goes on serving."""
         import socket as socketlib
 
         proxy = sigproxy_factory(config())
