@@ -33,11 +33,11 @@ from aiohttp import web
 
 from .config import ConnectionConfig, ProxyConfig
 from .errors import BadRequest, BodyTooLarge, ClientAborted, SigproxyError
+from .prepare import payload_mode
 from .signing import EMPTY_SHA256, UNSIGNED_PAYLOAD, Signer
 from .streaming import (
     STREAMING_SIGNED,
     STREAMING_SIGNED_TRAILER,
-    STREAMING_UNSIGNED_TRAILER,
     Chunk,
     ChunkDecoder,
     ChunkError,
@@ -50,9 +50,6 @@ from .streaming import (
 
 __all__ = ["BodyPlan", "plan_body", "untouched_plan", "clean_spool"]
 
-_HEX64 = re.compile(r"^[0-9a-f]{64}$")
-_KEEP = frozenset({UNSIGNED_PAYLOAD, STREAMING_UNSIGNED_TRAILER})
-_RESIGN = frozenset({STREAMING_SIGNED, STREAMING_SIGNED_TRAILER})
 _READ = 64 * 1024
 # Spool files are written and read in pieces this big, each in a worker thread (disk I/O off the loop).
 _SPOOL_IO = 1024 * 1024
@@ -150,20 +147,21 @@ async def plan_body(request: web.BaseRequest, conn: ConnectionConfig, proxy: Pro
     """
     headers = request.headers
     claimed = headers.get("X-Amz-Content-SHA256", "").strip()
+    mode = payload_mode(claimed)
     length = request.content_length
     chunked = "chunked" in headers.get("Transfer-Encoding", "").lower()
     if length is not None and length > proxy.max_body:
         raise BodyTooLarge(f"request body of {length} bytes is over max_body ({proxy.max_body} bytes)")
     if not request.body_exists and not chunked:
-        return BodyPlan(payload_hash=claimed if claimed in _KEEP or _HEX64.match(claimed) else EMPTY_SHA256,
+        return BodyPlan(payload_hash=claimed if mode == "keep" else EMPTY_SHA256,
                         length=0 if request.method in ("PUT", "POST", "PATCH") else None, mode="empty")
 
-    if claimed in _KEEP or _HEX64.match(claimed):
+    if mode == "keep":
         return BodyPlan(payload_hash=claimed, length=length, mode="passthrough",
                         _stream=lambda _: _client_pieces(request, proxy.max_body))
-    if claimed in _RESIGN:
+    if mode == "resign":
         return _resign_plan(request, conn, proxy, claimed, length)
-    if claimed:
+    if mode == "other":
         raise BadRequest(f"x-amz-content-sha256 {claimed[:80]!r} is neither a SHA-256 nor a payload mode")
 
     if length is not None and length <= proxy.max_buffered_body:

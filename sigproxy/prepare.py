@@ -12,6 +12,7 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Literal
 
 from .errors import UnsupportedRequest
 from .routing import Target, is_signed_header, upstream_headers
@@ -30,13 +31,13 @@ from .signing import (
     normalize_s3_path,
     sha256_hex,
 )
-from .streaming import STREAMING_SIGNED, STREAMING_SIGNED_TRAILER
+from .streaming import STREAMING_SIGNED, STREAMING_SIGNED_TRAILER, STREAMING_UNSIGNED_TRAILER
 
-__all__ = ["SignedRequest", "payload_hash_for", "sign_request", "presign_request", "untouched_request"]
+__all__ = ["SignedRequest", "payload_mode", "payload_hash_for", "sign_request", "presign_request", "untouched_request"]
 
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
 # Payload hashes a client may have chosen that are kept as they are (the body goes through untouched).
-_KEEP_PAYLOAD = frozenset({UNSIGNED_PAYLOAD, "STREAMING-UNSIGNED-PAYLOAD-TRAILER"})
+_KEEP_PAYLOAD = frozenset({UNSIGNED_PAYLOAD, STREAMING_UNSIGNED_TRAILER})
 _SIGNED_STREAMING = frozenset({STREAMING_SIGNED, STREAMING_SIGNED_TRAILER})
 # SigV4A chunk signing (ECDSA) is not re-signed: refused, never forwarded unsigned or signed wrongly.
 _SIGV4A_STREAMING = frozenset(
@@ -53,15 +54,31 @@ class SignedRequest:
     signature: Signature
 
 
+def payload_mode(claimed: str) -> Literal["none", "keep", "resign", "other"]:
+    """What a client's ``x-amz-content-sha256`` asks for: ``keep`` (a hex SHA-256, ``UNSIGNED-PAYLOAD`` or
+    ``STREAMING-UNSIGNED-PAYLOAD-TRAILER``: the body goes through untouched), ``resign`` (SigV4 chunk
+    signing), ``none`` (no value) or ``other``.
+
+    Raises :class:`UnsupportedRequest` for SigV4A chunk signing.
+    """
+    if not claimed:
+        return "none"
+    if claimed in _SIGV4A_STREAMING:
+        raise UnsupportedRequest(f"x-amz-content-sha256 {claimed} (SigV4A chunk signing) is not supported")
+    if claimed in _KEEP_PAYLOAD or _HEX64.match(claimed):
+        return "keep"
+    if claimed in _SIGNED_STREAMING:
+        return "resign"
+    return "other"
+
+
 def payload_hash_for(claimed: str | None, body: bytes) -> str:
     """The payload hash to sign: the client's own choice when it is one we can keep, else the body's.
 
     A streaming payload mode (``STREAMING-...``) is kept too: ``sign`` then prints the seed signature.
     """
     claimed = (claimed or "").strip()
-    if claimed in _SIGV4A_STREAMING:
-        raise UnsupportedRequest(f"x-amz-content-sha256 {claimed} (SigV4A chunk signing) is not supported")
-    if claimed in _KEEP_PAYLOAD or claimed in _SIGNED_STREAMING or _HEX64.match(claimed):
+    if payload_mode(claimed) in ("keep", "resign"):
         return claimed
     return sha256_hex(body) if body else EMPTY_SHA256
 
