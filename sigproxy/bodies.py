@@ -50,7 +50,6 @@ from .streaming import (
 
 __all__ = ["BodyPlan", "plan_body", "untouched_plan", "clean_spool"]
 
-_READ = 64 * 1024
 # Spool files are written and read in pieces this big, each in a worker thread (disk I/O off the loop).
 _SPOOL_IO = 1024 * 1024
 # Base64 lengths of the checksums S3 puts in trailers: the trailer's size must be known up front.

@@ -28,6 +28,7 @@ from .forwarding import Upstream
 from .metrics import Metrics
 from .prepare import sign_request, untouched_request
 from .routing import (
+    HOP_BY_HOP,
     Target,
     check_host,
     check_policy,
@@ -45,14 +46,9 @@ __all__ = ["Exchange", "Handler", "RequestIds", "error_response", "error_bytes"]
 logger = logging.getLogger(__name__)
 access_logger = logging.getLogger("sigproxy.access")
 
-_RESPONSE_HOP = frozenset(
-    {"connection", "keep-alive", "proxy-connection", "te", "trailer", "transfer-encoding", "upgrade",
-     "proxy-authenticate"}
-)
-_READ_CHUNK = 64 * 1024
 # Responses with a known length up to one chunk are read whole and sent in one write (a streaming copy
 # would cost more syscalls and awaits than the bytes are worth); larger ones stream.
-_SMALL_RESPONSE = _READ_CHUNK
+_SMALL_RESPONSE = 64 * 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -273,7 +269,7 @@ class Handler:
             raise
         info["bytes_up"] = plan.length
         async with upstream:
-            headers_out = [(k, v) for k, v in upstream.headers.items() if k.lower() not in _RESPONSE_HOP]
+            headers_out = [(k, v) for k, v in upstream.headers.items() if k.lower() not in HOP_BY_HOP]
             length = upstream.content_length
             if length is not None and length <= _SMALL_RESPONSE:
                 # One chunk's worth with a known length: read it whole and answer in one write.

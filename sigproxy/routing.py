@@ -48,11 +48,12 @@ __all__ = [
     "check_policy",
     "check_shape",
     "presigned_by_client",
+    "HOP_BY_HOP",
     "upstream_headers",
     "is_signed_header",
 ]
 
-_HOP_BY_HOP = frozenset(
+HOP_BY_HOP = frozenset(
     {
         "connection", "keep-alive", "proxy-connection", "te", "trailer", "transfer-encoding", "upgrade",
         "proxy-authorization", "proxy-authenticate",
@@ -319,7 +320,7 @@ def upstream_headers(headers: Iterable[tuple[str, str]]) -> list[tuple[str, str]
     for name, value in headers:
         low = name.lower()
         if (
-            low in _HOP_BY_HOP
+            low in HOP_BY_HOP
             or low in _DROP
             or low in named
             or low.startswith(("proxy-", "x-sigproxy-"))
