@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import dataclasses
 import fnmatch
+import ipaddress
 import json
 import os
 import re
@@ -37,6 +38,7 @@ from .errors import ConfigError
 
 __all__ = [
     "Address",
+    "Network",
     "Secret",
     "CredentialsConfig",
     "ConnectionConfig",
@@ -51,6 +53,7 @@ __all__ = [
     "loads",
     "parse_address",
     "parse_size",
+    "client_allowed",
     "host_matches",
     "compile_host_globs",
     "default_state_dir",
@@ -68,6 +71,27 @@ _UNITS = {
 }
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 _HOST_GLOB = re.compile(r"^[A-Za-z0-9*?.\-\[\]]+(:[0-9*?]+)?$|^\[[0-9A-Fa-f:.*?]+\](:[0-9*?]+)?$")
+
+
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+def client_allowed(networks: tuple[Network, ...], address: str | None) -> bool:
+    """Whether a client address is inside ``networks`` (an empty allow-list admits everyone).
+
+    An IPv4-mapped IPv6 address (``::ffff:10.0.0.1``) is judged as its IPv4 address.
+    """
+    if not networks:
+        return True
+    if not address:
+        return False
+    try:
+        ip = ipaddress.ip_address(address.split("%", 1)[0])
+    except ValueError:
+        return False
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    return any(ip.version == net.version and ip in net for net in networks)
 
 
 @dataclass(frozen=True, slots=True)
@@ -179,6 +203,8 @@ class ConnectionConfig:
     """Globs of client-chosen ``x-amz-*`` headers refused (e.g. ``x-amz-acl``, ``x-amz-grant-*``)."""
     presigned: Literal["refuse", "passthrough"] = "refuse"
     """A request already presigned by someone else: refused (400), or forwarded untouched."""
+    user_header: bool = False
+    """Take the end user's id from ``X-Sigproxy-User`` (required then) into the role session per user."""
 
     _hosts_re: re.Pattern[str] = field(init=False, repr=False, compare=False)
 
@@ -212,6 +238,8 @@ class ReverseListener:
     listen: Address
     upstream: str
     connection: str | None = None
+    clients: tuple[Network, ...] = ()
+    """Client networks (CIDRs) allowed to use this listener (empty: any that can reach it)."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -243,6 +271,28 @@ class ProxyConfig:
     """The admin listener (/healthz, /readyz, /metrics); ``""`` turns it off."""
     drain_seconds: float = 20.0
     """On SIGTERM/SIGINT: how long requests in flight get to finish."""
+    clients: tuple[Network, ...] = ()
+    """Client networks (CIDRs) allowed to use the forward listener (empty: any that can reach it)."""
+    max_connections: int = 1000
+    """Client connections open at once, over all listeners; more are closed at accept."""
+    max_connections_per_client: int = 256
+    """Client connections open at once from one client address."""
+    max_request_line: int = 8190
+    """Longest request line (method, target, version) in bytes; over it: 400."""
+    max_header_size: int = 8190
+    """Longest single header line in bytes; over it: 400."""
+    max_headers: int = 100
+    """Most header lines in one request; over it: 400."""
+    header_timeout: float = 20.0
+    """Time a client gets to send a whole request head once it has begun (slowloris guard)."""
+    idle_timeout: float = 60.0
+    """An idle keep-alive client connection is closed after this long."""
+    body_timeout: float = 60.0
+    """Longest silence while a request body is read; then the request fails and the connection closes."""
+    auth_failures: int = 10
+    """Failed proxy tokens or client signatures one client address may cause per ``auth_failure_window``;
+    past it that address gets 429 until the window has passed."""
+    auth_failure_window: float = 60.0
     _passthrough_re: re.Pattern[str] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -448,6 +498,17 @@ def _host_glob(value: str, path: str) -> str:
     return value
 
 
+def _networks(t: _Table, name: str) -> tuple[Network, ...]:
+    out = []
+    for i, value in enumerate(t.strings(name)):
+        try:
+            out.append(ipaddress.ip_network(value.strip(), strict=False))
+        except ValueError as exc:
+            raise ConfigError(f"{t.key(name)}[{i}]", f"expected a network like '10.0.0.0/8' or an address, "
+                              f"got {value!r}") from exc
+    return tuple(out)
+
+
 def _url(value: str, path: str) -> str:
     parts = urlsplit(value)
     if parts.scheme not in ("http", "https") or not parts.hostname:
@@ -600,7 +661,11 @@ def _connection(name: str, t: _Table) -> ConnectionConfig:
         allowed_methods=_methods(t),
         deny_amz_headers=_amz_globs(t),
         presigned=t.choice("presigned", ("refuse", "passthrough")) or "refuse",  # type: ignore[arg-type]
+        user_header=t.boolean("user_header") is True,
     )
+    if conn.user_header and conn.credentials.source not in ("assume_role", "web_identity", "sts_endpoint"):
+        raise ConfigError(t.key("user_header"), "needs credentials that are fetched per user: source = "
+                          "\"assume_role\", \"web_identity\" or \"sts_endpoint\"")
     t.done()
     return conn
 
@@ -645,7 +710,19 @@ def _proxy(t: _Table | None, env: Mapping[str, str]) -> ProxyConfig:
         "connect_ports": t.ports("connect_ports"),
         "upstream_ca_file": t.filepath("upstream_ca_file"),
         "drain_seconds": t.number("drain_seconds"),
+        "clients": _networks(t, "clients") or None,
+        "header_timeout": t.number("header_timeout"),
+        "idle_timeout": t.number("idle_timeout"),
+        "body_timeout": t.number("body_timeout"),
+        "auth_failure_window": t.number("auth_failure_window"),
     }
+    for key, low in (("max_connections", 1), ("max_connections_per_client", 1), ("max_request_line", 256),
+                     ("max_header_size", 256), ("max_headers", 8), ("auth_failures", 1)):
+        value = t.integer(key)
+        if value is not None:
+            if value < low:
+                raise ConfigError(t.key(key), f"must be at least {low}")
+            kwargs[key] = value
     admin = t.string("admin_listen")
     if admin is not None:
         kwargs["admin_listen"] = parse_address(admin, t.key("admin_listen")) if admin else None
@@ -713,6 +790,7 @@ def _build(data: Mapping[str, Any], env: Mapping[str, str], source: str, listen:
             listen=addr,
             upstream=_url(rt.string("upstream", required=True) or "", rt.key("upstream")),
             connection=rt.string("connection"),
+            clients=_networks(rt, "clients"),
         )
         known(rev.connection, rt.key("connection"))
         rt.done()

@@ -8,10 +8,14 @@
     │   └── UnsupportedRequest          400    unsupported_request
     ├── Forbidden                       403    forbidden
     │   ├── HostNotAllowed              403    host_not_allowed
-    │   └── PolicyRefused               403    policy_refused
+    │   ├── PolicyRefused               403    policy_refused
+    │   ├── AddressNotAllowed           403    address_not_allowed   (SSRF guard: private/loopback target)
+    │   ├── ClientNotAllowed            403    client_not_allowed    (client address outside `clients`)
+    │   └── ClientSignatureInvalid      403    client_signature_invalid
     ├── ProxyAuthRequired               407    no_connection
     │   └── BadProxyToken               407    bad_proxy_token
     ├── BodyTooLarge                    413    body_too_large
+    ├── TooManyAuthFailures             429    too_many_auth_failures
     ├── ClientAborted (ConnectionError) 499    client_aborted   (logged only: nobody is left to answer)
     ├── CredentialsUnavailable          502    credentials_unavailable
     └── UpstreamError (ConnectionError) 502    upstream_error
@@ -33,6 +37,10 @@ __all__ = [
     "Forbidden",
     "HostNotAllowed",
     "PolicyRefused",
+    "AddressNotAllowed",
+    "ClientNotAllowed",
+    "ClientSignatureInvalid",
+    "TooManyAuthFailures",
     "ProxyAuthRequired",
     "BadProxyToken",
     "BodyTooLarge",
@@ -89,6 +97,24 @@ class PolicyRefused(Forbidden):
     code = "policy_refused"
 
 
+class AddressNotAllowed(Forbidden):
+    """The target is, or resolves to, a loopback/link-local/private/unspecified address nobody named."""
+
+    code = "address_not_allowed"
+
+
+class ClientNotAllowed(Forbidden):
+    """The client's address is outside the listener's ``clients`` networks."""
+
+    code = "client_not_allowed"
+
+
+class ClientSignatureInvalid(Forbidden):
+    """The client's own SigV4 signature (made with a connection's ``client_secret``) does not verify."""
+
+    code = "client_signature_invalid"
+
+
 class ProxyAuthRequired(SigproxyError):
     """No connection could be selected for the request."""
 
@@ -105,6 +131,17 @@ class BadProxyToken(ProxyAuthRequired):
 class BodyTooLarge(SigproxyError):
     status = 413
     code = "body_too_large"
+
+
+class TooManyAuthFailures(SigproxyError):
+    """This client address failed authentication too often; it must wait for the window to pass."""
+
+    status = 429
+    code = "too_many_auth_failures"
+
+    def __init__(self, message: str, *, retry_after: int) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
 
 
 class ClientAborted(SigproxyError, ConnectionError):

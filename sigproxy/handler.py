@@ -23,7 +23,7 @@ from aiohttp import web
 from .bodies import BodyPlan, plan_body, untouched_plan
 from .config import Config, ConnectionConfig, ReverseListener
 from .credentials import Providers
-from .errors import BodyTooLarge, SigproxyError, UnsupportedRequest
+from .errors import BodyTooLarge, SigproxyError, TooManyAuthFailures, UnsupportedRequest
 from .forwarding import Upstream
 from .metrics import Metrics
 from .prepare import sign_request, untouched_request
@@ -67,6 +67,8 @@ def _error_parts(exc: SigproxyError, request_id: str) -> tuple[dict[str, str], b
     headers = {"X-Sigproxy-Error": exc.code, "X-Sigproxy-Request-Id": request_id}
     if exc.status == 407:
         headers["Proxy-Authenticate"] = 'Basic realm="sigproxy"'
+    if isinstance(exc, TooManyAuthFailures):
+        headers["Retry-After"] = str(exc.retry_after)
     return headers, json.dumps(body).encode()
 
 
