@@ -57,6 +57,8 @@ __all__ = [
     "host_matches",
     "compile_host_globs",
     "default_state_dir",
+    "SESSION_NAME",
+    "USER_VAR",
 ]
 
 DEFAULT_LISTEN = "127.0.0.1:8080"
@@ -530,7 +532,45 @@ _SOURCE_KEYS: dict[str, frozenset[str]] = {
                                "password"}),
 }
 _ROLE_ARN = re.compile(r"^arn:aws(?:-[a-z]+)*:iam::\d{12}:role/(?:[\w+=,.@-]+/)*[\w+=,.@-]{1,64}$")
-_SESSION_NAME = re.compile(r"^[\w+=,.@-]{2,64}$")
+SESSION_NAME = re.compile(r"^[\w+=,.@-]{2,64}$", re.ASCII)
+"""STS's rule for RoleSessionName and SourceIdentity (2-64 ASCII characters of ``[A-Za-z0-9_+=,.@-]``)."""
+USER_VAR = "${sigproxy:user}"
+"""Replaced by the end user's id (``X-Sigproxy-User``) in ``session_name``, ``source_identity``, ``policy`` and
+tag values of a ``user_header = true`` connection."""
+_USER_KEYS = frozenset({"session_name", "source_identity", "policy"})
+_SIGPROXY_VAR = re.compile(r"\$\{sigproxy:[^}]*\}")
+
+
+def _user_templates(t: _Table, creds: CredentialsConfig, user_header: bool) -> None:
+    """``${sigproxy:...}`` only as ``${sigproxy:user}``, only where it is replaced, only with ``user_header``;
+    a templated session name or source identity must be valid once an id is put in."""
+    # (key path, value, whether USER_VAR is replaced there)
+    values: list[tuple[str, str, bool]] = []
+    for f in dataclasses.fields(creds):
+        value = getattr(creds, f.name)
+        if isinstance(value, str):
+            values.append((f.name, value, f.name in _USER_KEYS))
+        elif f.name == "tags":
+            values += [(f"tags.{k}", k, False) for k, _ in value] + [(f"tags.{k}", v, True) for k, v in value]
+        elif isinstance(value, tuple):
+            values += [(f"{f.name}[{i}]", v, False) for i, v in enumerate(value) if isinstance(v, str)]
+    for key, value, replaced in values:
+        for m in _SIGPROXY_VAR.finditer(value):
+            if m.group(0) != USER_VAR:
+                raise ConfigError(t.key(key), f"unknown variable {m.group(0)!r}: the only one is {USER_VAR}")
+            if not replaced:
+                raise ConfigError(t.key(key), f"{USER_VAR} is only replaced in session_name, source_identity, "
+                                  "policy and tag values")
+            if not user_header:
+                raise ConfigError(t.key(key), f"{USER_VAR} needs user_header = true on the connection")
+    for key in ("session_name", "source_identity"):
+        value = getattr(creds, key)
+        if value is None or USER_VAR not in value:
+            continue
+        # The id itself is checked per request; here only what the config adds around it.
+        if not SESSION_NAME.match(value.replace(USER_VAR, "u1")):
+            raise ConfigError(t.key(key), f"expected 2-64 characters of [A-Za-z0-9_+=,.@-] around {USER_VAR}, "
+                              f"got {value!r}")
 
 
 def _role_arn(t: _Table, require_path: str | None) -> str:
@@ -546,7 +586,8 @@ def _role_arn(t: _Table, require_path: str | None) -> str:
     return arn
 
 
-def _credentials(t: _Table, connection: str, require_path: str | None) -> CredentialsConfig:
+def _credentials(t: _Table, connection: str, require_path: str | None, *,
+                 user_header: bool = False) -> CredentialsConfig:
     source = t.choice("source", _SOURCES, required=True)
     given = set(t.data) - {"source"}
     misplaced = sorted(given - _SOURCE_KEYS[source or ""])
@@ -561,8 +602,9 @@ def _credentials(t: _Table, connection: str, require_path: str | None) -> Creden
         kwargs.update(profile=t.string("profile"))
     else:
         kwargs["role_arn"] = _role_arn(t, require_path)
-        session = t.string("session_name") or f"sigproxy-{connection}"[:64]
-        if not _SESSION_NAME.match(session):
+        default = USER_VAR if user_header and source != "sts_endpoint" else f"sigproxy-{connection}"[:64]
+        session = t.string("session_name") or default
+        if USER_VAR not in session and not SESSION_NAME.match(session):
             raise ConfigError(t.key("session_name"), f"expected 2-64 characters of [A-Za-z0-9_+=,.@-], got {session!r}")
         kwargs["session_name"] = session
     if source in ("assume_role", "web_identity"):
@@ -584,7 +626,11 @@ def _credentials(t: _Table, connection: str, require_path: str | None) -> Creden
             for key in tags_t.data:
                 tags.append((key, tags_t.string(key, required=True) or ""))
             tags_t.done()
-        kwargs.update(external_id=t.string("external_id"), source_identity=t.string("source_identity"),
+        source_identity = t.string("source_identity")
+        if source_identity is not None and USER_VAR not in source_identity and not SESSION_NAME.match(source_identity):
+            raise ConfigError(t.key("source_identity"), "expected 2-64 characters of [A-Za-z0-9_+=,.@-], "
+                              f"got {source_identity!r}")
+        kwargs.update(external_id=t.string("external_id"), source_identity=source_identity,
                       policy=policy, policy_arns=t.strings("policy_arns"), tags=tuple(tags),
                       transitive_tag_keys=t.strings("transitive_tag_keys"), base=t.string("base") or "chain")
     elif source == "web_identity":
@@ -602,6 +648,7 @@ def _credentials(t: _Table, connection: str, require_path: str | None) -> Creden
         else:
             kwargs.update(username=t.string("username", required=True), password=t.secret("password", required=True))
     creds = CredentialsConfig(**kwargs)
+    _user_templates(t, creds, user_header)
     t.done()
     return creds
 
@@ -645,7 +692,7 @@ def _connection(name: str, t: _Table) -> ConnectionConfig:
     sts = t.string("sts_endpoint_url")
     conn = ConnectionConfig(
         name=name,
-        credentials=_credentials(creds_t, name, require_path),
+        credentials=_credentials(creds_t, name, require_path, user_header=t.boolean("user_header") is True),
         require_role_path=require_path,
         region=t.string("region"),
         service=t.string("service"),

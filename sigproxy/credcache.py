@@ -12,6 +12,10 @@ are not refreshed on every request):
 After a failure the next attempt waits a jittered exponential back-off, so a dead STS is not hammered;
 requests arriving meanwhile with no valid credentials fail fast with the last error.
 
+Entries live in two LRUs: one per connection (and its effective parameters), and a separate one for
+per-end-user entries (``user_header`` connections), so a stream of distinct user ids can neither grow
+memory without bound nor push the connections' own entries out. An evicted user simply fetches again.
+
 Must not: know where credentials come from (it calls the ``fetch`` it is given), or log secret fields.
 """
 
@@ -41,6 +45,7 @@ DEFAULT_MANDATORY = timedelta(minutes=5)
 _BACKOFF_BASE = 1.0
 _BACKOFF_CAP = 300.0
 _MAX_KEYS = 4096
+_MAX_USER_KEYS = 4096
 
 
 @dataclass
@@ -73,6 +78,7 @@ class CredentialCache:
         advisory: timedelta = DEFAULT_ADVISORY,
         mandatory: timedelta = DEFAULT_MANDATORY,
         max_keys: int = _MAX_KEYS,
+        max_user_keys: int = _MAX_USER_KEYS,
         jitter: Callable[[], float] = random.random,
         on_fetch: Callable[[float], None] = lambda _seconds: None,
     ) -> None:
@@ -82,6 +88,7 @@ class CredentialCache:
         self._advisory = advisory
         self._mandatory = mandatory
         self._entries: LRUCache[Hashable, _Entry] = LRUCache(maxsize=max_keys)
+        self._user_entries: LRUCache[Hashable, _Entry] = LRUCache(maxsize=max_user_keys)
         self._jitter = jitter
         self._tasks = TaskSet()
         self._on_fetch = on_fetch
@@ -97,15 +104,17 @@ class CredentialCache:
         mandatory = min(self._mandatory, lifetime / 4)
         return expires_at - advisory, expires_at - mandatory
 
-    async def get(self, key: Hashable, fetch: Callable[[], Awaitable[Credentials]], label: str
-                  ) -> tuple[Credentials, bool]:
+    async def get(self, key: Hashable, fetch: Callable[[], Awaitable[Credentials]], label: str, *,
+                  per_user: bool = False) -> tuple[Credentials, bool]:
         """Credentials for ``key`` and whether they came from the cache without waiting.
 
+        ``per_user``: the key is one end user's (kept in the separate, bounded per-user LRU).
         Raises :class:`CredentialsUnavailable` when no valid credentials can be had.
         """
-        entry = self._entries.get(key)
+        entries = self._user_entries if per_user else self._entries
+        entry = entries.get(key)
         if entry is None:
-            entry = self._entries[key] = _Entry()
+            entry = entries[key] = _Entry()
         now = self._clock()
         creds = entry.creds
         if creds is not None:
@@ -178,5 +187,9 @@ class CredentialCache:
 
     def retry_at(self, key: Hashable) -> datetime | None:
         """When the next fetch for ``key`` may start (back-off), for tests and diagnostics."""
-        entry = self._entries.get(key)
+        entry = self._entries.get(key) or self._user_entries.get(key)
         return None if entry is None else entry.retry_at
+
+    def size(self) -> int:
+        """Entries held (connections and users), for tests and diagnostics."""
+        return len(self._entries) + len(self._user_entries)

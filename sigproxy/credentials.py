@@ -6,6 +6,16 @@ another connection: role chaining), ``web_identity`` (STS AssumeRoleWithWebIdent
 at every refresh) and ``sts_endpoint`` (a custom HTTPS endpoint, contract in DESIGN.md). Every expiring
 source sits behind the one :class:`~sigproxy.credcache.CredentialCache`.
 
+Per end user (``[connections.NAME] user_header = true``, the id from ``X-Sigproxy-User``): ``${sigproxy:user}``
+in ``session_name`` (default: the id itself), ``source_identity``, ``policy`` and tag values is replaced by
+the id, so CloudTrail names the end user and a session policy can scope each user down to their own
+resources; IAM's own variables (``${aws:username}``) are sent untouched. Each user's credentials are
+cached apart (in the cache's bounded per-user LRU). A rendered session name or source identity that STS
+would refuse is a 400 before any STS call. The ``sts_endpoint`` contract gains ``"user": ID`` in the POSTed
+JSON (absent without a user). Without a user -- readiness checks, ``sigproxy check``, and a
+``user_header`` connection used as another connection's role-chain ``base`` (base credentials are always
+fetched without a user) -- the templates are rendered with the stand-in id :data:`NO_USER`.
+
 Owns: talking to STS (and the custom endpoint), translating their failures into
 :class:`~sigproxy.errors.CredentialsUnavailable` carrying the STS error code and message.
 Must not: sign, know about proxied requests, or log a secret field or a response body.
@@ -19,6 +29,7 @@ import json
 import logging
 from collections.abc import Mapping
 from contextlib import AsyncExitStack
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Protocol
@@ -29,13 +40,15 @@ from aiobotocore.session import AioSession
 from botocore import UNSIGNED
 from botocore.exceptions import BotoCoreError, ClientError
 
-from .config import ConnectionConfig, CredentialsConfig
+from .config import SESSION_NAME, USER_VAR, ConnectionConfig, CredentialsConfig
 from .credcache import CredentialCache
-from .errors import CredentialsUnavailable
+from .errors import BadRequest, CredentialsUnavailable
 from .signing import Credentials
 
 __all__ = [
+    "NO_USER",
     "CredentialProvider",
+    "Identity",
     "Providers",
     "caller_identity",
     "parse_sts_endpoint_answer",
@@ -48,12 +61,54 @@ logger = logging.getLogger(__name__)
 _DEFAULT_LIFETIME = timedelta(hours=1)
 _STS_ENDPOINT_TIMEOUT = aiohttp.ClientTimeout(total=30)
 _EXPIRY_NAMES = ("expiresAt", "expires_at", "expiration")
+NO_USER = "sigproxy"
+"""The id ``${sigproxy:user}`` stands for when a ``user_header`` connection is used without an end user."""
 
 
 class CredentialProvider(Protocol):
-    async def fetch(self) -> Credentials:
-        """Fresh credentials. Raises :class:`CredentialsUnavailable`."""
+    async def fetch(self, user: str | None = None) -> Credentials:
+        """Fresh credentials (for end user ``user`` where the source is per user).
+
+        Raises :class:`CredentialsUnavailable`.
+        """
         ...
+
+
+@dataclass(frozen=True, slots=True)
+class Identity:
+    """Who a connection acts as at AWS, for the access log: the role and the rendered session name and source
+    identity (``None`` where the source has none)."""
+
+    role_arn: str | None = None
+    session_name: str | None = None
+    source_identity: str | None = None
+
+
+def _effective_user(conn: ConnectionConfig, user: str | None) -> str | None:
+    """The id templates are rendered with: ``user``, :data:`NO_USER` without one, ``None`` unless per user."""
+    if not conn.user_header:
+        return None
+    return NO_USER if user is None else user
+
+
+def _render(text: str | None, user: str | None) -> str | None:
+    return text if text is None or user is None else text.replace(USER_VAR, user)
+
+
+def _identity(conn: ConnectionConfig, user: str | None) -> Identity:
+    """The rendered identity for effective ``user``; raises :class:`BadRequest` where STS would refuse it."""
+    c = conn.credentials
+    if c.source in ("static", "chain"):
+        return Identity()
+    if c.source == "sts_endpoint":
+        return Identity(role_arn=c.role_arn)
+    ident = Identity(role_arn=c.role_arn, session_name=_render(c.session_name, user),
+                     source_identity=_render(c.source_identity, user) if c.source == "assume_role" else None)
+    for what, value in (("role session name", ident.session_name), ("source identity", ident.source_identity)):
+        if user is not None and value is not None and not SESSION_NAME.match(value):
+            raise BadRequest(f"connection {conn.name!r}: X-Sigproxy-User {user!r} makes the {what} {value!r}, "
+                             "which STS refuses: it must be 2-64 characters of [A-Za-z0-9_+=,.@-]")
+    return ident
 
 
 def sts_endpoint_for(region: str) -> str:
@@ -83,7 +138,7 @@ class _Static:
     def __init__(self, creds: Credentials) -> None:
         self._creds = creds
 
-    async def fetch(self) -> Credentials:
+    async def fetch(self, user: str | None = None) -> Credentials:
         return self._creds
 
 
@@ -97,7 +152,7 @@ class _Chain:
         self._resolved: Any = None
         self._lock = asyncio.Lock()
 
-    async def fetch(self) -> Credentials:
+    async def fetch(self, user: str | None = None) -> Credentials:
         try:
             async with self._lock:
                 if self._resolved is None:
@@ -145,30 +200,34 @@ class _AssumeRole:
         self._caller = caller
         self._providers = providers
 
-    def params(self) -> dict[str, Any]:
-        """The AssumeRole parameters, exactly as sent."""
+    def params(self, user: str | None = None) -> dict[str, Any]:
+        """The AssumeRole parameters for end user ``user``, exactly as sent."""
         c = self._conn.credentials
-        params: dict[str, Any] = {"RoleArn": c.role_arn, "RoleSessionName": c.session_name,
+        uid = _effective_user(self._conn, user)
+        ident = _identity(self._conn, uid)
+        params: dict[str, Any] = {"RoleArn": c.role_arn, "RoleSessionName": ident.session_name,
                                   "DurationSeconds": c.duration_seconds}
         if c.external_id:
             params["ExternalId"] = c.external_id
-        if c.source_identity:
-            params["SourceIdentity"] = c.source_identity
+        if ident.source_identity:
+            params["SourceIdentity"] = ident.source_identity
         if c.policy:
-            params["Policy"] = c.policy
+            params["Policy"] = _render(c.policy, uid)
         if c.policy_arns:
             params["PolicyArns"] = [{"arn": arn} for arn in c.policy_arns]
         if c.tags:
-            params["Tags"] = [{"Key": k, "Value": v} for k, v in c.tags]
+            params["Tags"] = [{"Key": k, "Value": _render(v, uid)} for k, v in c.tags]
         if c.transitive_tag_keys:
             params["TransitiveTagKeys"] = list(c.transitive_tag_keys)
         return params
 
-    async def fetch(self) -> Credentials:
+    async def fetch(self, user: str | None = None) -> Credentials:
+        params = self.params(user)
         base_name = self._conn.credentials.base
+        # Role chaining: the base's credentials are fetched without a user (NO_USER where it is per user).
         base, _ = await (self._providers.default_chain() if base_name == "chain"
                          else self._providers.get(base_name))
-        return await self._caller.call(self._conn.name, "AssumeRole", base, **self.params())
+        return await self._caller.call(self._conn.name, "AssumeRole", base, **params)
 
 
 class _WebIdentity:
@@ -176,8 +235,9 @@ class _WebIdentity:
         self._conn = conn
         self._caller = caller
 
-    async def fetch(self) -> Credentials:
+    async def fetch(self, user: str | None = None) -> Credentials:
         c = self._conn.credentials
+        session_name = _identity(self._conn, _effective_user(self._conn, user)).session_name
         try:
             token = (await asyncio.to_thread(Path(str(c.token_file)).read_text, encoding="utf-8")).strip()
         except OSError as exc:
@@ -185,7 +245,7 @@ class _WebIdentity:
                 f"connection {self._conn.name!r}: cannot read token_file {str(c.token_file)!r}: {exc.strerror}"
             ) from exc
         return await self._caller.call(self._conn.name, "AssumeRoleWithWebIdentity", None, RoleArn=c.role_arn,
-                                       RoleSessionName=c.session_name, WebIdentityToken=token,
+                                       RoleSessionName=session_name, WebIdentityToken=token,
                                        DurationSeconds=c.duration_seconds)
 
 
@@ -230,7 +290,7 @@ class _StsEndpoint:
         self._conn = conn
         self._providers = providers
 
-    async def fetch(self) -> Credentials:
+    async def fetch(self, user: str | None = None) -> Credentials:
         c = self._conn.credentials
         name = self._conn.name
         what = f"connection {name!r}: STS endpoint"
@@ -242,6 +302,8 @@ class _StsEndpoint:
             headers["Authorization"] = "Basic " + base64.b64encode(pair).decode()
         body = {"role_arn": c.role_arn, "external_id": c.external_id, "region": self._conn.region,
                 "service": self._conn.service}
+        if user is not None and self._conn.user_header:
+            body["user"] = user
         try:
             async with self._providers.http().post(str(c.url), json=body, headers=headers,
                                                    timeout=_STS_ENDPOINT_TIMEOUT, allow_redirects=False) as resp:
@@ -267,7 +329,7 @@ class Providers:
     def __init__(self, connections: Mapping[str, ConnectionConfig], cache: CredentialCache | None = None) -> None:
         self._connections = connections
         self._owns_cache = cache is None
-        self.cache = cache or CredentialCache()
+        self.cache = cache if cache is not None else CredentialCache()
         self._session = AioSession()
         self._http: aiohttp.ClientSession | None = None
         self._default_chain = _Chain("(default chain)", None)
@@ -311,15 +373,31 @@ class Providers:
         conn = self._connections[name]
         return (name, conn.credentials, conn.region, conn.sts_endpoint_url)
 
-    async def get(self, name: str) -> tuple[Credentials, bool]:
-        """The connection's current credentials and whether the cache answered without waiting.
+    def identity(self, name: str, *, user: str | None = None) -> Identity:
+        """Who connection ``name`` acts as for end user ``user`` (pure: config and id, no I/O).
 
-        Raises :class:`CredentialsUnavailable`.
+        ``user`` counts only on a ``user_header`` connection. Raises :class:`BadRequest` when the rendered
+        session name or source identity is one STS refuses.
+        """
+        conn = self._connections[name]
+        return _identity(conn, _effective_user(conn, user))
+
+    async def get(self, name: str, *, user: str | None = None) -> tuple[Credentials, bool]:
+        """The connection's current credentials (end user ``user``'s on a ``user_header`` connection) and
+        whether the cache answered without waiting.
+
+        Raises :class:`BadRequest` (a session name or source identity STS would refuse, before any fetch)
+        and :class:`CredentialsUnavailable`.
         """
         provider = self._by_name[name]
         if isinstance(provider, _Static):
             return await provider.fetch(), True
-        return await self.cache.get(self._key(name), provider.fetch, f"connection {name!r}")
+        conn = self._connections[name]
+        if user is None or not conn.user_header:
+            return await self.cache.get(self._key(name), provider.fetch, f"connection {name!r}")
+        self.identity(name, user=user)  # refuse what STS would, without a fetch
+        return await self.cache.get((*self._key(name), user), lambda: provider.fetch(user),
+                                    f"connection {name!r} user {user!r}", per_user=True)
 
     async def default_chain(self) -> tuple[Credentials, bool]:
         """The default AWS chain's credentials (the base of an ``assume_role`` with ``base = "chain"``)."""

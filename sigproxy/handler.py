@@ -34,6 +34,7 @@ from .routing import (
     check_policy,
     check_shape,
     parse_client_scope,
+    parse_user,
     presigned_by_client,
     resolve_service_region,
     select_connection,
@@ -205,7 +206,10 @@ class Handler:
                 "the request is already presigned; sigproxy does not re-sign someone else's presigned URL "
                 f"(set presigned = \"passthrough\" on connection {conn.name!r} to forward it untouched)"
             )
-        creds, cache_hit = await self._providers.get(conn.name)
+        user = parse_user(headers.get("X-Sigproxy-User"), conn.name) if conn.user_header else None
+        if user is not None:
+            info["user"] = user
+        creds, cache_hit = await self._providers.get(conn.name, user=user)
         info["cred_cache"] = "hit" if cache_hit else "miss"
         scheme = conn.upstream_scheme or target.scheme
         if headers.get("Expect", "").lower() == "100-continue":

@@ -6,8 +6,9 @@ and listening before the thread starts).  Every request is recorded in ``calls``
 :class:`StsEndpoint` are plain attributes a test may change between requests.
 
 The contract: sigproxy POSTs JSON ``{"role_arn", "external_id", "region", "service"}`` (all four keys
-present, values may be null; anything else is a 400), authenticated by an API-key header or HTTP
-basic auth (wrong or missing: 401 JSON); the answer is ``{"accessKeyId", "secretAccessKey",
+present, values may be null; a body without them is a 400), plus ``"user": ID`` -- the end user's
+``X-Sigproxy-User`` -- on a ``user_header = true`` connection (recorded, not checked), authenticated
+by an API-key header or HTTP basic auth (wrong or missing: 401 JSON); the answer is ``{"accessKeyId", "secretAccessKey",
 "sessionToken", "expiresAt"}``, flat or under ``"credentials"``; the expiry may be named
 ``expiresAt``, ``expires_at`` or ``expiration``, be Unix seconds (a number) or ISO-8601, or be
 missing.  A ``None`` session token is left out of the answer.

@@ -1,0 +1,316 @@
+"""``user_header = true``: the end user's ``X-Sigproxy-User`` id becomes the role session name (and source
+identity, session policy, tags) per user, cached per user -- against moto's real STS (its IAM checks on), a
+recording STS that shows the exact AssumeRole parameters, and the custom STS endpoint stand-in."""
+
+from __future__ import annotations
+
+import json
+import re
+import threading
+import urllib.request
+from collections.abc import Callable, Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import parse_qs
+
+import pytest
+
+from tests.conftest import Proxy
+from tests.integration.test_moto_clients import curl, status_of
+from tests.servers.moto_server import EXTERNAL_ID, Moto
+from tests.servers.sts_endpoint import StsEndpoint, start_sts_endpoint
+
+NO_PROXY = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+USER = "${sigproxy:user}"
+
+
+def whoami(proxy: Proxy, endpoint: str, connection: str, *user: str, extra: tuple[str, ...] = ()
+           ) -> Any:
+    """STS GetCallerIdentity through the proxy with ``X-Sigproxy-User: user`` (none if not given)."""
+    headers = [a for u in user for a in ("-H", f"X-Sigproxy-User: {u}")]
+    return curl(proxy, "-i", "-H", f"X-Sigproxy-Connection: {connection}", "-H", "X-Sigproxy-Service: sts",
+                *headers, *extra, "--data", "Action=GetCallerIdentity&Version=2011-06-15", f"{endpoint}/")
+
+
+def metric(proxy: Proxy, name: str) -> float:
+    assert proxy.admin is not None
+    admin = proxy.admin if proxy.admin.startswith("http") else f"http://{proxy.admin}"
+    with NO_PROXY.open(f"{admin}/metrics", timeout=15) as resp:
+        text = resp.read().decode()
+    m = re.search(rf"^{name} (\S+)$", text, re.M)
+    assert m, text
+    return float(m.group(1))
+
+
+def access_log(proxy: Proxy) -> list[dict[str, Any]]:
+    entries = []
+    for line in proxy.output:
+        try:
+            entry = json.loads(line)
+        except ValueError:
+            continue
+        if entry.get("logger") == "sigproxy.access":
+            entries.append(entry)
+    return entries
+
+
+def moto_tenant(moto: Moto, extra: str = "") -> str:
+    """A static platform connection and a per-user ``tenant`` assuming moto's tenant role."""
+    return f"""
+[connections.platform]
+region = "us-east-1"
+hosts = ["127.0.0.1:*"]
+sts_endpoint_url = "{moto.endpoint}"
+[connections.platform.credentials]
+source = "static"
+access_key_id = "{moto.access_key}"
+secret_access_key = "{moto.secret_key}"
+
+[connections.tenant]
+region = "us-east-1"
+hosts = ["127.0.0.1:*"]
+sts_endpoint_url = "{moto.endpoint}"
+user_header = true
+[connections.tenant.credentials]
+source = "assume_role"
+role_arn = "{moto.role_arn}"
+external_id = "{EXTERNAL_ID}"
+base = "platform"
+{extra}
+"""
+
+
+def bad_request(r: Any) -> dict[str, Any]:
+    assert status_of(r) == 400, r
+    assert re.search(r"^X-Sigproxy-Error: bad_request\r?$", r.stdout, re.M | re.I), r.stdout
+    body = re.split(r"\r?\n\r?\n", r.stdout.rsplit("\n", 1)[0], maxsplit=1)[1]
+    error: dict[str, Any] = json.loads(body)["error"]
+    return error
+
+
+class TestMoto:
+    def test_session_per_user_cached_per_user(self, moto: Moto, sigproxy_factory: Callable[..., Proxy]) -> None:
+        """alice and bob each act as their own role session (two AssumeRole calls); alice again is a cache hit."""
+        proxy = sigproxy_factory(moto_tenant(moto))
+        account = moto.account_id
+        r = whoami(proxy, moto.endpoint, "tenant", "alice")
+        assert status_of(r) == 200, r
+        assert f"<Arn>arn:aws:sts::{account}:assumed-role/tenant/alice</Arn>" in r.stdout
+        r = whoami(proxy, moto.endpoint, "tenant", "bob")
+        assert status_of(r) == 200, r
+        assert f"<Arn>arn:aws:sts::{account}:assumed-role/tenant/bob</Arn>" in r.stdout
+        assert metric(proxy, "sigproxy_credential_fetches_total") == 2
+        r = whoami(proxy, moto.endpoint, "tenant", "alice")
+        assert status_of(r) == 200 and "assumed-role/tenant/alice</Arn>" in r.stdout
+        assert metric(proxy, "sigproxy_credential_fetches_total") == 2
+        log = [(e.get("user"), e.get("cred_cache"), e.get("status")) for e in access_log(proxy)]
+        assert log == [("alice", "miss", 200), ("bob", "miss", 200), ("alice", "hit", 200)]
+
+    def test_missing_or_invalid_id_is_400_without_sts(self, moto: Moto,
+                                                      sigproxy_factory: Callable[..., Proxy]) -> None:
+        """No X-Sigproxy-User, or one that is not a valid id: 400 bad_request, and STS is never asked."""
+        proxy = sigproxy_factory(moto_tenant(moto))
+        err = bad_request(whoami(proxy, moto.endpoint, "tenant"))
+        assert err["message"] == "connection 'tenant' needs X-Sigproxy-User: ID (user_header = true)"
+        assert "other than" in bad_request(whoami(proxy, moto.endpoint, "tenant", "a b"))["message"]
+        assert "65 characters" in bad_request(whoami(proxy, moto.endpoint, "tenant", "x" * 65))["message"]
+        assert status_of(whoami(proxy, moto.endpoint, "tenant", "ü")) == 400
+        empty = whoami(proxy, moto.endpoint, "tenant", extra=("-H", "X-Sigproxy-User;"))
+        assert "needs X-Sigproxy-User" in bad_request(empty)["message"]
+        # valid as an id, but the default session name is the id and STS wants 2 characters at least
+        one = bad_request(whoami(proxy, moto.endpoint, "tenant", "a"))["message"]
+        assert "role session name 'a'" in one
+        assert metric(proxy, "sigproxy_credential_fetches_total") == 0
+        assert metric(proxy, "sigproxy_credential_cache_misses_total") == 0
+        assert status_of(whoami(proxy, moto.endpoint, "tenant", "x" * 64)) == 200
+
+    def test_other_connections_ignore_the_header(self, moto: Moto, sigproxy_factory: Callable[..., Proxy]) -> None:
+        """Without user_header the header changes nothing (and is never forwarded); readiness checks a
+        user_header connection without a user."""
+        proxy = sigproxy_factory(moto_tenant(moto))
+        r = whoami(proxy, moto.endpoint, "platform", "alice")
+        assert status_of(r) == 200 and moto.user_arn in r.stdout
+        assert "user" not in access_log(proxy)[-1]
+        assert proxy.admin is not None
+        admin = proxy.admin if proxy.admin.startswith("http") else f"http://{proxy.admin}"
+        with NO_PROXY.open(f"{admin}/readyz", timeout=30) as resp:
+            assert json.loads(resp.read())["connections"] == {"platform": "ok", "tenant": "ok"}
+
+
+# ------------------------------------------------------------------ what exactly reaches STS
+
+
+@pytest.fixture
+def recording_sts() -> Iterator[tuple[str, list[dict[str, Any]]]]:
+    """A stand-in STS (query protocol) recording each call's parameters and header names. AssumeRole hands out
+    keys ``ASIA<session name>``; GetCallerIdentity answers the session of the signing key. Not a verifier."""
+    calls: list[dict[str, Any]] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            body = self.rfile.read(int(self.headers.get("Content-Length", "0"))).decode()
+            params: dict[str, Any] = parse_qs(body, keep_blank_values=True)
+            params["_headers"] = [name.lower() for name in self.headers]
+            params["_authorization"] = self.headers.get("Authorization", "")
+            calls.append(params)
+            if params["Action"] == ["AssumeRole"]:
+                session = params["RoleSessionName"][0]
+                xml = ("<AssumeRoleResponse xmlns=\"https://sts.amazonaws.com/doc/2011-06-15/\"><AssumeRoleResult>"
+                       f"<Credentials><AccessKeyId>ASIA{session}</AccessKeyId>"
+                       "<SecretAccessKey>tempsecret</SecretAccessKey><SessionToken>temptoken</SessionToken>"
+                       "<Expiration>2099-01-01T00:00:00Z</Expiration></Credentials><AssumedRoleUser>"
+                       f"<Arn>arn:aws:sts::111122223333:assumed-role/r/{session}</Arn>"
+                       f"<AssumedRoleId>AROA:{session}</AssumedRoleId></AssumedRoleUser></AssumeRoleResult>"
+                       "</AssumeRoleResponse>")
+            else:
+                key = params["_authorization"].split("Credential=", 1)[1].split("/", 1)[0]
+                xml = ("<GetCallerIdentityResponse xmlns=\"https://sts.amazonaws.com/doc/2011-06-15/\">"
+                       f"<GetCallerIdentityResult><Arn>arn:aws:sts::111122223333:assumed-role/r/{key[4:]}</Arn>"
+                       "<UserId>AROA:s</UserId><Account>111122223333</Account></GetCallerIdentityResult>"
+                       "</GetCallerIdentityResponse>")
+            data = xml.encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "text/xml")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_address[1]}", calls
+    server.shutdown()
+    server.server_close()
+
+
+POLICY = json.dumps({"Version": "2012-10-17", "Statement": [{
+    "Effect": "Allow", "Action": "s3:*",
+    "Resource": [f"arn:aws:s3:::data/home/{USER}/*", "arn:aws:s3:::data/team/${aws:username}/*"]}]})
+
+
+def recorded_config(url: str, *, chained: bool = False) -> str:
+    text = f"""
+[connections.base]
+region = "eu-west-1"
+hosts = ["127.0.0.1:*"]
+[connections.base.credentials]
+source = "static"
+access_key_id = "AKIDBASE"
+secret_access_key = "base-secret"
+
+[connections.acme]
+region = "eu-west-1"
+hosts = ["127.0.0.1:*"]
+sts_endpoint_url = "{url}"
+user_header = true
+[connections.acme.credentials]
+source = "assume_role"
+role_arn = "arn:aws:iam::111122223333:role/sigproxy-assumable/acme"
+session_name = "app-{USER}"
+source_identity = "{USER}"
+policy = '{POLICY}'
+base = "base"
+[connections.acme.credentials.tags]
+end-user = "{USER}"
+tier = "gold"
+"""
+    if chained:
+        text += f"""
+[connections.hop]
+region = "eu-west-1"
+hosts = ["127.0.0.1:*"]
+sts_endpoint_url = "{url}"
+user_header = true
+[connections.hop.credentials]
+source = "assume_role"
+role_arn = "arn:aws:iam::111122223333:role/sigproxy-assumable/hop"
+base = "acme"
+"""
+    return text
+
+
+def test_assume_role_parameters_per_user(recording_sts: tuple[str, list[dict[str, Any]]],
+                                         sigproxy_factory: Callable[..., Proxy]) -> None:
+    """RoleSessionName, SourceIdentity, the session policy and tag values carry the id; IAM's own
+    ${aws:username} reaches STS literally; X-Sigproxy-User itself never goes upstream."""
+    url, calls = recording_sts
+    proxy = sigproxy_factory(recorded_config(url))
+    r = whoami(proxy, url, "acme", "alice")
+    assert status_of(r) == 200, r
+    assert "assumed-role/r/app-alice</Arn>" in r.stdout
+    (assume,) = [c for c in calls if c["Action"] == ["AssumeRole"]]
+    assert assume["RoleSessionName"] == ["app-alice"]
+    assert assume["SourceIdentity"] == ["alice"]
+    (policy,) = assume["Policy"]
+    assert "${aws:username}" in policy and USER not in policy
+    assert json.loads(policy)["Statement"][0]["Resource"] == [
+        "arn:aws:s3:::data/home/alice/*", "arn:aws:s3:::data/team/${aws:username}/*"]
+    assert (assume["Tags.member.1.Key"], assume["Tags.member.1.Value"]) == (["end-user"], ["alice"])
+    assert (assume["Tags.member.2.Key"], assume["Tags.member.2.Value"]) == (["tier"], ["gold"])
+    assert "Credential=AKIDBASE/" in assume["_authorization"]
+    (forwarded,) = [c for c in calls if c["Action"] == ["GetCallerIdentity"]]
+    assert "Credential=ASIAapp-alice/" in forwarded["_authorization"]
+    assert not [h for h in forwarded["_headers"] if h.startswith("x-sigproxy-")], forwarded["_headers"]
+    assert "x-sigproxy-user" not in forwarded["_authorization"].lower()  # not signed either
+
+    assert status_of(whoami(proxy, url, "acme", "bob")) == 200
+    sessions = [c["RoleSessionName"][0] for c in calls if c["Action"] == ["AssumeRole"]]
+    assert sessions == ["app-alice", "app-bob"]
+
+
+def test_role_chain_base_is_fetched_without_a_user(recording_sts: tuple[str, list[dict[str, Any]]],
+                                                   sigproxy_factory: Callable[..., Proxy]) -> None:
+    """A user_header connection as another's base: the base session is the stand-in user "sigproxy", fetched
+    once; the chained session is per user."""
+    url, calls = recording_sts
+    proxy = sigproxy_factory(recorded_config(url, chained=True))
+    for user in ("alice", "bob"):
+        r = whoami(proxy, url, "hop", user)
+        assert status_of(r) == 200, r
+        assert f"assumed-role/r/{user}</Arn>" in r.stdout
+    assumed = [(c["RoleArn"][0].rsplit("/", 1)[1], c["RoleSessionName"][0], c.get("SourceIdentity"))
+               for c in calls if c["Action"] == ["AssumeRole"]]
+    assert assumed == [("acme", "app-sigproxy", ["sigproxy"]), ("hop", "alice", None), ("hop", "bob", None)]
+    hops = [c for c in calls if c["Action"] == ["AssumeRole"] and c["RoleArn"][0].endswith("/hop")]
+    assert all("Credential=ASIAapp-sigproxy/" in c["_authorization"] for c in hops)
+
+
+# ------------------------------------------------------------------ the custom STS endpoint
+
+
+@pytest.fixture
+def sts_endpoint(moto: Moto) -> Iterator[StsEndpoint]:
+    endpoint, stop = start_sts_endpoint(auth=("api_key", "X-Api-Key", "test-api-key"))
+    endpoint.credentials = (moto.access_key, moto.secret_key, None)
+    try:
+        yield endpoint
+    finally:
+        stop()
+
+
+def test_sts_endpoint_receives_the_user(moto: Moto, sts_endpoint: StsEndpoint,
+                                        sigproxy_factory: Callable[..., Proxy]) -> None:
+    """sts_endpoint with user_header: the POSTed JSON carries "user"; each user is fetched (and cached) apart."""
+    proxy = sigproxy_factory(f"""
+[connections.custom]
+region = "us-east-1"
+hosts = ["127.0.0.1:*"]
+user_header = true
+[connections.custom.credentials]
+source = "sts_endpoint"
+url = "{sts_endpoint.url}"
+role_arn = "arn:aws:iam::123456789012:role/customer"
+external_id = "ext-777"
+auth = "api_key"
+api_key = "test-api-key"
+""")
+    for user in ("alice", "bob", "alice"):
+        r = whoami(proxy, moto.endpoint, "custom", user)
+        assert status_of(r) == 200, r
+    bad_request(whoami(proxy, moto.endpoint, "custom"))
+    bodies = [c["body"] for c in sts_endpoint.calls]
+    base = {"role_arn": "arn:aws:iam::123456789012:role/customer", "external_id": "ext-777",
+            "region": "us-east-1", "service": None}
+    assert bodies == [{**base, "user": "alice"}, {**base, "user": "bob"}]
