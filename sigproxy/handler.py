@@ -14,17 +14,26 @@ import logging
 import secrets
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from http import HTTPStatus
 
 from aiohttp import web
 
+from .authlimit import AuthFailures
 from .bodies import BodyPlan, plan_body, untouched_plan
 from .config import Config, ConnectionConfig, ReverseListener
 from .credentials import Providers
-from .errors import BodyTooLarge, SigproxyError, TooManyAuthFailures, UnsupportedRequest
+from .errors import (
+    BadProxyToken,
+    BodyTooLarge,
+    ClientSignatureInvalid,
+    SigproxyError,
+    TooManyAuthFailures,
+    UnsupportedRequest,
+)
 from .forwarding import Upstream
+from .inbound import ReceivedRequest, verify_header_auth, verify_presigned
 from .metrics import Metrics
 from .prepare import sign_request, untouched_request
 from .routing import (
@@ -89,6 +98,24 @@ def error_bytes(exc: SigproxyError, request_id: str) -> bytes:
     return ("\r\n".join(lines) + "\r\n\r\n").encode() + body
 
 
+def _received(request: web.BaseRequest, target: Target) -> ReceivedRequest:
+    """The request as the client sent it to us (origin-form path and query, headers as received)."""
+    raw = request.raw_path
+    if raw.startswith("/"):
+        path, _, query = raw.partition("?")
+    else:  # absolute form: the target holds the raw path and query as sent
+        path, query = target.path, target.query
+    return ReceivedRequest(request.method, path, query, tuple(request.headers.items()))
+
+
+def audit_path(target: Target) -> str:
+    """The path with the query's keys but not its values (they may carry tokens or personal data)."""
+    if not target.query:
+        return target.path
+    keys = [part.partition("=")[0] for part in target.query.split("&") if part]
+    return f"{target.path}?{'&'.join(keys)}"
+
+
 class RequestIds:
     """Request ids: a random per-process prefix and a counter (a uuid4 per request costs a syscall)."""
 
@@ -105,10 +132,10 @@ class RequestIds:
 class Handler:
     """Signs and forwards requests; shared by every listener. Holds no per-request state."""
 
-    __slots__ = ("_clock", "_config", "_ids", "_metrics", "_providers", "_signer", "_upstream")
+    __slots__ = ("_clock", "_config", "_failures", "_ids", "_metrics", "_providers", "_signer", "_upstream")
 
     def __init__(self, config: Config, providers: Providers, upstream: Upstream, signer: Signer, *,
-                 metrics: Metrics, ids: RequestIds,
+                 metrics: Metrics, ids: RequestIds, failures: AuthFailures | None = None,
                  clock: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
         self._config = config
         self._providers = providers
@@ -117,6 +144,7 @@ class Handler:
         self._metrics = metrics
         self._ids = ids
         self._clock = clock
+        self._failures = failures or AuthFailures(config.proxy.auth_failures, config.proxy.auth_failure_window)
 
     @property
     def config(self) -> Config:
@@ -148,10 +176,15 @@ class Handler:
     async def __call__(self, request: web.BaseRequest, exchange: Exchange) -> web.StreamResponse:
         request_id = self._next_id()
         started = time.monotonic()
-        info: dict[str, object] = {"request_id": request_id, "method": request.method,
-                                   "host": exchange.target.host}
+        info: dict[str, object] = {"request_id": request_id, "client": request.remote, "method": request.method,
+                                   "host": exchange.target.host, "path": audit_path(exchange.target)}
         try:
-            response = await self._handle(request, exchange, info)
+            self._failures.check(request.remote)
+            try:
+                response = await self._handle(request, exchange, info)
+            except (BadProxyToken, ClientSignatureInvalid):
+                self._failures.record(request.remote)
+                raise
         except SigproxyError as exc:
             info["error"] = exc.code
             if info.get("prepared"):
@@ -168,8 +201,8 @@ class Handler:
     def reject(self, request: web.BaseRequest, exc: SigproxyError) -> web.Response:
         """Answer a request that intake could not even turn into an :class:`Exchange`."""
         request_id = self._next_id()
-        info: dict[str, object] = {"request_id": request_id, "method": request.method, "host": request.host,
-                                   "error": exc.code, "status": exc.status}
+        info: dict[str, object] = {"request_id": request_id, "client": request.remote, "method": request.method,
+                                   "host": request.host, "error": exc.code, "status": exc.status}
         self._finish(info, time.monotonic())
         return error_response(exc, request_id)
 
@@ -188,7 +221,7 @@ class Handler:
             listener=exchange.listener,
         )
         conn = selection.connection
-        info["connection"] = conn.name
+        info["connection"], info["selected_by"] = conn.name, selection.how
         check_host(conn, target)
         service, region = resolve_service_region(
             conn,
@@ -201,6 +234,24 @@ class Handler:
         check_shape(target, headers, service)
         check_policy(conn, request.method, service, region, headers.items())
         presigned = presigned_by_client(target.query)
+        received: ReceivedRequest | None = None
+        if conn.client_secret is not None:
+            received = _received(request, target)
+            if presigned:
+                query = verify_presigned(received, secret=conn.client_secret.reveal(), expected_key_id=conn.name,
+                                         now=self._clock(), signer=self._signer)
+                target = replace(target, query=query)
+                exchange = replace(exchange, target=target)
+                presigned = False
+                received = None
+            elif "Authorization" not in headers:
+                raise ClientSignatureInvalid(
+                    f"connection {conn.name!r} takes only requests signed with its client secret: set "
+                    f"AWS_ACCESS_KEY_ID={conn.name} and AWS_SECRET_ACCESS_KEY to that secret in the client"
+                )
+            elif headers.get("x-amz-content-sha256"):
+                self._verify_client(conn, received, [headers["x-amz-content-sha256"]])
+                received = None
         if presigned and conn.presigned != "passthrough":
             raise UnsupportedRequest(
                 "the request is already presigned; sigproxy does not re-sign someone else's presigned URL "
@@ -211,6 +262,13 @@ class Handler:
             info["user"] = user
         creds, cache_hit = await self._providers.get(conn.name, user=user)
         info["cred_cache"] = "hit" if cache_hit else "miss"
+        identity = self._providers.identity(conn.name, user=user)
+        if identity.role_arn is not None:
+            info["role_arn"], info["session_name"] = identity.role_arn, identity.session_name
+            if identity.source_identity is not None:
+                info["source_identity"] = identity.source_identity
+        else:
+            info["key_id"] = creds.access_key_id
         scheme = conn.upstream_scheme or target.scheme
         if headers.get("Expect", "").lower() == "100-continue":
             if (request.content_length or 0) > config.proxy.max_body:
@@ -225,10 +283,20 @@ class Handler:
                                    spool_dir=config.proxy.state_dir / "spool")
         info["body"] = plan.mode
         try:
+            if received is not None:
+                # The client signed its body's hash without sending it: known once the body is read.
+                if plan.mode not in ("empty", "buffered", "spooled"):
+                    raise ClientSignatureInvalid("send x-amz-content-sha256 with a signed streaming body")
+                self._verify_client(conn, received, [plan.payload_hash])
             return await self._forward(request, exchange, info, conn=conn, plan=plan, creds=creds,
                                        service=service, region=region)
         finally:
             plan.close()
+
+    def _verify_client(self, conn: ConnectionConfig, received: ReceivedRequest, payload_hashes: list[str]) -> None:
+        assert conn.client_secret is not None
+        verify_header_auth(received, secret=conn.client_secret.reveal(), expected_key_id=conn.name,
+                           payload_hashes=payload_hashes, now=self._clock(), signer=self._signer)
 
     async def _forward(self, request: web.BaseRequest, exchange: Exchange, info: dict[str, object], *,
                        conn: ConnectionConfig, plan: BodyPlan, creds: Credentials, service: str,
@@ -268,7 +336,8 @@ class Handler:
         """Send the request upstream and stream the response back."""
         try:
             upstream = await self._upstream.send(request.method, url, headers, plan.body(chunk_signer),
-                                                 verify_tls=conn.verify_tls)
+                                                 verify_tls=conn.verify_tls, explicit_hosts=conn.hosts,
+                                                 connection=conn.name)
         except SigproxyError as exc:
             if plan.error is not None:
                 raise plan.error from exc
