@@ -66,7 +66,7 @@ DEFAULT_ADMIN = "127.0.0.1:9901"
 _REF = re.compile(r"\$\{(env|file):((?:\$\{[^{}]*\}|[^}])*)\}")
 # Inside a ${file:...} path: ${NAME} or ${env:NAME}, e.g. ${file:${CREDENTIALS_DIRECTORY}/main_secret} (systemd).
 _PATH_VAR = re.compile(r"\$\{(?:env:)?([A-Za-z_][A-Za-z0-9_]*)\}")
-_SIZE = re.compile(r"^\s*(\d+)\s*(B|KB|KiB|MB|MiB|GB|GiB|TB|TiB)?\s*$")
+_SIZE = re.compile(r"^\s*([0-9]{1,20})\s*(B|KB|KiB|MB|MiB|GB|GiB|TB|TiB)?\s*$")
 _UNITS = {
     None: 1, "B": 1, "KB": 10**3, "KiB": 2**10, "MB": 10**6, "MiB": 2**20,
     "GB": 10**9, "GiB": 2**30, "TB": 10**12, "TiB": 2**40,
@@ -380,6 +380,8 @@ def _resolve_refs(value: str, path: str, env: Mapping[str, str]) -> str:
             return Path(ref).expanduser().read_text(encoding="utf-8").rstrip("\r\n")
         except OSError as exc:
             raise ConfigError(path, f"cannot read file {ref!r}: {exc.strerror}") from exc
+        except (ValueError, RuntimeError) as exc:  # a NUL in the path, not UTF-8, ~user that does not exist
+            raise ConfigError(path, f"cannot read file {ref!r}: {exc}") from exc
 
     return _REF.sub(sub, value)
 
@@ -434,7 +436,7 @@ class _Table:
         value = self.data.get(name)
         if value is None:
             return None
-        if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
+        if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value < float("inf"):
             raise ConfigError(self.key(name), f"expected a positive number, got {value!r}")
         return float(value)
 
@@ -468,7 +470,10 @@ class _Table:
             return None
         if not value:
             raise ConfigError(self.key(name), "is empty")
-        return Path(value).expanduser()
+        try:
+            return Path(value).expanduser()
+        except RuntimeError as exc:  # ~user that does not exist
+            raise ConfigError(self.key(name), f"cannot expand {value!r}: {exc}") from None
 
     def table(self, name: str) -> _Table | None:
         value = self._get(name, dict, "a table")

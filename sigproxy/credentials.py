@@ -253,7 +253,10 @@ def _expiry(value: object, what: str) -> datetime:
     if isinstance(value, bool):
         raise CredentialsUnavailable(f"{what}: expiry is not a time")
     if isinstance(value, int | float):
-        return datetime.fromtimestamp(value, UTC)
+        try:
+            return datetime.fromtimestamp(value, UTC)
+        except (OverflowError, OSError, ValueError):  # NaN, infinities, years outside 1-9999
+            raise CredentialsUnavailable(f"{what}: expiry {value!r} is not a time") from None
     if isinstance(value, str):
         try:
             parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))

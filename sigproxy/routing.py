@@ -112,8 +112,8 @@ def _split_authority(authority: str, scheme: str) -> tuple[str, int]:
     if not host:
         raise BadRequest("the request target has no host")
     if port_s:
-        if not (port_s.isascii() and port_s.isdigit()) or not 0 < int(port_s) < 65536:
-            raise BadRequest(f"bad port in request target: {port_s!r}")
+        if not (port_s.isascii() and port_s.isdigit() and len(port_s) <= 5) or not 0 < int(port_s) < 65536:
+            raise BadRequest(f"bad port in request target: {port_s[:20]!r}")
         return host.lower(), int(port_s)
     return host.lower(), _PORTS[scheme]
 

@@ -66,8 +66,8 @@ def _parse_connect(head: bytes) -> _ConnectHead:
         host, _, port_s = authority.rpartition(":")
     if not host or not port_s:
         raise BadRequest(f"CONNECT needs host:port, got {authority!r}")
-    if not (port_s.isascii() and port_s.isdigit()) or not 0 < int(port_s) < 65536:
-        raise BadRequest(f"bad port in CONNECT target {authority!r}")
+    if not (port_s.isascii() and port_s.isdigit() and len(port_s) <= 5) or not 0 < int(port_s) < 65536:
+        raise BadRequest(f"bad port in CONNECT target {authority[:300]!r}")
     auth = None
     for line in lines[1:]:
         name, sep, value = line.partition(":")

@@ -17,6 +17,7 @@ import subprocess
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from urllib.parse import urlsplit
 
 import boto3
@@ -25,6 +26,7 @@ from botocore.config import Config as BotoConfig
 from botocore.exceptions import ClientError
 
 from tests.conftest import Proxy, moto_config
+from tests.integration.test_https import https_config, sigproxy_cli
 from tests.servers.moto_server import Moto
 
 CLIENT_SECRET = "local-client-secret-for-tests"
@@ -162,3 +164,29 @@ class TestAuthFailureLimit:
         assert status == 429 and error_code(body) == "too_many_auth_failures"
         assert "Retry-After" in headers
         assert "right-token" not in proxy.stop()
+
+
+class TestClientSecretThroughTunnel:
+    def test_boto3_over_https_proxy(self, moto: Moto, tmp_path: Path, sigproxy_factory: Callable[..., Proxy]) -> None:
+        """Inside an intercepted CONNECT tunnel the client signs for the real host; its signature (over a
+        STREAMING-UNSIGNED-PAYLOAD-TRAILER upload, and a GET) is verified, a wrong secret refused."""
+        proxy = sigproxy_factory(https_config(moto, tmp_path / "state",
+                                              connection=f'client_secret = "{CLIENT_SECRET}"'))
+        bundle = tmp_path / "bundle.pem"
+        made = sigproxy_cli("ca", "-c", str(proxy.config), "--bundle", str(bundle))
+        assert made.returncode == 0, made.stderr
+
+        def client(secret: str) -> object:
+            cfg = BotoConfig(proxies={"https": proxy.url}, s3={"addressing_style": "path"},
+                             retries={"max_attempts": 1})
+            return boto3.client("s3", endpoint_url=moto.tls_endpoint, region_name="us-east-1", verify=str(bundle),
+                                aws_access_key_id="main", aws_secret_access_key=secret, config=cfg)
+
+        good = client(CLIENT_SECRET)
+        body = os.urandom(70_000)
+        good.put_object(Bucket=moto.bucket, Key="tls/client-auth ü.bin", Body=body)  # type: ignore[attr-defined]
+        got = good.get_object(Bucket=moto.bucket, Key="tls/client-auth ü.bin")  # type: ignore[attr-defined]
+        assert got["Body"].read() == body
+        with pytest.raises(ClientError) as info:
+            client("guess").get_object(Bucket=moto.bucket, Key="tls/client-auth ü.bin")  # type: ignore[attr-defined]
+        assert info.value.response["ResponseMetadata"]["HTTPStatusCode"] == 403
