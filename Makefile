@@ -7,7 +7,7 @@ TOOLS := .venv-tools
 STAMP := $(VENV)/.installed
 CONFIG ?= config.example.toml
 
-.PHONY: run test lint lint-deploy check-systemd typecheck unit sysdeps setup bench clean
+.PHONY: run test lint lint-deploy check-systemd typecheck unit sysdeps setup bench fuzz clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "sigproxy needs Python >= 3.11"'
@@ -31,7 +31,7 @@ sysdeps:
 	bash scripts/sysdeps.sh
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check sigproxy tests bench
+	$(VENV)/bin/ruff check sigproxy tests bench fuzz
 
 # Dockerfile (hadolint), Kubernetes manifest (offline schemas) and their wiring; tools in .venv-lint.
 lint-deploy: $(STAMP)
@@ -57,6 +57,11 @@ bench: $(STAMP)
 	$(VENV)/bin/python bench/small_get.py
 	$(VENV)/bin/python bench/tunnel_get.py
 	$(VENV)/bin/python bench/big_body.py
+
+# Every fuzz target for FUZZ_SECONDS (default 180) each; findings are saved under fuzz/crashes/.
+FUZZ_SECONDS ?= 180
+fuzz: $(STAMP)
+	$(VENV)/bin/python fuzz/run.py --seconds $(FUZZ_SECONDS) $(FUZZ_ARGS)
 
 clean:
 	rm -rf $(VENV) $(TOOLS) .venv-lint .pytest_cache .mypy_cache .ruff_cache .coverage .coverage.*

@@ -344,7 +344,7 @@ def host_matches(pattern: str, host: str, port: int) -> bool:
 
 def parse_address(value: str, path: str) -> Address:
     host, sep, port = value.rpartition(":")
-    if not sep or not (port.isascii() and port.isdigit()) or not host:
+    if not sep or not (port.isascii() and port.isdigit() and len(port) <= 5) or not host:
         raise ConfigError(path, f"expected HOST:PORT like '127.0.0.1:8080', got {value!r}")
     host = host.strip("[]")
     p = int(port)
@@ -623,7 +623,7 @@ def _credentials(t: _Table, connection: str, require_path: str | None, *,
         if policy is not None:
             try:
                 json.loads(policy)
-            except ValueError as exc:
+            except (ValueError, RecursionError) as exc:
                 raise ConfigError(t.key("policy"), f"is not valid JSON: {exc}") from exc
         tags_t = t.table("tags")
         tags: list[tuple[str, str]] = []
