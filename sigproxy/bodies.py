@@ -32,7 +32,7 @@ from typing import IO
 from aiohttp import web
 
 from .config import ConnectionConfig, ProxyConfig
-from .errors import BadRequest, BodyTooLarge, ClientAborted, SigproxyError
+from .errors import BadRequest, BodyTimeout, BodyTooLarge, ClientAborted, SigproxyError
 from .prepare import payload_mode
 from .signing import EMPTY_SHA256, UNSIGNED_PAYLOAD, Signer
 from .streaming import (
@@ -100,12 +100,20 @@ class BodyPlan:
         self.cleanup.clear()
 
 
-async def _client_pieces(request: web.BaseRequest, limit: int) -> AsyncIterator[bytes]:
-    """The client's body as it arrives (HTTP chunking already undone by aiohttp), up to ``limit`` bytes."""
+async def _client_pieces(request: web.BaseRequest, limit: int, silence: float) -> AsyncIterator[bytes]:
+    """The client's body as it arrives (HTTP chunking already undone by aiohttp), up to ``limit`` bytes; a
+    silence of ``silence`` seconds (``body_timeout``) ends it with :class:`BodyTimeout`."""
     total = 0
     while True:
         try:
-            piece = await request.content.readany()
+            async with asyncio.timeout(silence):
+                piece = await request.content.readany()
+        except TimeoutError:
+            # Nothing more is read from this client: the body ends here (no lingering read of the rest) and
+            # the connection closes once the 408 is out. The error fails whatever was being sent upstream.
+            request.protocol.close()
+            request.content.feed_eof()
+            raise BodyTimeout(f"the client sent no body data for {silence:g} s (body_timeout)") from None
         except (ConnectionError, asyncio.IncompleteReadError, OSError) as exc:
             raise ClientAborted("the client closed the connection mid-upload") from exc
         except Exception as exc:  # aiohttp's payload errors (a truncated chunked body) have no common base
@@ -124,7 +132,7 @@ def untouched_plan(request: web.BaseRequest, proxy: ProxyConfig) -> BodyPlan:
     if length is not None and length > proxy.max_body:
         raise BodyTooLarge(f"request body of {length} bytes is over max_body ({proxy.max_body} bytes)")
     return BodyPlan(payload_hash="", length=length, mode="presigned",
-                    _stream=lambda _: _client_pieces(request, proxy.max_body))
+                    _stream=lambda _: _client_pieces(request, proxy.max_body, proxy.body_timeout))
 
 
 def _trailer_length(names: Sequence[str]) -> int | None:
@@ -157,19 +165,19 @@ async def plan_body(request: web.BaseRequest, conn: ConnectionConfig, proxy: Pro
 
     if mode == "keep":
         return BodyPlan(payload_hash=claimed, length=length, mode="passthrough",
-                        _stream=lambda _: _client_pieces(request, proxy.max_body))
+                        _stream=lambda _: _client_pieces(request, proxy.max_body, proxy.body_timeout))
     if mode == "resign":
         return _resign_plan(request, conn, proxy, claimed, length)
     if mode == "other":
         raise BadRequest(f"x-amz-content-sha256 {claimed[:80]!r} is neither a SHA-256 nor a payload mode")
 
     if length is not None and length <= proxy.max_buffered_body:
-        data = b"".join([piece async for piece in _client_pieces(request, proxy.max_body)])
+        data = b"".join([piece async for piece in _client_pieces(request, proxy.max_body, proxy.body_timeout)])
         return BodyPlan(payload_hash=hashlib.sha256(data).hexdigest(), length=len(data), mode="buffered", data=data)
     if s3 and length is not None:
         if conn.s3_payload == "unsigned" and upstream_tls:
             return BodyPlan(payload_hash=UNSIGNED_PAYLOAD, length=length, mode="unsigned",
-                            _stream=lambda _: _client_pieces(request, proxy.max_body))
+                            _stream=lambda _: _client_pieces(request, proxy.max_body, proxy.body_timeout))
         return _signed_chunks_plan(request, proxy, length, headers.get("Content-Encoding"))
     return await _spool_plan(request, proxy, spool_dir)
 
@@ -205,7 +213,7 @@ def _signed_chunks_plan(request: web.BaseRequest, proxy: ProxyConfig, length: in
     async def stream(signer: ChunkSigner | None) -> AsyncIterator[bytes]:
         assert signer is not None  # needs_chunk_signer: the handler passes one
         framer = _Framer(signer, chunk_size)
-        async for piece in _client_pieces(request, proxy.max_body):
+        async for piece in _client_pieces(request, proxy.max_body, proxy.body_timeout):
             for frame in framer.feed(piece):
                 yield frame
         for frame in framer.flush():
@@ -250,7 +258,7 @@ def _resign_plan(request: web.BaseRequest, conn: ConnectionConfig, proxy: ProxyC
         assert signer is not None  # needs_chunk_signer: the handler passes one
         decoder = ChunkDecoder(signed=True, trailer=trailer)
         framer = _Framer(signer, chunk_size)
-        async for piece in _client_pieces(request, max_wire):
+        async for piece in _client_pieces(request, max_wire, proxy.body_timeout):
             for event in decoder.feed(piece):
                 if isinstance(event, Chunk):
                     if verify is not None:
@@ -309,7 +317,7 @@ async def _spool_plan(request: web.BaseRequest, proxy: ProxyConfig, spool_dir: P
         digest = hashlib.sha256()
         size = 0
         pending = bytearray()
-        async for piece in _client_pieces(request, proxy.max_body):
+        async for piece in _client_pieces(request, proxy.max_body, proxy.body_timeout):
             digest.update(piece)
             size += len(piece)
             pending += piece

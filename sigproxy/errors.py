@@ -14,10 +14,12 @@
     │   └── ClientSignatureInvalid      403    client_signature_invalid
     ├── ProxyAuthRequired               407    no_connection
     │   └── BadProxyToken               407    bad_proxy_token
+    ├── BodyTimeout                     408    body_timeout     (the client went silent mid-body)
     ├── BodyTooLarge                    413    body_too_large
     ├── TooManyAuthFailures             429    too_many_auth_failures
     ├── ClientAborted (ConnectionError) 499    client_aborted   (logged only: nobody is left to answer)
     ├── CredentialsUnavailable          502    credentials_unavailable
+    ├── TooManyConnections              503    too_many_connections   (at accept: a connection limit)
     └── UpstreamError (ConnectionError) 502    upstream_error
         └── UpstreamTimeout (TimeoutError) 504 upstream_timeout
 
@@ -43,9 +45,11 @@ __all__ = [
     "TooManyAuthFailures",
     "ProxyAuthRequired",
     "BadProxyToken",
+    "BodyTimeout",
     "BodyTooLarge",
     "ClientAborted",
     "CredentialsUnavailable",
+    "TooManyConnections",
     "UpstreamError",
     "UpstreamTimeout",
     "ConfigError",
@@ -128,6 +132,14 @@ class BadProxyToken(ProxyAuthRequired):
     code = "bad_proxy_token"
 
 
+class BodyTimeout(SigproxyError):
+    """The client sent nothing for ``body_timeout`` seconds while its request body was read; the request is
+    abandoned (nothing half-sent is forwarded as if complete) and the connection closed."""
+
+    status = 408
+    code = "body_timeout"
+
+
 class BodyTooLarge(SigproxyError):
     status = 413
     code = "body_too_large"
@@ -160,6 +172,13 @@ class CredentialsUnavailable(SigproxyError):
     def __init__(self, message: str, *, sts_code: str | None = None) -> None:
         super().__init__(message)
         self.sts_code = sts_code
+
+
+class TooManyConnections(SigproxyError):
+    """``max_connections`` or ``max_connections_per_client`` is reached; the new connection is refused."""
+
+    status = 503
+    code = "too_many_connections"
 
 
 class UpstreamError(SigproxyError, ConnectionError):

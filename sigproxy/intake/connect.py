@@ -20,21 +20,20 @@ from typing import Any, Protocol, cast
 
 from aiohttp import web
 
-from sigproxy.config import Config
+from sigproxy.config import Config, ProxyConfig
 from sigproxy.errors import BadRequest, Forbidden, HostNotAllowed, SigproxyError, UpstreamError
 from sigproxy.handler import Exchange, Handler, error_bytes
 from sigproxy.routing import Target, parse_absolute_target, select_connection
 from sigproxy.tasks import TaskSet
 from sigproxy.tls import CertStore, TlsError
 
+from .gate import ClientServer, Gate, Ticket, peer_address
+
 __all__ = ["ConnectIntake", "FrontDoor"]
 
 logger = logging.getLogger(__name__)
 
-# A request head larger than aiohttp's own limits (8 KiB lines) is refused; this bounds the front door's buffer.
-_MAX_HEAD = 64 * 1024
-# Time a client gets to send its first request head, and to finish the TLS handshake.
-_HEAD_TIMEOUT = 30.0
+# Time a client gets to finish the TLS handshake of an intercepted tunnel.
 _HANDSHAKE_TIMEOUT = 15.0
 _TUNNEL_CONNECT_TIMEOUT = 10.0
 _RELAY_CHUNK = 64 * 1024
@@ -49,12 +48,30 @@ class _ConnectHead:
     proxy_authorization: str | None
 
 
-def _parse_connect(head: bytes) -> _ConnectHead:
+def _max_head(proxy: ProxyConfig) -> int:
+    """The largest request head the limits allow: the request line and ``max_headers`` full header lines."""
+    return proxy.max_request_line + 2 + proxy.max_headers * (proxy.max_header_size + 4) + 2
+
+
+def _check_head_limits(lines: list[str], proxy: ProxyConfig) -> None:
+    """A CONNECT head against the limits aiohttp applies to every other head."""
+    if len(lines[0]) > proxy.max_request_line:
+        raise BadRequest(f"the request line is too long (max_request_line = {proxy.max_request_line})")
+    if len(lines) - 1 > proxy.max_headers:
+        raise BadRequest(f"the request has too many header lines (max_headers = {proxy.max_headers})")
+    for line in lines[1:]:
+        name, _, value = line.partition(":")
+        if len(name) + len(value.strip()) > proxy.max_header_size:
+            raise BadRequest(f"a header line is too long (max_header_size = {proxy.max_header_size})")
+
+
+def _parse_connect(head: bytes, proxy: ProxyConfig) -> _ConnectHead:
     try:
         text = head.decode("latin-1")
     except UnicodeDecodeError as exc:  # pragma: no cover - latin-1 decodes any byte
         raise BadRequest("unreadable CONNECT request") from exc
     lines = text.split("\r\n")
+    _check_head_limits(lines, proxy)
     parts = lines[0].split(" ")
     if len(parts) != 3 or not parts[2].startswith("HTTP/1."):
         raise BadRequest("malformed CONNECT request line")
@@ -84,10 +101,12 @@ class _HasHandler(Protocol):
 class ConnectIntake:
     """Everything a forward listener needs: the plain aiohttp server, the CA, and the open tunnels."""
 
-    def __init__(self, runtime: _HasHandler, certs: CertStore, plain: web.Server) -> None:
+    def __init__(self, runtime: _HasHandler, certs: CertStore, gate: Gate,
+                 entry: Callable[[web.BaseRequest], Awaitable[web.StreamResponse]]) -> None:
         self._runtime = runtime
         self._certs = certs
-        self._plain = plain
+        self.gate = gate
+        self._plain = ClientServer(entry, proxy=self.proxy)
         self._tunnels: set[web.Server] = set()
         self._relays = 0
         self._tasks = TaskSet()
@@ -96,11 +115,16 @@ class ConnectIntake:
     def open_tunnels(self) -> int:
         return len(self._tunnels) + self._relays
 
+    def proxy(self) -> ProxyConfig:
+        """``[proxy]`` of the config current now (limits and ``clients`` follow a reload)."""
+        return self._runtime.handler.config.proxy
+
     def front_door(self) -> FrontDoor:
         return FrontDoor(self)
 
-    def plain_protocol(self) -> asyncio.Protocol:
-        proto: asyncio.Protocol = self._plain()
+    def plain_protocol(self, ticket: Ticket | None, head_began: float | None) -> asyncio.Protocol:
+        proto = self._plain()
+        proto.adopt(ticket, head_began=head_began)
         return proto
 
     def spawn(self, coro: Coroutine[Any, Any, None]) -> None:
@@ -114,12 +138,22 @@ class ConnectIntake:
 
     # ------------------------------------------------------------------ CONNECT
 
-    async def handle_connect(self, transport: asyncio.Transport, head: bytes, early: bytes) -> None:
+    async def handle_connect(self, transport: asyncio.Transport, head: bytes, early: bytes,
+                             ticket: Ticket | None = None) -> None:
+        """Answer a CONNECT and serve its tunnel; ``ticket`` (the connection's place in the gate) is released
+        when the tunnel is over."""
         try:
-            connect = _parse_connect(head)
+            await self._handle_connect(transport, head, early)
+        finally:
+            if ticket is not None:
+                ticket.release()
+
+    async def _handle_connect(self, transport: asyncio.Transport, head: bytes, early: bytes) -> None:
+        try:
+            config = self._runtime.handler.config
+            connect = _parse_connect(head, config.proxy)
             if early:
                 raise BadRequest("data arrived before the CONNECT was answered")
-            config = self._runtime.handler.config
             if connect.port not in config.proxy.connect_ports:
                 raise Forbidden(
                     f"CONNECT to port {connect.port} is not allowed; add it to [proxy] connect_ports"
@@ -161,7 +195,7 @@ class ConnectIntake:
             transport.write(error_bytes(BadRequest(f"cannot intercept {connect.host!r}: {exc}"), "-"))
             transport.close()
             return
-        server = web.Server(self._tunnel_entry(connect), access_log=None)
+        server = ClientServer(self._tunnel_entry(connect), proxy=self.proxy)
         self._tunnels.add(server)
         protocol = server()
         transport.write(b"HTTP/1.1 200 Connection established\r\n\r\n")
@@ -252,47 +286,100 @@ async def _closed(protocol: asyncio.BaseProtocol) -> None:
 
 
 class FrontDoor(asyncio.Protocol):
-    """Protocol for one accepted forward-proxy connection until its first request head is read."""
+    """Protocol for one accepted forward-proxy connection: through the gate, then, from its first bytes, to
+    aiohttp (any method but CONNECT) or, for a CONNECT, until its head is read.
+
+    Until a first byte arrives the connection may idle for ``idle_timeout``; from it, the head must be complete
+    within ``header_timeout`` (aiohttp's protocol keeps counting from that first byte).
+    """
 
     def __init__(self, intake: ConnectIntake) -> None:
         self._intake = intake
         self._buffer = bytearray()
         self._transport: asyncio.Transport | None = None
         self._timer: asyncio.TimerHandle | None = None
+        self._ticket: Ticket | None = None
+        self._proxy: ProxyConfig | None = None
+        self._began: float | None = None
         self._done = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # A stream server's transport (uvloop's are not asyncio.Transport subclasses, hence the cast).
         self._transport = cast(asyncio.Transport, transport)
-        self._timer = asyncio.get_running_loop().call_later(_HEAD_TIMEOUT, transport.close)
+        proxy = self._proxy = self._intake.proxy()
+        self._ticket = self._intake.gate.admit(transport, proxy, proxy.clients, "forward")
+        if self._ticket is None:
+            self._done = True  # refused and answered; anything the client still sends is dropped
+            return
+        self._timer = asyncio.get_running_loop().call_later(proxy.idle_timeout, self._expired, False)
+
+    def _expired(self, head: bool) -> None:
+        transport = self._transport
+        self._finish()
+        if transport is None:
+            return
+        if head and self._proxy is not None:
+            logger.info("client %s did not finish a request head within header_timeout (%g s); connection closed",
+                        peer_address(transport), self._proxy.header_timeout)
+        transport.close()
 
     def data_received(self, data: bytes) -> None:
-        transport = self._transport
-        if transport is None or self._done:
+        transport, proxy = self._transport, self._proxy
+        if transport is None or proxy is None or self._done or not data:
             return
+        if self._began is None:
+            loop = asyncio.get_running_loop()
+            self._began = loop.time()
+            if self._timer is not None:
+                self._timer.cancel()
+            self._timer = loop.call_at(self._began + proxy.header_timeout, self._expired, True)
         self._buffer += data
+        start = bytes(self._buffer[:8]).upper()
+        if not b"CONNECT ".startswith(start):
+            self._hand_to_aiohttp(transport)
+            return
+        if len(start) < 8:
+            return
         end = self._buffer.find(b"\r\n\r\n")
         if end < 0:
-            if len(self._buffer) > _MAX_HEAD:
-                self._finish()
-                transport.write(error_bytes(BadRequest("request head too large"), "-"))
-                transport.close()
+            first_line_open = self._buffer.find(b"\r\n") < 0
+            if len(self._buffer) > _max_head(proxy) or (first_line_open and
+                                                          len(self._buffer) > proxy.max_request_line + 2):
+                self._refuse(BadRequest("the CONNECT request head is over the head limits (max_request_line, "
+                                        "max_header_size, max_headers)"))
             return
         self._finish()
-        if self._buffer[:8].upper() == b"CONNECT ":
-            transport.pause_reading()
-            head, early = bytes(self._buffer[:end]), bytes(self._buffer[end + 4 :])
-            self._intake.spawn(self._intake.handle_connect(transport, head, early))
-            return
-        protocol = self._intake.plain_protocol()
+        transport.pause_reading()
+        head, early = bytes(self._buffer[:end]), bytes(self._buffer[end + 4 :])
+        ticket, self._ticket = self._ticket, None
+        self._intake.spawn(self._intake.handle_connect(transport, head, early, ticket))
+
+    def _hand_to_aiohttp(self, transport: asyncio.Transport) -> None:
+        """Not a CONNECT: aiohttp parses the head (and applies the limits), counting time from its first byte."""
+        self._finish()
+        ticket, self._ticket = self._ticket, None
+        protocol = self._intake.plain_protocol(ticket, self._began)
         transport.set_protocol(protocol)
         protocol.connection_made(transport)
         protocol.data_received(bytes(self._buffer))
+        self._buffer.clear()
+
+    def _refuse(self, exc: SigproxyError) -> None:
+        self._finish()
+        logger.info("CONNECT refused: %s", exc.message)
+        if self._transport is not None:
+            self._transport.write(error_bytes(exc, "-"))
+            self._transport.close()
 
     def _finish(self) -> None:
         self._done = True
         if self._timer is not None:
             self._timer.cancel()
+            self._timer = None
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._finish()
+        self._transport = None
+        if self._ticket is not None:
+            self._ticket.release()
+            self._ticket = None

@@ -3,8 +3,13 @@ by the one current :class:`Handler`; config reload (SIGHUP) and drain (SIGTERM/S
 
 Reload swaps the handler atomically: a request uses the handler current when it arrived, to its end.
 Credentials cached for connections whose settings didn't change are kept (the cache is shared and keyed by
-those settings). Listener addresses, timeouts and the upstream CA file need a restart; a reload that changes
-them is refused, the old config kept, and the reason logged.
+those settings). Listener addresses, upstream timeouts and connections, the state directory and the upstream CA
+file need a restart; a reload that changes them is refused, the old config kept, and the reason logged. The
+client-side settings (``clients`` of every listener, connection limits, head limits, header/idle/body
+timeouts) are read when a connection is accepted: a reload applies them to connections accepted after it.
+
+Every client listener (forward, reverse) admits connections through one :class:`~.gate.Gate`; the admin
+listener does not.
 
 Must not: parse HTTP itself or sign.
 """
@@ -16,13 +21,13 @@ import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 from contextlib import AsyncExitStack
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from aiohttp import web
 
 from sigproxy.bodies import clean_spool
-from sigproxy.config import Config
+from sigproxy.config import Config, Network, ProxyConfig
 from sigproxy.credcache import CredentialCache
 from sigproxy.credentials import Providers
 from sigproxy.errors import SigproxyError
@@ -37,6 +42,7 @@ from sigproxy.tls import CertStore
 from .admin import admin_app
 from .connect import ConnectIntake
 from .forward import forward_exchange
+from .gate import ClientServer, Door, Gate
 from .reverse import reverse_exchange
 
 __all__ = ["Listening", "Runtime", "serve"]
@@ -66,7 +72,8 @@ def _restart_only(old: Config, new: Config) -> list[str]:
     keys = ("listen", "admin_listen", "connect_timeout", "read_timeout", "upstream_connections", "state_dir",
             "upstream_ca_file")
     changed = [f"proxy.{k}" for k in keys if getattr(a, k) != getattr(b, k)]
-    if old.reverse != new.reverse:
+    # A reverse listener's `clients` is read at each accept; the rest of it needs a restart.
+    if [replace(r, clients=()) for r in old.reverse] != [replace(r, clients=()) for r in new.reverse]:
         changed.append("reverse")
     return changed
 
@@ -145,6 +152,31 @@ def _listening(addr: tuple[str, int] | Any, kind: str, upstream: str | None = No
     return Listening(kind, url, upstream)
 
 
+async def _reverse_listener(runtime: Runtime, gate: Gate, index: int, drain: float,
+                            stack: AsyncExitStack) -> asyncio.Server:
+    """Bind ``[[reverse]]`` number ``index``: each connection through the gate (with that listener's current
+    ``clients``), then to aiohttp."""
+    loop = asyncio.get_running_loop()
+    server = ClientServer(_entry(runtime, index), proxy=lambda: runtime.config.proxy)
+    name = f"reverse ({runtime.config.reverse[index].upstream})"
+
+    def settings() -> tuple[ProxyConfig, tuple[Network, ...]]:
+        config = runtime.config
+        return config.proxy, config.reverse[index].clients
+
+    listen = runtime.config.reverse[index].listen
+    bound = await loop.create_server(lambda: Door(gate, server, settings, name), listen.host, listen.port,
+                                     reuse_address=True)
+
+    async def close() -> None:
+        bound.close()
+        server.pre_shutdown()
+        await server.shutdown(drain)
+
+    stack.push_async_callback(close)
+    return bound
+
+
 async def serve(config: Config, stop: asyncio.Event, *, reload: asyncio.Event | None = None,
                 load: Callable[[], Config] | None = None,
                 on_ready: Callable[[list[Listening]], None] = lambda _: None,
@@ -179,7 +211,8 @@ async def serve(config: Config, stop: asyncio.Event, *, reload: asyncio.Event | 
         bound: list[Listening] = []
 
         # Listeners are closed in reverse order of binding; each drains its requests for up to `drain` s.
-        intake = ConnectIntake(runtime, certs, web.Server(_entry(runtime, None), access_log=None))
+        gate = Gate()
+        intake = ConnectIntake(runtime, certs, gate, _entry(runtime, None))
         listen = config.proxy.listen
         server = await loop.create_server(intake.front_door, listen.host, listen.port, reuse_address=True)
 
@@ -191,13 +224,9 @@ async def serve(config: Config, stop: asyncio.Event, *, reload: asyncio.Event | 
         bound += [_listening(sock.getsockname(), "forward") for sock in server.sockets]
 
         for index, listener in enumerate(config.reverse):
-            runner = web.ServerRunner(web.Server(_entry(runtime, index), access_log=None), handle_signals=False,
-                                      shutdown_timeout=drain)
-            await runner.setup()
-            stack.push_async_callback(runner.cleanup)
-            site = web.TCPSite(runner, listener.listen.host, listener.listen.port, reuse_address=True)
-            await site.start()
-            bound += [_listening(addr, "reverse", listener.upstream) for addr in runner.addresses]
+            reverse_server = await _reverse_listener(runtime, gate, index, drain, stack)
+            bound += [_listening(sock.getsockname(), "reverse", listener.upstream)
+                      for sock in reverse_server.sockets]
 
         if config.proxy.admin_listen is not None:
             admin = web.AppRunner(admin_app(runtime, intake), handle_signals=False, access_log=None)
