@@ -256,7 +256,8 @@ def verify_presigned(req: ReceivedRequest, *, secret: str, expected_key_id: str,
     _check_key(auth, expected_key_id)
     when = _parse_amz_date(fields["X-Amz-Date"])
     expires_s = fields["X-Amz-Expires"]
-    if not (expires_s.isascii() and expires_s.isdigit()) or not 1 <= int(expires_s) <= MAX_PRESIGN_EXPIRES:
+    if (not (expires_s.isascii() and expires_s.isdigit()) or len(expires_s) > 6
+            or not 1 <= int(expires_s) <= MAX_PRESIGN_EXPIRES):
         raise _invalid("X-Amz-Expires must be 1 to 604800 seconds")
     if when - now > MAX_SKEW:
         raise _invalid("X-Amz-Date is in the future")

@@ -200,6 +200,17 @@ def test_botocore_presigned_urls_verify(auth_cls: type[SigV4QueryAuth], service:
                          expected_key_id=KEY_ID, now=WHEN, signer=SIGNER)
 
 
+@pytest.mark.parametrize("expires", ["0", "604801", "9" * 4301, "-1", "1e3", "٣"])
+def test_presigned_expires_out_of_range(expires: str) -> None:
+    """Found by fuzzing: a 4301-digit X-Amz-Expires made int() raise ValueError (a 500 instead of a 403)."""
+    request = presign(S3SigV4QueryAuth, "https://b.s3.amazonaws.com/k", "s3")
+    req = as_received(request)
+    query = req.query.replace("X-Amz-Expires=300", f"X-Amz-Expires={expires}")
+    with pytest.raises(ClientSignatureInvalid, match="X-Amz-Expires"):
+        verify_presigned(ReceivedRequest(req.method, req.path, query, req.headers), secret=SECRET,
+                         expected_key_id=KEY_ID, now=WHEN, signer=SIGNER)
+
+
 def test_presigned_needs_every_parameter() -> None:
     request = presign(S3SigV4QueryAuth, "https://b.s3.amazonaws.com/k", "s3")
     req = as_received(request)
