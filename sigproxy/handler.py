@@ -154,6 +154,10 @@ class Handler:
     def providers(self) -> Providers:
         return self._providers
 
+    @property
+    def failures(self) -> AuthFailures:
+        return self._failures
+
     def _next_id(self) -> str:
         return self._ids.next()
 

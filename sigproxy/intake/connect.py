@@ -21,7 +21,7 @@ from typing import Any, Protocol, cast
 from aiohttp import web
 
 from sigproxy.config import Config, ProxyConfig
-from sigproxy.errors import BadRequest, Forbidden, HostNotAllowed, SigproxyError, UpstreamError
+from sigproxy.errors import BadProxyToken, BadRequest, Forbidden, HostNotAllowed, SigproxyError, UpstreamError
 from sigproxy.handler import Exchange, Handler, error_bytes
 from sigproxy.routing import Target, parse_absolute_target, select_connection
 from sigproxy.tasks import TaskSet
@@ -149,7 +149,11 @@ class ConnectIntake:
                 ticket.release()
 
     async def _handle_connect(self, transport: asyncio.Transport, head: bytes, early: bytes) -> None:
+        failures = self._runtime.handler.failures
+        peer = transport.get_extra_info("peername")
+        client = str(peer[0]) if isinstance(peer, tuple) else None
         try:
+            failures.check(client)
             config = self._runtime.handler.config
             connect = _parse_connect(head, config.proxy)
             if early:
@@ -158,7 +162,11 @@ class ConnectIntake:
                 raise Forbidden(
                     f"CONNECT to port {connect.port} is not allowed; add it to [proxy] connect_ports"
                 )
-            intercept = self._may_sign(config, connect)
+            try:
+                intercept = self._may_sign(config, connect)
+            except BadProxyToken:
+                failures.record(client)
+                raise
             if not intercept and not config.proxy.passes_through(connect.host, connect.port):
                 raise HostNotAllowed(
                     f"no connection may sign for {connect.host}:{connect.port} and it is not in "

@@ -26,6 +26,7 @@ from typing import Any
 
 from aiohttp import web
 
+from sigproxy.authlimit import AuthFailures
 from sigproxy.bodies import clean_spool
 from sigproxy.config import Config, Network, ProxyConfig
 from sigproxy.credcache import CredentialCache
@@ -92,11 +93,15 @@ class Runtime:
         self._ids = RequestIds()
         self._retired: list[Providers] = []
         self._tasks = TaskSet()
+        # Failed authentication per client address: counted across listeners, kept across reloads.
+        self.failures = AuthFailures(config.proxy.auth_failures, config.proxy.auth_failure_window)
         self.handler = self._build(config)
 
     def _build(self, config: Config) -> Handler:
         providers = Providers(config.connections, cache=self.cache)
-        return Handler(config, providers, self._upstream, self._signer, metrics=self.metrics, ids=self._ids)
+        self.failures.configure(config.proxy.auth_failures, config.proxy.auth_failure_window)
+        return Handler(config, providers, self._upstream, self._signer, metrics=self.metrics, ids=self._ids,
+                       failures=self.failures)
 
     @property
     def config(self) -> Config:

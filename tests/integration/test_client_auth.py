@@ -13,6 +13,7 @@ import base64
 import http.client
 import json
 import os
+import socket
 import subprocess
 import time
 from collections.abc import Callable, Iterator
@@ -190,3 +191,23 @@ class TestClientSecretThroughTunnel:
         with pytest.raises(ClientError) as info:
             client("guess").get_object(Bucket=moto.bucket, Key="tls/client-auth ü.bin")  # type: ignore[attr-defined]
         assert info.value.response["ResponseMetadata"]["HTTPStatusCode"] == 403
+
+    def test_wrong_tokens_on_connect_then_429(self, moto: Moto, sigproxy_factory: Callable[..., Proxy]) -> None:
+        """CONNECT's Proxy-Authorization is counted too, and shares the count with plain requests."""
+        proxy = sigproxy_factory(moto_config(moto, connection='token = "right-token"', proxy="auth_failures = 2"))
+        host, port = proxy.address.rsplit(":", 1)
+
+        def connect(token: str) -> bytes:
+            value = base64.b64encode(f"main:{token}".encode()).decode()
+            with socket.create_connection((host, int(port)), timeout=10) as sock:
+                sock.sendall(f"CONNECT 127.0.0.1:443 HTTP/1.1\r\nHost: 127.0.0.1:443\r\n"
+                             f"Proxy-Authorization: Basic {value}\r\n\r\n".encode())
+                return sock.recv(4096)
+
+        assert connect("wrong").startswith(b"HTTP/1.1 407")
+        status, _, _ = raw(proxy, "GET", f"{moto.endpoint}/", {
+            "Proxy-Authorization": "Basic " + base64.b64encode(b"main:also-wrong").decode()})
+        assert status == 407
+        answer = connect("right-token")
+        assert answer.startswith(b"HTTP/1.1 429"), answer
+        assert b"Retry-After:" in answer and b"too_many_auth_failures" in answer
