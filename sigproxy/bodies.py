@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import re
 import tempfile
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
@@ -33,6 +32,7 @@ from aiohttp import web
 
 from .config import ConnectionConfig, ProxyConfig
 from .errors import BadRequest, BodyTimeout, BodyTooLarge, ClientAborted, SigproxyError
+from .inbound import parse_authorization
 from .prepare import payload_mode
 from .signing import EMPTY_SHA256, UNSIGNED_PAYLOAD, Signer
 from .streaming import (
@@ -296,14 +296,13 @@ def _resign_plan(request: web.BaseRequest, conn: ConnectionConfig, proxy: ProxyC
 def _client_chain(request: web.BaseRequest, conn: ConnectionConfig) -> ChunkSigner:
     """The client's own chunk-signature chain, rebuilt from its Authorization and the connection's
     client_secret, to verify each incoming chunk."""
-    auth = request.headers.get("Authorization", "")
-    m = re.search(r"Credential=([^/,\s]+)/(\d{8})/([^/,\s]+)/([^/,\s]+)/aws4_request.*Signature=([0-9a-f]{64})", auth)
+    auth = parse_authorization(request.headers.get("Authorization", ""))
     date = request.headers.get("X-Amz-Date", "")
-    if m is None or not date or conn.client_secret is None:
+    if not date or conn.client_secret is None:
         raise BadRequest("a chunk-signed upload needs its SigV4 Authorization and X-Amz-Date to be verified")
-    key = Signer().signing_key(conn.client_secret.reveal(), m.group(2), m.group(3), m.group(4))
-    scope = f"{m.group(2)}/{m.group(3)}/{m.group(4)}/aws4_request"
-    return ChunkSigner(key, date, scope, m.group(5))
+    key = Signer().signing_key(conn.client_secret.reveal(), auth.date, auth.region, auth.service)
+    scope = f"{auth.date}/{auth.region}/{auth.service}/aws4_request"
+    return ChunkSigner(key, date, scope, auth.signature)
 
 
 async def _spool_plan(request: web.BaseRequest, proxy: ProxyConfig, spool_dir: Path) -> BodyPlan:
