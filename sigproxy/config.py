@@ -276,13 +276,13 @@ class ProxyConfig:
     clients: tuple[Network, ...] = ()
     """Client networks (CIDRs) allowed to use the forward listener (empty: any that can reach it)."""
     max_connections: int = 1000
-    """Client connections open at once, over all listeners; more are closed at accept."""
+    """Client connections open at once, over the forward and reverse listeners; more are refused at accept."""
     max_connections_per_client: int = 256
     """Client connections open at once from one client address."""
     max_request_line: int = 8190
-    """Longest request line (method, target, version) in bytes; over it: 400."""
+    """Longest request target (the URL of the request line) in bytes; over it: 400."""
     max_header_size: int = 8190
-    """Longest single header line in bytes; over it: 400."""
+    """Longest single header (name and value) in bytes; over it: 400."""
     max_headers: int = 100
     """Most header lines in one request; over it: 400."""
     header_timeout: float = 20.0

@@ -32,9 +32,17 @@ class _Runtime(Protocol):
     def handler(self) -> Handler: ...
 
 
+class _Gate(Protocol):
+    @property
+    def open(self) -> int: ...
+
+
 class _Tunnels(Protocol):
     @property
     def open_tunnels(self) -> int: ...
+
+    @property
+    def gate(self) -> _Gate: ...
 
 
 def admin_app(runtime: _Runtime, tunnels: _Tunnels) -> web.Application:
@@ -72,6 +80,8 @@ def admin_app(runtime: _Runtime, tunnels: _Tunnels) -> web.Application:
             "sigproxy_credential_failures_total": ("counter", "Credential fetches that failed.",
                                                    float(stats.failures)),
             "sigproxy_open_tunnels": ("gauge", "CONNECT tunnels open now.", float(tunnels.open_tunnels)),
+            "sigproxy_client_connections": ("gauge", "Client connections open now (forward and reverse listeners).",
+                                            float(tunnels.gate.open)),
         }
         return web.Response(text=runtime.metrics.render(gauges), headers={"Content-Type": _METRICS_TYPE})
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import signal
+import socket
 import subprocess
 import threading
 import time
@@ -88,7 +89,17 @@ class TestAdmin:
         down = families["sigproxy_response_bytes"].samples[0].value
         assert down > 0
         assert families["sigproxy_open_tunnels"].samples[0].value == 0
+        assert families["sigproxy_client_connections"].samples[0].value == 0
         assert "sigproxy_credential_cache_hits" in families
+        host, port = proxy.address.rsplit(":", 1)
+        with socket.create_connection((host, int(port))), socket.create_connection((host, int(port))):
+            deadline = time.monotonic() + 5
+            while True:  # accepted asynchronously: the gauge catches up within moments
+                families = {f.name: f for f in text_string_to_metric_families(get(f"{proxy.admin}/metrics")[1])}
+                if families["sigproxy_client_connections"].samples[0].value == 2 or time.monotonic() > deadline:
+                    break
+                time.sleep(0.05)
+            assert families["sigproxy_client_connections"].samples[0].value == 2
 
     def test_readyz_fails_without_credentials(self, sigproxy_factory: Callable[..., Proxy]) -> None:
         """A connection whose credentials can't be had makes /readyz answer 503 naming it (and why)."""
