@@ -1,22 +1,38 @@
 """The upstream side: one pooled aiohttp ``ClientSession`` that sends signed requests exactly as signed.
 
-Owns: connection pooling, timeouts, TLS to the upstream, and translating aiohttp's errors into
-:mod:`sigproxy.errors` at this one boundary.
+Owns: connection pooling, timeouts, TLS to the upstream, the egress guard's place in the pool (see
+:mod:`sigproxy.egress`), and translating aiohttp's errors into :mod:`sigproxy.errors` at this one boundary.
 Must not: sign, choose routes, follow redirects, decompress, or retry non-idempotent requests.
+
+The egress guard, per request, under the selected connection's :class:`~sigproxy.egress.EgressPolicy`:
+
+* an IP-literal target is checked before anything is sent (aiohttp never asks a resolver about literals);
+* a name is looked up by :class:`~sigproxy.egress.EgressResolver` when a new connection is opened, and the
+  connection goes to the answers that were checked -- one lookup, no rebinding window. aiohttp's DNS cache is
+  off: with it, lookups are shared between tasks and answers reused, so the resolver would not see whose
+  request it resolves for. Without it aiohttp awaits the resolver in the requesting task, where
+  :func:`~sigproxy.egress.using_policy` has set the policy;
+* every connection handed out -- new or kept alive from the pool -- has its peer address checked again, so a
+  keep-alive connection one connection's explicit name opened is never reused by another that named nothing.
 """
 
 from __future__ import annotations
 
+import functools
 import ssl
 from collections.abc import AsyncIterator, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
 import aiohttp
+from aiohttp.client_reqrep import ClientRequest
+from aiohttp.connector import Connection
+from aiohttp.tracing import Trace
 from multidict import CIMultiDict
 from yarl import URL
 
-from .errors import ConfigError, UpstreamError, UpstreamTimeout
+from .egress import EgressPolicy, EgressResolver, current_policy, is_ip_literal, using_policy
+from .errors import AddressNotAllowed, ConfigError, UpstreamError, UpstreamTimeout
 
 __all__ = ["Upstream", "upstream_tls_context"]
 
@@ -51,13 +67,39 @@ def upstream_tls_context(extra_ca_file: Path | None) -> ssl.SSLContext:
     return ctx
 
 
-class Upstream:
-    """Owner of the upstream connection pool; an async context manager."""
+@functools.lru_cache(maxsize=256)
+def _policy(connection: str, explicit_hosts: tuple[str, ...]) -> EgressPolicy:
+    return EgressPolicy.for_connection(connection, explicit_hosts)
 
-    __slots__ = ("_connect_timeout", "_insecure", "_limit", "_read_timeout", "_session", "_ssl")
+
+class _GuardedConnector(aiohttp.TCPConnector):
+    """A pool that hands out only connections whose peer the current egress policy permits."""
+
+    async def connect(self, req: ClientRequest, traces: list[Trace],
+                      timeout: aiohttp.ClientTimeout) -> Connection:  # noqa: ASYNC109 - aiohttp's signature
+        conn = await super().connect(req, traces, timeout)
+        host = req.url.raw_host or ""
+        transport = conn.transport
+        peer = transport.get_extra_info("peername") if transport is not None else None
+        refusal = (current_policy().refusal(host, req.port or 0, str(peer[0])) if peer
+                   else AddressNotAllowed(f"cannot tell which address the connection to {host} goes to"))
+        if refusal is not None:
+            conn.close()
+            raise refusal
+        return conn
+
+
+class Upstream:
+    """Owner of the upstream connection pool; an async context manager.
+
+    ``resolver`` (default: a fresh :class:`~sigproxy.egress.EgressResolver`) looks upstream names up.
+    """
+
+    __slots__ = ("_connect_timeout", "_insecure", "_limit", "_read_timeout", "_resolver", "_session", "_ssl")
 
     def __init__(self, *, connect_timeout: float, read_timeout: float, limit: int,
-                 extra_ca_file: Path | None = None) -> None:
+                 extra_ca_file: Path | None = None, resolver: EgressResolver | None = None) -> None:
+        self._resolver = resolver or EgressResolver()
         self._connect_timeout = connect_timeout
         self._read_timeout = read_timeout
         self._limit = limit
@@ -69,8 +111,8 @@ class Upstream:
         self._session: aiohttp.ClientSession | None = None
 
     async def __aenter__(self) -> Upstream:
-        connector = aiohttp.TCPConnector(limit=self._limit, limit_per_host=0, ssl=self._ssl,
-                                         enable_cleanup_closed=True)
+        connector = _GuardedConnector(limit=self._limit, limit_per_host=0, ssl=self._ssl,
+                                      enable_cleanup_closed=True, resolver=self._resolver, use_dns_cache=False)
         self._session = aiohttp.ClientSession(
             connector=connector,
             auto_decompress=False,
@@ -89,15 +131,24 @@ class Upstream:
     async def send(
         self, method: str, url: str, headers: Sequence[tuple[str, str]],
         body: bytes | AsyncIterator[bytes] | None, *,
-        verify_tls: bool = True,
+        verify_tls: bool = True, explicit_hosts: tuple[str, ...] = (), connection: str = "?",
     ) -> aiohttp.ClientResponse:
         """Send one request (``url`` already percent-encoded, sent as is) and return once the response
         headers are in. The caller reads the body with :meth:`iter_body` and must release the response
-        (``async with response:``)."""
+        (``async with response:``).
+
+        ``explicit_hosts`` are the ``hosts`` of ``connection``, the connection the request is sent for: only
+        their explicit entries let it reach a non-public address (:class:`~sigproxy.egress.EgressPolicy`);
+        otherwise :class:`~sigproxy.errors.AddressNotAllowed` is raised before anything is sent there.
+        Redirects are never followed: a 3xx is the response."""
         if self._session is None:
             raise RuntimeError("Upstream is not open")
         target = URL(url, encoded=True)
-        with _map_errors(target.host or "?"):
+        policy = _policy(connection, explicit_hosts)
+        host = target.raw_host or ""
+        if is_ip_literal(host):
+            policy.check(host, target.port or 0, host)
+        with using_policy(policy), _map_errors(target.host or "?"):
             return await self._session.request(
                 method,
                 target,
