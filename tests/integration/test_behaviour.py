@@ -453,6 +453,27 @@ class TestHostileInput:
         assert status_of(r) == 200
         assert last(recorder)["path"] == "/bucket/..%2F..%2Fetc/passwd"
 
+    def test_encoded_crlf_cannot_inject_headers(self, recorder: Recorder,
+                                                sigproxy_factory: Callable[..., Proxy]) -> None:
+        """CR/LF smuggled percent-encoded into the path or query stays encoded: no header is injected into the
+        signed request; CR/LF in an override header is refused by the HTTP parser before any signing."""
+        import socket as socketlib
+
+        proxy = sigproxy_factory(config())
+        r = curl(proxy, "--path-as-is", f"{recorder.url}/a%0D%0AX-Evil:%201?q=%0D%0AX-Evil2:%202")
+        assert status_of(r) == 200
+        sent = last(recorder)
+        assert "%0D%0A" in str(sent["path"])
+        assert all(not k.startswith("x-evil") for k, _ in sent["headers"])  # type: ignore[attr-defined]
+        before = len(recorder.requests)
+        host, port = proxy.address.rsplit(":", 1)
+        with socketlib.create_connection((host, int(port)), timeout=10) as sock:
+            sock.sendall(f"GET {recorder.url}/x HTTP/1.1\r\nHost: h\r\n"
+                         "X-Sigproxy-Region: us-east-1\rX-Evil: 1\r\n\r\n".encode())
+            reply = sock.recv(200)
+        assert reply[9:12] == b"400" and b"X-Sigproxy-Error: bad_request" in reply, reply
+        assert len(recorder.requests) == before
+
     @pytest.mark.parametrize(("raw", "statuses"), [
         (b"GET /x HTTP/1.1\r\nHost: h\r\nX-Big: " + b"a" * 100_000 + b"\r\n\r\n", (400, 431)),
         (b"PUT {url}/x HTTP/1.1\r\nHost: h\r\nContent-Length: -5\r\n\r\n", (400,)),
