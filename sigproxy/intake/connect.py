@@ -21,7 +21,16 @@ from typing import Any, Protocol, cast
 from aiohttp import web
 
 from sigproxy.config import Config, ProxyConfig
-from sigproxy.errors import BadProxyToken, BadRequest, Forbidden, HostNotAllowed, SigproxyError, UpstreamError
+from sigproxy.egress import EgressPolicy, resolve_checked
+from sigproxy.errors import (
+    AddressNotAllowed,
+    BadProxyToken,
+    BadRequest,
+    Forbidden,
+    HostNotAllowed,
+    SigproxyError,
+    UpstreamError,
+)
 from sigproxy.handler import Exchange, Handler, error_bytes
 from sigproxy.routing import Target, parse_absolute_target, select_connection
 from sigproxy.tasks import TaskSet
@@ -246,9 +255,17 @@ class ConnectIntake:
 
     async def _relay(self, transport: asyncio.Transport, connect: _ConnectHead) -> None:
         """A blind byte tunnel for a passthrough host."""
+        policy = EgressPolicy.for_passthrough(self.proxy().passthrough)
         try:
             async with asyncio.timeout(_TUNNEL_CONNECT_TIMEOUT):
-                up_reader, up_writer = await asyncio.open_connection(connect.host, connect.port)
+                # One lookup, every answer checked by the SSRF guard; connect only to those addresses.
+                addresses = await resolve_checked(connect.host, connect.port, policy)
+                up_reader, up_writer = await _open_first(addresses, connect.port)
+        except AddressNotAllowed as exc:
+            logger.info("passthrough tunnel refused: %s", exc.message)
+            transport.write(error_bytes(exc, "-"))
+            transport.close()
+            return
         except (OSError, TimeoutError) as exc:
             err = UpstreamError(f"cannot connect to {connect.host}:{connect.port}: {exc}")
             transport.write(error_bytes(err, "-"))
@@ -274,6 +291,17 @@ class ConnectIntake:
             self._relays -= 1
             for w in (writer, up_writer):
                 w.close()
+
+
+async def _open_first(addresses: list[str], port: int) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    """A connection to the first of ``addresses`` that answers (the last failure raised)."""
+    error: OSError = OSError("no address to connect to")
+    for address in addresses:
+        try:
+            return await asyncio.open_connection(address, port)
+        except OSError as exc:
+            error = exc
+    raise error
 
 
 async def _pump(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:

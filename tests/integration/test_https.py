@@ -236,6 +236,22 @@ def test_passthrough_is_tunnelled_untouched(moto: Moto, tmp_path: Path, tls_orig
     assert r.stdout == "straight from the origin\n200", r
 
 
+def test_passthrough_glob_cannot_reach_loopback(moto: Moto, tmp_path: Path, tls_origin: tuple[int, Path],
+                                                sigproxy_factory: Callable[..., Proxy]) -> None:
+    """The SSRF guard covers blind tunnels too: a passthrough glob never reaches a loopback address (403
+    address_not_allowed, no bytes relayed); only an exact name or address in passthrough does."""
+    port, origin_ca = tls_origin
+    text = https_config(moto, tmp_path / "state", extra_proxy=f'passthrough = ["local*:{port}"]').replace(
+        f"connect_ports = [443, {tls_port(moto)}]", f"connect_ports = [443, {tls_port(moto)}, {port}]").replace(
+        'hosts = ["127.0.0.1:*", "localhost:*"]', 'hosts = ["127.0.0.1:*"]')
+    proxy = sigproxy_factory(text)
+    reply = raw_connect(proxy, f"CONNECT localhost:{port} HTTP/1.1\r\nHost: localhost:{port}\r\n\r\n".encode())
+    assert reply.startswith(b"HTTP/1.1 403") and b"address_not_allowed" in reply, reply
+    assert b"loopback" in reply
+    r = curl(proxy.url, "--cacert", str(origin_ca), f"https://localhost:{port}/")
+    assert "straight from the origin" not in r.stdout
+
+
 def test_ca_key_private_and_reused(moto: Moto, tmp_path: Path, sigproxy_factory: Callable[..., Proxy]) -> None:
     """The CA key is 0600; a restart reuses the same CA; `ca --pem` and `ca --env` agree with the files."""
     state = tmp_path / "state"
