@@ -205,6 +205,9 @@ class ConnectionConfig:
     """Globs of client-chosen ``x-amz-*`` headers refused (e.g. ``x-amz-acl``, ``x-amz-grant-*``)."""
     presigned: Literal["refuse", "passthrough"] = "refuse"
     """A request already presigned by someone else: refused (400), or forwarded untouched."""
+    private_networks: tuple[Network, ...] = ()
+    """Non-public networks (CIDRs) this connection may reach for any host it may sign for (SSRF guard), e.g.
+    VPC interface endpoints with private DNS; otherwise only hosts named exactly may resolve to them."""
     user_header: bool = False
     """Take the end user's id from ``X-Sigproxy-User`` (required then) into the role session per user."""
 
@@ -714,6 +717,7 @@ def _connection(name: str, t: _Table) -> ConnectionConfig:
         deny_amz_headers=_amz_globs(t),
         presigned=t.choice("presigned", ("refuse", "passthrough")) or "refuse",  # type: ignore[arg-type]
         user_header=t.boolean("user_header") is True,
+        private_networks=_networks(t, "private_networks"),
     )
     if conn.user_header and conn.credentials.source not in ("assume_role", "web_identity", "sts_endpoint"):
         raise ConfigError(t.key("user_header"), "needs credentials that are fetched per user: source = "

@@ -8,7 +8,9 @@ multicast or reserved, also when embedded in an IPv6 address (``::ffff:127.0.0.1
 * an IP-literal entry (``"127.0.0.1:*"``, ``"[::1]:9000"``) permits that address on the ports it names;
 * an exact host name entry, with no glob character in its host part (``"localhost:9000"``,
   ``"minio.internal"``), permits whatever that name resolves to, on the ports it names;
-* a glob (``"*.amazonaws.com"``, ``"10.*"``) never permits a non-public address.
+* a glob (``"*.amazonaws.com"``, ``"10.*"``) never permits a non-public address;
+* a connection's ``private_networks`` (CIDRs) permit their addresses for any host the connection may sign for
+  (VPC interface endpoints with private DNS, on-premises S3): the operator named the networks instead.
 
 Two layers:
 
@@ -211,9 +213,11 @@ class EgressPolicy:
     where: str
     addresses: tuple[tuple[IPAddress, re.Pattern[str]], ...] = ()
     names: tuple[tuple[str, re.Pattern[str]], ...] = ()
+    networks: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
 
     @classmethod
-    def from_hosts(cls, entries: Iterable[str], *, where: str) -> EgressPolicy:
+    def from_hosts(cls, entries: Iterable[str], *, where: str,
+                   networks: Iterable[ipaddress.IPv4Network | ipaddress.IPv6Network] = ()) -> EgressPolicy:
         """The explicit entries of ``entries`` (``hosts`` syntax); globbed host parts are left out."""
         addresses: list[tuple[IPAddress, re.Pattern[str]]] = []
         names: list[tuple[str, re.Pattern[str]]] = []
@@ -227,11 +231,12 @@ class EgressPolicy:
                 names.append((_norm_name(host), _port_re(port)))
             else:
                 addresses.append((ip, _port_re(port)))
-        return cls(where, tuple(addresses), tuple(names))
+        return cls(where, tuple(addresses), tuple(names), tuple(networks))
 
     @classmethod
-    def for_connection(cls, name: str, hosts: Iterable[str]) -> EgressPolicy:
-        return cls.from_hosts(hosts, where=f"connection {name}'s hosts")
+    def for_connection(cls, name: str, hosts: Iterable[str],
+                       networks: Iterable[ipaddress.IPv4Network | ipaddress.IPv6Network] = ()) -> EgressPolicy:
+        return cls.from_hosts(hosts, where=f"connection {name}'s hosts", networks=networks)
 
     @classmethod
     def for_passthrough(cls, globs: Iterable[str]) -> EgressPolicy:
@@ -240,6 +245,8 @@ class EgressPolicy:
     def _named(self, host: str, port: int, ip: IPAddress) -> bool:
         p = str(port)
         if any(ip == addr and rx.match(p) for addr, rx in self.addresses):
+            return True
+        if any(ip.version == net.version and ip in net for net in self.networks):
             return True
         if is_ip_literal(host):
             return False  # a name entry permits what the name resolves to, not an address typed directly
@@ -266,7 +273,8 @@ class EgressPolicy:
         example = _hostport(shown if literal else host, port)
         return AddressNotAllowed(
             f"{what}; sigproxy connects to loopback, link-local, private and other non-public addresses only "
-            f"when they are named: name it explicitly in {self.where} (e.g. \"{example}\"); "
+            f"when they are named: name it explicitly in {self.where} (e.g. \"{example}\")"
+            f"{', or add its network to private_networks' if self.where.startswith('connection') else ''}; "
             "a glob never covers them")
 
     def check(self, host: str, port: int, address: str | IPAddress) -> None:

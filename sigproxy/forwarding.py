@@ -31,6 +31,7 @@ from aiohttp.tracing import Trace
 from multidict import CIMultiDict
 from yarl import URL
 
+from .config import Network
 from .egress import EgressPolicy, EgressResolver, current_policy, is_ip_literal, using_policy
 from .errors import AddressNotAllowed, ConfigError, UpstreamError, UpstreamTimeout
 
@@ -68,8 +69,8 @@ def upstream_tls_context(extra_ca_file: Path | None) -> ssl.SSLContext:
 
 
 @functools.lru_cache(maxsize=256)
-def _policy(connection: str, explicit_hosts: tuple[str, ...]) -> EgressPolicy:
-    return EgressPolicy.for_connection(connection, explicit_hosts)
+def _policy(connection: str, explicit_hosts: tuple[str, ...], private_networks: tuple[Network, ...]) -> EgressPolicy:
+    return EgressPolicy.for_connection(connection, explicit_hosts, private_networks)
 
 
 class _GuardedConnector(aiohttp.TCPConnector):
@@ -131,7 +132,8 @@ class Upstream:
     async def send(
         self, method: str, url: str, headers: Sequence[tuple[str, str]],
         body: bytes | AsyncIterator[bytes] | None, *,
-        verify_tls: bool = True, explicit_hosts: tuple[str, ...] = (), connection: str = "?",
+        verify_tls: bool = True, explicit_hosts: tuple[str, ...] = (), private_networks: tuple[Network, ...] = (),
+        connection: str = "?",
     ) -> aiohttp.ClientResponse:
         """Send one request (``url`` already percent-encoded, sent as is) and return once the response
         headers are in. The caller reads the body with :meth:`iter_body` and must release the response
@@ -139,12 +141,13 @@ class Upstream:
 
         ``explicit_hosts`` are the ``hosts`` of ``connection``, the connection the request is sent for: only
         their explicit entries let it reach a non-public address (:class:`~sigproxy.egress.EgressPolicy`);
-        otherwise :class:`~sigproxy.errors.AddressNotAllowed` is raised before anything is sent there.
+        ``private_networks`` are networks it may reach whatever the name. Otherwise
+        :class:`~sigproxy.errors.AddressNotAllowed` is raised before anything is sent there.
         Redirects are never followed: a 3xx is the response."""
         if self._session is None:
             raise RuntimeError("Upstream is not open")
         target = URL(url, encoded=True)
-        policy = _policy(connection, explicit_hosts)
+        policy = _policy(connection, explicit_hosts, private_networks)
         host = target.raw_host or ""
         if is_ip_literal(host):
             policy.check(host, target.port or 0, host)

@@ -341,7 +341,7 @@ class Handler:
         try:
             upstream = await self._upstream.send(request.method, url, headers, plan.body(chunk_signer),
                                                  verify_tls=conn.verify_tls, explicit_hosts=conn.hosts,
-                                                 connection=conn.name)
+                                                 private_networks=conn.private_networks, connection=conn.name)
         except SigproxyError as exc:
             if plan.error is not None:
                 raise plan.error from exc

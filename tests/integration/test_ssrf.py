@@ -187,6 +187,19 @@ class TestThroughSigproxy:
         assert "loopback" in err["message"] and "name it explicitly in connection main's hosts" in err["message"]
         assert not _object_exists(moto, key)
 
+    def test_private_networks_admit_a_glob(self, moto: Moto, sigproxy_factory: Callable[..., Proxy]) -> None:
+        """private_networks names the networks instead of the hosts (VPC endpoints with private DNS): a glob
+        target resolving into them is reached and accepted by moto; outside them it stays refused."""
+        port = _moto_port(moto)
+        text = _config(moto, '["local*:*"]')
+        inside = sigproxy_factory(text.replace('service = "s3"', 'service = "s3"\nprivate_networks = ["127.0.0.0/8"]'))
+        r = curl(inside, f"http://localhost:{port}/")
+        assert status_of(r) == 200, r
+        outside = sigproxy_factory(text.replace('service = "s3"', 'service = "s3"\nprivate_networks = ["10.0.0.0/8"]'))
+        r = curl(outside, f"http://localhost:{port}/")
+        assert status_of(r) == 403 and error_of(r)["code"] == "address_not_allowed", r
+        assert "private_networks" in error_of(r)["message"]
+
     def test_exact_name_reaches_moto(self, moto: Moto, sigproxy_factory: Callable[..., Proxy]) -> None:
         """The operator named localhost:PORT: signed, sent, and accepted by moto's signature check."""
         port = _moto_port(moto)

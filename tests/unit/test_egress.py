@@ -4,6 +4,7 @@ lookup (no DNS, no sockets)."""
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import re
 import socket
 
@@ -240,3 +241,15 @@ class TestResolveChecked:
         """Without a resolver the loop's getaddrinfo answers (localhost is in /etc/hosts)."""
         got = await resolve_checked("localhost", 9000, EgressPolicy.for_passthrough(["localhost:9000"]))
         assert got and all(address_class(a) == "loopback" for a in got)
+
+
+def test_private_networks_permit_any_name_inside_them() -> None:
+    policy = EgressPolicy.for_connection("vpc", ["*.amazonaws.com"], [ipaddress.ip_network("10.0.0.0/8")])
+    policy.check("bucket.s3.eu-west-1.amazonaws.com", 443, "10.1.2.3")
+    policy.check("10.1.2.3", 443, "10.1.2.3")
+    with pytest.raises(AddressNotAllowed, match="private_networks"):
+        policy.check("bucket.s3.eu-west-1.amazonaws.com", 443, "192.168.1.1")
+    with pytest.raises(AddressNotAllowed):
+        policy.check("x.amazonaws.com", 443, "169.254.169.254")
+    with pytest.raises(AddressNotAllowed):
+        policy.check("x.amazonaws.com", 443, "::ffff:192.168.0.1")
