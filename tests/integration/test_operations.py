@@ -182,6 +182,22 @@ secret_access_key = "x-secret"
         assert results[0].stdout.startswith("slow but complete")
         assert proxy.proc.wait(15) == 0
 
+    def test_idle_keepalive_connections_do_not_hold_the_drain(self, moto: Moto,
+                                                             sigproxy_factory: Callable[..., Proxy]) -> None:
+        """An idle keep-alive client connection (one request done, socket left open) is closed at SIGTERM at once:
+        the drain waits for requests, not for idle clients (it used to wait out drain_seconds)."""
+        proxy = sigproxy_factory(moto_config(moto, proxy="drain_seconds = 20"))
+        host, port = proxy.address.rsplit(":", 1)
+        with socket.create_connection((host, int(port)), timeout=10) as sock:
+            sock.sendall(f"GET {moto.endpoint}/ HTTP/1.1\r\nHost: x\r\nX-Sigproxy-Service: s3\r\n\r\n".encode())
+            assert sock.recv(100).startswith(b"HTTP/1.1 200")
+            started = time.monotonic()
+            proxy.proc.send_signal(signal.SIGTERM)
+            assert proxy.proc.wait(15) == 0
+            assert time.monotonic() - started < 5
+            while sock.recv(65536):  # the rest of the response, then the proxy's close (no timeout)
+                pass
+
 
 def test_example_config_loads() -> None:
     """config.example.toml stays loadable."""
