@@ -41,7 +41,7 @@ import socket
 from collections.abc import Awaitable, Callable, Iterable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from aiohttp.abc import AbstractResolver, ResolveResult
 from cachetools import TTLCache
@@ -202,6 +202,10 @@ def _hostport(host: str, port: int) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
+# Decisions remembered per policy (a policy lives as long as its connection's settings).
+_DECISIONS = 1024
+
+
 @dataclass(frozen=True, slots=True)
 class EgressPolicy:
     """Which non-public addresses one connection (or the passthrough list) names explicitly.
@@ -214,6 +218,9 @@ class EgressPolicy:
     addresses: tuple[tuple[IPAddress, re.Pattern[str]], ...] = ()
     names: tuple[tuple[str, re.Pattern[str]], ...] = ()
     networks: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
+    _decisions: dict[tuple[str, int, str], str | None] = field(default_factory=dict, compare=False, hash=False,
+                                                                repr=False)
+    """(host, port, address) -> the refusal message, or ``None``: each request checks the same few targets."""
 
     @classmethod
     def from_hosts(cls, entries: Iterable[str], *, where: str,
@@ -255,13 +262,23 @@ class EgressPolicy:
 
     def refusal(self, host: str, port: int, address: str | IPAddress) -> AddressNotAllowed | None:
         """``None`` when sigproxy may connect to ``address`` for the target ``host:port``, else the error."""
+        key = (host, port, str(address))
+        if key in self._decisions:
+            message = self._decisions[key]
+        else:
+            message = self._decide(host, port, address)
+            if len(self._decisions) >= _DECISIONS:
+                self._decisions.clear()
+            self._decisions[key] = message
+        return None if message is None else AddressNotAllowed(message)
+
+    def _decide(self, host: str, port: int, address: str | IPAddress) -> str | None:
         try:
             ip = _parse(address)
             cls = address_class(ip)
         except ValueError:
-            return AddressNotAllowed(
-                f"{_hostport(host, port)}: {address!r} is not an IP address sigproxy can check; "
-                "use a canonical address or a host name")
+            return (f"{_hostport(host, port)}: {address!r} is not an IP address sigproxy can check; "
+                    "use a canonical address or a host name")
         if cls is None or self._named(host, port, ip):
             return None
         shown = str(ip)
@@ -271,7 +288,7 @@ class EgressPolicy:
         what = (f"{shown}{carried} is a {cls} address" if literal
                 else f"{host} resolves to {shown}{carried}, a {cls} address")
         example = _hostport(shown if literal else host, port)
-        return AddressNotAllowed(
+        return (
             f"{what}; sigproxy connects to loopback, link-local, private and other non-public addresses only "
             f"when they are named: name it explicitly in {self.where} (e.g. \"{example}\")"
             f"{', or add its network to private_networks' if self.where.startswith('connection') else ''}; "
