@@ -106,6 +106,24 @@ class TestMoto:
         log = [(e.get("user"), e.get("cred_cache"), e.get("status")) for e in access_log(proxy)]
         assert log == [("alice", "miss", 200), ("bob", "miss", 200), ("alice", "hit", 200)]
 
+    def test_audit_fields_in_the_access_line(self, moto: Moto, sigproxy_factory: Callable[..., Proxy]) -> None:
+        """Who (client address, connection, how selected), what (service, region, method, host, path with the
+        query's keys but not its values) and as whom (role ARN and session name; key id for static keys)."""
+        proxy = sigproxy_factory(moto_tenant(moto))
+        assert status_of(whoami(proxy, moto.endpoint, "tenant", "alice")) == 200
+        r = curl(proxy, "-H", "X-Sigproxy-Connection: platform", "-H", "X-Sigproxy-Service: s3",
+                 f"{moto.endpoint}/{moto.bucket}?list-type=2&prefix=private-value-42")
+        assert status_of(r) == 200, r
+        tenant, platform = access_log(proxy)[-2:]
+        assert tenant["client"] == "127.0.0.1" and tenant["selected_by"] == "header"
+        assert (tenant["connection"], tenant["service"], tenant["method"]) == ("tenant", "sts", "POST")
+        assert tenant["role_arn"] == moto.role_arn and tenant["session_name"] == "alice"
+        assert tenant["user"] == "alice" and tenant["path"] == "/"
+        assert platform["path"] == f"/{moto.bucket}?list-type&prefix"
+        assert platform["key_id"] == moto.access_key and "role_arn" not in platform
+        assert (platform["service"], platform["region"], platform["host"]) == ("s3", "us-east-1", "127.0.0.1")
+        assert "private-value-42" not in "".join(proxy.output)
+
     def test_missing_or_invalid_id_is_400_without_sts(self, moto: Moto,
                                                       sigproxy_factory: Callable[..., Proxy]) -> None:
         """No X-Sigproxy-User, or one that is not a valid id: 400 bad_request, and STS is never asked."""
