@@ -20,10 +20,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any, cast
 
 from aiohttp import web
+from aiohttp.abc import AbstractStreamWriter
+from aiohttp.http import HttpVersion10, HttpVersion11, RawRequestMessage
 from aiohttp.http_exceptions import HttpProcessingError, LineTooLong
 from aiohttp.streams import StreamReader
 from aiohttp.web_protocol import RequestHandler
@@ -36,6 +38,8 @@ __all__ = ["ClientServer", "Door", "Gate", "GuardedHandler", "Ticket", "peer_add
 
 logger = logging.getLogger(__name__)
 
+# Set on a request whose HTTP version sigproxy doesn't speak (the version it claimed).
+_UNSUPPORTED_VERSION = "sigproxy.unsupported_version"
 # After a refusal at accept, what the client still sends is read and dropped for this long, so that closing
 # doesn't reset the connection before the client has read the answer.
 _REFUSAL_LINGER = 1.0
@@ -222,14 +226,37 @@ class GuardedHandler(RequestHandler):
 
 class ClientServer(web.Server):
     """aiohttp's low-level server for client listeners: each connection's :class:`GuardedHandler` gets the
-    limits of the config current when it is accepted."""
+    limits of the config current when it is accepted. A request that claims an HTTP version other than 1.0
+    or 1.1 (``GET / HTTP/2.0``) is refused with 400, answered as HTTP/1.1 (aiohttp would echo its version
+    in the status line) and the connection closed."""
 
-    def __init__(self, handler: Callable[[web.BaseRequest], Any], *, proxy: Callable[[], ProxyConfig]) -> None:
-        super().__init__(handler, access_log=None)
+    def __init__(self, handler: Callable[[web.BaseRequest], Awaitable[web.StreamResponse]], *,
+                 proxy: Callable[[], ProxyConfig]) -> None:
+        async def checked(request: web.BaseRequest) -> web.StreamResponse:
+            version = request.get(_UNSUPPORTED_VERSION)
+            if version is None:
+                return await handler(request)
+            logger.info("request from %s refused: HTTP/%s", request.remote, version)
+            response = error_response(BadRequest(f"HTTP/{version} is not spoken here: sigproxy takes HTTP/1.1 "
+                                                 "and HTTP/1.0"), "-")
+            response.force_close()
+            return response
+
+        super().__init__(checked, access_log=None)
         self._current = proxy
 
     def __call__(self) -> GuardedHandler:
         return GuardedHandler(self, loop=self._loop, proxy=self._current())
+
+    def _make_request(self, message: RawRequestMessage, payload: StreamReader, protocol: RequestHandler,
+                      writer: AbstractStreamWriter, task: asyncio.Task[None]) -> web.BaseRequest:
+        if message.version in (HttpVersion10, HttpVersion11):
+            return super()._make_request(message, payload, protocol, writer, task)
+        claimed = f"{message.version.major}.{message.version.minor}"
+        as_11 = message._replace(version=HttpVersion11, should_close=True)
+        request = super()._make_request(as_11, payload, protocol, writer, task)
+        request[_UNSUPPORTED_VERSION] = claimed
+        return request
 
 
 class Door(asyncio.Protocol):
