@@ -51,8 +51,10 @@ def peak_rss_mb(proxy: Proxy) -> float:
 
 
 def cli(aws_cli: str, env: dict[str, str], endpoint: str, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([aws_cli, "--endpoint-url", endpoint, *args], env=env, capture_output=True, text=True,
-                          timeout=900, check=False)
+    # moto reads the whole stored object for every ranged GET: on a loaded 2-core machine one range can take
+    # longer than the CLI's default 60 s read timeout, and its retries pile on more load (seen once in CI).
+    return subprocess.run([aws_cli, "--endpoint-url", endpoint, "--cli-read-timeout", "300", *args], env=env,
+                          capture_output=True, text=True, timeout=900, check=False)
 
 
 def base_env(tmp_path: Path, s3_settings: str) -> dict[str, str]:
@@ -87,7 +89,8 @@ def test_multipart_1gib_over_https(aws_cli: str, moto: Moto, gib_file: tuple[Pat
     proxy = sigproxy_factory(https_config(moto, tmp_path / "state"))
     bundle = tmp_path / "bundle.pem"
     assert sigproxy_cli("ca", "-c", str(proxy.config), "--bundle", str(bundle)).returncode == 0
-    env = {**base_env(tmp_path, "  multipart_threshold = 64MB\n  multipart_chunksize = 64MB\n"),
+    env = {**base_env(tmp_path, "  multipart_threshold = 64MB\n  multipart_chunksize = 64MB\n"
+                                "  max_concurrent_requests = 4\n"),
            "HTTPS_PROXY": proxy.url, "AWS_CA_BUNDLE": str(bundle)}
     endpoint = str(moto.tls_endpoint)
     up = cli(aws_cli, env, endpoint, "s3", "cp", str(path), f"s3://{moto.bucket}/big/multi.bin")
