@@ -140,10 +140,12 @@ class ConnectIntake:
         self._tasks.spawn(coro, name="sigproxy-connect")
 
     async def shutdown(self, grace: float) -> None:
+        """Drain: requests in progress get ``grace`` to finish; idle keep-alive connections close at once
+        (``pre_shutdown``; without it aiohttp waits out ``grace`` for their next request)."""
         await self._tasks.cancel_all()
-        for server in list(self._tunnels):
+        for server in [*self._tunnels, self._plain]:
+            server.pre_shutdown()
             await server.shutdown(grace)
-        await self._plain.shutdown(grace)
 
     # ------------------------------------------------------------------ CONNECT
 

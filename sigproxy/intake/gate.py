@@ -206,12 +206,6 @@ class GuardedHandler(RequestHandler):
             return response
         return super().handle_error(request, status, exc, message)
 
-    async def shutdown(self, timeout: float | None = 15.0) -> None:  # noqa: ASYNC109 - aiohttp's signature
-        """Drain: a request in progress gets ``timeout`` to finish; an idle keep-alive connection closes now
-        (aiohttp alone would wait the whole ``timeout`` for its next request)."""
-        self.close()
-        await super().shutdown(timeout)
-
     def connection_lost(self, exc: BaseException | None) -> None:
         if self._head_timer is not None:
             self._head_timer.cancel()
