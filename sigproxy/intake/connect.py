@@ -161,8 +161,7 @@ class ConnectIntake:
 
     async def _handle_connect(self, transport: asyncio.Transport, head: bytes, early: bytes) -> None:
         failures = self._runtime.handler.failures
-        peer = transport.get_extra_info("peername")
-        client = str(peer[0]) if isinstance(peer, tuple) else None
+        client = peer_address(transport)
         try:
             failures.check(client)
             config = self._runtime.handler.config
