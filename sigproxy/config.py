@@ -551,7 +551,7 @@ _SIGPROXY_VAR = re.compile(r"\$\{sigproxy:[^}]*\}")
 
 def _user_templates(t: _Table, creds: CredentialsConfig, user_header: bool) -> None:
     """``${sigproxy:...}`` only as ``${sigproxy:user}``, only where it is replaced, only with ``user_header``;
-    a templated session name or source identity must be valid once an id is put in."""
+    the session name and source identity follow STS's rule, a templated one once an id is put in."""
     # (key path, value, whether USER_VAR is replaced there)
     values: list[tuple[str, str, bool]] = []
     for f in dataclasses.fields(creds):
@@ -573,12 +573,12 @@ def _user_templates(t: _Table, creds: CredentialsConfig, user_header: bool) -> N
                 raise ConfigError(t.key(key), f"{USER_VAR} needs user_header = true on the connection")
     for key in ("session_name", "source_identity"):
         value = getattr(creds, key)
-        if value is None or USER_VAR not in value:
+        if value is None:
             continue
         # The id itself is checked per request; here only what the config adds around it.
         if not SESSION_NAME.match(value.replace(USER_VAR, "u1")):
-            raise ConfigError(t.key(key), f"expected 2-64 characters of [A-Za-z0-9_+=,.@-] around {USER_VAR}, "
-                              f"got {value!r}")
+            around = f" around {USER_VAR}" if USER_VAR in value else ""
+            raise ConfigError(t.key(key), f"expected 2-64 characters of [A-Za-z0-9_+=,.@-]{around}, got {value!r}")
 
 
 def _role_arn(t: _Table, require_path: str | None) -> str:
@@ -611,10 +611,7 @@ def _credentials(t: _Table, connection: str, require_path: str | None, *,
     else:
         kwargs["role_arn"] = _role_arn(t, require_path)
         default = USER_VAR if user_header and source != "sts_endpoint" else f"sigproxy-{connection}"[:64]
-        session = t.string("session_name") or default
-        if USER_VAR not in session and not SESSION_NAME.match(session):
-            raise ConfigError(t.key("session_name"), f"expected 2-64 characters of [A-Za-z0-9_+=,.@-], got {session!r}")
-        kwargs["session_name"] = session
+        kwargs["session_name"] = t.string("session_name") or default
     if source in ("assume_role", "web_identity"):
         duration = t.integer("duration_seconds")
         if duration is not None:
@@ -634,11 +631,7 @@ def _credentials(t: _Table, connection: str, require_path: str | None, *,
             for key in tags_t.data:
                 tags.append((key, tags_t.string(key, required=True) or ""))
             tags_t.done()
-        source_identity = t.string("source_identity")
-        if source_identity is not None and USER_VAR not in source_identity and not SESSION_NAME.match(source_identity):
-            raise ConfigError(t.key("source_identity"), "expected 2-64 characters of [A-Za-z0-9_+=,.@-], "
-                              f"got {source_identity!r}")
-        kwargs.update(external_id=t.string("external_id"), source_identity=source_identity,
+        kwargs.update(external_id=t.string("external_id"), source_identity=t.string("source_identity"),
                       policy=policy, policy_arns=t.strings("policy_arns"), tags=tuple(tags),
                       transitive_tag_keys=t.strings("transitive_tag_keys"), base=t.string("base") or "chain")
     elif source == "web_identity":
@@ -698,9 +691,10 @@ def _connection(name: str, t: _Table) -> ConnectionConfig:
     if not hosts:
         raise ConfigError(t.key("hosts"), "is required: the hosts this connection may sign for")
     sts = t.string("sts_endpoint_url")
+    user_header = t.boolean("user_header") is True
     conn = ConnectionConfig(
         name=name,
-        credentials=_credentials(creds_t, name, require_path, user_header=t.boolean("user_header") is True),
+        credentials=_credentials(creds_t, name, require_path, user_header=user_header),
         require_role_path=require_path,
         region=t.string("region"),
         service=t.string("service"),
@@ -716,7 +710,7 @@ def _connection(name: str, t: _Table) -> ConnectionConfig:
         allowed_methods=_methods(t),
         deny_amz_headers=_amz_globs(t),
         presigned=t.choice("presigned", ("refuse", "passthrough")) or "refuse",  # type: ignore[arg-type]
-        user_header=t.boolean("user_header") is True,
+        user_header=user_header,
         private_networks=_networks(t, "private_networks"),
     )
     if conn.user_header and conn.credentials.source not in ("assume_role", "web_identity", "sts_endpoint"):
