@@ -56,6 +56,7 @@ __all__ = [
     "client_allowed",
     "host_matches",
     "compile_host_globs",
+    "split_host_entry",
     "default_state_dir",
     "SESSION_NAME",
     "USER_VAR",
@@ -324,18 +325,25 @@ def _glob_re(glob: str) -> str:
     return fnmatch.translate(glob).removesuffix(r"\Z")
 
 
+def split_host_entry(raw: str) -> tuple[str, str]:
+    """A ``hosts``/``passthrough`` entry -> (host part lower-cased and unbracketed, port glob, ``*`` if none)."""
+    entry = raw.strip().lower()
+    if entry.startswith("["):
+        host, _, rest = entry[1:].partition("]")
+        return host, rest[1:] if rest.startswith(":") else "*"
+    if entry.count(":") > 1:  # an unbracketed IPv6 literal: no port
+        return entry, "*"
+    if ":" in entry:
+        host, _, port = entry.rpartition(":")
+        return host, port
+    return entry, "*"
+
+
 def compile_host_globs(patterns: tuple[str, ...]) -> re.Pattern[str]:
     """One regex over ``host:port`` (lower-case host; IPv6 unbracketed) for ``host`` / ``host:port`` globs."""
     parts = []
     for raw in patterns:
-        pattern = raw.lower()
-        if pattern.startswith("["):
-            host, _, rest = pattern[1:].partition("]")
-            port = rest[1:] if rest.startswith(":") else "*"
-        elif ":" in pattern:
-            host, _, port = pattern.rpartition(":")
-        else:
-            host, port = pattern, "*"
+        host, port = split_host_entry(raw)
         parts.append(f"(?:{_glob_re(host)}):(?:{_glob_re(port)})")
     return re.compile("|".join(parts) or "(?!)")
 

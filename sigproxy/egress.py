@@ -46,6 +46,7 @@ from dataclasses import dataclass, field
 from aiohttp.abc import AbstractResolver, ResolveResult
 from cachetools import TTLCache
 
+from .config import Network, split_host_entry
 from .errors import AddressNotAllowed
 
 __all__ = [
@@ -180,20 +181,6 @@ def _port_re(glob: str) -> re.Pattern[str]:
     return re.compile(fnmatch.translate(glob))
 
 
-def _split_entry(raw: str) -> tuple[str, str]:
-    """A ``hosts`` entry -> (host part lower-cased and unbracketed, port glob); as :func:`compile_host_globs`."""
-    entry = raw.strip().lower()
-    if entry.startswith("["):
-        host, _, rest = entry[1:].partition("]")
-        return host, rest[1:] if rest.startswith(":") else "*"
-    if entry.count(":") > 1:  # an unbracketed IPv6 literal: no port
-        return entry, "*"
-    if ":" in entry:
-        host, _, port = entry.rpartition(":")
-        return host, port
-    return entry, "*"
-
-
 def _norm_name(host: str) -> str:
     return host.lower().rstrip(".")
 
@@ -217,19 +204,19 @@ class EgressPolicy:
     where: str
     addresses: tuple[tuple[IPAddress, re.Pattern[str]], ...] = ()
     names: tuple[tuple[str, re.Pattern[str]], ...] = ()
-    networks: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
+    networks: tuple[Network, ...] = ()
     _decisions: dict[tuple[str, int, str], str | None] = field(default_factory=dict, compare=False, hash=False,
                                                                 repr=False)
     """(host, port, address) -> the refusal message, or ``None``: each request checks the same few targets."""
 
     @classmethod
     def from_hosts(cls, entries: Iterable[str], *, where: str,
-                   networks: Iterable[ipaddress.IPv4Network | ipaddress.IPv6Network] = ()) -> EgressPolicy:
+                   networks: Iterable[Network] = ()) -> EgressPolicy:
         """The explicit entries of ``entries`` (``hosts`` syntax); globbed host parts are left out."""
         addresses: list[tuple[IPAddress, re.Pattern[str]]] = []
         names: list[tuple[str, re.Pattern[str]]] = []
         for raw in entries:
-            host, port = _split_entry(raw)
+            host, port = split_host_entry(raw)
             if not host or any(c in host for c in "*?[]"):
                 continue  # a glob never names a non-public address
             try:
@@ -242,7 +229,7 @@ class EgressPolicy:
 
     @classmethod
     def for_connection(cls, name: str, hosts: Iterable[str],
-                       networks: Iterable[ipaddress.IPv4Network | ipaddress.IPv6Network] = ()) -> EgressPolicy:
+                       networks: Iterable[Network] = ()) -> EgressPolicy:
         return cls.from_hosts(hosts, where=f"connection {name}'s hosts", networks=networks)
 
     @classmethod
