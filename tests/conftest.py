@@ -12,10 +12,12 @@ import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from tests.servers.moto_server import Moto, start_moto
+from tests.servers.recording_sts import start_recording_sts
 from tests.servers.rgw import RGW, rgw_available, start_rgw
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -51,6 +53,16 @@ def rgw(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RGW]:
     server, stop = start_rgw(tmp_path_factory.mktemp("rgw"))
     try:
         yield server
+    finally:
+        stop()
+
+
+@pytest.fixture
+def recording_sts() -> Iterator[tuple[str, list[dict[str, Any]]]]:
+    """A stand-in STS recording every call's parameters (``tests/servers/recording_sts.py``): ``(url, calls)``."""
+    url, calls, stop = start_recording_sts()
+    try:
+        yield url, calls
     finally:
         stop()
 

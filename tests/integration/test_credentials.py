@@ -9,6 +9,7 @@ import sys
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -274,53 +275,7 @@ class TestStsEndpoint:
         assert len(sts_endpoint.calls) - calls_before <= 3
 
 
-@pytest.fixture
-def recording_sts() -> Iterator[tuple[str, list[dict[str, list[str]]]]]:
-    """A stand-in STS (query protocol) that records each call's parameters: it shows what sigproxy sends
-    where moto ignores it (session policy, tags, source identity). Not a verifier."""
-    import threading
-    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-    from urllib.parse import parse_qs
-
-    calls: list[dict[str, list[str]]] = []
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:
-            body = self.rfile.read(int(self.headers.get("Content-Length", "0"))).decode()
-            params = parse_qs(body, keep_blank_values=True)
-            params["_authorization"] = [self.headers.get("Authorization", "")]
-            calls.append(params)
-            action = params["Action"][0]
-            if action == "AssumeRole":
-                xml = ("<AssumeRoleResponse xmlns=\"https://sts.amazonaws.com/doc/2011-06-15/\"><AssumeRoleResult>"
-                       "<Credentials><AccessKeyId>ASIATEMP</AccessKeyId><SecretAccessKey>tempsecret</SecretAccessKey>"
-                       "<SessionToken>temptoken</SessionToken><Expiration>2099-01-01T00:00:00Z</Expiration>"
-                       "</Credentials><AssumedRoleUser><Arn>arn:aws:sts::111122223333:assumed-role/r/s</Arn>"
-                       "<AssumedRoleId>AROA:s</AssumedRoleId></AssumedRoleUser></AssumeRoleResult>"
-                       "</AssumeRoleResponse>")
-            else:
-                xml = ("<GetCallerIdentityResponse xmlns=\"https://sts.amazonaws.com/doc/2011-06-15/\">"
-                       "<GetCallerIdentityResult><Arn>arn:aws:sts::111122223333:assumed-role/r/s</Arn>"
-                       "<UserId>AROA:s</UserId><Account>111122223333</Account></GetCallerIdentityResult>"
-                       "</GetCallerIdentityResponse>")
-            data = xml.encode()
-            self.send_response(200)
-            self.send_header("Content-Type", "text/xml")
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
-
-        def log_message(self, *args: object) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{server.server_address[1]}", calls
-    server.shutdown()
-    server.server_close()
-
-
-def test_assume_role_sends_every_parameter(recording_sts: tuple[str, list[dict[str, list[str]]]],
+def test_assume_role_sends_every_parameter(recording_sts: tuple[str, list[dict[str, Any]]],
                                            tmp_path: Path) -> None:
     """Session policy, policy ARNs, tags, transitive tag keys, source identity, duration and ExternalId all
     reach STS, signed with the base connection's keys."""
@@ -367,7 +322,7 @@ tier = "gold"
     assert (assume["Tags.member.1.Key"], assume["Tags.member.1.Value"]) == (["tenant"], ["acme"])
     assert (assume["Tags.member.2.Key"], assume["Tags.member.2.Value"]) == (["tier"], ["gold"])
     assert assume["TransitiveTagKeys.member.1"] == ["tenant"]
-    assert "Credential=AKIDBASE/" in assume["_authorization"][0]
-    assert "/eu-west-1/sts/aws4_request" in assume["_authorization"][0]
+    assert "Credential=AKIDBASE/" in assume["_authorization"]
+    assert "/eu-west-1/sts/aws4_request" in assume["_authorization"]
     who = next(c for c in calls if c["Action"] == ["GetCallerIdentity"])
-    assert "Credential=ASIATEMP/" in who["_authorization"][0]
+    assert "Credential=ASIAsigproxy-acme/" in who["_authorization"]  # the assumed session's key

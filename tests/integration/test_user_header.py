@@ -6,12 +6,9 @@ from __future__ import annotations
 
 import json
 import re
-import threading
 import urllib.request
 from collections.abc import Callable, Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
-from urllib.parse import parse_qs
 
 import pytest
 
@@ -156,51 +153,6 @@ class TestMoto:
 
 
 # ------------------------------------------------------------------ what exactly reaches STS
-
-
-@pytest.fixture
-def recording_sts() -> Iterator[tuple[str, list[dict[str, Any]]]]:
-    """A stand-in STS (query protocol) recording each call's parameters and header names. AssumeRole hands out
-    keys ``ASIA<session name>``; GetCallerIdentity answers the session of the signing key. Not a verifier."""
-    calls: list[dict[str, Any]] = []
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:
-            body = self.rfile.read(int(self.headers.get("Content-Length", "0"))).decode()
-            params: dict[str, Any] = parse_qs(body, keep_blank_values=True)
-            params["_headers"] = [name.lower() for name in self.headers]
-            params["_authorization"] = self.headers.get("Authorization", "")
-            calls.append(params)
-            if params["Action"] == ["AssumeRole"]:
-                session = params["RoleSessionName"][0]
-                xml = ("<AssumeRoleResponse xmlns=\"https://sts.amazonaws.com/doc/2011-06-15/\"><AssumeRoleResult>"
-                       f"<Credentials><AccessKeyId>ASIA{session}</AccessKeyId>"
-                       "<SecretAccessKey>tempsecret</SecretAccessKey><SessionToken>temptoken</SessionToken>"
-                       "<Expiration>2099-01-01T00:00:00Z</Expiration></Credentials><AssumedRoleUser>"
-                       f"<Arn>arn:aws:sts::111122223333:assumed-role/r/{session}</Arn>"
-                       f"<AssumedRoleId>AROA:{session}</AssumedRoleId></AssumedRoleUser></AssumeRoleResult>"
-                       "</AssumeRoleResponse>")
-            else:
-                key = params["_authorization"].split("Credential=", 1)[1].split("/", 1)[0]
-                xml = ("<GetCallerIdentityResponse xmlns=\"https://sts.amazonaws.com/doc/2011-06-15/\">"
-                       f"<GetCallerIdentityResult><Arn>arn:aws:sts::111122223333:assumed-role/r/{key[4:]}</Arn>"
-                       "<UserId>AROA:s</UserId><Account>111122223333</Account></GetCallerIdentityResult>"
-                       "</GetCallerIdentityResponse>")
-            data = xml.encode()
-            self.send_response(200)
-            self.send_header("Content-Type", "text/xml")
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
-
-        def log_message(self, *args: object) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{server.server_address[1]}", calls
-    server.shutdown()
-    server.server_close()
 
 
 POLICY = json.dumps({"Version": "2012-10-17", "Statement": [{
