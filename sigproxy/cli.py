@@ -17,9 +17,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from urllib.parse import quote
 
-import uvloop
-
-from . import __version__
+from . import __version__, eventloop
 from .config import DEFAULT_LISTEN, Config, default_state_dir, find_config, load, parse_address
 from .credentials import Providers, caller_identity
 from .errors import ConfigError, SigproxyError
@@ -129,7 +127,7 @@ def _run(args: argparse.Namespace) -> int:
             notifier.close()
 
     try:
-        uvloop.run(main())
+        eventloop.run(main())
     except OSError as exc:
         print(f"sigproxy: cannot listen: {exc.strerror or exc}", file=sys.stderr)
         return EXIT_USAGE

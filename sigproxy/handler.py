@@ -163,7 +163,6 @@ class Handler:
 
     def _finish(self, info: dict[str, object], started: float) -> None:
         """The access log line and the request's metrics."""
-        info.pop("prepared", None)
         elapsed = time.monotonic() - started
         info["ms"] = round(elapsed * 1000, 2)
         access_logger.info("%s %s %s", info.get("method"), info.get("host"), info.get("status"),
@@ -190,15 +189,10 @@ class Handler:
                 self._failures.record(request.remote)
                 raise
         except SigproxyError as exc:
-            info["error"] = exc.code
-            if info.get("prepared"):
-                info["status"] = "aborted"
-                self._finish(info, started)
-                raise ConnectionResetError(f"{exc.code}: {exc.message}") from exc
-            info["status"] = exc.status
+            info["error"], info["status"] = exc.code, exc.status
             self._finish(info, started)
             return error_response(exc, request_id)
-        info["status"] = response.status
+        info.setdefault("status", response.status)
         self._finish(info, started)
         return response
 
@@ -361,11 +355,36 @@ class Handler:
             response = web.StreamResponse(status=upstream.status, reason=upstream.reason)
             response.headers.extend(headers_out)
             await response.prepare(request)
-            info["prepared"] = True
             sent = 0
-            async for chunk in self._upstream.iter_body(upstream):
-                sent += len(chunk)
-                await response.write(chunk)
-            info["bytes_down"] = sent
-            await response.write_eof()
+            try:
+                async for chunk in self._upstream.iter_body(upstream):
+                    sent += len(chunk)
+                    await response.write(chunk)
+                info["bytes_down"] = sent
+                await response.write_eof()
+            except (SigproxyError, ConnectionError) as exc:
+                _abort(request, info, exc, sent=sent, expected=length)
         return response
+
+
+def _abort(request: web.BaseRequest, info: dict[str, object], exc: SigproxyError | ConnectionError, *, sent: int,
+           expected: int | None) -> None:
+    """A response body that broke off after its head went out: the upstream ended early or failed
+    (:class:`SigproxyError`), or the client went away (:class:`ConnectionError`). There can be no second
+    response, so the client connection is closed without completing the body (no final chunk), and the
+    access line says ``aborted`` with the byte counts. One log line, no traceback."""
+    of = f" of {expected}" if expected is not None else ""
+    if isinstance(exc, SigproxyError):
+        info["error"] = exc.code
+        logger.warning("request %s: response to %s %s aborted after %d%s bytes: %s", info.get("request_id"),
+                       info.get("method"), info.get("host"), sent, of, exc.message)
+    else:
+        info["error"] = "client_disconnected"
+        logger.info("request %s: client %s went away after %d%s bytes of the response to %s %s",
+                    info.get("request_id"), info.get("client"), sent, of, info.get("method"), info.get("host"))
+    info["status"], info["bytes_down"] = "aborted", sent
+    if expected is not None:
+        info["bytes_expected"] = expected
+    request.protocol.force_close()
+    if request.transport is not None:
+        request.transport.close()

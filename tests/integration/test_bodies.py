@@ -4,13 +4,16 @@ signature and the body hash; moto decodes aws-chunked and accepts the trailer fo
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import http.client
 import json
 import os
 import socket
+import struct
 import subprocess
 import threading
+import time
 import zlib
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
@@ -246,16 +249,32 @@ def test_client_abort_mid_upload(moto: Moto, sigproxy_factory: Callable[..., Pro
 
 @pytest.fixture
 def broken_upstream() -> Iterator[str]:
-    """An upstream that promises 1 MB and dies after 10 bytes."""
+    """An upstream that breaks off mid-body: ``/length`` promises 1 MB by Content-Length and dies after 10
+    bytes; ``/chunked`` sends one 10-byte chunk and dies without the last chunk; ``/slow`` sends 1 MB a
+    little at a time (for a client that goes away)."""
 
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
 
         def do_GET(self) -> None:
             self.send_response(200)
-            self.send_header("Content-Length", "1000000")
-            self.end_headers()
-            self.wfile.write(b"0123456789")
+            if self.path == "/slow":
+                self.send_header("Content-Length", str(2**20))
+                self.end_headers()
+                with contextlib.suppress(OSError):
+                    for _ in range(64):
+                        self.wfile.write(b"x" * 2**14)
+                        self.wfile.flush()
+                        time.sleep(0.05)
+                return
+            if self.path == "/chunked":
+                self.send_header("Transfer-Encoding", "chunked")
+                self.end_headers()
+                self.wfile.write(b"a\r\n0123456789\r\n")
+            else:
+                self.send_header("Content-Length", "1000000")
+                self.end_headers()
+                self.wfile.write(b"0123456789")
             self.wfile.flush()
             self.connection.shutdown(socket.SHUT_RDWR)
 
@@ -269,10 +288,7 @@ def broken_upstream() -> Iterator[str]:
     server.server_close()
 
 
-def test_upstream_failure_mid_response_aborts_client(broken_upstream: str,
-                                                     sigproxy_factory: Callable[..., Proxy]) -> None:
-    """An upstream that breaks mid-response: the client's connection is aborted, never a second response."""
-    proxy = sigproxy_factory("""
+BROKEN_CONFIG = """
 [proxy]
 default_connection = "x"
 [connections.x]
@@ -283,11 +299,48 @@ hosts = ["127.0.0.1:*"]
 source = "static"
 access_key_id = "AKIDX"
 secret_access_key = "x-secret"
-""")
+"""
+
+
+@pytest.mark.parametrize(("path", "expected"), [("/length", " of 1000000 bytes"), ("/chunked", " bytes")])
+def test_upstream_failure_mid_response_aborts_client(broken_upstream: str, path: str, expected: str,
+                                                     sigproxy_factory: Callable[..., Proxy]) -> None:
+    """An upstream that breaks mid-response (short of its Content-Length, or chunked without the last chunk):
+    the client's response is cut off so the client can tell (curl: partial file), never completed or
+    followed by a second response; the proxy logs one line with the byte counts, no traceback."""
+    proxy = sigproxy_factory(BROKEN_CONFIG)
     r = subprocess.run(["curl", "-sS", "-x", proxy.url, "-o", "/dev/null", "-w", "%{http_code}",
-                        f"{broken_upstream}/big"], capture_output=True, text=True, timeout=30, check=False)
+                        f"{broken_upstream}{path}"], capture_output=True, text=True, timeout=30, check=False)
     assert r.returncode == 18, r  # curl: partial file
     assert r.stdout == "200"
+    out = proxy.stop()
+    assert "Traceback" not in out
+    [line] = [json.loads(x) for x in out.splitlines() if "aborted after" in x]
+    assert line["level"] == "warning"
+    assert f"aborted after 10{expected}" in line["msg"]
+    [access] = [json.loads(x) for x in out.splitlines() if '"logger": "sigproxy.access"' in x]
+    assert access["status"] == "aborted"
+    assert access["bytes_down"] == 10
+
+
+def test_client_gone_mid_response_is_one_line(broken_upstream: str, sigproxy_factory: Callable[..., Proxy]) -> None:
+    """A client that hangs up mid-download: one info line with the byte count, no traceback."""
+    proxy = sigproxy_factory(BROKEN_CONFIG)
+    host, port = proxy.address.rsplit(":", 1)
+    with socket.create_connection((host, int(port)), timeout=10) as s:
+        s.sendall(f"GET {broken_upstream}/slow HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+        assert s.recv(65536).startswith(b"HTTP/1.1 200")
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))  # close with a reset
+    deadline = time.monotonic() + 10
+    while not any("went away after" in x for x in proxy.output) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    out = proxy.stop()
+    assert "Traceback" not in out
+    [line] = [json.loads(x) for x in out.splitlines() if "went away after" in x]
+    assert " of 1048576 bytes" in line["msg"]
+    [access] = [json.loads(x) for x in out.splitlines() if '"logger": "sigproxy.access"' in x]
+    assert access["status"] == "aborted"
+    assert access["error"] == "client_disconnected"
 
 
 def _sha256_file(path: Path) -> str:
