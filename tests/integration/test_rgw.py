@@ -266,3 +266,29 @@ def test_key_not_utf8_reaches_rgw_unchanged(rgw: RGW, bucket: str, rgw_proxy: Pr
     status, answer = raw_http(rgw_proxy, "PUT", f"{rgw.endpoint}/{bucket}/spell-x%FFy", b"b")
     assert status == 400, answer
     assert b"InvalidObjectName" in answer
+
+
+def test_presign_encoded_slash(rgw: RGW, bucket: str, tmp_path: Path,
+                               sigproxy_factory: Callable[..., Proxy]) -> None:
+    """`sigproxy sign --presign` of a path with an encoded slash presigns the key RGW decodes: the URL carries
+    "/" and RGW serves it (before, it signed "%2F" and RGW answered 403). Spelled with "%2F" again, the URL
+    is the same request to RGW, directly and through presigned = "passthrough", which forwards the
+    client's path untouched."""
+    s3 = boto3.client("s3", endpoint_url=rgw.endpoint, region_name=rgw.region,
+                      aws_access_key_id=rgw.access_key, aws_secret_access_key=rgw.secret_key)
+    s3.put_object(Bucket=bucket, Key="pre/q/r", Body=b"slash")
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(rgw_config(rgw))
+    r = _sigproxy("sign", "--connection", "ceph", "--presign", "--expires", "300",
+                  f"{rgw.endpoint}/{bucket}/pre/q%2Fr", config=cfg)
+    assert r.returncode == 0, r.stderr
+    url = r.stdout.strip()
+    assert f"/{bucket}/pre/q/r?X-Amz-" in url
+    respelled = url.replace("/pre/q/r?", "/pre/q%2Fr?")
+    no_proxy = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    for each in (url, respelled):
+        with no_proxy.open(each, timeout=10) as resp:
+            assert resp.read() == b"slash"
+    passing = sigproxy_factory(rgw_config(rgw).replace('service = "s3"', 'service = "s3"\npresigned = "passthrough"'))
+    status, answer = raw_http(passing, "GET", respelled)
+    assert (status, answer) == (200, b"slash")
