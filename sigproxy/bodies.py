@@ -147,9 +147,9 @@ def _trailer_length(names: Sequence[str]) -> int | None:
     return total
 
 
-async def plan_body(request: web.BaseRequest, conn: ConnectionConfig, proxy: ProxyConfig, *, chunked: bool,
+async def plan_body(request: web.BaseRequest, conn: ConnectionConfig, proxy: ProxyConfig, *, aws_chunked: bool,
                     upstream_tls: bool, spool_dir: Path) -> BodyPlan:
-    """Decide how the body goes and prepare what must be read first (small bodies, spools). ``chunked``:
+    """Decide how the body goes and prepare what must be read first (small bodies, spools). ``aws_chunked``:
     the service takes aws-chunked uploads (``SigningPolicy.chunked`` of its signing name).
 
     Raises :class:`BodyTooLarge`, :class:`BadRequest`, :class:`ClientAborted`.
@@ -176,7 +176,7 @@ async def plan_body(request: web.BaseRequest, conn: ConnectionConfig, proxy: Pro
     if length is not None and length <= proxy.max_buffered_body:
         data = b"".join([piece async for piece in _client_pieces(request, proxy.max_body, proxy.body_timeout)])
         return BodyPlan(payload_hash=hashlib.sha256(data).hexdigest(), length=len(data), mode="buffered", data=data)
-    if chunked and length is not None:
+    if aws_chunked and length is not None:
         if conn.s3_payload == "unsigned" and upstream_tls:
             return BodyPlan(payload_hash=UNSIGNED_PAYLOAD, length=length, mode="unsigned",
                             _stream=lambda _: _client_pieces(request, proxy.max_body, proxy.body_timeout))

@@ -283,7 +283,7 @@ class Handler:
         if presigned:
             plan = untouched_plan(request, config.proxy)
         else:
-            plan = await plan_body(request, conn, config.proxy, chunked=policy_for(service).chunked,
+            plan = await plan_body(request, conn, config.proxy, aws_chunked=policy_for(service).chunked,
                                    upstream_tls=scheme == "https", spool_dir=config.proxy.state_dir / "spool")
         info["body"] = plan.mode
         try:
