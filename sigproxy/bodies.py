@@ -9,8 +9,9 @@ client no upload):
 * the client sent ``STREAMING-AWS4-HMAC-SHA256-PAYLOAD[-TRAILER]`` (signed with a placeholder key): decoded
   chunk by chunk (the client's chunk signatures checked when the connection has a ``client_secret``),
   re-framed into ``chunk_size`` chunks and re-signed with the real key, trailer signature included.
-* S3, a known length over ``max_buffered_body``: aws-chunked with signed chunks, or ``UNSIGNED-PAYLOAD`` over
-  TLS when the connection sets ``s3_payload = "unsigned"``.
+* S3 (the signing names whose ``SigningPolicy.chunked`` is set), a known length over ``max_buffered_body``:
+  aws-chunked with signed chunks, or ``UNSIGNED-PAYLOAD`` over TLS when the connection sets
+  ``s3_payload = "unsigned"``.
 * anything else (another service's large body, an unknown length): spooled to an unnamed temporary file
   while hashed, then streamed from it.
 
@@ -146,9 +147,10 @@ def _trailer_length(names: Sequence[str]) -> int | None:
     return total
 
 
-async def plan_body(request: web.BaseRequest, conn: ConnectionConfig, proxy: ProxyConfig, *, s3: bool,
+async def plan_body(request: web.BaseRequest, conn: ConnectionConfig, proxy: ProxyConfig, *, aws_chunked: bool,
                     upstream_tls: bool, spool_dir: Path) -> BodyPlan:
-    """Decide how the body goes and prepare what must be read first (small bodies, spools).
+    """Decide how the body goes and prepare what must be read first (small bodies, spools). ``aws_chunked``:
+    the service takes aws-chunked uploads (``SigningPolicy.chunked`` of its signing name).
 
     Raises :class:`BodyTooLarge`, :class:`BadRequest`, :class:`ClientAborted`.
     """
@@ -174,7 +176,7 @@ async def plan_body(request: web.BaseRequest, conn: ConnectionConfig, proxy: Pro
     if length is not None and length <= proxy.max_buffered_body:
         data = b"".join([piece async for piece in _client_pieces(request, proxy.max_body, proxy.body_timeout)])
         return BodyPlan(payload_hash=hashlib.sha256(data).hexdigest(), length=len(data), mode="buffered", data=data)
-    if s3 and length is not None:
+    if aws_chunked and length is not None:
         if conn.s3_payload == "unsigned" and upstream_tls:
             return BodyPlan(payload_hash=UNSIGNED_PAYLOAD, length=length, mode="unsigned",
                             _stream=lambda _: _client_pieces(request, proxy.max_body, proxy.body_timeout))

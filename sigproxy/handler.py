@@ -48,7 +48,7 @@ from .routing import (
     resolve_service_region,
     select_connection,
 )
-from .signing import Credentials, Signer
+from .signing import Credentials, Signer, policy_for
 from .streaming import ChunkSigner
 
 __all__ = ["Exchange", "Handler", "RequestIds", "error_response", "error_bytes"]
@@ -277,8 +277,8 @@ class Handler:
         if presigned:
             plan = untouched_plan(request, config.proxy)
         else:
-            plan = await plan_body(request, conn, config.proxy, s3=service == "s3", upstream_tls=scheme == "https",
-                                   spool_dir=config.proxy.state_dir / "spool")
+            plan = await plan_body(request, conn, config.proxy, aws_chunked=policy_for(service).chunked,
+                                   upstream_tls=scheme == "https", spool_dir=config.proxy.state_dir / "spool")
         info["body"] = plan.mode
         try:
             if received is not None:

@@ -33,10 +33,10 @@ from .signing import (
     CanonicalInput,
     Credentials,
     Signer,
-    SigningPolicy,
     encode_query,
     normalize_query,
     normalize_s3_path,
+    policy_for,
 )
 
 __all__ = [
@@ -166,10 +166,11 @@ def _raw_pairs(query: str) -> _Pairs:
     return tuple(pairs)
 
 
-def _candidates(req: ReceivedRequest, service: str, query_pairs: _Pairs) -> list[tuple[str, _Pairs]]:
-    """(path, query pairs) spellings a client may have signed: as sent, and SigV4's normal form."""
+def _candidates(req: ReceivedRequest, s3: bool, query_pairs: _Pairs) -> list[tuple[str, _Pairs]]:
+    """(path, query pairs) spellings a client may have signed: as sent, and SigV4's normal form (for S3 the
+    path S3 servers sign, :func:`~sigproxy.signing.normalize_s3_path`, which is also what sigproxy sends)."""
     paths = [req.path or "/"]
-    if service == "s3":
+    if s3:
         alt = normalize_s3_path(req.path)
         if alt not in paths:
             paths.append(alt)
@@ -184,8 +185,8 @@ def _matches(req: ReceivedRequest, auth: ClientAuthorization, *, signer: Signer,
              query: _Pairs, payload_hashes: Sequence[str]) -> bool:
     headers = _header_values(req.headers, auth.signed_headers)
     creds = Credentials(auth.access_key_id, secret)
-    policy = SigningPolicy(s3=auth.service == "s3")
-    for path, pairs in _candidates(req, auth.service, query):
+    policy = policy_for(auth.service)
+    for path, pairs in _candidates(req, policy.s3, query):
         for payload_hash in payload_hashes:
             canonical = CanonicalInput(req.method.upper(), path, pairs, headers, payload_hash)
             sig = signer.sign_headers(canonical, creds, region=auth.region, service=auth.service, now=when,

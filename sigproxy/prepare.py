@@ -1,7 +1,8 @@
 """Pure: a routed request -> the exact request to send upstream, signed.
 
 Owns: which headers go upstream and which are signed, the payload hash choice, the S3 path and query
-normalisation, and header auth vs presigning. Used by the proxy handler and by ``sigproxy sign``, so the
+normalisation, and header auth vs presigning; what differs by service comes from
+:func:`sigproxy.signing.policy_for`. Used by the proxy handler and by ``sigproxy sign``, so the
 two can never disagree.
 Must not: do I/O, read the clock, import aiohttp.
 """
@@ -29,6 +30,7 @@ from .signing import (
     encode_query,
     normalize_query,
     normalize_s3_path,
+    policy_for,
     sha256_hex,
 )
 from .streaming import STREAMING_SIGNED, STREAMING_SIGNED_TRAILER, STREAMING_UNSIGNED_TRAILER
@@ -83,8 +85,9 @@ def payload_hash_for(claimed: str | None, body: bytes) -> str:
     return sha256_hex(body) if body else EMPTY_SHA256
 
 
-def _wire(target: Target, s3: bool, scheme: str | None) -> tuple[str, tuple[tuple[str, str | None], ...], str]:
-    path = normalize_s3_path(target.path) if s3 else target.path
+def _wire(target: Target, policy: SigningPolicy,
+          scheme: str | None) -> tuple[str, tuple[tuple[str, str | None], ...], str]:
+    path = normalize_s3_path(target.path) if policy.s3 else target.path
     query = tuple(p for p in normalize_query(target.query) if p[0].lower() not in PRESIGN_PARAMS)
     return path, query, f"{scheme or target.scheme}://{target.authority}"
 
@@ -104,8 +107,9 @@ def sign_request(
     upstream_scheme: str | None = None,
 ) -> SignedRequest:
     """Header auth: strip what must not go upstream, add ``Host``, ``X-Amz-Date``, the session token and
-    (S3, or when the client sent one) ``X-Amz-Content-SHA256``, then sign."""
-    s3 = service == "s3"
+    ``X-Amz-Content-SHA256`` (when the service requires it, :func:`~sigproxy.signing.policy_for`, or the
+    client sent one), then sign."""
+    policy = policy_for(service)
     headers = list(headers)
     had_hash = any(k.lower() == "x-amz-content-sha256" for k, _ in headers)
     out = [(k, v) for k, v in upstream_headers(headers) if k.lower() != "x-amz-content-sha256"]
@@ -113,13 +117,13 @@ def sign_request(
     out.append(("X-Amz-Date", amz_date(now)))
     if creds.session_token:
         out.append(("X-Amz-Security-Token", creds.session_token))
-    if s3 or had_hash:
+    if policy.payload_header or had_hash:
         out.append(("X-Amz-Content-SHA256", payload_hash))
-    path, query, origin = _wire(target, s3, upstream_scheme)
+    path, query, origin = _wire(target, policy, upstream_scheme)
     signed = tuple((k, v) for k, v in out if is_signed_header(k))
     sig = signer.sign_headers(
         CanonicalInput(method, path, query, signed, payload_hash),
-        creds, region=region, service=service, now=now, policy=SigningPolicy(s3=s3),
+        creds, region=region, service=service, now=now, policy=policy,
     )
     out.append(("Authorization", sig.authorization))
     if body_length:
@@ -154,15 +158,15 @@ def presign_request(
     upstream_scheme: str | None = None,
 ) -> SignedRequest:
     """Query auth: a presigned URL. Signs ``host`` plus any ``x-amz-*``/content headers given;
-    S3 uses ``UNSIGNED-PAYLOAD``, other services the empty body's hash."""
-    s3 = service == "s3"
+    S3's signing names use ``UNSIGNED-PAYLOAD``, other services the empty body's hash."""
+    policy = policy_for(service)
     out = [(k, v) for k, v in upstream_headers(headers) if k.lower() != "x-amz-content-sha256"]
     out.append(("Host", target.authority))
-    path, query, origin = _wire(target, s3, upstream_scheme)
+    path, query, origin = _wire(target, policy, upstream_scheme)
     signed = tuple((k, v) for k, v in out if is_signed_header(k))
     sig = signer.presign(
-        CanonicalInput(method, path, query, signed, UNSIGNED_PAYLOAD if s3 else EMPTY_SHA256),
-        creds, region=region, service=service, now=now, expires=expires, policy=SigningPolicy(s3=s3),
+        CanonicalInput(method, path, query, signed, UNSIGNED_PAYLOAD if policy.s3 else EMPTY_SHA256),
+        creds, region=region, service=service, now=now, expires=expires, policy=policy,
     )
     qs = encode_query(sig.query)
     return SignedRequest(method, f"{origin}{path}?{qs}", tuple(out), sig)

@@ -35,6 +35,7 @@ from .errors import (
     UnresolvableTarget,
     UnsupportedRequest,
 )
+from .signing import policy_for
 
 __all__ = [
     "Target",
@@ -318,8 +319,9 @@ def check_shape(target: Target, headers: Mapping[str, str], service: str) -> Non
     if (auth.startswith("AWS4-ECDSA-P256-SHA256") or "X-Amz-Region-Set" in headers
             or "AWS4-ECDSA-P256-SHA256" in target.query):
         raise UnsupportedRequest("SigV4A (multi-region, ECDSA) requests are not signed by sigproxy")
-    bucket_in_path = target.path.lstrip("/").split("/", 1)[0]
-    if service in ("s3", "s3express") and ("--x-s3" in target.host or bucket_in_path.endswith("--x-s3")):
+    # The bucket as the server reads it: the path decoded once (``/b--x-s3%2Fk`` is bucket ``b--x-s3``).
+    bucket_in_path = unquote(target.path).lstrip("/").split("/", 1)[0]
+    if policy_for(service).s3 and ("--x-s3" in target.host or bucket_in_path.endswith("--x-s3")):
         raise UnsupportedRequest("S3 Express One Zone (--x-s3 buckets) needs session auth sigproxy does not do")
     if "Upgrade" in headers:
         raise UnsupportedRequest(f"protocol upgrades ({headers['Upgrade'][:40]}) are not proxied")

@@ -6,7 +6,10 @@ Must not: do I/O, read the clock, log anything, import aiohttp or asyncio.
 
 The rules follow the AWS SigV4 documentation and agree with botocore's signer:
 
-* S3 (``SigningPolicy.s3``): the URI path is used as sent, encoded once, no dot-segment removal.
+* How each service wants its requests signed comes from one table keyed by signing name,
+  :data:`SIGNING_POLICIES` (read through :func:`policy_for`); everything else in sigproxy asks it.
+* S3 (``SigningPolicy.s3``): the URI path is used as sent, encoded once, no dot-segment removal; what is
+  sent is :func:`normalize_s3_path` of the client's path, so the path signed is the one S3 servers compute.
 * Every other service: dot segments and empty segments removed, then the (already encoded) path is
   encoded again (``%20`` -> ``%2520``), as the spec's test suite requires.
 * Query pairs are kept in order with duplicates (botocore's ``dict(parse_qsl(...))`` loses them);
@@ -18,10 +21,11 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from urllib.parse import quote, unquote
+from types import MappingProxyType
+from urllib.parse import quote, quote_from_bytes, unquote, unquote_to_bytes
 
 from cachetools import LRUCache
 
@@ -32,6 +36,8 @@ __all__ = [
     "PRESIGN_PARAMS",
     "Credentials",
     "SigningPolicy",
+    "SIGNING_POLICIES",
+    "policy_for",
     "CanonicalInput",
     "Signature",
     "Signer",
@@ -78,10 +84,54 @@ class Credentials:
 
 @dataclass(frozen=True, slots=True)
 class SigningPolicy:
-    """How a service wants its requests canonicalised."""
+    """How a service wants its requests signed; one per signing name in :data:`SIGNING_POLICIES`."""
 
     s3: bool = False
-    """S3 rules: no path normalisation, single encoding, ``x-amz-content-sha256`` always sent."""
+    """S3's rules (botocore's ``S3SigV4Auth``/``S3SigV4QueryAuth``): the path is sent as
+    :func:`normalize_s3_path` gives it and signed as sent (no dot-segment removal, encoded once);
+    presigned URLs sign ``UNSIGNED-PAYLOAD``."""
+    payload_header: bool = False
+    """``x-amz-content-sha256`` is sent and signed on every request, whether or not the client sent one."""
+    chunked: bool = False
+    """A large body may go as ``aws-chunked`` with signed chunks (``STREAMING-AWS4-HMAC-SHA256-PAYLOAD``), or
+    as ``UNSIGNED-PAYLOAD`` over TLS where the connection says so."""
+
+
+_DEFAULT_POLICY = SigningPolicy()
+# botocore signs every one of S3's signing names with S3SigV4Auth (handlers.S3_SIGNING_NAMES, read by
+# handlers.set_operation_specific_signer; client._resolve_signature_version gives s3 and s3control "s3v4").
+# S3SigV4Auth: X-Amz-Content-SHA256 always set (_modify_request_before_signing), the path not normalised
+# (_normalize_url_path). S3 API reference, "Signature Calculations for the Authorization Header": the
+# x-amz-content-sha256 header is required for all SigV4 requests; the SigV4 guide, "Create a canonical
+# request": each path segment is URI-encoded twice "except for Amazon S3 which only gets URI-encoded
+# once", and S3 paths are not normalised. aws-chunked uploads: "Transferring Payload in Multiple Chunks"
+# (S3 API reference).
+_S3 = SigningPolicy(s3=True, payload_header=True, chunked=True)
+_HASH_HEADER = SigningPolicy(payload_header=True)
+
+SIGNING_POLICIES: Mapping[str, SigningPolicy] = MappingProxyType({
+    # S3, including S3 Control (botocore's s3control model signs as "s3").
+    "s3": _S3,
+    # S3 on Outposts, S3 Object Lambda, S3 Express One Zone: botocore handlers.S3_SIGNING_NAMES.
+    "s3-outposts": _S3,
+    "s3-object-lambda": _S3,
+    "s3express": _S3,
+    # S3 Glacier: "Common Request Headers" (Glacier developer guide): x-amz-content-sha256 is required for
+    # Upload Archive and Upload Part (botocore handlers.add_glacier_checksums adds it, with the tree hash);
+    # signed with plain SigV4Auth otherwise (normalised, double-encoded path), no aws-chunked.
+    "glacier": _HASH_HEADER,
+    # OpenSearch Serverless: the OpenSearch Service developer guide requires x-amz-content-sha256 on signed
+    # requests (serverless-clients.html#serverless-signing); without it a request with a body gets 403
+    # (x-aoss-response-hint X01:gw-helper-deny: aws-es-proxy issue #132, fixed by adding the header in
+    # aws-es-proxy #133, opensearch-java #339, opensearch-js #366). Plain SigV4 otherwise.
+    "aoss": _HASH_HEADER,
+})
+"""Signing names that sign differently from plain SigV4. Every other service: :class:`SigningPolicy()`."""
+
+
+def policy_for(service: str) -> SigningPolicy:
+    """How requests for the signing name ``service`` are signed (the one place that decides it)."""
+    return SIGNING_POLICIES.get(service, _DEFAULT_POLICY)
 
 
 @dataclass(frozen=True, slots=True)
@@ -158,14 +208,22 @@ def canonical_path(raw_path: str, policy: SigningPolicy) -> str:
 
 
 def normalize_s3_path(raw_path: str) -> str:
-    """Re-encode each segment of an S3 path the way S3 canonicalises it (``%2F`` stays inside a segment).
+    """The path S3 servers sign for a client's raw path: percent-decoded once, then encoded with SigV4's
+    UriEncode, ``/`` kept (``%2F`` and ``%2f`` become ``/``, ``%7E`` ``~``, ``+`` ``%2B``, ``!`` ``%21``,
+    hex upper-cased; a ``%`` not followed by two hex digits is a literal ``%``).
 
-    S3 decodes the path and encodes it again when it checks a signature; sending the normalised form and
-    signing that same string keeps both sides equal whatever encoding the client chose.
+    The S3 server decodes the path into a key and checks the signature against that key encoded again:
+    Ceph RGW's ``get_v4_canonical_uri`` is ``aws4_uri_recode`` (``url_decode`` then ``aws4_uri_encode``
+    with ``/`` unencoded) in ``rgw_auth_s3.h``; s3rver (``lib/middleware/authentication.js``) encodes
+    the decoded bucket and key segment by segment; botocore sends a key encoded the same way
+    (``percent_encode(key, safe="/~")``) and signs it as sent. So sigproxy sends this form and signs that
+    same string: both sides then agree whatever spelling the client chose. Bytes are kept as they are
+    (not decoded as UTF-8), so a key that is not UTF-8 reaches the server unchanged for it to judge.
     """
     if not raw_path:
         return "/"
-    return "/".join(_uri_encode(unquote(seg)) for seg in raw_path.split("/"))
+    raw = unquote_to_bytes(raw_path.encode("utf-8", "surrogateescape"))
+    return quote_from_bytes(raw, safe="/" + _UNRESERVED)
 
 
 def normalize_query(raw_query: str) -> tuple[tuple[str, str | None], ...]:

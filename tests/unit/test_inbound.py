@@ -126,6 +126,31 @@ def test_s3_header_auth_with_declared_payload_hash() -> None:
     assert len(seen) == 2
 
 
+S3_SLASH_SPELLINGS = ["/bucket/q%2Fr", "/bucket/q%2fr", "/bucket/q/r"]
+
+
+@pytest.mark.parametrize("service", ["s3", "s3-outposts"])
+@pytest.mark.parametrize("sent", S3_SLASH_SPELLINGS)
+def test_s3_encoded_slash_verifies_as_s3_servers_check_it(service: str, sent: str) -> None:
+    """A client that signed the path S3 servers compute (botocore's S3SigV4Auth for the key ``q/r``) verifies
+    however it spelled the slash on the wire, for every S3 signing name, as RGW accepts it
+    (tests/integration/test_rgw.py::test_key_spellings); the same signature on another key does not."""
+    request = boto_sign(S3SigV4Auth, "PUT", "https://h.example/bucket/q/r", service=service, body=b"x")
+    got = as_received(request)
+    claimed = [request.headers["X-Amz-Content-SHA256"]]
+    verify(ReceivedRequest(got.method, sent, got.query, got.headers), claimed)
+    with pytest.raises(ClientSignatureInvalid, match="does not match"):
+        verify(ReceivedRequest(got.method, "/bucket/q%2Fs", got.query, got.headers), claimed)
+
+
+@pytest.mark.parametrize("sent", S3_SLASH_SPELLINGS)
+def test_s3_presigned_encoded_slash_verifies(sent: str) -> None:
+    """The same for a presigned URL: verify_presigned tries the same path spellings as header auth."""
+    got = as_received(presign(S3SigV4QueryAuth, "https://h.example/bucket/q/r", "s3"))
+    verify_presigned(ReceivedRequest(got.method, sent, got.query, got.headers), secret=SECRET,
+                     expected_key_id=KEY_ID, now=WHEN, signer=SIGNER)
+
+
 def test_time_window() -> None:
     request = boto_sign(SigV4Auth, "GET", SERVICES[1][1], service="sts")
     req = as_received(request)

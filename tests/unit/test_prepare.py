@@ -10,11 +10,20 @@ import botocore.auth
 import pytest
 from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials as BotoCredentials
+from botocore.handlers import S3_SIGNING_NAMES
 
 from sigproxy.errors import UnsupportedRequest
 from sigproxy.prepare import SignedRequest, payload_hash_for, presign_request, sign_request
 from sigproxy.routing import parse_absolute_target
-from sigproxy.signing import EMPTY_SHA256, UNSIGNED_PAYLOAD, Credentials, Signer
+from sigproxy.signing import (
+    EMPTY_SHA256,
+    SIGNING_POLICIES,
+    UNSIGNED_PAYLOAD,
+    Credentials,
+    Signer,
+    SigningPolicy,
+    policy_for,
+)
 
 KEY_ID = "AKIDEXAMPLE"
 SECRET = "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY"
@@ -319,3 +328,66 @@ class TestAgainstBotocore:
         boto_query = dict(parse_qsl(urlsplit(boto.url).query))
         assert dict(parse_qsl(urlsplit(ours.url).query)) == boto_query
         assert boto_query["X-Amz-Signature"] == ours.signature.signature
+
+
+class TestServiceTable:
+    """What differs by signing name comes from sigproxy.signing.SIGNING_POLICIES, checked here against
+    botocore: S3SigV4Auth for botocore's S3 signing names, SigV4Auth (given the same header) for the others."""
+
+    JSON = b'{"query": {"match_all": {}}}'
+
+    def test_members(self) -> None:
+        """S3's rules for exactly botocore's S3 signing names (handlers.S3_SIGNING_NAMES); the payload hash
+        header also for glacier and aoss; nothing else differs from plain SigV4."""
+        assert {n for n, p in SIGNING_POLICIES.items() if p.s3} == set(S3_SIGNING_NAMES)
+        assert {n for n, p in SIGNING_POLICIES.items() if p.chunked} == set(S3_SIGNING_NAMES)
+        assert {n for n, p in SIGNING_POLICIES.items() if p.payload_header} == {*S3_SIGNING_NAMES, "glacier", "aoss"}
+        assert policy_for("es") == policy_for("sqs") == SigningPolicy()
+
+    @pytest.mark.usefixtures("frozen_botocore")
+    @pytest.mark.parametrize("service", sorted(n for n, p in SIGNING_POLICIES.items() if p.payload_header))
+    @pytest.mark.parametrize(("method", "body"), [("POST", JSON), ("GET", b"")], ids=["post", "get"])
+    def test_payload_hash_header(self, service: str, method: str, body: bytes) -> None:
+        """The issue's unsigned ``POST /index/_search`` (and a GET) gets X-Amz-Content-SHA256 = the body's
+        hash, signed; botocore's signer computes the same Authorization."""
+        url = "https://abc123.us-east-1.aoss.amazonaws.com/index/_search"
+        headers = [("Content-Type", "application/json")]
+        ours = as_dict(sign(url, headers, service=service, region="us-east-1", creds=SESSION_CREDS, body=body,
+                            method=method).headers)
+        assert ours["x-amz-content-sha256"] == hashlib.sha256(body).hexdigest()
+        assert signed_headers(ours["authorization"]) == ["content-type", "host", "x-amz-content-sha256",
+                                                         "x-amz-date", "x-amz-security-token"]
+
+        boto = AWSRequest(method=method, url=url, data=body, headers=dict(headers))
+        boto_creds = BotoCredentials(KEY_ID, SECRET, SESSION)
+        if service in S3_SIGNING_NAMES:
+            botocore.auth.S3SigV4Auth(boto_creds, service, "us-east-1").add_auth(boto)
+        else:
+            # What the OpenSearch clients' signers do for aoss (and botocore's Glacier handler for uploads).
+            boto.headers["X-Amz-Content-SHA256"] = hashlib.sha256(body).hexdigest()
+            botocore.auth.SigV4Auth(boto_creds, service, "us-east-1").add_auth(boto)
+        assert ours["authorization"] == boto.headers["Authorization"]
+
+    @pytest.mark.usefixtures("frozen_botocore")
+    @pytest.mark.parametrize("service", sorted(S3_SIGNING_NAMES))
+    def test_s3_paths(self, service: str) -> None:
+        """Every S3 signing name sends the path S3 servers sign (``%2F`` as ``/``, dot segments and ``//``
+        kept) and signs it as botocore's S3SigV4Auth does the URL sent."""
+        req = sign("https://h.example/bucket/a%2Fb/../c//d!", [], service=service, region="us-east-1", body=BODY)
+        assert req.url == "https://h.example/bucket/a/b/../c//d%21"
+        boto = AWSRequest(method="PUT", url=req.url, data=BODY)
+        botocore.auth.S3SigV4Auth(BotoCredentials(KEY_ID, SECRET), service, "us-east-1").add_auth(boto)
+        assert as_dict(req.headers)["authorization"] == boto.headers["Authorization"]
+
+    @pytest.mark.usefixtures("frozen_botocore")
+    @pytest.mark.parametrize("service", sorted(S3_SIGNING_NAMES))
+    def test_s3_presign(self, service: str) -> None:
+        """Every S3 signing name presigns UNSIGNED-PAYLOAD over the S3 path, as botocore's S3SigV4QueryAuth."""
+        url = "https://h.example/bucket/q%2Fr"
+        ours = presign_request(Signer(), CREDS, method="GET", target=parse_absolute_target(url), headers=[],
+                               service=service, region="us-east-1", now=NOW, expires=60)
+        assert urlsplit(ours.url).path == "/bucket/q/r"
+        boto = AWSRequest(method="GET", url="https://h.example/bucket/q/r")
+        botocore.auth.S3SigV4QueryAuth(BotoCredentials(KEY_ID, SECRET), service, "us-east-1",
+                                       expires=60).add_auth(boto)
+        assert dict(parse_qsl(urlsplit(ours.url).query)) == dict(parse_qsl(urlsplit(boto.url).query))

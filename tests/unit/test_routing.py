@@ -14,11 +14,13 @@ from sigproxy.errors import (
     HostNotAllowed,
     ProxyAuthRequired,
     UnresolvableTarget,
+    UnsupportedRequest,
 )
 from sigproxy.routing import (
     ClientScope,
     Target,
     check_host,
+    check_shape,
     is_signed_header,
     parse_absolute_target,
     parse_client_scope,
@@ -489,3 +491,22 @@ class TestIsSignedHeader:
     def test_not_signed(self, name: str) -> None:
         """Other headers (user-agent, expect, x-forwarded-*, hop-by-hop, ...) are not signed."""
         assert not is_signed_header(name)
+
+
+@pytest.mark.parametrize(("service", "url"), [
+    ("s3", "http://127.0.0.1:9000/b--use1-az4--x-s3/k"),
+    ("s3", "http://127.0.0.1:9000/b--use1-az4--x-s3%2Fk"),  # the bucket S3 decodes: b--use1-az4--x-s3
+    ("s3", "http://127.0.0.1:9000/b--use1-az4--x-s3%2fk"),
+    ("s3express", "https://b--use1-az4--x-s3.s3express-use1-az4.us-east-1.amazonaws.com/k"),
+    ("s3-outposts", "http://127.0.0.1:9000/b--use1-az4--x-s3/k"),
+])
+def test_s3_express_buckets_refused(service: str, url: str) -> None:
+    """An S3 Express directory bucket (session auth, not signed by sigproxy) is refused for every S3 signing
+    name, found in the path as S3 decodes it (an encoded slash does not hide it)."""
+    with pytest.raises(UnsupportedRequest, match="S3 Express"):
+        check_shape(parse_absolute_target(url), {}, service)
+
+
+def test_x_s3_suffix_outside_s3_is_not_a_bucket() -> None:
+    """Outside S3's signing names the path is not a bucket."""
+    check_shape(parse_absolute_target("http://127.0.0.1:9000/b--use1-az4--x-s3/k"), {}, "execute-api")

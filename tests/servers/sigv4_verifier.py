@@ -1,0 +1,123 @@
+"""A local HTTP server that checks every request's SigV4 signature with botocore's own signer: a stand-in for
+an AWS endpoint moto and RGW cannot play (an OpenSearch Serverless collection, Glacier, S3 on Outposts).
+
+For each request it rebuilds, from what arrived, the request botocore would have signed: method, the raw path
+and query as received, the headers named in ``SignedHeaders`` (values as received), the body. It then computes
+the signature with :class:`botocore.auth.SigV4Auth`, or :class:`~botocore.auth.S3SigV4Auth` for the signing
+names botocore signs with S3's rules (``botocore.handlers.S3_SIGNING_NAMES``), for the scope and
+``X-Amz-Date`` the request claims, and compares. Like S3 it also checks a hex ``x-amz-content-sha256``
+against the body. With ``require_content_sha256`` it refuses a request whose signature does not cover
+``x-amz-content-sha256``, as OpenSearch Serverless does (403 with ``x-aoss-response-hint:
+X01:gw-helper-deny``).
+
+It answers 200 with JSON ``{"service", "region", "signed_headers", "content_sha256", "path", "body_sha256"}``, or
+403 with ``{"error": reason}``; every answer is also appended to ``Verifier.seen``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import re
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+from botocore.auth import S3SigV4Auth, SigV4Auth
+from botocore.awsrequest import AWSRequest
+from botocore.credentials import Credentials
+from botocore.handlers import S3_SIGNING_NAMES
+
+__all__ = ["Verifier", "start_verifier"]
+
+_AUTH = re.compile(r"^AWS4-HMAC-SHA256 Credential=([^/]+)/(\d{8})/([^/]+)/([^/]+)/aws4_request, "
+                   r"SignedHeaders=([a-z0-9;-]+), Signature=([0-9a-f]{64})$")
+_HEX64 = re.compile(r"^[0-9a-f]{64}$")
+
+
+@dataclass
+class Verifier:
+    url: str
+    access_key: str
+    secret_key: str
+    seen: list[dict[str, Any]] = field(default_factory=list)
+
+
+def _check(handler: BaseHTTPRequestHandler, body: bytes, v: Verifier, require_content_sha256: bool) -> dict[str, Any]:
+    """The JSON answer for one request; raises ``ValueError(reason)`` when it must be refused."""
+    m = _AUTH.match(handler.headers.get("Authorization", ""))
+    if m is None:
+        raise ValueError("no SigV4 Authorization header")
+    key_id, date, region, service, signed, signature = m.groups()
+    if key_id != v.access_key:
+        raise ValueError(f"unknown access key {key_id}")
+    names = signed.split(";")
+    if "host" not in names:
+        raise ValueError("host is not signed")
+    stamp = handler.headers.get("X-Amz-Date", "")
+    if stamp[:8] != date:
+        raise ValueError("X-Amz-Date does not match the scope's date")
+    declared = handler.headers.get("X-Amz-Content-SHA256")
+    if require_content_sha256 and "x-amz-content-sha256" not in names:
+        raise ValueError("x-amz-content-sha256 is required and must be signed")
+    if declared is not None and _HEX64.match(declared) and declared != hashlib.sha256(body).hexdigest():
+        raise ValueError("x-amz-content-sha256 does not match the body")
+
+    request = AWSRequest(method=handler.command, url=f"http://{handler.headers['Host']}{handler.path}", data=body)
+    for name in names:
+        values = handler.headers.get_all(name)
+        if not values:
+            raise ValueError(f"signed header {name} is missing")
+        for value in values:
+            request.headers[name] = value  # botocore's HTTPHeaders keeps repeated names
+    request.context["timestamp"] = stamp
+    auth_cls = S3SigV4Auth if service in S3_SIGNING_NAMES else SigV4Auth
+    signer = auth_cls(Credentials(v.access_key, v.secret_key), service, region)
+    expected = signer.signature(signer.string_to_sign(request, signer.canonical_request(request)), request)
+    if not hmac.compare_digest(expected, signature):
+        raise ValueError("SignatureDoesNotMatch")
+    return {"service": service, "region": region, "signed_headers": names, "content_sha256": declared,
+            "path": handler.path, "body_sha256": hashlib.sha256(body).hexdigest()}
+
+
+def start_verifier(access_key: str, secret_key: str, *,
+                   require_content_sha256: bool = False) -> tuple[Verifier, Callable[[], None]]:
+    """``(verifier, stop)``: listening on 127.0.0.1 (port 0) before this returns."""
+    verifier = Verifier("", access_key, secret_key)
+
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def _serve(self) -> None:
+            body = self.rfile.read(int(self.headers.get("Content-Length", "0") or 0))
+            try:
+                answer, status = _check(self, body, verifier, require_content_sha256), 200
+            except ValueError as exc:
+                answer, status = {"error": str(exc)}, 403
+            verifier.seen.append({"status": status, **answer})
+            data = json.dumps(answer).encode()
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            if status == 403 and require_content_sha256:
+                self.send_header("x-aoss-response-hint", "X01:gw-helper-deny")
+            self.end_headers()
+            self.wfile.write(data)
+
+        do_GET = do_PUT = do_POST = do_DELETE = _serve
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    verifier.url = f"http://127.0.0.1:{server.server_address[1]}"
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+
+    def stop() -> None:
+        server.shutdown()
+        server.server_close()
+
+    return verifier, stop
