@@ -26,9 +26,10 @@ a 64-bit hash collision, which needs about 2**64 tries to aim at one given user)
 
 * Session name and source identity: the readable part is the id in Unicode 3.2 NFKD with combining marks
   dropped (``Zoë`` -> ``Zoe``), every other character outside ``[A-Za-z0-9_+=,.@-]`` as ``_``.
-* Tag values keep letters, numbers and space separators (Unicode 3.2's categories, Basic Multilingual Plane
-  only, so AWS counts the same length) and ``_ . : / = + - @``: ``jane doe@example.com`` and ``Zoë`` go in
-  exactly; ``google-oauth2|1130`` (``|`` is not allowed) becomes ``google-oauth2_1130-<hash>``.
+* Tag values keep letters, numbers and space separators (Unicode 3.2's categories less the three characters
+  reclassed since; Basic Multilingual Plane only, so AWS's UTF-16 length is the same) and ``_ . : / = + - @``:
+  ``jane doe@example.com`` and ``Zoë`` go in exactly; ``google-oauth2|1130`` (``|`` is not allowed) becomes
+  ``google-oauth2_1130-<hash>``.
 * A policy gets the id as the default session name would show it (the session-name mapping, at most 64
   characters), JSON-escaped. That alphabet has no ``"``, ``\\``, ``*``, ``?``, ``$``, ``{``, ``/`` or ``:``,
   so an id can't end a JSON string, add an IAM wildcard or policy variable, or reach into another user's
@@ -81,6 +82,9 @@ _HASHED_SHAPE = re.compile(rf"-[0-9a-f]{{{HASH_DIGITS}}}\Z", re.IGNORECASE)
 _UCD = unicodedata.ucd_3_2_0
 _SESSION_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_+=,.@-")
 _TAG_SYMBOLS = frozenset("_.:/=+-@")
+# Letters or space separators in Unicode 3.2 that later Unicode (as AWS's Java knows it) classes otherwise:
+# U+1885-U+1886 Mongolian (Mn since 9.0), U+200B ZERO WIDTH SPACE (Cf since 4.0.1).
+_TAG_RECLASSED = frozenset("\u1885\u1886\u200b")
 _POLICY_MAX = 2048
 _POLICY_TEXT = re.compile(r"[\t\n\r\x20-\xff]+")
 _TAG_KEY_MAX = 128
@@ -94,7 +98,7 @@ def _session_char(c: str) -> bool:
 def _tag_char(c: str) -> bool:
     if c in _TAG_SYMBOLS:
         return True
-    if ord(c) > 0xFFFF:
+    if ord(c) > 0xFFFF or c in _TAG_RECLASSED:
         return False
     category = _UCD.category(c)
     return category[0] in "LN" or category == "Zs"

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
+import re
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -14,6 +16,7 @@ from sigproxy.config import USER_VAR, loads
 from sigproxy.credcache import CredentialCache
 from sigproxy.credentials import NO_USER, Identity, Providers
 from sigproxy.errors import BadRequest, ConfigError
+from sigproxy.observability import _TextFormatter
 from sigproxy.signing import Credentials
 from sigproxy.users import parse_user
 
@@ -301,3 +304,17 @@ async def test_per_user_entries_are_bounded_and_apart() -> None:
         assert not hit and calls.count("u0") == 2
     finally:
         await cache.close()
+
+
+def test_text_access_line_quotes_what_clients_choose() -> None:
+    """In text logs an id can't add fields or lines: values that are not plain come JSON-quoted."""
+
+    hostile = 'alice status=200 role_arn=arn:aws:iam::1:role/admin "x\u2028forged line'
+    record = logging.LogRecord("sigproxy.access", logging.INFO, __file__, 1, "POST h 403", None, None)
+    record.access = {"user": hostile, "status": 403, "session_name": "alice_status_200-0123456789abcdef"}
+    line = _TextFormatter("%(message)s").format(record)
+    assert line == ("POST h 403 user=" + json.dumps(hostile) + " status=403"
+                    " session_name=alice_status_200-0123456789abcdef")
+    fields = re.findall(r' (\w+)=("(?:[^"\\]|\\.)*"|[^ "]+)', line)
+    assert [k for k, _ in fields] == ["user", "status", "session_name"] and len(line.splitlines()) == 1
+    assert json.loads(fields[0][1]) == hostile
