@@ -5,13 +5,13 @@ Ids come from real identity providers and look like ``google-oauth2|113015401123
 persistent id), an OIDC ``sub`` of up to 255 characters, or a name in any script. STS takes far fewer
 characters, so ``${sigproxy:user}`` is rendered per field:
 
-=====================================  ==========  =============================================================
-field (AWS STS API Reference)          length      characters
-=====================================  ==========  =============================================================
-``RoleSessionName``, ``SourceIdentity``  2-64      ``[\\w+=,.@-]*`` (ASCII); SourceIdentity can't begin ``aws:``
-session tag value (``Tag.Value``)      0-256       ``[\\p{L}\\p{Z}\\p{N}_.:/=+\\-@]*``; ``aws:`` is reserved
-inline session ``Policy``              1-2048      ``[\\u0009\\u000A\\u000D\\u0020-\\u00FF]+`` (the whole text)
-=====================================  ==========  =============================================================
+=======================================  ======  ===============================================================
+field (AWS STS API Reference)            length  characters
+=======================================  ======  ===============================================================
+``RoleSessionName``, ``SourceIdentity``  2-64    ``[\\w+=,.@-]*`` (ASCII); SourceIdentity can't begin ``aws:``
+session tag value (``Tag.Value``)        0-256   ``[\\p{L}\\p{Z}\\p{N}_.:/=+\\-@]*``; ``aws:`` is reserved
+inline session ``Policy``                1-2048  ``[\\u0009\\u000A\\u000D\\u0020-\\u00FF]+`` (the whole text)
+=======================================  ======  ===============================================================
 
 (botocore's ``sts/2011-06-15/service-2.json`` shapes ``roleSessionNameType``, ``sourceIdentityType``,
 ``tagValueType``, ``tagKeyType``, ``sessionPolicyDocumentType``; the ``aws:`` rule from the ``SourceIdentity``
