@@ -35,6 +35,7 @@ from typing import Any, Literal
 from urllib.parse import urlsplit
 
 from .errors import ConfigError
+from .users import ROLE_SESSION, TAG_VALUE, USER_VAR, policy_problem, tag_key_problem, template_problem
 
 __all__ = [
     "Address",
@@ -58,7 +59,6 @@ __all__ = [
     "compile_host_globs",
     "split_host_entry",
     "default_state_dir",
-    "SESSION_NAME",
     "USER_VAR",
 ]
 
@@ -548,18 +548,14 @@ _SOURCE_KEYS: dict[str, frozenset[str]] = {
                                "password"}),
 }
 _ROLE_ARN = re.compile(r"^arn:aws(?:-[a-z]+)*:iam::\d{12}:role/(?:[\w+=,.@-]+/)*[\w+=,.@-]{1,64}$")
-SESSION_NAME = re.compile(r"^[\w+=,.@-]{2,64}$", re.ASCII)
-"""STS's rule for RoleSessionName and SourceIdentity (2-64 ASCII characters of ``[A-Za-z0-9_+=,.@-]``)."""
-USER_VAR = "${sigproxy:user}"
-"""Replaced by the end user's id (``X-Sigproxy-User``) in ``session_name``, ``source_identity``, ``policy`` and
-tag values of a ``user_header = true`` connection."""
+_MAX_TAGS = 50  # STS AssumeRole: Tags (tagListType), at most 50
 _USER_KEYS = frozenset({"session_name", "source_identity", "policy"})
 _SIGPROXY_VAR = re.compile(r"\$\{sigproxy:[^}]*\}")
 
 
 def _user_templates(t: _Table, creds: CredentialsConfig, user_header: bool) -> None:
     """``${sigproxy:...}`` only as ``${sigproxy:user}``, only where it is replaced, only with ``user_header``;
-    the session name and source identity follow STS's rule, a templated one once an id is put in."""
+    session name, source identity, tags and policy follow STS's rules, with room for any id (users.py)."""
     # (key path, value, whether USER_VAR is replaced there)
     values: list[tuple[str, str, bool]] = []
     for f in dataclasses.fields(creds):
@@ -581,12 +577,17 @@ def _user_templates(t: _Table, creds: CredentialsConfig, user_header: bool) -> N
                 raise ConfigError(t.key(key), f"{USER_VAR} needs user_header = true on the connection")
     for key in ("session_name", "source_identity"):
         value = getattr(creds, key)
-        if value is None:
-            continue
-        # The id itself is checked per request; here only what the config adds around it.
-        if not SESSION_NAME.match(value.replace(USER_VAR, "u1")):
-            around = f" around {USER_VAR}" if USER_VAR in value else ""
-            raise ConfigError(t.key(key), f"expected 2-64 characters of [A-Za-z0-9_+=,.@-]{around}, got {value!r}")
+        # The id is mapped into STS's rule per request (users.render); here only what the config adds around it.
+        if value is not None and (problem := template_problem(value, ROLE_SESSION)) is not None:
+            raise ConfigError(t.key(key), problem)
+    if len(creds.tags) > _MAX_TAGS:
+        raise ConfigError(t.key("tags"), f"has {len(creds.tags)} tags; STS takes at most {_MAX_TAGS}")
+    for k, v in creds.tags:
+        problem = tag_key_problem(k) or template_problem(v, TAG_VALUE)
+        if problem is not None:
+            raise ConfigError(t.key(f"tags.{k}"), problem)
+    if creds.policy is not None and (problem := policy_problem(creds.policy)) is not None:
+        raise ConfigError(t.key("policy"), problem)
 
 
 def _role_arn(t: _Table, require_path: str | None) -> str:

@@ -8,13 +8,14 @@ source sits behind the one :class:`~sigproxy.credcache.CredentialCache`.
 
 Per end user (``[connections.NAME] user_header = true``, the id from ``X-Sigproxy-User``): ``${sigproxy:user}``
 in ``session_name`` (default: the id itself), ``source_identity``, ``policy`` and tag values is replaced by
-the id, so CloudTrail names the end user and a session policy can scope each user down to their own
-resources; IAM's own variables (``${aws:username}``) are sent untouched. Each user's credentials are
-cached apart (in the cache's bounded per-user LRU). A rendered session name or source identity that STS
-would refuse is a 400 before any STS call. The ``sts_endpoint`` contract gains ``"user": ID`` in the POSTed
-JSON (absent without a user). Without a user -- readiness checks, ``sigproxy check``, and a
-``user_header`` connection used as another connection's role-chain ``base`` (base credentials are always
-fetched without a user) -- the templates are rendered with the stand-in id :data:`NO_USER`.
+the id mapped into each field's STS rule (:mod:`sigproxy.users`: legal ids unchanged, others a readable
+stand-in plus a hash), so CloudTrail names the end user and a session policy can scope each user down to
+their own resources; IAM's own variables (``${aws:username}``) are sent untouched. Each user's credentials
+are cached apart, keyed on the exact id (in the cache's bounded per-user LRU). The ``sts_endpoint``
+contract gains ``"user": ID``, the exact id, in the POSTed JSON (absent without a user). Without a user --
+readiness checks, ``sigproxy check``, and a ``user_header`` connection used as another connection's
+role-chain ``base`` (base credentials are always fetched without a user) -- the templates are rendered with
+the stand-in id :data:`NO_USER`.
 
 Owns: talking to STS (and the custom endpoint), translating their failures into
 :class:`~sigproxy.errors.CredentialsUnavailable` carrying the STS error code and message.
@@ -40,10 +41,11 @@ from aiobotocore.session import AioSession
 from botocore import UNSIGNED
 from botocore.exceptions import BotoCoreError, ClientError
 
-from .config import SESSION_NAME, USER_VAR, ConnectionConfig, CredentialsConfig
+from .config import ConnectionConfig, CredentialsConfig
 from .credcache import CredentialCache
-from .errors import BadRequest, CredentialsUnavailable
+from .errors import CredentialsUnavailable
 from .signing import Credentials
+from .users import ROLE_SESSION, TAG_VALUE, Field, render, render_policy
 
 __all__ = [
     "NO_USER",
@@ -91,24 +93,19 @@ def _effective_user(conn: ConnectionConfig, user: str | None) -> str | None:
     return NO_USER if user is None else user
 
 
-def _render(text: str | None, user: str | None) -> str | None:
-    return text if text is None or user is None else text.replace(USER_VAR, user)
+def _render(text: str | None, user: str | None, field: Field = ROLE_SESSION) -> str | None:
+    return text if text is None or user is None else render(text, user, field)
 
 
 def _identity(conn: ConnectionConfig, user: str | None) -> Identity:
-    """The rendered identity for effective ``user``; raises :class:`BadRequest` where STS would refuse it."""
+    """The rendered identity for effective ``user`` (always legal for STS: see :mod:`sigproxy.users`)."""
     c = conn.credentials
     if c.source in ("static", "chain"):
         return Identity()
     if c.source == "sts_endpoint":
         return Identity(role_arn=c.role_arn)
-    ident = Identity(role_arn=c.role_arn, session_name=_render(c.session_name, user),
-                     source_identity=_render(c.source_identity, user) if c.source == "assume_role" else None)
-    for what, value in (("role session name", ident.session_name), ("source identity", ident.source_identity)):
-        if user is not None and value is not None and not SESSION_NAME.match(value):
-            raise BadRequest(f"connection {conn.name!r}: X-Sigproxy-User {user!r} makes the {what} {value!r}, "
-                             "which STS refuses: it must be 2-64 characters of [A-Za-z0-9_+=,.@-]")
-    return ident
+    return Identity(role_arn=c.role_arn, session_name=_render(c.session_name, user),
+                    source_identity=_render(c.source_identity, user) if c.source == "assume_role" else None)
 
 
 def sts_endpoint_for(region: str) -> str:
@@ -212,11 +209,11 @@ class _AssumeRole:
         if ident.source_identity:
             params["SourceIdentity"] = ident.source_identity
         if c.policy:
-            params["Policy"] = _render(c.policy, uid)
+            params["Policy"] = c.policy if uid is None else render_policy(c.policy, uid)
         if c.policy_arns:
             params["PolicyArns"] = [{"arn": arn} for arn in c.policy_arns]
         if c.tags:
-            params["Tags"] = [{"Key": k, "Value": _render(v, uid)} for k, v in c.tags]
+            params["Tags"] = [{"Key": k, "Value": _render(v, uid, TAG_VALUE)} for k, v in c.tags]
         if c.transitive_tag_keys:
             params["TransitiveTagKeys"] = list(c.transitive_tag_keys)
         return params
@@ -379,18 +376,16 @@ class Providers:
     def identity(self, name: str, *, user: str | None = None) -> Identity:
         """Who connection ``name`` acts as for end user ``user`` (pure: config and id, no I/O).
 
-        ``user`` counts only on a ``user_header`` connection. Raises :class:`BadRequest` when the rendered
-        session name or source identity is one STS refuses.
+        ``user`` (an id :func:`sigproxy.users.parse_user` accepted) counts only on a ``user_header`` connection.
         """
         conn = self._connections[name]
         return _identity(conn, _effective_user(conn, user))
 
     async def get(self, name: str, *, user: str | None = None) -> tuple[Credentials, bool]:
-        """The connection's current credentials (end user ``user``'s on a ``user_header`` connection) and
-        whether the cache answered without waiting.
+        """The connection's current credentials (end user ``user``'s on a ``user_header`` connection, cached
+        under the exact id) and whether the cache answered without waiting.
 
-        Raises :class:`BadRequest` (a session name or source identity STS would refuse, before any fetch)
-        and :class:`CredentialsUnavailable`.
+        Raises :class:`CredentialsUnavailable`.
         """
         provider = self._by_name[name]
         if isinstance(provider, _Static):
@@ -398,7 +393,6 @@ class Providers:
         conn = self._connections[name]
         if user is None or not conn.user_header:
             return await self.cache.get(self._key(name), provider.fetch, f"connection {name!r}")
-        self.identity(name, user=user)  # refuse what STS would, without a fetch
         return await self.cache.get((*self._key(name), user), lambda: provider.fetch(user),
                                     f"connection {name!r} user {user!r}", per_user=True)
 

@@ -43,13 +43,13 @@ from .routing import (
     check_policy,
     check_shape,
     parse_client_scope,
-    parse_user,
     presigned_by_client,
     resolve_service_region,
     select_connection,
 )
 from .signing import Credentials, Signer, policy_for
 from .streaming import ChunkSigner
+from .users import parse_user
 
 __all__ = ["Exchange", "Handler", "RequestIds", "error_response", "error_bytes"]
 
@@ -255,7 +255,7 @@ class Handler:
                 "the request is already presigned; sigproxy does not re-sign someone else's presigned URL "
                 f"(set presigned = \"passthrough\" on connection {conn.name!r} to forward it untouched)"
             )
-        user = parse_user(headers.get("X-Sigproxy-User"), conn.name) if conn.user_header else None
+        user = parse_user(headers.getall("X-Sigproxy-User", []), conn.name) if conn.user_header else None
         if user is not None:
             info["user"] = user
         creds, cache_hit = await self._providers.get(conn.name, user=user)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import sys
 from datetime import UTC, datetime
 from typing import Literal
@@ -31,12 +32,22 @@ class _JsonFormatter(logging.Formatter):
         return json.dumps(entry, default=str)
 
 
+_PLAIN = re.compile(r"[!#-<>-\[\]-~]*")  # printable ASCII but space, '"', '=' and '\\'
+
+
+def _text_value(value: object) -> str:
+    """An access-line value as ``key=value`` text: JSON-quoted unless plain, so a client-chosen value (an end
+    user's id, a host) can't add fields (``alice status=200``) or lines (U+2028, escaped as ``\\u2028``)."""
+    text = str(value)
+    return text if text and _PLAIN.fullmatch(text) else json.dumps(text)
+
+
 class _TextFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         line = super().format(record)
         access = getattr(record, "access", None)
         if isinstance(access, dict):
-            line += " " + " ".join(f"{k}={v}" for k, v in access.items() if k not in ("method", "host"))
+            line += " " + " ".join(f"{k}={_text_value(v)}" for k, v in access.items() if k not in ("method", "host"))
         return line
 
 

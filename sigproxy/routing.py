@@ -45,7 +45,6 @@ __all__ = [
     "parse_client_scope",
     "select_connection",
     "check_host",
-    "parse_user",
     "resolve_service_region",
     "check_policy",
     "check_shape",
@@ -227,24 +226,6 @@ def check_host(conn: ConnectionConfig, target: Target) -> None:
             f"connection {conn.name!r} may not sign for {target.host}:{target.port}; "
             "add it to the connection's hosts"
         )
-
-
-_USER_ID = re.compile(r"[A-Za-z0-9+=,.@_-]{1,64}")
-
-
-def parse_user(value: str | None, connection: str = "") -> str:
-    """The end user's id from ``X-Sigproxy-User`` on a ``user_header = true`` connection.
-
-    Raises :class:`BadRequest` (400) when it is missing or not 1-64 characters of ``[A-Za-z0-9+=,.@_-]``.
-    """
-    where = f"connection {connection!r}" if connection else "this connection"
-    if not value:
-        raise BadRequest(f"{where} needs X-Sigproxy-User: ID (user_header = true)")
-    if len(value) > 64:
-        raise BadRequest(f"X-Sigproxy-User is {len(value)} characters long; an id has at most 64")
-    if not _USER_ID.fullmatch(value):
-        raise BadRequest(f"X-Sigproxy-User {value!r} has characters other than A-Z a-z 0-9 + = , . @ _ -")
-    return value
 
 
 def resolve_service_region(

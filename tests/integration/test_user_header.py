@@ -4,8 +4,11 @@ recording STS that shows the exact AssumeRole parameters, and the custom STS end
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
 import re
+import time
 import urllib.request
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -19,6 +22,7 @@ from tests.servers.sts_endpoint import StsEndpoint, start_sts_endpoint
 
 NO_PROXY = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 USER = "${sigproxy:user}"
+AUTH0 = "google-oauth2|113015401123457192604"  # an Auth0 subject: connection|id
 
 
 def whoami(proxy: Proxy, endpoint: str, connection: str, *user: str, extra: tuple[str, ...] = ()
@@ -39,7 +43,16 @@ def metric(proxy: Proxy, name: str) -> float:
     return float(m.group(1))
 
 
-def access_log(proxy: Proxy) -> list[dict[str, Any]]:
+def access_log(proxy: Proxy, expected: int = 0) -> list[dict[str, Any]]:
+    """The access lines so far (waiting up to 10 s for ``expected`` of them: each is written just after its
+    response)."""
+    deadline = time.monotonic() + 10
+    while len(_access_lines(proxy)) < expected and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return _access_lines(proxy)
+
+
+def _access_lines(proxy: Proxy) -> list[dict[str, Any]]:
     entries = []
     for line in proxy.output:
         try:
@@ -75,6 +88,11 @@ external_id = "{EXTERNAL_ID}"
 base = "platform"
 {extra}
 """
+
+
+def sha(user: str) -> str:
+    """The first 16 hex digits of SHA-256 of the id's UTF-8 bytes: the suffix of a mapped id."""
+    return hashlib.sha256(user.encode()).hexdigest()[:16]
 
 
 def bad_request(r: Any) -> dict[str, Any]:
@@ -121,23 +139,50 @@ class TestMoto:
         assert (platform["service"], platform["region"], platform["host"]) == ("s3", "us-east-1", "127.0.0.1")
         assert "private-value-42" not in "".join(proxy.output)
 
+    def test_identity_provider_ids_each_get_their_own_session(self, moto: Moto,
+                                                              sigproxy_factory: Callable[..., Proxy]) -> None:
+        """An Auth0 subject, an email address and a non-ASCII name (UTF-8 header bytes) each act as their own
+        role session at moto; the session name is the id where STS takes it, else a readable form plus the
+        first 16 hex of SHA-256 of the id; the access log has the exact id."""
+        proxy = sigproxy_factory(moto_tenant(moto))
+        users = {
+            AUTH0: f"google-oauth2_113015401123457192604-{sha(AUTH0)}",
+            "jane.doe+aws@example.com": "jane.doe+aws@example.com",
+            "Zoë Ångström": f"Zoe_Angstrom-{sha('Zoë Ångström')}",
+            "Zoë_Ångström": f"Zoe_Angstrom-{sha('Zoë_Ångström')}",
+        }
+        for user, name in users.items():
+            r = whoami(proxy, moto.endpoint, "tenant", user)
+            assert status_of(r) == 200, r
+            assert f"<Arn>arn:aws:sts::{moto.account_id}:assumed-role/tenant/{name}</Arn>" in r.stdout
+        assert metric(proxy, "sigproxy_credential_fetches_total") == len(users)
+        assert status_of(whoami(proxy, moto.endpoint, "tenant", "Zoë Ångström")) == 200
+        assert metric(proxy, "sigproxy_credential_fetches_total") == len(users)  # cached under the exact id
+        log = [(e["user"], e["session_name"], e["cred_cache"]) for e in access_log(proxy, len(users) + 1)]
+        assert log == [(u, n, "miss") for u, n in users.items()] + [("Zoë Ångström", users["Zoë Ångström"], "hit")]
+
     def test_missing_or_invalid_id_is_400_without_sts(self, moto: Moto,
                                                       sigproxy_factory: Callable[..., Proxy]) -> None:
-        """No X-Sigproxy-User, or one that is not a valid id: 400 bad_request, and STS is never asked."""
+        """No X-Sigproxy-User, an empty one, one sent twice, over 1024 bytes, with a control character or not
+        UTF-8: 400 bad_request, and STS is never asked. Ids refused before (spaces, 65 characters, non-ASCII,
+        one character) now pass."""
         proxy = sigproxy_factory(moto_tenant(moto))
         err = bad_request(whoami(proxy, moto.endpoint, "tenant"))
         assert err["message"] == "connection 'tenant' needs X-Sigproxy-User: ID (user_header = true)"
-        assert "other than" in bad_request(whoami(proxy, moto.endpoint, "tenant", "a b"))["message"]
-        assert "65 characters" in bad_request(whoami(proxy, moto.endpoint, "tenant", "x" * 65))["message"]
-        assert status_of(whoami(proxy, moto.endpoint, "tenant", "ü")) == 400
         empty = whoami(proxy, moto.endpoint, "tenant", extra=("-H", "X-Sigproxy-User;"))
         assert "needs X-Sigproxy-User" in bad_request(empty)["message"]
-        # valid as an id, but the default session name is the id and STS wants 2 characters at least
-        one = bad_request(whoami(proxy, moto.endpoint, "tenant", "a"))["message"]
-        assert "role session name 'a'" in one
+        twice = bad_request(whoami(proxy, moto.endpoint, "tenant", "alice", "bob"))["message"]
+        assert twice == "X-Sigproxy-User was sent 2 times; send the end user's id once"
+        long = bad_request(whoami(proxy, moto.endpoint, "tenant", "ü" * 513))["message"]
+        assert long == "X-Sigproxy-User is 1026 bytes long; an id has at most 1024 (UTF-8)"
+        tab = bad_request(whoami(proxy, moto.endpoint, "tenant", "a\tb"))["message"]
+        assert tab == "X-Sigproxy-User has a control character (U+0009) at position 2"
+        latin1 = bad_request(whoami(proxy, moto.endpoint, "tenant", os.fsdecode(b"m\xfcller")))["message"]
+        assert latin1 == "X-Sigproxy-User is not UTF-8 (byte 2); send the id as UTF-8 bytes"
         assert metric(proxy, "sigproxy_credential_fetches_total") == 0
         assert metric(proxy, "sigproxy_credential_cache_misses_total") == 0
-        assert status_of(whoami(proxy, moto.endpoint, "tenant", "x" * 64)) == 200
+        for user in ("a b", "x" * 65, "ü", "a", "x" * 1024):
+            assert status_of(whoami(proxy, moto.endpoint, "tenant", user)) == 200, user
 
     def test_other_connections_ignore_the_header(self, moto: Moto, sigproxy_factory: Callable[..., Proxy]) -> None:
         """Without user_header the header changes nothing (and is never forwarded); readiness checks a
@@ -230,6 +275,36 @@ def test_assume_role_parameters_per_user(recording_sts: tuple[str, list[dict[str
     assert sessions == ["app-alice", "app-bob"]
 
 
+def test_assume_role_parameters_for_identity_provider_ids(recording_sts: tuple[str, list[dict[str, Any]]],
+                                                          sigproxy_factory: Callable[..., Proxy]) -> None:
+    """Each field gets the id in its own STS rule: the tag value the exact id where tag characters allow it
+    (not '|' or '"'), session name and source identity the mapped name, the policy the mapped name as one
+    plain path segment (a hostile id can't widen it)."""
+    url, calls = recording_sts
+    proxy = sigproxy_factory(recorded_config(url))
+    hostile = 'x"}],"Resource":"*'
+    cases = [  # id, RoleSessionName without "app-", tag value
+        (AUTH0, f"google-oauth2_113015401123457192604-{sha(AUTH0)}",
+         f"google-oauth2_113015401123457192604-{sha(AUTH0)}"),
+        ("Zoë Ångström", f"Zoe_Angstrom-{sha('Zoë Ångström')}", "Zoë Ångström"),
+        ("jane doe@example.com", f"jane_doe@example.com-{sha('jane doe@example.com')}", "jane doe@example.com"),
+        (hostile, f"x___,_Resource____-{sha(hostile)}", f"x_____Resource_:__-{sha(hostile)}"),
+    ]
+    for user, name, _ in cases:
+        r = whoami(proxy, url, "acme", user)
+        assert status_of(r) == 200, r
+        assert f"assumed-role/r/app-{name}</Arn>" in r.stdout
+    assumed = [c for c in calls if c["Action"] == ["AssumeRole"]]
+    assert len(assumed) == len(cases)
+    for call, (_, name, tag) in zip(assumed, cases, strict=True):
+        assert call["RoleSessionName"] == [f"app-{name}"] and call["SourceIdentity"] == [name]
+        assert (call["Tags.member.1.Key"], call["Tags.member.1.Value"]) == (["end-user"], [tag])
+        (statement,) = json.loads(call["Policy"][0])["Statement"]
+        assert statement["Resource"] == [f"arn:aws:s3:::data/home/{name}/*",
+                                         "arn:aws:s3:::data/team/${aws:username}/*"]
+    assert [e["user"] for e in access_log(proxy, len(cases))] == [user for user, _, _ in cases]
+
+
 def test_role_chain_base_is_fetched_without_a_user(recording_sts: tuple[str, list[dict[str, Any]]],
                                                    sigproxy_factory: Callable[..., Proxy]) -> None:
     """A user_header connection as another's base: the base session is the stand-in user "sigproxy", fetched
@@ -276,11 +351,12 @@ external_id = "ext-777"
 auth = "api_key"
 api_key = "test-api-key"
 """)
-    for user in ("alice", "bob", "alice"):
+    for user in ("alice", "bob", "alice", AUTH0, "Zoë Ångström"):
         r = whoami(proxy, moto.endpoint, "custom", user)
         assert status_of(r) == 200, r
     bad_request(whoami(proxy, moto.endpoint, "custom"))
     bodies = [c["body"] for c in sts_endpoint.calls]
     base = {"role_arn": "arn:aws:iam::123456789012:role/customer", "external_id": "ext-777",
             "region": "us-east-1", "service": None}
-    assert bodies == [{**base, "user": "alice"}, {**base, "user": "bob"}]
+    # the endpoint is ours: it gets the exact id
+    assert bodies == [{**base, "user": u} for u in ("alice", "bob", AUTH0, "Zoë Ångström")]
