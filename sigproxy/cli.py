@@ -22,7 +22,7 @@ import uvloop
 from . import __version__
 from .config import DEFAULT_LISTEN, Config, default_state_dir, find_config, load, parse_address
 from .credentials import Providers, caller_identity
-from .errors import ConfigError, SigproxyError
+from .errors import ConfigError, ListenError, SigproxyError
 from .intake.server import Listening, serve
 from .observability import setup_logging
 from .onboarding import new_external_id, trust_policy
@@ -130,6 +130,9 @@ def _run(args: argparse.Namespace) -> int:
 
     try:
         uvloop.run(main())
+    except ListenError as exc:
+        print(f"sigproxy: {exc.strerror}", file=sys.stderr)
+        return EXIT_USAGE
     except OSError as exc:
         print(f"sigproxy: cannot listen: {exc.strerror or exc}", file=sys.stderr)
         return EXIT_USAGE

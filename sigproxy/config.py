@@ -299,6 +299,14 @@ class ProxyConfig:
     """Failed proxy tokens or client signatures one client address may cause per ``auth_failure_window``;
     past it that address gets 429 until the window has passed."""
     auth_failure_window: float = 60.0
+    unknown_key_id: Literal["reject", "ignore"] = "reject"
+    """A client signature whose access key id names no connection: ``"reject"`` (407 naming the closest
+    names), or ``"ignore"`` it and let the next rule choose (reverse listener, routes, default_connection)."""
+    credential_cache_users: int = 4096
+    """Per-end-user credentials kept (``user_header`` connections), least recently used evicted first; every
+    configured connection's own credentials are kept besides these."""
+    metrics_connection_label: Literal["name", "none"] = "name"
+    """Metric series per connection (label ``connection``), or ``"none"``: one series for all (large fleets)."""
     _passthrough_re: re.Pattern[str] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -421,22 +429,27 @@ class _Table:
             raise ConfigError(self.key(name), f"expected {kind_name}, got {got} {value!r}")
         return value
 
-    def string(self, name: str, *, required: bool = False) -> str | None:
+    def string(self, name: str, *, required: bool = False, empty: bool = False) -> str | None:
+        """The key's string with references resolved, or ``None`` when absent.
+
+        ``""`` (written, or what a reference resolved to) is refused unless ``empty``: only keys whose
+        documentation says what an empty value means take one (``admin_listen``, tag values); anywhere
+        else it would silently act as the default or as nothing (an ``external_id`` never sent).
+        """
         value = self._get(name, str, "a string")
         if value is None:
             if required:
                 raise ConfigError(self.key(name), "is required")
             return None
         resolved: str = _resolve_refs(value, self.key(name), self.env)
+        if not resolved and not empty:
+            via = f" ({value!r} resolved to nothing)" if value else ""
+            raise ConfigError(self.key(name), f"is empty{via}: give it a value, or leave the key out")
         return resolved
 
     def secret(self, name: str, *, required: bool = False) -> Secret | None:
         value = self.string(name, required=required)
-        if value is None:
-            return None
-        if not value:
-            raise ConfigError(self.key(name), "is empty")
-        return Secret(value)
+        return None if value is None else Secret(value)
 
     def integer(self, name: str) -> int | None:
         value: int | None = self._get(name, int, "an integer")
@@ -479,8 +492,6 @@ class _Table:
         value = self.string(name)
         if value is None:
             return None
-        if not value:
-            raise ConfigError(self.key(name), "is empty")
         try:
             return Path(value).expanduser()
         except RuntimeError as exc:  # ~user that does not exist
@@ -637,7 +648,7 @@ def _credentials(t: _Table, connection: str, require_path: str | None, *,
         tags: list[tuple[str, str]] = []
         if tags_t is not None:
             for key in tags_t.data:
-                tags.append((key, tags_t.string(key, required=True) or ""))
+                tags.append((key, tags_t.string(key, required=True, empty=True) or ""))  # STS allows ""
             tags_t.done()
         kwargs.update(external_id=t.string("external_id"), source_identity=t.string("source_identity"),
                       policy=policy, policy_arns=t.strings("policy_arns"), tags=tuple(tags),
@@ -773,17 +784,17 @@ def _proxy(t: _Table | None, env: Mapping[str, str]) -> ProxyConfig:
         "idle_timeout": t.number("idle_timeout"),
         "body_timeout": t.number("body_timeout"),
         "auth_failure_window": t.number("auth_failure_window"),
+        "unknown_key_id": t.choice("unknown_key_id", ("reject", "ignore")),
+        "metrics_connection_label": t.choice("metrics_connection_label", ("name", "none")),
     }
     for key, low in (("max_connections", 1), ("max_connections_per_client", 1), ("max_request_line", 256),
-                     ("max_header_size", 256), ("max_headers", 8), ("auth_failures", 1)):
+                     ("max_header_size", 256), ("max_headers", 8), ("auth_failures", 1),
+                     ("credential_cache_users", 1)):
         value = t.integer(key)
         if value is not None:
             if value < low:
                 raise ConfigError(t.key(key), f"must be at least {low}")
             kwargs[key] = value
-    admin = t.string("admin_listen")
-    if admin is not None:
-        kwargs["admin_listen"] = parse_address(admin, t.key("admin_listen")) if admin else None
     if listen is not None:
         kwargs["listen"] = parse_address(listen, t.key("listen"))
     if mbb is not None:
@@ -795,8 +806,13 @@ def _proxy(t: _Table | None, env: Mapping[str, str]) -> ProxyConfig:
             if size < low:
                 raise ConfigError(t.key(key), f"must be at least {low} bytes")
             kwargs[key] = size
+    # None above means "not given, keep the default"; admin_listen's None means "off", so it goes in after.
+    given = {k: v for k, v in kwargs.items() if v is not None}
+    admin = t.string("admin_listen", empty=True)
+    if admin is not None:
+        given["admin_listen"] = parse_address(admin, t.key("admin_listen")) if admin else None
     t.done()
-    return ProxyConfig(**{k: v for k, v in kwargs.items() if v is not None})
+    return ProxyConfig(**given)
 
 
 def _build(data: Mapping[str, Any], env: Mapping[str, str], source: str, listen: str | None,

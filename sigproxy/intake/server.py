@@ -19,7 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, replace
 from typing import Any
@@ -28,10 +28,10 @@ from aiohttp import web
 
 from sigproxy.authlimit import AuthFailures
 from sigproxy.bodies import clean_spool
-from sigproxy.config import Config, Network, ProxyConfig
+from sigproxy.config import Address, Config, Network, ProxyConfig
 from sigproxy.credcache import CredentialCache
 from sigproxy.credentials import Providers
-from sigproxy.errors import SigproxyError
+from sigproxy.errors import ListenError, SigproxyError
 from sigproxy.forwarding import Upstream
 from sigproxy.handler import Exchange, Handler, RequestIds
 from sigproxy.metrics import Metrics
@@ -151,6 +151,15 @@ def _entry(runtime: Runtime, reverse_index: int | None
     return entry
 
 
+@contextlib.contextmanager
+def _binding(listener: str, key: str, address: Address, *, off: str = "") -> Iterator[None]:
+    """Turn a failed bind into a :class:`ListenError` naming the listener and the key that sets its address."""
+    try:
+        yield
+    except OSError as exc:
+        raise ListenError(listener, key, str(address), exc, off=off) from exc
+
+
 def _listening(addr: tuple[str, int] | Any, kind: str, upstream: str | None = None) -> Listening:
     h, p = addr[0], addr[1]
     url = f"http://[{h}]:{p}" if ":" in h else f"http://{h}:{p}"
@@ -169,9 +178,12 @@ async def _reverse_listener(runtime: Runtime, gate: Gate, index: int, drain: flo
         config = runtime.config
         return config.proxy, config.reverse[index].clients
 
-    listen = runtime.config.reverse[index].listen
-    bound = await loop.create_server(lambda: Door(gate, server, settings, name), listen.host, listen.port,
-                                     reuse_address=True)
+    listener = runtime.config.reverse[index]
+    listen = listener.listen
+    with _binding(f"reverse listener for {listener.upstream}", f"[[reverse]] listen (reverse[{index}].listen)",
+                  listen):
+        bound = await loop.create_server(lambda: Door(gate, server, settings, name), listen.host, listen.port,
+                                         reuse_address=True)
 
     async def close() -> None:
         bound.close()
@@ -188,8 +200,9 @@ async def serve(config: Config, stop: asyncio.Event, *, reload: asyncio.Event | 
                 notifier: Notifier | None = None) -> None:
     """Bind every listener, call ``on_ready`` with their addresses, serve until ``stop`` is set, then drain.
 
-    ``reload`` set (SIGHUP) re-reads the config with ``load``. Raises :class:`OSError` when a listener can't
-    bind, :class:`~sigproxy.tls.TlsError` when the CA can't be loaded or created.
+    ``reload`` set (SIGHUP) re-reads the config with ``load``. Raises :class:`~sigproxy.errors.ListenError`
+    (an :class:`OSError` naming the listener and its key) when a listener can't bind,
+    :class:`~sigproxy.tls.TlsError` when the CA can't be loaded or created.
     """
     loop = asyncio.get_running_loop()
     notifier = notifier or Notifier.from_environ({})
@@ -219,7 +232,8 @@ async def serve(config: Config, stop: asyncio.Event, *, reload: asyncio.Event | 
         gate = Gate()
         intake = ConnectIntake(runtime, certs, gate, _entry(runtime, None))
         listen = config.proxy.listen
-        server = await loop.create_server(intake.front_door, listen.host, listen.port, reuse_address=True)
+        with _binding("forward proxy", "[proxy] listen (or --listen)", listen):
+            server = await loop.create_server(intake.front_door, listen.host, listen.port, reuse_address=True)
 
         async def close_forward() -> None:
             server.close()
@@ -238,7 +252,9 @@ async def serve(config: Config, stop: asyncio.Event, *, reload: asyncio.Event | 
             await admin.setup()
             stack.push_async_callback(admin.cleanup)
             admin_addr = config.proxy.admin_listen
-            await web.TCPSite(admin, admin_addr.host, admin_addr.port, reuse_address=True).start()
+            with _binding("admin listener", "[proxy] admin_listen (or --admin-listen)", admin_addr,
+                          off=', or set it to "" to turn the admin listener off'):
+                await web.TCPSite(admin, admin_addr.host, admin_addr.port, reuse_address=True).start()
             bound += [_listening(addr, "admin") for addr in admin.addresses]
 
         runtime.ready = True
