@@ -205,7 +205,8 @@ class ConnectionConfig:
     deny_amz_headers: tuple[str, ...] = ()
     """Globs of client-chosen ``x-amz-*`` headers refused (e.g. ``x-amz-acl``, ``x-amz-grant-*``)."""
     presigned: Literal["refuse", "passthrough"] = "refuse"
-    """A request already presigned by someone else: refused (400), or forwarded untouched."""
+    """A request already presigned by someone else: refused (400), or forwarded untouched. Its key id names no
+    connection: clients select this one by header or proxy credentials (or ``[proxy] unknown_key_id``)."""
     private_networks: tuple[Network, ...] = ()
     """Non-public networks (CIDRs) this connection may reach for any host it may sign for (SSRF guard), e.g.
     VPC interface endpoints with private DNS; otherwise only hosts named exactly may resolve to them."""

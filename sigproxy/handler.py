@@ -42,6 +42,7 @@ from .routing import (
     check_host,
     check_policy,
     check_shape,
+    parse_client_key_id,
     parse_client_scope,
     parse_user,
     presigned_by_client,
@@ -223,6 +224,7 @@ class Handler:
             proxy_authorization=headers.get("Proxy-Authorization") or exchange.tunnel_authorization,
             client_scope=client_scope,
             listener=exchange.listener,
+            client_key_id=parse_client_key_id(headers.get("Authorization"), target.query),
         )
         conn = selection.connection
         info["connection"], info["selected_by"] = conn.name, selection.how
