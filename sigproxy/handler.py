@@ -169,14 +169,10 @@ class Handler:
         info["ms"] = round(elapsed * 1000, 2)
         access_logger.info("%s %s %s", info.get("method"), info.get("host"), info.get("status"),
                            extra={"access": info})
-        conn = str(info.get("connection", "-"))
-        self._metrics.requests.inc(conn, str(info.get("service", "-")), str(info.get("status")))
-        self._metrics.latency.observe(elapsed, conn)
         up, down = info.get("bytes_up"), info.get("bytes_down")
-        if isinstance(up, int) and up:
-            self._metrics.bytes_up.inc(conn, amount=up)
-        if isinstance(down, int) and down:
-            self._metrics.bytes_down.inc(conn, amount=down)
+        self._metrics.record(str(info.get("connection", "-")), str(info.get("service", "-")),
+                             str(info.get("status")), elapsed, bytes_up=up if isinstance(up, int) else 0,
+                             bytes_down=down if isinstance(down, int) else 0)
 
     async def __call__(self, request: web.BaseRequest, exchange: Exchange) -> web.StreamResponse:
         request_id = self._next_id()

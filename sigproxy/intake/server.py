@@ -71,7 +71,7 @@ def _restart_only(old: Config, new: Config) -> list[str]:
     """Settings that only a restart can change."""
     a, b = old.proxy, new.proxy
     keys = ("listen", "admin_listen", "connect_timeout", "read_timeout", "upstream_connections", "state_dir",
-            "upstream_ca_file")
+            "upstream_ca_file", "metrics_connection_label")
     changed = [f"proxy.{k}" for k in keys if getattr(a, k) != getattr(b, k)]
     # A reverse listener's `clients` is read at each accept; the rest of it needs a restart.
     if [replace(r, clients=()) for r in old.reverse] != [replace(r, clients=()) for r in new.reverse]:
@@ -98,7 +98,7 @@ class Runtime:
         self.handler = self._build(config)
 
     def _build(self, config: Config) -> Handler:
-        providers = Providers(config.connections, cache=self.cache)
+        providers = Providers(config.connections, cache=self.cache, cached_users=config.proxy.credential_cache_users)
         self.failures.configure(config.proxy.auth_failures, config.proxy.auth_failure_window)
         return Handler(config, providers, self._upstream, self._signer, metrics=self.metrics, ids=self._ids,
                        failures=self.failures)
@@ -211,7 +211,7 @@ async def serve(config: Config, stop: asyncio.Event, *, reload: asyncio.Event | 
         if not conn.verify_tls:
             logger.warning("connection %r does not verify upstream TLS certificates (verify_tls = false)",
                            conn.name)
-    metrics = Metrics()
+    metrics = Metrics(connection_label=config.proxy.metrics_connection_label == "name")
     async with AsyncExitStack() as stack:
         certs = await asyncio.to_thread(CertStore.load_or_create, config.proxy.state_dir)
         stack.callback(certs.close)
