@@ -3,10 +3,11 @@ by the one current :class:`Handler`; config reload (SIGHUP) and drain (SIGTERM/S
 
 Reload swaps the handler atomically: a request uses the handler current when it arrived, to its end.
 Credentials cached for connections whose settings didn't change are kept (the cache is shared and keyed by
-those settings). Listener addresses, upstream timeouts and connections, the state directory and the upstream CA
-file need a restart; a reload that changes them is refused, the old config kept, and the reason logged. The
-client-side settings (``clients`` of every listener, connection limits, head limits, header/idle/body
-timeouts) are read when a connection is accepted: a reload applies them to connections accepted after it.
+those settings, and resized for the new config). Listener addresses, upstream timeouts and connections, the
+state directory, the upstream CA file and ``metrics_connection_label`` need a restart; a reload that changes
+them is refused, the old config kept, and the reason logged. The client-side settings (``clients`` of every
+listener, connection limits, head limits, header/idle/body timeouts) are read when a connection is accepted:
+a reload applies them to connections accepted after it.
 
 Every client listener (forward, reverse) admits connections through one :class:`~.gate.Gate`; the admin
 listener does not.
