@@ -54,7 +54,7 @@ VOLUME ["/var/lib/sigproxy"]
 USER 10001:10001
 
 # 8080: the forward proxy ([proxy] listen); 9901: the admin listener ([proxy] admin_listen) with /healthz,
-# /readyz and /metrics.
+# /readyz, /health/connections and /metrics.
 EXPOSE 8080 9901
 
 # No curl in a slim image: Python's urllib, with proxies from the environment ignored. It assumes the admin

@@ -1,10 +1,11 @@
 """Request-target parsers: absolute URIs (:func:`sigproxy.routing.parse_absolute_target`), CONNECT heads
-(``sigproxy.intake.connect._parse_connect``) and the client's credential scope
-(:func:`sigproxy.routing.parse_client_scope`).
+(``sigproxy.intake.connect._parse_connect``) and the client's credential scope and key id
+(:func:`sigproxy.routing.parse_client_scope`, :func:`~sigproxy.routing.parse_client_key_id`).
 
 Properties: a :class:`~sigproxy.routing.Target` with a non-empty lower-case host, a port in 1-65535 and a
 path starting with ``/`` (which re-parses to itself from its authority) or :class:`~sigproxy.errors.BadRequest`;
-a CONNECT head gives host and port under the same rules or BadRequest; the client scope parser never raises.
+a CONNECT head gives host and port under the same rules or BadRequest; the client scope and key id parsers
+never raise, and whatever has a scope has a key id.
 """
 
 # ruff: noqa: PT018
@@ -21,7 +22,7 @@ from fuzz.engine import Target
 from sigproxy.config import ProxyConfig
 from sigproxy.errors import BadRequest
 from sigproxy.intake import connect
-from sigproxy.routing import ClientScope, parse_absolute_target, parse_client_scope
+from sigproxy.routing import ClientScope, parse_absolute_target, parse_client_key_id, parse_client_scope
 
 _odd = st.sampled_from(["", " ", "\t", "\x00", "\r", "\n", "\r\n", "%", "%00", "%2F", "%3A", "@", ":", "::", "[",
                         "]", "#", "?", "/", "\\", "é", "\u0660", "\uff10", "\u2028", "..", "*"])
@@ -116,6 +117,7 @@ def check_connect(head: bytes) -> str:
 _auth = st.one_of(
     st.none(),
     st.text(max_size=80),
+    st.text(max_size=20).map(lambda k: f"AWS {k}:c2ln"),  # SigV2
     st.builds(
         lambda alg, key, date, region, service, tail: f"{alg} Credential={key}/{date}/{region}/{service}/{tail}",
         st.sampled_from(["AWS4-HMAC-SHA256", "AWS4-HMAC-SHA256X", "AWS4-ECDSA-P256-SHA256", ""]),
@@ -126,7 +128,8 @@ _auth = st.one_of(
 )
 _query = st.one_of(
     st.text(max_size=60),
-    st.lists(st.tuples(st.sampled_from(["X-Amz-Credential", "x-amz-credential", "X-Amz-Credential%3D", "a"]),
+    st.lists(st.tuples(st.sampled_from(["X-Amz-Credential", "x-amz-credential", "X-Amz-Credential%3D", "a",
+                                        "AWSAccessKeyId"]),
                        st.text(max_size=40)), max_size=3)
     .map(lambda kv: "&".join(f"{k}={v}" for k, v in kv)),
     st.text(max_size=20).map(lambda k: f"X-Amz-Credential={k}%2F20240101%2Fus-east-1%2Fs3%2Faws4_request"),
@@ -136,6 +139,11 @@ _query = st.one_of(
 def check_client_scope(value: tuple[str | None, str]) -> str:
     scope = parse_client_scope(*value)
     assert scope is None or isinstance(scope, ClientScope)
+    key_id = parse_client_key_id(*value)
+    assert key_id is None or isinstance(key_id, str)
+    # Fail closed: whatever carries a scope (region/service from the client's signature) also carries a key
+    # id for connection selection -- a typo can't pass as "unsigned" and fall to the default connection.
+    assert scope is None or key_id is not None, (scope, key_id)
     return "None" if scope is None else "ClientScope"
 
 

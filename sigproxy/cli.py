@@ -20,12 +20,12 @@ from urllib.parse import quote
 from . import __version__, eventloop
 from .config import DEFAULT_LISTEN, Config, default_state_dir, find_config, load, parse_address
 from .credentials import Providers, caller_identity
-from .errors import ConfigError, SigproxyError
+from .errors import ConfigError, ListenError, SigproxyError
 from .intake.server import Listening, serve
 from .observability import setup_logging
 from .onboarding import new_external_id, trust_policy
 from .prepare import payload_hash_for, presign_request, sign_request
-from .routing import check_host, parse_absolute_target, resolve_service_region
+from .routing import check_host, closest_names, parse_absolute_target, resolve_service_region
 from .sdnotify import Notifier
 from .signing import Credentials, Signer
 from .tls import CertStore, TlsError, write_bundle
@@ -128,6 +128,9 @@ def _run(args: argparse.Namespace) -> int:
 
     try:
         eventloop.run(main())
+    except ListenError as exc:
+        print(f"sigproxy: {exc.strerror}", file=sys.stderr)
+        return EXIT_USAGE
     except OSError as exc:
         print(f"sigproxy: cannot listen: {exc.strerror or exc}", file=sys.stderr)
         return EXIT_USAGE
@@ -139,7 +142,8 @@ def _check(args: argparse.Namespace) -> int:
     names = args.names or list(config.connections)
     unknown = [n for n in names if n not in config.connections]
     if unknown:
-        raise ConfigError("", f"unknown connection(s): {', '.join(unknown)}")
+        raise ConfigError("", "unknown connection(s): " + ", ".join(
+            f"{n!r}{closest_names(n, config.connections)}" for n in unknown))
     width = max(len(n) for n in names)
 
     async def run() -> int:
@@ -180,7 +184,8 @@ def _parse_date(value: str | None) -> datetime:
 def _sign(args: argparse.Namespace) -> int:
     config = _load(args.config)
     if args.connection not in config.connections:
-        raise ConfigError("--connection", f"unknown connection {args.connection!r}")
+        raise ConfigError("--connection", f"unknown connection {args.connection!r}"
+                          f"{closest_names(args.connection, config.connections)}")
     conn = config.connections[args.connection]
     headers: list[tuple[str, str]] = []
     for h in args.headers:

@@ -1,7 +1,8 @@
 """TOML configuration -> frozen, validated dataclasses.
 
-Owns: reading one TOML file, resolving ``${env:NAME}`` and ``${file:PATH}`` references, checking every key,
-and the config search path. Every problem raises :class:`~sigproxy.errors.ConfigError` naming the key path.
+Owns: reading one TOML file, checking every key, and the config search path; how one table's keys are read
+(types, ``${env:NAME}``/``${file:PATH}`` references, ``""``, unknown keys) is :mod:`sigproxy.configtable`.
+Every problem raises :class:`~sigproxy.errors.ConfigError` naming the key path.
 Must not: exit, print, configure logging, import aiohttp.
 
 Example (every key: ``config.example.toml``)::
@@ -34,6 +35,7 @@ from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
+from .configtable import Secret, Table
 from .errors import ConfigError
 from .users import ROLE_SESSION, TAG_VALUE, USER_VAR, policy_problem, tag_key_problem, template_problem
 
@@ -64,9 +66,6 @@ __all__ = [
 
 DEFAULT_LISTEN = "127.0.0.1:8080"
 DEFAULT_ADMIN = "127.0.0.1:9901"
-_REF = re.compile(r"\$\{(env|file):((?:\$\{[^{}]*\}|[^}])*)\}")
-# Inside a ${file:...} path: ${NAME} or ${env:NAME}, e.g. ${file:${CREDENTIALS_DIRECTORY}/main_secret} (systemd).
-_PATH_VAR = re.compile(r"\$\{(?:env:)?([A-Za-z_][A-Za-z0-9_]*)\}")
 _SIZE = re.compile(r"^\s*([0-9]{1,20})\s*(B|KB|KiB|MB|MiB|GB|GiB|TB|TiB)?\s*$")
 _UNITS = {
     None: 1, "B": 1, "KB": 10**3, "KiB": 2**10, "MB": 10**6, "MiB": 2**20,
@@ -104,29 +103,6 @@ class Address:
 
     def __str__(self) -> str:
         return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
-
-
-class Secret:
-    """A secret string that never shows itself in ``repr``/``str``/logs; ``reveal()`` to use it."""
-
-    __slots__ = ("_value",)
-
-    def __init__(self, value: str) -> None:
-        self._value = value
-
-    def reveal(self) -> str:
-        return self._value
-
-    def __repr__(self) -> str:
-        return "Secret('***')"
-
-    __str__ = __repr__
-
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, Secret) and other._value == self._value
-
-    def __hash__(self) -> int:
-        return hash(self._value)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -205,7 +181,8 @@ class ConnectionConfig:
     deny_amz_headers: tuple[str, ...] = ()
     """Globs of client-chosen ``x-amz-*`` headers refused (e.g. ``x-amz-acl``, ``x-amz-grant-*``)."""
     presigned: Literal["refuse", "passthrough"] = "refuse"
-    """A request already presigned by someone else: refused (400), or forwarded untouched."""
+    """A request already presigned by someone else: refused (400), or forwarded untouched. Its key id names no
+    connection: clients select this one by header or proxy credentials (or ``[proxy] unknown_key_id``)."""
     private_networks: tuple[Network, ...] = ()
     """Non-public networks (CIDRs) this connection may reach for any host it may sign for (SSRF guard), e.g.
     VPC interface endpoints with private DNS; otherwise only hosts named exactly may resolve to them."""
@@ -299,6 +276,14 @@ class ProxyConfig:
     """Failed proxy tokens or client signatures one client address may cause per ``auth_failure_window``;
     past it that address gets 429 until the window has passed."""
     auth_failure_window: float = 60.0
+    unknown_key_id: Literal["reject", "ignore"] = "reject"
+    """A client signature whose access key id names no connection: ``"reject"`` (407 naming the closest
+    names), or ``"ignore"`` it and let the next rule choose (reverse listener, routes, default_connection)."""
+    credential_cache_users: int = 4096
+    """Per-end-user credentials kept (``user_header`` connections), least recently used evicted first; every
+    configured connection's own credentials are kept besides these."""
+    metrics_connection_label: Literal["name", "none"] = "name"
+    """Metric series per connection (label ``connection``), or ``"none"``: one series for all (large fleets)."""
     _passthrough_re: re.Pattern[str] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -376,136 +361,6 @@ def parse_size(value: object, path: str) -> int:
     raise ConfigError(path, f"expected a size like '8MiB' or a number of bytes, got {value!r}")
 
 
-def _resolve_refs(value: str, path: str, env: Mapping[str, str]) -> str:
-    def var(name: str) -> str:
-        if name not in env:
-            raise ConfigError(path, f"environment variable {name!r} is not set")
-        return env[name]
-
-    def sub(m: re.Match[str]) -> str:
-        kind, ref = m.group(1), m.group(2)
-        if kind == "env":
-            return var(ref)
-        ref = _PATH_VAR.sub(lambda v: var(v.group(1)), ref)
-        try:
-            return Path(ref).expanduser().read_text(encoding="utf-8").rstrip("\r\n")
-        except OSError as exc:
-            raise ConfigError(path, f"cannot read file {ref!r}: {exc.strerror}") from exc
-        except (ValueError, RuntimeError) as exc:  # a NUL in the path, not UTF-8, ~user that does not exist
-            raise ConfigError(path, f"cannot read file {ref!r}: {exc}") from exc
-
-    return _REF.sub(sub, value)
-
-
-class _Table:
-    """One TOML table being read: typed getters that name the key path, and a final unknown-key check."""
-
-    def __init__(self, data: Mapping[str, Any], path: str, env: Mapping[str, str]) -> None:
-        if not isinstance(data, Mapping):
-            raise ConfigError(path, f"expected a table, got {type(data).__name__}")
-        self.data = data
-        self.path = path
-        self.env = env
-        self.seen: set[str] = set()
-
-    def key(self, name: str) -> str:
-        return f"{self.path}.{name}" if self.path else name
-
-    def _get(self, name: str, kind: type, kind_name: str) -> Any:
-        self.seen.add(name)
-        if name not in self.data:
-            return None
-        value = self.data[name]
-        if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
-            got = type(value).__name__
-            raise ConfigError(self.key(name), f"expected {kind_name}, got {got} {value!r}")
-        return value
-
-    def string(self, name: str, *, required: bool = False) -> str | None:
-        value = self._get(name, str, "a string")
-        if value is None:
-            if required:
-                raise ConfigError(self.key(name), "is required")
-            return None
-        resolved: str = _resolve_refs(value, self.key(name), self.env)
-        return resolved
-
-    def secret(self, name: str, *, required: bool = False) -> Secret | None:
-        value = self.string(name, required=required)
-        if value is None:
-            return None
-        if not value:
-            raise ConfigError(self.key(name), "is empty")
-        return Secret(value)
-
-    def integer(self, name: str) -> int | None:
-        value: int | None = self._get(name, int, "an integer")
-        return value
-
-    def number(self, name: str) -> float | None:
-        self.seen.add(name)
-        value = self.data.get(name)
-        if value is None:
-            return None
-        if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value < float("inf"):
-            raise ConfigError(self.key(name), f"expected a positive number, got {value!r}")
-        return float(value)
-
-    def strings(self, name: str) -> tuple[str, ...]:
-        value = self._get(name, list, "a list of strings")
-        if value is None:
-            return ()
-        out = []
-        for i, item in enumerate(value):
-            if not isinstance(item, str):
-                raise ConfigError(f"{self.key(name)}[{i}]", f"expected a string, got {item!r}")
-            out.append(item)
-        return tuple(out)
-
-    def boolean(self, name: str) -> bool | None:
-        value: bool | None = self._get(name, bool, "true or false")
-        return value
-
-    def ports(self, name: str) -> tuple[int, ...] | None:
-        value = self._get(name, list, "a list of port numbers")
-        if value is None:
-            return None
-        for i, item in enumerate(value):
-            if isinstance(item, bool) or not isinstance(item, int) or not 0 < item < 65536:
-                raise ConfigError(f"{self.key(name)}[{i}]", f"expected a port number, got {item!r}")
-        return tuple(value)
-
-    def filepath(self, name: str) -> Path | None:
-        value = self.string(name)
-        if value is None:
-            return None
-        if not value:
-            raise ConfigError(self.key(name), "is empty")
-        try:
-            return Path(value).expanduser()
-        except RuntimeError as exc:  # ~user that does not exist
-            raise ConfigError(self.key(name), f"cannot expand {value!r}: {exc}") from None
-
-    def table(self, name: str) -> _Table | None:
-        value = self._get(name, dict, "a table")
-        return None if value is None else _Table(value, self.key(name), self.env)
-
-    def tables(self, name: str) -> list[_Table]:
-        value = self._get(name, list, "an array of tables ([[...]])")
-        return [_Table(v, f"{self.key(name)}[{i}]", self.env) for i, v in enumerate(value or [])]
-
-    def choice(self, name: str, choices: tuple[str, ...], *, required: bool = False) -> str | None:
-        value = self.string(name, required=required)
-        if value is not None and value not in choices:
-            raise ConfigError(self.key(name), f"expected one of {', '.join(choices)}, got {value!r}")
-        return value
-
-    def done(self) -> None:
-        unknown = sorted(set(self.data) - self.seen)
-        if unknown:
-            raise ConfigError(self.key(unknown[0]), "unknown key")
-
-
 def _host_glob(value: str, path: str) -> str:
     if not value or not _HOST_GLOB.match(value):
         raise ConfigError(path, f"bad host glob {value!r}: expected 'host', '*.example.com' or 'host:port'")
@@ -516,7 +371,7 @@ def _host_glob(value: str, path: str) -> str:
     return value
 
 
-def _networks(t: _Table, name: str) -> tuple[Network, ...]:
+def _networks(t: Table, name: str) -> tuple[Network, ...]:
     out = []
     for i, value in enumerate(t.strings(name)):
         try:
@@ -553,7 +408,7 @@ _USER_KEYS = frozenset({"session_name", "source_identity", "policy"})
 _SIGPROXY_VAR = re.compile(r"\$\{sigproxy:[^}]*\}")
 
 
-def _user_templates(t: _Table, creds: CredentialsConfig, user_header: bool) -> None:
+def _user_templates(t: Table, creds: CredentialsConfig, user_header: bool) -> None:
     """``${sigproxy:...}`` only as ``${sigproxy:user}``, only where it is replaced, only with ``user_header``;
     session name, source identity, tags and policy follow STS's rules, with room for any id (users.py)."""
     # (key path, value, whether USER_VAR is replaced there)
@@ -590,7 +445,7 @@ def _user_templates(t: _Table, creds: CredentialsConfig, user_header: bool) -> N
         raise ConfigError(t.key("policy"), problem)
 
 
-def _role_arn(t: _Table, require_path: str | None) -> str:
+def _role_arn(t: Table, require_path: str | None) -> str:
     arn = t.string("role_arn", required=True) or ""
     if not _ROLE_ARN.match(arn):
         raise ConfigError(t.key("role_arn"), f"expected an IAM role ARN like "
@@ -603,7 +458,7 @@ def _role_arn(t: _Table, require_path: str | None) -> str:
     return arn
 
 
-def _credentials(t: _Table, connection: str, require_path: str | None, *,
+def _credentials(t: Table, connection: str, require_path: str | None, *,
                  user_header: bool = False) -> CredentialsConfig:
     source = t.choice("source", _SOURCES, required=True)
     given = set(t.data) - {"source"}
@@ -638,7 +493,7 @@ def _credentials(t: _Table, connection: str, require_path: str | None, *,
         tags: list[tuple[str, str]] = []
         if tags_t is not None:
             for key in tags_t.data:
-                tags.append((key, tags_t.string(key, required=True) or ""))
+                tags.append((key, tags_t.string(key, required=True, empty=True) or ""))  # STS allows ""
             tags_t.done()
         kwargs.update(external_id=t.string("external_id"), source_identity=t.string("source_identity"),
                       policy=policy, policy_arns=t.strings("policy_arns"), tags=tuple(tags),
@@ -666,7 +521,7 @@ def _credentials(t: _Table, connection: str, require_path: str | None, *,
 _METHODS = frozenset({"GET", "HEAD", "PUT", "POST", "DELETE", "PATCH", "OPTIONS"})
 
 
-def _methods(t: _Table) -> tuple[str, ...]:
+def _methods(t: Table) -> tuple[str, ...]:
     methods = tuple(m.upper() for m in t.strings("allowed_methods"))
     for i, m in enumerate(methods):
         if m not in _METHODS:
@@ -678,7 +533,7 @@ def _methods(t: _Table) -> tuple[str, ...]:
     return methods
 
 
-def _amz_globs(t: _Table) -> tuple[str, ...]:
+def _amz_globs(t: Table) -> tuple[str, ...]:
     globs = tuple(g.lower() for g in t.strings("deny_amz_headers"))
     for i, g in enumerate(globs):
         if not g.startswith("x-amz-"):
@@ -686,7 +541,7 @@ def _amz_globs(t: _Table) -> tuple[str, ...]:
     return globs
 
 
-def _connection(name: str, t: _Table) -> ConnectionConfig:
+def _connection(name: str, t: Table) -> ConnectionConfig:
     if not _NAME.match(name):
         raise ConfigError(t.path, "connection names use letters, digits, '.', '_' and '-' (up to 64)")
     creds_t = t.table("credentials")
@@ -752,7 +607,7 @@ def default_state_dir(env: Mapping[str, str]) -> Path:
     return Path(env.get("HOME") or "~").expanduser() / ".local/share/sigproxy"
 
 
-def _proxy(t: _Table | None, env: Mapping[str, str]) -> ProxyConfig:
+def _proxy(t: Table | None, env: Mapping[str, str]) -> ProxyConfig:
     if t is None:
         return ProxyConfig(state_dir=default_state_dir(env))
     listen = t.string("listen")
@@ -774,17 +629,17 @@ def _proxy(t: _Table | None, env: Mapping[str, str]) -> ProxyConfig:
         "idle_timeout": t.number("idle_timeout"),
         "body_timeout": t.number("body_timeout"),
         "auth_failure_window": t.number("auth_failure_window"),
+        "unknown_key_id": t.choice("unknown_key_id", ("reject", "ignore")),
+        "metrics_connection_label": t.choice("metrics_connection_label", ("name", "none")),
     }
     for key, low in (("max_connections", 1), ("max_connections_per_client", 1), ("max_request_line", 256),
-                     ("max_header_size", 256), ("max_headers", 8), ("auth_failures", 1)):
+                     ("max_header_size", 256), ("max_headers", 8), ("auth_failures", 1),
+                     ("credential_cache_users", 1)):
         value = t.integer(key)
         if value is not None:
             if value < low:
                 raise ConfigError(t.key(key), f"must be at least {low}")
             kwargs[key] = value
-    admin = t.string("admin_listen")
-    if admin is not None:
-        kwargs["admin_listen"] = parse_address(admin, t.key("admin_listen")) if admin else None
     if listen is not None:
         kwargs["listen"] = parse_address(listen, t.key("listen"))
     if mbb is not None:
@@ -796,13 +651,18 @@ def _proxy(t: _Table | None, env: Mapping[str, str]) -> ProxyConfig:
             if size < low:
                 raise ConfigError(t.key(key), f"must be at least {low} bytes")
             kwargs[key] = size
+    # None above means "not given, keep the default"; admin_listen's None means "off", so it goes in after.
+    given = {k: v for k, v in kwargs.items() if v is not None}
+    admin = t.string("admin_listen", empty=True)
+    if admin is not None:
+        given["admin_listen"] = parse_address(admin, t.key("admin_listen")) if admin else None
     t.done()
-    return ProxyConfig(**{k: v for k, v in kwargs.items() if v is not None})
+    return ProxyConfig(**given)
 
 
 def _build(data: Mapping[str, Any], env: Mapping[str, str], source: str, listen: str | None,
            admin_listen: str | None) -> Config:
-    root = _Table(data, "", env)
+    root = Table(data, "", env)
     proxy = _proxy(root.table("proxy"), env)
     if listen is not None:
         proxy = dataclasses.replace(proxy, listen=parse_address(listen, "--listen"))

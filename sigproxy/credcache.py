@@ -15,6 +15,10 @@ requests arriving meanwhile with no valid credentials fail fast with the last er
 Entries live in two LRUs: one per connection (and its effective parameters), and a separate one for
 per-end-user entries (``user_header`` connections), so a stream of distinct user ids can neither grow
 memory without bound nor push the connections' own entries out. An evicted user simply fetches again.
+Both are sized from the configuration (:meth:`CredentialCache.configure`, at start and at every reload):
+room for every configured connection twice over, so no configured connection is ever evicted -- each is
+fetched once and then only refreshed ahead of expiry, however large the fleet (issue 12: a fixed 4,096 made
+a fleet of 5,000 fetch on every pass) -- and ``[proxy] credential_cache_users`` end users.
 
 Must not: know where credentials come from (it calls the ``fetch`` it is given), or log secret fields.
 """
@@ -28,6 +32,7 @@ import time
 from collections.abc import Awaitable, Callable, Hashable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import Literal
 
 from cachetools import LRUCache
 
@@ -35,7 +40,7 @@ from .errors import CredentialsUnavailable
 from .signing import Credentials
 from .tasks import TaskSet
 
-__all__ = ["CacheStats", "CredentialCache"]
+__all__ = ["CacheStats", "CredentialCache", "EntryState"]
 
 logger = logging.getLogger(__name__)
 
@@ -46,6 +51,9 @@ _BACKOFF_BASE = 1.0
 _BACKOFF_CAP = 300.0
 _MAX_KEYS = 4096
 _MAX_USER_KEYS = 4096
+
+EntryState = Literal["up", "down", "unknown"]
+"""What the cache knows of one key's credentials, without fetching (:meth:`CredentialCache.state`)."""
 
 
 @dataclass
@@ -96,6 +104,34 @@ class CredentialCache:
 
     async def close(self) -> None:
         await self._tasks.cancel_all()
+
+    def configure(self, *, connections: int, users: int) -> None:
+        """Size the LRUs for a configuration of ``connections`` connections and ``users`` cached end users.
+
+        The connection LRU holds ``2 * connections + 1`` entries: every configured connection, as many entries
+        of connections a reload changed or removed (requests in flight may still use them), and the default
+        AWS chain. Entries are kept in recency order; when a size shrinks, the least recently used go first.
+        """
+        if connections < 0 or users < 1:
+            raise ValueError("connections must be >= 0 and users >= 1")
+        self._entries = _resized(self._entries, 2 * connections + 1)
+        self._user_entries = _resized(self._user_entries, users)
+
+    @property
+    def capacity(self) -> tuple[int, int]:
+        """(connection entries, end-user entries) the LRUs hold at most."""
+        return int(self._entries.maxsize), int(self._user_entries.maxsize)
+
+    def state(self, key: Hashable) -> EntryState:
+        """``"up"`` while ``key`` holds valid credentials, ``"down"`` when it holds none and its last fetch
+        failed, ``"unknown"`` before any fetch finished. Never fetches (metrics and health read it)."""
+        entry = self._entries.get(key)
+        if entry is None:
+            return "unknown"
+        creds = entry.creds
+        if creds is not None and (creds.expires_at is None or self._clock() < creds.expires_at):
+            return "up"
+        return "down" if entry.last_error is not None else "unknown"
 
     def _windows(self, entry: _Entry, expires_at: datetime) -> tuple[datetime, datetime]:
         """(advisory start, mandatory start) for credentials expiring at ``expires_at``."""
@@ -193,3 +229,16 @@ class CredentialCache:
     def size(self) -> int:
         """Entries held (connections and users), for tests and diagnostics."""
         return len(self._entries) + len(self._user_entries)
+
+
+def _resized(cache: LRUCache[Hashable, _Entry], maxsize: int) -> LRUCache[Hashable, _Entry]:
+    """``cache`` with room for ``maxsize`` entries, its entries moved over in recency order."""
+    if cache.maxsize == maxsize:
+        return cache
+    resized: LRUCache[Hashable, _Entry] = LRUCache(maxsize=maxsize)
+    moved = []
+    while cache:
+        moved.append(cache.popitem())  # least recently used first
+    for key, entry in moved:  # the most recently used end up most recent (and survive a shrink)
+        resized[key] = entry
+    return resized

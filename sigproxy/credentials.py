@@ -42,7 +42,7 @@ from botocore import UNSIGNED
 from botocore.exceptions import BotoCoreError, ClientError
 
 from .config import ConnectionConfig, CredentialsConfig
-from .credcache import CredentialCache
+from .credcache import CredentialCache, EntryState
 from .errors import CredentialsUnavailable
 from .signing import Credentials
 from .users import ROLE_SESSION, TAG_VALUE, Field, render, render_policy
@@ -324,12 +324,16 @@ class Providers:
     """One credential source per connection, every expiring one behind the shared cache.
 
     An async context manager: it owns the HTTP session for custom STS endpoints and the cache's tasks.
+    It sizes the cache for ``connections`` (every one stays cached) and ``cached_users`` end users (``None``:
+    keep the cache's current bound), see :meth:`CredentialCache.configure`.
     """
 
-    def __init__(self, connections: Mapping[str, ConnectionConfig], cache: CredentialCache | None = None) -> None:
+    def __init__(self, connections: Mapping[str, ConnectionConfig], cache: CredentialCache | None = None, *,
+                 cached_users: int | None = None) -> None:
         self._connections = connections
         self._owns_cache = cache is None
         self.cache = cache if cache is not None else CredentialCache()
+        self.cache.configure(connections=len(connections), users=cached_users or self.cache.capacity[1])
         self._session = AioSession()
         self._http: aiohttp.ClientSession | None = None
         self._default_chain = _Chain("(default chain)", None)
@@ -372,6 +376,14 @@ class Providers:
     def _key(self, name: str) -> tuple[str, CredentialsConfig, str | None, str | None]:
         conn = self._connections[name]
         return (name, conn.credentials, conn.region, conn.sts_endpoint_url)
+
+    def state(self, name: str) -> EntryState:
+        """Whether connection ``name`` can sign now, from what the cache holds (no fetch): ``"up"``, ``"down"``
+        (its last fetch failed and it holds no valid credentials) or ``"unknown"`` (not fetched yet).
+        Static credentials are always ``"up"``."""
+        if isinstance(self._by_name[name], _Static):
+            return "up"
+        return self.cache.state(self._key(name))
 
     def identity(self, name: str, *, user: str | None = None) -> Identity:
         """Who connection ``name`` acts as for end user ``user`` (pure: config and id, no I/O).

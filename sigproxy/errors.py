@@ -24,12 +24,16 @@
         └── UpstreamTimeout (TimeoutError) 504 upstream_timeout
 
     ConfigError (ValueError)   a bad configuration: names the key path; `sigproxy` exits 2.
+    ListenError (OSError)      a listener cannot bind: names the listener and the key to change; exits 2.
 
 Messages say what to change. They never contain a secret: callers pass names, never values.
 Must not: import other sigproxy modules.
 """
 
 from __future__ import annotations
+
+import errno
+import os
 
 __all__ = [
     "SigproxyError",
@@ -53,6 +57,7 @@ __all__ = [
     "UpstreamError",
     "UpstreamTimeout",
     "ConfigError",
+    "ListenError",
 ]
 
 
@@ -200,3 +205,24 @@ class ConfigError(ValueError):
         super().__init__(f"{path}: {problem}" if path else problem)
         self.path = path
         self.problem = problem
+
+
+class ListenError(OSError):
+    """A listener could not bind its address. The message names the listener, the address and the key that
+    sets it, e.g. ``cannot listen on 127.0.0.1:9901 for the admin listener: Address already in use ...``.
+
+    ``errno`` is the bind's; ``listener`` (``forward proxy``, ``reverse listener for URL``, ``admin
+    listener``) and ``key`` (``[proxy] listen``, ...) are kept for callers.
+    """
+
+    def __init__(self, listener: str, key: str, address: str, cause: OSError, *, off: str = "") -> None:
+        """``off``: how to turn the listener off instead, when it can be (appended to the advice)."""
+        # asyncio's strerror repeats the address ("error while attempting to bind on address ..."): the
+        # errno's own text is enough next to ours.
+        reason = os.strerror(cause.errno) if cause.errno else (cause.strerror or str(cause))
+        if cause.errno == errno.EADDRINUSE:
+            reason += " (another process, perhaps another sigproxy, holds it)"
+        message = f"cannot listen on {address} for the {listener}: {reason}; change {key}{off}"
+        super().__init__(cause.errno, message)
+        self.listener = listener
+        self.key = key

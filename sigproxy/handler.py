@@ -42,6 +42,7 @@ from .routing import (
     check_host,
     check_policy,
     check_shape,
+    parse_client_key_id,
     parse_client_scope,
     presigned_by_client,
     resolve_service_region,
@@ -167,14 +168,10 @@ class Handler:
         info["ms"] = round(elapsed * 1000, 2)
         access_logger.info("%s %s %s", info.get("method"), info.get("host"), info.get("status"),
                            extra={"access": info})
-        conn = str(info.get("connection", "-"))
-        self._metrics.requests.inc(conn, str(info.get("service", "-")), str(info.get("status")))
-        self._metrics.latency.observe(elapsed, conn)
         up, down = info.get("bytes_up"), info.get("bytes_down")
-        if isinstance(up, int) and up:
-            self._metrics.bytes_up.inc(conn, amount=up)
-        if isinstance(down, int) and down:
-            self._metrics.bytes_down.inc(conn, amount=down)
+        self._metrics.record(str(info.get("connection", "-")), str(info.get("service", "-")),
+                             str(info.get("status")), elapsed, bytes_up=up if isinstance(up, int) else 0,
+                             bytes_down=down if isinstance(down, int) else 0)
 
     async def __call__(self, request: web.BaseRequest, exchange: Exchange) -> web.StreamResponse:
         request_id = self._next_id()
@@ -217,6 +214,7 @@ class Handler:
             proxy_authorization=headers.get("Proxy-Authorization") or exchange.tunnel_authorization,
             client_scope=client_scope,
             listener=exchange.listener,
+            client_key_id=parse_client_key_id(headers.get("Authorization"), target.query),
         )
         conn = selection.connection
         info["connection"], info["selected_by"] = conn.name, selection.how

@@ -1,7 +1,13 @@
 """Prometheus metrics, kept in process and rendered in the text exposition format (version 0.0.4).
 
 Owns: counters, gauges and histograms with labels, and their rendering. Values sampled from elsewhere at
-scrape time (cache counters, open tunnels) are passed to :meth:`Metrics.render` by the admin endpoint.
+scrape time (cache counters, open tunnels, connection states) are passed to :meth:`Metrics.render` by the
+admin endpoint.
+
+Per-connection series (label ``connection``) are one time series per tenant; with ``[proxy]
+metrics_connection_label = "none"`` (``Metrics(connection_label=False)``) request counts, latency and bytes
+drop that label and the per-connection ``sigproxy_connection_up`` gauge is left out, so a fleet of thousands
+of connections exports a fixed number of series.
 Must not: do I/O, read the clock (callers pass durations), or carry a secret in a label.
 """
 
@@ -10,10 +16,14 @@ from __future__ import annotations
 import bisect
 from collections.abc import Iterable, Mapping
 
-__all__ = ["Counter", "Histogram", "Metrics"]
+__all__ = ["Counter", "Histogram", "Metrics", "Sampled"]
 
 # Request latency buckets in seconds: a signing proxy adds milliseconds; AWS calls take tens to thousands.
 _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
+
+
+Sampled = float | Mapping[tuple[tuple[str, str], ...], float]
+"""A value sampled at scrape: one number, or numbers by their labels (``((name, value), ...)``)."""
 
 
 def _labels(names: tuple[str, ...], values: tuple[str, ...]) -> str:
@@ -72,24 +82,43 @@ class Histogram:
 
 
 class Metrics:
-    """The proxy's metrics; one instance per process, survives config reloads."""
+    """The proxy's metrics; one instance per process, survives config reloads (so ``connection_label``,
+    from ``[proxy] metrics_connection_label``, changes only with a restart)."""
 
-    def __init__(self) -> None:
-        self.requests = Counter("sigproxy_requests_total", "Requests handled, by connection, service and status.",
-                                ("connection", "service", "status"))
-        self.latency = Histogram("sigproxy_request_duration_seconds", "Time from request head to last byte.",
-                                 ("connection",))
-        self.bytes_up = Counter("sigproxy_request_bytes_total", "Request body bytes sent upstream.", ("connection",))
-        self.bytes_down = Counter("sigproxy_response_bytes_total", "Response body bytes sent to clients.",
-                                  ("connection",))
+    def __init__(self, *, connection_label: bool = True) -> None:
+        self.connection_label = connection_label
+        by = ("connection",) if connection_label else ()
+        self.requests = Counter("sigproxy_requests_total",
+                                f"Requests handled, by {'connection, ' if by else ''}service and status.",
+                                (*by, "service", "status"))
+        self.latency = Histogram("sigproxy_request_duration_seconds", "Time from request head to last byte.", by)
+        self.bytes_up = Counter("sigproxy_request_bytes_total", "Request body bytes sent upstream.", by)
+        self.bytes_down = Counter("sigproxy_response_bytes_total", "Response body bytes sent to clients.", by)
         self.sts_latency = Histogram("sigproxy_credential_fetch_duration_seconds",
                                      "Time taken by credential fetches (STS and friends).")
 
-    def render(self, gauges: Mapping[str, tuple[str, str, float]]) -> str:
+    def record(self, connection: str, service: str, status: str, seconds: float, *, bytes_up: int = 0,
+               bytes_down: int = 0) -> None:
+        """One finished request (``connection`` is dropped when the label is off)."""
+        by = (connection,) if self.connection_label else ()
+        self.requests.inc(*by, service, status)
+        self.latency.observe(seconds, *by)
+        if bytes_up:
+            self.bytes_up.inc(*by, amount=bytes_up)
+        if bytes_down:
+            self.bytes_down.inc(*by, amount=bytes_down)
+
+    def render(self, gauges: Mapping[str, tuple[str, str, Sampled]]) -> str:
         """The exposition text; ``gauges`` maps name -> (type, help, value) for values sampled at scrape."""
         lines: list[str] = []
         for metric in (self.requests, self.latency, self.bytes_up, self.bytes_down, self.sts_latency):
             lines.extend(metric.render())
         for name, (kind, help_text, value) in sorted(gauges.items()):
-            lines += [f"# HELP {name} {help_text}", f"# TYPE {name} {kind}", f"{name} {_num(value)}"]
+            lines += [f"# HELP {name} {help_text}", f"# TYPE {name} {kind}"]
+            if isinstance(value, Mapping):
+                for labels, number in sorted(value.items()):
+                    names, values = tuple(k for k, _ in labels), tuple(v for _, v in labels)
+                    lines.append(f"{name}{_labels(names, values)} {_num(number)}")
+            else:
+                lines.append(f"{name} {_num(value)}")
         return "\n".join(lines) + "\n"

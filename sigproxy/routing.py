@@ -4,11 +4,17 @@ headers go upstream and which of them are signed.
 Connection selection, first match wins:
 
 1. ``X-Sigproxy-Connection: NAME``
-2. ``Proxy-Authorization: Basic NAME:TOKEN``
-3. the access key id of the client's own SigV4 ``Authorization`` (or presigned ``X-Amz-Credential``)
+2. ``Proxy-Authorization: Basic NAME:TOKEN`` (or the CONNECT's, for requests inside its tunnel)
+3. the access key id of the client's own signature (:func:`parse_client_key_id`: SigV4 or SigV2
+   ``Authorization``, presigned ``X-Amz-Credential`` or ``AWSAccessKeyId``)
 4. the reverse listener's ``connection``
 5. ``[[routes]]`` host globs
 6. ``[proxy] default_connection``
+
+A name given in 1-3 that matches no connection fails closed: 407 naming the closest connection names, never
+a fall-through to 4-6 (issue 12: a typo must not sign with another account). The one exception is opt-in:
+``[proxy] unknown_key_id = "ignore"`` lets a key id that names no connection fall through (clients that carry
+real AWS keys), and only the key id: an unknown header or proxy user is always refused.
 
 Must not: do I/O, read the clock, import aiohttp, fetch credentials.
 """
@@ -17,6 +23,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import difflib
 import fnmatch
 import hmac
 import re
@@ -43,6 +50,8 @@ __all__ = [
     "Selection",
     "parse_absolute_target",
     "parse_client_scope",
+    "parse_client_key_id",
+    "closest_names",
     "select_connection",
     "check_host",
     "resolve_service_region",
@@ -153,6 +162,56 @@ def parse_client_scope(authorization: str | None, query: str) -> ClientScope | N
     return None
 
 
+_KEY_ID_V4 = re.compile(r"Credential=([^/,\s]*)")
+_KEY_ID_V2 = re.compile(r"AWS ([^:\s]*):")
+
+
+def parse_client_key_id(authorization: str | None, query: str) -> str | None:
+    """The access key id the client signed with, however it signed; ``None`` when it carries no signature.
+
+    Read leniently (a malformed scope still names its key id, so a typo can't slip past as "unsigned"):
+    ``Authorization: AWS4-<alg> Credential=KEY/...`` (SigV4, SigV4A), ``Authorization: AWS KEY:SIG`` (SigV2),
+    then the query's ``X-Amz-Credential=KEY/...`` or ``AWSAccessKeyId=KEY`` (presigned URLs; names compared
+    case-insensitively). The header wins over the query, as in :func:`parse_client_scope`.
+    """
+    if authorization:
+        if authorization.startswith("AWS4-"):
+            m = _KEY_ID_V4.search(authorization)
+            if m:
+                return m.group(1)
+        elif m := _KEY_ID_V2.match(authorization):
+            return m.group(1)
+    for part in query.split("&"):
+        key, _, value = part.partition("=")
+        low = key.lower()
+        if low == "x-amz-credential":
+            return unquote(value).split("/", 1)[0]
+        if low == "awsaccesskeyid":
+            return unquote(value)
+    return None
+
+
+def closest_names(name: str, names: Iterable[str]) -> str:
+    """`` (closest: 'main', 'maint')`` for a name that matched none, or a sentence saying there is none close.
+
+    Up to three names by :func:`difflib.get_close_matches` (its default cutoff, 0.6) ignoring case: a typo
+    finds its connection, while an unrelated value (an ``AKIA...`` key id) lists nothing -- the whole list is
+    never shown.
+    """
+    lowered: dict[str, list[str]] = {}
+    for candidate in names:
+        lowered.setdefault(candidate.lower(), []).append(candidate)
+    close = [c for low in difflib.get_close_matches(name.lower(), list(lowered), n=3) for c in lowered[low]][:3]
+    if not close:
+        return " (no connection has a similar name)"
+    return " (closest: " + ", ".join(repr(c) for c in close) + ")"
+
+
+def _unknown(what: str, name: str, conns: Mapping[str, ConnectionConfig], advice: str) -> ProxyAuthRequired:
+    shown = name[:64] + ("..." if len(name) > 64 else "")
+    return ProxyAuthRequired(f"{what} {shown!r} names no connection{closest_names(name, conns)}; {advice}")
+
+
 def _basic(value: str | None) -> tuple[str, str] | None:
     if not value:
         return None
@@ -176,22 +235,36 @@ def select_connection(
     proxy_authorization: str | None,
     client_scope: ClientScope | None,
     listener: ReverseListener | None = None,
+    client_key_id: str | None = None,
 ) -> Selection:
-    """Pick the connection for a request and check its token. Raises 407 errors."""
+    """Pick the connection for a request and check its token (module docstring: the order).
+
+    ``client_key_id`` is the key id the client signed with (:func:`parse_client_key_id`); without it,
+    ``client_scope``'s. Raises :class:`ProxyAuthRequired` (407 ``no_connection``) when nothing selects or a
+    name given matches no connection, :class:`BadProxyToken` (407) for a missing or wrong token.
+    """
     conns = config.connections
     basic = _basic(proxy_authorization)
+    key_id = client_key_id if client_key_id is not None else client_scope.access_key_id if client_scope else None
     selection: Selection | None = None
     if connection_header is not None:
         name = connection_header.strip()
         if name not in conns:
-            raise ProxyAuthRequired(f"X-Sigproxy-Connection names unknown connection {name!r}")
+            raise _unknown("X-Sigproxy-Connection", name, conns, "send a connection's name")
         selection = Selection(conns[name], "header")
     elif basic is not None:
         if basic[0] not in conns:
-            raise ProxyAuthRequired(f"Proxy-Authorization names unknown connection {basic[0]!r}")
+            raise _unknown("the proxy user (Proxy-Authorization)", basic[0], conns,
+                           "use a connection's name as the proxy user: http://NAME:TOKEN@host:port")
         selection = Selection(conns[basic[0]], "proxy-auth")
-    elif client_scope is not None and client_scope.access_key_id in conns:
-        selection = Selection(conns[client_scope.access_key_id], "client-key")
+    elif key_id is not None and key_id in conns:
+        selection = Selection(conns[key_id], "client-key")
+    elif key_id is not None and config.proxy.unknown_key_id == "reject":
+        raise _unknown(
+            "the access key id of the request's signature", key_id, conns,
+            "set AWS_ACCESS_KEY_ID to a connection's name; clients that sign with real AWS keys select the "
+            "connection with X-Sigproxy-Connection or proxy credentials, or need [proxy] unknown_key_id = "
+            '"ignore"')
     elif listener is not None and listener.connection is not None:
         selection = Selection(conns[listener.connection], "listener")
     else:

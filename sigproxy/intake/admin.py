@@ -1,5 +1,10 @@
-"""The admin listener: ``/healthz`` (alive), ``/readyz`` (listeners up and every connection's credentials
-cached or resolvable) and ``/metrics`` (Prometheus text format).
+"""The admin listener: ``/healthz`` (alive), ``/readyz`` (this process can serve), ``/health/connections``
+(each connection's credentials) and ``/metrics`` (Prometheus text format).
+
+Readiness is the process's alone: listeners bound, config loaded, not draining. It never depends on any
+connection's credentials -- one tenant deleting its role must not take every replica out of its Service
+(issue 12). Per-connection health is ``/health/connections`` (for monitoring, not for probes) and the gauges
+``sigproxy_connection_up{connection}`` and ``sigproxy_connections{state}``.
 
 Must not: expose configuration values or anything secret; it answers with names, counts and states.
 """
@@ -14,12 +19,14 @@ from aiohttp import web
 from sigproxy.credcache import CredentialCache
 from sigproxy.errors import SigproxyError
 from sigproxy.handler import Handler
-from sigproxy.metrics import Metrics
+from sigproxy.metrics import Metrics, Sampled
 
 __all__ = ["admin_app"]
 
-# /readyz resolves credentials it doesn't have cached; a slow STS must not hang the probe.
-_READY_TIMEOUT = 5.0
+# /health/connections resolves credentials it doesn't have cached: a slow STS must not hang it (per fetch),
+# and a large fleet must not start thousands of fetches at once.
+_CHECK_TIMEOUT = 5.0
+_CHECK_CONCURRENCY = 32
 _METRICS_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 
@@ -50,27 +57,56 @@ def admin_app(runtime: _Runtime, tunnels: _Tunnels) -> web.Application:
         return web.json_response({"status": "ok"})
 
     async def readyz(_: web.Request) -> web.Response:
+        """200 while listeners are bound with a loaded config and the process is not draining; else 503."""
+        ready = runtime.ready
+        return web.json_response({"status": "ready" if ready else "not ready", "listeners": ready},
+                                 status=200 if ready else 503)
+
+    async def connections(_: web.Request) -> web.Response:
+        """Each connection's credentials resolved (from the cache, or fetched: at most ``_CHECK_CONCURRENCY``
+        at once, ``_CHECK_TIMEOUT`` s each): ``{"status", "connections": {name: "ok" | error code |
+        "timeout"}, "failing": [names]}``, 200 when all are ok, else 503."""
         handler = runtime.handler
         names = list(handler.config.connections)
+        slots = asyncio.Semaphore(_CHECK_CONCURRENCY)
 
         async def check(name: str) -> str:
-            try:
-                async with asyncio.timeout(_READY_TIMEOUT):
-                    await handler.providers.get(name)
-            except TimeoutError:
-                return "timeout"
-            except SigproxyError as exc:
-                return exc.code
+            async with slots:
+                try:
+                    async with asyncio.timeout(_CHECK_TIMEOUT):
+                        await handler.providers.get(name)
+                except TimeoutError:
+                    return "timeout"
+                except SigproxyError as exc:
+                    return exc.code
             return "ok"
 
         results = dict(zip(names, await asyncio.gather(*(check(n) for n in names)), strict=True))
-        ready = runtime.ready and all(v == "ok" for v in results.values())
-        return web.json_response({"status": "ready" if ready else "not ready", "listeners": runtime.ready,
-                                  "connections": results}, status=200 if ready else 503)
+        failing = [name for name, result in results.items() if result != "ok"]
+        return web.json_response({"status": "failing" if failing else "ok", "connections": results,
+                                  "failing": failing}, status=503 if failing else 200)
+
+    def connection_states() -> dict[str, Sampled]:
+        """The per-connection gauges, from the cache alone (a scrape never fetches credentials)."""
+        providers = runtime.handler.providers
+        states = {name: providers.state(name) for name in runtime.handler.config.connections}
+        counts = dict.fromkeys(("up", "down", "unknown"), 0)
+        for state in states.values():
+            counts[state] += 1
+        sampled: dict[str, Sampled] = {
+            "sigproxy_connections": {(("state", s),): float(n) for s, n in counts.items()},
+        }
+        if runtime.metrics.connection_label:
+            sampled["sigproxy_connection_up"] = {
+                (("connection", name),): 1.0 if state == "up" else 0.0
+                for name, state in states.items() if state != "unknown"
+            }
+        return sampled
 
     async def metrics(_: web.Request) -> web.Response:
         stats = runtime.cache.stats
-        gauges = {
+        states = connection_states()
+        gauges: dict[str, tuple[str, str, Sampled]] = {
             "sigproxy_credential_cache_hits_total": ("counter", "Credential lookups answered from the cache.",
                                                      float(stats.hits)),
             "sigproxy_credential_cache_misses_total": ("counter", "Credential lookups that waited for a fetch.",
@@ -82,11 +118,19 @@ def admin_app(runtime: _Runtime, tunnels: _Tunnels) -> web.Application:
             "sigproxy_open_tunnels": ("gauge", "CONNECT tunnels open now.", float(tunnels.open_tunnels)),
             "sigproxy_client_connections": ("gauge", "Client connections open now (forward and reverse listeners).",
                                             float(tunnels.gate.open)),
+            "sigproxy_connections": ("gauge", "Configured connections by credential state: up (valid credentials "
+                                     "held), down (last fetch failed, none valid), unknown (not fetched yet).",
+                                     states["sigproxy_connections"]),
         }
+        if "sigproxy_connection_up" in states:
+            gauges["sigproxy_connection_up"] = (
+                "gauge", "1 while the connection holds valid credentials, 0 when its last fetch failed and it "
+                "holds none (connections not fetched yet are absent).", states["sigproxy_connection_up"])
         return web.Response(text=runtime.metrics.render(gauges), headers={"Content-Type": _METRICS_TYPE})
 
     app = web.Application()
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
+    app.router.add_get("/health/connections", connections)
     app.router.add_get("/metrics", metrics)
     return app

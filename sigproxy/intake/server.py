@@ -3,10 +3,11 @@ by the one current :class:`Handler`; config reload (SIGHUP) and drain (SIGTERM/S
 
 Reload swaps the handler atomically: a request uses the handler current when it arrived, to its end.
 Credentials cached for connections whose settings didn't change are kept (the cache is shared and keyed by
-those settings). Listener addresses, upstream timeouts and connections, the state directory and the upstream CA
-file need a restart; a reload that changes them is refused, the old config kept, and the reason logged. The
-client-side settings (``clients`` of every listener, connection limits, head limits, header/idle/body
-timeouts) are read when a connection is accepted: a reload applies them to connections accepted after it.
+those settings, and resized for the new config). Listener addresses, upstream timeouts and connections, the
+state directory, the upstream CA file and ``metrics_connection_label`` need a restart; a reload that changes
+them is refused, the old config kept, and the reason logged. The client-side settings (``clients`` of every
+listener, connection limits, head limits, header/idle/body timeouts) are read when a connection is accepted:
+a reload applies them to connections accepted after it.
 
 Every client listener (forward, reverse) admits connections through one :class:`~.gate.Gate`; the admin
 listener does not.
@@ -19,7 +20,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, replace
 from typing import Any
@@ -28,10 +29,10 @@ from aiohttp import web
 
 from sigproxy.authlimit import AuthFailures
 from sigproxy.bodies import clean_spool
-from sigproxy.config import Config, Network, ProxyConfig
+from sigproxy.config import Address, Config, Network, ProxyConfig
 from sigproxy.credcache import CredentialCache
 from sigproxy.credentials import Providers
-from sigproxy.errors import SigproxyError
+from sigproxy.errors import ListenError, SigproxyError
 from sigproxy.forwarding import Upstream
 from sigproxy.handler import Exchange, Handler, RequestIds
 from sigproxy.metrics import Metrics
@@ -71,7 +72,7 @@ def _restart_only(old: Config, new: Config) -> list[str]:
     """Settings that only a restart can change."""
     a, b = old.proxy, new.proxy
     keys = ("listen", "admin_listen", "connect_timeout", "read_timeout", "upstream_connections", "state_dir",
-            "upstream_ca_file")
+            "upstream_ca_file", "metrics_connection_label")
     changed = [f"proxy.{k}" for k in keys if getattr(a, k) != getattr(b, k)]
     # A reverse listener's `clients` is read at each accept; the rest of it needs a restart.
     if [replace(r, clients=()) for r in old.reverse] != [replace(r, clients=()) for r in new.reverse]:
@@ -98,7 +99,7 @@ class Runtime:
         self.handler = self._build(config)
 
     def _build(self, config: Config) -> Handler:
-        providers = Providers(config.connections, cache=self.cache)
+        providers = Providers(config.connections, cache=self.cache, cached_users=config.proxy.credential_cache_users)
         self.failures.configure(config.proxy.auth_failures, config.proxy.auth_failure_window)
         return Handler(config, providers, self._upstream, self._signer, metrics=self.metrics, ids=self._ids,
                        failures=self.failures)
@@ -151,6 +152,15 @@ def _entry(runtime: Runtime, reverse_index: int | None
     return entry
 
 
+@contextlib.contextmanager
+def _binding(listener: str, key: str, address: Address, *, off: str = "") -> Iterator[None]:
+    """Turn a failed bind into a :class:`ListenError` naming the listener and the key that sets its address."""
+    try:
+        yield
+    except OSError as exc:
+        raise ListenError(listener, key, str(address), exc, off=off) from exc
+
+
 def _listening(addr: tuple[str, int] | Any, kind: str, upstream: str | None = None) -> Listening:
     h, p = addr[0], addr[1]
     url = f"http://[{h}]:{p}" if ":" in h else f"http://{h}:{p}"
@@ -169,9 +179,12 @@ async def _reverse_listener(runtime: Runtime, gate: Gate, index: int, drain: flo
         config = runtime.config
         return config.proxy, config.reverse[index].clients
 
-    listen = runtime.config.reverse[index].listen
-    bound = await loop.create_server(lambda: Door(gate, server, settings, name), listen.host, listen.port,
-                                     reuse_address=True)
+    listener = runtime.config.reverse[index]
+    listen = listener.listen
+    with _binding(f"reverse listener for {listener.upstream}", f"[[reverse]] listen (reverse[{index}].listen)",
+                  listen):
+        bound = await loop.create_server(lambda: Door(gate, server, settings, name), listen.host, listen.port,
+                                         reuse_address=True)
 
     async def close() -> None:
         bound.close()
@@ -188,8 +201,9 @@ async def serve(config: Config, stop: asyncio.Event, *, reload: asyncio.Event | 
                 notifier: Notifier | None = None) -> None:
     """Bind every listener, call ``on_ready`` with their addresses, serve until ``stop`` is set, then drain.
 
-    ``reload`` set (SIGHUP) re-reads the config with ``load``. Raises :class:`OSError` when a listener can't
-    bind, :class:`~sigproxy.tls.TlsError` when the CA can't be loaded or created.
+    ``reload`` set (SIGHUP) re-reads the config with ``load``. Raises :class:`~sigproxy.errors.ListenError`
+    (an :class:`OSError` naming the listener and its key) when a listener can't bind,
+    :class:`~sigproxy.tls.TlsError` when the CA can't be loaded or created.
     """
     loop = asyncio.get_running_loop()
     notifier = notifier or Notifier.from_environ({})
@@ -198,7 +212,7 @@ async def serve(config: Config, stop: asyncio.Event, *, reload: asyncio.Event | 
         if not conn.verify_tls:
             logger.warning("connection %r does not verify upstream TLS certificates (verify_tls = false)",
                            conn.name)
-    metrics = Metrics()
+    metrics = Metrics(connection_label=config.proxy.metrics_connection_label == "name")
     async with AsyncExitStack() as stack:
         certs = await asyncio.to_thread(CertStore.load_or_create, config.proxy.state_dir)
         stack.callback(certs.close)
@@ -219,7 +233,8 @@ async def serve(config: Config, stop: asyncio.Event, *, reload: asyncio.Event | 
         gate = Gate()
         intake = ConnectIntake(runtime, certs, gate, _entry(runtime, None))
         listen = config.proxy.listen
-        server = await loop.create_server(intake.front_door, listen.host, listen.port, reuse_address=True)
+        with _binding("forward proxy", "[proxy] listen (or --listen)", listen):
+            server = await loop.create_server(intake.front_door, listen.host, listen.port, reuse_address=True)
 
         async def close_forward() -> None:
             server.close()
@@ -238,7 +253,9 @@ async def serve(config: Config, stop: asyncio.Event, *, reload: asyncio.Event | 
             await admin.setup()
             stack.push_async_callback(admin.cleanup)
             admin_addr = config.proxy.admin_listen
-            await web.TCPSite(admin, admin_addr.host, admin_addr.port, reuse_address=True).start()
+            with _binding("admin listener", "[proxy] admin_listen (or --admin-listen)", admin_addr,
+                          off=', or set it to "" to turn the admin listener off'):
+                await web.TCPSite(admin, admin_addr.host, admin_addr.port, reuse_address=True).start()
             bound += [_listening(addr, "admin") for addr in admin.addresses]
 
         runtime.ready = True

@@ -423,7 +423,7 @@ class TestPolicyAndShapes:
                 "SignedHeaders=host, Signature=00"], "/x", "SigV4A"),
         ([], "/bucket--use1-az4--x-s3/key", "S3 Express"),
         (["-H", "Connection: Upgrade", "-H", "Upgrade: websocket"], "/ws", "upgrades"),
-        ([], "/x?X-Amz-Credential=a%2Fb&X-Amz-Signature=00", "already presigned"),
+        ([], "/x?X-Amz-Credential=main%2Fb&X-Amz-Signature=00", "already presigned"),
     ])
     def test_fail_closed_shapes(self, args: list[str], url_suffix: str, needle: str, recorder: Recorder,
                                 sigproxy_factory: Callable[..., Proxy]) -> None:

@@ -54,10 +54,10 @@ class TestCheck:
         assert "not-the-secret-at-all" not in r.stdout + r.stderr
 
     def test_unknown_name_exits_2(self, moto: Moto, tmp_path: Path) -> None:
-        """Naming a connection that doesn't exist is bad usage."""
-        r = sigproxy("check", "-c", write(tmp_path, moto_config(moto)), "nope")
+        """Naming a connection that doesn't exist is bad usage; a typo is shown its closest name."""
+        r = sigproxy("check", "-c", write(tmp_path, moto_config(moto)), "nope", "mian")
         assert r.returncode == 2
-        assert "nope" in r.stderr
+        assert "'nope' (no connection has a similar name), 'mian' (closest: 'main')" in r.stderr
 
 
 SIGN_CONFIG = f"""
@@ -125,6 +125,14 @@ def test_sign_refuses_host_outside_connection(tmp_path: Path) -> None:
                  env={"PATH": "/usr/bin:/bin", "EX_SECRET": SECRET})
     assert r.returncode == 2
     assert "host_not_allowed" in r.stderr
+
+
+def test_sign_unknown_connection_names_the_closest(tmp_path: Path) -> None:
+    """`sign --connection` with a typo is bad usage naming the closest connection."""
+    r = sigproxy("sign", "-c", write(tmp_path, SIGN_CONFIG), "--connection", "exx", "http://s3.amazonaws.com/",
+                 env={"PATH": "/usr/bin:/bin", "EX_SECRET": SECRET})
+    assert r.returncode == 2
+    assert "--connection: unknown connection 'exx' (closest: 'ex')" in r.stderr
 
 
 @pytest.mark.parametrize(

@@ -13,6 +13,7 @@ import urllib.request
 from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Any
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
@@ -31,6 +32,24 @@ def get(url: str) -> tuple[int, str]:
             return resp.status, resp.read().decode()
     except urllib.error.HTTPError as err:
         return err.code, err.read().decode()
+
+
+def samples(families: dict[str, Any], name: str) -> dict[tuple[tuple[str, str], ...], float]:
+    """A metric family's samples by their sorted labels (histogram parts and _created excluded)."""
+    return {tuple(sorted(s.labels.items())): s.value for s in families[name].samples
+            if s.name in (name, name + "_total")}
+
+
+CLONE = """
+[connections.{name}]
+region = "us-east-1"
+service = "s3"
+hosts = ["127.0.0.1:*"]
+[connections.{name}.credentials]
+source = "static"
+access_key_id = "{access_key}"
+secret_access_key = "{secret}"
+"""
 
 
 def wait_for(predicate: Callable[[], bool], timeout: float = 15) -> None:
@@ -68,14 +87,16 @@ def slow_upstream() -> Iterator[str]:
 
 class TestAdmin:
     def test_healthz_readyz_metrics(self, moto: Moto, sigproxy_factory: Callable[..., Proxy]) -> None:
-        """/healthz answers; /readyz checks every connection's credentials; /metrics parses as Prometheus
-        text and counts requests, bytes, latency and credential cache use."""
+        """/healthz answers; /readyz says the process can serve; /health/connections checks every connection's
+        credentials; /metrics parses as Prometheus text and counts requests, bytes, latency and credential
+        cache use, and shows each connection's state."""
         proxy = sigproxy_factory(moto_config(moto, connection='service = "s3"'))
         assert proxy.admin is not None
         assert get(f"{proxy.admin}/healthz") == (200, '{"status": "ok"}')
         status, body = get(f"{proxy.admin}/readyz")
-        assert status == 200, body
-        assert json.loads(body)["connections"] == {"main": "ok"}
+        assert (status, json.loads(body)) == (200, {"status": "ready", "listeners": True})
+        status, body = get(f"{proxy.admin}/health/connections")
+        assert (status, json.loads(body)) == (200, {"status": "ok", "connections": {"main": "ok"}, "failing": []})
         for _ in range(3):
             assert status_of(curl(proxy, f"{moto.endpoint}/")) == 200
         status, text = get(f"{proxy.admin}/metrics")
@@ -91,6 +112,9 @@ class TestAdmin:
         assert families["sigproxy_open_tunnels"].samples[0].value == 0
         assert families["sigproxy_client_connections"].samples[0].value == 0
         assert "sigproxy_credential_cache_hits" in families
+        assert samples(families, "sigproxy_connection_up") == {(("connection", "main"),): 1}
+        assert samples(families, "sigproxy_connections") == {
+            (("state", "down"),): 0, (("state", "unknown"),): 0, (("state", "up"),): 1}
         host, port = proxy.address.rsplit(":", 1)
         with socket.create_connection((host, int(port))), socket.create_connection((host, int(port))):
             deadline = time.monotonic() + 5
@@ -101,18 +125,56 @@ class TestAdmin:
                 time.sleep(0.05)
             assert families["sigproxy_client_connections"].samples[0].value == 2
 
-    def test_readyz_fails_without_credentials(self, sigproxy_factory: Callable[..., Proxy]) -> None:
-        """A connection whose credentials can't be had makes /readyz answer 503 naming it (and why)."""
-        proxy = sigproxy_factory("""
+    def test_one_failing_connection_keeps_the_process_ready(self, moto: Moto,
+                                                            sigproxy_factory: Callable[..., Proxy]) -> None:
+        """A connection whose credentials can't be had (a tenant deleted its role) leaves /readyz at 200 -- the
+        process serves the others, and a readiness probe must not pull every replica -- while
+        /health/connections answers 503 naming it (and why) and the gauges show it down."""
+        proxy = sigproxy_factory(moto_config(moto, connection='service = "s3"', extra="""
 [connections.nocreds]
 hosts = ["127.0.0.1:*"]
 [connections.nocreds.credentials]
 source = "chain"
-""")
+"""))
         assert proxy.admin is not None
         status, body = get(f"{proxy.admin}/readyz")
-        assert status == 503
-        assert json.loads(body)["connections"] == {"nocreds": "credentials_unavailable"}
+        assert (status, json.loads(body)["status"]) == (200, "ready")
+        status, body = get(f"{proxy.admin}/health/connections")
+        assert (status, json.loads(body)) == (503, {
+            "status": "failing", "connections": {"main": "ok", "nocreds": "credentials_unavailable"},
+            "failing": ["nocreds"]})
+        assert status_of(curl(proxy, f"{moto.endpoint}/")) == 200  # main still serves
+        families = {f.name: f for f in text_string_to_metric_families(get(f"{proxy.admin}/metrics")[1])}
+        assert samples(families, "sigproxy_connection_up") == {
+            (("connection", "main"),): 1, (("connection", "nocreds"),): 0}
+        assert samples(families, "sigproxy_connections")[(("state", "down"),)] == 1
+
+    @pytest.mark.parametrize("label", ["name", "none"])
+    def test_metrics_connection_label(self, label: str, moto: Moto, sigproxy_factory: Callable[..., Proxy]) -> None:
+        """[proxy] metrics_connection_label: "name" keeps one series per connection, "none" aggregates them
+        (no `connection` label anywhere, no per-connection gauge) -- both parse as Prometheus text."""
+        text = moto_config(moto, connection='service = "s3"', proxy=f'metrics_connection_label = "{label}"',
+                           extra=CLONE.format(name="second", access_key=moto.access_key, secret=moto.secret_key))
+        proxy = sigproxy_factory(text)
+        assert proxy.admin is not None
+        for name in ("main", "second", "second"):
+            assert status_of(curl(proxy, "-H", f"X-Sigproxy-Connection: {name}", f"{moto.endpoint}/")) == 200
+        get(f"{proxy.admin}/health/connections")
+        families = {f.name: f for f in text_string_to_metric_families(get(f"{proxy.admin}/metrics")[1])}
+        labelled = {f.name for f in families.values() for s in f.samples if "connection" in s.labels}
+        requests = samples(families, "sigproxy_requests")
+        if label == "name":
+            assert labelled == {"sigproxy_requests", "sigproxy_request_duration_seconds", "sigproxy_response_bytes",
+                                "sigproxy_connection_up"}
+            assert requests == {(("connection", "main"), ("service", "s3"), ("status", "200")): 1,
+                                (("connection", "second"), ("service", "s3"), ("status", "200")): 2}
+        else:
+            assert labelled == set()
+            assert requests == {(("service", "s3"), ("status", "200")): 3}
+            assert "sigproxy_connection_up" not in families
+            counts = [s for s in families["sigproxy_request_duration_seconds"].samples if s.name.endswith("_count")]
+            assert [(s.labels, s.value) for s in counts] == [({}, 3)]
+        assert samples(families, "sigproxy_connections")[(("state", "up"),)] == 2
 
 
 class TestReload:

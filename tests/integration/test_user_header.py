@@ -185,15 +185,15 @@ class TestMoto:
             assert status_of(whoami(proxy, moto.endpoint, "tenant", user)) == 200, user
 
     def test_other_connections_ignore_the_header(self, moto: Moto, sigproxy_factory: Callable[..., Proxy]) -> None:
-        """Without user_header the header changes nothing (and is never forwarded); readiness checks a
-        user_header connection without a user."""
+        """Without user_header the header changes nothing (and is never forwarded); the connections' health
+        check resolves a user_header connection without a user."""
         proxy = sigproxy_factory(moto_tenant(moto))
         r = whoami(proxy, moto.endpoint, "platform", "alice")
         assert status_of(r) == 200 and moto.user_arn in r.stdout
         assert "user" not in access_log(proxy)[-1]
         assert proxy.admin is not None
         admin = proxy.admin if proxy.admin.startswith("http") else f"http://{proxy.admin}"
-        with NO_PROXY.open(f"{admin}/readyz", timeout=30) as resp:
+        with NO_PROXY.open(f"{admin}/health/connections", timeout=30) as resp:
             assert json.loads(resp.read())["connections"] == {"platform": "ok", "tenant": "ok"}
 
 

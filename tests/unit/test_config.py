@@ -571,3 +571,14 @@ class TestFindConfig:
         for path in (self.LOCAL, self.USER, self.ETC):
             assert str(path) in message
         assert "-c" in message
+
+
+def test_every_proxy_key_is_in_the_example() -> None:
+    """Each [proxy] key (ProxyConfig field) is shown, set or commented, in config.example.toml."""
+    import dataclasses
+    import re
+
+    text = (Path(__file__).resolve().parents[2] / "config.example.toml").read_text()
+    missing = [f.name for f in dataclasses.fields(ProxyConfig)
+               if not f.name.startswith("_") and not re.search(rf"^#? ?{f.name} = ", text, re.M)]
+    assert missing == []

@@ -4,11 +4,14 @@ back-off. No sleeping: time moves only when a test moves it."""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from sigproxy.config import Config, loads
 from sigproxy.credcache import CredentialCache
+from sigproxy.credentials import Providers
 from sigproxy.errors import CredentialsUnavailable
 from sigproxy.signing import Credentials
 
@@ -223,3 +226,83 @@ def test_windows_must_nest() -> None:
     """A mandatory window longer than the advisory one is refused."""
     with pytest.raises(ValueError, match="mandatory"):
         CredentialCache(advisory=timedelta(minutes=1), mandatory=timedelta(minutes=5))
+
+
+# ------------------------------------------------------------------ sized from the configuration (issue 12, part 8)
+
+
+def fleet(n: int, proxy: str = "") -> Config:
+    """A config of ``n`` assume_role connections (nothing is fetched by loading or sizing it)."""
+    return loads(f"[proxy]\n{proxy}\n" + "".join(
+        f'[connections.t{i}]\nhosts = ["*.amazonaws.com"]\n[connections.t{i}.credentials]\n'
+        f'source = "assume_role"\nrole_arn = "arn:aws:iam::111122223333:role/t{i}"\n' for i in range(n)), env={})
+
+
+async def test_a_fleet_larger_than_the_old_bound_fetches_once_per_connection(clock: Clock) -> None:
+    """5,000 connections (the old fixed bound was 4,096) cycled twice through a cache sized from their
+    config -- as the proxy sizes it, through Providers -- make exactly one fetch per connection: every
+    configured connection stays cached until refresh-ahead. (With the old bound: 10,000 fetches.)"""
+    config = fleet(5000)
+    cache = CredentialCache(clock=clock)
+    Providers(config.connections, cache=cache, cached_users=config.proxy.credential_cache_users)
+    fetches: dict[str, int] = {}
+
+    def source(name: str) -> Callable[[], Awaitable[Credentials]]:
+        async def fetch() -> Credentials:
+            fetches[name] = fetches.get(name, 0) + 1
+            return Credentials(f"ASIA{name}", "secret", "token", clock() + HOUR)
+
+        return fetch
+
+    for _ in range(2):
+        for name in config.connections:
+            creds, _ = await cache.get(("connection", name), source(name), name)
+            assert creds.access_key_id == f"ASIA{name}"
+        clock.advance(timedelta(minutes=10))  # still outside the advisory window: no refresh
+    assert len(fetches) == 5000 and set(fetches.values()) == {1}
+    assert cache.stats.fetches == 5000
+    assert cache.stats.hits == 5000
+    await cache.close()
+
+
+def test_capacity_follows_the_config(clock: Clock) -> None:
+    """Room for every connection twice over (a reload's changed ones) and the default chain; end users as
+    configured by [proxy] credential_cache_users (default 4,096); a reload with another config resizes."""
+    cache = CredentialCache(clock=clock)
+    Providers(fleet(3).connections, cache=cache, cached_users=fleet(3).proxy.credential_cache_users)
+    assert cache.capacity == (7, 4096)
+    bigger = fleet(5000, proxy="credential_cache_users = 20000")
+    Providers(bigger.connections, cache=cache, cached_users=bigger.proxy.credential_cache_users)
+    assert cache.capacity == (10001, 20000)
+
+
+async def test_resizing_keeps_entries_and_recency(clock: Clock) -> None:
+    """Growing keeps every entry (no refetch); shrinking evicts the least recently used first."""
+    cache = CredentialCache(clock=clock, max_keys=4)
+    sources = {k: Source(clock) for k in "abcd"}
+    for k in "abcd":
+        await cache.get(k, sources[k].fetch, k)
+    await cache.get("a", sources["a"].fetch, "a")  # recency now: b, c, d, a
+    cache.configure(connections=5, users=1)  # room for 11
+    assert (cache.size(), cache.capacity) == (4, (11, 1))
+    cache.configure(connections=1, users=1)  # room for 3: b, the least recently used, goes
+    for k in "cdab":
+        await cache.get(k, sources[k].fetch, k)
+    assert [sources[k].calls for k in "abcd"] == [1, 2, 1, 1]
+    await cache.close()
+
+
+async def test_state_never_fetches(cache: CredentialCache, clock: Clock) -> None:
+    """state(): unknown before any fetch, up while valid credentials are held, down once they are gone and
+    the last fetch failed; reading it never fetches."""
+    src = Source(clock, lifetime=timedelta(minutes=20))
+    assert cache.state("k") == "unknown"
+    await cache.get("k", src.fetch, "k")
+    assert cache.state("k") == "up"
+    src.fail = "AccessDenied"
+    clock.advance(timedelta(minutes=21))
+    assert cache.state("k") == "unknown"  # expired, no fetch since: not known to be failing
+    with pytest.raises(CredentialsUnavailable):
+        await cache.get("k", src.fetch, "k")
+    assert cache.state("k") == "down"
+    assert src.calls == 2

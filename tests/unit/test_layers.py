@@ -12,7 +12,7 @@ import pytest
 import sigproxy
 
 PACKAGE = Path(sigproxy.__file__).parent
-PURE = ["signing", "endpoints", "routing", "prepare", "config", "errors", "users"]
+PURE = ["signing", "endpoints", "routing", "prepare", "config", "configtable", "errors", "users"]
 FORBIDDEN = {"aiohttp", "asyncio", "aiobotocore", "botocore", "socket", "ssl", "subprocess", "uvloop"}
 
 

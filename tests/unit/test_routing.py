@@ -23,6 +23,7 @@ from sigproxy.routing import (
     check_shape,
     is_signed_header,
     parse_absolute_target,
+    parse_client_key_id,
     parse_client_scope,
     resolve_service_region,
     select_connection,
@@ -83,6 +84,12 @@ def config() -> Config:
 @pytest.fixture(scope="module")
 def no_default(config: Config) -> Config:
     return loads(CONFIG_TEXT.replace('default_connection = "main"', ""), env={})
+
+
+@pytest.fixture(scope="module")
+def ignoring(config: Config) -> Config:
+    return loads(CONFIG_TEXT.replace('default_connection = "main"',
+                                     'default_connection = "main"\nunknown_key_id = "ignore"'), env={})
 
 
 def basic(user: str, password: str) -> str:
@@ -195,6 +202,31 @@ class TestParseClientScope:
         assert parse_client_scope(authz, query) is None
 
 
+class TestParseClientKeyId:
+    @pytest.mark.parametrize(
+        ("authz", "query", "key_id"),
+        [
+            ("AWS4-HMAC-SHA256 Credential=mian/20240101/us-east-1/s3/aws4_request, SignedHeaders=host, "
+             "Signature=ab", "", "mian"),
+            ("AWS4-HMAC-SHA256 Credential=mian/2024/broken", "", "mian"),  # a malformed scope still names it
+            ("AWS4-ECDSA-P256-SHA256 Credential=mian/20240101/s3/aws4_request", "", "mian"),
+            ("AWS4-HMAC-SHA256 Credential=/20240101/us-east-1/s3/aws4_request", "", ""),
+            ("AWS mian:c2lnbmF0dXJl", "", "mian"),  # SigV2
+            (None, "X-Amz-Algorithm=AWS4-HMAC-SHA256&X-Amz-Credential=mian%2F20240101%2Fus-east-1%2Fs3%2Faws4_request"
+                   "&X-Amz-Signature=ab", "mian"),
+            (None, "x-amz-credential=mian%2F2024", "mian"),
+            (None, "AWSAccessKeyId=mian&Expires=1700000000&Signature=abc", "mian"),  # SigV2 presigned
+            ("AWS4-HMAC-SHA256 Credential=a/20240101/eu-west-1/sqs/aws4_request", "X-Amz-Credential=b%2Fx", "a"),
+            (None, "", None),
+            ("Bearer abc", "a=1&b=2", None),
+            ("AWS4-HMAC-SHA256 garbage", "", None),
+        ],
+    )
+    def test_forms(self, authz: str | None, query: str, key_id: str | None) -> None:
+        """Every signature form an AWS client sends names its key id; the header wins over the query."""
+        assert parse_client_key_id(authz, query) == key_id
+
+
 class TestSelectConnection:
     def test_header(self, config: Config) -> None:
         """X-Sigproxy-Connection selects by name (surrounding spaces ignored)."""
@@ -213,10 +245,65 @@ class TestSelectConnection:
         """The client's own access key id naming a connection selects it."""
         assert select(config, client=scope("other")) == ("other", "client-key")
 
-    def test_client_key_not_a_connection_falls_through(self, config: Config) -> None:
-        """A real-looking access key id that names no connection is not an error: the next rule applies."""
-        assert select(config, client=scope("AKIAIOSFODNN7EXAMPLE")) == ("main", "default")
-        assert select(config, ES, client=scope("AKIAIOSFODNN7EXAMPLE")) == ("search", "route")
+    @pytest.mark.parametrize("target", [SQS, ES], ids=["default", "route"])
+    def test_client_key_not_a_connection_is_refused(self, config: Config, target: Target) -> None:
+        """An access key id that names no connection is a 407, not a fall-through to the route or the default
+        (issue 12: `mian` signed as the default connection)."""
+        with pytest.raises(ProxyAuthRequired) as info:
+            select(config, target, client=scope("mian"))
+        assert type(info.value) is ProxyAuthRequired
+        assert "'mian' names no connection (closest: 'main')" in info.value.message
+        assert 'unknown_key_id = "ignore"' in info.value.message
+
+    def test_client_key_not_a_connection_on_a_listener_is_refused(self, config: Config) -> None:
+        """A reverse listener's connection doesn't catch a key id that names none either."""
+        with pytest.raises(ProxyAuthRequired, match="'AKIAIOSFODNN7EXAMPLE' names no connection"):
+            select(config, listener=config.reverse[0], client=scope("AKIAIOSFODNN7EXAMPLE"))
+
+    def test_unknown_key_id_ignore_falls_through(self, ignoring: Config) -> None:
+        """With unknown_key_id = "ignore" (opt-in, for clients with real AWS keys) the next rule applies:
+        listener, route, default."""
+        real = scope("AKIAIOSFODNN7EXAMPLE")
+        assert select(ignoring, client=real) == ("main", "default")
+        assert select(ignoring, ES, client=real) == ("search", "route")
+        assert select(ignoring, listener=ignoring.reverse[0], client=real) == ("other", "listener")
+        assert select(ignoring, client=scope("other")) == ("other", "client-key")
+
+    def test_unknown_key_id_ignore_keeps_names_strict(self, ignoring: Config) -> None:
+        """"ignore" covers key ids only: a header or proxy user naming no connection is still a 407."""
+        with pytest.raises(ProxyAuthRequired, match="closest: 'main'"):
+            select(ignoring, header="mian")
+        with pytest.raises(ProxyAuthRequired, match="closest: 'main'"):
+            select(ignoring, proxy_auth=basic("mian", "x"))
+
+    def test_client_key_id_beats_scope(self, config: Config) -> None:
+        """The key id read leniently (client_key_id) is the one that selects; the scope is for region/service."""
+        sel = select_connection(config, SQS, connection_header=None, proxy_authorization=None,
+                                client_scope=None, client_key_id="other")
+        assert (sel.connection.name, sel.how) == ("other", "client-key")
+        with pytest.raises(ProxyAuthRequired, match="''"):
+            select_connection(config, SQS, connection_header=None, proxy_authorization=None, client_scope=None,
+                              client_key_id="")
+
+    @pytest.mark.parametrize(
+        ("given", "closest"),
+        [("mian", "'main'"), ("MAIN", "'main'"), ("secrue", "'secure'"),
+         ("serach", "'search'"), ("AKIAIOSFODNN7EXAMPLE", "no connection has a similar name")],
+    )
+    @pytest.mark.parametrize("way", ["header", "proxy_auth", "client"])
+    def test_every_way_names_the_closest(self, config: Config, way: str, given: str, closest: str) -> None:
+        """Every way of naming a connection fails closed on a name that matches none, naming the closest
+        names (difflib) and never a token."""
+        kwargs: dict[str, object] = {
+            "header": {"header": given}, "proxy_auth": {"proxy_auth": basic(given, TOKEN)},
+            "client": {"client": scope(given)}}[way]
+        with pytest.raises(ProxyAuthRequired) as info:
+            select(config, **kwargs)  # type: ignore[arg-type]
+        assert (info.value.status, info.value.code) == (407, "no_connection")
+        assert closest in info.value.message
+        assert TOKEN not in info.value.message
+        shown = [name for name in config.connections if f"'{name}'" in info.value.message]
+        assert len(shown) <= 3  # the closest few, never the whole list
 
     def test_listener(self, config: Config) -> None:
         """A reverse listener's connection applies when the request names none."""
