@@ -8,15 +8,17 @@ counted raw (``bytes``) and their framing is undone on the fly (signatures not c
 GET /big?size=N: N bytes of :func:`pattern` (a 1 MiB seeded pseudo-random block, repeated) with
 Content-Length. Anything else: 200 with a 32-byte body.
 
-Prints its URL on stdout once bound to 127.0.0.1:0.
+Prints its URL on stdout once bound to 127.0.0.1:0. ``--tls CHAIN.pem`` (key + certificate chain) serves HTTPS.
 """
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import hashlib
 import json
 import random
+import ssl
 
 import uvloop
 from aiohttp import web
@@ -82,7 +84,7 @@ class AwsChunked:
                     self._state, self._need = ("crlf", 2) if self._state == "data" else ("head", 0)
 
 
-async def main() -> None:
+async def main(tls_chain: str | None) -> None:
     block = memoryview(pattern())
 
     async def handle(request: web.BaseRequest) -> web.StreamResponse:
@@ -125,12 +127,18 @@ async def main() -> None:
 
     runner = web.ServerRunner(web.Server(handle), access_log=None)
     await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
+    ctx = None
+    if tls_chain:
+        ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        ctx.load_cert_chain(tls_chain)
+    site = web.TCPSite(runner, "127.0.0.1", 0, ssl_context=ctx)
     await site.start()
     host, port = runner.addresses[0][:2]
-    print(f"http://{host}:{port}", flush=True)
+    print(f"{'https' if ctx else 'http'}://{host}:{port}", flush=True)
     await asyncio.Event().wait()
 
 
 if __name__ == "__main__":
-    uvloop.run(main())
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--tls", metavar="CHAIN_PEM")
+    uvloop.run(main(parser.parse_args().tls))

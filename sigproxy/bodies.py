@@ -10,10 +10,15 @@ client no upload):
   chunk by chunk (the client's chunk signatures checked when the connection has a ``client_secret``),
   re-framed into ``chunk_size`` chunks and re-signed with the real key, trailer signature included.
 * S3 (the signing names whose ``SigningPolicy.chunked`` is set), a known length over ``max_buffered_body``:
-  aws-chunked with signed chunks, or ``UNSIGNED-PAYLOAD`` over TLS when the connection sets
-  ``s3_payload = "unsigned"``.
+  ``UNSIGNED-PAYLOAD`` over TLS when the connection sets ``s3_payload = "unsigned"``, else aws-chunked with
+  signed chunks -- unless the client labelled the body with a ``Content-Encoding`` of its own: aws-chunked
+  would have to be added to that header, and S3-compatible servers differ in whether they strip it again
+  (AWS S3 does; Ceph RGW 16 stores ``aws-chunked,gzip`` as the object's encoding), so such a body is spooled.
 * anything else (another service's large body, an unknown length): spooled to an unnamed temporary file
   while hashed, then streamed from it.
+
+A body's content-coding is never decoded or re-encoded (the listeners run aiohttp with ``auto_decompress``
+off); only the aws-chunked framing sigproxy itself reads or writes is.
 
 Owns: that decision, the async adapters around :mod:`sigproxy.streaming`, and spool files.
 Must not: sign request headers, choose connections, or talk to the upstream.
@@ -180,7 +185,8 @@ async def plan_body(request: web.BaseRequest, conn: ConnectionConfig, proxy: Pro
         if conn.s3_payload == "unsigned" and upstream_tls:
             return BodyPlan(payload_hash=UNSIGNED_PAYLOAD, length=length, mode="unsigned",
                             _stream=lambda _: _client_pieces(request, proxy.max_body, proxy.body_timeout))
-        return _signed_chunks_plan(request, proxy, length, headers.get("Content-Encoding"))
+        if not _own_content_coding(headers.get("Content-Encoding")):
+            return _signed_chunks_plan(request, proxy, length)
     return await _spool_plan(request, proxy, spool_dir)
 
 
@@ -203,13 +209,12 @@ class _Framer:
         return [self._signer.frame(rest)] if rest else []
 
 
-def _content_encoding(existing: str | None) -> str:
-    parts = [p.strip() for p in (existing or "").split(",") if p.strip() and p.strip().lower() != "aws-chunked"]
-    return ",".join(["aws-chunked", *parts])
+def _own_content_coding(content_encoding: str | None) -> bool:
+    """Whether the client's Content-Encoding names a coding other than identity (RFC 9110 8.4.1)."""
+    return any(part.strip().lower() not in ("", "identity") for part in (content_encoding or "").split(","))
 
 
-def _signed_chunks_plan(request: web.BaseRequest, proxy: ProxyConfig, length: int,
-                        content_encoding: str | None) -> BodyPlan:
+def _signed_chunks_plan(request: web.BaseRequest, proxy: ProxyConfig, length: int) -> BodyPlan:
     chunk_size = proxy.chunk_size
 
     async def stream(signer: ChunkSigner | None) -> AsyncIterator[bytes]:
@@ -228,8 +233,7 @@ def _signed_chunks_plan(request: web.BaseRequest, proxy: ProxyConfig, length: in
         payload_hash=STREAMING_SIGNED,
         length=signed_encoded_length(length, chunk_size),
         mode="signed-chunks",
-        headers=[("Content-Encoding", _content_encoding(content_encoding)),
-                 ("X-Amz-Decoded-Content-Length", str(length))],
+        headers=[("Content-Encoding", "aws-chunked"), ("X-Amz-Decoded-Content-Length", str(length))],
         _stream=stream,
         needs_chunk_signer=True,
     )

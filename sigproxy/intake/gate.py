@@ -148,8 +148,13 @@ class GuardedHandler(RequestHandler):
 
     def __init__(self, manager: web.Server, *, loop: asyncio.AbstractEventLoop, proxy: ProxyConfig,
                  **kwargs: Any) -> None:
+        # auto_decompress=False: a body's content-coding (gzip, deflate, br, zstd...) is the client's and the
+        # upstream's business. aiohttp would decode it before we see it, so the bytes forwarded -- and the
+        # SHA-256 signed over them -- would not be the bytes sent (issue 12: S3 stored the decoded bytes
+        # under Content-Encoding: gzip; RGW refused XAmzContentSHA256Mismatch). RFC 9110 8.4: a
+        # content-coding is a property of the representation, not of the message, so a proxy keeps it.
         super().__init__(manager, loop=loop, access_log=None,  # type: ignore[arg-type]  # None: no access log
-                         keepalive_timeout=proxy.idle_timeout,
+                         auto_decompress=False, keepalive_timeout=proxy.idle_timeout,
                          max_line_size=proxy.max_request_line, max_field_size=proxy.max_header_size,
                          max_headers=proxy.max_headers, **kwargs)
         self._proxy = proxy

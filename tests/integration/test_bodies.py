@@ -78,11 +78,11 @@ def crc32_b64(data: bytes) -> str:
 
 def chunk_signed_request(proxy: Proxy, url: str, data: bytes, *, connection: str, chunk: int = 10_000,
                          trailer: bool = False, corrupt: Callable[[bytes], bytes] | None = None,
-                         secret: str = PLACEHOLDER) -> tuple[int, bytes]:
+                         secret: str = PLACEHOLDER, content_encoding: str = "aws-chunked") -> tuple[int, bytes]:
     """What an SDK talking plain HTTP sends: a STREAMING-AWS4-HMAC-SHA256-PAYLOAD[-TRAILER] upload signed
     with its (placeholder) key, whose key id names the connection. Sent to the proxy, absolute-form."""
     mode = STREAMING_SIGNED_TRAILER if trailer else STREAMING_SIGNED
-    headers = [("Content-Encoding", "aws-chunked"), ("X-Amz-Decoded-Content-Length", str(len(data))),
+    headers = [("Content-Encoding", content_encoding), ("X-Amz-Decoded-Content-Length", str(len(data))),
                ("X-Amz-Content-SHA256", mode), ("Content-Type", "application/octet-stream")]
     if trailer:
         headers.append(("X-Amz-Trailer", "x-amz-checksum-crc32"))
