@@ -39,6 +39,7 @@ __all__ = ["Upstream", "upstream_tls_context"]
 
 # aiohttp adds these on its own unless told not to; a signed request must carry only what was signed.
 _SKIP_AUTO = ("User-Agent", "Accept", "Accept-Encoding", "Content-Type")
+_READ_BUFSIZE = 256 * 1024
 
 
 @contextmanager
@@ -121,6 +122,11 @@ class Upstream:
                                           sock_read=self._read_timeout),
             cookie_jar=aiohttp.DummyCookieJar(),
             skip_auto_headers=_SKIP_AUTO,
+            # aiohttp pauses reading an upstream past twice this (default 64 KiB). The TLS layer hands over
+            # up to 256 KiB at a time, so at the default nearly every hand-over paused and resumed the
+            # stream: 256 KiB took TLS downloads from 0.70-0.78x to 0.92-0.95x of uvloop's own TLS
+            # (bench/tls_loop.py, issue 12), for at most 512 KiB buffered per response in flight.
+            read_bufsize=_READ_BUFSIZE,
         )
         return self
 
