@@ -116,17 +116,23 @@ def _sigproxy(*args: str, config: Path) -> subprocess.CompletedProcess[str]:
                           text=True, cwd=ROOT, timeout=60, check=False)
 
 
-def test_presigned_url_from_sign_is_fetchable(rgw: RGW, bucket: str, tmp_path: Path) -> None:
-    """`sigproxy sign --presign` makes a URL RGW serves without any proxy; a tampered one is refused."""
+def _stored_and_presigned(rgw: RGW, bucket: str, tmp_path: Path, key: str, body: bytes, path: str) -> str:
+    """Store ``body`` under ``key`` directly, then `sigproxy sign --presign` the URL of ``path`` (as spelled)."""
     s3 = boto3.client("s3", endpoint_url=rgw.endpoint, region_name=rgw.region,
                       aws_access_key_id=rgw.access_key, aws_secret_access_key=rgw.secret_key)
-    s3.put_object(Bucket=bucket, Key="pre/signed file.txt", Body=b"presigned!")
+    s3.put_object(Bucket=bucket, Key=key, Body=body)
     cfg = tmp_path / "c.toml"
     cfg.write_text(rgw_config(rgw))
-    r = _sigproxy("sign", "--connection", "ceph", "--presign", "--expires", "300",
-                  f"{rgw.endpoint}/{bucket}/pre/signed%20file.txt", config=cfg)
+    r = _sigproxy("sign", "--connection", "ceph", "--presign", "--expires", "300", f"{rgw.endpoint}/{bucket}/{path}",
+                  config=cfg)
     assert r.returncode == 0, r.stderr
-    url = r.stdout.strip()
+    return r.stdout.strip()
+
+
+def test_presigned_url_from_sign_is_fetchable(rgw: RGW, bucket: str, tmp_path: Path) -> None:
+    """`sigproxy sign --presign` makes a URL RGW serves without any proxy; a tampered one is refused."""
+    url = _stored_and_presigned(rgw, bucket, tmp_path, "pre/signed file.txt", b"presigned!",
+                                "pre/signed%20file.txt")
     assert "X-Amz-Signature=" in url
     no_proxy = urllib.request.build_opener(urllib.request.ProxyHandler({}))
     with no_proxy.open(url, timeout=10) as resp:
@@ -277,15 +283,7 @@ def test_presign_encoded_slash(rgw: RGW, bucket: str, tmp_path: Path,
     "/" and RGW serves it (before, it signed "%2F" and RGW answered 403). Spelled with "%2F" again, the URL
     is the same request to RGW, directly and through presigned = "passthrough", which forwards the
     client's path untouched."""
-    s3 = boto3.client("s3", endpoint_url=rgw.endpoint, region_name=rgw.region,
-                      aws_access_key_id=rgw.access_key, aws_secret_access_key=rgw.secret_key)
-    s3.put_object(Bucket=bucket, Key="pre/q/r", Body=b"slash")
-    cfg = tmp_path / "c.toml"
-    cfg.write_text(rgw_config(rgw))
-    r = _sigproxy("sign", "--connection", "ceph", "--presign", "--expires", "300",
-                  f"{rgw.endpoint}/{bucket}/pre/q%2Fr", config=cfg)
-    assert r.returncode == 0, r.stderr
-    url = r.stdout.strip()
+    url = _stored_and_presigned(rgw, bucket, tmp_path, "pre/q/r", b"slash", "pre/q%2Fr")
     assert f"/{bucket}/pre/q/r?X-Amz-" in url
     respelled = url.replace("/pre/q/r?", "/pre/q%2Fr?")
     no_proxy = urllib.request.build_opener(urllib.request.ProxyHandler({}))

@@ -24,21 +24,14 @@ from botocore.exceptions import ClientError
 
 from tests.conftest import Proxy
 from tests.integration.test_moto_clients import curl, status_of
+from tests.integration.test_operations import CLONE
 from tests.integration.test_user_header import access_log
 from tests.servers.moto_server import Moto
 
 
 def two_connections(moto: Moto, *, proxy: str = "", reverse: bool = False) -> str:
-    conns = "".join(f"""
-[connections.{name}]
-region = "us-east-1"
-service = "s3"
-hosts = ["127.0.0.1:*"]
-[connections.{name}.credentials]
-source = "static"
-access_key_id = "{moto.access_key}"
-secret_access_key = "{moto.secret_key}"
-""" for name in ("prod", "main"))
+    conns = "".join(CLONE.format(name=name, access_key=moto.access_key, secret=moto.secret_key)
+                    for name in ("prod", "main"))
     tls = moto.tls_endpoint.rsplit(":", 1)[1] if moto.tls_endpoint else "443"
     rev = f'[[reverse]]\nlisten = "127.0.0.1:0"\nupstream = "{moto.endpoint}"\nconnection = "main"\n'
     return (f'[proxy]\ndefault_connection = "prod"\nconnect_ports = [443, {tls}]\n{proxy}\n' + conns
