@@ -23,8 +23,10 @@ import ssl
 from collections.abc import AsyncIterator, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any, cast
 
 import aiohttp
+from aiohttp.client_proto import ResponseHandler
 from aiohttp.client_reqrep import ClientRequest
 from aiohttp.connector import Connection
 from aiohttp.tracing import Trace
@@ -74,8 +76,26 @@ def _policy(connection: str, explicit_hosts: tuple[str, ...], private_networks: 
     return EgressPolicy.for_connection(connection, explicit_hosts, private_networks)
 
 
+class _ResponseHandler(ResponseHandler):
+    """aiohttp's client protocol, except that a connection lost with an error (a reset) before the body's end
+    fails the body. aiohttp's own ``connection_lost`` feeds EOF to the payload parser first, and for a body
+    delimited by the connection's close (no Content-Length, not chunked; RFC 9112 6.3) EOF *is* the end, so a
+    reset mid-body passed for a complete response (found by trying it, issue 12)."""
+
+    def connection_lost(self, exc: BaseException | None) -> None:
+        payload = self._payload
+        if exc is not None and payload is not None and not payload.is_eof():
+            payload.set_exception(aiohttp.ClientPayloadError(f"connection lost before the end of the body: {exc!r}"))
+        super().connection_lost(exc)
+
+
 class _GuardedConnector(aiohttp.TCPConnector):
-    """A pool that hands out only connections whose peer the current egress policy permits."""
+    """A pool that hands out only connections whose peer the current egress policy permits; its connections'
+    protocol is :class:`_ResponseHandler`."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._factory = cast("functools.partial[ResponseHandler]", functools.partial(_ResponseHandler, loop=self._loop))
 
     async def connect(self, req: ClientRequest, traces: list[Trace],
                       timeout: aiohttp.ClientTimeout) -> Connection:  # noqa: ASYNC109 - aiohttp's signature

@@ -250,8 +250,9 @@ def test_client_abort_mid_upload(moto: Moto, sigproxy_factory: Callable[..., Pro
 @pytest.fixture
 def broken_upstream() -> Iterator[str]:
     """An upstream that breaks off mid-body: ``/length`` promises 1 MB by Content-Length and dies after 10
-    bytes; ``/chunked`` sends one 10-byte chunk and dies without the last chunk; ``/slow`` sends 1 MB a
-    little at a time (for a client that goes away)."""
+    bytes; ``/chunked`` sends one 10-byte chunk and dies without the last chunk; ``/close-rst`` sends a body
+    delimited by the connection's close and then resets the connection; ``/slow`` sends 1 MB a little at a
+    time (for a client that goes away)."""
 
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
@@ -266,6 +267,15 @@ def broken_upstream() -> Iterator[str]:
                         self.wfile.write(b"x" * 2**14)
                         self.wfile.flush()
                         time.sleep(0.05)
+                return
+            if self.path == "/close-rst":  # delimited by the connection's close, which comes as a reset
+                self.send_header("Connection", "close")
+                self.end_headers()
+                self.wfile.write(b"x" * 700_000)
+                self.wfile.flush()
+                time.sleep(0.2)
+                self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                self.connection.close()
                 return
             if self.path == "/chunked":
                 self.send_header("Transfer-Encoding", "chunked")
@@ -321,6 +331,21 @@ def test_upstream_failure_mid_response_aborts_client(broken_upstream: str, path:
     [access] = [json.loads(x) for x in out.splitlines() if '"logger": "sigproxy.access"' in x]
     assert access["status"] == "aborted"
     assert access["bytes_down"] == 10
+
+
+def test_reset_ends_no_close_delimited_body(broken_upstream: str, sigproxy_factory: Callable[..., Proxy]) -> None:
+    """A body delimited by the connection's close (no Content-Length, not chunked) that ends in a reset is
+    cut off for the client too, not completed with a final chunk; one warning line, access line aborted."""
+    proxy = sigproxy_factory(BROKEN_CONFIG)
+    r = subprocess.run(["curl", "-sS", "-x", proxy.url, "-o", "/dev/null", f"{broken_upstream}/close-rst"],
+                       capture_output=True, text=True, timeout=30, check=False)
+    assert r.returncode in (18, 56), r  # curl: partial file, or connection reset
+    out = proxy.stop()
+    assert "Traceback" not in out
+    [line] = [json.loads(x) for x in out.splitlines() if "aborted after" in x]
+    assert "connection lost before the end of the body" in line["msg"]
+    [access] = [json.loads(x) for x in out.splitlines() if '"logger": "sigproxy.access"' in x]
+    assert access["status"] == "aborted"
 
 
 def test_client_gone_mid_response_is_one_line(broken_upstream: str, sigproxy_factory: Callable[..., Proxy]) -> None:
