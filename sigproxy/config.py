@@ -612,12 +612,10 @@ def _proxy(t: Table | None, env: Mapping[str, str]) -> ProxyConfig:
         return ProxyConfig(state_dir=default_state_dir(env))
     listen = t.string("listen")
     mbb = t._get("max_buffered_body", object, "a size")
-    conns = t.number("upstream_connections")
     kwargs: dict[str, Any] = {
         "default_connection": t.string("default_connection"),
         "connect_timeout": t.number("connect_timeout"),
         "read_timeout": t.number("read_timeout"),
-        "upstream_connections": None if conns is None else int(conns),
         "state_dir": t.filepath("state_dir") or default_state_dir(env),
         "passthrough": tuple(_host_glob(h, f"{t.key('passthrough')}[{i}]")
                              for i, h in enumerate(t.strings("passthrough"))),
@@ -632,7 +630,10 @@ def _proxy(t: Table | None, env: Mapping[str, str]) -> ProxyConfig:
         "unknown_key_id": t.choice("unknown_key_id", ("reject", "ignore")),
         "metrics_connection_label": t.choice("metrics_connection_label", ("name", "none")),
     }
-    for key, low in (("max_connections", 1), ("max_connections_per_client", 1), ("max_request_line", 256),
+    # upstream_connections: aiohttp reads a pool limit of 0 as "no limit", so 0 (or 0.5 rounded down)
+    # must not get through.
+    for key, low in (("upstream_connections", 1), ("max_connections", 1), ("max_connections_per_client", 1),
+                     ("max_request_line", 256),
                      ("max_header_size", 256), ("max_headers", 8), ("auth_failures", 1),
                      ("credential_cache_users", 1)):
         value = t.integer(key)

@@ -295,6 +295,8 @@ class TestTypes:
             ("connect_timeout = 0", "proxy.connect_timeout"),
             ("read_timeout = true", "proxy.read_timeout"),
             ('upstream_connections = "many"', "proxy.upstream_connections"),
+            ("upstream_connections = 0", "proxy.upstream_connections"),  # aiohttp: a limit of 0 is no limit
+            ("upstream_connections = 0.5", "proxy.upstream_connections"),
             ("listen = 8080", "proxy.listen"),
             ('listen = "8080"', "proxy.listen"),
             ('listen = "127.0.0.1:99999"', "proxy.listen"),
