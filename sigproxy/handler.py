@@ -19,6 +19,7 @@ from datetime import UTC, datetime
 from http import HTTPStatus
 
 from aiohttp import web
+from multidict import CIMultiDictProxy
 
 from .authlimit import AuthFailures
 from .bodies import BodyPlan, plan_body, untouched_plan
@@ -26,6 +27,7 @@ from .config import Config, ConnectionConfig, ReverseListener
 from .credentials import Providers
 from .errors import (
     BadProxyToken,
+    BadRequest,
     BodyTooLarge,
     ClientSignatureInvalid,
     SigproxyError,
@@ -107,6 +109,15 @@ def _received(request: web.BaseRequest, target: Target) -> ReceivedRequest:
     else:  # absolute form: the target holds the raw path and query as sent
         path, query = target.path, target.query
     return ReceivedRequest(request.method, path, query, tuple(request.headers.items()))
+
+
+def _once(headers: CIMultiDictProxy[str], name: str) -> str | None:
+    """A header that names a connection, or ``None``; given more than once it is refused (first-wins would
+    let a second, mistyped name pass unnoticed). Raises :class:`BadRequest`."""
+    values = headers.getall(name, [])
+    if len(values) > 1:
+        raise BadRequest(f"{name} is given {len(values)} times; send it once")
+    return values[0] if values else None
 
 
 def audit_path(target: Target) -> str:
@@ -206,15 +217,16 @@ class Handler:
         config = self._config
         target = exchange.target
         headers = request.headers
-        client_scope = parse_client_scope(headers.get("Authorization"), target.query)
+        authorization = _once(headers, "Authorization")
+        client_scope = parse_client_scope(authorization, target.query)
         selection = select_connection(
             config,
             target,
-            connection_header=headers.get("X-Sigproxy-Connection"),
-            proxy_authorization=headers.get("Proxy-Authorization") or exchange.tunnel_authorization,
+            connection_header=_once(headers, "X-Sigproxy-Connection"),
+            proxy_authorization=_once(headers, "Proxy-Authorization") or exchange.tunnel_authorization,
             client_scope=client_scope,
             listener=exchange.listener,
-            client_key_id=parse_client_key_id(headers.get("Authorization"), target.query),
+            client_key_id=parse_client_key_id(authorization, target.query),
         )
         conn = selection.connection
         info["connection"], info["selected_by"] = conn.name, selection.how

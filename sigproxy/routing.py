@@ -163,19 +163,20 @@ def parse_client_scope(authorization: str | None, query: str) -> ClientScope | N
 
 
 _KEY_ID_V4 = re.compile(r"Credential=([^/,\s]*)")
-_KEY_ID_V2 = re.compile(r"AWS ([^:\s]*):")
+_KEY_ID_V2 = re.compile(r"AWS ([^:\s]*):", re.IGNORECASE)
 
 
 def parse_client_key_id(authorization: str | None, query: str) -> str | None:
     """The access key id the client signed with, however it signed; ``None`` when it carries no signature.
 
-    Read leniently (a malformed scope still names its key id, so a typo can't slip past as "unsigned"):
+    Read leniently (a malformed scope or a lower-case algorithm still names its key id, so a typo can't slip
+    past as "unsigned"):
     ``Authorization: AWS4-<alg> Credential=KEY/...`` (SigV4, SigV4A), ``Authorization: AWS KEY:SIG`` (SigV2),
     then the query's ``X-Amz-Credential=KEY/...`` or ``AWSAccessKeyId=KEY`` (presigned URLs; names compared
     case-insensitively). The header wins over the query, as in :func:`parse_client_scope`.
     """
     if authorization:
-        if authorization.startswith("AWS4-"):
+        if authorization[:5].upper() == "AWS4-":
             m = _KEY_ID_V4.search(authorization)
             if m:
                 return m.group(1)

@@ -86,10 +86,14 @@ def curl_way(way: str, proxy: Proxy, moto: Moto, key: str) -> subprocess.Complet
         return curl(proxy, *put, "-H", "Authorization: AWS mian:c2lnbmF0dXJlLW5vdC1jaGVja2Vk", url)
     if way == "sigv2-presigned":
         return curl(proxy, *put, f"{url}?AWSAccessKeyId=mian&Expires=4102444800&Signature=abc%3D")
+    if way == "sigv4-lower-case-algorithm":
+        return curl(proxy, *put, "-H", "Authorization: aws4-hmac-sha256 Credential=mian/20260101/us-east-1/s3/"
+                    "aws4_request, SignedHeaders=host, Signature=00", url)
     raise AssertionError(way)
 
 
-@pytest.mark.parametrize("way", ["header", "proxy-user", "sigv4-presigned", "sigv2-header", "sigv2-presigned"])
+@pytest.mark.parametrize("way", ["header", "proxy-user", "sigv4-presigned", "sigv2-header", "sigv2-presigned",
+                                 "sigv4-lower-case-algorithm"])
 def test_typo_is_407_naming_the_closest(way: str, moto: Moto, sigproxy_factory: Callable[..., Proxy]) -> None:
     """curl naming `mian` any of these ways: 407 no_connection naming 'main', and moto never sees the PUT."""
     proxy = sigproxy_factory(two_connections(moto))
@@ -100,6 +104,25 @@ def test_typo_is_407_naming_the_closest(way: str, moto: Moto, sigproxy_factory: 
     assert err["code"] == "no_connection"
     assert "'mian' names no connection (closest: 'main')" in err["message"]
     assert "placeholder" not in r.stdout and moto.secret_key not in r.stdout
+    assert not exists(moto, key)
+
+
+@pytest.mark.parametrize("name", ["X-Sigproxy-Connection", "Proxy-Authorization", "Authorization"])
+def test_a_name_given_twice_is_refused(name: str, moto: Moto, sigproxy_factory: Callable[..., Proxy]) -> None:
+    """A header that names a connection, sent twice (the right name, then a typo): 400, never first-wins."""
+    proxy = sigproxy_factory(two_connections(moto))
+    key = f"twice/{name}-{uuid.uuid4().hex}"
+    value = {"X-Sigproxy-Connection": "{}", "Proxy-Authorization": "Basic {}",
+             "Authorization": "AWS4-HMAC-SHA256 Credential={}/20260101/us-east-1/s3/aws4_request, "
+                              "SignedHeaders=host, Signature=00"}[name]
+    if name == "Proxy-Authorization":
+        names = [base64.b64encode(f"{n}:".encode()).decode() for n in ("main", "mian")]
+    else:
+        names = ["main", "mian"]
+    r = curl(proxy, "-X", "PUT", "--data-binary", "x", "-H", f"{name}: {value.format(names[0])}",
+             "-H", f"{name}: {value.format(names[1])}", f"{moto.endpoint}/{moto.bucket}/{key}")
+    assert status_of(r) == 400, r
+    assert f"{name} is given 2 times" in error(r)["message"]
     assert not exists(moto, key)
 
 
