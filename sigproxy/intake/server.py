@@ -228,6 +228,15 @@ async def serve(config: Config, stop: asyncio.Event, *, reload: asyncio.Event | 
         runtime = Runtime(config, upstream, certs, metrics, cache)
         stack.push_async_callback(runtime.close)
         bound: list[Listening] = []
+        # The admin listener is bound last but closed last too: while the others drain, /readyz answers 503
+        # (not "connection refused"), so a load balancer sees the process leave rather than fail.
+        admins: list[web.AppRunner] = []
+
+        async def close_admin() -> None:
+            for runner in admins:
+                await runner.cleanup()
+
+        stack.push_async_callback(close_admin)
 
         # Listeners are closed in reverse order of binding; each drains its requests for up to `drain` s.
         gate = Gate()
@@ -251,7 +260,7 @@ async def serve(config: Config, stop: asyncio.Event, *, reload: asyncio.Event | 
         if config.proxy.admin_listen is not None:
             admin = web.AppRunner(admin_app(runtime, intake), handle_signals=False, access_log=None)
             await admin.setup()
-            stack.push_async_callback(admin.cleanup)
+            admins.append(admin)
             admin_addr = config.proxy.admin_listen
             with _binding("admin listener", "[proxy] admin_listen (or --admin-listen)", admin_addr,
                           off=', or set it to "" to turn the admin listener off'):

@@ -217,7 +217,7 @@ secret_access_key = "new-secret-value"
 
 class TestDrain:
     def test_sigterm_drains_in_flight(self, slow_upstream: str, sigproxy_factory: Callable[..., Proxy]) -> None:
-        """SIGTERM: no new connections; the request in flight completes; exit 0."""
+        """SIGTERM: no new connections; /readyz answers 503 while the request in flight completes; exit 0."""
         proxy = sigproxy_factory("""
 [proxy]
 default_connection = "x"
@@ -239,6 +239,9 @@ secret_access_key = "x-secret"
         time.sleep(0.3)
         late = curl(proxy, f"{slow_upstream}/late")
         assert late.returncode == 7  # curl: couldn't connect: the listener is closed
+        assert proxy.admin is not None
+        status, body = get(f"{proxy.admin}/readyz")  # the admin listener is closed last: it says so
+        assert status == 503, body
         worker.join()
         assert status_of(results[0]) == 200
         assert results[0].stdout.startswith("slow but complete")
