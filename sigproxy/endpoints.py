@@ -212,6 +212,10 @@ def parse_host(host: str) -> Endpoint:
     before = [x.removesuffix("-fips") for x in labels[:region_idx] if x not in _SKIP]
     if not before:
         return Endpoint(None, region)
+    if before[-1].startswith("s3express-"):
+        # S3 Express One Zone: zonal <bucket>.s3express-<az-id>.<region> and s3express-control.<region>; botocore's
+        # S3 endpoint rules give both the signing name "s3express".
+        return Endpoint("s3express", region, len(before) > 1)
     # Try three- and two-label prefixes first (data.jobs.iot, runtime.sagemaker, streams.dynamodb, api.ecr).
     for n in (3, 2):
         if len(before) >= n and ".".join(before[-n:]) in _SIGNING_NAMES:

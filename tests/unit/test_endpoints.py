@@ -11,6 +11,9 @@ import pytest
 from sigproxy.endpoints import Endpoint, parse_host
 
 HOSTS: list[tuple[str, str, str]] = [
+    # S3 Express One Zone: zonal and control endpoints both sign as s3express (botocore's S3 endpoint rules).
+    ("b--use1-az4--x-s3.s3express-use1-az4.us-east-1.amazonaws.com", "s3express", "us-east-1"),
+    ("s3express-control.us-west-2.amazonaws.com", "s3express", "us-west-2"),
     # Regional endpoints.
     ("sqs.eu-west-1.amazonaws.com", "sqs", "eu-west-1"),
     ("logs.ap-southeast-2.amazonaws.com", "logs", "ap-southeast-2"),
@@ -149,6 +152,8 @@ class TestParseHost:
             ("s3.eu-west-1.amazonaws.com", False),
             ("s3.dualstack.us-west-2.amazonaws.com", False),
             ("s3-external-1.amazonaws.com", False),
+            ("b--use1-az4--x-s3.s3express-use1-az4.us-east-1.amazonaws.com", True),
+            ("s3express-control.us-east-1.amazonaws.com", False),
         ],
     )
     def test_s3_bucket_in_host(self, host: str, in_host: bool) -> None:

@@ -8,6 +8,7 @@ import hmac
 import pytest
 
 from sigproxy.config import Config, ConnectionConfig, ReverseListener, loads
+from sigproxy.endpoints import parse_host
 from sigproxy.errors import (
     BadProxyToken,
     BadRequest,
@@ -592,6 +593,16 @@ def test_s3_express_buckets_refused(service: str, url: str) -> None:
     name, found in the path as S3 decodes it (an encoded slash does not hide it)."""
     with pytest.raises(UnsupportedRequest, match="S3 Express"):
         check_shape(parse_absolute_target(url), {}, service)
+
+
+def test_s3_express_zonal_endpoint_resolves_to_s3express_and_is_refused() -> None:
+    """The zonal host (``<bucket>.s3express-<az>.<region>``) resolves to the signing name s3express, whose
+    requests are refused, instead of to a made-up name (``s3express-use1-az4``) signed without S3's rules."""
+    target = parse_absolute_target("https://b--use1-az4--x-s3.s3express-use1-az4.us-east-1.amazonaws.com/k")
+    service = parse_host(target.host).service
+    assert service == "s3express"
+    with pytest.raises(UnsupportedRequest, match="S3 Express"):
+        check_shape(target, {}, service)
 
 
 def test_x_s3_suffix_outside_s3_is_not_a_bucket() -> None:
