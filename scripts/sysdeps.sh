@@ -2,10 +2,11 @@
 # Make sure the system packages the test suite needs are installed (idempotent).
 #   curl                                   - smoke tests
 #   radosgw ceph-mon ceph-osd ceph-common  - Ceph RADOS Gateway, a real SigV4 verifier (tests/servers/rgw.py)
+#   postgresql                             - the connection store's shared database (tests/servers/postgres.py)
 # Prints nothing and exits 0 when everything is already there.
 set -euo pipefail
 
-PACKAGES=(curl radosgw ceph-mon ceph-osd ceph-common)
+PACKAGES=(curl radosgw ceph-mon ceph-osd ceph-common postgresql)
 COMMANDS=(curl radosgw ceph-mon ceph-osd ceph monmaptool ceph-authtool radosgw-admin)
 
 missing() {
@@ -13,6 +14,8 @@ missing() {
     for c in "${COMMANDS[@]}"; do
         command -v "$c" >/dev/null 2>&1 || out+=("$c")
     done
+    # PostgreSQL's server binaries live under /usr/lib/postgresql/VERSION/bin, not on PATH.
+    compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null || out+=(initdb)
     echo "${out[*]}"
 }
 

@@ -26,6 +26,14 @@
     ConfigError (ValueError)   a bad configuration: names the key path; `sigproxy` exits 2.
     ListenError (OSError)      a listener cannot bind: names the listener and the key to change; exits 2.
 
+    ApiError                   an admin-API answer (``/v1``): ``{"error": {"code", "message", "field"}}``
+    ├── InvalidField            422    invalid_field   (``field``: the JSON path at fault, ``credentials.role_arn``)
+    ├── BadJson                 400    bad_json        (not JSON, or not an object)
+    ├── Unauthorized            401    unauthorized    (missing or wrong admin token)
+    ├── NotFound                404    not_found
+    ├── Conflict                409    conflict        (the name exists in the file or the store; a stale write)
+    └── ValidationFailed        422    (STS's code)    (onboarding: AssumeRole/GetCallerIdentity refused)
+
 Messages say what to change. They never contain a secret: callers pass names, never values.
 Must not: import other sigproxy modules.
 """
@@ -58,6 +66,13 @@ __all__ = [
     "UpstreamTimeout",
     "ConfigError",
     "ListenError",
+    "ApiError",
+    "InvalidField",
+    "BadJson",
+    "Unauthorized",
+    "NotFound",
+    "Conflict",
+    "ValidationFailed",
 ]
 
 
@@ -226,3 +241,55 @@ class ListenError(OSError):
         super().__init__(cause.errno, message)
         self.listener = listener
         self.key = key
+
+
+class ApiError(Exception):
+    """An admin-API error: HTTP ``status``, a stable ``code``, a ``message`` saying what to change, and the
+    ``field`` (JSON path such as ``credentials.role_arn``, or a query parameter) at fault, if one is."""
+
+    status: int = 400
+    code: str = "bad_request"
+
+    def __init__(self, message: str, *, field: str | None = None, code: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.field = field
+        if code is not None:
+            self.code = code
+
+    def body(self) -> dict[str, dict[str, str | None]]:
+        """The JSON answer: ``{"error": {"code", "message", "field"}}``."""
+        return {"error": {"code": self.code, "message": self.message, "field": self.field}}
+
+
+class InvalidField(ApiError):
+    status = 422
+    code = "invalid_field"
+
+
+class BadJson(ApiError):
+    status = 400
+    code = "bad_json"
+
+
+class Unauthorized(ApiError):
+    status = 401
+    code = "unauthorized"
+
+
+class NotFound(ApiError):
+    status = 404
+    code = "not_found"
+
+
+class Conflict(ApiError):
+    status = 409
+    code = "conflict"
+
+
+class ValidationFailed(ApiError):
+    """Onboarding validation failed at AWS: ``code`` is STS's error code (``AccessDenied``), ``message`` one a
+    customer can act on."""
+
+    status = 422
+    code = "validation_failed"
