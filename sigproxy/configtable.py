@@ -74,12 +74,16 @@ def resolve_refs(value: str, path: str, env: Mapping[str, str]) -> str:
 class Table:
     """One TOML table being read: typed getters that name the key path, and a final unknown-key check."""
 
-    def __init__(self, data: Mapping[str, Any], path: str, env: Mapping[str, str]) -> None:
+    def __init__(self, data: Mapping[str, Any], path: str, env: Mapping[str, str], *,
+                 references: bool = True) -> None:
+        """``references=False``: values are taken literally and a ``${env:...}``/``${file:...}`` in one is
+        refused (the admin API: its callers must not read the proxy host's environment or files)."""
         if not isinstance(data, Mapping):
             raise ConfigError(path, f"expected a table, got {type(data).__name__}")
         self.data = data
         self.path = path
         self.env = env
+        self.references = references
         self.seen: set[str] = set()
 
     def key(self, name: str) -> str:
@@ -107,7 +111,13 @@ class Table:
             if required:
                 raise ConfigError(self.key(name), "is required")
             return None
-        resolved: str = resolve_refs(value, self.key(name), self.env)
+        if not self.references:
+            if _REF.search(value):
+                raise ConfigError(self.key(name), "references such as ${env:...} and ${file:...} are read only "
+                                  "from the config file: send the value itself")
+            resolved: str = value
+        else:
+            resolved = resolve_refs(value, self.key(name), self.env)
         if not resolved and not empty:
             via = f" ({value!r} resolved to nothing)" if value else ""
             raise ConfigError(self.key(name), f"is empty{via}: give it a value, or leave the key out")
@@ -165,11 +175,12 @@ class Table:
 
     def table(self, name: str) -> Table | None:
         value = self._get(name, dict, "a table")
-        return None if value is None else Table(value, self.key(name), self.env)
+        return None if value is None else Table(value, self.key(name), self.env, references=self.references)
 
     def tables(self, name: str) -> list[Table]:
         value = self._get(name, list, "an array of tables ([[...]])")
-        return [Table(v, f"{self.key(name)}[{i}]", self.env) for i, v in enumerate(value or [])]
+        return [Table(v, f"{self.key(name)}[{i}]", self.env, references=self.references)
+                for i, v in enumerate(value or [])]
 
     def choice(self, name: str, choices: tuple[str, ...], *, required: bool = False) -> str | None:
         value = self.string(name, required=required)
