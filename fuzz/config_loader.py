@@ -191,7 +191,7 @@ def check(text: str) -> str:
     except ConfigError as exc:
         return "ConfigError: " + (exc.path.split(".")[-1].split("[")[0] or exc.problem.split(":")[0][:30])
     assert isinstance(config, Config)
-    assert config.connections
+    assert config.connections or config.store.enabled
     for timeout in ("connect_timeout", "read_timeout", "drain_seconds"):
         value = getattr(config.proxy, timeout)
         assert math.isfinite(value) and value > 0, f"proxy.{timeout} = {value!r} accepted"

@@ -46,6 +46,14 @@ from .connection import (
     parse_url,
     split_host_entry,
 )
+from .controlconfig import (
+    AdminConfig,
+    OnboardingConfig,
+    StoreConfig,
+    parse_admin,
+    parse_onboarding,
+    parse_store,
+)
 from .errors import ConfigError
 from .users import USER_VAR
 
@@ -210,6 +218,9 @@ class Config:
     routes: tuple[Route, ...] = ()
     reverse: tuple[ReverseListener, ...] = ()
     source: str = "<string>"
+    store: StoreConfig = field(default_factory=StoreConfig)
+    admin: AdminConfig = field(default_factory=AdminConfig)
+    onboarding: OnboardingConfig = field(default_factory=OnboardingConfig)
 
 
 
@@ -314,8 +325,6 @@ def _build(data: Mapping[str, Any], env: Mapping[str, str], source: str, listen:
             sub = conns_t.table(name)
             assert sub is not None
             connections[name] = parse_connection(name, sub)
-    if not connections:
-        raise ConfigError("connections", "define at least one [connections.NAME] table")
 
     def known(name: str | None, path: str) -> None:
         if name is not None and name not in connections:
@@ -352,10 +361,17 @@ def _build(data: Mapping[str, Any], env: Mapping[str, str], source: str, listen:
         known(rev.connection, rt.key("connection"))
         rt.done()
         reverse.append(rev)
+    store = parse_store(root.table("store"))
+    admin = parse_admin(root.table("admin"))
+    onboarding = parse_onboarding(root.table("onboarding"))
+    if not connections and not store.enabled:
+        raise ConfigError("connections", "define at least one [connections.NAME] table (or keep the store on)")
     root.done()
     return Config(
-        proxy=proxy, connections=connections, routes=tuple(routes), reverse=tuple(reverse), source=source
+        proxy=proxy, connections=connections, routes=tuple(routes), reverse=tuple(reverse), source=source,
+        store=store, admin=admin, onboarding=onboarding,
     )
+
 
 
 def loads(text: str, *, env: Mapping[str, str] | None = None, source: str = "<string>",

@@ -408,9 +408,12 @@ class TestConnectionReferences:
         assert error('[proxy]\ndefault_connection = "nope"\n' + MINIMAL).path == "proxy.default_connection"
 
     def test_no_connections(self) -> None:
-        """A config without any connection is refused."""
-        assert error('[proxy]\nlisten = "127.0.0.1:1"\n').path == "connections"
-        assert error("[connections]\n").path == "connections"
+        """Without the store, a config without any connection is refused; with it (the default), connections
+        may all come from the store."""
+        off = '[store]\nurl = ""\n'
+        assert error('[proxy]\nlisten = "127.0.0.1:1"\n' + off).path == "connections"
+        assert error("[connections]\n" + off).path == "connections"
+        assert loads('[proxy]\nlisten = "127.0.0.1:1"\n').connections == {}
 
 
 class TestListeners:
