@@ -221,6 +221,19 @@ class CredentialCache:
             logger.warning("credential refresh for %s failed (%s); %s; retrying with back-off", label,
                            exc.message, "still serving the current credentials" if valid else "no valid credentials")
 
+    def forget(self, names: set[str]) -> int:
+        """Drop every entry (its own and its end users') of the connections in ``names``: a connection deleted
+        or changed at runtime keeps no credentials (keys are tuples whose first item is the connection's name).
+        Requests in flight keep the snapshot they hold; a refresh in flight finishes into a dropped entry.
+        Returns how many entries were dropped."""
+        dropped = 0
+        for entries in (self._entries, self._user_entries):
+            stale = [k for k in entries if isinstance(k, tuple) and k and k[0] in names]
+            for key in stale:
+                del entries[key]
+            dropped += len(stale)
+        return dropped
+
     def retry_at(self, key: Hashable) -> datetime | None:
         """When the next fetch for ``key`` may start (back-off), for tests and diagnostics."""
         entry = self._entries.get(key) or self._user_entries.get(key)

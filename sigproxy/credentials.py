@@ -119,7 +119,8 @@ def _sts_error(name: str, action: str, exc: Exception) -> CredentialsUnavailable
     if isinstance(exc, ClientError):
         err = exc.response.get("Error", {})
         code, message = err.get("Code", "?"), err.get("Message", "")
-        return CredentialsUnavailable(f"connection {name!r}: STS {action} failed: {code}: {message}", sts_code=code)
+        return CredentialsUnavailable(f"connection {name!r}: STS {action} failed: {code}: {message}", sts_code=code,
+                                      sts_message=message)
     return CredentialsUnavailable(f"connection {name!r}: STS {action} failed: {type(exc).__name__}: {exc}")
 
 
@@ -335,11 +336,35 @@ class Providers:
         self.cache = cache if cache is not None else CredentialCache()
         self.cache.configure(connections=len(connections), users=cached_users or self.cache.capacity[1])
         self._session = AioSession()
+        self._root: Providers | None = None
         self._http: aiohttp.ClientSession | None = None
         self._default_chain = _Chain("(default chain)", None)
-        self._by_name: dict[str, CredentialProvider] = {
-            name: self._provider(conn) for name, conn in connections.items()
-        }
+        # Made on first use: a fleet of 10,000 store connections, swapped on every change, builds none upfront.
+        self._by_name: dict[str, CredentialProvider] = {}
+
+    def successor(self, connections: Mapping[str, ConnectionConfig], *,
+                  cached_users: int | None = None) -> Providers:
+        """Providers for a new set of connections (a reload, a store change) sharing this one's cache, AWS
+        session and HTTP session; only the first (this chain's root) closes them, so swapping connections
+        thousands of times leaves nothing to close behind."""
+        new = Providers.__new__(Providers)
+        root = self._root or self
+        new._connections = connections
+        new._owns_cache = False
+        new.cache = self.cache
+        new.cache.configure(connections=len(connections), users=cached_users or self.cache.capacity[1])
+        new._session = self._session
+        new._root = root
+        new._http = None
+        new._default_chain = self._default_chain
+        new._by_name = {}
+        return new
+
+    def _provider_for(self, name: str) -> CredentialProvider:
+        provider = self._by_name.get(name)
+        if provider is None:
+            provider = self._by_name[name] = self._provider(self._connections[name])
+        return provider
 
     def _provider(self, conn: ConnectionConfig) -> CredentialProvider:
         c = conn.credentials
@@ -357,6 +382,8 @@ class Providers:
         return _StsEndpoint(conn, self)
 
     def http(self) -> aiohttp.ClientSession:
+        if self._root is not None:
+            return self._root.http()
         if self._http is None:
             self._http = aiohttp.ClientSession(cookie_jar=aiohttp.DummyCookieJar())
         return self._http
@@ -365,6 +392,8 @@ class Providers:
         return self
 
     async def __aexit__(self, *exc: object) -> None:
+        if self._root is not None:
+            return
         if self._owns_cache:
             await self.cache.close()
         if self._http is not None:
@@ -381,7 +410,7 @@ class Providers:
         """Whether connection ``name`` can sign now, from what the cache holds (no fetch): ``"up"``, ``"down"``
         (its last fetch failed and it holds no valid credentials) or ``"unknown"`` (not fetched yet).
         Static credentials are always ``"up"``."""
-        if isinstance(self._by_name[name], _Static):
+        if isinstance(self._provider_for(name), _Static):
             return "up"
         return self.cache.state(self._key(name))
 
@@ -399,7 +428,7 @@ class Providers:
 
         Raises :class:`CredentialsUnavailable`.
         """
-        provider = self._by_name[name]
+        provider = self._provider_for(name)
         if isinstance(provider, _Static):
             return await provider.fetch(), True
         conn = self._connections[name]

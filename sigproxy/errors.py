@@ -189,9 +189,10 @@ class CredentialsUnavailable(SigproxyError):
     status = 502
     code = "credentials_unavailable"
 
-    def __init__(self, message: str, *, sts_code: str | None = None) -> None:
+    def __init__(self, message: str, *, sts_code: str | None = None, sts_message: str | None = None) -> None:
         super().__init__(message)
         self.sts_code = sts_code
+        self.sts_message = sts_message
 
 
 class TooManyConnections(SigproxyError):

@@ -32,7 +32,8 @@ from sigproxy.bodies import clean_spool
 from sigproxy.config import Address, Config, Network, ProxyConfig
 from sigproxy.credcache import CredentialCache
 from sigproxy.credentials import Providers
-from sigproxy.errors import ListenError, SigproxyError
+from sigproxy.control import Control, open_store
+from sigproxy.errors import ConfigError, ListenError, SigproxyError
 from sigproxy.forwarding import Upstream
 from sigproxy.handler import Exchange, Handler, RequestIds
 from sigproxy.metrics import Metrics
@@ -74,6 +75,8 @@ def _restart_only(old: Config, new: Config) -> list[str]:
     keys = ("listen", "admin_listen", "connect_timeout", "read_timeout", "upstream_connections", "state_dir",
             "upstream_ca_file", "metrics_connection_label")
     changed = [f"proxy.{k}" for k in keys if getattr(a, k) != getattr(b, k)]
+    if old.store.signature() != new.store.signature():
+        changed.append("store")
     # A reverse listener's `clients` is read at each accept; the rest of it needs a restart.
     if [replace(r, clients=()) for r in old.reverse] != [replace(r, clients=()) for r in new.reverse]:
         changed.append("reverse")
@@ -81,7 +84,12 @@ def _restart_only(old: Config, new: Config) -> list[str]:
 
 
 class Runtime:
-    """What the listeners share: the current handler and what outlives reloads."""
+    """What the listeners share: the current handler and what outlives reloads and store changes.
+
+    The handler is swapped whole when the file is reloaded or the connection store changes
+    (:meth:`apply`); a request keeps the handler it started with. Every handler's credential providers share
+    one cache and one set of AWS/HTTP sessions (the root providers, closed once at the end).
+    """
 
     def __init__(self, config: Config, upstream: Upstream, certs: CertStore, metrics: Metrics,
                  cache: CredentialCache) -> None:
@@ -89,17 +97,18 @@ class Runtime:
         self.cache = cache
         self.certs = certs
         self.ready = False
+        self.control: Control | None = None
         self._upstream = upstream
         self._signer = Signer()
         self._ids = RequestIds()
-        self._retired: list[Providers] = []
         self._tasks = TaskSet()
         # Failed authentication per client address: counted across listeners, kept across reloads.
         self.failures = AuthFailures(config.proxy.auth_failures, config.proxy.auth_failure_window)
+        self._root = Providers(config.connections, cache=cache, cached_users=config.proxy.credential_cache_users)
         self.handler = self._build(config)
 
     def _build(self, config: Config) -> Handler:
-        providers = Providers(config.connections, cache=self.cache, cached_users=config.proxy.credential_cache_users)
+        providers = self._root.successor(config.connections, cached_users=config.proxy.credential_cache_users)
         self.failures.configure(config.proxy.auth_failures, config.proxy.auth_failure_window)
         return Handler(config, providers, self._upstream, self._signer, metrics=self.metrics, ids=self._ids,
                        failures=self.failures)
@@ -108,32 +117,49 @@ class Runtime:
     def config(self) -> Config:
         return self.handler.config
 
-    def reload(self, load: Callable[[], Config]) -> bool:
-        """Load a new config and swap it in if valid and reloadable; otherwise keep the old one."""
-        try:
-            new = load()
-        except (ValueError, OSError) as exc:  # ConfigError is a ValueError
-            logger.error("reload refused, still running on the old config: %s", exc)
-            return False
+    def apply(self, config: Config, changed: set[str]) -> None:
+        """Serve ``config`` (the file's settings, every active connection) from now on; drop the cached
+        credentials of the connections named in ``changed`` (changed or gone)."""
+        self.handler = self._build(config)
+        if changed:
+            self.cache.forget(changed)
+
+    def reload(self, new: Config) -> bool:
+        """Swap in a reloaded config file if it is valid and reloadable; otherwise keep the old one."""
         blocked = _restart_only(self.config, new)
         if blocked:
             logger.error("reload refused, still running on the old config: %s change only with a restart",
                          ", ".join(blocked))
             return False
-        old = self.handler
-        self.handler = self._build(new)
-        self._retired.append(old.providers)
+        if self.control is not None:
+            try:
+                self.control.set_config(new)
+            except ConfigError as exc:
+                logger.error("reload refused, still running on the old config: %s", exc)
+                return False
+        else:
+            self.apply(new, set())
         for conn in new.connections.values():
             if not conn.verify_tls:
                 logger.warning("connection %r does not verify upstream TLS certificates (verify_tls = false)",
                                conn.name)
-        logger.info("config reloaded: %d connection(s), %d route(s)", len(new.connections), len(new.routes))
+        logger.info("config reloaded: %d connection(s) in the file, %d route(s)", len(new.connections),
+                    len(new.routes))
         return True
 
     async def close(self) -> None:
         await self._tasks.cancel_all()
-        for providers in [*self._retired, self.handler.providers]:
-            await providers.__aexit__(None, None, None)
+        await self._root.__aexit__(None, None, None)
+
+
+async def _reload(runtime: Runtime, load: Callable[[], Config]) -> bool:
+    """Read the file off the loop, then swap on it (the store's feed swaps on the loop too)."""
+    try:
+        new = await asyncio.to_thread(load)
+    except (ValueError, OSError) as exc:  # ConfigError is a ValueError
+        logger.error("reload refused, still running on the old config: %s", exc)
+        return False
+    return runtime.reload(new)
 
 
 def _entry(runtime: Runtime, reverse_index: int | None
@@ -227,6 +253,11 @@ async def serve(config: Config, stop: asyncio.Event, *, reload: asyncio.Event | 
         stack.push_async_callback(cache.close)
         runtime = Runtime(config, upstream, certs, metrics, cache)
         stack.push_async_callback(runtime.close)
+        store = await open_store(config)
+        if store is not None:
+            stack.push_async_callback(store.close)
+        control = runtime.control = Control(config, store, on_apply=runtime.apply)
+        await control.load()
         bound: list[Listening] = []
         # The admin listener is bound last but closed last too: while the others drain, /readyz answers 503
         # (not "connection refused"), so a load balancer sees the process leave rather than fail.
@@ -272,6 +303,8 @@ async def serve(config: Config, stop: asyncio.Event, *, reload: asyncio.Event | 
         notifier.ready(f"serving {len(runtime.config.connections)} connection(s)")
         async with asyncio.TaskGroup() as group:
             watchdog = group.create_task(notifier.run_watchdog(), name="sigproxy-watchdog")
+            feed = None if store is None else group.create_task(
+                store.watch(control.refresh, interval=config.store.poll_interval), name="sigproxy-store-feed")
             while not stop.is_set():
                 waiters = [group.create_task(stop.wait())]
                 if reload is not None:
@@ -282,9 +315,11 @@ async def serve(config: Config, stop: asyncio.Event, *, reload: asyncio.Event | 
                 if reload is not None and reload.is_set() and not stop.is_set():
                     reload.clear()
                     notifier.reloading()
-                    reloaded = load is not None and await asyncio.to_thread(runtime.reload, load)
+                    reloaded = load is not None and await _reload(runtime, load)
                     notifier.ready("reloaded" if reloaded else "reload failed: kept the previous config")
             watchdog.cancel()
+            if feed is not None:
+                feed.cancel()
         runtime.ready = False
         notifier.stopping()
         logger.info("stopping: draining requests in flight for up to %.0f s", drain)

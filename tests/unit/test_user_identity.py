@@ -233,7 +233,7 @@ policy = '{POLICY}'
 end-user = "{USER_VAR}"
 team = "data"
 """)
-        provider: Any = p._by_name["t"]
+        provider: Any = p._provider_for("t")
         params = provider.params("alice")
         assert params["RoleSessionName"] == "alice" and params["SourceIdentity"] == "alice"
         resources = json.loads(params["Policy"])["Statement"][0]["Resource"]
@@ -265,7 +265,7 @@ policy = '{POLICY}'
 [connections.t.credentials.tags]
 end-user = "{USER_VAR}"
 """)
-        provider: Any = p._by_name["t"]
+        provider: Any = p._provider_for("t")
         params = provider.params(user)
         assert params["RoleSessionName"] == params["SourceIdentity"] == name
         policy = json.loads(params["Policy"])
