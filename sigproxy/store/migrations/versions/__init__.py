@@ -1,0 +1,1 @@
+"""Schema versions of the connection store, oldest first; each frozen once released."""
