@@ -479,6 +479,8 @@ def connection_json(conn: ConnectionConfig) -> dict[str, Any]:
     creds: dict[str, Any] = {"source": c.source}
     for key in sorted(_SOURCE_KEYS[c.source]):
         value = getattr(c, key)
+        if key == "api_key_header" and c.auth != "api_key":
+            continue
         if key == "tags":
             if value:
                 creds["tags"] = dict(value)
