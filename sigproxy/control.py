@@ -107,11 +107,12 @@ def _after(cursor: str | None) -> str | None:
 
 
 class Control:
-    """The registry (file ∪ store connections) and the operations of the admin API on it.
+    """The registry (file and store connections) and the operations of the admin API on it.
 
     ``on_apply`` receives the file's config with its connections replaced by every active connection (file
     and store), and the names that changed or disappeared, each time they change; the proxy swaps its handler
-    with it and drops those names' cached credentials. ``validate`` checks a candidate's role at AWS (default: STS, private cache).
+    with it and drops those names' cached credentials. ``validate`` checks a candidate's role at AWS
+    (default: STS, with a private cache).
     """
 
     def __init__(self, config: Config, store: Store | None, *,
@@ -391,8 +392,9 @@ class Control:
         self._apply({name})
 
 
-async def open_store(config: Config) -> Store | None:
-    """Open ``[store]`` (running migrations unless ``migrate = false``), or ``None`` when it is off.
+async def open_store(config: Config, *, migrate: bool | None = None) -> Store | None:
+    """Open ``[store]`` (running migrations unless ``migrate`` or ``[store] migrate`` is false), or ``None`` when
+    it is off.
 
     Keys: ``[store] encryption_keys``, or for SQLite without them a key file ``STATE_DIR/store.key`` made on
     first start (mode 0600). Raises :class:`ConfigError` (at ``store.url`` or ``store.encryption_keys``) when
@@ -410,7 +412,8 @@ async def open_store(config: Config) -> Store | None:
     except (ValueError, OSError) as exc:
         raise ConfigError("store.encryption_keys", str(exc)) from None
     try:
-        store = await Store.open(url, keyring, secret_paths=SECRET_PATHS, migrate=settings.migrate)
+        store = await Store.open(url, keyring, secret_paths=SECRET_PATHS,
+                                 migrate=settings.migrate if migrate is None else migrate)
     except Exception as exc:  # the driver's errors differ (sqlite3, asyncpg, OSError): all mean "can't open"
         reason = str(exc).replace(url, redacted(url))
         raise ConfigError("store.url", f"cannot open the connection store {redacted(url)}: "

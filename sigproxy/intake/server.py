@@ -30,9 +30,9 @@ from aiohttp import web
 from sigproxy.authlimit import AuthFailures
 from sigproxy.bodies import clean_spool
 from sigproxy.config import Address, Config, Network, ProxyConfig
+from sigproxy.control import Control, open_store
 from sigproxy.credcache import CredentialCache
 from sigproxy.credentials import Providers
-from sigproxy.control import Control, open_store
 from sigproxy.errors import ConfigError, ListenError, SigproxyError
 from sigproxy.forwarding import Upstream
 from sigproxy.handler import Exchange, Handler, RequestIds
@@ -304,7 +304,8 @@ async def serve(config: Config, stop: asyncio.Event, *, reload: asyncio.Event | 
         async with asyncio.TaskGroup() as group:
             watchdog = group.create_task(notifier.run_watchdog(), name="sigproxy-watchdog")
             feed = None if store is None else group.create_task(
-                store.watch(control.refresh, interval=config.store.poll_interval), name="sigproxy-store-feed")
+                store.watch(control.refresh, interval=config.store.poll_interval, since=control.revision),
+                name="sigproxy-store-feed")
             while not stop.is_set():
                 waiters = [group.create_task(stop.wait())]
                 if reload is not None:
