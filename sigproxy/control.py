@@ -211,7 +211,8 @@ class Control:
                 changed.add(row.name)
                 self._take(row)
         self._revision = now
-        self._apply(changed)
+        if changed:
+            self._apply(changed)
 
     def _take(self, row: StoredConnection) -> None:
         """One stored row into the registry; a row that no longer validates (e.g. a name now in the file) is
