@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from .configtable import Secret, Table
+from .configtable import Secret, Table, resolve_refs
 from .errors import ConfigError
 
 __all__ = ["AdminConfig", "OnboardingConfig", "StoreConfig", "parse_admin", "parse_onboarding", "parse_store"]
@@ -114,7 +114,9 @@ def parse_store(t: Table | None) -> StoreConfig:
     keys = []
     for i, raw in enumerate(t.strings("encryption_keys")):
         path = f"{t.key('encryption_keys')}[{i}]"
-        value = Table({"key": raw}, path, t.env).string("key", required=True) or ""
+        value = resolve_refs(raw, path, t.env)
+        if not value:
+            raise ConfigError(path, "is empty: give a key, or leave it out")
         try:
             key = base64.urlsafe_b64decode(value.encode("ascii"))
         except (binascii.Error, ValueError, UnicodeEncodeError):

@@ -587,3 +587,57 @@ def test_every_proxy_key_is_in_the_example() -> None:
     missing = [f.name for f in dataclasses.fields(ProxyConfig)
                if not f.name.startswith("_") and not re.search(rf"^#? ?{f.name} = ", text, re.M)]
     assert missing == []
+
+
+def test_example_control_plane_sections() -> None:
+    """The commented [store], [admin] and [onboarding] examples of config.example.toml load as written."""
+    import re
+
+    text = (Path(__file__).resolve().parents[2] / "config.example.toml").read_text()
+    tail = text[text.index("# [store]"):]
+    lines = [m.group(1) for m in re.finditer(r"^# (\[[a-z]+\]|[a-z_]+ = .*)$", tail, re.M)]
+    assert lines[0] == "[store]" and "[admin]" in lines and "[onboarding]" in lines
+    config = loads("\n".join(lines), env={
+        "PGPASSWORD": "pw", "SIGPROXY_STORE_KEY": "NdEQLpVKGKnh_7TxI9G85bFqKqRoBD_1HaS8j91SZ9k=",
+        "SIGPROXY_ADMIN_TOKEN": "0123456789abcdef0123456789abcdef"})
+    assert config.store.url == "postgresql://sigproxy:pw@db.internal:5432/sigproxy"
+    assert len(config.store.encryption_keys) == 1 and config.store.poll_interval == 1.0
+    assert config.admin.token is not None
+    assert config.onboarding.principal == "arn:aws:iam::111122223333:role/platform"
+    assert config.onboarding.require_role_path == "/sigproxy-assumable/"
+
+
+@pytest.mark.parametrize(("text", "path", "words"), [
+    ('[store]\nurl = "mysql://db/x"', "store.url", "not supported"),
+    ('[store]\nencryption_keys = ["not base64!"]', "store.encryption_keys[0]", "base64"),
+    ('[store]\nencryption_keys = ["c2hvcnQ="]', "store.encryption_keys[0]", "32 bytes"),
+    ('[store]\nurl = "postgresql://u@h/db"', "store.encryption_keys", "required with PostgreSQL"),
+    ('[store]\nencryption_keys = ["${env:UNSET}"]', "store.encryption_keys[0]", "not set"),
+    ('[store]\npoll_interval = 0', "store.poll_interval", "positive"),
+    ('[store]\ncolour = "red"', "store.colour", "unknown key"),
+    ('[admin]\ntoken = "short"', "admin.token", "shorter than 16"),
+    ('[onboarding]\nprincipal = "me"', "onboarding.principal", "account id or an IAM ARN"),
+    ('[onboarding]\nrequire_role_path = "nopath"', "onboarding.require_role_path", "path like"),
+])
+def test_control_plane_errors(text: str, path: str, words: str) -> None:
+    """Every bad [store]/[admin]/[onboarding] value names its key; a key's value is never echoed."""
+    err = error(MINIMAL + text)
+    assert err.path == path and words in err.problem
+    assert "c2hvcnQ=" not in str(err)
+
+
+def test_admin_api_off_reason() -> None:
+    """Without a token the admin API is served only on loopback addresses."""
+    no_token = loads(MINIMAL).admin
+    assert no_token.api_off_reason("127.0.0.1") is None and no_token.api_off_reason("::1") is None
+    assert no_token.api_off_reason("localhost") is None
+    assert "not a loopback" in (no_token.api_off_reason("0.0.0.0") or "")
+    with_token = loads(MINIMAL + '[admin]\ntoken = "0123456789abcdef"').admin
+    assert with_token.api_off_reason("0.0.0.0") is None
+
+
+def test_store_defaults(tmp_path: Path) -> None:
+    config = loads(MINIMAL)
+    assert config.store.enabled and config.store.url is None and config.store.migrate
+    assert config.store.resolved_url(tmp_path) == f"sqlite:///{tmp_path}/store.db"
+    assert not loads(MINIMAL + '[store]\nurl = ""').store.enabled
