@@ -424,3 +424,19 @@ async def test_watch_survives_a_lost_postgres_connection(postgres: Postgres, key
 
 def _now() -> datetime:
     return datetime.now(UTC)
+
+
+async def test_concurrent_writers_get_distinct_revisions(db_url: str, key: str) -> None:
+    """Writers through two stores at once (two replicas): each change gets its own revision, none is lost."""
+    ring = Keyring.from_strings([key])
+    a = await Store.open(db_url, ring, secret_paths=SECRET_PATHS)
+    b = await Store.open(db_url, ring, secret_paths=SECRET_PATHS)
+    try:
+        made = await asyncio.gather(*(s.create(f"n{i:02d}", "active", table(secret=f"s{i}"), actor="a")
+                                      for i, s in enumerate([a, b] * 10)))
+        assert sorted(c.revision for c in made) == list(range(1, 21))
+        now, upserts, _ = await b.changes(0)
+        assert now == 20 and len(upserts) == 20
+    finally:
+        await a.close()
+        await b.close()
