@@ -146,8 +146,9 @@ def _check(args: argparse.Namespace) -> int:
     names = args.names or list(config.connections)
     unknown = [n for n in names if n not in config.connections]
     if unknown:
-        raise ConfigError("", "unknown connection(s): " + ", ".join(
-            f"{n!r}{closest_names(n, config.connections)}" for n in unknown))
+        raise ConfigError("", "unknown connection(s) in the config file: " + ", ".join(
+            f"{n!r}{closest_names(n, config.connections)}" for n in unknown)
+            + "; a connection in the store is checked through the admin API: sigproxy connections check NAME")
     width = max(len(n) for n in names)
 
     async def run() -> int:
