@@ -775,9 +775,9 @@ for d, pmeta, spec in workloads:
     for key_path, value in walk(cfg, ""):
         leaf = re.sub(r"\[\d+\]$", "", key_path).rsplit(".", 1)[-1]
         if leaf in SECRET_KEYS and "${" not in value:
-            bad("ConfigMap config.toml", f"{key_path} is written into the ConfigMap: use ${{file:...}} on a Secret")
+            bad(f"{W} config.toml", f"{key_path} is written into the ConfigMap: use ${{file:...}} on a Secret")
         if leaf == "url" and re.match(r"^[a-z+]+://[^/@]*:[^/@]+@", value) and "${" not in value:
-            bad("ConfigMap config.toml", f"{key_path} carries a password in the ConfigMap: use ${{env:}}/${{file:}}")
+            bad(f"{W} config.toml", f"{key_path} carries a password in the ConfigMap: use ${{env:}}/${{file:}}")
         for m in FILE_REF.finditer(value):
             raw = m.group(1)
             path = PATH_VAR.sub(lambda v: check_env.get(v.group(1), v.group(0)), raw)
