@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Lint the container image and the Kubernetes example offline: no Docker engine, no cluster, no schema download.
+# Lint the container image and the Kubernetes examples offline: no Docker engine, no cluster, no schema download.
 #
 #   scripts/lint-deploy.sh            # exits non-zero on any finding
 #
@@ -13,17 +13,25 @@
 #     - Dockerfile vs .dockerignore: everything the builder COPYs is in the build context, .git/.venv/tests/local
 #       configs are not; the wheel built from exactly that context holds every module of sigproxy/ and the
 #       `sigproxy` entry point; the final stage's user, STATE_DIRECTORY volume, ports, ENTRYPOINT/CMD, HEALTHCHECK
-#     - every document has apiVersion, kind and metadata.name; names are unique per kind
-#     - every volumeMount names a volume, every volume is mounted, ConfigMaps and their keys exist, the
-#       ServiceAccount exists, the Deployment's selector matches its template, probe ports name declared ports,
-#       $(VAR) references resolve, images carry a tag, the restricted security context and resources are set
-#     - sigproxy's wiring: the embedded config loads with sigproxy's own loader (sigproxy.config.loads), the proxy
-#       and admin ports match containerPorts, HTTPS_PROXY and the probes reach them, the state directory and /tmp
-#       are writable volumes, the bundle the initContainer writes is the file the app's CA variables name, and IRSA
-#       (role ARN annotation = config role_arn, token injected into sigproxy only)
-#     - a dry run of the initContainer: `sigproxy ca ... --bundle ...` run here with each mount mapped to a
-#       directory, then the app's AWS_CA_BUNDLE is read through its own mounts and the sidecar's state volume is
-#       checked for the CA it will load
+#     - every manifest in deploy/kubernetes/ together: apiVersion, kind, name, names unique across the files, no
+#       namespace, and only kinds these checks know (a new kind is a finding until checks for it are added)
+#     - Pods (Deployment, Job): volumes and mounts, ConfigMaps/Secrets and their keys (volumes, valueFrom,
+#       envFrom), the ServiceAccount, selectors, probe ports, $(VAR) references, image tags, the restricted
+#       security context and resources; several replicas: maxUnavailable 0, spread, a PDB, readiness
+#     - Services and NetworkPolicies select a workload and name its ports; PDBs select exactly one workload and
+#       allow a drain; HPAs target a Deployment here, within min/max, with the resource requested; Jobs end;
+#       Secrets hold placeholders only
+#     - sigproxy's wiring: arguments parsed by sigproxy's own CLI parser; the embedded config loads with
+#       sigproxy.config.loads in the container's environment, ${file:} references resolved through its mounts
+#       (Secret placeholders; a fresh key for encryption_keys); no literal secret in a ConfigMap; several
+#       replicas need PostgreSQL; migrate = false needs a `store migrate` Job or init container; ports match
+#       containerPorts, Services, probes and the Dockerfile; exposed admin port needs [admin] token, exposed
+#       proxy port [proxy] clients; preStop sleep + drain_seconds < terminationGracePeriodSeconds;
+#       [onboarding] principal = the ServiceAccount's role; for the sidecar: HTTPS_PROXY, NO_PROXY, the CA
+#       bundle the initContainer writes is the file the app's CA variables name, and IRSA
+#     - a dry run of the sidecar's initContainer: `sigproxy ca ... --bundle ...` run here with each mount mapped to
+#       a directory, then the app's AWS_CA_BUNDLE is read through its own mounts and the sidecar's state volume
+#       is checked for the CA it will load
 # What it can't check: that the image builds and runs (needs a Docker engine), that the base image tag exists
 # upstream, admission by a real API server (defaults, webhooks, policies), IRSA itself (needs EKS and IAM).
 set -euo pipefail
