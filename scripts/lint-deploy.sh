@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Lint the container image and the Kubernetes example offline: no Docker engine, no cluster, no schema download.
+# Lint the container image and the Kubernetes examples offline: no Docker engine, no cluster, no schema download.
 #
 #   scripts/lint-deploy.sh            # exits non-zero on any finding
 #
@@ -13,17 +13,25 @@
 #     - Dockerfile vs .dockerignore: everything the builder COPYs is in the build context, .git/.venv/tests/local
 #       configs are not; the wheel built from exactly that context holds every module of sigproxy/ and the
 #       `sigproxy` entry point; the final stage's user, STATE_DIRECTORY volume, ports, ENTRYPOINT/CMD, HEALTHCHECK
-#     - every document has apiVersion, kind and metadata.name; names are unique per kind
-#     - every volumeMount names a volume, every volume is mounted, ConfigMaps and their keys exist, the
-#       ServiceAccount exists, the Deployment's selector matches its template, probe ports name declared ports,
-#       $(VAR) references resolve, images carry a tag, the restricted security context and resources are set
-#     - sigproxy's wiring: the embedded config loads with sigproxy's own loader (sigproxy.config.loads), the proxy
-#       and admin ports match containerPorts, HTTPS_PROXY and the probes reach them, the state directory and /tmp
-#       are writable volumes, the bundle the initContainer writes is the file the app's CA variables name, and IRSA
-#       (role ARN annotation = config role_arn, token injected into sigproxy only)
-#     - a dry run of the initContainer: `sigproxy ca ... --bundle ...` run here with each mount mapped to a
-#       directory, then the app's AWS_CA_BUNDLE is read through its own mounts and the sidecar's state volume is
-#       checked for the CA it will load
+#     - every manifest in deploy/kubernetes/ together: apiVersion, kind, name, names unique across the files, no
+#       namespace, and only kinds these checks know (a new kind is a finding until checks for it are added)
+#     - Pods (Deployment, Job): volumes and mounts, ConfigMaps/Secrets and their keys (volumes, valueFrom,
+#       envFrom), the ServiceAccount, selectors, probe ports, $(VAR) references, image tags, the restricted
+#       security context and resources; several replicas: maxUnavailable 0, spread, a PDB, readiness
+#     - Services and NetworkPolicies select a workload and name its ports; PDBs select exactly one workload and
+#       allow a drain; HPAs target a Deployment here, within min/max, with the resource requested; Jobs end;
+#       Secrets hold placeholders only
+#     - sigproxy's wiring: arguments parsed by sigproxy's own CLI parser; the embedded config loads with
+#       sigproxy.config.loads in the container's environment, ${file:} references resolved through its mounts
+#       (Secret placeholders; a fresh key for encryption_keys); no literal secret in a ConfigMap; several
+#       replicas need PostgreSQL; migrate = false needs a `store migrate` Job or init container; ports match
+#       containerPorts, Services, probes and the Dockerfile; exposed admin port needs [admin] token, exposed
+#       proxy port [proxy] clients; preStop sleep + drain_seconds < terminationGracePeriodSeconds;
+#       [onboarding] principal = the ServiceAccount's role; for the sidecar: HTTPS_PROXY, NO_PROXY, the CA
+#       bundle the initContainer writes is the file the app's CA variables name, and IRSA
+#     - a dry run of the sidecar's initContainer: `sigproxy ca ... --bundle ...` run here with each mount mapped to
+#       a directory, then the app's AWS_CA_BUNDLE is read through its own mounts and the sidecar's state volume
+#       is checked for the CA it will load
 # What it can't check: that the image builds and runs (needs a Docker engine), that the base image tag exists
 # upstream, admission by a real API server (defaults, webhooks, policies), IRSA itself (needs EKS and IAM).
 set -euo pipefail
@@ -265,36 +273,82 @@ else:
         bad("pyproject.toml", "the wheel has no `sigproxy` console script")
 
 
-# -------------------------------------------------------------------------------------------- manifest
+# -------------------------------------------------------------------------------------------- manifests
+# Every deploy/kubernetes/*.yaml, taken together: they may share a namespace, so names are unique across
+# files, and a reference (a Secret documented in an example file) may cross files.
 
-docs = [d for d in yaml.safe_load_all(MANIFEST.read_text()) if d is not None]
+MANIFESTS = sorted((ROOT / "deploy/kubernetes").glob("*.yaml"))
+docs: list[dict] = []
+source: dict[int, str] = {}
 by_kind: dict[tuple[str, str], dict] = {}
-for i, d in enumerate(docs):
-    where = f"{MANIFEST.name}[{i}]"
-    if not isinstance(d, dict) or not d.get("apiVersion") or not d.get("kind") \
-            or not (d.get("metadata") or {}).get("name"):
-        bad(where, "every document needs apiVersion, kind and metadata.name")
-        continue
-    key = (d["kind"], d["metadata"]["name"])
-    if key in by_kind:
-        bad(where, f"duplicate {key[0]} {key[1]!r}")
-    by_kind[key] = d
+for path in MANIFESTS:
+    for i, d in enumerate(yaml.safe_load_all(path.read_text())):
+        if d is None:
+            continue
+        where = f"{path.name}[{i}]"
+        if not isinstance(d, dict) or not d.get("apiVersion") or not d.get("kind") \
+                or not (d.get("metadata") or {}).get("name"):
+            bad(where, "every document needs apiVersion, kind and metadata.name")
+            continue
+        if (d["metadata"] or {}).get("namespace"):
+            bad(where, "metadata.namespace is set: the examples are applied with `kubectl apply -n NAMESPACE`")
+        key = (d["kind"], d["metadata"]["name"])
+        if key in by_kind:
+            bad(where, f"duplicate {key[0]} {key[1]!r} (also in {source[id(by_kind[key])]})")
+        by_kind[key] = d
+        source[id(d)] = path.name
+        docs.append(d)
 
-SIGPROXY_COMMANDS = {"run", "check", "external-id", "trust-policy", "sign", "ca", "version"}
+WORKLOAD_KINDS = ("Pod", "Deployment", "StatefulSet", "DaemonSet", "ReplicaSet", "Job", "CronJob")
+# The kinds these checks understand; any other kind is a finding until checks for it are added here.
+CHECKED_KINDS = {"ServiceAccount", "ConfigMap", "Secret", "Service", "NetworkPolicy", "PodDisruptionBudget",
+                 "HorizontalPodAutoscaler", "Pod", "Deployment", "Job"}
+for d in docs:
+    if d["kind"] not in CHECKED_KINDS:
+        bad(f"{source[id(d)]} {d['kind']}/{d['metadata']['name']}",
+            f"kind {d['kind']} has no wiring checks in scripts/lint-deploy.sh: add them")
+
 LOOPBACK = {"127.0.0.1", "localhost", "::1", "[::1]"}
 REF = re.compile(r"(?<!\$)\$\(([A-Za-z_][A-Za-z0-9_]*)\)")
+FILE_REF = re.compile(r"\$\{file:((?:\$\{[^{}]*\}|[^}])*)\}")
+ENV_REF = re.compile(r"\$\{env:([A-Za-z_][A-Za-z0-9_]*)\}")
+PATH_VAR = re.compile(r"\$\{(?:env:)?([A-Za-z_][A-Za-z0-9_]*)\}")
+PLACEHOLDER = "REPLACE"
+
+
+def name_of(d: dict) -> str:
+    return f"{d['kind']}/{d['metadata']['name']}"
 
 
 def pod_of(d: dict) -> tuple[dict, dict] | None:
     if d["kind"] == "Pod":
         return d.get("metadata", {}), d.get("spec", {})
-    if d["kind"] in ("Deployment", "StatefulSet", "DaemonSet", "ReplicaSet", "Job"):
-        t = d.get("spec", {}).get("template", {})
-        return t.get("metadata", {}), t.get("spec", {})
-    if d["kind"] == "CronJob":
-        t = d.get("spec", {}).get("jobTemplate", {}).get("spec", {}).get("template", {})
+    if d["kind"] in WORKLOAD_KINDS:
+        s = d.get("spec", {})
+        t = s.get("jobTemplate", {}).get("spec", {}).get("template", {}) if d["kind"] == "CronJob" \
+            else s.get("template", {})
         return t.get("metadata", {}), t.get("spec", {})
     return None
+
+
+def matches(sel: dict | None, labels: dict) -> bool:
+    """A LabelSelector (matchLabels, matchExpressions) against labels; an empty selector matches nothing here
+    (in Kubernetes it matches everything, which these examples never mean)."""
+    if not sel:
+        return False
+    ok = all(labels.get(k) == v for k, v in (sel.get("matchLabels") or {}).items())
+    for e in sel.get("matchExpressions") or []:
+        k, op, vals = e["key"], e["operator"], e.get("values") or []
+        ok = ok and {"In": k in labels and labels[k] in vals, "NotIn": labels.get(k) not in vals,
+                     "Exists": k in labels, "DoesNotExist": k not in labels}[op]
+    return ok
+
+
+def secret_data(s: dict) -> dict[str, str]:
+    import base64
+    data = {k: base64.b64decode(v).decode() for k, v in (s.get("data") or {}).items()}
+    data.update(s.get("stringData") or {})
+    return data
 
 
 def is_sigproxy(c: dict) -> bool:
@@ -302,9 +356,31 @@ def is_sigproxy(c: dict) -> bool:
     return image.rsplit("/", 1)[-1].split(":")[0].split("@")[0] == "sigproxy"
 
 
+def key_ref(ref: dict, kind: str, where: str, what: str) -> str | None:
+    """The value a secretKeyRef/configMapKeyRef names; a finding when the object or key is not defined."""
+    obj = by_kind.get((kind, ref.get("name", "")))
+    data = (secret_data(obj) if kind == "Secret" else (obj or {}).get("data") or {}) if obj else {}
+    if obj is None or ref.get("key") not in data:
+        if not ref.get("optional"):
+            bad(where, f"{what}: {kind} {ref.get('name')!r} key {ref.get('key')!r} is not defined in "
+                "deploy/kubernetes/")
+        return None
+    return data[ref["key"]]
+
+
 def env_of(c: dict, where: str) -> dict[str, str]:
-    """The container's env with $(VAR) expanded as the kubelet does; unresolved references are findings."""
+    """The container's env with $(VAR) expanded as the kubelet does; unresolved references are findings.
+    secretKeyRef/configMapKeyRef values come from the manifests' Secrets (placeholders) and ConfigMaps."""
     env: dict[str, str] = {"KUBERNETES_SERVICE_HOST": "10.100.0.1", "KUBERNETES_SERVICE_PORT": "443"}
+    for ef in c.get("envFrom", []):
+        for kind, field in (("Secret", "secretRef"), ("ConfigMap", "configMapRef")):
+            if field in ef:
+                obj = by_kind.get((kind, ef[field].get("name", "")))
+                if obj is None and not ef[field].get("optional"):
+                    bad(where, f"envFrom: {kind} {ef[field].get('name')!r} is not defined in deploy/kubernetes/")
+                elif obj is not None:
+                    data = secret_data(obj) if kind == "Secret" else obj.get("data") or {}
+                    env.update({ef.get("prefix", "") + k: v for k, v in data.items()})
     seen = set()
     for e in c.get("env", []):
         name = e["name"]
@@ -312,7 +388,13 @@ def env_of(c: dict, where: str) -> dict[str, str]:
             bad(where, f"env {name} is set twice")
         seen.add(name)
         if "value" not in e:
-            env[name] = "<from " + ",".join(k for k in e if k != "name") + ">"
+            vf = e.get("valueFrom") or {}
+            value = None
+            if "secretKeyRef" in vf:
+                value = key_ref(vf["secretKeyRef"], "Secret", where, f"env {name}")
+            elif "configMapKeyRef" in vf:
+                value = key_ref(vf["configMapKeyRef"], "ConfigMap", where, f"env {name}")
+            env[name] = value if value is not None else "<from " + ",".join(vf) + ">"
             continue
 
         def sub(m: re.Match[str], name: str = name) -> str:
@@ -349,30 +431,185 @@ def parse_addr(text: str) -> tuple[str, int]:
     return host.strip("[]"), int(port)
 
 
-def arg_after(args: list[str], *flags: str) -> str | None:
-    for i, a in enumerate(args):
-        if a in flags and i + 1 < len(args):
-            return args[i + 1]
-        for f in flags:
-            if a.startswith(f + "="):
-                return a.split("=", 1)[1]
+def sigproxy_args(c: dict) -> list[str]:
+    launcher = c.get("command", ["sigproxy"])
+    return list(launcher[1:]) + list(c.get("args", cmd if "command" not in c else []))
+
+
+# sigproxy's own argument parser reads every sigproxy container's arguments: a subcommand that doesn't exist
+# (yet) in this checkout, or a misspelt option, is a finding.
+SIGPROXY_CONTAINERS = [(d, c) for d in docs if pod_of(d) is not None
+                       for c in pod_of(d)[1].get("initContainers", []) + pod_of(d)[1].get("containers", [])
+                       if is_sigproxy(c) and c.get("command", ["sigproxy"])[0] in ("sigproxy",
+                                                                                   "/usr/local/bin/sigproxy")]
+parsed_all = subprocess.run(
+    [SIGPROXY_PY, "-c", "import contextlib, io, json, sys\nfrom sigproxy.cli import _parser\nout = []\n"
+     "for args in json.loads(sys.argv[1]):\n    err = io.StringIO()\n    try:\n"
+     "        with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):\n"
+     "            ns = _parser().parse_args(args)\n"
+     "        out.append({k: v for k, v in vars(ns).items() if isinstance(v, (str, int, float, bool, type(None)))})\n"
+     "    except SystemExit:\n        out.append({'error': err.getvalue().strip().splitlines()[-1:]})\n"
+     "print(json.dumps(out))\n", json.dumps([sigproxy_args(c) for _, c in SIGPROXY_CONTAINERS])],
+    cwd=ROOT, capture_output=True, text=True, check=False)
+if parsed_all.returncode != 0:
+    bad("scripts/lint-deploy.sh", "sigproxy's argument parser could not be run: " + parsed_all.stderr[-500:])
+    PARSED: dict[int, dict] = {}
+else:
+    PARSED = {id(c): p for (_, c), p in zip(SIGPROXY_CONTAINERS, json.loads(parsed_all.stdout), strict=True)}
+
+LOADER = """\
+import json, sys
+from sigproxy.config import loads
+from sigproxy.errors import ConfigError
+try:
+    c = loads(open(sys.argv[1]).read(), env=json.loads(sys.argv[2]), source=sys.argv[1])
+except ConfigError as exc:
+    sys.exit(str(exc))
+s = c.store
+print(json.dumps({"store": s.enabled and s.resolved_url(c.proxy.state_dir).split(":", 1)[0].split("+")[0],
+                  "keys": len(s.encryption_keys), "migrate": s.migrate, "admin_token": c.admin.token is not None,
+                  "clients": len(c.proxy.clients)}))
+"""
+
+workloads = [(d, *pod_of(d)) for d in docs if pod_of(d) is not None]
+if not workloads:
+    bad("deploy/kubernetes", "no Pod, Deployment or Job")
+
+
+def selected(sel: dict | None) -> list[dict]:
+    """The workloads whose Pods a selector picks."""
+    return [d for d, pmeta, _ in workloads if matches(sel, pmeta.get("labels") or {})]
+
+
+def containers_of(d: dict) -> list[dict]:
+    spec = pod_of(d)[1]
+    return spec.get("initContainers", []) + spec.get("containers", [])
+
+
+def declared_port(d: dict, port: object) -> int | None:
+    for c in containers_of(d):
+        found = port_of(c, port)
+        if found is not None:
+            return found
     return None
 
 
-workloads = [(d, pod_of(d)) for d in docs if isinstance(d, dict) and pod_of(d) is not None]
-if not workloads:
-    bad(MANIFEST.name, "no Pod or Deployment")
-for d, (pmeta, spec) in workloads:
-    W = f"{d['kind']}/{d['metadata']['name']}"
-    if d["kind"] == "Deployment":
-        sel = d["spec"].get("selector", {}).get("matchLabels", {})
-        labels = pmeta.get("labels", {})
-        if not sel or any(labels.get(k) != v for k, v in sel.items()):
+def sleep_seconds(c: dict) -> float:
+    """The preStop hook's sleep: the kubelet's `sleep` action or an exec of sleep N."""
+    pre = (c.get("lifecycle") or {}).get("preStop") or {}
+    if "sleep" in pre:
+        return float(pre["sleep"].get("seconds", 0))
+    argv = (pre.get("exec") or {}).get("command") or []
+    if argv and argv[0].rsplit("/", 1)[-1] == "sleep" and len(argv) == 2:
+        return float(argv[1])
+    return 0.0
+
+
+# ------------------------------------------------------------------ objects that point at others
+hpa_for: dict[str, dict] = {}
+pdb_for: dict[str, dict] = {}
+for d in docs:
+    D = f"{source[id(d)]} {name_of(d)}"
+    spec = d.get("spec") or {}
+    if d["kind"] == "Secret":
+        for k, v in secret_data(d).items():
+            if PLACEHOLDER not in v:
+                bad(D, f"key {k!r} holds a value, not a placeholder containing {PLACEHOLDER}: no secret is committed")
+    elif d["kind"] == "Service":
+        sel = spec.get("selector") or {}
+        pods = selected({"matchLabels": sel})
+        if not pods:
+            bad(D, f"selector {sel} selects the Pods of no workload in deploy/kubernetes/")
+        for w in pods:
+            if w["kind"] in ("Job", "CronJob"):
+                bad(D, f"selector {sel} also selects {name_of(w)}'s Pods")
+        for p in spec.get("ports", []):
+            target = p.get("targetPort", p.get("port"))
+            for w in pods:
+                if w["kind"] not in ("Job", "CronJob") and declared_port(w, target) is None:
+                    bad(D, f"port {p.get('name', p.get('port'))}: targetPort {target!r} is no containerPort of "
+                        f"{name_of(w)}")
+    elif d["kind"] == "NetworkPolicy":
+        pods = selected(spec.get("podSelector"))
+        if not pods:
+            bad(D, f"podSelector {spec.get('podSelector')} selects the Pods of no workload")
+        for rule in spec.get("ingress", []) + spec.get("egress", []):
+            for p in rule.get("ports", []):
+                for w in pods:
+                    if "port" in p and isinstance(p["port"], str) and declared_port(w, p["port"]) is None:
+                        bad(D, f"port {p['port']!r} is no named containerPort of {name_of(w)}")
+    elif d["kind"] == "PodDisruptionBudget":
+        pods = selected(spec.get("selector"))
+        if len(pods) != 1:
+            bad(D, f"selector selects {len(pods)} workloads ({', '.join(map(name_of, pods)) or 'none'}); "
+                "expected exactly one")
+        for w in pods:
+            pdb_for[w["metadata"]["name"]] = d
+    elif d["kind"] == "HorizontalPodAutoscaler":
+        ref = spec.get("scaleTargetRef") or {}
+        target = by_kind.get((ref.get("kind", ""), ref.get("name", "")))
+        if target is None or ref.get("apiVersion") != target.get("apiVersion"):
+            bad(D, f"scaleTargetRef {ref} names no {ref.get('kind')} in deploy/kubernetes/")
+            continue
+        hpa_for[target["metadata"]["name"]] = d
+        lo, hi = spec.get("minReplicas", 1), spec.get("maxReplicas", 0)
+        if not 1 <= lo <= hi:
+            bad(D, f"minReplicas {lo} / maxReplicas {hi}")
+        if not lo <= target["spec"].get("replicas", 1) <= hi:
+            bad(D, f"{name_of(target)} replicas {target['spec'].get('replicas', 1)} is outside [{lo}, {hi}]")
+        for m in spec.get("metrics", []):
+            res = (m.get("resource") or {}).get("name") if m.get("type") == "Resource" else None
+            if res is None:
+                continue
+            for c in pod_of(target)[1].get("containers", []):
+                if res not in (c.get("resources") or {}).get("requests", {}):
+                    bad(D, f"scales on {res} utilization but container {c['name']} of {name_of(target)} "
+                        f"requests no {res}")
+
+# ---------------------------------------------------------------------- each workload's Pod
+for d, pmeta, spec in workloads:
+    W = f"{source[id(d)]} {name_of(d)}"
+    labels = pmeta.get("labels", {})
+    if d["kind"] in ("Deployment", "StatefulSet", "DaemonSet", "ReplicaSet", "Job"):
+        sel = d["spec"].get("selector")
+        if d["kind"] != "Job" and not matches(sel, labels):
             bad(W, f"selector {sel} does not match the template's labels {labels}")
+        others = [name_of(o) for o, om, _ in workloads
+                  if o is not d and o["kind"] != "Job" and d["kind"] != "Job" and matches(sel, om.get("labels") or {})]
+        if others:
+            bad(W, f"selector also matches the Pods of {', '.join(others)}")
+    replicas = d["spec"].get("replicas", 1) if d["kind"] in ("Deployment", "StatefulSet") else 1
+    hpa = hpa_for.get(d["metadata"]["name"]) if d["kind"] == "Deployment" else None
+    if d["kind"] == "Deployment" and (replicas > 1 or hpa):
+        low = (hpa or {}).get("spec", {}).get("minReplicas", replicas)
+        ru = (d["spec"].get("strategy") or {}).get("rollingUpdate") or {}
+        if (d["spec"].get("strategy") or {}).get("type", "RollingUpdate") != "RollingUpdate" \
+                or ru.get("maxUnavailable", "25%") not in (0, "0%"):
+            bad(W, "several replicas: a RollingUpdate with maxUnavailable 0 keeps every old Pod until a new one "
+                "is ready")
+        if not spec.get("topologySpreadConstraints") and not (spec.get("affinity") or {}).get("podAntiAffinity"):
+            bad(W, "several replicas but no topologySpreadConstraints or podAntiAffinity: they may share a node")
+        for t in spec.get("topologySpreadConstraints", []):
+            if not matches(t.get("labelSelector"), labels):
+                bad(W, f"topologySpreadConstraint on {t.get('topologyKey')} selects other Pods than its own")
+        pdb = pdb_for.get(d["metadata"]["name"])
+        if pdb is None:
+            bad(W, "several replicas but no PodDisruptionBudget selects them")
+        else:
+            ps = pdb["spec"]
+            if "minAvailable" in ps and isinstance(ps["minAvailable"], int) and ps["minAvailable"] >= low:
+                bad(name_of(pdb), f"minAvailable {ps['minAvailable']} >= the {low} replicas: no node could be drained")
+            if ps.get("maxUnavailable") in (0, "0%"):
+                bad(name_of(pdb), "maxUnavailable 0: no node could be drained")
+    if d["kind"] == "Job":
+        if spec.get("restartPolicy") not in ("Never", "OnFailure"):
+            bad(W, "restartPolicy must be Never or OnFailure")
+        if "ttlSecondsAfterFinished" not in d["spec"] and "activeDeadlineSeconds" not in d["spec"]:
+            bad(W, "neither ttlSecondsAfterFinished nor activeDeadlineSeconds: a stuck or finished Job stays")
     sa_name = spec.get("serviceAccountName", "default")
     sa = by_kind.get(("ServiceAccount", sa_name))
     if sa_name != "default" and sa is None:
-        bad(W, f"serviceAccountName {sa_name!r} is not defined in {MANIFEST.name}")
+        bad(W, f"serviceAccountName {sa_name!r} is not defined in deploy/kubernetes/")
     inits, mains = spec.get("initContainers", []), spec.get("containers", [])
     containers = inits + mains
     names = [c["name"] for c in containers]
@@ -383,6 +620,7 @@ for d, (pmeta, spec) in workloads:
         bad(W, "two volumes share a name")
     used = set()
     pod_sc = spec.get("securityContext", {})
+    grace = spec.get("terminationGracePeriodSeconds", 30)
     for c in containers:
         C = f"{W} container {c['name']}"
         env_of(c, C)
@@ -396,6 +634,8 @@ for d, (pmeta, spec) in workloads:
             used.add(m["name"])
             if m["name"] not in vols:
                 bad(C, f"volumeMount {m['name']!r} names no volume of the Pod")
+            elif "secret" in vols[m["name"]] and not m.get("readOnly"):
+                bad(C, f"volumeMount {m['name']!r} (a Secret) is not readOnly")
         sidecar = c in inits and c.get("restartPolicy") == "Always"
         for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
             pr = c.get(probe)
@@ -406,6 +646,8 @@ for d, (pmeta, spec) in workloads:
             action = pr.get("httpGet") or pr.get("tcpSocket") or pr.get("grpc")
             if action is not None and port_of(c, action.get("port")) is None:
                 bad(C, f"{probe} port {action.get('port')!r} is not one of the container's ports")
+        if sleep_seconds(c) and c in inits and not sidecar:
+            bad(C, "a preStop hook on an init container that runs to completion")
         sc = c.get("securityContext", {})
 
         def eff(key: str, sc: dict = sc) -> object:
@@ -432,48 +674,58 @@ for d, (pmeta, spec) in workloads:
     for name, v in vols.items():
         if name not in used:
             bad(W, f"volume {name!r} is mounted by no container")
-        if "configMap" in v:
-            cm = by_kind.get(("ConfigMap", v["configMap"]["name"]))
-            if cm is None:
-                bad(W, f"volume {name!r}: ConfigMap {v['configMap']['name']!r} is not defined in {MANIFEST.name}")
+        for kind, field, ref in (("ConfigMap", "configMap", "name"), ("Secret", "secret", "secretName")):
+            if field not in v:
                 continue
-            for item in v["configMap"].get("items", []):
-                if item["key"] not in (cm.get("data") or {}):
-                    bad(W, f"volume {name!r}: ConfigMap {cm['metadata']['name']!r} has no key {item['key']!r}")
+            obj = by_kind.get((kind, v[field].get(ref, "")))
+            if obj is None:
+                if not v[field].get("optional"):
+                    bad(W, f"volume {name!r}: {kind} {v[field].get(ref)!r} is not defined in deploy/kubernetes/")
+                continue
+            data = secret_data(obj) if kind == "Secret" else obj.get("data") or {}
+            for item in v[field].get("items", []):
+                if item["key"] not in data:
+                    bad(W, f"volume {name!r}: {kind} {v[field].get(ref)!r} has no key {item['key']!r}")
+
+    def volume_files(vol_name: str) -> dict[str, str]:
+        """The files a configMap or secret volume shows: path -> content (Secrets: their placeholders)."""
+        v = vols.get(vol_name, {})
+        for kind, field, ref in (("ConfigMap", "configMap", "name"), ("Secret", "secret", "secretName")):
+            if field in v:
+                obj = by_kind.get((kind, v[field].get(ref, ""))) or {}
+                data = secret_data(obj) if kind == "Secret" else obj.get("data") or {}
+                items = v[field].get("items")
+                return {i["path"]: data[i["key"]] for i in items if i["key"] in data} if items else dict(data)
+        return {}
 
     # ---------------------------------------------------------------- sigproxy's wiring in this Pod
     proxies = [c for c in containers if is_sigproxy(c)]
     apps = [c for c in containers if not is_sigproxy(c)]
     if not proxies:
         continue
-
-    def volume_files(vol_name: str) -> dict[str, str]:
-        """The files a configMap volume shows: path -> content."""
-        v = vols.get(vol_name, {})
-        if "configMap" not in v:
-            return {}
-        data = (by_kind.get(("ConfigMap", v["configMap"]["name"])) or {}).get("data") or {}
-        items = v["configMap"].get("items")
-        return {i["path"]: data[i["key"]] for i in items if i["key"] in data} if items else dict(data)
-
     runs, cas = [], []
     config_text: str | None = None
+    config_env: dict[str, str] = {}
     for c in proxies:
         C = f"{W} container {c['name']}"
-        args = list(c.get("command", [])[1:] if c.get("command", [""])[0] in ("sigproxy", "/usr/local/bin/sigproxy")
-                    else []) + list(c.get("args", cmd))
         if c.get("command") and c["command"][0] not in ("sigproxy", "/usr/local/bin/sigproxy"):
             bad(C, f"command {c['command']} replaces the image's sigproxy entrypoint")
-        if not args or args[0] not in SIGPROXY_COMMANDS:
-            bad(C, f"args {args} do not start with a sigproxy command")
             continue
-        conf_path = arg_after(args, "-c", "--config")
+        parsed = PARSED.get(id(c), {})
+        if "error" in parsed:
+            bad(C, f"`sigproxy {' '.join(sigproxy_args(c))}`: sigproxy's own parser refuses it: "
+                f"{' '.join(parsed['error'])}")
+            continue
+        args = sigproxy_args(c)
+        conf_path = parsed.get("config", "-") if "config" in parsed else None
         if conf_path is None:
+            pass  # a subcommand without a config (version, store new-key)
+        elif conf_path == "-":
             bad(C, "no -c CONFIG: sigproxy would search its default paths")
         else:
             found = mount_for(c, conf_path)
             files = volume_files(found[0]["name"]) if found else {}
-            if found is None or found[1] not in files:
+            if found is None or found[1] not in files or "configMap" not in vols.get(found[0]["name"], {}):
                 bad(C, f"-c {conf_path}: no ConfigMap volume mounted there provides that file")
             else:
                 if config_text is not None and files[found[1]] != config_text:
@@ -486,48 +738,110 @@ for d, (pmeta, spec) in workloads:
         if (c.get("securityContext", {}).get("readOnlyRootFilesystem")
                 and (mount_for(c, "/tmp") is None or mount_for(c, "/tmp")[0].get("readOnly"))):
             bad(C, "the root filesystem is read-only but /tmp is no writable volume (sigproxy's TLS temp files)")
-        c["_args"], c["_state"] = args, (m[0]["name"] if m else None)
-        if args[0] == "run":
+        c["_args"], c["_parsed"], c["_state"] = args, parsed, (m[0]["name"] if m else None)
+        if parsed.get("command") == "run":
             runs.append(c)
             if not (c in mains or c.get("restartPolicy") == "Always"):
                 bad(C, "`sigproxy run` in an init container that is not a sidecar (restartPolicy: Always) blocks the Pod")
-        if args[0] == "ca":
+        if parsed.get("command") == "ca":
             cas.append(c)
-    if len(runs) != 1:
-        bad(W, f"expected one `sigproxy run` container, found {len(runs)}")
+    if len(runs) > 1:
+        bad(W, f"expected at most one `sigproxy run` container, found {len(runs)}")
         continue
-    run = runs[0]
-    R = f"{W} container {run['name']}"
-    if len({c["_state"] for c in proxies}) > 1:
+    run = runs[0] if runs else None
+    R = f"{W} container {run['name']}" if run else W
+    if len({c.get("_state") for c in proxies}) > 1:
         bad(W, "the sigproxy containers mount different volumes at the state directory: the CA would differ")
     if config_text is None:
         continue
 
-    # The config, as sigproxy itself loads it (with the container's environment).
+    # The config, as sigproxy itself loads it, in the environment of the container that runs it. Each
+    # ${file:PATH} is looked up through that container's mounts: a ConfigMap or Secret key must be behind it.
+    # A Secret's placeholder is loaded as it is, except under [store] encryption_keys (a placeholder can't be
+    # a valid key): a fresh key stands in there.
+    user = run or next(c for c in proxies if "_parsed" in c)
+    U = f"{W} container {user['name']}"
     cfg = tomllib.loads(config_text)
+    check_env = {k: v for k, v in env_of(user, U).items() if not v.startswith("<from")}
+    check_env.setdefault("STATE_DIRECTORY", state_env)
+    check_env.setdefault("HOME", "/nonexistent")
+    files_dir = TMP / "files" / W.replace("/", "_").replace(" ", "_")
+    text = config_text
+
+    def walk(node: object, path: str):
+        if isinstance(node, dict):
+            for k, v in node.items():
+                yield from walk(v, f"{path}.{k}" if path else k)
+        elif isinstance(node, list):
+            for i, v in enumerate(node):
+                yield from walk(v, f"{path}[{i}]")
+        elif isinstance(node, str):
+            yield path, node
+
+    SECRET_KEYS = ("encryption_keys", "token", "secret_access_key", "session_token", "client_secret", "api_key",
+                   "password")
+    for key_path, value in walk(cfg, ""):
+        leaf = re.sub(r"\[\d+\]$", "", key_path).rsplit(".", 1)[-1]
+        if leaf in SECRET_KEYS and "${" not in value:
+            bad(f"{W} config.toml", f"{key_path} is written into the ConfigMap: use ${{file:...}} on a Secret")
+        if leaf == "url" and re.match(r"^[a-z+]+://[^/@]*:[^/@]+@", value) and "${" not in value:
+            bad(f"{W} config.toml", f"{key_path} carries a password in the ConfigMap: use ${{env:}}/${{file:}}")
+        for m in FILE_REF.finditer(value):
+            raw = m.group(1)
+            path = PATH_VAR.sub(lambda v: check_env.get(v.group(1), v.group(0)), raw)
+            found = mount_for(user, path)
+            files = volume_files(found[0]["name"]) if found else {}
+            if found is None or found[1] not in files:
+                bad(U, f"config {key_path}: ${{file:{raw}}} is no file of a ConfigMap or Secret mounted there")
+                continue
+            content = files[found[1]]
+            if PLACEHOLDER in content and key_path.startswith("store.encryption_keys"):
+                import base64
+                content = base64.urlsafe_b64encode(os.urandom(32)).decode()
+            local = files_dir / found[0]["name"] / found[1]
+            local.parent.mkdir(parents=True, exist_ok=True)
+            local.write_text(content)
+            text = text.replace(m.group(0), "${file:" + str(local) + "}")
+    conf_file = files_dir / "config.toml"
+    conf_file.parent.mkdir(parents=True, exist_ok=True)
+    conf_file.write_text(text)
+    loaded = subprocess.run([SIGPROXY_PY, "-c", LOADER, str(conf_file), json.dumps(check_env)], cwd=ROOT,
+                            capture_output=True, text=True, check=False)
+    if loaded.returncode != 0:
+        bad(f"{W} config.toml", "sigproxy.config.loads rejects it: " + (loaded.stderr.strip() or loaded.stdout))
+        continue
+    info = json.loads(loaded.stdout)
+
     proxy_t = cfg.get("proxy", {})
     listen_host, listen_port = parse_addr(proxy_t.get("listen", "127.0.0.1:8080"))
     admin_text = proxy_t.get("admin_listen", "127.0.0.1:9901")
+    drain = float(proxy_t.get("drain_seconds", 20))
+
+    # The store: shared by every replica of a scaled workload, and migrated by someone.
+    low = (hpa or {}).get("spec", {}).get("minReplicas", replicas)
+    if run is not None and (replicas > 1 or hpa) and info["store"] not in ("postgresql", "postgres", False):
+        bad(W, f"{max(replicas, low)} replicas on a {info['store']} store: each would hold its own connections; "
+            "use PostgreSQL ([store] url)")
+    if run is not None and info["store"] and not info["migrate"]:
+        migrators = [f"{name_of(o)} container {c['name']}" for o, _, _ in workloads for c in containers_of(o)
+                     if is_sigproxy(c) and PARSED.get(id(c), {}).get("command") == "store"
+                     and PARSED.get(id(c), {}).get("store_command") == "migrate"
+                     and (c in pod_of(o)[1].get("initContainers", []) or o["kind"] == "Job")]
+        if not migrators:
+            bad(W, "[store] migrate = false, but no Job or init container runs `sigproxy store migrate`: "
+                "the Pods would refuse to start on an empty database")
+    if run is None:
+        continue
+
+    # The listeners: ports, probes, Services, the Dockerfile.
     if not admin_text:
-        bad("ConfigMap config.toml", "admin_listen = \"\" turns the admin listener off: the probes need it")
+        bad(f"{W} config.toml", "admin_listen = \"\" turns the admin listener off: the probes need it")
         continue
     admin_host, admin_port = parse_addr(admin_text)
-    grace = spec.get("terminationGracePeriodSeconds", 30)
-    if float(proxy_t.get("drain_seconds", 20)) >= grace:
-        bad(W, f"terminationGracePeriodSeconds ({grace}) must exceed [proxy] drain_seconds, or draining is cut off")
-    conf_file = TMP / "config.toml"
-    conf_file.write_text(config_text)
-    check_env = {k: v for k, v in env_of(run, R).items() if not v.startswith("<from")}
-    check_env.setdefault("STATE_DIRECTORY", state_env)
-    check_env.setdefault("HOME", "/nonexistent")
-    loaded = subprocess.run(
-        [SIGPROXY_PY, "-c", "import json, sys\nfrom sigproxy.config import loads\nfrom sigproxy.errors import ConfigError\n"
-         "try:\n    loads(open(sys.argv[1]).read(), env=json.loads(sys.argv[2]), source=sys.argv[1])\n"
-         "except ConfigError as exc:\n    sys.exit(str(exc))\n", str(conf_file), json.dumps(check_env)],
-        capture_output=True, text=True, check=False)
-    if loaded.returncode != 0:
-        bad("ConfigMap config.toml", "sigproxy.config.loads rejects it: " + (loaded.stderr.strip() or loaded.stdout))
-
+    stop = sleep_seconds(run)
+    if drain + stop >= grace:
+        bad(W, f"terminationGracePeriodSeconds ({grace}) must exceed the preStop sleep ({stop:g}) plus "
+            f"[proxy] drain_seconds ({drain:g}), or draining is cut off")
     if port_of(run, listen_port) is None:
         bad(R, f"no containerPort {listen_port} for [proxy] listen")
     if port_of(run, admin_port) is None:
@@ -551,11 +865,28 @@ for d, (pmeta, spec) in workloads:
             if admin_host in LOOPBACK and http.get("host") is None:
                 bad(R, f"{probe}: the kubelet connects to the Pod IP but admin_listen is {admin_host}:{admin_port}; "
                     "set [proxy] admin_listen = \"0.0.0.0:%d\" or probe with exec" % admin_port)
+    services = [s for s in docs if s["kind"] == "Service" and d in selected({"matchLabels": s["spec"].get("selector")})]
+    for s in services:
+        for p in s["spec"].get("ports", []):
+            target = declared_port(d, p.get("targetPort", p.get("port")))
+            if target == listen_port and listen_host in LOOPBACK:
+                bad(name_of(s), f"exposes the proxy port {target}, but [proxy] listen is on loopback ({listen_host})")
+            if target == admin_port and admin_host in LOOPBACK:
+                bad(name_of(s), f"exposes the admin port {target}, but admin_listen is on loopback ({admin_host})")
+            if target == admin_port and not info["admin_token"]:
+                bad(name_of(s), f"exposes the admin port {target}, but [admin] token is not set: the admin API is off")
+            if target == listen_port and not info["clients"]:
+                bad(name_of(s), f"exposes the proxy to the cluster, but [proxy] clients does not limit who may use it")
+    if listen_host not in LOOPBACK and not apps and not services:
+        bad(W, f"[proxy] listen is {listen_host}:{listen_port} but no Service selects these Pods")
+    if (replicas > 1 or hpa) and (run.get("readinessProbe") or {}).get("httpGet", {}).get("path") != "/readyz":
+        bad(R, "several replicas behind a Service need a readinessProbe on /readyz")
 
     # The trust bundle: written by a `ca --bundle` init container that runs before the app, read by the app.
+    # Only Pods with an application container next to sigproxy (a sidecar) have one.
     bundle_at = None
     for c in cas:
-        path = arg_after(c["_args"], "--bundle")
+        path = c["_parsed"].get("bundle")
         if path is None:
             continue
         m = mount_for(c, path)
@@ -567,11 +898,10 @@ for d, (pmeta, spec) in workloads:
         elif run in inits and inits.index(run) < inits.index(c):
             bad(W, "the sigproxy sidecar starts before the ca-bundle init container")
         bundle_at = (c, path, m[0]["name"], m[1])
-    if bundle_at is None:
+    sidecar_apps = [c for c in apps if c not in inits]
+    if bundle_at is None and sidecar_apps:
         bad(W, "no init container writes the trust bundle (sigproxy ca --bundle PATH)")
-    for c in apps:
-        if c in inits:
-            continue
+    for c in sidecar_apps:
         C = f"{W} container {c['name']}"
         env = env_of(c, C)
         for var in ("HTTPS_PROXY", "HTTP_PROXY", "https_proxy", "http_proxy"):
@@ -609,13 +939,17 @@ for d, (pmeta, spec) in workloads:
     # IRSA: the role and the token reach sigproxy and only sigproxy.
     annotations = pmeta.get("annotations", {})
     skipped = {s.strip() for s in annotations.get("eks.amazonaws.com/skip-containers", "").split(",") if s.strip()}
+    role = ((sa or {}).get("metadata", {}).get("annotations") or {}).get("eks.amazonaws.com/role-arn")
+    principal = (cfg.get("onboarding") or {}).get("principal")
+    if principal and role and "${" not in principal and principal.startswith("arn:") and principal != role:
+        bad(W, f"[onboarding] principal {principal} is not the ServiceAccount's role {role}: customers' trust "
+            "policies would name a role sigproxy doesn't hold")
     for name, conn in (cfg.get("connections") or {}).items():
         cred = conn.get("credentials", {})
         if cred.get("source") != "web_identity":
             continue
         token = cred.get("token_file", "")
         if token.startswith("/var/run/secrets/eks.amazonaws.com/serviceaccount/") and mount_for(run, token) is None:
-            role = ((sa or {}).get("metadata", {}).get("annotations") or {}).get("eks.amazonaws.com/role-arn")
             if role is None:
                 bad(W, f"connection {name} reads the IRSA token but ServiceAccount {sa_name!r} has no "
                     "eks.amazonaws.com/role-arn annotation")
@@ -629,11 +963,11 @@ for d, (pmeta, spec) in workloads:
                         "identity token too")
 
     # A dry run of the bundle init container: each of its mounts is a directory here.
-    if bundle_at is None or loaded.returncode != 0:
+    if bundle_at is None:
         continue
-    vroot = TMP / "volumes"
+    vroot = TMP / "volumes" / W.replace("/", "_").replace(" ", "_")
 
-    def local(c: dict, path: str) -> Path | None:
+    def local(c: dict, path: str, vroot: Path = vroot) -> Path | None:
         m = mount_for(c, path)
         return None if m is None else vroot / m[0]["name"] / m[1]
 
@@ -645,12 +979,12 @@ for d, (pmeta, spec) in workloads:
     ca_args = [str(local(ca_c, a) or a) if a.startswith("/") else a for a in ca_c["_args"]]
     dry_env = {"PATH": os.environ["PATH"], "HOME": str(TMP / "home"),
                "STATE_DIRECTORY": str(local(ca_c, env_of(ca_c, "").get("STATE_DIRECTORY", state_env)))}
-    dry = subprocess.run([SIGPROXY_PY, "-m", "sigproxy", *ca_args], env=dry_env, capture_output=True, text=True,
-                         check=False)
+    dry = subprocess.run([SIGPROXY_PY, "-m", "sigproxy", *ca_args], env=dry_env, cwd=ROOT, capture_output=True,
+                         text=True, check=False)
     if dry.returncode != 0:
         bad(f"{W} container {ca_c['name']}", f"`sigproxy {' '.join(ca_c['_args'])}` fails: {dry.stderr.strip()}")
         continue
-    for c in apps:
+    for c in sidecar_apps:
         if "_env" not in c:
             continue
         f = local(c, c["_env"].get("AWS_CA_BUNDLE", "/nonexistent"))
