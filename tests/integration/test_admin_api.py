@@ -618,7 +618,7 @@ class TestCli:
         r = cli(api, "show", "cli-one")
         assert r.returncode == 0, r.stderr
         assert "state:" in r.stdout and "pending" in r.stdout
-        assert f"credentials.external_id:" in r.stdout
+        assert "credentials.external_id:" in r.stdout
         r = cli(api, "update", "cli-one", "--data", '{"region": "eu-west-1"}', "--json")
         assert json.loads(r.stdout)["region"] == "eu-west-1"
         r = cli(api, "list", "--prefix", "cli-", "--limit", "1", "--all")
