@@ -569,6 +569,20 @@ class TestOnboarding:
         assert template["Parameters"]["ManagedPolicyArns"]["Type"] == "CommaDelimitedList"
         assert template["Outputs"]["RoleArn"]["Value"] == {"Fn::GetAtt": ["Role", "Arn"]}
         assert r.body["parameters"] == [{"ParameterKey": "RoleName", "ParameterValue": "sigproxy-cfn"}]
+        # The customer runs the template (moto's CloudFormation), then gives back the stack's RoleArn output.
+        cfn = boto3.client("cloudformation", endpoint_url=api.moto.endpoint, region_name="us-east-1",
+                           aws_access_key_id=api.moto.access_key, aws_secret_access_key=api.moto.secret_key)
+        role_name = f"cfn-{uuid.uuid4().hex[:8]}"
+        r = api.call("GET", f"/v1/connections/cfn/cloudformation?role_name={role_name}")
+        cfn.create_stack(StackName=role_name, TemplateBody=json.dumps(r.body["template"]),
+                         Parameters=r.body["parameters"], Capabilities=["CAPABILITY_NAMED_IAM"])
+        stack = cfn.describe_stacks(StackName=role_name)["Stacks"][0]
+        assert stack["StackStatus"] == "CREATE_COMPLETE"
+        (output,) = stack["Outputs"]
+        assert output["OutputValue"].endswith(f":role/sigproxy-assumable/{role_name}")
+        r = api.call("PATCH", "/v1/connections/cfn", {"credentials": {"role_arn": output["OutputValue"]}})
+        assert (r.status, r.body["state"]) == (200, "active"), r.body
+        assert f"assumed-role/{role_name}/" in r.body["identity"]["arn"]
         r = api.call("GET", "/v1/connections/cfn/cloudformation?role_name=bad%20name")
         assert (r.status, r.error["field"]) == (422, "role_name")
 
