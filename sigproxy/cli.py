@@ -17,15 +17,14 @@ from datetime import UTC, datetime
 from pathlib import Path
 from urllib.parse import quote
 
-from . import __version__, admincli, eventloop, storecli
+from . import __version__, admincli, eventloop, signapi, storecli
 from .config import DEFAULT_LISTEN, Config, default_state_dir, find_config, load, parse_address
 from .credentials import Providers, caller_identity
-from .errors import ConfigError, ListenError, SigproxyError
+from .errors import ApiError, BadRequest, ConfigError, ListenError, SigproxyError
 from .intake.server import Listening, serve
 from .observability import setup_logging
 from .onboarding import new_external_id, trust_policy
-from .prepare import payload_hash_for, presign_request, sign_request
-from .routing import check_host, closest_names, parse_absolute_target, resolve_service_region
+from .routing import check_host, closest_names, parse_absolute_target
 from .sdnotify import Notifier
 from .signing import Credentials, Signer
 from .tls import CertStore, TlsError, write_bundle
@@ -76,6 +75,9 @@ def _parser() -> argparse.ArgumentParser:
                       help="also print the canonical request and string to sign (secrets redacted)")
     sign.add_argument("--show-token", action="store_true",
                       help="print the session token (temporary credentials) instead of '***'")
+    sign.add_argument("--json", action="store_true",
+                      help='print {"url": ..., "headers": {...}} as POST /v1/sign answers (with --presign: '
+                      "the presigned URL and the headers to send with it)")
     sign.add_argument("url")
 
     ca = sub.add_parser("ca", help="sigproxy's CA for HTTPS interception: path, PEM, trust bundle, env lines")
@@ -145,8 +147,9 @@ def _check(args: argparse.Namespace) -> int:
     names = args.names or list(config.connections)
     unknown = [n for n in names if n not in config.connections]
     if unknown:
-        raise ConfigError("", "unknown connection(s): " + ", ".join(
-            f"{n!r}{closest_names(n, config.connections)}" for n in unknown))
+        raise ConfigError("", "unknown connection(s) in the config file: " + ", ".join(
+            f"{n!r}{closest_names(n, config.connections)}" for n in unknown)
+            + "; a connection in the store is checked through the admin API: sigproxy connections check NAME")
     width = max(len(n) for n in names)
 
     async def run() -> int:
@@ -184,44 +187,60 @@ def _parse_date(value: str | None) -> datetime:
         raise ConfigError("--date", f"expected YYYYMMDDTHHMMSSZ, got {value!r}") from None
 
 
-def _sign(args: argparse.Namespace) -> int:
-    config = _load(args.config)
-    if args.connection not in config.connections:
-        raise ConfigError("--connection", f"unknown connection {args.connection!r}"
-                          f"{closest_names(args.connection, config.connections)}")
-    conn = config.connections[args.connection]
+def _sign_input(args: argparse.Namespace) -> signapi.SignInput:
+    """The command line's request as a :class:`SignInput`: the same checks as ``POST /v1/sign``'s JSON.
+
+    ``-H 'x-amz-content-sha256: V'`` is the body's hash (``payload_sha256``), the other headers are sent and
+    signed as given; ``--data`` is the payload (hashed, not needed later); ``--presign`` takes ``--expires``.
+    """
     headers: list[tuple[str, str]] = []
+    payload_sha256: str | None = None
     for h in args.headers:
         name, sep, value = h.partition(":")
         if not sep or not name.strip():
             raise ConfigError("-H", f"expected 'Name: value', got {h!r}")
-        headers.append((name.strip(), value.strip()))
-    body = b""
+        if name.strip().lower() == "x-amz-content-sha256":
+            payload_sha256 = value.strip()
+        else:
+            headers.append((name.strip(), value.strip()))
+    body: bytes | None = None
     if args.data is not None:
         body = Path(args.data[1:]).read_bytes() if args.data.startswith("@") else args.data.encode()
-    target = parse_absolute_target(args.url)
-    check_host(conn, target)
-    service, region = resolve_service_region(
-        conn, target, service_header=args.service, region_header=args.region, client_scope=None
-    )
+    try:
+        target = parse_absolute_target(args.url)
+    except BadRequest as exc:
+        raise ConfigError("URL", exc.message) from None
+    return signapi.SignInput(method=args.method, target=target, headers=tuple(headers), payload=body,
+                     payload_sha256=payload_sha256, service=args.service, region=args.region,
+                     presign=args.expires if args.presign else None)
+
+
+def _sign(args: argparse.Namespace) -> int:
+    """``sigproxy sign``: :func:`sigproxy.signapi.sign`, the function behind ``POST /v1/sign`` (and the proxy's
+    signing code), printed as text (``Name: value`` lines or a URL) or, with ``--json``, as the API's JSON."""
+    config = _load(args.config)
+    if args.connection not in config.connections:
+        raise ConfigError("--connection", f"unknown connection {args.connection!r}"
+                          f"{closest_names(args.connection, config.connections)}")
+    if args.json and args.verbose:
+        raise ConfigError("--verbose", "prints text: leave it out with --json")
+    conn = config.connections[args.connection]
+    request = _sign_input(args)
     now = _parse_date(args.date)
+    check_host(conn, request.target)  # before fetching credentials; signapi.sign checks it again
     creds = asyncio.run(_credentials(config, conn.name))
-    signer = Signer()
-    method = args.method.upper()
     token = creds.session_token
-    if args.presign and token and not args.show_token:
-        raise ConfigError("--presign", "these credentials carry a session token, which a presigned URL "
-                          "contains: add --show-token to print it")
-    if args.presign:
-        out = presign_request(signer, creds, method=method, target=target, headers=headers,
-                              service=service, region=region, now=now, expires=args.expires,
-                              upstream_scheme=conn.upstream_scheme)
+    if token and not args.show_token and (args.presign or args.json):
+        option, holder = ("--json", "the JSON output (X-Amz-Security-Token)") if args.json else \
+            ("--presign", "a presigned URL")
+        raise ConfigError(option, f"these credentials carry a session token, which {holder} contains: add "
+                          "--show-token to print it")
+    out = signapi.sign(conn, creds, request, now=now, signer=Signer())
+    if args.json:
+        print(json.dumps(out.to_json(), indent=2))
+    elif args.presign:
         print(out.url)
     else:
-        claimed = next((v for k, v in headers if k.lower() == "x-amz-content-sha256"), None)
-        out = sign_request(signer, creds, method=method, target=target, headers=headers,
-                           payload_hash=payload_hash_for(claimed, body), body_length=len(body),
-                           service=service, region=region, now=now, upstream_scheme=conn.upstream_scheme)
         for name, value in out.headers:
             shown = "***" if token and value == token and not args.show_token else value
             print(f"{name}: {shown}")
@@ -302,6 +321,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_USAGE
     except SigproxyError as exc:
         print(f"sigproxy: {exc.code}: {exc.message}", file=sys.stderr)
+        return EXIT_USAGE
+    except ApiError as exc:
+        print(f"sigproxy: {exc.code} ({exc.field}): {exc.message}", file=sys.stderr)
         return EXIT_USAGE
     except TlsError as exc:
         print(f"sigproxy: CA error: {exc}", file=sys.stderr)

@@ -221,6 +221,8 @@ class Config:
     store: StoreConfig = field(default_factory=StoreConfig)
     admin: AdminConfig = field(default_factory=AdminConfig)
     onboarding: OnboardingConfig = field(default_factory=OnboardingConfig)
+    pending: frozenset[str] = frozenset()
+    """Store connections still onboarding (not in ``connections``): named in the 407 a request for one gets."""
 
 
 

@@ -245,7 +245,8 @@ class Control:
         self._row_revisions.pop(name, None)
 
     def _apply(self, changed: set[str]) -> None:
-        self._on_apply(dataclasses.replace(self._config, connections=self.active()), changed)
+        pending = frozenset(n for n, c in self._stored.items() if c.state == "pending")
+        self._on_apply(dataclasses.replace(self._config, connections=self.active(), pending=pending), changed)
 
     def set_config(self, config: Config) -> None:
         """A reloaded config file (SIGHUP). Raises :class:`ConfigError` when a file connection's name is taken by

@@ -27,7 +27,7 @@ import difflib
 import fnmatch
 import hmac
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sized
 from dataclasses import dataclass
 from urllib.parse import unquote
 
@@ -76,6 +76,7 @@ _DROP = frozenset(
 _SIGNED_EXTRA = frozenset({"host", "content-type", "content-md5"})
 _CREDENTIAL = re.compile(r"Credential=([^/,\s]+)/(\d{8})/([^/,\s]+)/([^/,\s]+)/aws4_request")
 _PORTS = {"http": 80, "https": 443}
+_MAX_SUGGEST = 2000  # more connections than this: an unknown name gets no "closest" suggestions
 
 
 @dataclass(frozen=True, slots=True)
@@ -199,6 +200,9 @@ def closest_names(name: str, names: Iterable[str]) -> str:
     finds its connection, while an unrelated value (an ``AKIA...`` key id) lists nothing -- the whole list is
     never shown.
     """
+    if isinstance(names, Sized) and len(names) > _MAX_SUGGEST:
+        # difflib over a fleet would cost every unknown name milliseconds of CPU: a cheap 407 stays cheap.
+        return f" (none of the {len(names)} connections)"
     lowered: dict[str, list[str]] = {}
     for candidate in names:
         lowered.setdefault(candidate.lower(), []).append(candidate)
@@ -208,8 +212,12 @@ def closest_names(name: str, names: Iterable[str]) -> str:
     return " (closest: " + ", ".join(repr(c) for c in close) + ")"
 
 
-def _unknown(what: str, name: str, conns: Mapping[str, ConnectionConfig], advice: str) -> ProxyAuthRequired:
+def _unknown(what: str, name: str, conns: Mapping[str, ConnectionConfig], advice: str,
+             pending: frozenset[str] = frozenset()) -> ProxyAuthRequired:
     shown = name[:64] + ("..." if len(name) > 64 else "")
+    if name in pending:
+        return ProxyAuthRequired(f"{what} {shown!r} names a connection still pending onboarding: it signs once its "
+                                 "role is validated (PATCH /v1/connections/NAME with credentials.role_arn)")
     return ProxyAuthRequired(f"{what} {shown!r} names no connection{closest_names(name, conns)}; {advice}")
 
 
@@ -251,12 +259,12 @@ def select_connection(
     if connection_header is not None:
         name = connection_header.strip()
         if name not in conns:
-            raise _unknown("X-Sigproxy-Connection", name, conns, "send a connection's name")
+            raise _unknown("X-Sigproxy-Connection", name, conns, "send a connection's name", config.pending)
         selection = Selection(conns[name], "header")
     elif basic is not None:
         if basic[0] not in conns:
             raise _unknown("the proxy user (Proxy-Authorization)", basic[0], conns,
-                           "use a connection's name as the proxy user: http://NAME:TOKEN@host:port")
+                           "use a connection's name as the proxy user: http://NAME:TOKEN@host:port", config.pending)
         selection = Selection(conns[basic[0]], "proxy-auth")
     elif key_id is not None and key_id in conns:
         selection = Selection(conns[key_id], "client-key")

@@ -1,5 +1,5 @@
 """Shared fixtures: a clean environment, real verifiers started once per session (moto with its signature
-checks on, Ceph RGW), and a factory that runs the real ``sigproxy run`` process on port 0."""
+checks on, Ceph RGW), a throwaway PostgreSQL, and a factory that runs the real ``sigproxy run`` process on port 0."""
 
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 
 from tests.servers.moto_server import Moto, start_moto
+from tests.servers.postgres import Postgres, postgres_bin, start_postgres
 from tests.servers.recording_sts import start_recording_sts
 from tests.servers.rgw import RGW, rgw_available, start_rgw
 
@@ -51,6 +52,18 @@ def rgw(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RGW]:
             pytest.fail("Ceph RGW is required (SIGPROXY_REQUIRE_RGW) but radosgw is not installed")
         pytest.skip("Ceph RGW not installed (run `make test`, which installs it)")
     server, stop = start_rgw(tmp_path_factory.mktemp("rgw"))
+    try:
+        yield server
+    finally:
+        stop()
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[Postgres]:
+    """A throwaway PostgreSQL cluster (``tests/servers/postgres.py``); ``postgres.new_database()`` per test."""
+    if postgres_bin() is None:
+        pytest.fail("PostgreSQL is required: install it with scripts/sysdeps.sh (Debian's postgresql package)")
+    server, stop = start_postgres()
     try:
         yield server
     finally:

@@ -20,8 +20,8 @@ secret in an answer other than ``/v1/sign``'s (which must carry a session token 
 
 from __future__ import annotations
 
-import importlib
 import json
+from collections.abc import Callable
 from datetime import UTC, datetime
 from functools import cache
 from importlib import resources
@@ -41,6 +41,7 @@ from sigproxy.onboarding import (
     normalize_principal,
     trust_policy,
 )
+from sigproxy.signapi import parse_sign_input, sign
 from sigproxy.verify import check_connection
 
 from .auth import actor
@@ -190,13 +191,9 @@ def _role_name(conn: ConnectionConfig) -> str:
     return name if name else DEFAULT_ROLE_NAME
 
 
-def _add_sign(app: web.Application, runtime: _Runtime, control: Any) -> None:
-    """``POST /v1/sign`` (issue 13; the pure function is :func:`sigproxy.signapi.sign`)."""
-    try:  # TODO: a plain import once branch `sign` (sigproxy/signapi.py) is merged
-        signapi = importlib.import_module("sigproxy.signapi")
-    except ImportError:
-        return
-    parse_sign_input, sign = signapi.parse_sign_input, signapi.sign
+def _add_sign(app: web.Application, runtime: _Runtime, control: Callable[[], Control]) -> None:
+    """``POST /v1/sign``: :func:`sigproxy.signapi.sign` with the proxy's credentials (its cache: no STS call per
+    request) for an active connection, at the current time. Its answer holds a session token: never logged."""
 
     async def sign_route(request: web.Request) -> web.Response:
         known_params(request, ())

@@ -65,7 +65,7 @@ def _decode_key(text: str, where: str) -> bytes:
     try:
         raw = base64.urlsafe_b64decode(stripped + "=" * (-len(stripped) % 4))
     except (binascii.Error, ValueError):
-        raise ValueError(f"{where}: not URL-safe base64 (generate one with `sigproxy store genkey`)") from None
+        raise ValueError(f"{where}: not URL-safe base64 (generate one with `sigproxy store new-key`)") from None
     if len(raw) != _KEY_BYTES:
         raise ValueError(f"{where}: decodes to {len(raw)} bytes, an AES-256 key is {_KEY_BYTES} bytes")
     return raw

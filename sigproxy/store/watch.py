@@ -131,8 +131,10 @@ async def watch(store: Store, on_change: Callable[[int], Awaitable[None]], *, in
                     logger.exception("store %s: applying revision %d failed; retrying", store.url, revision)
                 else:
                     last = revision
+            # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancel racing a notice.
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(poke.wait(), interval)
+                async with asyncio.timeout(interval):
+                    await poke.wait()
     finally:
         if listener is not None:
             await asyncio.shield(listener.close())

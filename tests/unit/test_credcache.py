@@ -306,3 +306,17 @@ async def test_state_never_fetches(cache: CredentialCache, clock: Clock) -> None
         await cache.get("k", src.fetch, "k")
     assert cache.state("k") == "down"
     assert src.calls == 2
+
+
+async def test_forget_drops_a_connections_entries(cache: CredentialCache, clock: Clock) -> None:
+    """A connection deleted or changed at runtime keeps no credentials: its own entry and its end users' go,
+    other connections' stay; the next request fetches again."""
+    src, other = Source(clock), Source(clock)
+    await cache.get(("acme", "cfg"), src.fetch, "acme")
+    await cache.get(("acme", "cfg", "alice"), src.fetch, "acme alice", per_user=True)
+    await cache.get(("beta", "cfg"), other.fetch, "beta")
+    assert cache.forget({"acme"}) == 2
+    assert cache.state(("acme", "cfg")) == "unknown" and cache.state(("beta", "cfg")) == "up"
+    _, hit = await cache.get(("acme", "cfg"), src.fetch, "acme")
+    assert not hit and src.calls == 3
+    assert cache.forget({"nobody"}) == 0

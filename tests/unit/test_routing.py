@@ -608,3 +608,27 @@ def test_s3_express_zonal_endpoint_resolves_to_s3express_and_is_refused() -> Non
 def test_x_s3_suffix_outside_s3_is_not_a_bucket() -> None:
     """Outside S3's signing names the path is not a bucket."""
     check_shape(parse_absolute_target("http://127.0.0.1:9000/b--use1-az4--x-s3/k"), {}, "execute-api")
+
+
+def test_pending_connection_named_in_407() -> None:
+    """A request naming a store connection still onboarding is told so (not 'names no connection')."""
+    import dataclasses
+
+    from sigproxy.errors import ProxyAuthRequired
+    from sigproxy.routing import parse_absolute_target, select_connection
+
+    config = dataclasses.replace(loads(
+        '[connections.main]\nhosts = ["*.amazonaws.com"]\n[connections.main.credentials]\nsource = "static"\n'
+        'access_key_id = "A"\nsecret_access_key = "s"\n'), pending=frozenset({"acme"}))
+    target = parse_absolute_target("https://s3.amazonaws.com/")
+    with pytest.raises(ProxyAuthRequired) as info:
+        select_connection(config, target, connection_header="acme", proxy_authorization=None, client_scope=None)
+    assert "pending onboarding" in info.value.message
+
+
+def test_closest_names_bounded_for_fleets() -> None:
+    """Past 2,000 connections an unknown name gets no difflib suggestions (a cheap 407 stays cheap)."""
+    from sigproxy.routing import closest_names
+
+    assert "closest: 'tenant-00001'" in closest_names("tenant-0001", [f"tenant-{i:05d}" for i in range(10)])
+    assert closest_names("x", {f"tenant-{i:05d}": 1 for i in range(5000)}) == " (none of the 5000 connections)"
