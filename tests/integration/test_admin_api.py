@@ -524,6 +524,13 @@ class TestOnboarding:
         assert status_of(s3) == 200, s3
         assert moto.bucket in s3.stdout
 
+        # The same connection signs for a program that sends its own request (temporary credentials + token).
+        signed = api.call("POST", "/v1/sign", {"connection": "acme", "method": "GET", "url": f"{moto.endpoint}/",
+                                               "service": "s3"})
+        assert signed.status == 200, signed.body
+        assert "X-Amz-Security-Token" in signed.body["headers"]
+        assert moto.bucket in send(signed.body)
+
         c = api.call("POST", "/v1/connections/acme/check")
         assert c.body == {"ok": True, "arn": r.body["identity"]["arn"]}
 
@@ -601,6 +608,53 @@ class TestOnboarding:
         ok = api.call("POST", "/v1/connections/platform/check")
         assert ok.body == {"ok": True, "arn": api.moto.user_arn}
         assert api.call("POST", "/v1/connections/nobody/check").status == 404
+
+
+def send(signed: dict[str, Any], method: str = "GET", data: bytes | None = None) -> str:
+    """Send a /v1/sign answer as it is (as a program would) and return the response body; fails unless 200."""
+    request = urllib.request.Request(signed["url"], data=data, method=method, headers=signed["headers"])
+    with urllib.request.urlopen(request, timeout=30) as response:
+        assert response.status == 200
+        return str(response.read().decode())
+
+
+class TestSign:
+    def test_headers_and_presigned_url_are_accepted_by_moto(self, api: Api) -> None:
+        moto = api.moto
+        r = api.call("POST", "/v1/sign", {"connection": "platform", "method": "POST", "url": f"{moto.endpoint}/",
+                                          "service": "sts", "headers": {"Content-Type":
+                                                                        "application/x-www-form-urlencoded"},
+                                          "payload": "Action=GetCallerIdentity&Version=2011-06-15"})
+        assert r.status == 200, r.body
+        assert set(r.body) == {"url", "headers"}
+        assert r.body["headers"]["Authorization"].startswith("AWS4-HMAC-SHA256 Credential=")
+        body = send(r.body, "POST", b"Action=GetCallerIdentity&Version=2011-06-15")
+        assert moto.user_arn in body
+        r = api.call("POST", "/v1/sign", {"connection": "platform", "method": "GET", "host": moto.endpoint[7:],
+                                          "scheme": "http", "path": f"/{moto.bucket}", "params": {"list-type": "2"},
+                                          "service": "s3", "presign": 300})
+        assert r.status == 200, r.body
+        assert "X-Amz-Signature=" in r.body["url"]
+        assert r.body["url"].startswith(f"{moto.endpoint}/{moto.bucket}?")
+        # (moto with IAM checks on reads only the Authorization header: presigned URLs are sent to RGW in
+        # tests/integration/test_sign_api.py.)
+
+    def test_refusals(self, api: Api) -> None:
+        moto = api.moto
+        base = {"connection": "platform", "method": "GET", "url": f"{moto.endpoint}/", "service": "s3"}
+        assert api.call("POST", "/v1/connections", tenant(moto, "sign-pending")).status == 201
+        r = api.call("POST", "/v1/sign", {**base, "connection": "sign-pending"})
+        assert (r.status, r.error["code"]) == (409, "pending")
+        r = api.call("POST", "/v1/sign", {**base, "connection": "nobody"})
+        assert (r.status, r.error["field"]) == (404, "name")
+        r = api.call("POST", "/v1/sign", {k: v for k, v in base.items() if k != "connection"})
+        assert (r.status, r.error["field"]) == (422, "connection")
+        r = api.call("POST", "/v1/sign", {**base, "method": 7})
+        assert (r.status, r.error["field"]) == (422, "method")
+        r = api.call("POST", "/v1/sign", {**base, "presign": 10**9})
+        assert (r.status, r.error["field"]) == (422, "presign")
+        r = api.call("POST", "/v1/sign", {**base, "url": "https://example.com/"})
+        assert (r.status, r.error["code"]) == (403, "host_not_allowed")
 
 
 def test_without_onboarding_principal(moto: Moto, tmp_path: Path) -> None:
