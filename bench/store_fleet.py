@@ -28,8 +28,8 @@ from small_get import need_wrk, wrk
 
 sys.path.insert(0, str(ROOT))
 
-from sigproxy.connection import SECRET_PATHS  # noqa: E402
-from sigproxy.store import Keyring, Store, generate_key  # noqa: E402
+from sigproxy.connection import SECRET_PATHS
+from sigproxy.store import Keyring, Store, generate_key
 
 CONFIG = """
 [proxy]
@@ -131,9 +131,9 @@ def main() -> None:
             upstream.wait()
     file_rps, store_rps = statistics.median(results["filebench"]), statistics.median(results["store"])
     print(f"{'':10} {'req/s (median)':>15} {'p99 ms':>8}  runs")
-    for label in results:
-        print(f"{label:10} {statistics.median(results[label]):>15.0f} {statistics.median(p99[label]):>8.2f}  "
-              + ", ".join(f"{v:.0f}" for v in results[label]))
+    for label, runs in results.items():
+        print(f"{label:10} {statistics.median(runs):>15.0f} {statistics.median(p99[label]):>8.2f}  "
+              + ", ".join(f"{v:.0f}" for v in runs))
     print(f"store / file throughput: {store_rps / file_rps:.3f}")
 
 

@@ -17,7 +17,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from urllib.parse import quote
 
-from . import __version__, eventloop, signapi, storecli
+from . import __version__, admincli, eventloop, signapi, storecli
 from .config import DEFAULT_LISTEN, Config, default_state_dir, find_config, load, parse_address
 from .credentials import Providers, caller_identity
 from .errors import ApiError, BadRequest, ConfigError, ListenError, SigproxyError
@@ -96,6 +96,7 @@ def _parser() -> argparse.ArgumentParser:
     trust.add_argument("--source-identity", action="store_true", help="also allow sts:SetSourceIdentity")
 
     storecli.add_parser(sub, with_config)
+    admincli.add_parser(sub)
 
     sub.add_parser("version", help="print the version")
     return p
@@ -300,6 +301,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _ca(args)
         if args.command == "store":
             return storecli.run(args, lambda: _load(args.config))
+        if args.command == "connections":
+            return admincli.run(args)
         if args.command == "external-id":
             print(new_external_id())
             return EXIT_OK

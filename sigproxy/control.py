@@ -100,6 +100,9 @@ def _cursor(name: str) -> str:
 def _after(cursor: str | None) -> str | None:
     if cursor is None:
         return None
+    if not cursor.replace("-", "").replace("_", "").isalnum() or not cursor.isascii():
+        # b64decode skips characters outside the alphabet: "%%" would decode to "" (the first page)
+        raise InvalidField("not a cursor this API returned", field="cursor")
     try:
         return base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
     except (binascii.Error, ValueError):
@@ -269,7 +272,8 @@ class Control:
         try:
             return parse_connection(name, Table(data, "", {}, references=False), origin="store")
         except ConfigError as exc:
-            raise InvalidField(exc.problem, field=exc.path or None) from None
+            # The one problem parse_connection reports at the table itself (path "") is the connection's name.
+            raise InvalidField(exc.problem, field=exc.path or "name") from None
 
     def _check_chain(self, conn: ConnectionConfig, *, removing: str | None = None) -> None:
         conns = self.connections()

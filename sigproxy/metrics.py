@@ -96,6 +96,9 @@ class Metrics:
         self.bytes_down = Counter("sigproxy_response_bytes_total", "Response body bytes sent to clients.", by)
         self.sts_latency = Histogram("sigproxy_credential_fetch_duration_seconds",
                                      "Time taken by credential fetches (STS and friends).")
+        self.admin_auth_failures = Counter("sigproxy_admin_auth_failures_total",
+                                           "Admin API (/v1) requests refused for a missing or wrong bearer token.")
+        self.admin_auth_failures.values[()] = 0.0  # exported from the start, not after the first failure
 
     def record(self, connection: str, service: str, status: str, seconds: float, *, bytes_up: int = 0,
                bytes_down: int = 0) -> None:
@@ -111,7 +114,8 @@ class Metrics:
     def render(self, gauges: Mapping[str, tuple[str, str, Sampled]]) -> str:
         """The exposition text; ``gauges`` maps name -> (type, help, value) for values sampled at scrape."""
         lines: list[str] = []
-        for metric in (self.requests, self.latency, self.bytes_up, self.bytes_down, self.sts_latency):
+        for metric in (self.requests, self.latency, self.bytes_up, self.bytes_down, self.sts_latency,
+                       self.admin_auth_failures):
             lines.extend(metric.render())
         for name, (kind, help_text, value) in sorted(gauges.items()):
             lines += [f"# HELP {name} {help_text}", f"# TYPE {name} {kind}"]

@@ -1,5 +1,6 @@
 """The admin listener: ``/healthz`` (alive), ``/readyz`` (this process can serve), ``/health/connections``
-(each connection's credentials) and ``/metrics`` (Prometheus text format).
+(each connection's credentials), ``/metrics`` (Prometheus text format), and the admin API under ``/v1``
+(:mod:`sigproxy.api`: bearer token, JSON); only ``/v1`` is authenticated.
 
 Readiness is the process's alone: listeners bound, config loaded, not draining. It never depends on any
 connection's credentials -- one tenant deleting its role must not take every replica out of its Service
@@ -16,6 +17,9 @@ from typing import Protocol
 
 from aiohttp import web
 
+from sigproxy import api
+from sigproxy.authlimit import AuthFailures
+from sigproxy.control import Control
 from sigproxy.credcache import CredentialCache
 from sigproxy.errors import SigproxyError
 from sigproxy.handler import Handler
@@ -34,6 +38,8 @@ class _Runtime(Protocol):
     ready: bool
     metrics: Metrics
     cache: CredentialCache
+    failures: AuthFailures
+    control: Control | None
 
     @property
     def handler(self) -> Handler: ...
@@ -128,7 +134,10 @@ def admin_app(runtime: _Runtime, tunnels: _Tunnels) -> web.Application:
                 "holds none (connections not fetched yet are absent).", states["sigproxy_connection_up"])
         return web.Response(text=runtime.metrics.render(gauges), headers={"Content-Type": _METRICS_TYPE})
 
-    app = web.Application()
+    listen = runtime.handler.config.proxy.admin_listen
+    app = web.Application(client_max_size=api.MAX_BODY, middlewares=[
+        api.errors_middleware, api.auth_middleware(runtime, listen.host if listen is not None else "127.0.0.1")])
+    api.add_routes(app, runtime)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/health/connections", connections)

@@ -66,4 +66,5 @@ def test_readme_toml_loads(block: str, tmp_path: Path) -> None:
             text += stub
     if "[connections." not in text:
         text += STUBS["main"]
-    loads(text, env={"SIGPROXY_MAIN_TOKEN": "t", "MAIN_KEY_ID": "AKID", "MAIN_CLIENT_SECRET": "s", "HOME": "/tmp"})
+    loads(text, env={"SIGPROXY_MAIN_TOKEN": "t", "MAIN_KEY_ID": "AKID", "MAIN_CLIENT_SECRET": "s", "HOME": "/tmp",
+                      "SIGPROXY_ADMIN_TOKEN": "admin-token-0123456789"})
