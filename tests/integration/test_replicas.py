@@ -63,7 +63,8 @@ token = "{TOKEN}"
     b = sigproxy_factory(config)
     assert through(b, moto, "acme") == (407, "no_connection")
     status, created = api(a, "POST", "/v1/connections", {
-        "name": "acme", "region": "us-east-1", "hosts": ["127.0.0.1:*"], "sts_endpoint_url": moto.endpoint,
+        "name": "acme", "region": "us-east-1", "service": "s3", "hosts": ["127.0.0.1:*"],
+        "sts_endpoint_url": moto.endpoint,
         "credentials": {"source": "static", "access_key_id": moto.access_key,
                         "secret_access_key": moto.secret_key}})
     assert status == 201, created
