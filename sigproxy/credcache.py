@@ -89,7 +89,10 @@ class CredentialCache:
         max_user_keys: int = _MAX_USER_KEYS,
         jitter: Callable[[], float] = random.random,
         on_fetch: Callable[[float], None] = lambda _seconds: None,
+        log_failures: bool = True,
     ) -> None:
+        """``log_failures=False``: a failed fetch is not logged as a warning (a private cache whose caller
+        reports the outcome itself, such as onboarding validation)."""
         if mandatory > advisory:
             raise ValueError("the mandatory refresh window must not be longer than the advisory one")
         self._clock = clock
@@ -100,6 +103,7 @@ class CredentialCache:
         self._jitter = jitter
         self._tasks = TaskSet()
         self._on_fetch = on_fetch
+        self._log_failures = log_failures
         self.stats = CacheStats()
 
     async def close(self) -> None:
@@ -214,7 +218,7 @@ class CredentialCache:
         entry.last_error = exc
         delay = min(_BACKOFF_CAP, _BACKOFF_BASE * 2 ** (entry.failures - 1)) * (0.5 + self._jitter() / 2)
         entry.retry_at = self._clock() + timedelta(seconds=delay)
-        if entry.failures == 1:
+        if entry.failures == 1 and self._log_failures:
             valid = entry.creds is not None and (
                 entry.creds.expires_at is None or self._clock() < entry.creds.expires_at
             )

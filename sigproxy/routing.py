@@ -317,9 +317,11 @@ def resolve_service_region(
     service_header: str | None,
     region_header: str | None,
     client_scope: ClientScope | None,
+    overrides: tuple[str, str] = ("send X-Sigproxy-Service", "send X-Sigproxy-Region"),
 ) -> tuple[str, str]:
     """Service: header, connection, client scope, host name. Region: header, client scope, host name,
-    connection. Raises :class:`UnresolvableTarget` naming the setting to add."""
+    connection. Raises :class:`UnresolvableTarget` naming the setting to add; ``overrides`` says how the caller
+    overrides each (the proxy's headers, or ``POST /v1/sign``'s fields)."""
     endpoint = parse_host(target.host)
     service = (
         service_header
@@ -336,12 +338,12 @@ def resolve_service_region(
     if not service:
         raise UnresolvableTarget(
             f"cannot tell which AWS service {target.host} is: set service on connection {conn.name!r} "
-            "or send X-Sigproxy-Service"
+            f"or {overrides[0]}"
         )
     if not region:
         raise UnresolvableTarget(
             f"cannot tell which region {target.host} is in: set region on connection {conn.name!r} "
-            "or send X-Sigproxy-Region"
+            f"or {overrides[1]}"
         )
     return service.strip().lower(), region.strip().lower()
 

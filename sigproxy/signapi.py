@@ -433,7 +433,8 @@ def sign(conn: ConnectionConfig, creds: Credentials, request: SignInput, *, now:
     target = request.target
     check_host(conn, target)
     service, region = resolve_service_region(conn, target, service_header=request.service,
-                                             region_header=request.region, client_scope=None)
+                                             region_header=request.region, client_scope=None,
+                                             overrides=('give "service"', 'give "region"'))
     check_shape(target, CIMultiDict(request.headers), service)
     check_policy(conn, request.method, service, region, request.headers)
     signer = signer or Signer()

@@ -15,6 +15,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from .connection import ConnectionConfig
+from .credcache import CredentialCache
 from .credentials import Providers, caller_identity
 from .errors import CredentialsUnavailable
 
@@ -84,5 +85,10 @@ async def validate_candidate(candidate: ConnectionConfig, connections: Mapping[s
                              ) -> CheckResult:
     """AssumeRole (with the candidate's ExternalId) and GetCallerIdentity for a connection not yet in use,
     with a private cache; ``connections`` supplies its role-chain base when that is another connection."""
-    async with Providers({**connections, candidate.name: candidate}) as providers:
-        return await check_connection(providers, candidate)
+    # Expected refusals (a customer's trust policy not ready yet) are the answer, not a warning in the log.
+    cache = CredentialCache(log_failures=False)
+    try:
+        async with Providers({**connections, candidate.name: candidate}, cache) as providers:
+            return await check_connection(providers, candidate)
+    finally:
+        await cache.close()

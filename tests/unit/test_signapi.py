@@ -199,9 +199,10 @@ def test_policy_applies() -> None:
 
 
 def test_unresolvable_service_names_the_override() -> None:
-    """An IP host with no service on the connection: 400 naming X-Sigproxy-Service (the "service" key here)."""
-    with pytest.raises(UnresolvableTarget, match="which AWS service"):
+    """An IP host with no service on the connection: 400 naming the "service" field (not the proxy's header)."""
+    with pytest.raises(UnresolvableTarget, match="which AWS service") as info:
         sign(CONN, creds(None), parse_sign_input({"method": "GET", "host": "127.0.0.1:9000"}), now=NOW)
+    assert 'give "service"' in info.value.message and "X-Sigproxy" not in info.value.message
 
 
 def test_naive_time_is_refused() -> None:
