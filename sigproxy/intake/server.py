@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import AsyncExitStack
@@ -298,6 +299,12 @@ async def serve(config: Config, stop: asyncio.Event, *, reload: asyncio.Event | 
                 await web.TCPSite(admin, admin_addr.host, admin_addr.port, reuse_address=True).start()
             bound += [_listening(addr, "admin") for addr in admin.addresses]
 
+        # Everything loaded so far (aiohttp, botocore's models, SQLAlchemy, the registry) lives as long as the
+        # process: out of the collector's sight, full collections stay short. Measured with bench/small_get.py
+        # (64 connections, alternating runs): p99 48-62 ms before the store's libraries came, 67-83 ms with
+        # them, 35-46 ms with them and this freeze; throughput unchanged within noise.
+        gc.collect()
+        gc.freeze()
         runtime.ready = True
         on_ready(bound)
         notifier.ready(f"serving {len(runtime.config.connections)} connection(s)")
