@@ -30,8 +30,12 @@
     ├── InvalidField            422    invalid_field   (``field``: the JSON path at fault, ``credentials.role_arn``)
     ├── BadJson                 400    bad_json        (not JSON, or not an object)
     ├── Unauthorized            401    unauthorized    (missing or wrong admin token)
+    ├── ApiForbidden            403    api_off         (no [admin] token and a non-loopback admin listener)
     ├── NotFound                404    not_found
+    ├── MethodNotAllowed        405    method_not_allowed
     ├── Conflict                409    conflict        (the name exists in the file or the store; a stale write)
+    ├── PayloadTooLarge         413    body_too_large
+    ├── UnsupportedMediaType    415    unsupported_media_type
     └── ValidationFailed        422    (STS's code)    (onboarding: AssumeRole/GetCallerIdentity refused)
 
 Messages say what to change. They never contain a secret: callers pass names, never values.
@@ -70,7 +74,11 @@ __all__ = [
     "InvalidField",
     "BadJson",
     "Unauthorized",
+    "ApiForbidden",
     "NotFound",
+    "MethodNotAllowed",
+    "PayloadTooLarge",
+    "UnsupportedMediaType",
     "Conflict",
     "ValidationFailed",
 ]
@@ -276,6 +284,26 @@ class BadJson(ApiError):
 class Unauthorized(ApiError):
     status = 401
     code = "unauthorized"
+
+
+class ApiForbidden(ApiError):
+    status = 403
+    code = "api_off"
+
+
+class MethodNotAllowed(ApiError):
+    status = 405
+    code = "method_not_allowed"
+
+
+class PayloadTooLarge(ApiError):
+    status = 413
+    code = "body_too_large"
+
+
+class UnsupportedMediaType(ApiError):
+    status = 415
+    code = "unsupported_media_type"
 
 
 class NotFound(ApiError):

@@ -26,10 +26,10 @@ from aiohttp.typedefs import Middleware
 
 from sigproxy.authlimit import AuthFailures
 from sigproxy.control import Control
-from sigproxy.errors import Unauthorized
+from sigproxy.errors import ApiForbidden, Unauthorized
 from sigproxy.metrics import Metrics
 
-from .http import ApiForbidden, Handler, is_api
+from .http import Handler, is_api
 
 __all__ = ["ACTOR_HEADER", "actor", "auth_middleware", "bearer_matches", "compare_digest"]
 

@@ -16,10 +16,19 @@ from typing import Any
 
 from aiohttp import web
 
-from sigproxy.errors import ApiError, BadJson, InvalidField, SigproxyError, TooManyAuthFailures
+from sigproxy.errors import (
+    ApiError,
+    BadJson,
+    InvalidField,
+    MethodNotAllowed,
+    PayloadTooLarge,
+    SigproxyError,
+    TooManyAuthFailures,
+    UnsupportedMediaType,
+)
 
-__all__ = ["API_PREFIX", "MAX_BODY", "ApiForbidden", "PayloadTooLarge", "UnsupportedMediaType", "errors_middleware",
-           "is_api", "json_object", "int_param", "reply", "known_params"]
+__all__ = ["API_PREFIX", "MAX_BODY", "errors_middleware", "is_api", "json_object", "int_param", "reply",
+           "known_params"]
 
 logger = logging.getLogger(__name__)
 
@@ -28,26 +37,6 @@ MAX_BODY = 1024 * 1024
 """A connection's JSON is a few KiB; 1 MiB leaves room for big session policies and still bounds memory."""
 _JSON_TYPES = ("application/json", "application/merge-patch+json")
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-
-
-class ApiForbidden(ApiError):
-    status = 403
-    code = "api_off"
-
-
-class PayloadTooLarge(ApiError):
-    status = 413
-    code = "body_too_large"
-
-
-class UnsupportedMediaType(ApiError):
-    status = 415
-    code = "unsupported_media_type"
-
-
-class MethodNotAllowed(ApiError):
-    status = 405
-    code = "method_not_allowed"
 
 
 def is_api(request: web.BaseRequest) -> bool:
