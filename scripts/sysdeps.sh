@@ -3,11 +3,12 @@
 #   curl                                   - smoke tests
 #   radosgw ceph-mon ceph-osd ceph-common  - Ceph RADOS Gateway, a real SigV4 verifier (tests/servers/rgw.py)
 #   postgresql                             - the connection store's shared database (tests/servers/postgres.py)
+#   chromium chromium-driver               - a real headless browser for the connect page (Selenium)
 # Prints nothing and exits 0 when everything is already there.
 set -euo pipefail
 
-PACKAGES=(curl radosgw ceph-mon ceph-osd ceph-common postgresql)
-COMMANDS=(curl radosgw ceph-mon ceph-osd ceph monmaptool ceph-authtool radosgw-admin)
+PACKAGES=(curl radosgw ceph-mon ceph-osd ceph-common postgresql chromium chromium-driver)
+COMMANDS=(curl radosgw ceph-mon ceph-osd ceph monmaptool ceph-authtool radosgw-admin chromium chromedriver)
 
 missing() {
     local c out=()

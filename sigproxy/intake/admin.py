@@ -1,6 +1,7 @@
 """The admin listener: ``/healthz`` (alive), ``/readyz`` (this process can serve), ``/health/connections``
 (each connection's credentials), ``/metrics`` (Prometheus text format), and the admin API under ``/v1``
-(:mod:`sigproxy.api`: bearer token, JSON); only ``/v1`` is authenticated.
+(:mod:`sigproxy.api`: bearer token, JSON); only ``/v1`` is authenticated. ``/connect`` is the customer's
+connect page (:mod:`sigproxy.connectpage`), whose session token in the URL is its credential.
 
 Readiness is the process's alone: listeners bound, config loaded, not draining. It never depends on any
 connection's credentials -- one tenant deleting its role must not take every replica out of its Service
@@ -19,11 +20,14 @@ from aiohttp import web
 
 from sigproxy import api
 from sigproxy.authlimit import AuthFailures
+from sigproxy.connectpage import add_connect_page
+from sigproxy.config import Config
 from sigproxy.control import Control
 from sigproxy.credcache import CredentialCache
 from sigproxy.errors import SigproxyError
 from sigproxy.handler import Handler
 from sigproxy.metrics import Metrics, Sampled
+from sigproxy.sessions import ConnectSessions
 
 __all__ = ["admin_app"]
 
@@ -43,6 +47,12 @@ class _Runtime(Protocol):
 
     @property
     def handler(self) -> Handler: ...
+
+    @property
+    def config(self) -> Config: ...
+
+    @property
+    def sessions(self) -> ConnectSessions | None: ...
 
 
 class _Gate(Protocol):
@@ -142,4 +152,5 @@ def admin_app(runtime: _Runtime, tunnels: _Tunnels) -> web.Application:
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/health/connections", connections)
     app.router.add_get("/metrics", metrics)
+    add_connect_page(app, runtime)  # /connect: the customer's page, no admin token (sigproxy/connectpage)
     return app
