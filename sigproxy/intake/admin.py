@@ -20,8 +20,8 @@ from aiohttp import web
 
 from sigproxy import api
 from sigproxy.authlimit import AuthFailures
-from sigproxy.connectpage import add_connect_page
 from sigproxy.config import Config
+from sigproxy.connectpage import add_connect_page
 from sigproxy.control import Control
 from sigproxy.credcache import CredentialCache
 from sigproxy.errors import SigproxyError
