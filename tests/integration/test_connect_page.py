@@ -48,6 +48,10 @@ ROLE_PATH = "/sigproxy-assumable/"
 PRODUCT = "Example Platform"
 CSP = ("default-src 'none'; style-src 'self'; script-src 'self'; img-src 'self'; form-action 'self'; "
        "frame-ancestors 'none'; base-uri 'none'")
+LOGO = """<svg xmlns="http://www.w3.org/2000/svg" width="40" height="40" viewBox="0 0 40 40">
+<rect width="40" height="40" rx="8" fill="#1749b8"/>
+<path d="M11 28V12h12v3h-8.5v3.5h7.5v3h-7.5V25H23v3z M25 28V12h3.5v16z" fill="#fff"/></svg>
+"""
 DESKTOP = (1280, 900)
 PHONE = (390, 844)
 
@@ -117,6 +121,7 @@ class Site:
 @pytest.fixture(scope="module")
 def site(moto: Moto, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
     tmp = tmp_path_factory.mktemp("connect-page")
+    (tmp / "logo.svg").write_text(LOGO)
     proxy = start(tmp, f"""
 [proxy]
 auth_failures = 1000
@@ -130,6 +135,7 @@ require_role_path = "{ROLE_PATH}"
 
 [connect]
 product_name = "{PRODUCT}"
+logo_file = "{tmp / 'logo.svg'}"
 {platform(moto)}""")
     try:
         yield Site(proxy, moto)
@@ -230,6 +236,8 @@ def test_connect_in_the_browser_then_s3_through_the_proxy(site: Site, browser: W
     made = site.session(name, display_name="Acme Corp", region="us-east-1")
     open_page(browser, made["url"])
     assert PRODUCT in browser.find_element(By.TAG_NAME, "header").text
+    logo = browser.find_element(By.CSS_SELECTOR, "header img")
+    assert browser.execute_script("return arguments[0].complete && arguments[0].naturalWidth", logo) == 40
     assert "Acme Corp" in browser.find_element(By.TAG_NAME, "h1").text
     assert browser.find_element(By.NAME, "region").get_attribute("value") == "us-east-1"  # the seed
     assert browser.find_elements(By.ID, "result") == []
@@ -367,6 +375,7 @@ def test_security_headers_on_every_connect_answer(site: Site) -> None:
         "page": http("GET", made["url"]),
         "css": http("GET", base + "/static/connect.css"),
         "js": http("GET", base + "/static/copy.js"),
+        "logo": http("GET", base + "/static/logo"),
         "template": http("GET", made["url"] + "/cloudformation.json"),
         "unknown token": http("GET", base + "/" + "B" * 43),
         "unknown file": http("GET", base + "/static/nope.css"),
@@ -378,7 +387,9 @@ def test_security_headers_on_every_connect_answer(site: Site) -> None:
         assert r.headers["Referrer-Policy"] == "no-referrer", what
         assert r.headers["Cache-Control"] == "no-store", what
         assert r.headers["X-Content-Type-Options"] == "nosniff", what
-    assert [answers[k].status for k in answers] == [200, 200, 200, 200, 404, 404, 403]
+    assert [answers[k].status for k in answers] == [200, 200, 200, 200, 200, 404, 404, 403]
+    assert answers["logo"].headers["Content-Type"] == "image/svg+xml"
+    assert answers["logo"].text == LOGO
     assert answers["css"].headers["Content-Type"].startswith("text/css")
     assert answers["js"].headers["Content-Type"].startswith("text/javascript")
 
