@@ -75,6 +75,15 @@ def _settings(runtime: _Runtime) -> tuple[str, Path | None, str | None]:
     return product, Path(logo) if logo else None, public
 
 
+def _instant(value: object) -> datetime:
+    """A session's ``expires_at`` (a datetime, epoch seconds or ISO 8601 text) as an aware datetime."""
+    if isinstance(value, datetime):
+        return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
+    if isinstance(value, int | float):
+        return datetime.fromtimestamp(value, UTC)
+    return _instant(datetime.fromisoformat(str(value)))
+
+
 def _read_static(name: str) -> bytes:
     return importlib.resources.files(__package__).joinpath("static", name).read_bytes()
 
@@ -133,8 +142,7 @@ def add_connect_page(app: web.Application, runtime: _Runtime) -> None:
         if outcome is not None and not outcome.ok and outcome.field in ("role_arn", "region"):
             errors[outcome.field] = outcome.message or "This value is not valid."
         _, _, public = _settings(runtime)
-        expires = ctx.session.expires_at
-        when = expires if isinstance(expires, datetime) else datetime.fromtimestamp(float(expires), UTC)
+        when = _instant(ctx.session.expires_at)
         context = {
             "ctx": ctx, "product_name": ctx.product_name, "has_logo": ctx.has_logo, "outcome": outcome,
             "errors": errors, "role_arn": role_arn, "region": region, "csrf": "",
