@@ -31,6 +31,7 @@ import aiohttp_jinja2
 import jinja2
 from aiohttp import web
 
+from sigproxy.config import Config
 from sigproxy.sessions import ConnectSessions, PageContext, SessionGone, SubmitOutcome, TooManyAttempts
 
 from .security import CSRF_FIELD, HEADERS, csrf_matches, foreign_origin, new_csrf, redact, set_csrf
@@ -48,31 +49,26 @@ _STATIC = {"connect.css": "text/css; charset=utf-8", "copy.js": "text/javascript
 _LOGO_TYPES = {".png": "image/png", ".svg": "image/svg+xml", ".jpg": "image/jpeg", ".jpeg": "image/jpeg",
                ".webp": "image/webp", ".gif": "image/gif"}
 _MAX_LOGO = 1024 * 1024
-_DEFAULT_PRODUCT = "sigproxy"
-_GONE = {
-    "expired": ("This link has expired", "Links to this page work for a limited time."),
-    "completed": ("This link has been used", "The AWS account was already connected with it; a link works once."),
-    "revoked": ("This link was cancelled", "The platform withdrew it."),
-    "unknown": ("This link is not valid", "It may have been copied incompletely."),
+_HEADINGS = {
+    "expired": "This link has expired",
+    "completed": "This link has been used",
+    "revoked": "This link was cancelled",
+    "unknown": "This link is not valid",
 }
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 class _Runtime(Protocol):
-    @property
-    def sessions(self) -> ConnectSessions | None: ...
+    sessions: ConnectSessions | None
 
     @property
-    def config(self) -> Any: ...
+    def config(self) -> Config: ...
 
 
 def _settings(runtime: _Runtime) -> tuple[str, Path | None, str | None]:
-    """``[connect]``'s product name, logo file and public URL."""
-    connect = getattr(runtime.config, "connect", None)
-    product = getattr(connect, "product_name", None) or _DEFAULT_PRODUCT
-    logo = getattr(connect, "logo_file", None)
-    public = getattr(connect, "public_url", None)
-    return product, Path(logo) if logo else None, public
+    """``[connect]``'s product name, logo file and public URL (read at each request: a reload applies)."""
+    connect = runtime.config.connect
+    return connect.product_name, connect.logo_file, connect.public_url
 
 
 def _instant(value: object) -> datetime:
@@ -102,13 +98,14 @@ def add_connect_page(app: web.Application, runtime: _Runtime) -> None:
         context.setdefault("has_logo", logo is not None)
         return aiohttp_jinja2.render_template(template, request, context, status=status, app_key=_JINJA)
 
-    def gone(request: web.Request, state: str) -> web.Response:
-        heading, why = _GONE.get(state, _GONE["unknown"])
+    def gone(request: web.Request, exc: SessionGone) -> web.Response:
+        """404 (unknown) or 410 (expired, completed, revoked) with the exception's customer-safe message."""
+        heading = _HEADINGS.get(exc.state, _HEADINGS["unknown"])
         product, _, _ = _settings(runtime)
         return render(request, "gone.html", {
-            "heading": heading, "message": why,
+            "heading": heading, "message": exc.message,
             "advice": f"Ask {product} for a new link to connect your AWS account."},
-            status=404 if state == "unknown" else 410)
+            status=404 if exc.state == "unknown" else 410)
 
     def refusal(request: web.Request, status: int, heading: str, message: str, advice: str = "") -> web.Response:
         return render(request, "gone.html", {"heading": heading, "message": message, "advice": advice},
@@ -116,13 +113,8 @@ def add_connect_page(app: web.Application, runtime: _Runtime) -> None:
 
     def too_many(request: web.Request, exc: TooManyAttempts) -> web.Response:
         product, _, _ = _settings(runtime)
-        response = refusal(request, 429, "Too many attempts",
-                           "This link has been tried too often in a short time.",
-                           f"Wait a few minutes and reload the page, or ask {product} for a new link.")
-        retry = getattr(exc, "retry_after", None)
-        if retry:
-            response.headers["Retry-After"] = str(int(retry))
-        return response
+        return refusal(request, 429, "Too many attempts", exc.message,
+                       f"Ask {product} for a new link.")
 
     def sessions() -> ConnectSessions | None:
         return runtime.sessions
@@ -130,11 +122,11 @@ def add_connect_page(app: web.Application, runtime: _Runtime) -> None:
     async def open_page(request: web.Request, token: str) -> PageContext | web.Response:
         store = sessions()
         if store is None or not _TOKEN.match(token):
-            return gone(request, "unknown")
+            return gone(request, SessionGone("unknown"))
         try:
             return await store.open(token)
         except SessionGone as exc:
-            return gone(request, exc.state)
+            return gone(request, exc)
 
     def show(request: web.Request, token: str, ctx: PageContext, *, role_arn: str, region: str,
              outcome: SubmitOutcome | None = None, status: int = 200) -> web.Response:
@@ -198,17 +190,12 @@ def add_connect_page(app: web.Application, runtime: _Runtime) -> None:
             return ctx
         role_arn = form.get("role_arn", "").strip()
         region = form.get("region", "").strip()
-        if not role_arn:
-            outcome = SubmitOutcome(ok=False, identity_arn=None, code=None, field="role_arn",
-                                    message="Paste the ARN of the role you created, e.g. "
-                                            f"arn:aws:iam::123456789012:role{ctx.role_path or '/'}{ctx.role_name}")
-            return show(request, token, ctx, role_arn=role_arn, region=region, outcome=outcome, status=422)
         store = sessions()
         assert store is not None  # open_page answered a page
-        try:
+        try:  # validated there, exactly as the API does (an empty or malformed field is an outcome with .field)
             outcome = await store.submit(token, role_arn, region or None, client=request.remote)
         except SessionGone as exc:
-            return gone(request, exc.state)
+            return gone(request, exc)
         except TooManyAttempts as exc:
             return too_many(request, exc)
         return show(request, token, ctx, role_arn=role_arn, region=region, outcome=outcome,
@@ -240,7 +227,7 @@ def add_connect_page(app: web.Application, runtime: _Runtime) -> None:
         raise web.HTTPNotFound
 
     async def not_found(request: web.Request) -> web.StreamResponse:
-        return gone(request, "unknown")
+        return gone(request, SessionGone("unknown"))
 
     @web.middleware
     async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
@@ -248,7 +235,7 @@ def add_connect_page(app: web.Application, runtime: _Runtime) -> None:
         try:
             return await handler(request)
         except web.HTTPNotFound:
-            return gone(request, "unknown")
+            return gone(request, SessionGone("unknown"))
         except web.HTTPMethodNotAllowed as exc:
             response = refusal(request, 405, "Not allowed", f"{request.method} is not used on this page.")
             response.headers["Allow"] = ",".join(sorted(exc.allowed_methods))

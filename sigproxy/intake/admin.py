@@ -44,15 +44,13 @@ class _Runtime(Protocol):
     cache: CredentialCache
     failures: AuthFailures
     control: Control | None
+    sessions: ConnectSessions | None
 
     @property
     def handler(self) -> Handler: ...
 
     @property
     def config(self) -> Config: ...
-
-    @property
-    def sessions(self) -> ConnectSessions | None: ...
 
 
 class _Gate(Protocol):

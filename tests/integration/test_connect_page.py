@@ -52,6 +52,7 @@ LOGO = """<svg xmlns="http://www.w3.org/2000/svg" width="40" height="40" viewBox
 <rect width="40" height="40" rx="8" fill="#1749b8"/>
 <path d="M11 28V12h12v3h-8.5v3.5h7.5v3h-7.5V25H23v3z M25 28V12h3.5v16z" fill="#fff"/></svg>
 """
+TEMPLATE_URL = "https://sigproxy-example.s3.amazonaws.com/sigproxy-role.json"  # the operator's hosted copy
 DESKTOP = (1280, 900)
 PHONE = (390, 844)
 
@@ -136,6 +137,7 @@ require_role_path = "{ROLE_PATH}"
 [connect]
 product_name = "{PRODUCT}"
 logo_file = "{tmp / 'logo.svg'}"
+template_url = "{TEMPLATE_URL}"
 {platform(moto)}""")
     try:
         yield Site(proxy, moto)
@@ -252,6 +254,9 @@ def test_connect_in_the_browser_then_s3_through_the_proxy(site: Site, browser: W
 
     external_id, trust, role_path = read_off_page(browser)
     assert role_path == ROLE_PATH
+    quick = browser.find_element(By.ID, "quick-create").get_attribute("href")
+    assert quick.startswith("https://console.aws.amazon.com/cloudformation/")
+    assert external_id in quick
     statement = trust["Statement"][0]
     assert statement["Principal"] == {"AWS": moto.user_arn}
     assert statement["Condition"]["StringEquals"]["sts:ExternalId"] == external_id
