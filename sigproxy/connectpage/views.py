@@ -137,17 +137,16 @@ def add_connect_page(app: web.Application, runtime: _Runtime) -> None:
         when = _instant(ctx.session.expires_at)
         context = {
             "ctx": ctx, "product_name": ctx.product_name, "has_logo": ctx.has_logo, "outcome": outcome,
-            "errors": errors, "role_arn": role_arn, "region": region, "csrf": "",
+            "errors": errors, "role_arn": role_arn, "region": region,
             "form_action": f"{PREFIX}/{token}", "template_url": f"{PREFIX}/{token}/cloudformation.json",
             "expires_iso": when.astimezone(UTC).isoformat(timespec="seconds"),
             "expires_text": when.astimezone(UTC).strftime("at %H:%M UTC on %d %b %Y"),
         }
         form_shown = outcome is None or not outcome.ok
-        if form_shown:  # a new CSRF value with each form shown, its cookie set on the same response
-            context["csrf"] = new_csrf()
+        csrf = context["csrf"] = new_csrf() if form_shown else ""  # a new value with each form shown
         response = render(request, "page.html", context, status=status)
         if form_shown:
-            set_csrf(request, response, context["csrf"], public)
+            set_csrf(request, response, csrf, public)
         return response
 
     async def get_page(request: web.Request) -> web.StreamResponse:

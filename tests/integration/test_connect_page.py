@@ -29,6 +29,7 @@ from typing import Any
 
 import pytest
 from selenium import webdriver
+from selenium.common.exceptions import WebDriverException
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
@@ -50,7 +51,8 @@ CSP = ("default-src 'none'; style-src 'self'; script-src 'self'; img-src 'self';
        "frame-ancestors 'none'; base-uri 'none'")
 LOGO = """<svg xmlns="http://www.w3.org/2000/svg" width="40" height="40" viewBox="0 0 40 40">
 <rect width="40" height="40" rx="8" fill="#1749b8"/>
-<path d="M11 28V12h12v3h-8.5v3.5h7.5v3h-7.5V25H23v3z M25 28V12h3.5v16z" fill="#fff"/></svg>
+<path fill-rule="evenodd" fill="#fff" d="M9 28V12h11v3h-7.5v3.5h6.5v3h-6.5V25H20v3z
+M22.5 28V12h6.25a4.75 4.75 0 0 1 0 9.5H26V28z M26 15v3.5h2.5a1.75 1.75 0 0 0 0-3.5z"/></svg>
 """
 TEMPLATE_URL = "https://sigproxy-example.s3.amazonaws.com/sigproxy-role.json"  # the operator's hosted copy
 DESKTOP = (1280, 900)
@@ -210,9 +212,12 @@ def submit(driver: WebDriver, role_arn: str, region: str | None = None) -> Any:
         box = driver.find_element(By.NAME, "region")
         box.clear()
         box.send_keys(region)
-    button = driver.find_element(By.CSS_SELECTOR, "form button[type=submit]")
-    button.click()
-    WebDriverWait(driver, 30).until(ec.staleness_of(button))
+    # Mark this document: the answer is a new one without the mark. (Chromedriver may throw a plain
+    # WebDriverException, not StaleElementReference, while the old document goes: ignore those meanwhile.)
+    driver.execute_script("document.documentElement.setAttribute('data-sent', '1')")
+    driver.find_element(By.CSS_SELECTOR, "form button[type=submit]").click()
+    WebDriverWait(driver, 30, ignored_exceptions=(WebDriverException,)).until(lambda d: d.execute_script(
+        "return document.readyState === 'complete' && !document.documentElement.hasAttribute('data-sent')"))
     return WebDriverWait(driver, 10).until(ec.presence_of_element_located((By.ID, "result")))
 
 
