@@ -22,7 +22,7 @@ import mimetypes
 import re
 import traceback
 from collections.abc import Awaitable, Callable
-from datetime import UTC, datetime
+from datetime import UTC
 from pathlib import Path
 from typing import Any, Protocol
 from urllib.parse import parse_qs
@@ -43,7 +43,7 @@ logger = logging.getLogger(__name__)
 PREFIX = "/connect"
 MAX_FORM = 16 * 1024
 """The form is a role ARN, a region and a CSRF value: a few hundred bytes. Anything bigger is refused."""
-_TOKEN = re.compile(r"^[A-Za-z0-9_-]{16,256}$")
+_TOKEN = re.compile(r"^[A-Za-z0-9_-]{16,128}$")  # as sigproxy.sessions issues them
 _JINJA: web.AppKey[jinja2.Environment] = web.AppKey("sigproxy_connect_jinja", jinja2.Environment)
 _STATIC = {"connect.css": "text/css; charset=utf-8", "copy.js": "text/javascript; charset=utf-8"}
 _LOGO_TYPES = {".png": "image/png", ".svg": "image/svg+xml", ".jpg": "image/jpeg", ".jpeg": "image/jpeg",
@@ -69,15 +69,6 @@ def _settings(runtime: _Runtime) -> tuple[str, Path | None, str | None]:
     """``[connect]``'s product name, logo file and public URL (read at each request: a reload applies)."""
     connect = runtime.config.connect
     return connect.product_name, connect.logo_file, connect.public_url
-
-
-def _instant(value: object) -> datetime:
-    """A session's ``expires_at`` (a datetime, epoch seconds or ISO 8601 text) as an aware datetime."""
-    if isinstance(value, datetime):
-        return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
-    if isinstance(value, int | float):
-        return datetime.fromtimestamp(value, UTC)
-    return _instant(datetime.fromisoformat(str(value)))
 
 
 def _read_static(name: str) -> bytes:
@@ -134,7 +125,7 @@ def add_connect_page(app: web.Application, runtime: _Runtime) -> None:
         if outcome is not None and not outcome.ok and outcome.field in ("role_arn", "region"):
             errors[outcome.field] = outcome.message or "This value is not valid."
         _, _, public = _settings(runtime)
-        when = _instant(ctx.session.expires_at)
+        when = ctx.session.expires_at
         context = {
             "ctx": ctx, "product_name": ctx.product_name, "has_logo": ctx.has_logo, "outcome": outcome,
             "errors": errors, "role_arn": role_arn, "region": region,
@@ -217,7 +208,8 @@ def add_connect_page(app: web.Application, runtime: _Runtime) -> None:
             if logo is not None:
                 kind = _LOGO_TYPES.get(logo.suffix.lower()) or mimetypes.guess_type(logo.name)[0]
                 try:
-                    data = logo.read_bytes()[:_MAX_LOGO + 1]
+                    with logo.open("rb") as f:
+                        data = f.read(_MAX_LOGO + 1)
                 except OSError as exc:
                     logger.warning("connect page: cannot read [connect] logo_file %s: %s", logo, exc.strerror)
                 else:
