@@ -24,6 +24,7 @@ from sigproxy.credcache import CredentialCache
 from sigproxy.errors import SigproxyError
 from sigproxy.handler import Handler
 from sigproxy.metrics import Metrics, Sampled
+from sigproxy.sessions import ConnectSessions
 
 __all__ = ["admin_app"]
 
@@ -40,6 +41,7 @@ class _Runtime(Protocol):
     cache: CredentialCache
     failures: AuthFailures
     control: Control | None
+    sessions: ConnectSessions | None
 
     @property
     def handler(self) -> Handler: ...
