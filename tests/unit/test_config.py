@@ -591,7 +591,7 @@ def test_every_proxy_key_is_in_the_example() -> None:
 
 
 def test_example_control_plane_sections() -> None:
-    """The commented [store], [admin] and [onboarding] examples of config.example.toml load as written."""
+    """The commented [store], [admin], [onboarding] and [connect] examples of config.example.toml load as written."""
     import re
 
     text = (Path(__file__).resolve().parents[2] / "config.example.toml").read_text()
@@ -600,7 +600,10 @@ def test_example_control_plane_sections() -> None:
     assert lines[0] == "[store]" and "[admin]" in lines and "[onboarding]" in lines
     config = loads("\n".join(lines), env={
         "PGPASSWORD": "pw", "SIGPROXY_STORE_KEY": "NdEQLpVKGKnh_7TxI9G85bFqKqRoBD_1HaS8j91SZ9k=",
-        "SIGPROXY_ADMIN_TOKEN": "0123456789abcdef0123456789abcdef"})
+        "SIGPROXY_ADMIN_TOKEN": "0123456789abcdef0123456789abcdef",
+        "SIGPROXY_WEBHOOK_SECRET": "0123456789abcdef-webhook"})
+    assert config.connect.public_url == "https://connect.example.com" and config.connect.max_attempts == 10
+    assert config.connect.template_url is not None and config.connect.webhook_secret is not None
     assert config.store.url == "postgresql://sigproxy:pw@db.internal:5432/sigproxy"
     assert len(config.store.encryption_keys) == 1 and config.store.poll_interval == 1.0
     assert config.admin.token is not None
