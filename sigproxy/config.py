@@ -48,9 +48,11 @@ from .connection import (
 )
 from .controlconfig import (
     AdminConfig,
+    ConnectConfig,
     OnboardingConfig,
     StoreConfig,
     parse_admin,
+    parse_connect,
     parse_onboarding,
     parse_store,
 )
@@ -221,6 +223,7 @@ class Config:
     store: StoreConfig = field(default_factory=StoreConfig)
     admin: AdminConfig = field(default_factory=AdminConfig)
     onboarding: OnboardingConfig = field(default_factory=OnboardingConfig)
+    connect: ConnectConfig = field(default_factory=ConnectConfig)
     pending: frozenset[str] = frozenset()
     """Store connections still onboarding (not in ``connections``): named in the 407 a request for one gets."""
 
@@ -366,12 +369,13 @@ def _build(data: Mapping[str, Any], env: Mapping[str, str], source: str, listen:
     store = parse_store(root.table("store"))
     admin = parse_admin(root.table("admin"))
     onboarding = parse_onboarding(root.table("onboarding"))
+    connect = parse_connect(root.table("connect"))
     if not connections and not store.enabled:
         raise ConfigError("connections", "define at least one [connections.NAME] table (or keep the store on)")
     root.done()
     return Config(
         proxy=proxy, connections=connections, routes=tuple(routes), reverse=tuple(reverse), source=source,
-        store=store, admin=admin, onboarding=onboarding,
+        store=store, admin=admin, onboarding=onboarding, connect=connect,
     )
 
 

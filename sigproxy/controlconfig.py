@@ -1,5 +1,6 @@
 """The control plane's configuration sections: ``[store]`` (where runtime connections live), ``[admin]`` (the
-admin API's bearer token) and ``[onboarding]`` (what customer onboarding puts in trust policies).
+admin API's bearer token), ``[onboarding]`` (what customer onboarding puts in trust policies) and ``[connect]``
+(the customer connect page and its sessions).
 
 Every problem raises :class:`~sigproxy.errors.ConfigError` naming the key path.
 Must not: open the store, read key files, or know the API.
@@ -16,6 +17,15 @@ Example::
     [onboarding]
     principal = "arn:aws:iam::111122223333:role/platform"
     require_role_path = "/sigproxy-assumable/"
+
+    [connect]
+    public_url = "https://connect.example.com"        # default: the admin listener's http://HOST:PORT
+    session_ttl = 1800
+    webhook_secret = "${env:SIGPROXY_WEBHOOK_SECRET}"
+    product_name = "Acme Cloud"
+    logo_file = "/etc/sigproxy/logo.svg"
+    template_url = "https://my-bucket.s3.amazonaws.com/sigproxy-role.json"
+    max_attempts = 10
 """
 
 from __future__ import annotations
@@ -31,11 +41,16 @@ from urllib.parse import urlsplit
 from .configtable import Secret, Table, resolve_refs
 from .errors import ConfigError
 
-__all__ = ["AdminConfig", "OnboardingConfig", "StoreConfig", "parse_admin", "parse_onboarding", "parse_store"]
+__all__ = ["AdminConfig", "ConnectConfig", "OnboardingConfig", "StoreConfig", "parse_admin", "parse_connect",
+           "parse_onboarding", "parse_store"]
 
 _ACCOUNT = re.compile(r"^\d{12}$")
 _PRINCIPAL_ARN = re.compile(r"^arn:aws(?:-[a-z]+)*:(?:iam|sts)::\d{12}:(?:root|user/.+|role/.+|assumed-role/.+)$")
 _MIN_TOKEN = 16
+_MIN_TTL, _MAX_TTL = 60, 86400
+_MAX_ATTEMPTS = 1000
+_MAX_PRODUCT_NAME = 100
+_LOGO_SUFFIXES = (".png", ".svg")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -100,6 +115,75 @@ class OnboardingConfig:
     require_role_path: str | None = None
     """Customers' roles must live under this path (``/sigproxy-assumable/``); store connections that set none
     of their own get it."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ConnectConfig:
+    """``[connect]``: the customer connect page (``/connect/TOKEN``) and its sessions (``/v1/connect-sessions``).
+    Read at each use: a reload (SIGHUP) applies it to sessions created and pages opened after it."""
+
+    public_url: str | None = None
+    """The base URL customers reach the page at (``https://connect.example.com``, no trailing ``/``);
+    ``None``: the admin listener's own ``http://HOST:PORT`` (the address the API request came in on)."""
+    session_ttl: int = 1800
+    """Seconds a session's link works (60-86400) unless the API request gives ``ttl``."""
+    webhook_secret: Secret | None = None
+    """The HMAC-SHA256 key of webhook signatures (16+ characters); required for sessions with ``webhook_url``."""
+    product_name: str = "sigproxy"
+    """The operator's product name shown on the page."""
+    logo_file: Path | None = None
+    """A PNG or SVG file with the operator's logo, served by sigproxy on the page."""
+    template_url: str | None = None
+    """An https S3 URL where the operator hosts the generic CloudFormation template
+    (``GET /v1/connect-template``); with it the page links to the console's quick-create stack."""
+    max_attempts: int = 10
+    """Role ARN submits per session (each one an AssumeRole call); past them the session refuses submits."""
+
+
+def _http_url(t: Table, name: str, *, https_only: bool = False) -> str | None:
+    value = t.string(name)
+    if value is None:
+        return None
+    parts = urlsplit(value)
+    schemes = ("https",) if https_only else ("http", "https")
+    if parts.scheme not in schemes or not parts.hostname or parts.query or parts.fragment:
+        want = "an https URL" if https_only else "an http(s) URL"
+        raise ConfigError(t.key(name), f"expected {want} without query or fragment, got {value!r}")
+    return value
+
+
+def parse_connect(t: Table | None) -> ConnectConfig:
+    if t is None:
+        return ConnectConfig()
+    public_url = _http_url(t, "public_url")
+    ttl = t.integer("session_ttl")
+    if ttl is not None and not _MIN_TTL <= ttl <= _MAX_TTL:
+        raise ConfigError(t.key("session_ttl"), f"expected {_MIN_TTL} to {_MAX_TTL} seconds, got {ttl}")
+    secret = t.secret("webhook_secret")
+    if secret is not None and len(secret.reveal()) < _MIN_TOKEN:
+        raise ConfigError(t.key("webhook_secret"), f"is shorter than {_MIN_TOKEN} characters: use a random secret "
+                          "(e.g. `openssl rand -hex 32`)")
+    product = t.string("product_name")
+    if product is not None and (len(product) > _MAX_PRODUCT_NAME or not product.isprintable()):
+        raise ConfigError(t.key("product_name"), f"expected 1 to {_MAX_PRODUCT_NAME} printable characters")
+    logo = t.filepath("logo_file")
+    if logo is not None and logo.suffix.lower() not in _LOGO_SUFFIXES:
+        raise ConfigError(t.key("logo_file"), f"expected a .png or .svg file, got {str(logo)!r}")
+    template_url = _http_url(t, "template_url", https_only=True)
+    if template_url is not None:
+        host = urlsplit(template_url).hostname or ""
+        labels = host.split(".")
+        if not (host.endswith((".amazonaws.com", ".amazonaws.com.cn")) and any(x.startswith("s3") for x in labels)):
+            raise ConfigError(t.key("template_url"), "expected the https URL of an S3 object (CloudFormation "
+                              f"quick-create reads templates from S3 only), got {template_url!r}")
+    attempts = t.integer("max_attempts")
+    if attempts is not None and not 1 <= attempts <= _MAX_ATTEMPTS:
+        raise ConfigError(t.key("max_attempts"), f"expected 1 to {_MAX_ATTEMPTS}, got {attempts}")
+    t.done()
+    return ConnectConfig(public_url=public_url.rstrip("/") if public_url else None,
+                         session_ttl=ttl if ttl is not None else 1800, webhook_secret=secret,
+                         product_name=product or "sigproxy", logo_file=logo, template_url=template_url,
+                         max_attempts=attempts if attempts is not None else 10)
 
 
 def parse_store(t: Table | None) -> StoreConfig:

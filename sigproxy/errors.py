@@ -36,7 +36,9 @@
     ├── Conflict                409    conflict        (the name exists in the file or the store; a stale write)
     ├── PayloadTooLarge         413    body_too_large
     ├── UnsupportedMediaType    415    unsupported_media_type
-    └── ValidationFailed        422    (STS's code)    (onboarding: AssumeRole/GetCallerIdentity refused)
+    ├── ValidationFailed        422    (STS's code)    (onboarding: AssumeRole/GetCallerIdentity refused)
+    ├── SessionGone             410    session_STATE   (connect page: token unknown, expired, completed, revoked)
+    └── TooManyAttempts         429    too_many_attempts (connect page: [connect] max_attempts submits used)
 
 Messages say what to change. They never contain a secret: callers pass names, never values.
 Must not: import other sigproxy modules.
@@ -81,6 +83,8 @@ __all__ = [
     "UnsupportedMediaType",
     "Conflict",
     "ValidationFailed",
+    "SessionGone",
+    "TooManyAttempts",
 ]
 
 
@@ -322,3 +326,29 @@ class ValidationFailed(ApiError):
 
     status = 422
     code = "validation_failed"
+
+
+class SessionGone(ApiError):
+    """A connect-session token that no longer opens the page: ``state`` is ``"expired"``, ``"completed"``,
+    ``"revoked"`` or ``"unknown"`` (never issued, or its connection is gone). The message is safe to show the
+    customer (it says what to do: ask the platform for a new link)."""
+
+    status = 410
+
+    _MESSAGES = {  # noqa: RUF012 - read-only
+        "expired": "This link has expired. Ask for a new one.",
+        "completed": "This link was already used: the account is connected. Ask for a new link to change it.",
+        "revoked": "This link was cancelled. Ask for a new one.",
+        "unknown": "This link is not valid. Check that it was copied whole, or ask for a new one.",
+    }
+
+    def __init__(self, state: str, message: str | None = None) -> None:
+        super().__init__(message or self._MESSAGES.get(state, self._MESSAGES["unknown"]), code=f"session_{state}")
+        self.state = state
+
+
+class TooManyAttempts(ApiError):
+    """A connect session's submits reached ``[connect] max_attempts``; the message is safe to show."""
+
+    status = 429
+    code = "too_many_attempts"

@@ -14,7 +14,7 @@ import uuid
 from typing import Any
 
 __all__ = ["new_external_id", "trust_policy", "normalize_principal", "cloudformation_template",
-           "create_role_commands", "DEFAULT_ROLE_NAME"]
+           "create_role_commands", "hosted_template", "is_external_id", "DEFAULT_ROLE_NAME"]
 
 DEFAULT_ROLE_NAME = "sigproxy-access"
 _ROLE_NAME = re.compile(r"^[\w+=,.@-]{1,64}$")
@@ -29,6 +29,11 @@ _EXTERNAL_ID = re.compile(r"^[\w+=,.@:/-]{2,1224}$")
 def new_external_id() -> str:
     """A fresh random ExternalId (a UUID4), unguessable by other tenants."""
     return str(uuid.uuid4())
+
+
+def is_external_id(value: object) -> bool:
+    """``value`` is an ExternalId AWS accepts (2-1224 characters of letters, digits and ``+=,.@:/-``)."""
+    return isinstance(value, str) and _EXTERNAL_ID.match(value) is not None
 
 
 def normalize_principal(principal: str) -> str:
@@ -139,3 +144,22 @@ def create_role_commands(principal: str, external_ids: list[str], *, role_path: 
     commands += [f"aws iam attach-role-policy --role-name {shlex.quote(name)} --policy-arn {shlex.quote(arn)}"
                  for arn in policy_arns]
     return commands
+
+
+def hosted_template(principal: str, *, role_path: str | None = None) -> dict[str, Any]:
+    """The generic CloudFormation template an operator uploads to S3 once (``[connect] template_url``) for
+    the console's quick-create link: :func:`cloudformation_template` with the ExternalId a parameter instead
+    of a constant. Parameters: ``ExternalId`` (required), ``RoleName`` (default :data:`DEFAULT_ROLE_NAME`),
+    ``ManagedPolicyArns`` (default none); output ``RoleArn``. The principal and the role path are the
+    operator's, fixed in the template. Raises :class:`ValueError` like :func:`cloudformation_template`."""
+    template = cloudformation_template(principal, ["placeholder"], role_path=role_path)
+    template["Description"] = ("An IAM role the platform assumes through sigproxy, only with the ExternalId the "
+                               "platform gave you.")
+    template["Parameters"] = {
+        "ExternalId": {"Type": "String", "AllowedPattern": r"[\w+=,.@:/-]{2,1224}",
+                       "Description": "The ExternalId the platform's connect page shows you."},
+        **template["Parameters"],
+    }
+    statement = template["Resources"]["Role"]["Properties"]["AssumeRolePolicyDocument"]["Statement"][0]
+    statement["Condition"] = {"StringEquals": {"sts:ExternalId": {"Ref": "ExternalId"}}}
+    return template

@@ -30,6 +30,10 @@ class TaskSet:
         task.add_done_callback(self._tasks.discard)
         return task
 
+    def running(self) -> list[asyncio.Task[Any]]:
+        """The tasks still running (a copy)."""
+        return list(self._tasks)
+
     def __len__(self) -> int:
         return len(self._tasks)
 

@@ -10,6 +10,7 @@ each one with its schemas)::
     GET    /v1/connections/{name}/cloudformation  ?principal= &external_id=... &role_name=
     POST   /v1/connections/{name}/check           resolve credentials (the proxy's cache), GetCallerIdentity
     POST   /v1/sign                               {url, headers} for programs that send their own requests
+    /v1/connect-sessions..., /v1/connect-template  connect sessions (sessions.py)
     GET    /v1/openapi.json
 
 A connection is shown only through :func:`~sigproxy.connection.connection_json` (secrets as ``"***"``).
@@ -41,17 +42,20 @@ from sigproxy.onboarding import (
     normalize_principal,
     trust_policy,
 )
+from sigproxy.sessions import ConnectSessions
 from sigproxy.signapi import parse_sign_input, sign
 from sigproxy.verify import check_connection
 
 from .auth import actor
 from .http import int_param, json_object, known_params, reply
+from .sessions import add_session_routes
 
 __all__ = ["add_routes", "openapi_document"]
 
 
 class _Runtime(Protocol):
     control: Control | None
+    sessions: ConnectSessions | None
 
     @property
     def handler(self) -> Handler: ...
@@ -183,6 +187,7 @@ def add_routes(app: web.Application, runtime: _Runtime) -> None:
     app.router.add_post("/v1/connections/{name}/check", check)
     app.router.add_get("/v1/openapi.json", openapi, allow_head=False)
     _add_sign(app, runtime, control)
+    add_session_routes(app, runtime)
 
 
 def _role_name(conn: ConnectionConfig) -> str:

@@ -39,6 +39,7 @@ from sigproxy.forwarding import Upstream
 from sigproxy.handler import Exchange, Handler, RequestIds
 from sigproxy.metrics import Metrics
 from sigproxy.sdnotify import Notifier
+from sigproxy.sessions import ConnectSessions
 from sigproxy.signing import Signer
 from sigproxy.tasks import TaskSet
 from sigproxy.tls import CertStore
@@ -99,6 +100,7 @@ class Runtime:
         self.certs = certs
         self.ready = False
         self.control: Control | None = None
+        self.sessions: ConnectSessions | None = None
         self._upstream = upstream
         self._signer = Signer()
         self._ids = RequestIds()
@@ -259,6 +261,9 @@ async def serve(config: Config, stop: asyncio.Event, *, reload: asyncio.Event | 
             stack.push_async_callback(store.close)
         control = runtime.control = Control(config, store, on_apply=runtime.apply)
         await control.load()
+        if store is not None:
+            sessions = runtime.sessions = ConnectSessions(control, store, lambda: control.config)
+            stack.push_async_callback(sessions.close)
         bound: list[Listening] = []
         # The admin listener is bound last but closed last too: while the others drain, /readyz answers 503
         # (not "connection refused"), so a load balancer sees the process leave rather than fail.

@@ -3,6 +3,7 @@ default) or PostgreSQL (several replicas), secrets encrypted at rest, every chan
 every replica. A library: it knows no connection schema beyond which key paths hold secrets.
 
 - :class:`Store` (:mod:`.repository`): open, CRUD, paging, snapshot and change feed, key rotation, watch.
+- :class:`SessionRecords` (:mod:`.connect`, ``Store.connect_sessions``): connect-page sessions.
 - :class:`Keyring` (:mod:`.crypto`): AES-256-GCM keys; :func:`generate_key`.
 - :mod:`.migrate`: :func:`upgrade`, :func:`current` (Alembic, packaged in ``migrations/``).
 - :mod:`.database`: :func:`redacted` URLs for logs.
@@ -10,6 +11,7 @@ every replica. A library: it knows no connection schema beyond which key paths h
 Must not: be imported by the request path (connections are held in memory), log a secret or a key.
 """
 
+from .connect import SESSION_STATES, SessionRecord, SessionRecords
 from .crypto import DecryptionError, Keyring, UnknownKey, generate_key
 from .database import redacted
 from .errors import NameTaken, NotStored, SchemaMismatch, StaleRevision, StoreError, UnreadableRow
@@ -19,6 +21,9 @@ from .repository import CHANNEL, STATES, Store, StoredConnection
 __all__ = [
     "Store",
     "StoredConnection",
+    "SessionRecord",
+    "SessionRecords",
+    "SESSION_STATES",
     "STATES",
     "CHANNEL",
     "StoreError",

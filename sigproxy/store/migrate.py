@@ -35,7 +35,7 @@ def alembic_config(connection: Connection | None = None) -> Config:
 
 
 def head() -> str:
-    """The newest schema revision this sigproxy knows (``"0002"``)."""
+    """The newest schema revision this sigproxy knows (``"0003"``)."""
     revision = ScriptDirectory.from_config(alembic_config()).get_current_head()
     assert revision is not None
     return revision

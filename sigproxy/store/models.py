@@ -6,6 +6,8 @@
   ``revision`` is the store revision of the row's last change.
 - ``store_meta``: a single row (``id = 1``) holding the store's revision counter, bumped by every write.
 - ``audit_events`` (migration 0002): who changed what, when; ``detail`` names changed key paths, never values.
+- ``connect_sessions`` (migration 0003): links to the customer connect page; ``token_hash`` is the SHA-256
+  (hex) of the session token, never the token itself.
 
 The migrations in ``migrations/versions`` create these tables and must stay in step with them; the models
 are what the repository queries. Must not: know the connection schema (beyond "a JSON table"), encrypt.
@@ -19,7 +21,8 @@ from typing import Any
 from sqlalchemy import JSON, Boolean, DateTime, Dialect, Integer, LargeBinary, String, TypeDecorator
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-__all__ = ["AuditEvent", "Base", "ConnectionRow", "NAME_TYPE", "StoreMeta", "UTCDateTime", "META_ID"]
+__all__ = ["AuditEvent", "Base", "ConnectSessionRow", "ConnectionRow", "NAME_TYPE", "StoreMeta", "UTCDateTime",
+           "META_ID"]
 
 META_ID = 1
 
@@ -84,3 +87,25 @@ class AuditEvent(Base):
     action: Mapped[str] = mapped_column(String(32))
     connection: Mapped[str | None] = mapped_column(NAME_TYPE, index=True)
     detail: Mapped[dict[str, Any]]
+
+
+class ConnectSessionRow(Base):
+    __tablename__ = "connect_sessions"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    connection: Mapped[str] = mapped_column(NAME_TYPE, index=True)
+    state: Mapped[str] = mapped_column(String(16))
+    display_name: Mapped[str | None] = mapped_column(String(200))
+    seed: Mapped[dict[str, Any]]
+    webhook_url: Mapped[str | None] = mapped_column(String(2048))
+    created_at: Mapped[datetime]
+    expires_at: Mapped[datetime]
+    completed_at: Mapped[datetime | None]
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    last_error: Mapped[str | None] = mapped_column(String(128))
+    identity_arn: Mapped[str | None] = mapped_column(String(2048))
+    created_by: Mapped[str] = mapped_column(String(200))
+
+    def __repr__(self) -> str:  # never the hash
+        return f"ConnectSessionRow(id={self.id!r}, connection={self.connection!r}, state={self.state!r})"

@@ -30,6 +30,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from . import migrate as migrations
 from . import tables
+from .connect import SessionRecords
 from .crypto import DecryptionError, Keyring
 from .database import WRITE, create_engine, redacted
 from .errors import NameTaken, NotStored, SchemaMismatch, StaleRevision, UnreadableRow
@@ -89,6 +90,8 @@ class Store:
         self._sessions = async_sessionmaker(engine, expire_on_commit=False)
         self.url = redacted(url)
         self.dialect: str = engine.dialect.name
+        self.connect_sessions = SessionRecords(engine)
+        """The connect sessions (:mod:`.connect`)."""
 
     @classmethod
     async def open(cls, url: str, keyring: Keyring, *, secret_paths: Sequence[tables.SecretPath],

@@ -57,10 +57,10 @@ def test_migrate_then_status(tmp_path: Path, url: str) -> None:
     refused = run("run", "-c", str(cfg), "--listen", "127.0.0.1:0", "--admin-listen", "", check=False)
     assert refused.returncode == 2 and "sigproxy store migrate" in refused.stderr
     first = run("store", "migrate", "-c", str(cfg)).stdout
-    assert "schema empty -> 0002" in first
-    assert "already at 0002" in run("store", "migrate", "-c", str(cfg)).stdout
+    assert "schema empty -> 0003" in first
+    assert "already at 0003" in run("store", "migrate", "-c", str(cfg)).stdout
     status = run("store", "status", "-c", str(cfg)).stdout
-    assert "schema: 0002" in status and "revision: 0" in status and "connections: 0" in status
+    assert "schema: 0003" in status and "revision: 0" in status and "connections: 0" in status
     if "@" in url:  # the password never shows
         password = url.split("@", maxsplit=1)[0].rsplit(":", 1)[1]
         assert password not in first + status

@@ -24,6 +24,7 @@ from sigproxy.config import (
     parse_address,
     parse_size,
 )
+from sigproxy.controlconfig import ConnectConfig
 from sigproxy.errors import ConfigError
 
 SECRET = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY"
@@ -590,7 +591,7 @@ def test_every_proxy_key_is_in_the_example() -> None:
 
 
 def test_example_control_plane_sections() -> None:
-    """The commented [store], [admin] and [onboarding] examples of config.example.toml load as written."""
+    """The commented [store], [admin], [onboarding] and [connect] examples of config.example.toml load as written."""
     import re
 
     text = (Path(__file__).resolve().parents[2] / "config.example.toml").read_text()
@@ -599,7 +600,10 @@ def test_example_control_plane_sections() -> None:
     assert lines[0] == "[store]" and "[admin]" in lines and "[onboarding]" in lines
     config = loads("\n".join(lines), env={
         "PGPASSWORD": "pw", "SIGPROXY_STORE_KEY": "NdEQLpVKGKnh_7TxI9G85bFqKqRoBD_1HaS8j91SZ9k=",
-        "SIGPROXY_ADMIN_TOKEN": "0123456789abcdef0123456789abcdef"})
+        "SIGPROXY_ADMIN_TOKEN": "0123456789abcdef0123456789abcdef",
+        "SIGPROXY_WEBHOOK_SECRET": "0123456789abcdef-webhook"})
+    assert config.connect.public_url == "https://connect.example.com" and config.connect.max_attempts == 10
+    assert config.connect.template_url is not None and config.connect.webhook_secret is not None
     assert config.store.url == "postgresql://sigproxy:pw@db.internal:5432/sigproxy"
     assert len(config.store.encryption_keys) == 1 and config.store.poll_interval == 1.0
     assert config.admin.token is not None
@@ -641,3 +645,39 @@ def test_store_defaults(tmp_path: Path) -> None:
     assert config.store.enabled and config.store.url is None and config.store.migrate
     assert config.store.resolved_url(tmp_path) == f"sqlite:///{tmp_path}/store.db"
     assert not loads(MINIMAL + '[store]\nurl = ""').store.enabled
+
+
+def test_connect_defaults_and_values() -> None:
+    assert loads(MINIMAL).connect == ConnectConfig()
+    c = loads(MINIMAL + """[connect]
+public_url = "https://connect.example.com/onboard/"
+session_ttl = 60
+webhook_secret = "${env:HOOK}"
+product_name = "Acme Cloud"
+logo_file = "/etc/sigproxy/logo.svg"
+template_url = "https://bucket.s3.eu-west-1.amazonaws.com/role.json"
+max_attempts = 5
+""", env={"HOOK": "0123456789abcdef-hook"}).connect
+    assert c.public_url == "https://connect.example.com/onboard" and c.session_ttl == 60
+    assert c.webhook_secret is not None and c.webhook_secret.reveal() == "0123456789abcdef-hook"
+    assert "0123456789abcdef-hook" not in repr(c)
+    assert (c.product_name, str(c.logo_file), c.max_attempts) == ("Acme Cloud", "/etc/sigproxy/logo.svg", 5)
+    assert c.template_url == "https://bucket.s3.eu-west-1.amazonaws.com/role.json"
+
+
+@pytest.mark.parametrize(("text", "path", "words"), [
+    ('public_url = "ftp://x"', "connect.public_url", "http(s) URL"),
+    ('public_url = "https://x/?a=b"', "connect.public_url", "without query"),
+    ("session_ttl = 59", "connect.session_ttl", "60 to 86400"),
+    ("session_ttl = 86401", "connect.session_ttl", "60 to 86400"),
+    ('webhook_secret = "short"', "connect.webhook_secret", "shorter than 16"),
+    ('logo_file = "/x/logo.gif"', "connect.logo_file", ".png or .svg"),
+    ('template_url = "http://b.s3.amazonaws.com/t.json"', "connect.template_url", "https URL"),
+    ('template_url = "https://example.com/t.json"', "connect.template_url", "S3"),
+    ("max_attempts = 0", "connect.max_attempts", "1 to 1000"),
+    ('product_name = ""', "connect.product_name", "empty"),
+    ('colour = "red"', "connect.colour", "unknown key"),
+])
+def test_connect_errors(text: str, path: str, words: str) -> None:
+    err = error(MINIMAL + "[connect]\n" + text)
+    assert err.path == path and words in err.problem
