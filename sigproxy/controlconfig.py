@@ -33,19 +33,17 @@ from __future__ import annotations
 import base64
 import binascii
 import ipaddress
-import re
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
 from .configtable import Secret, Table, resolve_refs
 from .errors import ConfigError
+from .onboarding import normalize_principal
 
 __all__ = ["AdminConfig", "ConnectConfig", "OnboardingConfig", "StoreConfig", "parse_admin", "parse_connect",
            "parse_onboarding", "parse_store"]
 
-_ACCOUNT = re.compile(r"^\d{12}$")
-_PRINCIPAL_ARN = re.compile(r"^arn:aws(?:-[a-z]+)*:(?:iam|sts)::\d{12}:(?:root|user/.+|role/.+|assumed-role/.+)$")
 _MIN_TOKEN = 16
 _MIN_TTL, _MAX_TTL = 60, 86400
 _MAX_ATTEMPTS = 1000
@@ -234,8 +232,12 @@ def parse_onboarding(t: Table | None) -> OnboardingConfig:
     if t is None:
         return OnboardingConfig()
     principal = t.string("principal")
-    if principal is not None and not (_ACCOUNT.match(principal) or _PRINCIPAL_ARN.match(principal)):
-        raise ConfigError(t.key("principal"), f"expected a 12-digit account id or an IAM ARN, got {principal!r}")
+    if principal is not None:
+        try:
+            normalize_principal(principal)  # the one rule for what a trust policy's principal may be
+        except ValueError:
+            raise ConfigError(t.key("principal"),
+                              f"expected a 12-digit account id or an IAM ARN, got {principal!r}") from None
     path = t.string("require_role_path")
     if path is not None and not (path.startswith("/") and path.endswith("/")):
         raise ConfigError(t.key("require_role_path"), f"expected a path like '/sigproxy-assumable/', got {path!r}")
