@@ -14,11 +14,10 @@ from collections.abc import Callable
 from typing import Any
 
 from .config import Config
-from .connection import SECRET_PATHS
 from .control import open_store
 from .errors import ConfigError
-from .store import Keyring, Store, generate_key, redacted
 from .store import current as schema_current
+from .store import generate_key, redacted
 from .store import head as schema_head
 from .store import upgrade as schema_upgrade
 from .store.database import create_engine
@@ -80,9 +79,8 @@ async def _status(config: Config) -> int:
     advice = "" if found == head else " -> run `sigproxy store migrate`"
     print(f"schema: {found or 'empty'} (this sigproxy: {head}){advice}")
     if found == head:
-        keyring = (Keyring.from_strings([k.reveal() for k in config.store.encryption_keys])
-                   if config.store.encryption_keys else Keyring.load_or_create(config.proxy.state_dir))
-        store = await Store.open(url, keyring, secret_paths=SECRET_PATHS, migrate=False)
+        store = await open_store(config, migrate=False)
+        assert store is not None
         try:
             revision = await store.revision()
             count = len(await store.page(limit=1000))
