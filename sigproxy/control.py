@@ -164,9 +164,8 @@ class Control:
         if not 1 <= limit <= MAX_PAGE:
             raise InvalidField(f"expected 1 to {MAX_PAGE}, got {limit}", field="limit")
         after = _after(cursor)
-        names = sorted(n for n in self.connections() if (not prefix or n.startswith(prefix))
-                       and (after is None or n > after))
         conns = self.connections()
+        names = sorted(n for n in conns if (not prefix or n.startswith(prefix)) and (after is None or n > after))
         chosen: list[ConnectionConfig] = []
         for name in names:
             conn = conns[name]
