@@ -117,6 +117,7 @@ class ConnectIntake:
         self.gate = gate
         self._plain = ClientServer(entry, proxy=self.proxy)
         self._tunnels: set[web.Server] = set()
+        self._doors: set[FrontDoor] = set()  # accepted connections whose first head is still being read
         self._relays = 0
         self._tasks = TaskSet()
 
@@ -129,7 +130,13 @@ class ConnectIntake:
         return self._runtime.handler.config.proxy
 
     def front_door(self) -> FrontDoor:
-        return FrontDoor(self)
+        door = FrontDoor(self)
+        self._doors.add(door)
+        return door
+
+    def door_done(self, door: FrontDoor) -> None:
+        """``door``'s connection has gone past its first head (or closed): no longer the drain's to close."""
+        self._doors.discard(door)
 
     def plain_protocol(self, ticket: Ticket | None, head_began: float | None) -> asyncio.Protocol:
         proto = self._plain()
@@ -139,13 +146,21 @@ class ConnectIntake:
     def spawn(self, coro: Coroutine[Any, Any, None]) -> None:
         self._tasks.spawn(coro, name="sigproxy-connect")
 
-    async def shutdown(self, grace: float) -> None:
-        """Drain: requests in progress get ``grace`` to finish; idle keep-alive connections close at once
-        (``pre_shutdown``; without it aiohttp waits out ``grace`` for their next request)."""
-        await self._tasks.cancel_all()
+    def pre_shutdown(self) -> None:
+        """Start the drain (the listener is closed): close every connection with no request in progress --
+        idle keep-alive ones, plain or inside intercepted tunnels, and those still before their first head."""
+        for door in list(self._doors):
+            door.close()
         for server in [*self._tunnels, self._plain]:
             server.pre_shutdown()
-            await server.shutdown(grace)
+
+    async def shutdown(self, grace: float) -> None:
+        """Drain: requests in progress, plain or inside tunnels, get ``grace`` to finish, all at once;
+        connections with none close at once (:meth:`pre_shutdown`; without it aiohttp waits out ``grace`` for
+        their next request). Then what is left (tunnels still being set up, passthrough relays) is cancelled."""
+        self.pre_shutdown()
+        await asyncio.gather(*(server.shutdown(grace) for server in [*self._tunnels, self._plain]))
+        await self._tasks.cancel_all()
 
     # ------------------------------------------------------------------ CONNECT
 
@@ -410,9 +425,17 @@ class FrontDoor(asyncio.Protocol):
 
     def _finish(self) -> None:
         self._done = True
+        self._intake.door_done(self)
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
+
+    def close(self) -> None:
+        """Drain: no request has arrived on this connection yet (none, or only part of a head): close it."""
+        transport = self._transport
+        self._finish()
+        if transport is not None:
+            transport.close()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._finish()

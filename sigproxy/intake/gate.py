@@ -162,6 +162,7 @@ class GuardedHandler(RequestHandler):
         self._head_began: float | None = None
         self._body: StreamReader | None = None
         self._ticket: Ticket | None = None
+        self._answered = 0  # requests whose handling is over (aiohttp's _request_count: heads parsed)
 
     def adopt(self, ticket: Ticket | None, *, head_began: float | None = None) -> None:
         """Take the gate's ticket; ``head_began``: when the first byte of the head in flight arrived (the
@@ -200,6 +201,28 @@ class GuardedHandler(RequestHandler):
             self._keepalive_handle = None
             return
         super()._process_keepalive()
+
+    async def _handle_request(self, request: web.BaseRequest, start_time: float | None,
+                              request_handler: Callable[[web.BaseRequest], Awaitable[web.StreamResponse]],
+                              ) -> tuple[web.StreamResponse, bool]:
+        try:
+            return await super()._handle_request(request, start_time, request_handler)
+        finally:
+            self._answered += 1
+
+    def close(self) -> None:
+        """Drain (``pre_shutdown``): stop after the request being served, as aiohttp does; and when every request
+        that arrived has been answered, close now. aiohttp closes a connection waiting for its next head at once,
+        but one whose last request was answered without reading its body (refused before it, typically after
+        ``Expect: 100-continue``, so the client never sends it) it keeps open for up to ``lingering_time``
+        (10 s), reading the body that won't come: the drain waited for it."""
+        super().close()
+        if self._request_in_progress or self._answered != self._request_count:
+            return  # a request is being served (or its head is parsed and it is about to be): shutdown() waits
+        body = self._body
+        self.force_close()
+        if body is not None and not body.is_eof():
+            body.feed_eof()  # ends aiohttp's lingering read: nothing more comes on a closed connection
 
     def handle_error(self, request: web.BaseRequest, status: int = 500, exc: BaseException | None = None,
                      message: str | None = None) -> web.StreamResponse:

@@ -196,10 +196,9 @@ def _listening(addr: tuple[str, int] | Any, kind: str, upstream: str | None = No
     return Listening(kind, url, upstream)
 
 
-async def _reverse_listener(runtime: Runtime, gate: Gate, index: int, drain: float,
-                            stack: AsyncExitStack) -> asyncio.Server:
+async def _reverse_listener(runtime: Runtime, gate: Gate, index: int) -> tuple[asyncio.Server, ClientServer]:
     """Bind ``[[reverse]]`` number ``index``: each connection through the gate (with that listener's current
-    ``clients``), then to aiohttp."""
+    ``clients``), then to aiohttp (the returned server)."""
     loop = asyncio.get_running_loop()
     server = ClientServer(_entry(runtime, index), proxy=lambda: runtime.config.proxy)
     name = f"reverse ({runtime.config.reverse[index].upstream})"
@@ -214,14 +213,7 @@ async def _reverse_listener(runtime: Runtime, gate: Gate, index: int, drain: flo
                   listen):
         bound = await loop.create_server(lambda: Door(gate, server, settings, name), listen.host, listen.port,
                                          reuse_address=True)
-
-    async def close() -> None:
-        bound.close()
-        server.pre_shutdown()
-        await server.shutdown(drain)
-
-    stack.push_async_callback(close)
-    return bound
+    return bound, server
 
 
 async def serve(config: Config, stop: asyncio.Event, *, reload: asyncio.Event | None = None,
@@ -275,24 +267,34 @@ async def serve(config: Config, stop: asyncio.Event, *, reload: asyncio.Event | 
 
         stack.push_async_callback(close_admin)
 
-        # Listeners are closed in reverse order of binding; each drains its requests for up to `drain` s.
+        # The drain, all client listeners at once: stop accepting, close every connection with no request in
+        # progress (idle keep-alive ones too), then give the requests in progress up to `drain` s to finish.
         gate = Gate()
         intake = ConnectIntake(runtime, certs, gate, _entry(runtime, None))
+        listening: list[asyncio.Server] = []
+        reverse_servers: list[ClientServer] = []
+
+        async def close_clients() -> None:
+            for bound_server in listening:
+                bound_server.close()
+            intake.pre_shutdown()
+            for reverse_server in reverse_servers:
+                reverse_server.pre_shutdown()
+            await asyncio.gather(intake.shutdown(drain), *(r.shutdown(drain) for r in reverse_servers))
+
+        stack.push_async_callback(close_clients)
         listen = config.proxy.listen
         with _binding("forward proxy", "[proxy] listen (or --listen)", listen):
             server = await loop.create_server(intake.front_door, listen.host, listen.port, reuse_address=True)
-
-        async def close_forward() -> None:
-            server.close()
-            await intake.shutdown(drain)
-
-        stack.push_async_callback(close_forward)
+        listening.append(server)
         bound += [_listening(sock.getsockname(), "forward") for sock in server.sockets]
 
         for index, listener in enumerate(config.reverse):
-            reverse_server = await _reverse_listener(runtime, gate, index, drain, stack)
+            reverse_listener, reverse_server = await _reverse_listener(runtime, gate, index)
+            listening.append(reverse_listener)
+            reverse_servers.append(reverse_server)
             bound += [_listening(sock.getsockname(), "reverse", listener.upstream)
-                      for sock in reverse_server.sockets]
+                      for sock in reverse_listener.sockets]
 
         if config.proxy.admin_listen is not None:
             admin = web.AppRunner(admin_app(runtime, intake), handle_signals=False, access_log=None)

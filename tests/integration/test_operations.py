@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import signal
 import socket
+import ssl
 import subprocess
 import threading
 import time
@@ -83,6 +85,92 @@ def slow_upstream() -> Iterator[str]:
     yield f"http://127.0.0.1:{server.server_address[1]}"
     server.shutdown()
     server.server_close()
+
+
+# A SigV4 Authorization naming a key id no connection has: refused (407) from the head, before the body.
+UNKNOWN_KEY_AUTH = ("AWS4-HMAC-SHA256 Credential=AKIAIOSFODNN7EXAMPLE/20250101/us-east-1/s3/aws4_request, "
+                    "SignedHeaders=host, Signature=" + "0" * 64)
+
+
+@contextlib.contextmanager
+def _slow_upstreams(tmp_path: Path) -> Iterator[tuple[str, str, Path, list[str]]]:
+    """The slow origin over HTTP and HTTPS: ``(http url, https url, its CA file, paths as they arrive)``."""
+    import trustme
+
+    arrived: list[str] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def do_GET(self) -> None:
+            if self.path == "/inflight":
+                arrived.append(self.path)
+                time.sleep(2)
+            body = b"slow but complete"
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    ca = trustme.CA()
+    ca_file = tmp_path / "origin-ca.pem"
+    ca.cert_pem.write_to_path(str(ca_file))
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("127.0.0.1").configure_cert(context)
+    servers = [ThreadingHTTPServer(("127.0.0.1", 0), Handler) for _ in range(2)]
+    servers[1].socket = context.wrap_socket(servers[1].socket, server_side=True)
+    for server in servers:
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield (f"http://127.0.0.1:{servers[0].server_address[1]}",
+               f"https://127.0.0.1:{servers[1].server_address[1]}", ca_file, arrived)
+    finally:
+        for server in servers:
+            server.shutdown()
+            server.server_close()
+
+
+def _connect(address: str) -> socket.socket:
+    host, port = address.rsplit(":", 1)
+    return socket.create_connection((host, int(port)), timeout=15)
+
+
+def _tunnel(proxy_address: str, host: str, port: int, ca_file: Path) -> socket.socket:
+    """A CONNECT tunnel through the proxy, TLS inside it verified against sigproxy's CA."""
+    sock = _connect(proxy_address)
+    sock.sendall(f"CONNECT {host}:{port} HTTP/1.1\r\nHost: {host}:{port}\r\n\r\n".encode())
+    head = b""
+    while b"\r\n\r\n" not in head:
+        chunk = sock.recv(1)
+        assert chunk, head
+        head += chunk
+    assert head.startswith(b"HTTP/1.1 200"), head
+    return ssl.create_default_context(cafile=str(ca_file)).wrap_socket(sock, server_hostname=host)
+
+
+def _head(method: str, target: str, *headers: str) -> bytes:
+    return "\r\n".join([f"{method} {target} HTTP/1.1", *headers, "", ""]).encode()
+
+
+def _response(sock: socket.socket) -> tuple[int, bytes]:
+    """One response with a Content-Length body, read off a keep-alive connection."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = sock.recv(65536)
+        assert chunk, data
+        data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    length = next(int(v) for n, _, v in (line.partition(":") for line in lines[1:])
+                  if n.strip().lower() == "content-length")
+    while len(body) < length:
+        chunk = sock.recv(65536)
+        assert chunk, body
+        body += chunk
+    return int(lines[0].split(" ")[1]), body
 
 
 class TestAdmin:
@@ -262,6 +350,81 @@ secret_access_key = "x-secret"
             assert time.monotonic() - started < 5
             while sock.recv(65536):  # the rest of the response, then the proxy's close (no timeout)
                 pass
+
+
+    def test_idle_and_answered_connections_close_at_once_in_flight_complete(
+            self, tmp_path: Path, sigproxy_factory: Callable[..., Proxy]) -> None:
+        """At SIGTERM, on the forward listener, a reverse listener and inside an intercepted CONNECT tunnel:
+        a connection idle after a complete exchange and one whose request was refused before its body
+        (``Expect: 100-continue``, the body never sent, as boto3 does) are closed at once, while a request in
+        flight on each of them completes. Both used to hold the drain: the refused one for aiohttp's 10 s
+        lingering wait for the unsent body, however short drain_seconds was made."""
+        with _slow_upstreams(tmp_path) as (plain, tls, ca_file, arrived):
+            tls_port = tls.rsplit(":", 1)[1]
+            proxy = sigproxy_factory(f"""
+[proxy]
+default_connection = "x"
+drain_seconds = 20
+upstream_ca_file = "{ca_file}"
+connect_ports = [{tls_port}]
+[connections.x]
+region = "us-east-1"
+service = "s3"
+hosts = ["127.0.0.1:*"]
+[connections.x.credentials]
+source = "static"
+access_key_id = "AKIDX"
+secret_access_key = "x-secret"
+[[reverse]]
+listen = "127.0.0.1:0"
+upstream = "{plain}"
+connection = "x"
+""")
+            our_ca = tmp_path / "state" / "ca-cert.pem"
+            ways: dict[str, Callable[[], socket.socket]] = {
+                "forward": lambda: _connect(proxy.address),
+                "reverse": lambda: _connect(proxy.reverse[0].removeprefix("http://")),
+                "tunnel": lambda: _tunnel(proxy.address, "127.0.0.1", int(tls_port), our_ca),
+            }
+            origin = {"forward": plain, "reverse": "", "tunnel": ""}
+            held: dict[str, socket.socket] = {}
+            for way, connect in ways.items():
+                idle = connect()
+                idle.sendall(_head("GET", f"{origin[way]}/done", "Host: upstream"))
+                assert _response(idle) == (200, b"slow but complete")
+                refused = connect()
+                refused.sendall(_head("PUT", f"{origin[way]}/bucket/key", "Host: upstream", "Expect: 100-continue",
+                                      "Content-Length: 5", f"Authorization: {UNKNOWN_KEY_AUTH}"))
+                assert _response(refused)[0] == 407
+                held |= {f"{way} idle": idle, f"{way} refused before its body": refused}
+            arrived.clear()
+            results: dict[str, tuple[int, bytes]] = {}
+
+            def in_flight(way: str) -> None:
+                with ways[way]() as sock:
+                    sock.sendall(_head("GET", f"{origin[way]}/inflight", "Host: upstream"))
+                    results[way] = _response(sock)
+
+            workers = [threading.Thread(target=in_flight, args=(way,)) for way in ways]
+            for worker in workers:
+                worker.start()
+            wait_for(lambda: len(arrived) == 3)  # all three are at the origin now, answered in 2 s
+            started = time.monotonic()
+            proxy.proc.send_signal(signal.SIGTERM)
+            still_open = []
+            for name, sock in held.items():  # closed by the proxy, each at once (not when the process exits)
+                sock.settimeout(max(0.1, started + 3 - time.monotonic()))
+                try:
+                    assert sock.recv(100) == b"", name
+                except TimeoutError:
+                    still_open.append(name)
+                sock.close()
+            assert still_open == []
+            for worker in workers:
+                worker.join(15)
+            assert results == dict.fromkeys(ways, (200, b"slow but complete"))
+            assert proxy.proc.wait(15) == 0
+            assert time.monotonic() - started < 6  # the in-flight requests' 2 s, not 10 s or drain_seconds
 
 
 def test_example_config_loads() -> None:
