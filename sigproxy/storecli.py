@@ -14,15 +14,11 @@ from collections.abc import Callable
 from typing import Any
 
 from .config import Config
-from .control import open_store
 from .errors import ConfigError
-from .store import current as schema_current
-from .store import generate_key, redacted
-from .store import head as schema_head
-from .store import upgrade as schema_upgrade
-from .store.database import create_engine
 
 __all__ = ["add_parser", "run"]
+
+# The store (SQLAlchemy, Alembic) is imported when a store command runs, not when `sigproxy` builds its parser.
 
 
 def add_parser(sub: argparse._SubParsersAction[Any],
@@ -43,6 +39,11 @@ def _url(config: Config) -> str:
 
 
 async def _migrate(config: Config) -> int:
+    from .store import current as schema_current  # noqa: PLC0415
+    from .store import redacted  # noqa: PLC0415
+    from .store import upgrade as schema_upgrade  # noqa: PLC0415
+    from .store.database import create_engine  # noqa: PLC0415
+
     url = _url(config)
     engine = create_engine(url)
     try:
@@ -57,6 +58,8 @@ async def _migrate(config: Config) -> int:
 
 
 async def _rotate(config: Config) -> int:
+    from .control import open_store  # noqa: PLC0415
+
     store = await open_store(config, migrate=False)
     assert store is not None
     try:
@@ -68,6 +71,12 @@ async def _rotate(config: Config) -> int:
 
 
 async def _status(config: Config) -> int:
+    from .control import open_store  # noqa: PLC0415
+    from .store import current as schema_current  # noqa: PLC0415
+    from .store import head as schema_head  # noqa: PLC0415
+    from .store import redacted  # noqa: PLC0415
+    from .store.database import create_engine  # noqa: PLC0415
+
     url = _url(config)
     engine = create_engine(url)
     try:
@@ -93,6 +102,8 @@ async def _status(config: Config) -> int:
 
 def run(args: argparse.Namespace, load: Callable[[], Config]) -> int:
     """Run ``sigproxy store VERB``; returns the exit code. Raises :class:`ConfigError`."""
+    from .store import generate_key, redacted  # noqa: PLC0415
+
     if args.store_command == "new-key":
         print(generate_key())
         return 0
