@@ -28,7 +28,7 @@ import asyncio
 import base64
 import json
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -36,10 +36,6 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import aiohttp
-from aiobotocore.config import AioConfig
-from aiobotocore.session import AioSession
-from botocore import UNSIGNED
-from botocore.exceptions import BotoCoreError, ClientError
 
 from .config import ConnectionConfig, CredentialsConfig
 from .credcache import CredentialCache, EntryState
@@ -115,7 +111,24 @@ def sts_endpoint_for(region: str) -> str:
     return f"https://sts.{region}.amazonaws.com"
 
 
+def _aws_session(profile: str | None = None) -> Any:
+    """A new aiobotocore session. aiobotocore and botocore are imported on first use: a proxy whose connections
+    all have static keys, and every command that needs no AWS call, never load them."""
+    from aiobotocore.session import AioSession  # noqa: PLC0415
+
+    return AioSession(profile=profile)
+
+
+def _aws_errors() -> tuple[type[Exception], ...]:
+    """botocore's errors (imported on first use, see :func:`_aws_session`)."""
+    from botocore.exceptions import BotoCoreError, ClientError  # noqa: PLC0415
+
+    return BotoCoreError, ClientError
+
+
 def _sts_error(name: str, action: str, exc: Exception) -> CredentialsUnavailable:
+    from botocore.exceptions import ClientError  # noqa: PLC0415
+
     if isinstance(exc, ClientError):
         err = exc.response.get("Error", {})
         code, message = err.get("Code", "?"), err.get("Message", "")
@@ -154,11 +167,11 @@ class _Chain:
         try:
             async with self._lock:
                 if self._resolved is None:
-                    self._resolved = await AioSession(profile=self._profile).get_credentials()
+                    self._resolved = await _aws_session(self._profile).get_credentials()
             if self._resolved is None:
                 raise CredentialsUnavailable(f"connection {self._name!r}: the AWS credential chain found none")
             frozen = await self._resolved.get_frozen_credentials()
-        except (BotoCoreError, ClientError) as exc:
+        except _aws_errors() as exc:
             raise CredentialsUnavailable(
                 f"connection {self._name!r}: the AWS credential chain failed: {type(exc).__name__}: {exc}"
             ) from exc
@@ -170,14 +183,17 @@ class _Chain:
 class _StsCaller:
     """Builds short-lived aiobotocore STS clients for one connection."""
 
-    def __init__(self, session: AioSession, conn: ConnectionConfig) -> None:
-        self._session = session
+    def __init__(self, session: Callable[[], Any], conn: ConnectionConfig) -> None:
+        self._session = session  # the shared aiobotocore session, made on first use
         self.region = conn.region or "us-east-1"
         self.endpoint = conn.sts_endpoint_url or sts_endpoint_for(self.region)
 
     async def call(self, name: str, action: str, creds: Credentials | None, **params: Any) -> Credentials:
         kwargs: dict[str, Any] = {"region_name": self.region, "endpoint_url": self.endpoint}
         if creds is None:
+            from aiobotocore.config import AioConfig  # noqa: PLC0415
+            from botocore import UNSIGNED  # noqa: PLC0415
+
             kwargs["config"] = AioConfig(signature_version=UNSIGNED)
         else:
             kwargs.update(aws_access_key_id=creds.access_key_id, aws_secret_access_key=creds.secret_access_key,
@@ -185,9 +201,9 @@ class _StsCaller:
         method = "assume_role" if action == "AssumeRole" else "assume_role_with_web_identity"
         try:
             async with AsyncExitStack() as stack:
-                sts = await stack.enter_async_context(self._session.create_client("sts", **kwargs))
+                sts = await stack.enter_async_context(self._session().create_client("sts", **kwargs))
                 answer = await getattr(sts, method)(**params)
-        except (ClientError, BotoCoreError) as exc:
+        except _aws_errors() as exc:
             raise _sts_error(name, action, exc) from exc
         return _from_sts(answer)
 
@@ -335,7 +351,7 @@ class Providers:
         self._owns_cache = cache is None
         self.cache = cache if cache is not None else CredentialCache()
         self.cache.configure(connections=len(connections), users=cached_users or self.cache.capacity[1])
-        self._session = AioSession()
+        self._session: Any = None  # aiobotocore's, made on first use (aws_session)
         self._root: Providers | None = None
         self._http: aiohttp.ClientSession | None = None
         self._default_chain = _Chain("(default chain)", None)
@@ -353,7 +369,7 @@ class Providers:
         new._owns_cache = False
         new.cache = self.cache
         new.cache.configure(connections=len(connections), users=cached_users or self.cache.capacity[1])
-        new._session = self._session
+        new._session = None  # the root's is shared (aws_session)
         new._root = root
         new._http = None
         new._default_chain = self._default_chain
@@ -376,10 +392,18 @@ class Providers:
         if c.source == "chain":
             return _Chain(conn.name, c.profile)
         if c.source == "assume_role":
-            return _AssumeRole(conn, _StsCaller(self._session, conn), self)
+            return _AssumeRole(conn, _StsCaller(self.aws_session, conn), self)
         if c.source == "web_identity":
-            return _WebIdentity(conn, _StsCaller(self._session, conn))
+            return _WebIdentity(conn, _StsCaller(self.aws_session, conn))
         return _StsEndpoint(conn, self)
+
+    def aws_session(self) -> Any:
+        """The aiobotocore session every provider of this chain shares (the root's), made on first use."""
+        if self._root is not None:
+            return self._root.aws_session()
+        if self._session is None:
+            self._session = _aws_session()
+        return self._session
 
     def http(self) -> aiohttp.ClientSession:
         if self._root is not None:
@@ -458,8 +482,8 @@ async def caller_identity(conn: ConnectionConfig, creds: Credentials) -> str:
     }
     try:
         async with AsyncExitStack() as stack:
-            sts = await stack.enter_async_context(AioSession().create_client("sts", **kwargs))
+            sts = await stack.enter_async_context(_aws_session().create_client("sts", **kwargs))
             answer = await sts.get_caller_identity()
-    except (ClientError, BotoCoreError) as exc:
+    except _aws_errors() as exc:
         raise _sts_error(conn.name, "GetCallerIdentity", exc) from exc
     return str(answer["Arn"])
