@@ -120,10 +120,14 @@ def test_start_tls_server_side_keeps_tail(factory: Callable[[], asyncio.Abstract
 
         class Plain(asyncio.Protocol):
             def connection_made(self, transport: asyncio.BaseTransport) -> None:
-                transport.write(b"!")  # as a CONNECT's 200: the client starts its handshake only now
-
                 async def upgrade() -> None:
+                    # As sigproxy's front door: reading paused (at the end of the CONNECT head), then the 200,
+                    # then start_tls. Written before the pause, the 200 let the client's ClientHello reach this
+                    # protocol, and be dropped, when start_tls came a loop turn later (seen under load).
+                    transport.pause_reading()  # type: ignore[attr-defined]
+                    transport.write(b"!")  # as a CONNECT's 200: the client starts its handshake only now
                     reader = PausingReader(0.8)
+                    await asyncio.sleep(0.2)  # a late start_tls (as under load): the ClientHello waits for it
                     upgraded = await loop.start_tls(transport, reader, server_ctx,  # type: ignore[arg-type]
                                                     server_side=True, ssl_handshake_timeout=10)
                     assert upgraded is not None
