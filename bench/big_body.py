@@ -339,7 +339,7 @@ def _error_text(text: str) -> str:
 
 def config_text(tmp: str, max_body: bool) -> str:
     return (
-        f'[proxy]\nlisten = "127.0.0.1:0"\ndefault_connection = "bench"\nstate_dir = "{tmp}/state"\n'
+        f'[proxy]\nlisten = "127.0.0.1:0"\ndefault_connection = "bench"\nstate_dir = "{tmp}/state"\nadmin_listen = ""\n'
         + ('max_body = "2GiB"\n' if max_body else "")
         + '[connections.bench]\nregion = "us-east-1"\nservice = "s3"\nhosts = ["127.0.0.1:*"]\n'
         '[connections.bench.credentials]\nsource = "static"\naccess_key_id = "AKIDBENCH"\n'

@@ -6,7 +6,7 @@ Properties, for any bytes cut at any boundaries:
 * it never buffers more than its limits (a size line over 130 bytes, a chunk over ``max_chunk_size``, a
   trailer over ``max_trailer_size`` are refused, not held) — a giant size line is refused at once;
 * the result (events, then the error message if any) does not depend on where the feeds were cut;
-* what :class:`~sigproxy.streaming.ChunkSigner` and :func:`~sigproxy.streaming.frame_unsigned` encode decodes
+* what :class:`~sigproxy.streaming.ChunkSigner` and :func:`~sigproxy.chunkframing.frame_unsigned` encode decodes
   back to the same data, trailer and signatures, and the signature chain verifies.
 """
 
