@@ -4,6 +4,7 @@ is fed, holding less than a chunk; accepted by the decoder and the chain check; 
 from __future__ import annotations
 
 import ast
+import itertools
 from pathlib import Path
 
 import pytest
@@ -39,7 +40,7 @@ def _framed(data: bytes, chunk_size: int, cuts: list[int]) -> tuple[bytes, list[
     points = sorted({0, len(data), *(c % (len(data) + 1) for c in cuts)})
     out: list[bytes | memoryview] = []
     held: list[int] = []
-    for start, end in zip(points, points[1:], strict=False):
+    for start, end in itertools.pairwise(points):
         out.extend(framer.feed(data[start:end]))
         held.append(framer.buffered)
     out.extend(framer.flush())
