@@ -141,6 +141,7 @@ class RssSampler:
         self.hwm_kb: int | None = None
         self.hwm_reset = False
         self.cpu_pct = 0.0
+        self.cpu_s = 0.0
         self._cpu0 = self._t0 = 0.0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
@@ -162,7 +163,8 @@ class RssSampler:
         return self
 
     def __exit__(self, *_: object) -> None:
-        self.cpu_pct = 100 * (cpu_seconds(self.pid) - self._cpu0) / (time.perf_counter() - self._t0)
+        self.cpu_s = cpu_seconds(self.pid) - self._cpu0
+        self.cpu_pct = 100 * self.cpu_s / (time.perf_counter() - self._t0)
         self._stop.set()
         self._thread.join()
         self.peak_kb = max(self.peak_kb, status_kb(self.pid, "VmRSS") or 0)
@@ -182,6 +184,7 @@ class Result:
     peak_mb: float | None = None
     hwm_mb: float | None = None
     cpu_pct: float | None = None
+    cpu_s: float | None = None  # sigproxy's CPU seconds (all threads) during the transfer
     wire: str = ""  # how an upload reached the upstream
     other_pct: float | None = None  # CPU used by processes other than ours meanwhile, % of one core
 
@@ -450,6 +453,7 @@ def main() -> None:
                     return result
                 result.peak_mb = rss.peak_kb * 1024 / MB
                 result.cpu_pct = rss.cpu_pct if result.ok else None
+                result.cpu_s = rss.cpu_s if result.ok else None
                 result.hwm_mb = rss.hwm_kb * 1024 / MB if rss.hwm_kb is not None and rss.hwm_reset else None
                 return result
 
@@ -474,7 +478,7 @@ def main() -> None:
     print(f"body {size / 2**20:.0f} MiB, {args.repeat} run(s) per cell (median MB/s), MB = 10^6 bytes; "
           f"chunk_size {args.chunk_size or 'default'}; idle RSS {idle}")
     print(f"{'case':18} {'route':9} {'MB/s':>6} {'% of direct':>12} {'peak RSS MB':>12} {'VmHWM MB':>9} "
-          f"{'proxy CPU %':>12}")
+          f"{'proxy CPU %':>12} {'CPU s/GB':>9}")
     for label, _, _ in cases:
         direct = results[(label, "direct")]
         d = mbps(direct, size)
@@ -488,13 +492,16 @@ def main() -> None:
             peak = max(r.peak_mb or 0 for r in through)
             hwms = [r.hwm_mb for r in through if r.hwm_mb is not None]
             cpus = [r.cpu_pct for r in through if r.cpu_pct is not None]
+            # CPU time per byte moved: what the proxy costs, much less disturbed by other load than MB/s.
+            per_gb = [r.cpu_s / (size / 1e9) for r in through if r.cpu_s is not None]
             failed = next((r for r in through if not r.ok), None)
             t_cell = f"{t:.0f}" if t is not None else (f"HTTP {failed.status}" if failed and failed.status
                                                         else "failed")
             print(f"{'':18} {route:9} {t_cell:>6} "
                   f"{f'{statistics.median(ratios):.0f}' if ratios else '-':>12} {peak:>12.1f} "
                   f"{f'{max(hwms):.1f}' if hwms else '-':>9} "
-                  f"{f'{statistics.median(cpus):.0f}' if cpus else '-':>12}")
+                  f"{f'{statistics.median(cpus):.0f}' if cpus else '-':>12} "
+                  f"{f'{statistics.median(per_gb):.2f}' if per_gb else '-':>9}")
             wires = {r.wire for r in through if r.ok and r.wire}
             notes.extend(f"{label} via {route} reached the upstream with {wire}" for wire in sorted(wires))
         for route in routes:

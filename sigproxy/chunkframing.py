@@ -49,18 +49,19 @@ class SignedFramer:
 
     :meth:`feed` hashes each piece as it arrives and holds it (the piece itself, or a ``memoryview`` slice
     of it where a chunk boundary cuts it) until its chunk is whole; it then returns the chunk as buffers to
-    write in order: the size line with the chunk's signature (``bytes``), the held pieces, ``b"\\r\\n"``.
-    :meth:`flush` does the same for the last, shorter chunk. The final zero-length chunk (and any trailer)
-    is the caller's: :meth:`ChunkSigner.frame` ``(b"")`` or :meth:`ChunkSigner.final_with_trailer`.
+    write in order: the size line with the chunk's signature (``bytes``), then the held pieces. The CRLF
+    that closes a chunk's data goes out in front of the next size line (one small write per chunk, not
+    two), and :meth:`flush` returns the last, shorter chunk followed by the closing CRLF. Then comes the
+    final zero-length chunk (and any trailer), the caller's: :meth:`ChunkSigner.frame` ``(b"")`` or
+    :meth:`ChunkSigner.final_with_trailer`.
 
     Memory: at most ``chunk_size - 1`` bytes of data are held between calls, plus the unused rest of the
     one piece that straddles the boundary (a slice keeps its whole piece alive): under ``chunk_size`` plus
     one piece. Pieces must not change after they are fed (``bytes`` are taken as they are, anything else is
-    copied once), and the returned buffers must be written before they could change -- they never do, being
-    ``bytes`` or views of ``bytes``.
+    copied once); the returned buffers are ``bytes`` or views of ``bytes``, so they never change.
     """
 
-    __slots__ = ("_digest", "_held", "_held_len", "_signer", "_size", "sent")
+    __slots__ = ("_digest", "_held", "_held_len", "_open", "_signer", "_size", "sent")
 
     def __init__(self, signer: ChunkSigner, chunk_size: int = DEFAULT_CHUNK_SIZE) -> None:
         if chunk_size < 1:
@@ -70,6 +71,7 @@ class SignedFramer:
         self._held: list[bytes | memoryview] = []
         self._held_len = 0
         self._digest = hashlib.sha256()
+        self._open = False  # a chunk's data was returned without its closing CRLF
         self.sent = 0
         """Data bytes framed so far (in returned chunks; held bytes are not counted)."""
 
@@ -86,9 +88,10 @@ class SignedFramer:
     def _emit(self, out: list[bytes | memoryview]) -> None:
         size = self._held_len
         signature = self._signer.sign_hashed(self._digest.hexdigest())
-        out.append(b"%x;chunk-signature=%s\r\n" % (size, signature.encode("ascii")))
+        line = b"%x;chunk-signature=%s\r\n" % (size, signature.encode("ascii"))
+        out.append(_CRLF + line if self._open else line)
         out.extend(self._held)
-        out.append(_CRLF)
+        self._open = True
         self.sent += size
         self._held = []
         self._held_len = 0
@@ -117,10 +120,13 @@ class SignedFramer:
         return out
 
     def flush(self) -> list[bytes | memoryview]:
-        """The buffers of the last chunk, shorter than ``chunk_size`` (empty if nothing is held)."""
+        """The buffers of the last, shorter chunk (if anything is held), and the CRLF closing the data."""
         out: list[bytes | memoryview] = []
         if self._held_len:
             self._emit(out)
+        if self._open:
+            out.append(_CRLF)
+            self._open = False
         return out
 
 
