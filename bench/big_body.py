@@ -353,11 +353,13 @@ def config_text(tmp: str, max_body: bool, chunk_size: int | None) -> str:
     )
 
 
-def start_proxy(tmp: str, name: str, root: Path, chunk_size: int | None,
-                notes: list[str]) -> tuple[subprocess.Popen[str], str]:
+def start_proxy(tmp: str, name: str, root: Path, chunk_size: int | None, notes: list[str],
+                unpinned: bool = False) -> tuple[subprocess.Popen[str], str]:
     """sigproxy from the checkout ``root`` (``python -m sigproxy`` run there imports that tree's package)."""
     cfg, err = Path(tmp) / f"{name}.toml", Path(tmp) / f"{name}.err"
-    cmd = pinned(0, [sys.executable, "-m", "sigproxy", "run", "-c", str(cfg), "--log-level", "warning"])
+    cmd = [sys.executable, "-m", "sigproxy", "run", "-c", str(cfg), "--log-level", "warning"]
+    if not unpinned:
+        cmd = pinned(0, cmd)
     cfg.write_text(config_text(tmp, True, chunk_size))
     started = start(cmd, "listening on", err, cwd=root)
     if started is None and "max_body" in err.read_text():
@@ -388,6 +390,8 @@ def main() -> None:
     parser.add_argument("--baseline", type=Path, metavar="CHECKOUT",
                         help="also run sigproxy from this other checkout (e.g. `git worktree add /tmp/base main`), "
                              "as a third route in the same run, taking turns with this tree's")
+    parser.add_argument("--unpinned", action="store_true",
+                        help="let sigproxy run on any core (default: core 0, the client and upstream on core 1)")
     parser.add_argument("--no-verify", action="store_true", help="skip the client's SHA-256 of the download")
     parser.add_argument("--timeout", type=float, default=600, help="seconds per transfer")
     args = parser.parse_args()
@@ -420,7 +424,7 @@ def main() -> None:
             sink, up_url = sink_started
             procs.append(sink)
             for name, root in trees.items():
-                proxy, proxy_url = start_proxy(tmp, name, root, args.chunk_size, notes)
+                proxy, proxy_url = start_proxy(tmp, name, root, args.chunk_size, notes, args.unpinned)
                 procs.append(proxy)
                 p_host, p_port = proxy_url.removeprefix("http://").rsplit(":", 1)
                 proxies[name] = (proxy, (p_host, int(p_port)))
@@ -476,7 +480,8 @@ def main() -> None:
 
     idle = ", ".join(f"{name} {kb * 1024 / MB:.1f} MB" for name, kb in idle_kb.items())
     print(f"body {size / 2**20:.0f} MiB, {args.repeat} run(s) per cell (median MB/s), MB = 10^6 bytes; "
-          f"chunk_size {args.chunk_size or 'default'}; idle RSS {idle}")
+          f"chunk_size {args.chunk_size or 'default'}; sigproxy {'on any core' if args.unpinned else 'on core 0'}; "
+          f"idle RSS {idle}")
     print(f"{'case':18} {'route':9} {'MB/s':>6} {'% of direct':>12} {'peak RSS MB':>12} {'VmHWM MB':>9} "
           f"{'proxy CPU %':>12} {'CPU s/GB':>9}")
     for label, _, _ in cases:
