@@ -21,7 +21,7 @@ from typing import Any
 from hypothesis import strategies as st
 
 from fuzz.engine import Target
-from sigproxy import streaming
+from sigproxy import chunkframing, streaming
 from sigproxy.streaming import Chunk, ChunkDecoder, ChunkError, ChunkSigner, End, Event, Trailer
 
 KEY = b"k" * 32
@@ -155,8 +155,8 @@ def encode(signed: bool, trailer: bool, pieces: tuple[bytes, ...], headers: tupl
         signer = ChunkSigner(KEY, DATE, SCOPE, SEED)
         out = b"".join(signer.frame(p) for p in pieces)
         return out + (signer.final_with_trailer(headers) if trailer else signer.frame(b""))
-    out = b"".join(streaming.frame_unsigned(p) for p in pieces)
-    return out + streaming.final_unsigned(headers if trailer else ())
+    out = b"".join(chunkframing.frame_unsigned(p) for p in pieces)
+    return out + chunkframing.final_unsigned(headers if trailer else ())
 
 
 @st.composite
