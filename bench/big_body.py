@@ -4,8 +4,15 @@ The upstream is bench/sink.py (swallows uploads and answers their byte count and
 from a repeated 1 MiB pseudo-random block). The load comes from a lean asyncio client here (raw HTTP/1.1 on
 one connection per transfer; the upload body is generated on the fly from the same block, the download is
 read, discarded and checked against the block's SHA-256). sigproxy runs on core 0, the upstream and this
-client on core 1 (`taskset`). Uploads run once per client X-Amz-Content-SHA256 (default: UNSIGNED-PAYLOAD,
-which sigproxy can pass through, and none, which it turns into signed aws-chunked upstream).
+client on core 1 (`taskset`; `--unpinned` lets sigproxy use any core). Uploads run once per client
+X-Amz-Content-SHA256 (default: UNSIGNED-PAYLOAD, which sigproxy can pass through, and none -- the row
+"PUT none: chunks" -- which it turns into signed aws-chunked upstream, `--chunk-size` for its chunk_size).
+Each row gives MB/s, the ratio to the direct transfer of the same turn (median over turns), peak RSS and
+sigproxy's CPU seconds per GB moved: the cost of the proxy itself, far less disturbed by other load on
+the machine than MB/s.
+
+`--baseline CHECKOUT` runs a second sigproxy from another checkout (`git worktree add /tmp/base main`) as one
+more route in the same run, the two taking turns to go first: before/after in one table.
 
 sigproxy's RSS is sampled from /proc every 50 ms during each transfer through it; VmHWM (the kernel's peak)
 is reset before each transfer where the kernel lets us (clear_refs); its CPU time gives the share of core 0
@@ -14,6 +21,7 @@ MB = 10^6 bytes. An upload the proxy refuses (413 while bodies are buffered) is 
 should be otherwise idle: CPU used by other processes before and during the transfers is measured and flagged.
 
     .venv/bin/python bench/big_body.py [--size 1GiB] [--repeat 1] [--content-sha256 VALUE ...] [--no-verify]
+        [--no-get] [--chunk-size SIZE] [--baseline CHECKOUT] [--unpinned]
 
 Never run by the test suite; numbers go into the issue notes.
 """
