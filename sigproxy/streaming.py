@@ -88,10 +88,6 @@ _CRLF = b"\r\n"
 _SIGNATURE_LENGTH = 64
 # Longest size line accepted: 16 hex digits + ";chunk-signature=" + 64 hex is 97 bytes.
 _MAX_SIZE_LINE = 128
-# Framing bytes around a signed chunk besides its hex size and data: ";chunk-signature=" + sig + 2 CRLFs.
-_SIGNED_OVERHEAD = len(";chunk-signature=") + _SIGNATURE_LENGTH + 2 * len(_CRLF)
-# "x-amz-trailer-signature:" + sig + CRLF.
-_TRAILER_SIGNATURE_LINE = len(TRAILER_SIGNATURE_HEADER) + 1 + _SIGNATURE_LENGTH + len(_CRLF)
 
 _SIGNED_SIZE_LINE = re.compile(rb"([0-9A-Fa-f]{1,16});chunk-signature=([0-9a-f]{64})")
 _UNSIGNED_SIZE_LINE = re.compile(rb"[0-9A-Fa-f]{1,16}")
