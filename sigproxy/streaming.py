@@ -85,7 +85,6 @@ DEFAULT_MAX_CHUNK_SIZE = 16 * 2**20
 DEFAULT_MAX_TRAILER_SIZE = 16 * 1024
 
 _CRLF = b"\r\n"
-_SIGNATURE_LENGTH = 64
 # Longest size line accepted: 16 hex digits + ";chunk-signature=" + 64 hex is 97 bytes.
 _MAX_SIZE_LINE = 128
 
