@@ -29,6 +29,7 @@ from sigproxy.routing import parse_absolute_target
 from sigproxy.signing import Credentials, Signer
 from sigproxy.streaming import STREAMING_SIGNED, STREAMING_SIGNED_TRAILER, ChunkSigner
 from tests.conftest import Proxy
+from tests.integration.test_https import sigproxy_cli
 from tests.integration.test_moto_clients import curl, status_of
 from tests.servers.moto_server import Moto
 from tests.servers.rgw import RGW
@@ -150,6 +151,25 @@ class TestSignedChunksToRgw:
         r = curl(proxy, "-T", str(tmp_path / "body"), f"{rgw.endpoint}/{bucket}/boundary-{size}.bin")
         assert status_of(r) == 200, (what, r)
         assert stored(rgw, f"boundary-{size}.bin") == data, what
+        assert '"body": "signed-chunks"' in proxy.stop()
+
+    def test_signed_chunks_over_tls(self, rgw: RGW, bucket: str, tmp_path: Path,
+                                    sigproxy_factory: Callable[..., Proxy]) -> None:
+        """Inside a CONNECT tunnel to RGW's TLS port, a 3 MiB body goes as signed chunks over TLS upstream (the
+        chunk data written as views of the client's pieces); RGW checks every chunk."""
+        port = rgw.tls_endpoint.rsplit(":", 1)[1]
+        proxy = sigproxy_factory(rgw_config(rgw, chunk_size="256KiB", extra_proxy=(
+            f'default_connection = "ceph"\nconnect_ports = [{port}]\nupstream_ca_file = "{rgw.ca_file}"\n'
+            f'state_dir = "{tmp_path / "state"}"')))
+        bundle = tmp_path / "bundle.pem"
+        assert sigproxy_cli("ca", "-c", str(proxy.config), "--bundle", str(bundle)).returncode == 0
+        data = os.urandom(3 * 2**20 + 777)
+        (tmp_path / "b").write_bytes(data)
+        r = subprocess.run(["curl", "-sS", "-x", proxy.url, "--cacert", str(bundle), "-o", "/dev/null",
+                            "-w", "%{http_code}", "-T", str(tmp_path / "b"), f"{rgw.tls_endpoint}/{bucket}/tls.bin"],
+                           capture_output=True, text=True, timeout=60, check=False)
+        assert r.stdout == "200", (r.stderr, proxy.output[-3:])
+        assert stored(rgw, "tls.bin") == data
         assert '"body": "signed-chunks"' in proxy.stop()
 
     def test_slow_client_trickling_bytes(self, rgw: RGW, bucket: str,
