@@ -109,12 +109,15 @@ class BodyPlan:
 
 async def _client_pieces(request: web.BaseRequest, limit: int, silence: float) -> AsyncIterator[bytes]:
     """The client's body as it arrives (HTTP chunking already undone by aiohttp), up to ``limit`` bytes; a
-    silence of ``silence`` seconds (``body_timeout``) ends it with :class:`BodyTimeout`."""
+    silence of ``silence`` seconds (``body_timeout``) ends it with :class:`BodyTimeout`.
+
+    The pieces are the buffers aiohttp received, one at a time (``readchunk``), never joined: ``readany`` would
+    copy everything buffered into one new ``bytes`` whenever the client is ahead of the upstream."""
     total = 0
     while True:
         try:
             async with asyncio.timeout(silence):
-                piece = await request.content.readany()
+                piece, chunk_end = await request.content.readchunk()
         except TimeoutError:
             # Nothing more is read from this client: the body ends here (no lingering read of the rest) and
             # the connection closes once the 408 is out. The error fails whatever was being sent upstream.
@@ -126,7 +129,9 @@ async def _client_pieces(request: web.BaseRequest, limit: int, silence: float) -
         except Exception as exc:  # aiohttp's payload errors (a truncated chunked body) have no common base
             raise ClientAborted(f"the client's body broke off: {type(exc).__name__}") from exc
         if not piece:
-            return
+            if chunk_end:  # the end of an HTTP chunk (Transfer-Encoding: chunked) landed on a buffer's end
+                continue
+            return  # (b"", False): the end of the body
         total += len(piece)
         if total > limit:
             raise BodyTooLarge(f"request body is over max_body ({limit} bytes)")
