@@ -129,9 +129,11 @@ async def _client_pieces(request: web.BaseRequest, limit: int, silence: float) -
         except Exception as exc:  # aiohttp's payload errors (a truncated chunked body) have no common base
             raise ClientAborted(f"the client's body broke off: {type(exc).__name__}") from exc
         if not piece:
-            if chunk_end:  # the end of an HTTP chunk (Transfer-Encoding: chunked) landed on a buffer's end
+            # (b"", True) is the end of an HTTP chunk (Transfer-Encoding: chunked) at a buffer's end, more may
+            # follow -- except from aiohttp's shared empty reader (no body), which says so after its first call.
+            if chunk_end and not request.content.at_eof():
                 continue
-            return  # (b"", False): the end of the body
+            return
         total += len(piece)
         if total > limit:
             raise BodyTooLarge(f"request body is over max_body ({limit} bytes)")
