@@ -4,8 +4,15 @@ The upstream is bench/sink.py (swallows uploads and answers their byte count and
 from a repeated 1 MiB pseudo-random block). The load comes from a lean asyncio client here (raw HTTP/1.1 on
 one connection per transfer; the upload body is generated on the fly from the same block, the download is
 read, discarded and checked against the block's SHA-256). sigproxy runs on core 0, the upstream and this
-client on core 1 (`taskset`). Uploads run once per client X-Amz-Content-SHA256 (default: UNSIGNED-PAYLOAD,
-which sigproxy can pass through, and none, which it turns into signed aws-chunked upstream).
+client on core 1 (`taskset`; `--unpinned` lets sigproxy use any core). Uploads run once per client
+X-Amz-Content-SHA256 (default: UNSIGNED-PAYLOAD, which sigproxy can pass through, and none -- the row
+"PUT none: chunks" -- which it turns into signed aws-chunked upstream, `--chunk-size` for its chunk_size).
+Each row gives MB/s, the ratio to the direct transfer of the same turn (median over turns), peak RSS and
+sigproxy's CPU seconds per GB moved: the cost of the proxy itself, far less disturbed by other load on
+the machine than MB/s.
+
+`--baseline CHECKOUT` runs a second sigproxy from another checkout (`git worktree add /tmp/base main`) as one
+more route in the same run, the two taking turns to go first: before/after in one table.
 
 sigproxy's RSS is sampled from /proc every 50 ms during each transfer through it; VmHWM (the kernel's peak)
 is reset before each transfer where the kernel lets us (clear_refs); its CPU time gives the share of core 0
@@ -14,6 +21,7 @@ MB = 10^6 bytes. An upload the proxy refuses (413 while bodies are buffered) is 
 should be otherwise idle: CPU used by other processes before and during the transfers is measured and flagged.
 
     .venv/bin/python bench/big_body.py [--size 1GiB] [--repeat 1] [--content-sha256 VALUE ...] [--no-verify]
+        [--no-get] [--chunk-size SIZE] [--baseline CHECKOUT] [--unpinned]
 
 Never run by the test suite; numbers go into the issue notes.
 """
@@ -60,11 +68,12 @@ def pinned(core: int, cmd: list[str]) -> list[str]:
     return cmd
 
 
-def start(cmd: list[str], marker: str, stderr: Path | None = None) -> tuple[subprocess.Popen[str], str] | None:
-    """Start ``cmd`` and wait for ``marker`` on its stdout (the line's last word is returned); None if it exits
-    first (its stderr is then in ``stderr``, when given)."""
+def start(cmd: list[str], marker: str, stderr: Path | None = None,
+          cwd: Path = ROOT) -> tuple[subprocess.Popen[str], str] | None:
+    """Start ``cmd`` in ``cwd`` and wait for ``marker`` on its stdout (the line's last word is returned); None if
+    it exits first (its stderr is then in ``stderr``, when given)."""
     err = stderr.open("w") if stderr else subprocess.DEVNULL
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=err, text=True, cwd=ROOT)
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=err, text=True, cwd=cwd)
     assert proc.stdout is not None
     for line in proc.stdout:
         if marker in line:
@@ -140,6 +149,7 @@ class RssSampler:
         self.hwm_kb: int | None = None
         self.hwm_reset = False
         self.cpu_pct = 0.0
+        self.cpu_s = 0.0
         self._cpu0 = self._t0 = 0.0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
@@ -161,7 +171,8 @@ class RssSampler:
         return self
 
     def __exit__(self, *_: object) -> None:
-        self.cpu_pct = 100 * (cpu_seconds(self.pid) - self._cpu0) / (time.perf_counter() - self._t0)
+        self.cpu_s = cpu_seconds(self.pid) - self._cpu0
+        self.cpu_pct = 100 * self.cpu_s / (time.perf_counter() - self._t0)
         self._stop.set()
         self._thread.join()
         self.peak_kb = max(self.peak_kb, status_kb(self.pid, "VmRSS") or 0)
@@ -181,6 +192,7 @@ class Result:
     peak_mb: float | None = None
     hwm_mb: float | None = None
     cpu_pct: float | None = None
+    cpu_s: float | None = None  # sigproxy's CPU seconds (all threads) during the transfer
     wire: str = ""  # how an upload reached the upstream
     other_pct: float | None = None  # CPU used by processes other than ours meanwhile, % of one core
 
@@ -337,28 +349,34 @@ def _error_text(text: str) -> str:
 # -- the run -------------------------------------------------------------------------------------------------
 
 
-def config_text(tmp: str, max_body: bool) -> str:
+def config_text(tmp: str, max_body: bool, chunk_size: int | None) -> str:
     return (
         f'[proxy]\nlisten = "127.0.0.1:0"\ndefault_connection = "bench"\nstate_dir = "{tmp}/state"\n'
+        'admin_listen = ""\n'
         + ('max_body = "2GiB"\n' if max_body else "")
+        + (f"chunk_size = {chunk_size}\n" if chunk_size else "")
         + '[connections.bench]\nregion = "us-east-1"\nservice = "s3"\nhosts = ["127.0.0.1:*"]\n'
         '[connections.bench.credentials]\nsource = "static"\naccess_key_id = "AKIDBENCH"\n'
         'secret_access_key = "bench-secret-not-real"\n'
     )
 
 
-def start_proxy(tmp: str, notes: list[str]) -> tuple[subprocess.Popen[str], str]:
-    cfg, err = Path(tmp) / "bench.toml", Path(tmp) / "sigproxy.err"
-    cmd = pinned(0, [sys.executable, "-m", "sigproxy", "run", "-c", str(cfg), "--log-level", "warning"])
-    cfg.write_text(config_text(tmp, max_body=True))
-    started = start(cmd, "listening on", err)
+def start_proxy(tmp: str, name: str, root: Path, chunk_size: int | None, notes: list[str],
+                unpinned: bool = False) -> tuple[subprocess.Popen[str], str]:
+    """sigproxy from the checkout ``root`` (``python -m sigproxy`` run there imports that tree's package)."""
+    cfg, err = Path(tmp) / f"{name}.toml", Path(tmp) / f"{name}.err"
+    cmd = [sys.executable, "-m", "sigproxy", "run", "-c", str(cfg), "--log-level", "warning"]
+    if not unpinned:
+        cmd = pinned(0, cmd)
+    cfg.write_text(config_text(tmp, True, chunk_size))
+    started = start(cmd, "listening on", err, cwd=root)
     if started is None and "max_body" in err.read_text():
-        notes.append("sigproxy rejected `max_body` in [proxy] (" + err.read_text().strip().splitlines()[-1]
+        notes.append(f"{name} rejected `max_body` in [proxy] (" + err.read_text().strip().splitlines()[-1]
                      + "); ran without it")
-        cfg.write_text(config_text(tmp, max_body=False))
-        started = start(cmd, "listening on", err)
+        cfg.write_text(config_text(tmp, False, chunk_size))
+        started = start(cmd, "listening on", err, cwd=root)
     if started is None:
-        sys.exit(f"sigproxy did not start:\n{err.read_text()}")
+        sys.exit(f"{name} did not start:\n{err.read_text()}")
     return started
 
 
@@ -374,13 +392,22 @@ def main() -> None:
     parser.add_argument("--content-sha256", action="append", metavar="VALUE",
                         help="X-Amz-Content-SHA256 the client sends on an upload, one upload row each ('' sends "
                              "none); default: UNSIGNED-PAYLOAD and none")
+    parser.add_argument("--no-get", action="store_true", help="uploads only")
+    parser.add_argument("--chunk-size", type=size_arg, help="[proxy] chunk_size for the signed chunks "
+                        "(default: sigproxy's own default)")
+    parser.add_argument("--baseline", type=Path, metavar="CHECKOUT",
+                        help="also run sigproxy from this other checkout (e.g. `git worktree add /tmp/base main`), "
+                             "as a third route in the same run, taking turns with this tree's")
+    parser.add_argument("--unpinned", action="store_true",
+                        help="let sigproxy run on any core (default: core 0, the client and upstream on core 1)")
     parser.add_argument("--no-verify", action="store_true", help="skip the client's SHA-256 of the download")
     parser.add_argument("--timeout", type=float, default=600, help="seconds per transfer")
     args = parser.parse_args()
     size = args.size
-    cases = [(f"PUT {h}" if h else "PUT no hash", "upload", h)
+    cases = [(f"PUT {h}" if h else "PUT none: chunks", "upload", h)
              for h in dict.fromkeys(args.content_sha256 or ["UNSIGNED-PAYLOAD", ""])]
-    cases.append(("GET", "download", ""))
+    if not args.no_get:
+        cases.append(("GET", "download", ""))
     if shutil.which("taskset") and (os.cpu_count() or 1) > 1:
         os.sched_setaffinity(0, {1})  # the client shares core 1 with the upstream
     notes: list[str] = []
@@ -393,6 +420,10 @@ def main() -> None:
     py = sys.executable
     results: dict[tuple[str, str], list[Result]] = {}
     procs: list[subprocess.Popen[str]] = []
+    proxies: dict[str, tuple[subprocess.Popen[str], tuple[str, int]]] = {}
+    idle_kb: dict[str, int] = {}
+    trees = {"sigproxy": ROOT} | ({"baseline": args.baseline.resolve()} if args.baseline else {})
+    routes = ["direct", *trees]
     with tempfile.TemporaryDirectory() as tmp:
         try:
             sink_started = start(pinned(1, [py, "bench/sink.py"]), "http://")
@@ -400,17 +431,18 @@ def main() -> None:
                 sys.exit("bench/sink.py did not start")
             sink, up_url = sink_started
             procs.append(sink)
-            proxy, proxy_url = start_proxy(tmp, notes)
-            procs.append(proxy)
+            for name, root in trees.items():
+                proxy, proxy_url = start_proxy(tmp, name, root, args.chunk_size, notes, args.unpinned)
+                procs.append(proxy)
+                p_host, p_port = proxy_url.removeprefix("http://").rsplit(":", 1)
+                proxies[name] = (proxy, (p_host, int(p_port)))
+                idle_kb[name] = status_kb(proxy.pid, "VmRSS") or 0
             up_host = up_url.removeprefix("http://")
             up_addr = (up_host.rsplit(":", 1)[0], int(up_host.rsplit(":", 1)[1]))
-            p_host, p_port = proxy_url.removeprefix("http://").rsplit(":", 1)
-            proxy_addr = (p_host, int(p_port))
-            idle_kb = status_kb(proxy.pid, "VmRSS") or 0
 
             def run(case: str, content_sha256: str, route: str) -> Result:
                 path = "/bucket/key" if case == "upload" else f"/bucket/big?size={size}"
-                addr, target = (up_addr, path) if route == "direct" else (proxy_addr, up_url + path)
+                addr, target = (up_addr, path) if route == "direct" else (proxies[route][1], up_url + path)
                 if case == "upload":
                     coro = upload(addr, target, up_host, size, block, content_sha256, expected)
                 else:
@@ -420,12 +452,12 @@ def main() -> None:
                     async with asyncio.timeout(args.timeout):
                         return await coro
 
-                ours = (proxy.pid, sink.pid, os.getpid())
+                ours = (*(p.pid for p, _ in proxies.values()), sink.pid, os.getpid())
                 cpu0, t0 = others_cpu_seconds(ours), time.perf_counter()
                 if route == "direct":
                     result = uvloop.run(timed())
                 else:
-                    with RssSampler(proxy.pid) as rss:
+                    with RssSampler(proxies[route][0].pid) as rss:
                         result = uvloop.run(timed())
                 other = others_cpu_seconds(ours) - cpu0
                 result.other_pct = 100 * other / (time.perf_counter() - t0)
@@ -433,52 +465,70 @@ def main() -> None:
                     return result
                 result.peak_mb = rss.peak_kb * 1024 / MB
                 result.cpu_pct = rss.cpu_pct if result.ok else None
+                result.cpu_s = rss.cpu_s if result.ok else None
                 result.hwm_mb = rss.hwm_kb * 1024 / MB if rss.hwm_kb is not None and rss.hwm_reset else None
                 return result
 
-            for _ in range(args.repeat):
+            for turn in range(args.repeat):
+                order = routes[1:] if turn % 2 == 0 else routes[:0:-1]  # proxies take turns going first
                 for label, case, content_sha256 in cases:
-                    for route in ("direct", "sigproxy"):
+                    for route in ["direct", *order]:
                         try:
                             result = run(case, content_sha256, route)
                         except TimeoutError:
                             result = Result(None, args.timeout, 0, False, f"timed out after {args.timeout:.0f} s")
                         results.setdefault((label, route), []).append(result)
-                        if proxy.poll() is not None:
-                            sys.exit(f"sigproxy exited ({proxy.returncode}) during {label} via {route}")
+                        for name, (proc, _) in proxies.items():
+                            if proc.poll() is not None:
+                                sys.exit(f"{name} exited ({proc.returncode}) during {label} via {route}")
         finally:
             for proc in reversed(procs):
                 proc.terminate()
                 proc.wait()
 
+    idle = ", ".join(f"{name} {kb * 1024 / MB:.1f} MB" for name, kb in idle_kb.items())
     print(f"body {size / 2**20:.0f} MiB, {args.repeat} run(s) per cell (median MB/s), MB = 10^6 bytes; "
-          f"sigproxy idle RSS {idle_kb * 1024 / MB:.1f} MB")
-    print(f"{'case':20} {'direct MB/s':>12} {'sigproxy MB/s':>14} {'ratio %':>8} {'peak RSS MB':>12} "
-          f"{'VmHWM MB':>9} {'sigproxy CPU %':>15}")
+          f"chunk_size {args.chunk_size or 'default'}; sigproxy {'on any core' if args.unpinned else 'on core 0'}; "
+          f"idle RSS {idle}")
+    print(f"{'case':18} {'route':9} {'MB/s':>6} {'% of direct':>12} {'peak RSS MB':>12} {'VmHWM MB':>9} "
+          f"{'proxy CPU %':>12} {'CPU s/GB':>9}")
     for label, _, _ in cases:
-        direct, through = results[(label, "direct")], results[(label, "sigproxy")]
-        d, t = mbps(direct, size), mbps(through, size)
-        peak = max(r.peak_mb or 0 for r in through)
-        hwms = [r.hwm_mb for r in through if r.hwm_mb is not None]
-        cpus = [r.cpu_pct for r in through if r.cpu_pct is not None]
-        failed = next((r for r in through if not r.ok), None)
-        t_cell = f"{t:.0f}" if t is not None else (f"HTTP {failed.status}" if failed and failed.status else "failed")
-        print(f"{label:20} {f'{d:.0f}' if d is not None else 'failed':>12} {t_cell:>14} "
-              f"{f'{100 * t / d:.0f}' if d and t else '-':>8} {peak:>12.1f} "
-              f"{f'{max(hwms):.1f}' if hwms else '-':>9} {f'{statistics.median(cpus):.0f}' if cpus else '-':>15}")
-        for route, runs in (("direct", direct), ("sigproxy", through)):
+        direct = results[(label, "direct")]
+        d = mbps(direct, size)
+        print(f"{label:18} {'direct':9} {f'{d:.0f}' if d is not None else 'failed':>6}")
+        for route in routes[1:]:
+            through = results[(label, route)]
+            t = mbps(through, size)
+            # The ratio is per turn (each proxy run against the direct run just before it), then the median.
+            ratios = [100 * (d_r.seconds / t_r.seconds) for d_r, t_r in zip(direct, through, strict=True)
+                      if d_r.ok and t_r.ok]
+            peak = max(r.peak_mb or 0 for r in through)
+            hwms = [r.hwm_mb for r in through if r.hwm_mb is not None]
+            cpus = [r.cpu_pct for r in through if r.cpu_pct is not None]
+            # CPU time per byte moved: what the proxy costs, much less disturbed by other load than MB/s.
+            per_gb = [r.cpu_s / (size / 1e9) for r in through if r.cpu_s is not None]
+            failed = next((r for r in through if not r.ok), None)
+            t_cell = f"{t:.0f}" if t is not None else (f"HTTP {failed.status}" if failed and failed.status
+                                                        else "failed")
+            print(f"{'':18} {route:9} {t_cell:>6} "
+                  f"{f'{statistics.median(ratios):.0f}' if ratios else '-':>12} {peak:>12.1f} "
+                  f"{f'{max(hwms):.1f}' if hwms else '-':>9} "
+                  f"{f'{statistics.median(cpus):.0f}' if cpus else '-':>12} "
+                  f"{f'{statistics.median(per_gb):.2f}' if per_gb else '-':>9}")
+            wires = {r.wire for r in through if r.ok and r.wire}
+            notes.extend(f"{label} via {route} reached the upstream with {wire}" for wire in sorted(wires))
+        for route in routes:
+            runs = results[(label, route)]
             bad = [r for r in runs if not r.ok]
             if bad:
                 times = f" ({len(bad)} of {len(runs)} runs; first shown)" if len(runs) > 1 else ""
                 notes.append(f"{label} via {route}{times}: {bad[0].note}")
-        wires = {r.wire for r in through if r.ok and r.wire}
-        notes.extend(f"{label} via sigproxy reached the upstream with {wire}" for wire in sorted(wires))
     if args.repeat > 1:
-        print("each run, MB/s (direct | sigproxy):")
+        print("each run, MB/s (" + " | ".join(routes) + "):")
         for label, _, _ in cases:
             row = [" ".join(f"{size / r.seconds / MB:.0f}" if r.ok else "-" for r in results[(label, route)])
-                   for route in ("direct", "sigproxy")]
-            print(f"  {label:20} {row[0]} | {row[1]}")
+                   for route in routes]
+            print(f"  {label:18} " + " | ".join(row))
     noisy = [r.other_pct for rs in results.values() for r in rs if r.ok and r.other_pct and r.other_pct > 10]
     if noisy:
         notes.append(f"{len(noisy)} transfer(s) shared the machine with other load (up to {max(noisy):.0f}% of a "

@@ -6,7 +6,7 @@ Properties, for any bytes cut at any boundaries:
 * it never buffers more than its limits (a size line over 130 bytes, a chunk over ``max_chunk_size``, a
   trailer over ``max_trailer_size`` are refused, not held) — a giant size line is refused at once;
 * the result (events, then the error message if any) does not depend on where the feeds were cut;
-* what :class:`~sigproxy.streaming.ChunkSigner` and :func:`~sigproxy.streaming.frame_unsigned` encode decodes
+* what :class:`~sigproxy.streaming.ChunkSigner` and :func:`~sigproxy.chunkframing.frame_unsigned` encode decodes
   back to the same data, trailer and signatures, and the signature chain verifies.
 """
 
@@ -21,7 +21,7 @@ from typing import Any
 from hypothesis import strategies as st
 
 from fuzz.engine import Target
-from sigproxy import streaming
+from sigproxy import chunkframing, streaming
 from sigproxy.streaming import Chunk, ChunkDecoder, ChunkError, ChunkSigner, End, Event, Trailer
 
 KEY = b"k" * 32
@@ -155,8 +155,8 @@ def encode(signed: bool, trailer: bool, pieces: tuple[bytes, ...], headers: tupl
         signer = ChunkSigner(KEY, DATE, SCOPE, SEED)
         out = b"".join(signer.frame(p) for p in pieces)
         return out + (signer.final_with_trailer(headers) if trailer else signer.frame(b""))
-    out = b"".join(streaming.frame_unsigned(p) for p in pieces)
-    return out + streaming.final_unsigned(headers if trailer else ())
+    out = b"".join(chunkframing.frame_unsigned(p) for p in pieces)
+    return out + chunkframing.final_unsigned(headers if trailer else ())
 
 
 @st.composite

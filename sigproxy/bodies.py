@@ -36,6 +36,7 @@ from typing import IO
 
 from aiohttp import web
 
+from .chunkframing import SignedFramer, signed_encoded_length
 from .config import ConnectionConfig, ProxyConfig
 from .errors import BadRequest, BodyTimeout, BodyTooLarge, ClientAborted, SigproxyError
 from .inbound import parse_authorization
@@ -49,9 +50,7 @@ from .streaming import (
     ChunkError,
     ChunkSigner,
     End,
-    Rechunker,
     Trailer,
-    signed_encoded_length,
 )
 
 __all__ = ["BodyPlan", "plan_body", "untouched_plan", "clean_spool"]
@@ -77,18 +76,20 @@ class BodyPlan:
     """How the body goes: empty, buffered, passthrough, resigned, signed-chunks, unsigned or spooled."""
     headers: list[tuple[str, str]] = field(default_factory=list)
     data: bytes | None = None
-    _stream: Callable[[ChunkSigner | None], AsyncIterator[bytes]] | None = None
+    _stream: Callable[[ChunkSigner | None], AsyncIterator[bytes | memoryview]] | None = None
     needs_chunk_signer: bool = False
     error: SigproxyError | None = None
     """Set when the body failed while streaming (malformed input, client gone): the handler answers it."""
     cleanup: list[Callable[[], None]] = field(default_factory=list)
 
-    def body(self, chunk_signer: ChunkSigner | None) -> bytes | AsyncIterator[bytes] | None:
+    def body(self, chunk_signer: ChunkSigner | None) -> bytes | AsyncIterator[bytes | memoryview] | None:
+        """What to send: ``bytes``, ``None``, or the body's buffers as they come (signed chunks are sent as
+        their size line, views of the client's own pieces, and CRLF: no copy of the data)."""
         if self._stream is not None:
             return self._guard(self._stream(chunk_signer))
         return self.data
 
-    async def _guard(self, source: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+    async def _guard(self, source: AsyncIterator[bytes | memoryview]) -> AsyncIterator[bytes | memoryview]:
         """Record why a stream failed, so the handler can answer it after the upstream send breaks."""
         try:
             async for piece in source:
@@ -108,12 +109,15 @@ class BodyPlan:
 
 async def _client_pieces(request: web.BaseRequest, limit: int, silence: float) -> AsyncIterator[bytes]:
     """The client's body as it arrives (HTTP chunking already undone by aiohttp), up to ``limit`` bytes; a
-    silence of ``silence`` seconds (``body_timeout``) ends it with :class:`BodyTimeout`."""
+    silence of ``silence`` seconds (``body_timeout``) ends it with :class:`BodyTimeout`.
+
+    The pieces are the buffers aiohttp received, one at a time (``readchunk``), never joined: ``readany`` would
+    copy everything buffered into one new ``bytes`` whenever the client is ahead of the upstream."""
     total = 0
     while True:
         try:
             async with asyncio.timeout(silence):
-                piece = await request.content.readany()
+                piece, chunk_end = await request.content.readchunk()
         except TimeoutError:
             # Nothing more is read from this client: the body ends here (no lingering read of the rest) and
             # the connection closes once the 408 is out. The error fails whatever was being sent upstream.
@@ -125,6 +129,10 @@ async def _client_pieces(request: web.BaseRequest, limit: int, silence: float) -
         except Exception as exc:  # aiohttp's payload errors (a truncated chunked body) have no common base
             raise ClientAborted(f"the client's body broke off: {type(exc).__name__}") from exc
         if not piece:
+            # (b"", True) is the end of an HTTP chunk (Transfer-Encoding: chunked) at a buffer's end, more may
+            # follow -- except from aiohttp's shared empty reader (no body), which says so after its first call.
+            if chunk_end and not request.content.at_eof():
+                continue
             return
         total += len(piece)
         if total > limit:
@@ -190,25 +198,6 @@ async def plan_body(request: web.BaseRequest, conn: ConnectionConfig, proxy: Pro
     return await _spool_plan(request, proxy, spool_dir)
 
 
-class _Framer:
-    """Cuts data into ``chunk_size`` pieces, each signed and framed in the chain; counts the data sent."""
-
-    def __init__(self, signer: ChunkSigner, chunk_size: int) -> None:
-        self._signer = signer
-        self._cutter = Rechunker(chunk_size)
-        self.sent = 0
-
-    def feed(self, data: bytes) -> list[bytes]:
-        chunks = self._cutter.feed(data)
-        self.sent += sum(len(c) for c in chunks)
-        return [self._signer.frame(c) for c in chunks]
-
-    def flush(self) -> list[bytes]:
-        rest = self._cutter.flush()
-        self.sent += len(rest)
-        return [self._signer.frame(rest)] if rest else []
-
-
 def _own_content_coding(content_encoding: str | None) -> bool:
     """Whether the client's Content-Encoding names a coding other than identity (RFC 9110 8.4.1)."""
     return any(part.strip().lower() not in ("", "identity") for part in (content_encoding or "").split(","))
@@ -217,9 +206,9 @@ def _own_content_coding(content_encoding: str | None) -> bool:
 def _signed_chunks_plan(request: web.BaseRequest, proxy: ProxyConfig, length: int) -> BodyPlan:
     chunk_size = proxy.chunk_size
 
-    async def stream(signer: ChunkSigner | None) -> AsyncIterator[bytes]:
+    async def stream(signer: ChunkSigner | None) -> AsyncIterator[bytes | memoryview]:
         assert signer is not None  # needs_chunk_signer: the handler passes one
-        framer = _Framer(signer, chunk_size)
+        framer = SignedFramer(signer, chunk_size)
         async for piece in _client_pieces(request, proxy.max_body, proxy.body_timeout):
             for frame in framer.feed(piece):
                 yield frame
@@ -260,10 +249,10 @@ def _resign_plan(request: web.BaseRequest, conn: ConnectionConfig, proxy: ProxyC
     verify = _client_chain(request, conn) if conn.client_secret is not None else None
     max_wire = length if length is not None else signed_encoded_length(decoded, 16 * 2**20) + 2 * 2**20
 
-    async def stream(signer: ChunkSigner | None) -> AsyncIterator[bytes]:
+    async def stream(signer: ChunkSigner | None) -> AsyncIterator[bytes | memoryview]:
         assert signer is not None  # needs_chunk_signer: the handler passes one
         decoder = ChunkDecoder(signed=True, trailer=trailer)
-        framer = _Framer(signer, chunk_size)
+        framer = SignedFramer(signer, chunk_size)
         async for piece in _client_pieces(request, max_wire, proxy.body_timeout):
             for event in decoder.feed(piece):
                 if isinstance(event, Chunk):

@@ -157,7 +157,7 @@ class Upstream:
 
     async def send(
         self, method: str, url: str, headers: Sequence[tuple[str, str]],
-        body: bytes | AsyncIterator[bytes] | None, *,
+        body: bytes | AsyncIterator[bytes | memoryview] | None, *,
         verify_tls: bool = True, explicit_hosts: tuple[str, ...] = (), private_networks: tuple[Network, ...] = (),
         connection: str = "?",
     ) -> aiohttp.ClientResponse:

@@ -2,7 +2,8 @@
 
 Owns: the wire format of the three streaming payload modes (:data:`STREAMING_SIGNED`,
 :data:`STREAMING_SIGNED_TRAILER`, :data:`STREAMING_UNSIGNED_TRAILER`), the chunk and trailer strings to
-sign, the exact framed length of a body, and cutting a byte stream into fixed-size chunks.
+sign, and decoding. Writing bodies (cutting a stream into chunks, framing them, their exact length) is
+:mod:`sigproxy.chunkframing`.
 Must not: do I/O, read the clock, log anything, import aiohttp or asyncio, or look up credentials (the
 caller passes the derived signing key, the request's ``x-amz-date``, scope and header signature).
 
@@ -64,12 +65,7 @@ __all__ = [
     "Event",
     "ChunkDecoder",
     "ChunkSigner",
-    "Rechunker",
     "trailer_lines",
-    "frame_unsigned",
-    "final_unsigned",
-    "signed_encoded_length",
-    "unsigned_encoded_length",
 ]
 
 # x-amz-content-sha256 values that announce an aws-chunked body
@@ -89,13 +85,8 @@ DEFAULT_MAX_CHUNK_SIZE = 16 * 2**20
 DEFAULT_MAX_TRAILER_SIZE = 16 * 1024
 
 _CRLF = b"\r\n"
-_SIGNATURE_LENGTH = 64
 # Longest size line accepted: 16 hex digits + ";chunk-signature=" + 64 hex is 97 bytes.
 _MAX_SIZE_LINE = 128
-# Framing bytes around a signed chunk besides its hex size and data: ";chunk-signature=" + sig + 2 CRLFs.
-_SIGNED_OVERHEAD = len(";chunk-signature=") + _SIGNATURE_LENGTH + 2 * len(_CRLF)
-# "x-amz-trailer-signature:" + sig + CRLF.
-_TRAILER_SIGNATURE_LINE = len(TRAILER_SIGNATURE_HEADER) + 1 + _SIGNATURE_LENGTH + len(_CRLF)
 
 _SIGNED_SIZE_LINE = re.compile(rb"([0-9A-Fa-f]{1,16});chunk-signature=([0-9a-f]{64})")
 _UNSIGNED_SIZE_LINE = re.compile(rb"[0-9A-Fa-f]{1,16}")
@@ -424,11 +415,13 @@ class ChunkSigner:
     does not advance it.
     """
 
-    __slots__ = ("_key", "_prefix", "_previous")
+    __slots__ = ("_chunk_head", "_mac", "_prefix", "_previous")
 
     def __init__(self, signing_key: bytes, amz_date: str, scope: str, seed_signature: str) -> None:
-        self._key = signing_key
+        # The keyed HMAC state is built once and copied per signature (saves the key schedule per chunk).
+        self._mac = hmac.new(signing_key, digestmod=hashlib.sha256)
         self._prefix = f"{amz_date}\n{scope}\n"
+        self._chunk_head = f"{CHUNK_ALGORITHM}\n{self._prefix}"
         self._previous = seed_signature
 
     @property
@@ -438,8 +431,10 @@ class ChunkSigner:
 
     def chunk_string_to_sign(self, data: bytes) -> str:
         """The string to sign for ``data`` as the next chunk (does not advance the chain)."""
-        digest = hashlib.sha256(data).hexdigest()
-        return f"{CHUNK_ALGORITHM}\n{self._prefix}{self._previous}\n{EMPTY_SHA256}\n{digest}"
+        return self._chunk_string(hashlib.sha256(data).hexdigest())
+
+    def _chunk_string(self, data_sha256: str) -> str:
+        return f"{self._chunk_head}{self._previous}\n{EMPTY_SHA256}\n{data_sha256}"
 
     def trailer_string_to_sign(self, headers: Sequence[tuple[str, str]]) -> str:
         """The string to sign for a trailer after the final chunk (does not advance the chain)."""
@@ -447,11 +442,18 @@ class ChunkSigner:
         return f"{TRAILER_ALGORITHM}\n{self._prefix}{self._previous}\n{digest}"
 
     def _hmac(self, string_to_sign: str) -> str:
-        return hmac.new(self._key, string_to_sign.encode("utf-8"), hashlib.sha256).hexdigest()
+        mac = self._mac.copy()
+        mac.update(string_to_sign.encode("utf-8"))
+        return mac.hexdigest()
 
     def sign(self, data: bytes) -> str:
         """The next chunk's signature (``b""`` for the final chunk); advances the chain."""
-        signature = self._hmac(self.chunk_string_to_sign(data))
+        return self.sign_hashed(hashlib.sha256(data).hexdigest())
+
+    def sign_hashed(self, data_sha256: str) -> str:
+        """The next chunk's signature from the SHA-256 (64 lower-case hex) of its data, hashed by the caller
+        (e.g. piece by piece as it arrived); advances the chain."""
+        signature = self._hmac(self._chunk_string(data_sha256))
         self._previous = signature
         return signature
 
@@ -496,110 +498,3 @@ class ChunkSigner:
         expected = self.trailer_signature(headers)
         if not hmac.compare_digest(expected.encode("ascii"), signature.encode("utf-8")):
             raise ChunkError("bad trailer signature")
-
-
-def frame_unsigned(data: bytes) -> bytes:
-    """One chunk of a ``STREAMING-UNSIGNED-PAYLOAD-TRAILER`` body (``data`` must not be empty)."""
-    if not data:
-        raise ValueError("the final chunk is written by final_unsigned()")
-    return b"".join((b"%x\r\n" % len(data), data, _CRLF))
-
-
-def final_unsigned(headers: Sequence[tuple[str, str]] = ()) -> bytes:
-    """The end of an unsigned body: ``0``, the trailer fields (see :func:`trailer_lines`), the blank line."""
-    return b"".join((b"0\r\n", trailer_lines(headers), _CRLF))
-
-
-def _split(decoded_length: int, chunk_size: int) -> tuple[int, int]:
-    if decoded_length < 0:
-        raise ValueError("decoded_length must not be negative")
-    if chunk_size < 1:
-        raise ValueError("chunk_size must be at least 1")
-    return divmod(decoded_length, chunk_size)
-
-
-def signed_encoded_length(
-    decoded_length: int, chunk_size: int = DEFAULT_CHUNK_SIZE, trailer: bytes | int | None = None
-) -> int:
-    """The exact ``Content-Length`` of a signed body of ``decoded_length`` bytes cut into ``chunk_size`` pieces.
-
-    The pieces are all ``chunk_size`` long but the last (as :class:`Rechunker` cuts them), then comes the
-    final chunk. ``trailer`` is ``None`` for :data:`STREAMING_SIGNED`; for :data:`STREAMING_SIGNED_TRAILER`
-    it is the trailer fields exactly as sent (:func:`trailer_lines`, e.g.
-    ``b"x-amz-checksum-crc32:AAAAAA==\\r\\n"``; a placeholder of the right length does), or their length
-    in bytes, *without* the ``x-amz-trailer-signature`` line: that line has a fixed length and is counted
-    here.
-    """
-    full, rest = _split(decoded_length, chunk_size)
-    length = full * (len(b"%x" % chunk_size) + _SIGNED_OVERHEAD + chunk_size)
-    if rest:
-        length += len(b"%x" % rest) + _SIGNED_OVERHEAD + rest
-    final = 1 + _SIGNED_OVERHEAD  # "0;chunk-signature=<sig>\r\n" and the closing CRLF
-    if trailer is not None:
-        final += (trailer if isinstance(trailer, int) else len(trailer)) + _TRAILER_SIGNATURE_LINE
-    return length + final
-
-
-def unsigned_encoded_length(
-    decoded_length: int, chunk_size: int = DEFAULT_CHUNK_SIZE, trailer: bytes | int = b""
-) -> int:
-    """The exact ``Content-Length`` of an unsigned body (``trailer``: the fields as sent or their length)."""
-    full, rest = _split(decoded_length, chunk_size)
-    length = full * (len(b"%x" % chunk_size) + 2 * len(_CRLF) + chunk_size)
-    if rest:
-        length += len(b"%x" % rest) + 2 * len(_CRLF) + rest
-    trailer_length = trailer if isinstance(trailer, int) else len(trailer)
-    return length + len(b"0\r\n") + trailer_length + len(_CRLF)
-
-
-class Rechunker:
-    """Cuts a stream of byte pieces of any sizes into ``chunk_size`` pieces (the last one from :meth:`flush`).
-
-    At most ``chunk_size - 1`` bytes are held between calls; bytes are copied once (twice for a piece
-    that straddles calls), never re-sliced from a growing buffer.
-    """
-
-    __slots__ = ("_buf", "_size")
-
-    def __init__(self, chunk_size: int = DEFAULT_CHUNK_SIZE) -> None:
-        if chunk_size < 1:
-            raise ValueError("chunk_size must be at least 1")
-        self._size = chunk_size
-        self._buf = bytearray()
-
-    @property
-    def buffered(self) -> int:
-        """Bytes held back, waiting for a full chunk."""
-        return len(self._buf)
-
-    def feed(self, data: bytes | bytearray | memoryview) -> list[bytes]:
-        """The whole ``chunk_size`` pieces that ``data`` completes (copies: the caller may reuse ``data``)."""
-        size = self._size
-        out: list[bytes] = []
-        view = memoryview(data)
-        pos = 0
-        end = len(view)
-        buf = self._buf
-        if buf:
-            take = min(size - len(buf), end)
-            buf += view[:take]
-            pos = take
-            if len(buf) < size:
-                return out
-            out.append(bytes(buf))
-            buf.clear()
-        if pos == 0 and end == size and isinstance(data, bytes):
-            out.append(data)
-            return out
-        while end - pos >= size:
-            out.append(bytes(view[pos : pos + size]))
-            pos += size
-        if pos < end:
-            buf += view[pos:end]
-        return out
-
-    def flush(self) -> bytes:
-        """The bytes held back (``b""`` if none); the rechunker is empty afterwards."""
-        rest = bytes(self._buf)
-        self._buf.clear()
-        return rest

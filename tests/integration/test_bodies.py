@@ -7,6 +7,7 @@ import base64
 import contextlib
 import hashlib
 import http.client
+import itertools
 import json
 import os
 import socket
@@ -28,6 +29,7 @@ from sigproxy.routing import parse_absolute_target
 from sigproxy.signing import Credentials, Signer
 from sigproxy.streaming import STREAMING_SIGNED, STREAMING_SIGNED_TRAILER, ChunkSigner
 from tests.conftest import Proxy
+from tests.integration.test_https import sigproxy_cli
 from tests.integration.test_moto_clients import curl, status_of
 from tests.servers.moto_server import Moto
 from tests.servers.rgw import RGW
@@ -36,11 +38,13 @@ BUCKET = "sigproxy-bodies"
 PLACEHOLDER = "placeholder-client-secret"
 
 
-def rgw_config(rgw: RGW, *, extra_conn: str = "", extra_proxy: str = "") -> str:
+def rgw_config(rgw: RGW, *, extra_conn: str = "", extra_proxy: str = "", chunk_size: str | None = "64KiB",
+               max_buffered_body: str = "1MiB") -> str:
+    chunk = f'chunk_size = "{chunk_size}"' if chunk_size else "# chunk_size: sigproxy's default"
     return f"""
 [proxy]
-max_buffered_body = "1MiB"
-chunk_size = "64KiB"
+max_buffered_body = "{max_buffered_body}"
+{chunk}
 {extra_proxy}
 [connections.ceph]
 region = "us-east-1"
@@ -116,15 +120,84 @@ def chunk_signed_request(proxy: Proxy, url: str, data: bytes, *, connection: str
 
 
 class TestSignedChunksToRgw:
-    def test_large_body_goes_as_signed_chunks(self, rgw: RGW, bucket: str, tmp_path: Path,
+    @pytest.mark.parametrize("chunk_size", ["64KiB", None])
+    def test_large_body_goes_as_signed_chunks(self, chunk_size: str | None, rgw: RGW, bucket: str, tmp_path: Path,
                                               sigproxy_factory: Callable[..., Proxy]) -> None:
-        """A 20 MiB body over max_buffered_body goes aws-chunked with signed chunks; RGW checks every chunk."""
-        proxy = sigproxy_factory(rgw_config(rgw, extra_proxy='default_connection = "ceph"'))
+        """A 20 MiB body over max_buffered_body goes aws-chunked with signed chunks (64 KiB ones, and the
+        default size); RGW checks every chunk."""
+        proxy = sigproxy_factory(rgw_config(rgw, extra_proxy='default_connection = "ceph"', chunk_size=chunk_size))
         data = os.urandom(20 * 2**20 + 12345)
         (tmp_path / "big").write_bytes(data)
-        r = curl(proxy, "-T", str(tmp_path / "big"), f"{rgw.endpoint}/{bucket}/signed-chunks.bin")
+        key = f"signed-chunks-{chunk_size or 'default'}.bin"
+        r = curl(proxy, "-T", str(tmp_path / "big"), f"{rgw.endpoint}/{bucket}/{key}")
         assert status_of(r) == 200, r
-        assert stored(rgw, "signed-chunks.bin") == data
+        assert stored(rgw, key) == data
+        assert '"body": "signed-chunks"' in proxy.stop()
+
+    @pytest.mark.parametrize(("size", "what"), [
+        (100 * 1024 + 1, "one short chunk"),
+        (128 * 1024, "exactly one chunk"),
+        (128 * 1024 + 1, "one byte over: a second chunk of one byte"),
+        (256 * 1024, "exactly two chunks"),
+    ])
+    def test_chunk_boundaries(self, size: int, what: str, rgw: RGW, bucket: str, tmp_path: Path,
+                              sigproxy_factory: Callable[..., Proxy]) -> None:
+        """Bodies at and around the chunk size (128 KiB; bodies over 100 KiB go as chunks): RGW checks each
+        chunk's signature and stores the bytes."""
+        proxy = sigproxy_factory(rgw_config(rgw, extra_proxy='default_connection = "ceph"', chunk_size="128KiB",
+                                            max_buffered_body="100KiB"))
+        data = os.urandom(size)
+        (tmp_path / "body").write_bytes(data)
+        r = curl(proxy, "-T", str(tmp_path / "body"), f"{rgw.endpoint}/{bucket}/boundary-{size}.bin")
+        assert status_of(r) == 200, (what, r)
+        assert stored(rgw, f"boundary-{size}.bin") == data, what
+        assert '"body": "signed-chunks"' in proxy.stop()
+
+    def test_signed_chunks_over_tls(self, rgw: RGW, bucket: str, tmp_path: Path,
+                                    sigproxy_factory: Callable[..., Proxy]) -> None:
+        """Inside a CONNECT tunnel to RGW's TLS port, a 3 MiB body goes as signed chunks over TLS upstream (the
+        chunk data written as views of the client's pieces); RGW checks every chunk."""
+        port = rgw.tls_endpoint.rsplit(":", 1)[1]
+        proxy = sigproxy_factory(rgw_config(rgw, chunk_size="256KiB", extra_proxy=(
+            f'default_connection = "ceph"\nconnect_ports = [{port}]\nupstream_ca_file = "{rgw.ca_file}"\n'
+            f'state_dir = "{tmp_path / "state"}"')))
+        bundle = tmp_path / "bundle.pem"
+        assert sigproxy_cli("ca", "-c", str(proxy.config), "--bundle", str(bundle)).returncode == 0
+        data = os.urandom(3 * 2**20 + 777)
+        (tmp_path / "b").write_bytes(data)
+        r = subprocess.run(["curl", "-sS", "-x", proxy.url, "--cacert", str(bundle), "-o", "/dev/null",
+                            "-w", "%{http_code}", "-T", str(tmp_path / "b"), f"{rgw.tls_endpoint}/{bucket}/tls.bin"],
+                           capture_output=True, text=True, timeout=60, check=False)
+        assert r.stdout == "200", (r.stderr, proxy.output[-3:])
+        assert stored(rgw, "tls.bin") == data
+        assert '"body": "signed-chunks"' in proxy.stop()
+
+    def test_slow_client_trickling_bytes(self, rgw: RGW, bucket: str,
+                                         sigproxy_factory: Callable[..., Proxy]) -> None:
+        """A client sending its body in small uneven pieces with pauses: the pieces are gathered into whole
+        chunks (boundaries fall inside pieces), each signed; RGW accepts them all."""
+        proxy = sigproxy_factory(rgw_config(rgw, extra_proxy='default_connection = "ceph"', chunk_size="16KiB",
+                                            max_buffered_body="16KiB"))
+        data = os.urandom(100_003)
+        host, port = proxy.address.rsplit(":", 1)
+        url = f"{rgw.endpoint}/{bucket}/trickled.bin"
+        with socket.create_connection((host, int(port)), timeout=60) as sock:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            sock.sendall(f"PUT {url} HTTP/1.1\r\nHost: {url.split('/')[2]}\r\nContent-Length: {len(data)}\r\n"
+                         "Connection: close\r\n\r\n".encode())
+            sizes = itertools.cycle([1, 7, 1000, 3, 4093, 17, 9000, 250])
+            at = 0
+            while at < len(data):
+                n = next(sizes)
+                sock.sendall(data[at : at + n])
+                at += n
+                time.sleep(0.002)
+            answer = b""
+            while chunk := sock.recv(65536):
+                answer += chunk
+        assert answer.startswith(b"HTTP/1.1 200"), answer[:500]
+        assert stored(rgw, "trickled.bin") == data
+        assert '"body": "signed-chunks"' in proxy.stop()
 
     def test_client_chunk_signed_upload_is_resigned(self, rgw: RGW, bucket: str,
                                                     sigproxy_factory: Callable[..., Proxy]) -> None:

@@ -19,6 +19,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from sigproxy import streaming
+from sigproxy.chunkframing import (
+    Rechunker,
+    final_unsigned,
+    frame_unsigned,
+    signed_encoded_length,
+    unsigned_encoded_length,
+)
 from sigproxy.signing import EMPTY_SHA256, CanonicalInput, Credentials, Signer, SigningPolicy
 from sigproxy.streaming import (
     DEFAULT_CHUNK_SIZE,
@@ -29,13 +36,8 @@ from sigproxy.streaming import (
     ChunkSigner,
     End,
     Event,
-    Rechunker,
     Trailer,
-    final_unsigned,
-    frame_unsigned,
-    signed_encoded_length,
     trailer_lines,
-    unsigned_encoded_length,
 )
 
 # The worked example of https://docs.aws.amazon.com/AmazonS3/latest/API/sigv4-streaming.html:
