@@ -168,15 +168,17 @@ class Sigproxy:
             self.proc.wait()
 
 
-def start_sigproxy(tmp: Path, name: str, config: str, level: str, core: int | None) -> Sigproxy | str:
-    """``sigproxy run`` with ``config``; the Sigproxy once its listeners are up, or why it did not start."""
+def start_sigproxy(tmp: Path, name: str, config: str, level: str, core: int | None,
+                   checkout: Path = ROOT) -> Sigproxy | str:
+    """``sigproxy run`` from ``checkout`` with ``config``; the Sigproxy once its listeners are up, or why it did
+    not start."""
     cfg = tmp / f"{name}.toml"
     cfg.write_text(config)
     log = tmp / f"{name}.log"
     cmd = [sys.executable, "-m", "sigproxy", "run", "-c", str(cfg), "--log-level", level]
     with log.open("a") as err:
         proc = subprocess.Popen(cmd if core is None else pinned(core, cmd), stdout=subprocess.PIPE, stderr=err,
-                                text=True, cwd=ROOT, start_new_session=True)
+                                text=True, cwd=checkout, start_new_session=True)
     assert proc.stdout is not None
     forward, reverse = None, None
     want_reverse = "[[reverse]]" in config
@@ -242,7 +244,8 @@ def run_once(args: argparse.Namespace, tmp: Path, up: Nginx, ca: Path, rows: lis
         proxy_extra = "workers = 2" if row == "workers" else ""
         config = CONFIG.format(**base, extra=proxy_extra) + extra
         level = "warning" if row == "warning" else "info"
-        started = start_sigproxy(tmp, f"{row}-{run}", config, level, None if row == "workers" else 0)
+        started = start_sigproxy(tmp, f"{row}-{run}", config, level, None if row == "workers" else 0,
+                                 args.checkout)
         if isinstance(started, str):
             out[row] = f"n/a: {started}"
             continue
@@ -296,6 +299,8 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=1, help="repeat every row; ranges are printed")
     parser.add_argument("--rows", default=",".join(LABELS),
                         help=f"comma-separated subset of {','.join(LABELS)} (direct is always run)")
+    parser.add_argument("--checkout", type=Path, default=ROOT,
+                        help="run sigproxy from this checkout (e.g. `git worktree add DIR REV`) to compare revisions")
     args = parser.parse_args()
     rows = ["direct", *[r for r in args.rows.split(",") if r and r != "direct"]]
     unknown = [r for r in rows if r not in LABELS]
