@@ -261,6 +261,10 @@ def run_once(args: argparse.Namespace, tmp: Path, up: Nginx, ca: Path, rows: lis
                          f"{result['requests']:.0f} requests answered in the measured {args.duration:g} s "
                          f"(plus the warm-up and those in flight)")
         out[row] = result
+    forward, warning = out.get("forward"), out.get("warning")
+    if isinstance(forward, dict) and isinstance(warning, dict):
+        notes.append(f"run {run + 1}: forward at info / at warning = {forward['rps'] / warning['rps']:.3f} "
+                     "(what the access log costs)")
     return out
 
 

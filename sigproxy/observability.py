@@ -7,11 +7,12 @@ Cost. One access line per request used to go through the whole :mod:`logging` ma
 its caller lookup, the handler lock, the formatter, then a ``write`` and a ``flush`` system call per line): about
 a fifth of the small-request throughput on one core (issue 15). Now:
 
-- the root handler (:class:`_BufferedStreamHandler`) appends formatted lines to a list and writes them with one
-  ``write`` per event-loop iteration (``loop.call_soon``), at once for WARNING and above, from a thread without an
-  event loop, past 64 KiB, at ``flush()`` and at exit (``logging.shutdown``, registered by :mod:`logging` with
-  ``atexit``, runs after a SIGTERM drain and after an unhandled exception). A process killed outright (SIGKILL,
-  a fatal signal) loses at most the lines of its last loop iteration.
+- the root handler (:class:`_BufferedStreamHandler`) appends formatted lines to a list and writes them once per
+  event-loop iteration (``loop.call_soon``), whole lines in ``write`` calls of at most ``PIPE_BUF`` bytes
+  (atomic on a pipe, so processes sharing stderr never interleave mid-line); at once for WARNING and above,
+  from a thread without an event loop, past 64 KiB, at ``flush()`` and at exit (``logging.shutdown``,
+  registered by :mod:`logging` with ``atexit``, runs after a SIGTERM drain and after an unhandled exception).
+  A process killed outright (SIGKILL, a fatal signal) loses at most the lines of its last loop iteration.
 - :func:`log_access` formats the line straight from the request's fields, without a ``LogRecord``, whenever the
   ``sigproxy.access`` logger is enabled for INFO and its records would reach only that handler (no handler or
   filter of its own or on an ancestor, propagation on). When an operator adds one, it takes the ordinary
@@ -25,6 +26,7 @@ import asyncio
 import json
 import logging
 import re
+import select
 import sys
 import time
 from collections.abc import Callable
@@ -37,6 +39,9 @@ __all__ = ["log_access", "setup_logging"]
 _TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s %(message)s"
 # Past this much text pending, write even inside one loop iteration: bounds memory under a burst.
 _FLUSH_CHARS = 64 * 1024
+# One write() of whole lines at most this long: a pipe writes up to PIPE_BUF bytes atomically, so lines of
+# processes sharing one stderr (workers) never interleave mid-line. Counted in characters: JSON lines are ASCII.
+_ATOMIC_WRITE = select.PIPE_BUF
 
 
 def _json_encoder() -> Callable[[object], str]:
@@ -166,8 +171,17 @@ class _BufferedStreamHandler(logging.StreamHandler[TextIO]):
     def _write(self) -> None:
         pending, self._pending, self._chars = self._pending, [], 0
         try:
-            if pending:
-                self.stream.write("".join(pending))
+            chunk: list[str] = []
+            size = 0
+            for line in pending:
+                if chunk and size + len(line) > _ATOMIC_WRITE:
+                    self.stream.write("".join(chunk))
+                    self.stream.flush()
+                    chunk, size = [], 0
+                chunk.append(line)
+                size += len(line)
+            if chunk:
+                self.stream.write("".join(chunk))
             self.stream.flush()
         except Exception:  # as StreamHandler.emit: reported on stderr; the proxy keeps serving
             self.handleError(logging.makeLogRecord({"msg": "%d log lines could not be written",

@@ -6,6 +6,7 @@ import asyncio
 import io
 import json
 import logging
+import select
 from collections.abc import Callable, Iterator
 
 import pytest
@@ -138,3 +139,30 @@ def test_flush_writes_what_is_pending(root_stream: Root) -> None:
     assert stream.getvalue() == ""
     handler.flush()
     assert json.loads(stream.getvalue())["request_id"] == "r-1"
+
+
+def test_writes_are_whole_lines_within_pipe_buf(root_stream: Root) -> None:
+    """Each write() holds whole lines and at most PIPE_BUF bytes (atomic on a pipe shared by worker processes)."""
+    _, handler = root_stream()
+    writes: list[str] = []
+
+    class Recording(io.StringIO):
+        def write(self, s: str) -> int:
+            writes.append(s)
+            return super().write(s)
+
+    handler.setStream(Recording())
+    loop = asyncio.new_event_loop()
+
+    def burst() -> None:
+        for i in range(100):
+            log_access(logging.getLogger("sigproxy.access"), {**FIELDS, "request_id": f"r-{i}"})
+
+    loop.call_soon(burst)
+    loop.call_soon(loop.stop)
+    loop.run_forever()
+    loop.close()
+    handler.flush()
+    assert 1 < len(writes) < 100
+    assert all(w.endswith("\n") and len(w.encode()) <= select.PIPE_BUF for w in writes)
+    assert [json.loads(x)["request_id"] for w in writes for x in w.splitlines()] == [f"r-{i}" for i in range(100)]
