@@ -28,10 +28,13 @@ would be, JSON lines since it is not a terminal; never /dev/null):
   nginx on a 2-core machine), log level ``info``; "n/a" and the reason when the config refuses the key.
 
 Columns: requests/s, the ratio to ``direct`` in the same run, p50 and p99 latency (ms, as the client measures
-them), responses outside 2xx, socket errors (wrk's connect/read/write/timeout counts), and sigproxy's peak RSS
-(VmHWM from /proc/PID/status, summed over its process group for ``workers``), in MB (10^6 bytes). Under the
-table: access lines written for ``forward`` against requests answered (wrk counts only the completed ones, the
-proxy also logs the warm-up and what was in flight at the end).
+them), responses outside 2xx, socket errors (wrk's connect/read/write/timeout counts), sigproxy's CPU time
+(user + system, over its process group) per request answered in the measured window, in microseconds (steadier
+than req/s when other work shares the machine), and sigproxy's peak RSS (VmHWM from /proc/PID/status, summed
+over its process group for ``workers``), in MB (10^6 bytes). Under the table: access lines written for
+``forward`` against requests answered (wrk counts only the completed ones, the proxy also logs the warm-up and
+what was in flight at the end), and per run forward/warning in req/s and in CPU per request: what the access
+log costs.
 
 Timings on a shared machine are noisy: compare ratios within a run, and repeat. Never run by the test suite;
 numbers go into the issue notes.
@@ -159,6 +162,20 @@ class Sigproxy:
             total_kb += int(m.group(1)) if m else 0
         return total_kb * 1024 / 1e6
 
+    def cpu_seconds(self) -> float:
+        """User + system CPU time used so far by the process group (the supervisor and any workers), s."""
+        ticks = 0
+        for entry in Path("/proc").iterdir():
+            if not entry.name.isdigit():
+                continue
+            try:
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            except (OSError, IndexError):
+                continue
+            if int(fields[2]) == self.proc.pid:
+                ticks += int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15 of proc(5))
+        return ticks / os.sysconf("SC_CLK_TCK")
+
     def stop(self) -> None:
         self.proc.terminate()  # SIGTERM: drains; a supervisor passes it to its workers
         try:
@@ -232,9 +249,13 @@ def run_once(args: argparse.Namespace, tmp: Path, up: Nginx, ca: Path, rows: lis
     script.write_text(PROXY_LUA.format(target=f"{up.url}{PATH}"))
     out: dict[str, Result | str] = {}
 
-    def measure(fn: Callable[[int], Result]) -> Result:
+    def measure(fn: Callable[[int], Result], proxy: Sigproxy | None = None) -> Result:
         fn(args.warmup)
-        return fn(args.duration)
+        cpu = proxy.cpu_seconds() if proxy else 0.0
+        result = fn(args.duration)
+        if proxy:
+            result["cpu_us"] = (proxy.cpu_seconds() - cpu) / max(result["requests"], 1) * 1e6
+        return result
 
     for row in rows:
         if row in ("direct", "direct-py"):
@@ -251,7 +272,7 @@ def run_once(args: argparse.Namespace, tmp: Path, up: Nginx, ca: Path, rows: lis
             continue
         proxy = started
         try:
-            result = measure(_client(row, proxy, up, tmp, args.connections, wrk_bin, str(script)))
+            result = measure(_client(row, proxy, up, tmp, args.connections, wrk_bin, str(script)), proxy)
             result["rss"] = proxy.peak_rss_mb()
         finally:
             proxy.stop()
@@ -264,7 +285,7 @@ def run_once(args: argparse.Namespace, tmp: Path, up: Nginx, ca: Path, rows: lis
     forward, warning = out.get("forward"), out.get("warning")
     if isinstance(forward, dict) and isinstance(warning, dict):
         notes.append(f"run {run + 1}: forward at info / at warning = {forward['rps'] / warning['rps']:.3f} "
-                     "(what the access log costs)")
+                     f"req/s, {forward['cpu_us'] / warning['cpu_us']:.3f} sigproxy CPU per request")
     return out
 
 
@@ -276,7 +297,7 @@ def _span(values: list[float], fmt: str) -> str:
 def print_table(rows: list[str], runs: list[dict[str, Result | str]]) -> None:
     cols = (("req/s", "rps", ".0f"), ("x direct", "ratio", ".3f"), ("p50 ms", "p50", ".2f"),
             ("p99 ms", "p99", ".2f"), ("non-2xx", "non2xx", ".0f"), ("errors", "errors", ".0f"),
-            ("RSS MB", "rss", ".1f"))
+            ("CPU us/req", "cpu_us", ".0f"), ("RSS MB", "rss", ".1f"))
     print(f"{'':22}" + "".join(f"{title:>15}" for title, _, _ in cols))
     for row in rows:
         pairs = [(r[row], r["direct"]) for r in runs if isinstance(r.get(row), dict)]
