@@ -55,7 +55,6 @@ unit: $(STAMP)
 
 bench: $(STAMP)
 	$(VENV)/bin/python bench/small_get.py
-	$(VENV)/bin/python bench/tunnel_get.py
 	$(VENV)/bin/python bench/big_body.py
 
 # Every fuzz target for FUZZ_SECONDS (default 180) each; findings are saved under fuzz/crashes/.

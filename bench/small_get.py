@@ -1,12 +1,43 @@
-"""Small-GET throughput and latency: through sigproxy vs straight to the same upstream.
+"""Small GETs: requests/s, latency and peak RSS through every way into sigproxy, next to nginx served directly.
 
-64 concurrent keep-alive connections for 10 s each, driven by wrk (Debian package `wrk`; installed when
-missing and running as root). Upstream, proxy and wrk each get one core where the machine has them
-(`taskset`): sigproxy on core 0, the upstream and wrk on the other.
+One command prints one table (``--runs 3`` repeats everything and prints min-max ranges):
 
-    make bench          # or: .venv/bin/python bench/small_get.py [--duration 10] [--connections 64]
+    make bench          # or: .venv/bin/python bench/small_get.py [--runs 3] [--duration 10] [--rows forward,warning]
 
-Never run by the test suite; numbers go into the issue notes.
+Set-up, as in issue 15: sigproxy pinned to core 0, the upstream and the load generator on core 1 (``taskset``),
+64 keep-alive connections, 10 s per row after a 1 s warm-up. The upstream is nginx (Debian package, one worker
+process, access log off, a generated config in a temporary directory; bench/nginx.py) answering every GET with
+200 and a 400-odd-byte S3-style XML body, over HTTP and over TLS (a trustme certificate). wrk (Debian package)
+is the client where it can be; nginx and wrk are installed with apt-get when missing and running as root.
+
+Rows (each a fresh sigproxy process, stderr appended to a log file in the temporary directory as a daemon's
+would be, JSON lines since it is not a terminal; never /dev/null):
+
+- ``direct``: wrk straight to nginx: the yardstick every ratio is taken against, in the same run.
+- ``forward``: wrk through the forward listener (absolute-form request lines), default log level ``info``:
+  one access line per request is written.
+- ``warning``: the same at ``--log-level warning`` (no access lines): ``forward``/``warning`` is what access
+  logging costs.
+- ``reverse``: wrk to a ``[[reverse]]`` listener bound to nginx, log level ``info``.
+- ``direct-py``, ``forward-py``, ``tunnel``: wrk can't speak CONNECT, so these three use bench/pyload.py, a lean
+  asyncio + uvloop client on core 1 (same 64 connections). ``tunnel`` is HTTPS through ``CONNECT`` with
+  sigproxy's CA (TLS from the client to sigproxy and from sigproxy to nginx), log level ``info``.
+  ``direct-py`` is that client's own ceiling straight to nginx and ``forward-py`` the plain forward proxy with
+  the same client: read ``tunnel`` against those two, not against wrk's rows.
+- ``workers``: ``workers = 2`` in ``[proxy]``, sigproxy not pinned (its processes share core 1 with wrk and
+  nginx on a 2-core machine), log level ``info``; "n/a" and the reason when the config refuses the key.
+
+Columns: requests/s, the ratio to ``direct`` in the same run, p50 and p99 latency (ms, as the client measures
+them), responses outside 2xx, socket errors (wrk's connect/read/write/timeout counts), sigproxy's CPU time
+(user + system, over its process group) per request answered in the measured window, in microseconds (steadier
+than req/s when other work shares the machine), and sigproxy's peak RSS (VmHWM from /proc/PID/status, summed
+over its process group for ``workers``), in MB (10^6 bytes). Under the table: access lines written for
+``forward`` against requests answered (wrk counts only the completed ones, the proxy also logs the warm-up and
+what was in flight at the end), and per run forward/warning in req/s and in CPU per request: what the access
+log costs.
+
+Timings on a shared machine are noisy: compare ratios within a run, and repeat. Never run by the test suite;
+numbers go into the issue notes.
 """
 
 from __future__ import annotations
@@ -14,30 +45,66 @@ from __future__ import annotations
 import argparse
 import os
 import re
-import shutil
+import signal
+import ssl
 import subprocess
 import sys
 import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
-from common import pinned, start
+import trustme
+import uvloop
+from common import ROOT, pinned
+from nginx import Nginx, need
+from pyload import load
+
+__all__ = ["need_wrk", "wrk"]
 
 # wrk sends `path` verbatim on the request line, so an absolute URL makes it a forward-proxy client.
 PROXY_LUA = 'wrk.path = "{target}"\n'
+PATH = "/bucket/key"
+CONFIG = """
+[proxy]
+listen = "127.0.0.1:0"
+admin_listen = ""
+default_connection = "bench"
+state_dir = "{tmp}/state"
+upstream_ca_file = "{ca}"
+connect_ports = [{tls_port}]
+{extra}
+[connections.bench]
+region = "us-east-1"
+service = "s3"
+hosts = ["127.0.0.1:*"]
+[connections.bench.credentials]
+source = "static"
+access_key_id = "AKIDBENCH"
+secret_access_key = "bench-secret-not-real"
+"""
+REVERSE = '[[reverse]]\nlisten = "127.0.0.1:0"\nupstream = "{url}"\nconnection = "bench"\n'
+LABELS = {
+    "direct": "direct (nginx)",
+    "forward": "forward, info",
+    "warning": "forward, warning",
+    "reverse": "reverse, info",
+    "direct-py": "direct (py client)",
+    "forward-py": "forward (py client)",
+    "tunnel": "tunnel (py client)",
+    "workers": "workers = 2",
+}
+Result = dict[str, float]
 
 
 def need_wrk() -> str:
-    found = shutil.which("wrk")
-    if found:
-        return found
-    if os.geteuid() == 0 and shutil.which("apt-get"):
-        subprocess.run(["apt-get", "install", "-y", "-qq", "wrk"], check=True, stdout=subprocess.DEVNULL)
-        return shutil.which("wrk") or sys.exit("wrk did not install")
-    sys.exit("wrk is needed: apt-get install wrk")
+    return need("wrk", "wrk")
 
 
-def wrk(binary: str, url: str, duration: int, conns: int, script: str | None) -> dict[str, float]:
-    cmd = [binary, "-t", "1", "-c", str(conns), "-d", f"{duration}s", "--latency"]
+def wrk(binary: str, url: str, duration: float, conns: int, script: str | None) -> Result:
+    """wrk (one thread, pinned to core 1) against ``url``: rps, p50/p99 ms, non2xx, errors, requests."""
+    cmd = [binary, "-t", "1", "-c", str(conns), "-d", f"{max(1, round(duration))}s", "--latency"]
     if script:
         cmd += ["-s", script]
     out = subprocess.run(pinned(1, [*cmd, url]), capture_output=True, text=True, check=True).stdout
@@ -50,42 +117,243 @@ def wrk(binary: str, url: str, duration: int, conns: int, script: str | None) ->
         return value / 1000 if unit == "us" else value * 1000 if unit == "s" else value
 
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
-    errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
-    return {"rps": rps, "p50": ms("50%"), "p99": ms("99%"), "non2xx": float(errors.group(1)) if errors else 0}
+    requests = float(re.search(r"(\d+) requests in", out).group(1))  # type: ignore[union-attr]
+    non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    sock = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
+    return {"rps": rps, "p50": ms("50%"), "p99": ms("99%"), "non2xx": float(non2xx.group(1)) if non2xx else 0,
+            "errors": float(sum(int(g) for g in sock.groups())) if sock else 0, "requests": requests}
+
+
+def py_load(address: tuple[str, int], request: bytes, connect: bytes | None, ctx: ssl.SSLContext | None,
+            duration: float, conns: int) -> Result:
+    """bench/pyload.py's client, run in this process pinned to core 1 for the duration."""
+    before = os.sched_getaffinity(0)
+    if len(before) > 1:
+        os.sched_setaffinity(0, {1})
+    try:
+        return uvloop.run(load(address, request, connect, ctx, conns, duration))
+    finally:
+        os.sched_setaffinity(0, before)
+
+
+@dataclass
+class Sigproxy:
+    """A running ``sigproxy run``: its process (a session leader), listener URLs and its log file."""
+
+    proc: subprocess.Popen[str]
+    forward: str
+    reverse: str | None
+    log: Path
+
+    def peak_rss_mb(self) -> float:
+        """VmHWM summed over the process group (the supervisor and any workers), MB."""
+        total_kb = 0
+        for entry in Path("/proc").iterdir():
+            if not entry.name.isdigit():
+                continue
+            try:
+                stat = (entry / "stat").read_text()
+                if int(stat.rsplit(")", 1)[1].split()[2]) != self.proc.pid:
+                    continue
+                status = (entry / "status").read_text()
+            except (OSError, IndexError, ValueError):
+                continue
+            m = re.search(r"VmHWM:\s+(\d+) kB", status)
+            total_kb += int(m.group(1)) if m else 0
+        return total_kb * 1024 / 1e6
+
+    def cpu_seconds(self) -> float:
+        """User + system CPU time used so far by the process group (the supervisor and any workers), s."""
+        ticks = 0
+        for entry in Path("/proc").iterdir():
+            if not entry.name.isdigit():
+                continue
+            try:
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            except (OSError, IndexError):
+                continue
+            if int(fields[2]) == self.proc.pid:
+                ticks += int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15 of proc(5))
+        return ticks / os.sysconf("SC_CLK_TCK")
+
+    def stop(self) -> None:
+        self.proc.terminate()  # SIGTERM: drains; a supervisor passes it to its workers
+        try:
+            self.proc.wait(15)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait()
+
+
+def start_sigproxy(tmp: Path, name: str, config: str, level: str, core: int | None,
+                   checkout: Path = ROOT) -> Sigproxy | str:
+    """``sigproxy run`` from ``checkout`` with ``config``; the Sigproxy once its listeners are up, or why it did
+    not start."""
+    cfg = tmp / f"{name}.toml"
+    cfg.write_text(config)
+    log = tmp / f"{name}.log"
+    cmd = [sys.executable, "-m", "sigproxy", "run", "-c", str(cfg), "--log-level", level]
+    with log.open("a") as err:
+        proc = subprocess.Popen(cmd if core is None else pinned(core, cmd), stdout=subprocess.PIPE, stderr=err,
+                                text=True, cwd=checkout, start_new_session=True)
+    assert proc.stdout is not None
+    forward, reverse = None, None
+    want_reverse = "[[reverse]]" in config
+    for line in proc.stdout:
+        if "forward proxy listening on " in line:
+            forward = line.split("listening on ", 1)[1].split()[0]
+        elif "reverse proxy listening on " in line:
+            reverse = line.split("listening on ", 1)[1].split()[0]
+        if forward and (reverse or not want_reverse):
+            return Sigproxy(proc, forward, reverse, log)
+    proc.wait()
+    lines = [x for x in log.read_text().splitlines() if x.strip()]
+    return (lines[-1] if lines else f"exit {proc.returncode}")[:100]
+
+
+def address(url: str) -> tuple[str, int]:
+    host, port = url.removeprefix("http://").rsplit(":", 1)
+    return host, int(port)
+
+
+def _client(row: str, proxy: Sigproxy | None, up: Nginx, tmp: Path, conns: int, wrk_bin: str,
+            script: str) -> Callable[[int], Result]:
+    """The load of ``row`` against ``proxy`` (None for the direct rows), as a function of its duration (s)."""
+    if row == "direct":
+        return lambda d: wrk(wrk_bin, f"{up.url}{PATH}", d, conns, None)
+    origin = f"GET {PATH} HTTP/1.1\r\nHost: 127.0.0.1:{up.port}\r\n\r\n".encode()
+    if row == "direct-py":
+        return lambda d: py_load(address(up.url), origin, None, None, d, conns)
+    assert proxy is not None
+    if row in ("forward", "warning", "workers"):
+        return lambda d: wrk(wrk_bin, proxy.forward, d, conns, script)
+    if row == "reverse":
+        return lambda d: wrk(wrk_bin, f"{proxy.reverse}{PATH}", d, conns, None)
+    if row == "forward-py":
+        plain = f"GET {up.url}{PATH} HTTP/1.1\r\nHost: 127.0.0.1:{up.port}\r\n\r\n".encode()
+        return lambda d: py_load(address(proxy.forward), plain, None, None, d, conns)
+    # tunnel: sigproxy's CA was created in its state directory on first start.
+    ctx = ssl.create_default_context(cafile=str(tmp / "state" / "ca-cert.pem"))
+    connect = f"CONNECT 127.0.0.1:{up.tls_port} HTTP/1.1\r\nHost: 127.0.0.1:{up.tls_port}\r\n\r\n".encode()
+    inner = f"GET {PATH} HTTP/1.1\r\nHost: 127.0.0.1:{up.tls_port}\r\n\r\n".encode()
+    return lambda d: py_load(address(proxy.forward), inner, connect, ctx, d, conns)
+
+
+def run_once(args: argparse.Namespace, tmp: Path, up: Nginx, ca: Path, rows: list[str], run: int,
+             notes: list[str]) -> dict[str, Result | str]:
+    """Every row of one run, in order: row -> result, or the reason it could not run."""
+    assert up.tls_port is not None
+    base = {"tmp": tmp, "ca": ca, "tls_port": up.tls_port}
+    wrk_bin = need_wrk()
+    script = tmp / "proxy.lua"
+    script.write_text(PROXY_LUA.format(target=f"{up.url}{PATH}"))
+    out: dict[str, Result | str] = {}
+
+    def measure(fn: Callable[[int], Result], proxy: Sigproxy | None = None) -> Result:
+        fn(args.warmup)
+        cpu = proxy.cpu_seconds() if proxy else 0.0
+        result = fn(args.duration)
+        if proxy:
+            result["cpu_us"] = (proxy.cpu_seconds() - cpu) / max(result["requests"], 1) * 1e6
+        return result
+
+    for row in rows:
+        if row in ("direct", "direct-py"):
+            out[row] = measure(_client(row, None, up, tmp, args.connections, wrk_bin, str(script)))
+            continue
+        extra = REVERSE.format(url=up.url) if row == "reverse" else ""
+        proxy_extra = "workers = 2" if row == "workers" else ""
+        config = CONFIG.format(**base, extra=proxy_extra) + extra
+        level = "warning" if row == "warning" else "info"
+        started = start_sigproxy(tmp, f"{row}-{run}", config, level, None if row == "workers" else 0,
+                                 args.checkout)
+        if isinstance(started, str):
+            out[row] = f"n/a: {started}"
+            continue
+        proxy = started
+        try:
+            result = measure(_client(row, proxy, up, tmp, args.connections, wrk_bin, str(script)), proxy)
+            result["rss"] = proxy.peak_rss_mb()
+        finally:
+            proxy.stop()
+        if row == "forward":
+            lines = sum(1 for x in proxy.log.read_text().splitlines() if '"logger": "sigproxy.access"' in x)
+            notes.append(f"run {run + 1}: forward wrote {lines} access lines to {proxy.log.name} for "
+                         f"{result['requests']:.0f} requests answered in the measured {args.duration:g} s "
+                         f"(plus the warm-up and those in flight)")
+        out[row] = result
+    forward, warning = out.get("forward"), out.get("warning")
+    if isinstance(forward, dict) and isinstance(warning, dict):
+        notes.append(f"run {run + 1}: forward at info / at warning = {forward['rps'] / warning['rps']:.3f} "
+                     f"req/s, {forward['cpu_us'] / warning['cpu_us']:.3f} sigproxy CPU per request")
+    return out
+
+
+def _span(values: list[float], fmt: str) -> str:
+    lo, hi = min(values), max(values)
+    return format(lo, fmt) if format(lo, fmt) == format(hi, fmt) else f"{lo:{fmt}}-{hi:{fmt}}"
+
+
+def print_table(rows: list[str], runs: list[dict[str, Result | str]]) -> None:
+    cols = (("req/s", "rps", ".0f"), ("x direct", "ratio", ".3f"), ("p50 ms", "p50", ".2f"),
+            ("p99 ms", "p99", ".2f"), ("non-2xx", "non2xx", ".0f"), ("errors", "errors", ".0f"),
+            ("CPU us/req", "cpu_us", ".0f"), ("RSS MB", "rss", ".1f"))
+    print(f"{'':22}" + "".join(f"{title:>15}" for title, _, _ in cols))
+    for row in rows:
+        pairs = [(r[row], r["direct"]) for r in runs if isinstance(r.get(row), dict)]
+        done = [(result, direct) for result, direct in pairs if isinstance(result, dict) and isinstance(direct, dict)]
+        if not done:
+            reason = next((r[row] for r in runs if isinstance(r.get(row), str)), "n/a")
+            print(f"{LABELS[row]:22}{reason}")
+            continue
+        cells = []
+        for _, key, fmt in cols:
+            if key == "ratio":
+                values = [result["rps"] / direct["rps"] for result, direct in done]
+            else:
+                values = [result[key] for result, _ in done if key in result]
+            cells.append(_span(values, fmt) if values else "-")
+        print(f"{LABELS[row]:22}" + "".join(f"{c:>15}" for c in cells))
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--duration", type=int, default=10)
+    parser.add_argument("--duration", type=int, default=10, help="seconds measured per row (default 10)")
+    parser.add_argument("--warmup", type=int, default=1, help="seconds of load before each row (default 1)")
     parser.add_argument("--connections", type=int, default=64)
+    parser.add_argument("--runs", type=int, default=1, help="repeat every row; ranges are printed")
+    parser.add_argument("--rows", default=",".join(LABELS),
+                        help=f"comma-separated subset of {','.join(LABELS)} (direct is always run)")
+    parser.add_argument("--checkout", type=Path, default=ROOT,
+                        help="run sigproxy from this checkout (e.g. `git worktree add DIR REV`) to compare revisions")
     args = parser.parse_args()
-    binary = need_wrk()
-    py = sys.executable
-    upstream, up_url = start(pinned(1, [py, "bench/upstream.py"]), "http://")
-    with tempfile.TemporaryDirectory() as tmp:
-        cfg = Path(tmp) / "bench.toml"
-        cfg.write_text(
-            '[proxy]\nlisten = "127.0.0.1:0"\ndefault_connection = "bench"\n'
-            '[connections.bench]\nregion = "us-east-1"\nservice = "s3"\nhosts = ["127.0.0.1:*"]\n'
-            '[connections.bench.credentials]\nsource = "static"\naccess_key_id = "AKIDBENCH"\n'
-            'secret_access_key = "bench-secret-not-real"\n'
-        )
-        proxy, proxy_url = start(
-            pinned(0, [py, "-m", "sigproxy", "run", "-c", str(cfg), "--log-level", "warning"]), "listening on"
-        )
-        script = Path(tmp) / "proxy.lua"
-        script.write_text(PROXY_LUA.format(target=f"{up_url}/bucket/key"))
-        try:
-            direct = wrk(binary, f"{up_url}/bucket/key", args.duration, args.connections, None)
-            through = wrk(binary, proxy_url, args.duration, args.connections, str(script))
-        finally:
-            proxy.terminate()
-            upstream.terminate()
-            proxy.wait()
-            upstream.wait()
-    print(f"{'':10} {'req/s':>10} {'p50 ms':>8} {'p99 ms':>8} {'non-2xx':>8}")
-    for name, r in (("direct", direct), ("sigproxy", through)):
-        print(f"{name:10} {r['rps']:>10.0f} {r['p50']:>8.2f} {r['p99']:>8.2f} {r['non2xx']:>8.0f}")
+    rows = ["direct", *[r for r in args.rows.split(",") if r and r != "direct"]]
+    unknown = [r for r in rows if r not in LABELS]
+    if unknown:
+        parser.error(f"unknown rows: {', '.join(unknown)}")
+    need_wrk()
+    with tempfile.TemporaryDirectory(prefix="sigproxy-bench-") as name:
+        tmp = Path(name)
+        ca = trustme.CA()
+        cert = ca.issue_cert("127.0.0.1")
+        ca_pem, chain, key = tmp / "upstream-ca.pem", tmp / "upstream-chain.pem", tmp / "upstream-key.pem"
+        ca.cert_pem.write_to_path(str(ca_pem))
+        with chain.open("wb") as f:
+            for blob in cert.cert_chain_pems:
+                f.write(blob.bytes())
+        cert.private_key_pem.write_to_path(str(key))
+        runs: list[dict[str, Result | str]] = []
+        notes: list[str] = []
+        with Nginx(tmp, core=1, tls=(chain, key)) as up:
+            for run in range(args.runs):
+                t0 = time.monotonic()
+                runs.append(run_once(args, tmp, up, ca_pem, rows, run, notes))
+                print(f"run {run + 1}/{args.runs} done in {time.monotonic() - t0:.0f} s", file=sys.stderr)
+    print(f"{args.runs} run(s), {args.connections} connections, {args.duration:g} s per row; "
+          "sigproxy on core 0, nginx and the client on core 1")
+    print_table(rows, runs)
+    for note in notes:
+        print(note)
 
 
 if __name__ == "__main__":

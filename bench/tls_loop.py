@@ -25,7 +25,7 @@ from pathlib import Path
 import trustme
 from big_body import size_arg
 from common import ROOT, pinned, start
-from tunnel_get import load
+from pyload import load
 
 READ = 2**20
 

@@ -37,6 +37,7 @@ from .errors import (
 from .forwarding import Upstream
 from .inbound import ReceivedRequest, verify_header_auth, verify_presigned
 from .metrics import Metrics
+from .observability import log_access
 from .prepare import sign_request, untouched_request
 from .routing import (
     HOP_BY_HOP,
@@ -177,8 +178,7 @@ class Handler:
         """The access log line and the request's metrics."""
         elapsed = time.monotonic() - started
         info["ms"] = round(elapsed * 1000, 2)
-        access_logger.info("%s %s %s", info.get("method"), info.get("host"), info.get("status"),
-                           extra={"access": info})
+        log_access(access_logger, info)
         up, down = info.get("bytes_up"), info.get("bytes_down")
         self._metrics.record(str(info.get("connection", "-")), str(info.get("service", "-")),
                              str(info.get("status")), elapsed, bytes_up=up if isinstance(up, int) else 0,

@@ -1,0 +1,168 @@
+"""The access log's fast path writes what the logging machinery would, in the same order, and loses nothing."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+import logging
+import select
+from collections.abc import Callable, Iterator
+
+import pytest
+
+from sigproxy.observability import _TEXT_FORMAT, _BufferedStreamHandler, _JsonFormatter, _TextFormatter, log_access
+
+FIELDS: dict[str, object] = {
+    "request_id": "r-1", "client": "127.0.0.1", "method": "GET", "host": "bucket.s3.amazonaws.com",
+    "path": "/k", "connection": "main", "service": "s3", "region": "us-east-1", "status": 200, "bytes_up": 0,
+    "bytes_down": 12, "user": 'alice status=200 "x\u2028', "expires": object(), "ms": 1.5,
+}
+
+
+@pytest.fixture
+def root_stream() -> Iterator[Callable[[], tuple[io.StringIO, _BufferedStreamHandler]]]:
+    """Call it in the test (pytest adds its capture handlers to the root logger after fixtures ran): the root
+    logger then writes only through a buffered handler into a StringIO, as setup_logging sets it up."""
+    root = logging.getLogger()
+    saved, level = root.handlers[:], root.level
+
+    def install() -> tuple[io.StringIO, _BufferedStreamHandler]:
+        stream = io.StringIO()
+        handler = _BufferedStreamHandler(stream)
+        handler.setFormatter(_JsonFormatter())
+        root.handlers[:] = [handler]
+        root.setLevel(logging.INFO)
+        return stream, handler
+
+    yield install
+    root.handlers[:] = saved
+    root.setLevel(level)
+
+
+Root = Callable[[], tuple[io.StringIO, _BufferedStreamHandler]]
+
+
+def _record(created: float, access: dict[str, object]) -> logging.LogRecord:
+    record = logging.LogRecord("sigproxy.access", logging.INFO, __file__, 1, "%s %s %s",
+                               (access["method"], access["host"], access["status"]), None)
+    record.created, record.msecs = created, int((created - int(created)) * 1000) + 0.0
+    record.access = access
+    return record
+
+
+@pytest.mark.parametrize("formatter", [_JsonFormatter(), _TextFormatter(_TEXT_FORMAT)])
+@pytest.mark.parametrize("created", [1764547200.0, 1764547200.0005, 1764547259.9999, 1764547201.123456])
+def test_access_line_is_what_format_makes(formatter: _JsonFormatter | _TextFormatter, created: float) -> None:
+    """Every field, the message, level, logger and timestamp: the fast line equals the formatted record."""
+    fast = formatter.access_line(created, "sigproxy.access", "GET bucket.s3.amazonaws.com 200", FIELDS)
+    assert fast == formatter.format(_record(created, FIELDS))
+
+
+def test_json_line_keeps_the_old_shape() -> None:
+    """The JSON line: ts (ISO 8601 UTC, milliseconds), level, logger, msg, then every field (str() if needed)."""
+    line = _JsonFormatter().access_line(1764547201.123456, "sigproxy.access", "GET h 200", FIELDS)
+    assert line is not None
+    entry = json.loads(line)
+    assert list(entry)[:4] == ["ts", "level", "logger", "msg"]
+    assert entry["ts"] == "2025-12-01T00:00:01.123+00:00" and entry["level"] == "info"
+    assert '"logger": "sigproxy.access"' in line
+    assert {k: v for k, v in entry.items() if k in FIELDS} == {k: v if k != "expires" else str(v)
+                                                               for k, v in FIELDS.items()}
+
+
+def test_text_formatter_with_another_format_takes_the_record_path() -> None:
+    """A text format other than the default is not imitated: the record goes through logging."""
+    assert _TextFormatter("%(message)s").access_line(0.0, "sigproxy.access", "m", {}) is None
+
+
+async def test_lines_are_written_once_per_loop_iteration(root_stream: Root,
+                                                         ) -> None:
+    """Inside the loop access lines wait for the iteration's end; a warning writes everything at once, in order."""
+    stream, _ = root_stream()
+    access = logging.getLogger("sigproxy.access")
+    for i in range(3):
+        log_access(access, {**FIELDS, "request_id": f"r-{i}"})
+    assert stream.getvalue() == ""
+    await asyncio.sleep(0)
+    await asyncio.sleep(0)
+    assert [json.loads(x)["request_id"] for x in stream.getvalue().splitlines()] == ["r-0", "r-1", "r-2"]
+    log_access(access, {**FIELDS, "request_id": "r-3"})
+    logging.getLogger("sigproxy.test").warning("now")
+    lines = stream.getvalue().splitlines()
+    assert len(lines) == 5 and json.loads(lines[3])["request_id"] == "r-3" and "now" in lines[4]
+
+
+def test_outside_a_loop_lines_are_written_at_once(root_stream: Root) -> None:
+    """A thread without an event loop writes through."""
+    stream, _ = root_stream()
+    log_access(logging.getLogger("sigproxy.access"), FIELDS)
+    assert json.loads(stream.getvalue())["request_id"] == "r-1"
+
+
+def test_an_operator_handler_still_sees_access_records(root_stream: Root,
+                                                       ) -> None:
+    """sigproxy.access stays a logger: a handler or filter added to it gets real records; levels silence it."""
+    stream, _ = root_stream()
+    access = logging.getLogger("sigproxy.access")
+    seen: list[logging.LogRecord] = []
+    extra = logging.Handler()
+    extra.emit = seen.append  # type: ignore[method-assign]
+    access.addHandler(extra)
+    try:
+        log_access(access, FIELDS)
+    finally:
+        access.removeHandler(extra)
+    assert len(seen) == 1 and seen[0].access == FIELDS and seen[0].getMessage() == "GET bucket.s3.amazonaws.com 200"
+    assert len(stream.getvalue().splitlines()) == 1  # and the root handler wrote it once
+    access.setLevel(logging.WARNING)
+    try:
+        log_access(access, FIELDS)
+    finally:
+        access.setLevel(logging.NOTSET)
+    assert len(stream.getvalue().splitlines()) == 1
+
+
+def test_flush_writes_what_is_pending(root_stream: Root) -> None:
+    """flush() -- what logging.shutdown calls at exit -- writes pending lines."""
+    stream, handler = root_stream()
+
+    loop = asyncio.new_event_loop()
+
+    def log_then_stop() -> None:
+        log_access(logging.getLogger("sigproxy.access"), FIELDS)
+        loop.stop()  # the loop ends with this iteration: the flush it queued never runs
+
+    loop.call_soon(log_then_stop)
+    loop.run_forever()
+    loop.close()
+    assert stream.getvalue() == ""
+    handler.flush()
+    assert json.loads(stream.getvalue())["request_id"] == "r-1"
+
+
+def test_writes_are_whole_lines_within_pipe_buf(root_stream: Root) -> None:
+    """Each write() holds whole lines and at most PIPE_BUF bytes (atomic on a pipe shared by worker processes)."""
+    _, handler = root_stream()
+    writes: list[str] = []
+
+    class Recording(io.StringIO):
+        def write(self, s: str) -> int:
+            writes.append(s)
+            return super().write(s)
+
+    handler.setStream(Recording())
+    loop = asyncio.new_event_loop()
+
+    def burst() -> None:
+        for i in range(100):
+            log_access(logging.getLogger("sigproxy.access"), {**FIELDS, "request_id": f"r-{i}"})
+
+    loop.call_soon(burst)
+    loop.call_soon(loop.stop)
+    loop.run_forever()
+    loop.close()
+    handler.flush()
+    assert 1 < len(writes) < 100
+    assert all(w.endswith("\n") and len(w.encode()) <= select.PIPE_BUF for w in writes)
+    assert [json.loads(x)["request_id"] for w in writes for x in w.splitlines()] == [f"r-{i}" for i in range(100)]
