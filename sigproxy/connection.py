@@ -20,10 +20,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
-from urllib.parse import urlsplit
 
 from .configtable import Secret, Table
 from .errors import ConfigError
+from .urlparts import split_url
 from .users import ROLE_SESSION, TAG_VALUE, USER_VAR, policy_problem, tag_key_problem, template_problem
 
 __all__ = [
@@ -205,8 +205,8 @@ def parse_networks(t: Table, name: str) -> tuple[Network, ...]:
 
 
 def parse_url(value: str, path: str) -> str:
-    parts = urlsplit(value)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
+    parts = split_url(value)
+    if parts is None or parts.scheme not in ("http", "https") or not parts.hostname:
         raise ConfigError(path, f"expected an http:// or https:// URL, got {value!r}")
     return value.rstrip("/")
 

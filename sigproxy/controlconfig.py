@@ -40,6 +40,7 @@ from urllib.parse import urlsplit
 from .configtable import Secret, Table, resolve_refs
 from .errors import ConfigError
 from .onboarding import normalize_principal
+from .urlparts import split_url
 
 __all__ = ["AdminConfig", "ConnectConfig", "OnboardingConfig", "StoreConfig", "parse_admin", "parse_connect",
            "parse_onboarding", "parse_store"]
@@ -142,9 +143,9 @@ def _http_url(t: Table, name: str, *, https_only: bool = False) -> str | None:
     value = t.string(name)
     if value is None:
         return None
-    parts = urlsplit(value)
+    parts = split_url(value)
     schemes = ("https",) if https_only else ("http", "https")
-    if parts.scheme not in schemes or not parts.hostname or parts.query or parts.fragment:
+    if parts is None or parts.scheme not in schemes or not parts.hostname or parts.query or parts.fragment:
         want = "an https URL" if https_only else "an http(s) URL"
         raise ConfigError(t.key(name), f"expected {want} without query or fragment, got {value!r}")
     return value
@@ -189,8 +190,9 @@ def parse_store(t: Table | None) -> StoreConfig:
         return StoreConfig()
     url = t.string("url", empty=True)
     if url:
-        scheme = urlsplit(url).scheme.split("+", 1)[0]
-        if scheme not in ("sqlite", "postgresql", "postgres"):
+        parts = split_url(url)  # never echoed: the URL may carry a password
+        scheme = parts.scheme.split("+", 1)[0] if parts is not None else "?"
+        if parts is None or scheme not in ("sqlite", "postgresql", "postgres"):
             raise ConfigError(t.key("url"), "expected sqlite:///PATH or postgresql://USER:PASSWORD@HOST:PORT/DB "
                               f"(scheme {scheme!r} is not supported)")
     keys = []

@@ -30,7 +30,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
-from urllib.parse import quote, urlencode, urlsplit
+from urllib.parse import quote, urlencode
 
 from .config import Config
 from .connection import ConnectionConfig, connection_json
@@ -45,6 +45,7 @@ from .onboarding import (
     trust_policy,
 )
 from .store import SessionRecord, Store
+from .urlparts import split_url
 from .webhooks import WebhookSender, verify_webhook
 
 __all__ = ["ConnectSession", "ConnectSessions", "PageContext", "SessionGone", "SubmitOutcome", "TooManyAttempts",
@@ -252,8 +253,9 @@ class ConnectSessions:
                                field="ttl")
         webhook_url = _string(body, "webhook_url")
         if webhook_url is not None:
-            parts = urlsplit(webhook_url)
-            if parts.scheme not in ("http", "https") or not parts.hostname or len(webhook_url) > _MAX_URL:
+            parts = split_url(webhook_url)
+            if (parts is None or parts.scheme not in ("http", "https") or not parts.hostname
+                    or len(webhook_url) > _MAX_URL):
                 raise InvalidField("expected an http(s) URL", field="webhook_url")
             if config.connect.webhook_secret is None:
                 raise InvalidField("needs [connect] webhook_secret in the config (webhooks are signed with it)",

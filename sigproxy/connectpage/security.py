@@ -20,9 +20,10 @@ from __future__ import annotations
 import re
 import secrets
 from hmac import compare_digest
-from urllib.parse import urlsplit
 
 from aiohttp import web
+
+from sigproxy.urlparts import split_url
 
 __all__ = ["CSRF_FIELD", "HEADERS", "csrf_cookie", "csrf_matches", "foreign_origin", "new_csrf", "redact", "set_csrf"]
 
@@ -72,8 +73,8 @@ def csrf_matches(request: web.BaseRequest, field: str | None) -> bool:
 
 
 def _origin_of(url: str) -> str:
-    parts = urlsplit(url)
-    return f"{parts.scheme}://{parts.netloc}".lower()
+    parts = split_url(url)
+    return f"{parts.scheme}://{parts.netloc}".lower() if parts is not None else "null"
 
 
 def foreign_origin(request: web.BaseRequest, public_url: str | None) -> bool:

@@ -345,6 +345,8 @@ async def test_seeded_external_id_on_a_pending_connection(world: World) -> None:
     ({"connection": "fields", "external_id": "x"}, "external_id"),
     ({"connection": "fields", "display_name": "a\nb"}, "display_name"),
     ({"connection": "fields", "webhook_url": "ftp://h/x"}, "webhook_url"),
+    ({"connection": "fields", "webhook_url": "http://[::1/x"}, "webhook_url"),
+    ({"connection": "fields", "webhook_url": "http://h:65536/x"}, "webhook_url"),
 ])
 async def test_field_errors(world: World, body: dict[str, Any], field: str) -> None:
     if body.get("connection") == "fields" and "fields" not in world.control.connections():

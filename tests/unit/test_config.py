@@ -460,9 +460,12 @@ class TestListeners:
         text = minimal_with('[[reverse]]\nlisten = "127.0.0.1:9200"\nupstream = "http://x"\n')
         assert error(text, listen="127.0.0.1:9200").path == "reverse[0].listen"
 
-    def test_bad_reverse_upstream(self) -> None:
-        """A reverse upstream must be an http(s) URL."""
-        text = minimal_with('[[reverse]]\nlisten = "127.0.0.1:9"\nupstream = "search.example.com"\n')
+    @pytest.mark.parametrize("upstream", ["search.example.com", "http://[::1", "https://[::1/x", "http://h:65536",
+                                          "http://h:-1"])
+    def test_bad_reverse_upstream(self, upstream: str) -> None:
+        """A reverse upstream must be an http(s) URL; one urlsplit can't split (found by the config fuzzer) is
+        a ConfigError naming the key, not a ValueError."""
+        text = minimal_with(f'[[reverse]]\nlisten = "127.0.0.1:9"\nupstream = "{upstream}"\n')
         assert error(text).path == "reverse[0].upstream"
 
 
@@ -613,6 +616,8 @@ def test_example_control_plane_sections() -> None:
 
 @pytest.mark.parametrize(("text", "path", "words"), [
     ('[store]\nurl = "mysql://db/x"', "store.url", "not supported"),
+    # urlsplit raises ValueError on these (an unclosed IPv6 bracket, a port out of range): still a ConfigError
+    ('[store]\nurl = "postgresql://u:pw@[::1/db"', "store.url", "not supported"),
     ('[store]\nencryption_keys = ["not base64!"]', "store.encryption_keys[0]", "base64"),
     ('[store]\nencryption_keys = ["c2hvcnQ="]', "store.encryption_keys[0]", "32 bytes"),
     ('[store]\nurl = "postgresql://u@h/db"', "store.encryption_keys", "required with PostgreSQL"),
@@ -667,6 +672,9 @@ max_attempts = 5
 
 @pytest.mark.parametrize(("text", "path", "words"), [
     ('public_url = "ftp://x"', "connect.public_url", "http(s) URL"),
+    ('public_url = "https://[::1/x"', "connect.public_url", "http(s) URL"),
+    ('public_url = "https://h:99999/x"', "connect.public_url", "http(s) URL"),
+    ('template_url = "https://[b.s3.amazonaws.com/t.json"', "connect.template_url", "https URL"),
     ('public_url = "https://x/?a=b"', "connect.public_url", "without query"),
     ("session_ttl = 59", "connect.session_ttl", "60 to 86400"),
     ("session_ttl = 86401", "connect.session_ttl", "60 to 86400"),
