@@ -21,15 +21,17 @@ import asyncio
 import contextlib
 import gc
 import logging
-from collections.abc import Awaitable, Callable, Iterator
+import socket
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, Protocol
 
 from aiohttp import web
 
 from sigproxy.authlimit import AuthFailures
 from sigproxy.bodies import clean_spool
+from sigproxy.brokered import CredentialBroker
 from sigproxy.config import Address, Config, Network, ProxyConfig
 from sigproxy.control import Control, open_store
 from sigproxy.credcache import CredentialCache
@@ -37,7 +39,7 @@ from sigproxy.credentials import Providers
 from sigproxy.errors import ConfigError, ListenError, SigproxyError
 from sigproxy.forwarding import Upstream
 from sigproxy.handler import Exchange, Handler, RequestIds
-from sigproxy.metrics import Metrics
+from sigproxy.metrics import GroupMetrics, Metrics
 from sigproxy.sdnotify import Notifier
 from sigproxy.sessions import ConnectSessions
 from sigproxy.signing import Signer
@@ -50,7 +52,7 @@ from .forward import forward_exchange
 from .gate import ClientServer, Door, Gate
 from .reverse import reverse_exchange
 
-__all__ = ["Listening", "Runtime", "serve"]
+__all__ = ["Group", "Listening", "Runtime", "WorkerRole", "serve"]
 
 logger = logging.getLogger(__name__)
 
@@ -71,11 +73,46 @@ class Listening:
         return f"sigproxy: forward proxy listening on {self.url}"
 
 
+@dataclass(frozen=True, slots=True)
+class WorkerRole:
+    """This process is one worker of a ``workers = N`` group (:mod:`sigproxy.workers`): it serves on listening
+    sockets the supervisor bound, asks the supervisor's broker for expiring credentials, leaves the spool, the
+    store's migrations and the admin listener to the supervisor, and tells systemd nothing itself."""
+
+    sockets: Mapping[str, socket.socket]
+    """``"forward"`` and ``"reverse0"``, ``"reverse1"``, ...: the listeners in config order."""
+    broker: CredentialBroker
+    on_start: Callable[[Runtime, ConnectIntake], None]
+    """Called once the runtime and the forward intake exist (before the listeners serve)."""
+
+
+class Group(Protocol):
+    """The supervisor's workers, as :func:`serve` drives them (:class:`sigproxy.workers.supervisor.Supervisor`)."""
+
+    def attach(self, runtime: Runtime) -> None:
+        """The supervisor's runtime exists (its registry not loaded yet)."""
+
+    async def start(self) -> list[Listening]:
+        """Start every worker and wait until each serves; the client listeners they serve."""
+
+    def healthy(self) -> bool:
+        """Whether the workers answer (the systemd watchdog pings only then)."""
+
+    async def reload(self) -> None:
+        """The supervisor took a reloaded config: every worker takes the same."""
+
+    async def stop(self) -> None:
+        """Ask every worker to drain and wait until they have exited."""
+
+    async def metrics(self) -> GroupMetrics:
+        """The whole group's counts for ``/metrics``."""
+
+
 def _restart_only(old: Config, new: Config) -> list[str]:
     """Settings that only a restart can change."""
     a, b = old.proxy, new.proxy
     keys = ("listen", "admin_listen", "connect_timeout", "read_timeout", "upstream_connections", "state_dir",
-            "upstream_ca_file", "metrics_connection_label")
+            "upstream_ca_file", "metrics_connection_label", "workers")
     changed = [f"proxy.{k}" for k in keys if getattr(a, k) != getattr(b, k)]
     if old.store.signature() != new.store.signature():
         changed.append("store")
@@ -94,8 +131,11 @@ class Runtime:
     """
 
     def __init__(self, config: Config, upstream: Upstream, certs: CertStore, metrics: Metrics,
-                 cache: CredentialCache) -> None:
+                 cache: CredentialCache, *, broker: CredentialBroker | None = None) -> None:
         self.metrics = metrics
+        self.group: Group | None = None
+        self.applied: Callable[[set[str]], None] = lambda _changed: None
+        """Called after each :meth:`apply` with the names that changed (a supervisor tells its broker and workers)."""
         self.cache = cache
         self.certs = certs
         self.ready = False
@@ -107,7 +147,8 @@ class Runtime:
         self._tasks = TaskSet()
         # Failed authentication per client address: counted across listeners, kept across reloads.
         self.failures = AuthFailures(config.proxy.auth_failures, config.proxy.auth_failure_window)
-        self._root = Providers(config.connections, cache=cache, cached_users=config.proxy.credential_cache_users)
+        self._root = Providers(config.connections, cache=cache, cached_users=config.proxy.credential_cache_users,
+                               broker=broker)
         self.handler = self._build(config)
 
     def _build(self, config: Config) -> Handler:
@@ -126,6 +167,7 @@ class Runtime:
         self.handler = self._build(config)
         if changed:
             self.cache.forget(changed)
+        self.applied(changed)
 
     def reload(self, new: Config) -> bool:
         """Swap in a reloaded config file if it is valid and reloadable; otherwise keep the old one."""
@@ -197,7 +239,7 @@ def _listening(addr: tuple[str, int] | Any, kind: str, upstream: str | None = No
 
 
 async def _reverse_listener(runtime: Runtime, gate: Gate, index: int, drain: float,
-                            stack: AsyncExitStack) -> asyncio.Server:
+                            stack: AsyncExitStack, *, sock: socket.socket | None = None) -> asyncio.Server:
     """Bind ``[[reverse]]`` number ``index``: each connection through the gate (with that listener's current
     ``clients``), then to aiohttp."""
     loop = asyncio.get_running_loop()
@@ -212,8 +254,11 @@ async def _reverse_listener(runtime: Runtime, gate: Gate, index: int, drain: flo
     listen = listener.listen
     with _binding(f"reverse listener for {listener.upstream}", f"[[reverse]] listen (reverse[{index}].listen)",
                   listen):
-        bound = await loop.create_server(lambda: Door(gate, server, settings, name), listen.host, listen.port,
-                                         reuse_address=True)
+        if sock is not None:  # a worker: the supervisor bound it
+            bound = await loop.create_server(lambda: Door(gate, server, settings, name), sock=sock)
+        else:
+            bound = await loop.create_server(lambda: Door(gate, server, settings, name), listen.host, listen.port,
+                                             reuse_address=True)
 
     async def close() -> None:
         bound.close()
@@ -224,17 +269,46 @@ async def _reverse_listener(runtime: Runtime, gate: Gate, index: int, drain: flo
     return bound
 
 
+async def _client_listeners(runtime: Runtime, intake: ConnectIntake, gate: Gate, drain: float, *,
+                            stack: AsyncExitStack, worker: WorkerRole | None) -> list[Listening]:
+    """Bind (or, in a worker, take over from the supervisor) the forward listener and every reverse one; each is
+    closed and drained, in reverse order, when ``stack`` unwinds."""
+    loop = asyncio.get_running_loop()
+    config = runtime.config
+    listen = config.proxy.listen
+    with _binding("forward proxy", "[proxy] listen (or --listen)", listen):
+        if worker is not None:
+            server = await loop.create_server(intake.front_door, sock=worker.sockets["forward"])
+        else:
+            server = await loop.create_server(intake.front_door, listen.host, listen.port, reuse_address=True)
+
+    async def close_forward() -> None:
+        server.close()
+        await intake.shutdown(drain)
+
+    stack.push_async_callback(close_forward)
+    bound = [_listening(sock.getsockname(), "forward") for sock in server.sockets]
+    for index, listener in enumerate(config.reverse):
+        sock = None if worker is None else worker.sockets[f"reverse{index}"]
+        reverse_server = await _reverse_listener(runtime, gate, index, drain, stack, sock=sock)
+        bound += [_listening(s.getsockname(), "reverse", listener.upstream) for s in reverse_server.sockets]
+    return bound
+
+
 async def serve(config: Config, stop: asyncio.Event, *, reload: asyncio.Event | None = None,
                 load: Callable[[], Config] | None = None,
                 on_ready: Callable[[list[Listening]], None] = lambda _: None,
-                notifier: Notifier | None = None) -> None:
+                notifier: Notifier | None = None, group: Group | None = None,
+                worker: WorkerRole | None = None) -> None:
     """Bind every listener, call ``on_ready`` with their addresses, serve until ``stop`` is set, then drain.
 
     ``reload`` set (SIGHUP) re-reads the config with ``load``. Raises :class:`~sigproxy.errors.ListenError`
     (an :class:`OSError` naming the listener and its key) when a listener can't bind,
     :class:`~sigproxy.tls.TlsError` when the CA can't be loaded or created.
+
+    With ``workers = N``: the supervisor passes ``group`` (its workers serve the client listeners; it keeps the
+    admin listener, the credential broker and systemd's notifications), each worker passes ``worker``.
     """
-    loop = asyncio.get_running_loop()
     notifier = notifier or Notifier.from_environ({})
     drain = config.proxy.drain_seconds
     for conn in config.connections.values():
@@ -245,7 +319,8 @@ async def serve(config: Config, stop: asyncio.Event, *, reload: asyncio.Event | 
     async with AsyncExitStack() as stack:
         certs = await asyncio.to_thread(CertStore.load_or_create, config.proxy.state_dir)
         stack.callback(certs.close)
-        removed = await asyncio.to_thread(clean_spool, config.proxy.state_dir / "spool")
+        # A worker leaves the spool alone: its siblings' requests in flight spool there.
+        removed = 0 if worker else await asyncio.to_thread(clean_spool, config.proxy.state_dir / "spool")
         if removed:
             logger.warning("removed %d spool file(s) left by an earlier run", removed)
         upstream = await stack.enter_async_context(
@@ -254,14 +329,17 @@ async def serve(config: Config, stop: asyncio.Event, *, reload: asyncio.Event | 
         )
         cache = CredentialCache(on_fetch=metrics.sts_latency.observe)
         stack.push_async_callback(cache.close)
-        runtime = Runtime(config, upstream, certs, metrics, cache)
+        runtime = Runtime(config, upstream, certs, metrics, cache, broker=worker.broker if worker else None)
         stack.push_async_callback(runtime.close)
-        store = await open_store(config)
+        if group is not None:
+            runtime.group = group
+            group.attach(runtime)
+        store = await open_store(config, migrate=False if worker else None)  # the supervisor migrated
         if store is not None:
             stack.push_async_callback(store.close)
         control = runtime.control = Control(config, store, on_apply=runtime.apply)
         await control.load()
-        if store is not None:
+        if store is not None and worker is None:
             sessions = runtime.sessions = ConnectSessions(control, store, lambda: control.config)
             stack.push_async_callback(sessions.close)
         bound: list[Listening] = []
@@ -278,23 +356,16 @@ async def serve(config: Config, stop: asyncio.Event, *, reload: asyncio.Event | 
         # Listeners are closed in reverse order of binding; each drains its requests for up to `drain` s.
         gate = Gate()
         intake = ConnectIntake(runtime, certs, gate, _entry(runtime, None))
-        listen = config.proxy.listen
-        with _binding("forward proxy", "[proxy] listen (or --listen)", listen):
-            server = await loop.create_server(intake.front_door, listen.host, listen.port, reuse_address=True)
+        if worker is not None:
+            worker.on_start(runtime, intake)
+        if group is None:
+            bound += await _client_listeners(runtime, intake, gate, drain, stack=stack, worker=worker)
+        else:
+            # The workers serve the client listeners; they drain before the admin listener closes.
+            bound += await group.start()
+            stack.push_async_callback(group.stop)
 
-        async def close_forward() -> None:
-            server.close()
-            await intake.shutdown(drain)
-
-        stack.push_async_callback(close_forward)
-        bound += [_listening(sock.getsockname(), "forward") for sock in server.sockets]
-
-        for index, listener in enumerate(config.reverse):
-            reverse_server = await _reverse_listener(runtime, gate, index, drain, stack)
-            bound += [_listening(sock.getsockname(), "reverse", listener.upstream)
-                      for sock in reverse_server.sockets]
-
-        if config.proxy.admin_listen is not None:
+        if config.proxy.admin_listen is not None and worker is None:
             admin = web.AppRunner(admin_app(runtime, intake), handle_signals=False, access_log=None)
             await admin.setup()
             admins.append(admin)
@@ -313,15 +384,16 @@ async def serve(config: Config, stop: asyncio.Event, *, reload: asyncio.Event | 
         runtime.ready = True
         on_ready(bound)
         notifier.ready(f"serving {len(runtime.config.connections)} connection(s)")
-        async with asyncio.TaskGroup() as group:
-            watchdog = group.create_task(notifier.run_watchdog(), name="sigproxy-watchdog")
-            feed = None if store is None else group.create_task(
+        async with asyncio.TaskGroup() as tasks:
+            healthy = runtime.group.healthy if runtime.group is not None else (lambda: True)
+            watchdog = tasks.create_task(notifier.run_watchdog(healthy), name="sigproxy-watchdog")
+            feed = None if store is None else tasks.create_task(
                 store.watch(control.refresh, interval=config.store.poll_interval, since=control.revision),
                 name="sigproxy-store-feed")
             while not stop.is_set():
-                waiters = [group.create_task(stop.wait())]
+                waiters = [tasks.create_task(stop.wait())]
                 if reload is not None:
-                    waiters.append(group.create_task(reload.wait()))
+                    waiters.append(tasks.create_task(reload.wait()))
                 await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
                 for waiter in waiters:
                     waiter.cancel()
@@ -329,6 +401,8 @@ async def serve(config: Config, stop: asyncio.Event, *, reload: asyncio.Event | 
                     reload.clear()
                     notifier.reloading()
                     reloaded = load is not None and await _reload(runtime, load)
+                    if reloaded and runtime.group is not None:
+                        await runtime.group.reload()
                     notifier.ready("reloaded" if reloaded else "reload failed: kept the previous config")
             watchdog.cancel()
             if feed is not None:
