@@ -83,7 +83,8 @@ async def _run(index: int, channel: socket.socket, sockets: dict[str, socket.soc
     tasks = TaskSet()
 
     def parse(text: str) -> Config:
-        return loads(text, source=settings["path"], listen=settings["listen"], admin_listen=settings["admin_listen"])
+        return loads(text, source=settings["path"], listen=settings["listen"], admin_listen=settings["admin_listen"],
+                     workers=settings["workers"])
 
     async def answer(message: Message) -> Any:
         op = message.get("op")
@@ -116,7 +117,8 @@ async def _run(index: int, channel: socket.socket, sockets: dict[str, socket.soc
     reading = loop.create_task(peer.run(), name="channel")
     reading.add_done_callback(lambda _: stop.set())
     first = await hello
-    settings.update(path=first["path"], listen=first.get("listen"), admin_listen=first.get("admin_listen"))
+    settings.update(path=first["path"], listen=first.get("listen"), admin_listen=first.get("admin_listen"),
+                    workers=first.get("workers"))
     setup_logging(first["log_level"], first["log_format"], fields={"worker": index})
     config = parse(str(first["text"]))
     client = BrokerClient(peer, bytes.fromhex(first["key"]))
