@@ -339,7 +339,8 @@ class Supervisor:
         self._tasks.spawn(slot.peer.run(), name=f"worker-{slot.index}-channel")
         level, fmt = self._log
         slot.peer.notice("hello", text=self._file.text, path=self._file.path, listen=self._file.listen,
-                         admin_listen=self._file.admin_listen, workers=self._file.workers, log_level=level, log_format=fmt, key=self._key.hex())
+                         admin_listen=self._file.admin_listen, workers=self._file.workers, log_level=level,
+                         log_format=fmt, key=self._key.hex())
         self._tasks.spawn(self._watch(slot, slot.proc), name=f"worker-{slot.index}")
 
     async def _watch(self, slot: _Slot, proc: asyncio.subprocess.Process) -> None:
