@@ -6,7 +6,7 @@
 * :mod:`~sigproxy.workers.broker` and :mod:`~sigproxy.workers.client` -- one credential fetch for the group.
 * :mod:`~sigproxy.workers.wire` -- the private channel between them.
 
-Importing this package imports none of them (``python -m sigproxy.workers`` runs a worker).
+Importing this package imports none of them (``python -m sigproxy.workers.worker`` runs a worker).
 """
 
 __all__: list[str] = []

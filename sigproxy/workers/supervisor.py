@@ -14,7 +14,7 @@ workers and a listener that can't bind fails once, naming its key, before any wo
 keeps every socket open, so when a worker dies the connections the kernel queues on its socket wait for its
 replacement instead of being refused.
 
-Workers are fresh interpreters (``python -m sigproxy.workers``, no fork of a process holding an event loop),
+Workers are fresh interpreters (``python -m sigproxy.workers.worker``, no fork of a process holding an event loop),
 without ``NOTIFY_SOCKET``: only the supervisor speaks to systemd. READY once every worker serves; WATCHDOG only
 while every live worker's event loop answers (a worker silent for :data:`_STALE` seconds is killed and
 restarted); STOPPING when draining. A worker that exits unasked is logged with its pid and exit status and
@@ -313,6 +313,10 @@ class Supervisor:
         op = message.get("op")
         if op == "alive":
             slot.last_alive = time.monotonic()
+        elif op == "auth_failure":  # the group counts failed authentication together
+            for other in self._slots:
+                if other is not slot and other.peer is not None and other.ready.is_set():
+                    other.peer.notice("auth_failure", address=message.get("address"))
         elif op == "ready":
             slot.last_alive = time.monotonic()
             slot.ready.set()
@@ -323,7 +327,8 @@ class Supervisor:
         parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         keys = list(self._sockets)
         fds = [child.fileno(), *(self._sockets[k][slot.index].fileno() for k in keys)]
-        argv = [sys.executable, "-m", "sigproxy.workers", "--index", str(slot.index), "--channel", str(child.fileno()),
+        argv = [sys.executable, "-m", "sigproxy.workers.worker", "--index", str(slot.index),
+                "--channel", str(child.fileno()),
                 *(f"--socket={k}={self._sockets[k][slot.index].fileno()}" for k in keys)]
         env = {k: v for k, v in os.environ.items() if k not in _NOT_INHERITED}
         try:

@@ -1,16 +1,18 @@
-"""One worker of a ``workers = N`` group: a fresh interpreter (``python -m sigproxy.workers``) started by the
-supervisor, serving today's :func:`~sigproxy.intake.server.serve` on the listening sockets it inherited.
+"""One worker of a ``workers = N`` group: a fresh interpreter (``python -m sigproxy.workers.worker``) started
+by the supervisor, serving today's :func:`~sigproxy.intake.server.serve` on the listening sockets it inherited.
 
 Argv: ``--index I --channel FD --socket forward=FD [--socket reverse0=FD ...]`` (file descriptors the
 supervisor passed). The first message on the channel is ``hello``: the config file's text and path, the
-``--listen``/``--admin-listen`` overrides, the log settings and the group's fingerprint key; nothing secret is
-ever on the command line or in the environment.
+``--listen``/``--admin-listen``/``--workers`` overrides, the log settings and the group's fingerprint key;
+nothing secret is ever on the command line or in the environment.
 
 What the worker tells the supervisor: ``ready`` once it serves, ``alive`` every second from its event loop (a
 blocked loop stops them), and ``credentials`` requests. What it answers: ``metrics`` (its counts), ``reload``
-(the text the supervisor already took: parsed and applied here too) and the ``refresh`` notice (the store
-changed). SIGTERM/SIGINT drain it as a single process drains; SIGHUP is the supervisor's (ignored here); the
-channel closing (the supervisor is gone) stops it too.
+(the text the supervisor already took: parsed and applied here too), the ``refresh`` notice (the store
+changed), and ``auth_failure`` both ways (a failed proxy token or client signature here, passed on to the
+siblings by the supervisor: ``auth_failures`` counts the group's failures per address). SIGTERM/SIGINT drain
+it as a single process drains; SIGHUP is the supervisor's (ignored here); the channel closing (the supervisor
+is gone) stops it too.
 """
 
 from __future__ import annotations
@@ -50,7 +52,7 @@ class _State:
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m sigproxy.workers", description="a sigproxy worker (internal)")
+    p = argparse.ArgumentParser(prog="python -m sigproxy.workers.worker", description="a sigproxy worker (internal)")
     p.add_argument("--index", type=int, required=True)
     p.add_argument("--channel", type=int, required=True)
     p.add_argument("--socket", dest="sockets", action="append", default=[], metavar="NAME=FD")
@@ -109,6 +111,8 @@ async def _run(index: int, channel: socket.socket, sockets: dict[str, socket.soc
     def notice(message: Message) -> None:
         if message.get("op") == "hello" and not hello.done():
             hello.set_result(message)
+        elif message.get("op") == "auth_failure" and state.runtime is not None:
+            state.runtime.failures.record(str(message.get("address")), elsewhere=True)
         elif message.get("op") == "refresh" and state.runtime is not None and state.runtime.control is not None:
             control = state.runtime.control
             tasks.spawn(control.refresh(message.get("revision")), name="store-refresh")
@@ -129,6 +133,7 @@ async def _run(index: int, channel: socket.socket, sockets: dict[str, socket.soc
 
     def started(runtime: Runtime, intake: ConnectIntake) -> None:
         state.runtime, state.intake = runtime, intake
+        runtime.failures.on_record = lambda address: peer.notice("auth_failure", address=address)
 
         def applied(changed: set[str]) -> None:
             client.configure(connections=len(runtime.config.connections),
@@ -159,3 +164,7 @@ async def _run(index: int, channel: socket.socket, sockets: dict[str, socket.soc
         reading.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await reading
+
+
+if __name__ == "__main__":  # started by the supervisor: python -m sigproxy.workers.worker ...
+    raise SystemExit(main())
