@@ -17,6 +17,7 @@ import pytest
 from sigproxy.config import default_workers, loads
 from sigproxy.errors import ConfigError, CredentialsUnavailable
 from sigproxy.metrics import Metrics
+from sigproxy.tasks import TaskSet
 from sigproxy.workers.client import BrokerClient
 from sigproxy.workers.wire import Message, Peer, fingerprint
 
@@ -97,15 +98,15 @@ async def channel(answer: Callable[[Message], Awaitable[Any]], clock: Clock) -> 
     r2, w2 = await asyncio.open_unix_connection(sock=right)
     worker = Peer(r1, w1, handler=nothing, on_notice=lambda _: None)
     broker = Peer(r2, w2, handler=answer, on_notice=lambda _: None)
-    tasks = [asyncio.create_task(worker.run()), asyncio.create_task(broker.run())]
+    tasks = TaskSet()
+    tasks.spawn(worker.run(), name="worker-end")
+    tasks.spawn(broker.run(), name="broker-end")
     client = BrokerClient(worker, b"k" * 32, clock=clock)
     try:
         yield client
     finally:
         await client.close()
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        await tasks.cancel_all()
 
 
 async def test_one_ask_per_key_and_again_at_the_refresh_time() -> None:
@@ -125,10 +126,10 @@ async def test_one_ask_per_key_and_again_at_the_refresh_time() -> None:
                 "mandatory_at": (expires - timedelta(minutes=5)).timestamp()}
 
     async with channel(answer, clock) as client:
-        lookups = [asyncio.create_task(client.get("acme", "fp", None)) for _ in range(100)]
+        lookups = asyncio.gather(*(client.get("acme", "fp", None) for _ in range(100)))
         await asyncio.sleep(0.05)
         gate.set()
-        results = await asyncio.gather(*lookups)
+        results = await lookups
         assert len(asks) == 1 and asks[0]["name"] == "acme" and asks[0]["fingerprint"] == "fp"
         assert {creds.access_key_id for creds, _ in results} == {"ASIA1"}
         assert client.stats.misses == 100
