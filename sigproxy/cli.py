@@ -28,6 +28,7 @@ from .routing import check_host, closest_names, parse_absolute_target
 from .sdnotify import Notifier
 from .signing import Credentials, Signer
 from .tls import CertStore, TlsError, write_bundle
+from .workers.cpus import available_cpus
 from .workers.supervisor import ConfigFile, Supervisor
 
 __all__ = ["main"]
@@ -129,11 +130,12 @@ def _run(args: argparse.Namespace) -> int:
     config = reload_config()
     setup_logging(args.log_level, args.log_format)
     supervisor: Supervisor | None = None
-    if config.proxy.workers > 1:
+    workers = config.proxy.workers or available_cpus()
+    if workers > 1:
         file = ConfigFile(path, listen=args.listen, admin_listen=args.admin_listen, workers=args.workers)
         config = file.load()
         reload_config = file.load
-        supervisor = Supervisor(config, config.proxy.workers, file, log_level=args.log_level,
+        supervisor = Supervisor(config, config.proxy.workers or workers, file, log_level=args.log_level,
                                 log_format=args.log_format)
 
     def ready(listeners: list[Listening]) -> None:

@@ -81,7 +81,6 @@ __all__ = [
     "compile_host_globs",
     "split_host_entry",
     "default_state_dir",
-    "default_workers",
     "USER_VAR",
 ]
 
@@ -109,15 +108,6 @@ def client_allowed(networks: tuple[Network, ...], address: str | None) -> bool:
     if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
         ip = ip.ipv4_mapped
     return any(ip.version == net.version and ip in net for net in networks)
-
-
-def default_workers() -> int:
-    """The CPUs this process may run on (``os.sched_getaffinity``, so ``taskset`` and cgroup cpusets count),
-    or ``os.cpu_count()`` where affinity is unknown; at least 1."""
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except (AttributeError, OSError):  # not Linux
-        return max(1, os.cpu_count() or 1)
 
 
 @dataclass(frozen=True, slots=True)
@@ -214,9 +204,10 @@ class ProxyConfig:
     configured connection's own credentials are kept besides these."""
     metrics_connection_label: Literal["name", "none"] = "name"
     """Metric series per connection (label ``connection``), or ``"none"``: one series for all (large fleets)."""
-    workers: int = field(default_factory=default_workers)
-    """Processes serving the listeners (``1``: one process, no supervisor); default: the CPUs this process may
-    run on. Only a restart changes it."""
+    workers: int | None = None
+    """Processes serving the listeners (``1``: one process, no supervisor); ``None``: one per CPU this process
+    may use (:func:`sigproxy.workers.cpus.available_cpus`, resolved by ``sigproxy run``). Only a restart
+    changes it."""
     _passthrough_re: re.Pattern[str] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:

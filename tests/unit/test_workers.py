@@ -10,15 +10,17 @@ import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
 
-from sigproxy.config import default_workers, loads
+from sigproxy.config import loads
 from sigproxy.errors import ConfigError, CredentialsUnavailable
 from sigproxy.metrics import Metrics
 from sigproxy.tasks import TaskSet
 from sigproxy.workers.client import BrokerClient
+from sigproxy.workers.cpus import available_cpus
 from sigproxy.workers.wire import Message, Peer, fingerprint
 
 CONN = """
@@ -39,15 +41,34 @@ base = "base"
 
 
 def test_workers_key() -> None:
-    """Default: the CPUs this process may run on; 1 and more are taken; 0, negatives and non-integers are
-    refused naming ``proxy.workers``; ``--workers`` overrides the file."""
-    assert loads(CONN, env={}).proxy.workers == default_workers() == len(os.sched_getaffinity(0))
+    """Absent: ``None`` (one per usable CPU, resolved by ``sigproxy run``); 1 and more are taken; 0, negatives
+    and non-integers are refused naming ``proxy.workers``; ``--workers`` overrides the file."""
+    assert loads(CONN, env={}).proxy.workers is None
     assert loads("[proxy]\nworkers = 3\n" + CONN, env={}).proxy.workers == 3
     assert loads("[proxy]\nworkers = 3\n" + CONN, env={}, workers=1).proxy.workers == 1
     for value in ("0", "-2", '"2"', "1.5", "true"):
         with pytest.raises(ConfigError) as info:
             loads(f"[proxy]\nworkers = {value}\n" + CONN, env={})
         assert info.value.path == "proxy.workers"
+
+
+@pytest.mark.parametrize(("files", "expected"), [
+    ({}, None),
+    ({"cpu.max": "max 100000\n"}, None),
+    ({"cpu.max": "50000 100000\n"}, 1),  # a 500m container limit: one worker
+    ({"cpu.max": "150000 100000\n"}, 1),
+    ({"cpu.max": "100000000 100000\n"}, None),  # a limit above the CPUs there are changes nothing
+    ({"cpu.cfs_quota_us": "-1\n", "cpu.cfs_period_us": "100000\n"}, None),
+    ({"cpu.cfs_quota_us": "100000\n", "cpu.cfs_period_us": "100000\n"}, 1),
+    ({"cpu.max": "garbage"}, None),
+])
+def test_available_cpus(tmp_path: Path, files: dict[str, str], expected: int | None) -> None:
+    """The CPUs the process may run on, capped by its cgroup's CPU limit (v2 or v1), at least 1."""
+    for name, text in files.items():
+        (tmp_path / name).write_text(text)
+    cpus = len(os.sched_getaffinity(0))
+    assert available_cpus(tmp_path) == (cpus if expected is None else min(cpus, expected))
+    assert available_cpus() >= 1
 
 
 def test_fingerprint_follows_the_role_chain_and_secrets() -> None:
