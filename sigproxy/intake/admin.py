@@ -14,6 +14,7 @@ Must not: expose configuration values or anything secret; it answers with names,
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 from typing import Protocol
 
 from aiohttp import web
@@ -36,10 +37,13 @@ __all__ = ["admin_app"]
 _CHECK_TIMEOUT = 5.0
 _CHECK_CONCURRENCY = 32
 _METRICS_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+_Next = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 class _Group(Protocol):
     async def metrics(self) -> GroupMetrics: ...
+
+    async def settle(self) -> None: ...
 
 
 class _Runtime(Protocol):
@@ -156,9 +160,20 @@ def admin_app(runtime: _Runtime, tunnels: _Tunnels) -> web.Application:
                 "holds none (connections not fetched yet are absent).", states["sigproxy_connection_up"])
         return web.Response(text=counts.render(gauges), headers={"Content-Type": _METRICS_TYPE})
 
+    @web.middleware
+    async def settled(request: web.Request, handler: _Next) -> web.StreamResponse:
+        """With ``workers = N``: a request that may have changed connections answers once every worker serves
+        the change, so a client that wrote through the API can use the connection at once, as in one process."""
+        response = await handler(request)
+        group = runtime.group
+        if group is not None and request.method not in ("GET", "HEAD", "OPTIONS"):
+            await group.settle()
+        return response
+
     listen = runtime.handler.config.proxy.admin_listen
     app = web.Application(client_max_size=api.MAX_BODY, middlewares=[
-        api.errors_middleware, api.auth_middleware(runtime, listen.host if listen is not None else "127.0.0.1")])
+        settled, api.errors_middleware,
+        api.auth_middleware(runtime, listen.host if listen is not None else "127.0.0.1")])
     api.add_routes(app, runtime)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)

@@ -107,6 +107,9 @@ class Group(Protocol):
     async def metrics(self) -> GroupMetrics:
         """The whole group's counts for ``/metrics``."""
 
+    async def settle(self) -> None:
+        """Wait (briefly) until every worker serves the connections the supervisor serves now."""
+
 
 def _restart_only(old: Config, new: Config) -> list[str]:
     """Settings that only a restart can change."""

@@ -142,6 +142,8 @@ class _Slot:
     last_alive: float = 0.0
     quick_deaths: int = 0
     restarts: int = 0
+    text: str = ""
+    """The config text the worker was started on (a reload taken while it started is sent once it serves)."""
     report: dict[str, Any] | None = None
 
     @property
@@ -198,7 +200,8 @@ class Supervisor:
             if control is not None and control.store is not None:
                 for slot in self._slots:
                     if slot.peer is not None and slot.ready.is_set():
-                        slot.peer.notice("refresh", revision=control.revision)
+                        # No revision: the registry's own writes don't move Control.revision (the feed does).
+                        slot.peer.notice("refresh", revision=None)
 
         runtime.applied = applied
         self.broker.remember(runtime.handler.providers)
@@ -244,6 +247,8 @@ class Supervisor:
     async def reload(self) -> None:
         self._file.text = self._file.last_read
         live = [s for s in self._slots if s.alive and s.peer is not None and s.ready.is_set()]
+        for slot in live:
+            slot.text = self._file.text
         results = await asyncio.gather(*(self._ask(s, "reload", text=self._file.text) for s in live),
                                        return_exceptions=True)
         for slot, result in zip(live, results, strict=True):
@@ -275,6 +280,18 @@ class Supervisor:
                 tunnels += int(slot.report["open_tunnels"])
                 connections += int(slot.report["client_connections"])
         return GroupMetrics(total, tunnels, connections, hits, misses)
+
+    async def settle(self) -> None:
+        control = None if self._runtime is None else self._runtime.control
+        if control is None or control.store is None:
+            return
+        live = [s for s in self._slots if s.alive and s.peer is not None and s.ready.is_set()]
+        results = await asyncio.gather(*(self._ask(s, "refresh", revision=None) for s in live),
+                                       return_exceptions=True)
+        for slot, result in zip(live, results, strict=True):
+            if isinstance(result, BaseException):
+                logger.warning("worker %d did not confirm the connection store change (%s); it follows the "
+                               "store's feed", slot.index, type(result).__name__)
 
     async def stop(self) -> None:
         self._stopping = True
@@ -322,6 +339,19 @@ class Supervisor:
             slot.ready.set()
             if slot.restarts and slot.proc is not None:
                 logger.info("worker %d serving again (pid %d)", slot.index, slot.proc.pid)
+            if slot.text != self._file.text:
+                self._tasks.spawn(self._catch_up_worker(slot), name=f"worker-{slot.index}-reload")
+
+    async def _catch_up_worker(self, slot: _Slot) -> None:
+        """A worker that started on the config before a reload: send it the one the group runs."""
+        slot.text = self._file.text
+        try:
+            taken = await self._ask(slot, "reload", text=slot.text)
+        except (ConnectionError, RuntimeError, TimeoutError):
+            taken = False
+        if taken is not True and slot.proc is not None and slot.alive:
+            logger.error("worker %d did not take the reloaded config: it is restarted on it", slot.index)
+            slot.proc.kill()
 
     async def _spawn(self, slot: _Slot) -> None:
         parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -343,7 +373,8 @@ class Supervisor:
         slot.peer = Peer(reader, writer, handler=self._answer, on_notice=lambda m: self._notice(slot, m))
         self._tasks.spawn(slot.peer.run(), name=f"worker-{slot.index}-channel")
         level, fmt = self._log
-        slot.peer.notice("hello", text=self._file.text, path=self._file.path, listen=self._file.listen,
+        slot.text = self._file.text
+        slot.peer.notice("hello", text=slot.text, path=self._file.path, listen=self._file.listen,
                          admin_listen=self._file.admin_listen, workers=self._file.workers, log_level=level,
                          log_format=fmt, key=self._key.hex())
         self._tasks.spawn(self._watch(slot, slot.proc), name=f"worker-{slot.index}")

@@ -106,6 +106,10 @@ async def _run(index: int, channel: socket.socket, sockets: dict[str, socket.soc
                 logger.error("reload refused, still running on the old config: %s", exc)
                 return False
             return runtime.reload(new)
+        if op == "refresh":  # the store changed through the supervisor's admin API: answer once it is applied
+            if runtime is not None and runtime.control is not None:
+                await runtime.control.refresh(message.get("revision"))
+            return True
         raise ValueError(f"unknown request {op!r}")
 
     def notice(message: Message) -> None:
