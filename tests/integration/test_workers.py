@@ -16,6 +16,7 @@ import re
 import signal
 import socket
 import subprocess
+import sys
 import threading
 import time
 import urllib.request
@@ -163,7 +164,8 @@ def test_one_sts_call_for_the_group(recording_sts: tuple[str, list[dict[str, Any
                                     sigproxy_factory: Callable[..., Proxy]) -> None:
     """200 concurrent cold requests over both workers: one AssumeRole, every request signed right (200 from the
     verifier), both workers served, ``/metrics`` counts all 200. A SIGHUP that adds a connection reaches every
-    worker (one more AssumeRole, for it); a refused reload changes nothing anywhere."""
+    worker (one more AssumeRole, for it); a second group can't share the address; a refused reload changes
+    nothing anywhere."""
     sts, calls = recording_sts
     proxy = sigproxy_factory(config(sts, verifier), workers=None)  # `workers = 2` from the file
     (rev,) = proxy.reverse
@@ -181,6 +183,13 @@ def test_one_sts_call_for_the_group(recording_sts: tuple[str, list[dict[str, Any
     until(lambda: len(access(proxy, "second")) == 40, "an access line per request")
     assert {e["worker"] for e in access(proxy, "second")} == {0, 1}
     assert [c["Action"] for c in calls] == [["AssumeRole"]] * 2
+
+    # A second group on the same address must not share it through SO_REUSEPORT: it exits 2 naming the key.
+    second = subprocess.run([sys.executable, "-m", "sigproxy", "run", "-c", str(proxy.config), "--listen",
+                             proxy.address, "--admin-listen", ""], capture_output=True, text=True, timeout=60,
+                            check=False, env={**os.environ, "STATE_DIRECTORY": str(proxy.config.parent / "other")})
+    assert second.returncode == 2 and "Address already in use" in second.stderr, second.stderr
+    assert "[proxy] listen (or --listen)" in second.stderr
 
     proxy.config.write_text(config(sts, verifier).replace("workers = 2", "workers = 3"))
     proxy.proc.send_signal(signal.SIGHUP)
