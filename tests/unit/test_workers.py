@@ -15,8 +15,9 @@ from typing import Any
 
 import pytest
 
+from sigproxy.authlimit import AuthFailures
 from sigproxy.config import loads
-from sigproxy.errors import ConfigError, CredentialsUnavailable
+from sigproxy.errors import ConfigError, CredentialsUnavailable, TooManyAuthFailures
 from sigproxy.metrics import Metrics
 from sigproxy.tasks import TaskSet
 from sigproxy.workers.client import BrokerClient
@@ -81,6 +82,20 @@ def test_fingerprint_follows_the_role_chain_and_secrets() -> None:
     assert fingerprint(key, one, "acme") != fingerprint(key, other_secret, "acme")
     assert fingerprint(key, one, "acme") != fingerprint(os.urandom(32), one, "acme")
     assert "base-secret" not in fingerprint(key, one, "base")
+
+
+def test_auth_failures_are_passed_on_once() -> None:
+    """A failure seen here is passed on (the supervisor tells the siblings); one seen elsewhere counts here and is
+    not passed on again, so ``auth_failures`` counts the group's failures per address."""
+    failures = AuthFailures(3, 60.0)
+    told: list[str] = []
+    failures.on_record = told.append
+    failures.record("192.0.2.1")
+    failures.record("192.0.2.1", elsewhere=True)
+    failures.record("192.0.2.1", elsewhere=True)
+    assert told == ["192.0.2.1"]
+    with pytest.raises(TooManyAuthFailures):
+        failures.check("192.0.2.1")
 
 
 def test_metrics_sum_across_processes() -> None:
