@@ -124,7 +124,10 @@ async def _run(index: int, channel: socket.socket, sockets: dict[str, socket.soc
     peer = Peer(reader, writer, handler=answer, on_notice=notice)
     reading = loop.create_task(peer.run(), name="channel")
     reading.add_done_callback(lambda _: stop.set())
-    first = await hello
+    await asyncio.wait((hello, reading), return_when=asyncio.FIRST_COMPLETED)
+    if not hello.done():  # the supervisor went away before saying hello
+        return
+    first = hello.result()
     settings.update(path=first["path"], listen=first.get("listen"), admin_listen=first.get("admin_listen"),
                     workers=first.get("workers"))
     setup_logging(first["log_level"], first["log_format"], fields={"worker": index})
