@@ -91,7 +91,7 @@ def start_proxy(workdir: Path, config: str = CONFIG) -> Proxy:
     env.update(STATE_DIRECTORY=str(workdir / "state"), AWS_EC2_METADATA_DISABLED="true")
     proc = subprocess.Popen(  # noqa: S603
         [sys.executable, "-m", "sigproxy", "run", "-c", str(cfg), "--listen", "127.0.0.1:0",
-         "--admin-listen", "127.0.0.1:0", "--log-format", "json", "--log-level", "info"],
+         "--admin-listen", "127.0.0.1:0", "--log-format", "json", "--log-level", "info", "--workers", "1"],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, cwd=ROOT,
     )
     lines: queue.Queue[str | None] = queue.Queue()

@@ -25,7 +25,7 @@ __all__ = ["AuthFailures"]
 class AuthFailures:
     """Per-address failure counter; shared by every listener and kept across config reloads."""
 
-    __slots__ = ("_clock", "_entries", "limit", "window")
+    __slots__ = ("_clock", "_entries", "limit", "on_record", "window")
 
     def __init__(self, limit: int, window: float, *, max_addresses: int = 65536,
                  clock: Callable[[], float] = time.monotonic) -> None:
@@ -33,6 +33,9 @@ class AuthFailures:
         self.window = window
         self._clock = clock
         self._entries: LRUCache[str, tuple[int, float]] = LRUCache(maxsize=max_addresses)
+        self.on_record: Callable[[str], None] | None = None
+        """Told of each failure recorded here (a worker of ``workers = N`` tells its siblings, so the limit
+        counts the group's failures, not one process's)."""
 
     def configure(self, limit: int, window: float) -> None:
         """New limits (a config reload); counts so far are kept."""
@@ -57,8 +60,12 @@ class AuthFailures:
                 retry_after=retry,
             )
 
-    def record(self, address: str | None) -> None:
+    def record(self, address: str | None, *, elsewhere: bool = False) -> None:
+        """Count a failure from ``address``; ``elsewhere``: one another process of the group saw (not passed on
+        to :attr:`on_record` again)."""
         if address is None:
             return
         entry = self._current(address)
         self._entries[address] = (1, self._clock()) if entry is None else (entry[0] + 1, entry[1])
+        if self.on_record is not None and not elsewhere:
+            self.on_record(address)

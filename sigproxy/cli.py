@@ -20,16 +20,18 @@ from urllib.parse import quote
 
 from . import __version__, admincli, eventloop, signapi, storecli
 from .config import DEFAULT_LISTEN, Config, default_state_dir, find_config, load, parse_address
-from .errors import ApiError, BadRequest, ConfigError, ListenError, SigproxyError
+from .errors import ApiError, BadRequest, ConfigError, ListenError, SigproxyError, WorkerFailed
 from .observability import setup_logging
 from .onboarding import new_external_id, trust_policy
 from .routing import check_host, closest_names, parse_absolute_target
 from .sdnotify import Notifier
 from .signing import Credentials, Signer
 from .tls import CertStore, TlsError, write_bundle
+from .workers.cpus import available_cpus
 
 if TYPE_CHECKING:
     from .intake.server import Listening
+    from .workers.supervisor import Supervisor
 
 __all__ = ["main"]
 
@@ -47,6 +49,16 @@ class _Parser(argparse.ArgumentParser):
         raise SystemExit(EXIT_USAGE)
 
 
+def _positive(value: str) -> int:
+    try:
+        number = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {value!r}") from None
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {number}")
+    return number
+
+
 def _parser() -> argparse.ArgumentParser:
     p = _Parser(prog="sigproxy", description="An async SigV4 signing proxy.")
     sub = p.add_subparsers(dest="command", required=True)
@@ -61,6 +73,8 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--admin-listen", metavar="HOST:PORT", help="override [proxy] admin_listen ('' turns it off)")
     run.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"))
     run.add_argument("--log-format", default="auto", choices=("auto", "json", "text"))
+    run.add_argument("--workers", type=_positive, metavar="N",
+                     help="override [proxy] workers: processes serving the listeners (1: a single process)")
 
     check = sub.add_parser("check", help="resolve credentials and call STS GetCallerIdentity")
     with_config(check)
@@ -108,20 +122,30 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-def _load(path: str | None, listen: str | None = None, admin_listen: str | None = None) -> Config:
-    return load(find_config(path), listen=listen, admin_listen=admin_listen)
+def _load(path: str | None, listen: str | None = None, admin_listen: str | None = None,
+          workers: int | None = None) -> Config:
+    return load(find_config(path), listen=listen, admin_listen=admin_listen, workers=workers)
 
 
 def _run(args: argparse.Namespace) -> int:
     from .intake.server import serve  # noqa: PLC0415 - the proxy itself: only `run` needs it
+    from .workers.supervisor import ConfigFile, Supervisor  # noqa: PLC0415 - likewise
 
     path = str(find_config(args.config))
 
     def reload_config() -> Config:
-        return _load(path, args.listen, args.admin_listen)
+        return _load(path, args.listen, args.admin_listen, args.workers)
 
     config = reload_config()
     setup_logging(args.log_level, args.log_format)
+    supervisor: Supervisor | None = None
+    workers = config.proxy.workers or available_cpus()
+    if workers > 1:
+        file = ConfigFile(path, listen=args.listen, admin_listen=args.admin_listen, workers=args.workers)
+        config = file.load()
+        reload_config = file.load
+        supervisor = Supervisor(config, config.proxy.workers or workers, file, log_level=args.log_level,
+                                log_format=args.log_format)
 
     def ready(listeners: list[Listening]) -> None:
         for listening in listeners:
@@ -135,12 +159,18 @@ def _run(args: argparse.Namespace) -> int:
         loop.add_signal_handler(signal.SIGHUP, reload.set)
         notifier = Notifier.from_environ()
         try:
-            await serve(config, stop, reload=reload, load=reload_config, on_ready=ready, notifier=notifier)
+            await serve(config, stop, reload=reload, load=reload_config, on_ready=ready, notifier=notifier,
+                        group=supervisor)
         finally:
             notifier.close()
 
     try:
+        if supervisor is not None:
+            supervisor.bind()  # every worker's sockets, before any worker starts: a bad address fails once
         eventloop.run(main())
+    except WorkerFailed as exc:
+        print(f"sigproxy: {exc}", file=sys.stderr)
+        return EXIT_FAILED
     except ListenError as exc:
         print(f"sigproxy: {exc.strerror}", file=sys.stderr)
         return EXIT_USAGE

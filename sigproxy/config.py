@@ -206,6 +206,10 @@ class ProxyConfig:
     configured connection's own credentials are kept besides these."""
     metrics_connection_label: Literal["name", "none"] = "name"
     """Metric series per connection (label ``connection``), or ``"none"``: one series for all (large fleets)."""
+    workers: int | None = None
+    """Processes serving the listeners (``1``: one process, no supervisor); ``None``: one per CPU this process
+    may use (:func:`sigproxy.workers.cpus.available_cpus`, resolved by ``sigproxy run``). Only a restart
+    changes it."""
     _passthrough_re: re.Pattern[str] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -290,7 +294,7 @@ def _proxy(t: Table | None, env: Mapping[str, str]) -> ProxyConfig:
     for key, low in (("upstream_connections", 1), ("max_connections", 1), ("max_connections_per_client", 1),
                      ("max_request_line", 256),
                      ("max_header_size", 256), ("max_headers", 8), ("auth_failures", 1),
-                     ("credential_cache_users", 1)):
+                     ("credential_cache_users", 1), ("workers", 1)):
         value = t.integer(key)
         if value is not None:
             if value < low:
@@ -317,9 +321,13 @@ def _proxy(t: Table | None, env: Mapping[str, str]) -> ProxyConfig:
 
 
 def _build(data: Mapping[str, Any], env: Mapping[str, str], source: str, listen: str | None,
-           admin_listen: str | None) -> Config:
+           admin_listen: str | None, *, workers: int | None = None) -> Config:
     root = Table(data, "", env)
     proxy = _proxy(root.table("proxy"), env)
+    if workers is not None:
+        if workers < 1:
+            raise ConfigError("--workers", "must be at least 1")
+        proxy = dataclasses.replace(proxy, workers=workers)
     if listen is not None:
         proxy = dataclasses.replace(proxy, listen=parse_address(listen, "--listen"))
     if admin_listen is not None:
@@ -383,22 +391,23 @@ def _build(data: Mapping[str, Any], env: Mapping[str, str], source: str, listen:
 
 
 def loads(text: str, *, env: Mapping[str, str] | None = None, source: str = "<string>",
-          listen: str | None = None, admin_listen: str | None = None) -> Config:
-    """Parse TOML text into a :class:`Config`. ``listen`` overrides ``[proxy] listen``."""
+          listen: str | None = None, admin_listen: str | None = None, workers: int | None = None) -> Config:
+    """Parse TOML text into a :class:`Config`. ``listen``, ``admin_listen`` and ``workers`` override the
+    ``[proxy]`` keys of those names (the command line's ``--listen``, ``--admin-listen``, ``--workers``)."""
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError("", f"{source}: not valid TOML: {exc}") from exc
-    return _build(data, os.environ if env is None else env, source, listen, admin_listen)
+    return _build(data, os.environ if env is None else env, source, listen, admin_listen, workers=workers)
 
 
 def load(path: Path, *, env: Mapping[str, str] | None = None, listen: str | None = None,
-         admin_listen: str | None = None) -> Config:
+         admin_listen: str | None = None, workers: int | None = None) -> Config:
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise ConfigError("", f"cannot read config {str(path)!r}: {exc.strerror}") from exc
-    return loads(text, env=env, source=str(path), listen=listen, admin_listen=admin_listen)
+    return loads(text, env=env, source=str(path), listen=listen, admin_listen=admin_listen, workers=workers)
 
 
 def config_search_path(env: Mapping[str, str] | None = None) -> list[Path]:

@@ -238,6 +238,14 @@ class CredentialCache:
             dropped += len(stale)
         return dropped
 
+    def windows(self, key: Hashable, *, per_user: bool = False) -> tuple[datetime, datetime] | None:
+        """(advisory start, mandatory start) of the credentials ``key`` holds now, or ``None`` when they do not
+        expire or there are none: when a holder of a copy (a worker of ``workers = N``) should ask again."""
+        entry = (self._user_entries if per_user else self._entries).get(key)
+        if entry is None or entry.creds is None or entry.creds.expires_at is None:
+            return None
+        return self._windows(entry, entry.creds.expires_at)
+
     def retry_at(self, key: Hashable) -> datetime | None:
         """When the next fetch for ``key`` may start (back-off), for tests and diagnostics."""
         entry = self._entries.get(key) or self._user_entries.get(key)

@@ -37,6 +37,8 @@ from typing import Any, Protocol
 
 import aiohttp
 
+from .brokered import Brokered as _Brokered
+from .brokered import CredentialBroker
 from .config import ConnectionConfig, CredentialsConfig
 from .credcache import CredentialCache, EntryState
 from .errors import CredentialsUnavailable
@@ -346,8 +348,10 @@ class Providers:
     """
 
     def __init__(self, connections: Mapping[str, ConnectionConfig], cache: CredentialCache | None = None, *,
-                 cached_users: int | None = None) -> None:
+                 cached_users: int | None = None, broker: CredentialBroker | None = None) -> None:
+        """``broker``: expiring credentials are asked of it instead of fetched here (a worker of a group)."""
         self._connections = connections
+        self._broker = broker
         self._owns_cache = cache is None
         self.cache = cache if cache is not None else CredentialCache()
         self.cache.configure(connections=len(connections), users=cached_users or self.cache.capacity[1])
@@ -366,6 +370,7 @@ class Providers:
         new = Providers.__new__(Providers)
         root = self._root or self
         new._connections = connections
+        new._broker = self._broker
         new._owns_cache = False
         new.cache = self.cache
         new.cache.configure(connections=len(connections), users=cached_users or self.cache.capacity[1])
@@ -384,6 +389,8 @@ class Providers:
 
     def _provider(self, conn: ConnectionConfig) -> CredentialProvider:
         c = conn.credentials
+        if self._broker is not None and c.source != "static":
+            return _Brokered(conn.name, self._broker.fingerprint(self._connections, conn.name), self._broker)
         if c.source == "static":
             if c.access_key_id is None or c.secret_access_key is None:
                 raise ValueError(f"connection {conn.name!r}: static credentials need both keys")
@@ -456,10 +463,33 @@ class Providers:
         if isinstance(provider, _Static):
             return await provider.fetch(), True
         conn = self._connections[name]
+        if isinstance(provider, _Brokered):
+            return await provider.get(user if conn.user_header else None)
         if user is None or not conn.user_header:
             return await self.cache.get(self._key(name), provider.fetch, f"connection {name!r}")
         return await self.cache.get((*self._key(name), user), lambda: provider.fetch(user),
                                     f"connection {name!r} user {user!r}", per_user=True)
+
+    @property
+    def connections(self) -> Mapping[str, ConnectionConfig]:
+        """The connections these providers serve."""
+        return self._connections
+
+    def timing(self, name: str, *, user: str | None = None) -> tuple[datetime | None, datetime | None]:
+        """(advisory start, mandatory start) of what the cache holds for ``name`` (and end user ``user``) now:
+        when a copy should be asked for again, or ``(None, None)`` for credentials that do not expire."""
+        conn = self._connections[name]
+        if conn.user_header and user is not None:
+            windows = self.cache.windows((*self._key(name), user), per_user=True)
+        else:
+            windows = self.cache.windows(self._key(name))
+        return (None, None) if windows is None else windows
+
+    def retry_at(self, name: str, *, user: str | None = None) -> datetime | None:
+        """When the cache may try ``name`` (and ``user``) again after failures (its back-off), or ``None``."""
+        conn = self._connections[name]
+        key = (*self._key(name), user) if conn.user_header and user is not None else self._key(name)
+        return self.cache.retry_at(key)
 
     async def default_chain(self) -> tuple[Credentials, bool]:
         """The default AWS chain's credentials (the base of an ``assume_role`` with ``base = "chain"``)."""

@@ -25,6 +25,7 @@
 
     ConfigError (ValueError)   a bad configuration: names the key path; `sigproxy` exits 2.
     ListenError (OSError)      a listener cannot bind: names the listener and the key to change; exits 2.
+    WorkerFailed (RuntimeError) a worker of ``workers = N`` did not start (later deaths are restarted); exits 1.
 
     ApiError                   an admin-API answer (``/v1``): ``{"error": {"code", "message", "field"}}``
     ├── InvalidField            422    invalid_field   (``field``: the JSON path at fault, ``credentials.role_arn``)
@@ -72,6 +73,7 @@ __all__ = [
     "UpstreamTimeout",
     "ConfigError",
     "ListenError",
+    "WorkerFailed",
     "ApiError",
     "InvalidField",
     "BadJson",
@@ -352,3 +354,7 @@ class TooManyAttempts(ApiError):
 
     status = 429
     code = "too_many_attempts"
+
+
+class WorkerFailed(RuntimeError):
+    """A worker of ``workers = N`` did not start serving (at start only: a worker that dies later is restarted)."""

@@ -15,12 +15,18 @@ from __future__ import annotations
 
 import bisect
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
 
-__all__ = ["Counter", "Histogram", "Metrics", "Sampled"]
+__all__ = ["Counter", "GroupMetrics", "Histogram", "Metrics", "Sampled", "Snapshot"]
 
 # Request latency buckets in seconds: a signing proxy adds milliseconds; AWS calls take tens to thousands.
 _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 
+
+Snapshot = dict[str, list[list[Any]]]
+"""A :class:`Metrics`' counts as JSON-able data (:meth:`Metrics.snapshot`): metric name -> ``[labels, value]``
+rows for counters, ``[labels, bucket counts, sum]`` rows for histograms."""
 
 Sampled = float | Mapping[tuple[tuple[str, str], ...], float]
 """A value sampled at scrape: one number, or numbers by their labels (``((name, value), ...)``)."""
@@ -111,11 +117,46 @@ class Metrics:
         if bytes_down:
             self.bytes_down.inc(*by, amount=bytes_down)
 
+    def _all(self) -> tuple[Counter | Histogram, ...]:
+        return (self.requests, self.latency, self.bytes_up, self.bytes_down, self.sts_latency,
+                self.admin_auth_failures)
+
+    def snapshot(self) -> Snapshot:
+        """Every count so far as JSON-able data, for another process to :meth:`add` (``workers = N``: each
+        worker's counts, summed by the supervisor for ``/metrics``)."""
+        out: Snapshot = {}
+        for metric in self._all():
+            if isinstance(metric, Counter):
+                out[metric.name] = [[list(labels), value] for labels, value in metric.values.items()]
+            else:
+                out[metric.name] = [[list(labels), list(counts), total[0]]
+                                    for labels, (counts, total) in metric.series.items()]
+        return out
+
+    def add(self, snapshot: Snapshot) -> None:
+        """Add another process's :meth:`snapshot` to these counts (counters and histogram buckets summed).
+
+        Raises :class:`ValueError` when the snapshot's histogram buckets or label names differ from these.
+        """
+        for metric in self._all():
+            for row in snapshot.get(metric.name, ()):
+                labels = tuple(str(v) for v in row[0])
+                if len(labels) != len(metric.labelnames):
+                    raise ValueError(f"{metric.name}: labels {labels!r} do not match {metric.labelnames!r}")
+                if isinstance(metric, Counter):
+                    metric.inc(*labels, amount=float(row[1]))
+                    continue
+                counts, total = metric.series.setdefault(labels, ([0] * (len(metric.buckets) + 1), [0.0]))
+                if len(row[1]) != len(counts):
+                    raise ValueError(f"{metric.name}: {len(row[1])} buckets, expected {len(counts)}")
+                for i, n in enumerate(row[1]):
+                    counts[i] += int(n)
+                total[0] += float(row[2])
+
     def render(self, gauges: Mapping[str, tuple[str, str, Sampled]]) -> str:
         """The exposition text; ``gauges`` maps name -> (type, help, value) for values sampled at scrape."""
         lines: list[str] = []
-        for metric in (self.requests, self.latency, self.bytes_up, self.bytes_down, self.sts_latency,
-                       self.admin_auth_failures):
+        for metric in self._all():
             lines.extend(metric.render())
         for name, (kind, help_text, value) in sorted(gauges.items()):
             lines += [f"# HELP {name} {help_text}", f"# TYPE {name} {kind}"]
@@ -126,3 +167,20 @@ class Metrics:
             else:
                 lines.append(f"{name} {_num(value)}")
         return "\n".join(lines) + "\n"
+
+
+@dataclass(frozen=True, slots=True)
+class GroupMetrics:
+    """A ``workers = N`` group's counts, summed over the supervisor and every worker (``/metrics``).
+
+    ``metrics``: requests, latency and bytes of every worker (those of workers that have exited included, as of
+    their last report) plus the supervisor's own (credential fetches, admin API); ``open_tunnels`` and
+    ``client_connections``: summed over the workers now; ``cache_hits`` and ``cache_misses``: the workers'
+    credential lookups (answered from their copies, or waiting for the supervisor's broker).
+    """
+
+    metrics: Metrics
+    open_tunnels: int
+    client_connections: int
+    cache_hits: int
+    cache_misses: int

@@ -29,7 +29,7 @@ import re
 import select
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from json.encoder import c_make_encoder, encode_basestring_ascii  # type: ignore[attr-defined]
 from typing import Literal, TextIO
@@ -66,8 +66,9 @@ _dumps = _json_encoder()
 
 
 class _JsonFormatter(logging.Formatter):
-    def __init__(self) -> None:
+    def __init__(self, fields: Mapping[str, object] | None = None) -> None:
         super().__init__()
+        self._fields = dict(fields or {})
         self._second: tuple[int, str] = (-1, "")  # (Unix second, its ISO prefix); one attribute: swapped atomically
 
     def _ts(self, created: float) -> str:
@@ -85,6 +86,7 @@ class _JsonFormatter(logging.Formatter):
             "level": record.levelname.lower(),
             "logger": record.name,
             "msg": record.getMessage(),
+            **self._fields,
         }
         access = getattr(record, "access", None)
         if isinstance(access, dict):
@@ -95,7 +97,8 @@ class _JsonFormatter(logging.Formatter):
 
     def access_line(self, created: float, name: str, message: str, access: dict[str, object]) -> str | None:
         """The line :meth:`format` makes of an INFO record of logger ``name`` with ``access`` as its fields."""
-        entry: dict[str, object] = {"ts": self._ts(created), "level": "info", "logger": name, "msg": message}
+        entry: dict[str, object] = {"ts": self._ts(created), "level": "info", "logger": name, "msg": message,
+                                     **self._fields}
         entry.update(access)
         return _dumps(entry)
 
@@ -115,11 +118,17 @@ def _text_fields(access: dict[str, object]) -> str:
 
 
 class _TextFormatter(logging.Formatter):
+    def __init__(self, fmt: str, fields: Mapping[str, object] | None = None) -> None:
+        super().__init__(fmt)
+        self._fields = " ".join(f"{k}={_text_value(v)}" for k, v in (fields or {}).items())
+
     def format(self, record: logging.LogRecord) -> str:
         line = super().format(record)
         access = getattr(record, "access", None)
         if isinstance(access, dict):
             line += " " + _text_fields(access)
+        if self._fields:
+            line += " " + self._fields
         return line
 
     def access_line(self, created: float, name: str, message: str, access: dict[str, object]) -> str | None:
@@ -128,7 +137,8 @@ class _TextFormatter(logging.Formatter):
             return None
         asctime = self.default_msec_format % (time.strftime(self.default_time_format, self.converter(created)),
                                               int((created - int(created)) * 1000))
-        return f"{asctime} INFO {name} {message} {_text_fields(access)}"
+        line = f"{asctime} INFO {name} {message} {_text_fields(access)}"
+        return f"{line} {self._fields}" if self._fields else line
 
 
 class _BufferedStreamHandler(logging.StreamHandler[TextIO]):
@@ -234,12 +244,14 @@ def log_access(logger: logging.Logger, access: dict[str, object]) -> None:
     logger.info("%s %s %s", method, host, status, extra={"access": access})
 
 
-def setup_logging(level: str = "info", fmt: Literal["json", "text", "auto"] = "auto") -> None:
-    """Configure the root logger once, writing to stderr (buffered per event-loop iteration, see above)."""
+def setup_logging(level: str = "info", fmt: Literal["json", "text", "auto"] = "auto",
+                  fields: Mapping[str, object] | None = None) -> None:
+    """Configure the root logger once, writing to stderr (buffered per event-loop iteration, see above).
+    ``fields`` go into every line (a worker of ``workers = N`` adds ``worker``: its number, 0 to N-1)."""
     if fmt == "auto":
         fmt = "text" if sys.stderr.isatty() else "json"
     handler = _BufferedStreamHandler(sys.stderr)
-    handler.setFormatter(_JsonFormatter() if fmt == "json" else _TextFormatter(_TEXT_FORMAT))
+    handler.setFormatter(_JsonFormatter(fields) if fmt == "json" else _TextFormatter(_TEXT_FORMAT, fields))
     root = logging.getLogger()
     for old in root.handlers:
         old.flush()

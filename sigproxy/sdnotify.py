@@ -15,7 +15,7 @@ import logging
 import os
 import socket
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from types import TracebackType
 
 __all__ = ["Notifier"]
@@ -101,16 +101,18 @@ class Notifier:
         """One watchdog keep-alive."""
         self.notify("WATCHDOG=1")
 
-    async def run_watchdog(self) -> None:
+    async def run_watchdog(self, healthy: Callable[[], bool] = lambda: True) -> None:
         """Ping every :attr:`watchdog_interval` seconds until cancelled; return at once when there is no watchdog.
 
-        The pings come from the event loop itself, so a loop that blocks stops them, which is the point.
+        The pings come from the event loop itself, so a loop that blocks stops them, which is the point; a ping
+        is also skipped while ``healthy()`` is false (a supervisor whose workers stopped answering).
         """
         interval = self.watchdog_interval
         if interval is None or not self.enabled:
             return
         while True:
-            self.watchdog()
+            if healthy():
+                self.watchdog()
             await asyncio.sleep(interval)
 
     def close(self) -> None:

@@ -165,17 +165,20 @@ def _start_proxy(config_path: Path, env: dict[str, str], extra_args: list[str]) 
 
 @pytest.fixture
 def sigproxy_factory(tmp_path: Path) -> Iterator[Callable[..., Proxy]]:
-    """Start ``sigproxy run`` with a config text; listens on 127.0.0.1:0 unless the text says otherwise."""
+    """Start ``sigproxy run`` with a config text; listens on 127.0.0.1:0 unless the text says otherwise; one
+    process unless ``workers`` says more (``None``: as the config text says)."""
     started: list[Proxy] = []
 
     def factory(config_text: str, *, env: dict[str, str] | None = None, listen: str = "127.0.0.1:0",
-                log_level: str = "info") -> Proxy:
+                log_level: str = "info", workers: int | None = 1) -> Proxy:
         path = tmp_path / f"sigproxy-{len(started)}.toml"
         path.write_text(config_text)
         # The CA and spool live in a per-test state directory unless the config names one.
         full_env = {**os.environ, "STATE_DIRECTORY": str(tmp_path / "state"), **(env or {})}
+        # One process unless a test is about `workers = N` (the default is a worker per CPU); None: as the file says.
         proxy = _start_proxy(path, full_env, ["--listen", listen, "--log-level", log_level,
-                                              "--admin-listen", "127.0.0.1:0"])
+                                              "--admin-listen", "127.0.0.1:0",
+                                              *(["--workers", str(workers)] if workers else [])])
         started.append(proxy)
         return proxy
 

@@ -14,6 +14,7 @@ Must not: expose configuration values or anything secret; it answers with names,
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 from typing import Protocol
 
 from aiohttp import web
@@ -26,7 +27,7 @@ from sigproxy.control import Control
 from sigproxy.credcache import CredentialCache
 from sigproxy.errors import SigproxyError
 from sigproxy.handler import Handler
-from sigproxy.metrics import Metrics, Sampled
+from sigproxy.metrics import GroupMetrics, Metrics, Sampled
 from sigproxy.sessions import ConnectSessions
 
 __all__ = ["admin_app"]
@@ -36,6 +37,13 @@ __all__ = ["admin_app"]
 _CHECK_TIMEOUT = 5.0
 _CHECK_CONCURRENCY = 32
 _METRICS_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+_Next = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+class _Group(Protocol):
+    async def metrics(self) -> GroupMetrics: ...
+
+    async def settle(self) -> None: ...
 
 
 class _Runtime(Protocol):
@@ -48,6 +56,9 @@ class _Runtime(Protocol):
 
     @property
     def handler(self) -> Handler: ...
+
+    @property
+    def group(self) -> _Group | None: ...
 
     @property
     def config(self) -> Config: ...
@@ -118,20 +129,27 @@ def admin_app(runtime: _Runtime, tunnels: _Tunnels) -> web.Application:
         return sampled
 
     async def metrics(_: web.Request) -> web.Response:
+        """The exposition text; with ``workers = N``, the whole group's (:class:`GroupMetrics`)."""
         stats = runtime.cache.stats
+        counts, hits, misses = runtime.metrics, stats.hits, stats.misses
+        open_tunnels, client_connections = tunnels.open_tunnels, tunnels.gate.open
+        if runtime.group is not None:
+            total = await runtime.group.metrics()
+            counts, hits, misses = total.metrics, total.cache_hits, total.cache_misses
+            open_tunnels, client_connections = total.open_tunnels, total.client_connections
         states = connection_states()
         gauges: dict[str, tuple[str, str, Sampled]] = {
             "sigproxy_credential_cache_hits_total": ("counter", "Credential lookups answered from the cache.",
-                                                     float(stats.hits)),
+                                                     float(hits)),
             "sigproxy_credential_cache_misses_total": ("counter", "Credential lookups that waited for a fetch.",
-                                                       float(stats.misses)),
+                                                       float(misses)),
             "sigproxy_credential_fetches_total": ("counter", "Credential fetches (STS calls and friends).",
                                                   float(stats.fetches)),
             "sigproxy_credential_failures_total": ("counter", "Credential fetches that failed.",
                                                    float(stats.failures)),
-            "sigproxy_open_tunnels": ("gauge", "CONNECT tunnels open now.", float(tunnels.open_tunnels)),
+            "sigproxy_open_tunnels": ("gauge", "CONNECT tunnels open now.", float(open_tunnels)),
             "sigproxy_client_connections": ("gauge", "Client connections open now (forward and reverse listeners).",
-                                            float(tunnels.gate.open)),
+                                            float(client_connections)),
             "sigproxy_connections": ("gauge", "Configured connections by credential state: up (valid credentials "
                                      "held), down (last fetch failed, none valid), unknown (not fetched yet).",
                                      states["sigproxy_connections"]),
@@ -140,11 +158,22 @@ def admin_app(runtime: _Runtime, tunnels: _Tunnels) -> web.Application:
             gauges["sigproxy_connection_up"] = (
                 "gauge", "1 while the connection holds valid credentials, 0 when its last fetch failed and it "
                 "holds none (connections not fetched yet are absent).", states["sigproxy_connection_up"])
-        return web.Response(text=runtime.metrics.render(gauges), headers={"Content-Type": _METRICS_TYPE})
+        return web.Response(text=counts.render(gauges), headers={"Content-Type": _METRICS_TYPE})
+
+    @web.middleware
+    async def settled(request: web.Request, handler: _Next) -> web.StreamResponse:
+        """With ``workers = N``: a request that may have changed connections answers once every worker serves
+        the change, so a client that wrote through the API can use the connection at once, as in one process."""
+        response = await handler(request)
+        group = runtime.group
+        if group is not None and request.method not in ("GET", "HEAD", "OPTIONS"):
+            await group.settle()
+        return response
 
     listen = runtime.handler.config.proxy.admin_listen
     app = web.Application(client_max_size=api.MAX_BODY, middlewares=[
-        api.errors_middleware, api.auth_middleware(runtime, listen.host if listen is not None else "127.0.0.1")])
+        settled, api.errors_middleware,
+        api.auth_middleware(runtime, listen.host if listen is not None else "127.0.0.1")])
     api.add_routes(app, runtime)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)

@@ -21,15 +21,17 @@ import asyncio
 import contextlib
 import gc
 import logging
-from collections.abc import Awaitable, Callable, Iterator
+import socket
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, Protocol
 
 from aiohttp import web
 
 from sigproxy.authlimit import AuthFailures
 from sigproxy.bodies import clean_spool
+from sigproxy.brokered import CredentialBroker
 from sigproxy.config import Address, Config, Network, ProxyConfig
 from sigproxy.control import Control, open_store
 from sigproxy.credcache import CredentialCache
@@ -37,7 +39,7 @@ from sigproxy.credentials import Providers
 from sigproxy.errors import ConfigError, ListenError, SigproxyError
 from sigproxy.forwarding import Upstream
 from sigproxy.handler import Exchange, Handler, RequestIds
-from sigproxy.metrics import Metrics
+from sigproxy.metrics import GroupMetrics, Metrics
 from sigproxy.sdnotify import Notifier
 from sigproxy.sessions import ConnectSessions
 from sigproxy.signing import Signer
@@ -50,7 +52,7 @@ from .forward import forward_exchange
 from .gate import ClientServer, Door, Gate
 from .reverse import reverse_exchange
 
-__all__ = ["Listening", "Runtime", "serve"]
+__all__ = ["Group", "Listening", "Runtime", "WorkerRole", "serve"]
 
 logger = logging.getLogger(__name__)
 
@@ -71,11 +73,49 @@ class Listening:
         return f"sigproxy: forward proxy listening on {self.url}"
 
 
+@dataclass(frozen=True, slots=True)
+class WorkerRole:
+    """This process is one worker of a ``workers = N`` group (:mod:`sigproxy.workers`): it serves on listening
+    sockets the supervisor bound, asks the supervisor's broker for expiring credentials, leaves the spool, the
+    store's migrations and the admin listener to the supervisor, and tells systemd nothing itself."""
+
+    sockets: Mapping[str, socket.socket]
+    """``"forward"`` and ``"reverse0"``, ``"reverse1"``, ...: the listeners in config order."""
+    broker: CredentialBroker
+    on_start: Callable[[Runtime, ConnectIntake], None]
+    """Called once the runtime and the forward intake exist (before the listeners serve)."""
+
+
+class Group(Protocol):
+    """The supervisor's workers, as :func:`serve` drives them (:class:`sigproxy.workers.supervisor.Supervisor`)."""
+
+    def attach(self, runtime: Runtime) -> None:
+        """The supervisor's runtime exists (its registry not loaded yet)."""
+
+    async def start(self) -> list[Listening]:
+        """Start every worker and wait until each serves; the client listeners they serve."""
+
+    def healthy(self) -> bool:
+        """Whether the workers answer (the systemd watchdog pings only then)."""
+
+    async def reload(self) -> None:
+        """The supervisor took a reloaded config: every worker takes the same."""
+
+    async def stop(self) -> None:
+        """Ask every worker to drain and wait until they have exited."""
+
+    async def metrics(self) -> GroupMetrics:
+        """The whole group's counts for ``/metrics``."""
+
+    async def settle(self) -> None:
+        """Wait (briefly) until every worker serves the connections the supervisor serves now."""
+
+
 def _restart_only(old: Config, new: Config) -> list[str]:
     """Settings that only a restart can change."""
     a, b = old.proxy, new.proxy
     keys = ("listen", "admin_listen", "connect_timeout", "read_timeout", "upstream_connections", "state_dir",
-            "upstream_ca_file", "metrics_connection_label")
+            "upstream_ca_file", "metrics_connection_label", "workers")
     changed = [f"proxy.{k}" for k in keys if getattr(a, k) != getattr(b, k)]
     if old.store.signature() != new.store.signature():
         changed.append("store")
@@ -94,8 +134,11 @@ class Runtime:
     """
 
     def __init__(self, config: Config, upstream: Upstream, certs: CertStore, metrics: Metrics,
-                 cache: CredentialCache) -> None:
+                 cache: CredentialCache, *, broker: CredentialBroker | None = None) -> None:
         self.metrics = metrics
+        self.group: Group | None = None
+        self.applied: Callable[[set[str]], None] = lambda _changed: None
+        """Called after each :meth:`apply` with the names that changed (a supervisor tells its broker and workers)."""
         self.cache = cache
         self.certs = certs
         self.ready = False
@@ -107,7 +150,8 @@ class Runtime:
         self._tasks = TaskSet()
         # Failed authentication per client address: counted across listeners, kept across reloads.
         self.failures = AuthFailures(config.proxy.auth_failures, config.proxy.auth_failure_window)
-        self._root = Providers(config.connections, cache=cache, cached_users=config.proxy.credential_cache_users)
+        self._root = Providers(config.connections, cache=cache, cached_users=config.proxy.credential_cache_users,
+                               broker=broker)
         self.handler = self._build(config)
 
     def _build(self, config: Config) -> Handler:
@@ -126,6 +170,7 @@ class Runtime:
         self.handler = self._build(config)
         if changed:
             self.cache.forget(changed)
+        self.applied(changed)
 
     def reload(self, new: Config) -> bool:
         """Swap in a reloaded config file if it is valid and reloadable; otherwise keep the old one."""
@@ -196,7 +241,8 @@ def _listening(addr: tuple[str, int] | Any, kind: str, upstream: str | None = No
     return Listening(kind, url, upstream)
 
 
-async def _reverse_listener(runtime: Runtime, gate: Gate, index: int) -> tuple[asyncio.Server, ClientServer]:
+async def _reverse_listener(runtime: Runtime, gate: Gate, index: int, *,
+                            sock: socket.socket | None = None) -> tuple[asyncio.Server, ClientServer]:
     """Bind ``[[reverse]]`` number ``index``: each connection through the gate (with that listener's current
     ``clients``), then to aiohttp (the returned server)."""
     loop = asyncio.get_running_loop()
@@ -211,22 +257,66 @@ async def _reverse_listener(runtime: Runtime, gate: Gate, index: int) -> tuple[a
     listen = listener.listen
     with _binding(f"reverse listener for {listener.upstream}", f"[[reverse]] listen (reverse[{index}].listen)",
                   listen):
-        bound = await loop.create_server(lambda: Door(gate, server, settings, name), listen.host, listen.port,
-                                         reuse_address=True)
+        if sock is not None:  # a worker: the supervisor bound it
+            bound = await loop.create_server(lambda: Door(gate, server, settings, name), sock=sock)
+        else:
+            bound = await loop.create_server(lambda: Door(gate, server, settings, name), listen.host, listen.port,
+                                             reuse_address=True)
     return bound, server
+
+
+async def _client_listeners(runtime: Runtime, intake: ConnectIntake, gate: Gate, drain: float, *,
+                            stack: AsyncExitStack, worker: WorkerRole | None) -> list[Listening]:
+    """Bind (or, in a worker, take over from the supervisor) the forward listener and every reverse one.
+
+    The drain, when ``stack`` unwinds, covers all client listeners at once: stop accepting, close every
+    connection with no request in progress (idle keep-alive ones too), then give the requests in progress up to
+    ``drain`` s to finish."""
+    loop = asyncio.get_running_loop()
+    config = runtime.config
+    listening: list[asyncio.Server] = []
+    reverse_servers: list[ClientServer] = []
+
+    async def close_clients() -> None:
+        for bound_server in listening:
+            bound_server.close()
+        intake.pre_shutdown()
+        for reverse_server in reverse_servers:
+            reverse_server.pre_shutdown()
+        await asyncio.gather(intake.shutdown(drain), *(r.shutdown(drain) for r in reverse_servers))
+
+    stack.push_async_callback(close_clients)
+    listen = config.proxy.listen
+    with _binding("forward proxy", "[proxy] listen (or --listen)", listen):
+        if worker is not None:
+            server = await loop.create_server(intake.front_door, sock=worker.sockets["forward"])
+        else:
+            server = await loop.create_server(intake.front_door, listen.host, listen.port, reuse_address=True)
+    listening.append(server)
+    bound = [_listening(sock.getsockname(), "forward") for sock in server.sockets]
+    for index, listener in enumerate(config.reverse):
+        sock = None if worker is None else worker.sockets[f"reverse{index}"]
+        reverse_listener, reverse_server = await _reverse_listener(runtime, gate, index, sock=sock)
+        listening.append(reverse_listener)
+        reverse_servers.append(reverse_server)
+        bound += [_listening(s.getsockname(), "reverse", listener.upstream) for s in reverse_listener.sockets]
+    return bound
 
 
 async def serve(config: Config, stop: asyncio.Event, *, reload: asyncio.Event | None = None,
                 load: Callable[[], Config] | None = None,
                 on_ready: Callable[[list[Listening]], None] = lambda _: None,
-                notifier: Notifier | None = None) -> None:
+                notifier: Notifier | None = None, group: Group | None = None,
+                worker: WorkerRole | None = None) -> None:
     """Bind every listener, call ``on_ready`` with their addresses, serve until ``stop`` is set, then drain.
 
     ``reload`` set (SIGHUP) re-reads the config with ``load``. Raises :class:`~sigproxy.errors.ListenError`
     (an :class:`OSError` naming the listener and its key) when a listener can't bind,
     :class:`~sigproxy.tls.TlsError` when the CA can't be loaded or created.
+
+    With ``workers = N``: the supervisor passes ``group`` (its workers serve the client listeners; it keeps the
+    admin listener, the credential broker and systemd's notifications), each worker passes ``worker``.
     """
-    loop = asyncio.get_running_loop()
     notifier = notifier or Notifier.from_environ({})
     drain = config.proxy.drain_seconds
     for conn in config.connections.values():
@@ -237,7 +327,8 @@ async def serve(config: Config, stop: asyncio.Event, *, reload: asyncio.Event | 
     async with AsyncExitStack() as stack:
         certs = await asyncio.to_thread(CertStore.load_or_create, config.proxy.state_dir)
         stack.callback(certs.close)
-        removed = await asyncio.to_thread(clean_spool, config.proxy.state_dir / "spool")
+        # A worker leaves the spool alone: its siblings' requests in flight spool there.
+        removed = 0 if worker else await asyncio.to_thread(clean_spool, config.proxy.state_dir / "spool")
         if removed:
             logger.warning("removed %d spool file(s) left by an earlier run", removed)
         upstream = await stack.enter_async_context(
@@ -246,14 +337,17 @@ async def serve(config: Config, stop: asyncio.Event, *, reload: asyncio.Event | 
         )
         cache = CredentialCache(on_fetch=metrics.sts_latency.observe)
         stack.push_async_callback(cache.close)
-        runtime = Runtime(config, upstream, certs, metrics, cache)
+        runtime = Runtime(config, upstream, certs, metrics, cache, broker=worker.broker if worker else None)
         stack.push_async_callback(runtime.close)
-        store = await open_store(config)
+        if group is not None:
+            runtime.group = group
+            group.attach(runtime)
+        store = await open_store(config, migrate=False if worker else None)  # the supervisor migrated
         if store is not None:
             stack.push_async_callback(store.close)
         control = runtime.control = Control(config, store, on_apply=runtime.apply)
         await control.load()
-        if store is not None:
+        if store is not None and worker is None:
             sessions = runtime.sessions = ConnectSessions(control, store, lambda: control.config)
             stack.push_async_callback(sessions.close)
         bound: list[Listening] = []
@@ -267,36 +361,19 @@ async def serve(config: Config, stop: asyncio.Event, *, reload: asyncio.Event | 
 
         stack.push_async_callback(close_admin)
 
-        # The drain, all client listeners at once: stop accepting, close every connection with no request in
-        # progress (idle keep-alive ones too), then give the requests in progress up to `drain` s to finish.
+        # Client listeners drain all at once (see _client_listeners).
         gate = Gate()
         intake = ConnectIntake(runtime, certs, gate, _entry(runtime, None))
-        listening: list[asyncio.Server] = []
-        reverse_servers: list[ClientServer] = []
+        if worker is not None:
+            worker.on_start(runtime, intake)
+        if group is None:
+            bound += await _client_listeners(runtime, intake, gate, drain, stack=stack, worker=worker)
+        else:
+            # The workers serve the client listeners; they drain before the admin listener closes.
+            bound += await group.start()
+            stack.push_async_callback(group.stop)
 
-        async def close_clients() -> None:
-            for bound_server in listening:
-                bound_server.close()
-            intake.pre_shutdown()
-            for reverse_server in reverse_servers:
-                reverse_server.pre_shutdown()
-            await asyncio.gather(intake.shutdown(drain), *(r.shutdown(drain) for r in reverse_servers))
-
-        stack.push_async_callback(close_clients)
-        listen = config.proxy.listen
-        with _binding("forward proxy", "[proxy] listen (or --listen)", listen):
-            server = await loop.create_server(intake.front_door, listen.host, listen.port, reuse_address=True)
-        listening.append(server)
-        bound += [_listening(sock.getsockname(), "forward") for sock in server.sockets]
-
-        for index, listener in enumerate(config.reverse):
-            reverse_listener, reverse_server = await _reverse_listener(runtime, gate, index)
-            listening.append(reverse_listener)
-            reverse_servers.append(reverse_server)
-            bound += [_listening(sock.getsockname(), "reverse", listener.upstream)
-                      for sock in reverse_listener.sockets]
-
-        if config.proxy.admin_listen is not None:
+        if config.proxy.admin_listen is not None and worker is None:
             admin = web.AppRunner(admin_app(runtime, intake), handle_signals=False, access_log=None)
             await admin.setup()
             admins.append(admin)
@@ -315,15 +392,16 @@ async def serve(config: Config, stop: asyncio.Event, *, reload: asyncio.Event | 
         runtime.ready = True
         on_ready(bound)
         notifier.ready(f"serving {len(runtime.config.connections)} connection(s)")
-        async with asyncio.TaskGroup() as group:
-            watchdog = group.create_task(notifier.run_watchdog(), name="sigproxy-watchdog")
-            feed = None if store is None else group.create_task(
+        async with asyncio.TaskGroup() as tasks:
+            healthy = runtime.group.healthy if runtime.group is not None else (lambda: True)
+            watchdog = tasks.create_task(notifier.run_watchdog(healthy), name="sigproxy-watchdog")
+            feed = None if store is None else tasks.create_task(
                 store.watch(control.refresh, interval=config.store.poll_interval, since=control.revision),
                 name="sigproxy-store-feed")
             while not stop.is_set():
-                waiters = [group.create_task(stop.wait())]
+                waiters = [tasks.create_task(stop.wait())]
                 if reload is not None:
-                    waiters.append(group.create_task(reload.wait()))
+                    waiters.append(tasks.create_task(reload.wait()))
                 await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
                 for waiter in waiters:
                     waiter.cancel()
@@ -331,6 +409,8 @@ async def serve(config: Config, stop: asyncio.Event, *, reload: asyncio.Event | 
                     reload.clear()
                     notifier.reloading()
                     reloaded = load is not None and await _reload(runtime, load)
+                    if reloaded and runtime.group is not None:
+                        await runtime.group.reload()
                     notifier.ready("reloaded" if reloaded else "reload failed: kept the previous config")
             watchdog.cancel()
             if feed is not None:

@@ -147,7 +147,7 @@ def start(tmp: Path, text: str, *, admin_listen: str = "127.0.0.1:0") -> Proxy:
     path = tmp / "sigproxy.toml"
     path.write_text(text)
     return _start_proxy(path, _env(tmp), ["--listen", "127.0.0.1:0", "--log-level", "info",
-                                          "--admin-listen", admin_listen])
+                                          "--admin-listen", admin_listen, "--workers", "1"])
 
 
 @pytest.fixture(scope="module")

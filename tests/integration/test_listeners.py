@@ -30,7 +30,8 @@ def launch(tmp_path: Path, text: str, *args: str) -> subprocess.Popen[str]:
     path.write_text(text)
     env = {**os.environ, "STATE_DIRECTORY": str(tmp_path / "state")}
     return subprocess.Popen([sys.executable, "-m", "sigproxy", "run", "-c", str(path), "--log-format", "json",
-                             *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=ROOT)
+                             "--workers", "1", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env=env, cwd=ROOT)
 
 
 def started_lines(proc: subprocess.Popen[str]) -> list[str]:

@@ -83,6 +83,12 @@ def _check(handler: BaseHTTPRequestHandler, body: bytes, v: Verifier, require_co
             "path": handler.path, "body_sha256": hashlib.sha256(body).hexdigest()}
 
 
+class _Server(ThreadingHTTPServer):
+    # socketserver's listen backlog is 5: a burst of concurrent upstream connections (tests/integration/
+    # test_workers.py sends 200) would wait out SYN retransmits for seconds.
+    request_queue_size = 256
+
+
 def start_verifier(access_key: str, secret_key: str, *,
                    require_content_sha256: bool = False) -> tuple[Verifier, Callable[[], None]]:
     """``(verifier, stop)``: listening on 127.0.0.1 (port 0) before this returns."""
@@ -112,7 +118,7 @@ def start_verifier(access_key: str, secret_key: str, *,
         def log_message(self, *args: object) -> None:
             pass
 
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server = _Server(("127.0.0.1", 0), Handler)
     verifier.url = f"http://127.0.0.1:{server.server_address[1]}"
     threading.Thread(target=server.serve_forever, daemon=True).start()
 
