@@ -122,30 +122,23 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-def _load(path: str | None, listen: str | None = None, admin_listen: str | None = None,
-          workers: int | None = None) -> Config:
-    return load(find_config(path), listen=listen, admin_listen=admin_listen, workers=workers)
+def _load(path: str | None) -> Config:
+    return load(find_config(path))
 
 
 def _run(args: argparse.Namespace) -> int:
     from .intake.server import serve  # noqa: PLC0415 - the proxy itself: only `run` needs it
     from .workers.supervisor import ConfigFile, Supervisor  # noqa: PLC0415 - likewise
 
-    path = str(find_config(args.config))
-
-    def reload_config() -> Config:
-        return _load(path, args.listen, args.admin_listen, args.workers)
-
-    config = reload_config()
+    # The file as read now is the text every worker of a group parses (ConfigFile); SIGHUP reads it again.
+    file = ConfigFile(str(find_config(args.config)), listen=args.listen, admin_listen=args.admin_listen,
+                      workers=args.workers)
+    config = file.load()
     setup_logging(args.log_level, args.log_format)
-    supervisor: Supervisor | None = None
     workers = config.proxy.workers or available_cpus()
+    supervisor: Supervisor | None = None
     if workers > 1:
-        file = ConfigFile(path, listen=args.listen, admin_listen=args.admin_listen, workers=args.workers)
-        config = file.load()
-        reload_config = file.load
-        supervisor = Supervisor(config, config.proxy.workers or workers, file, log_level=args.log_level,
-                                log_format=args.log_format)
+        supervisor = Supervisor(config, workers, file, log_level=args.log_level, log_format=args.log_format)
 
     def ready(listeners: list[Listening]) -> None:
         for listening in listeners:
@@ -159,7 +152,7 @@ def _run(args: argparse.Namespace) -> int:
         loop.add_signal_handler(signal.SIGHUP, reload.set)
         notifier = Notifier.from_environ()
         try:
-            await serve(config, stop, reload=reload, load=reload_config, on_ready=ready, notifier=notifier,
+            await serve(config, stop, reload=reload, load=file.load, on_ready=ready, notifier=notifier,
                         group=supervisor)
         finally:
             notifier.close()

@@ -401,13 +401,18 @@ def loads(text: str, *, env: Mapping[str, str] | None = None, source: str = "<st
     return _build(data, os.environ if env is None else env, source, listen, admin_listen, workers=workers)
 
 
-def load(path: Path, *, env: Mapping[str, str] | None = None, listen: str | None = None,
-         admin_listen: str | None = None, workers: int | None = None) -> Config:
+def read_config(path: Path) -> str:
+    """The config file's text (UTF-8). Raises :class:`ConfigError` when it can't be read."""
     try:
-        text = path.read_text(encoding="utf-8")
+        return path.read_text(encoding="utf-8")
     except OSError as exc:
         raise ConfigError("", f"cannot read config {str(path)!r}: {exc.strerror}") from exc
-    return loads(text, env=env, source=str(path), listen=listen, admin_listen=admin_listen, workers=workers)
+
+
+def load(path: Path, *, env: Mapping[str, str] | None = None, listen: str | None = None,
+         admin_listen: str | None = None, workers: int | None = None) -> Config:
+    return loads(read_config(path), env=env, source=str(path), listen=listen, admin_listen=admin_listen,
+                 workers=workers)
 
 
 def config_search_path(env: Mapping[str, str] | None = None) -> list[Path]:
