@@ -437,6 +437,13 @@ class Providers:
         conn = self._connections[name]
         return (name, conn.credentials, conn.region, conn.sts_endpoint_url)
 
+    def _entry_key(self, name: str, user: str | None) -> tuple[tuple[object, ...], bool]:
+        """(cache key, per user) of ``name``'s credentials: end user ``user``'s own on a ``user_header``
+        connection, else the connection's."""
+        if user is None or not self._connections[name].user_header:
+            return self._key(name), False
+        return (*self._key(name), user), True
+
     def state(self, name: str) -> EntryState:
         """Whether connection ``name`` can sign now, from what the cache holds (no fetch): ``"up"``, ``"down"``
         (its last fetch failed and it holds no valid credentials) or ``"unknown"`` (not fetched yet).
@@ -465,9 +472,10 @@ class Providers:
         conn = self._connections[name]
         if isinstance(provider, _Brokered):
             return await provider.get(user if conn.user_header else None)
-        if user is None or not conn.user_header:
-            return await self.cache.get(self._key(name), provider.fetch, f"connection {name!r}")
-        return await self.cache.get((*self._key(name), user), lambda: provider.fetch(user),
+        key, per_user = self._entry_key(name, user)
+        if not per_user:
+            return await self.cache.get(key, provider.fetch, f"connection {name!r}")
+        return await self.cache.get(key, lambda: provider.fetch(user),
                                     f"connection {name!r} user {user!r}", per_user=True)
 
     @property
@@ -478,18 +486,13 @@ class Providers:
     def timing(self, name: str, *, user: str | None = None) -> tuple[datetime | None, datetime | None]:
         """(advisory start, mandatory start) of what the cache holds for ``name`` (and end user ``user``) now:
         when a copy should be asked for again, or ``(None, None)`` for credentials that do not expire."""
-        conn = self._connections[name]
-        if conn.user_header and user is not None:
-            windows = self.cache.windows((*self._key(name), user), per_user=True)
-        else:
-            windows = self.cache.windows(self._key(name))
+        key, per_user = self._entry_key(name, user)
+        windows = self.cache.windows(key, per_user=per_user)
         return (None, None) if windows is None else windows
 
     def retry_at(self, name: str, *, user: str | None = None) -> datetime | None:
         """When the cache may try ``name`` (and ``user``) again after failures (its back-off), or ``None``."""
-        conn = self._connections[name]
-        key = (*self._key(name), user) if conn.user_header and user is not None else self._key(name)
-        return self.cache.retry_at(key)
+        return self.cache.retry_at(self._entry_key(name, user)[0])
 
     async def default_chain(self) -> tuple[Credentials, bool]:
         """The default AWS chain's credentials (the base of an ``assume_role`` with ``base = "chain"``)."""
