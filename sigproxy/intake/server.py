@@ -65,6 +65,13 @@ class Listening:
     url: str
     upstream: str | None = None
 
+    @staticmethod
+    def at(addr: tuple[str, int] | Any, kind: str, upstream: str | None = None) -> Listening:
+        """The listener bound at socket address ``addr`` (``getsockname()``: host, port, ...)."""
+        h, p = addr[0], addr[1]
+        url = f"http://[{h}]:{p}" if ":" in h else f"http://{h}:{p}"
+        return Listening(kind, url, upstream)
+
     def describe(self) -> str:
         if self.kind == "admin":
             return f"sigproxy: admin listening on {self.url}"
@@ -235,12 +242,6 @@ def _binding(listener: str, key: str, address: Address, *, off: str = "") -> Ite
         raise ListenError(listener, key, str(address), exc, off=off) from exc
 
 
-def _listening(addr: tuple[str, int] | Any, kind: str, upstream: str | None = None) -> Listening:
-    h, p = addr[0], addr[1]
-    url = f"http://[{h}]:{p}" if ":" in h else f"http://{h}:{p}"
-    return Listening(kind, url, upstream)
-
-
 async def _reverse_listener(runtime: Runtime, gate: Gate, index: int, *,
                             sock: socket.socket | None = None) -> tuple[asyncio.Server, ClientServer]:
     """Bind ``[[reverse]]`` number ``index``: each connection through the gate (with that listener's current
@@ -293,13 +294,13 @@ async def _client_listeners(runtime: Runtime, intake: ConnectIntake, gate: Gate,
         else:
             server = await loop.create_server(intake.front_door, listen.host, listen.port, reuse_address=True)
     listening.append(server)
-    bound = [_listening(sock.getsockname(), "forward") for sock in server.sockets]
+    bound = [Listening.at(sock.getsockname(), "forward") for sock in server.sockets]
     for index, listener in enumerate(config.reverse):
         sock = None if worker is None else worker.sockets[f"reverse{index}"]
         reverse_listener, reverse_server = await _reverse_listener(runtime, gate, index, sock=sock)
         listening.append(reverse_listener)
         reverse_servers.append(reverse_server)
-        bound += [_listening(s.getsockname(), "reverse", listener.upstream) for s in reverse_listener.sockets]
+        bound += [Listening.at(s.getsockname(), "reverse", listener.upstream) for s in reverse_listener.sockets]
     return bound
 
 
@@ -381,7 +382,7 @@ async def serve(config: Config, stop: asyncio.Event, *, reload: asyncio.Event | 
             with _binding("admin listener", "[proxy] admin_listen (or --admin-listen)", admin_addr,
                           off=', or set it to "" to turn the admin listener off'):
                 await web.TCPSite(admin, admin_addr.host, admin_addr.port, reuse_address=True).start()
-            bound += [_listening(addr, "admin") for addr in admin.addresses]
+            bound += [Listening.at(addr, "admin") for addr in admin.addresses]
 
         # Everything loaded so far (aiohttp, botocore's models, SQLAlchemy, the registry) lives as long as the
         # process: out of the collector's sight, full collections stay short. Measured with bench/small_get.py

@@ -41,8 +41,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sigproxy.config import Address, Config, loads
-from sigproxy.errors import ConfigError, ListenError, WorkerFailed
+from sigproxy.config import Address, Config, loads, read_config
+from sigproxy.errors import ListenError, WorkerFailed
 from sigproxy.intake.server import Listening, Runtime
 from sigproxy.metrics import GroupMetrics, Metrics
 from sigproxy.tasks import TaskSet
@@ -76,10 +76,7 @@ class ConfigFile:
 
     def load(self) -> Config:
         """Read and parse the file. Raises :class:`ConfigError`."""
-        try:
-            text = Path(self.path).read_text(encoding="utf-8")
-        except OSError as exc:
-            raise ConfigError("", f"cannot read config {self.path!r}: {exc.strerror}") from exc
+        text = read_config(Path(self.path))
         config = loads(text, source=self.path, listen=self.listen, admin_listen=self.admin_listen,
                        workers=self.workers)
         self.last_read = text
@@ -117,11 +114,6 @@ def _bind(address: Address, count: int, listener: str, key: str) -> list[socket.
             sock.close()
         raise ListenError(listener, key, str(address), exc) from exc
     return socks
-
-
-def _url(sock: socket.socket) -> str:
-    host, port = sock.getsockname()[:2]
-    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
 
 
 def _status(code: int) -> str:
@@ -234,8 +226,8 @@ class Supervisor:
         self._tasks.spawn(self._check_heartbeats(), name="worker-heartbeats")
         logger.info("%d workers serving (pids %s)", self._count,
                     ", ".join(str(s.proc.pid) for s in self._slots if s.proc is not None))
-        bound = [Listening("forward", _url(self._sockets["forward"][0]))]
-        bound += [Listening("reverse", _url(self._sockets[f"reverse{i}"][0]), rev.upstream)
+        bound = [Listening.at(self._sockets["forward"][0].getsockname(), "forward")]
+        bound += [Listening.at(self._sockets[f"reverse{i}"][0].getsockname(), "reverse", rev.upstream)
                   for i, rev in enumerate(self._config.reverse)]
         return bound
 
@@ -246,7 +238,7 @@ class Supervisor:
 
     async def reload(self) -> None:
         self._file.text = self._file.last_read
-        live = [s for s in self._slots if s.alive and s.peer is not None and s.ready.is_set()]
+        live = self._serving()
         for slot in live:
             slot.text = self._file.text
         results = await asyncio.gather(*(self._ask(s, "reload", text=self._file.text) for s in live),
@@ -259,7 +251,7 @@ class Supervisor:
                     slot.proc.kill()
 
     async def metrics(self) -> GroupMetrics:
-        live = [s for s in self._slots if s.alive and s.peer is not None and s.ready.is_set()]
+        live = self._serving()
         reports = await asyncio.gather(*(self._ask(s, "metrics") for s in live), return_exceptions=True)
         for slot, report in zip(live, reports, strict=True):
             if isinstance(report, dict):
@@ -285,7 +277,7 @@ class Supervisor:
         control = None if self._runtime is None else self._runtime.control
         if control is None or control.store is None:
             return
-        live = [s for s in self._slots if s.alive and s.peer is not None and s.ready.is_set()]
+        live = self._serving()
         results = await asyncio.gather(*(self._ask(s, "refresh", revision=None) for s in live),
                                        return_exceptions=True)
         for slot, result in zip(live, results, strict=True):
@@ -315,6 +307,10 @@ class Supervisor:
         self.close_sockets()
 
     # ------------------------------------------------------------------ workers
+
+    def _serving(self) -> list[_Slot]:
+        """The workers that are alive, serve, and can be asked over their channel."""
+        return [s for s in self._slots if s.alive and s.peer is not None and s.ready.is_set()]
 
     async def _ask(self, slot: _Slot, op: str, **fields: Any) -> Any:
         assert slot.peer is not None
