@@ -80,27 +80,25 @@ class _JsonFormatter(logging.Formatter):
             self._second = cached
         return f"{cached[1]}.{int((created - second) * 1000):03d}+00:00"
 
-    def format(self, record: logging.LogRecord) -> str:
-        entry: dict[str, object] = {
-            "ts": self._ts(record.created),
-            "level": record.levelname.lower(),
-            "logger": record.name,
-            "msg": record.getMessage(),
-            **self._fields,
-        }
-        access = getattr(record, "access", None)
-        if isinstance(access, dict):
+    def _line(self, created: float, level: str, name: str, message: str, *, access: dict[str, object] | None,
+              exc: str | None = None) -> str:
+        entry: dict[str, object] = {"ts": self._ts(created), "level": level, "logger": name, "msg": message,
+                                    **self._fields}
+        if access is not None:
             entry.update(access)
-        if record.exc_info:
-            entry["exc"] = self.formatException(record.exc_info)
+        if exc is not None:
+            entry["exc"] = exc
         return _dumps(entry)
+
+    def format(self, record: logging.LogRecord) -> str:
+        access = getattr(record, "access", None)
+        return self._line(record.created, record.levelname.lower(), record.name, record.getMessage(),
+                          access=access if isinstance(access, dict) else None,
+                          exc=self.formatException(record.exc_info) if record.exc_info else None)
 
     def access_line(self, created: float, name: str, message: str, access: dict[str, object]) -> str | None:
         """The line :meth:`format` makes of an INFO record of logger ``name`` with ``access`` as its fields."""
-        entry: dict[str, object] = {"ts": self._ts(created), "level": "info", "logger": name, "msg": message,
-                                     **self._fields}
-        entry.update(access)
-        return _dumps(entry)
+        return self._line(created, "info", name, message, access=access)
 
 
 _PLAIN = re.compile(r"[!#-<>-\[\]-~]*")  # printable ASCII but space, '"', '=' and '\\'
@@ -122,14 +120,14 @@ class _TextFormatter(logging.Formatter):
         super().__init__(fmt)
         self._fields = " ".join(f"{k}={_text_value(v)}" for k, v in (fields or {}).items())
 
+    def _tail(self, access: dict[str, object] | None) -> str:
+        """What follows the message: the access fields, then the process's own (``worker``)."""
+        tail = f" {_text_fields(access)}" if access is not None else ""
+        return f"{tail} {self._fields}" if self._fields else tail
+
     def format(self, record: logging.LogRecord) -> str:
-        line = super().format(record)
         access = getattr(record, "access", None)
-        if isinstance(access, dict):
-            line += " " + _text_fields(access)
-        if self._fields:
-            line += " " + self._fields
-        return line
+        return super().format(record) + self._tail(access if isinstance(access, dict) else None)
 
     def access_line(self, created: float, name: str, message: str, access: dict[str, object]) -> str | None:
         """As :meth:`_JsonFormatter.access_line`; None unless this formatter uses the default text format."""
@@ -137,8 +135,7 @@ class _TextFormatter(logging.Formatter):
             return None
         asctime = self.default_msec_format % (time.strftime(self.default_time_format, self.converter(created)),
                                               int((created - int(created)) * 1000))
-        line = f"{asctime} INFO {name} {message} {_text_fields(access)}"
-        return f"{line} {self._fields}" if self._fields else line
+        return f"{asctime} INFO {name} {message}{self._tail(access)}"
 
 
 class _BufferedStreamHandler(logging.StreamHandler[TextIO]):
