@@ -3,18 +3,19 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
 from pathlib import Path
 
-__all__ = ["ROOT", "pinned", "start"]
+__all__ = ["ROOT", "pinned", "start", "wrk"]
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def pinned(core: int, cmd: list[str]) -> list[str]:
-    """``cmd`` run on one core with taskset, where the machine has more than one."""
+def pinned(core: int | str, cmd: list[str]) -> list[str]:
+    """``cmd`` run on one core (or a taskset cpu list such as ``"0,1"``), where the machine has more than one."""
     if shutil.which("taskset") and (os.cpu_count() or 1) > 1:
         return ["taskset", "-c", str(core), *cmd]
     return cmd
@@ -28,3 +29,26 @@ def start(cmd: list[str], marker: str) -> tuple[subprocess.Popen[str], str]:
         if marker in line:
             return proc, line.strip().split()[-1]
     sys.exit(f"{cmd[0]} did not start")
+
+
+def wrk(binary: str, url: str, duration: float, conns: int, script: str | None, *,
+        core: int | str = 1) -> dict[str, float]:
+    """wrk (one thread, pinned to ``core``) against ``url``: rps, p50/p99 ms, non2xx, errors, requests."""
+    cmd = [binary, "-t", "1", "-c", str(conns), "-d", f"{max(1, round(duration))}s", "--latency"]
+    if script:
+        cmd += ["-s", script]
+    out = subprocess.run(pinned(core, [*cmd, url]), capture_output=True, text=True, check=True).stdout
+
+    def ms(label: str) -> float:
+        m = re.search(rf"{label}\s+([\d.]+)(us|ms|s)", out)
+        if not m:
+            return float("nan")
+        value, unit = float(m.group(1)), m.group(2)
+        return value / 1000 if unit == "us" else value * 1000 if unit == "s" else value
+
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
+    requests = float(re.search(r"(\d+) requests in", out).group(1))  # type: ignore[union-attr]
+    non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    sock = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
+    return {"rps": rps, "p50": ms("50%"), "p99": ms("99%"), "non2xx": float(non2xx.group(1)) if non2xx else 0,
+            "errors": float(sum(int(g) for g in sock.groups())) if sock else 0, "requests": requests}

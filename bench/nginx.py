@@ -83,12 +83,13 @@ def free_port() -> int:
 
 
 class Nginx:
-    """nginx in ``tmp`` pinned to ``core``; ``tls`` = (certificate chain PEM, key PEM) adds an HTTPS port.
+    """nginx in ``tmp`` pinned to ``core`` (or a taskset cpu list); ``tls`` = (certificate chain PEM, key PEM)
+    adds an HTTPS port.
 
     A context manager: entering starts it and waits until it answers (exits after 10 s); leaving stops it by
     its PID (SIGQUIT, then SIGKILL after 5 s)."""
 
-    def __init__(self, tmp: Path, core: int, tls: tuple[Path, Path] | None = None) -> None:
+    def __init__(self, tmp: Path, core: int | str, tls: tuple[Path, Path] | None = None) -> None:
         self.tmp, self.core, self.tls = tmp, core, tls
         self.port = free_port()
         self.tls_port = free_port() if tls else None

@@ -57,7 +57,7 @@ from pathlib import Path
 
 import trustme
 import uvloop
-from common import ROOT, pinned
+from common import ROOT, pinned, wrk
 from nginx import Nginx, need
 from pyload import load
 
@@ -100,28 +100,6 @@ Result = dict[str, float]
 
 def need_wrk() -> str:
     return need("wrk", "wrk")
-
-
-def wrk(binary: str, url: str, duration: float, conns: int, script: str | None) -> Result:
-    """wrk (one thread, pinned to core 1) against ``url``: rps, p50/p99 ms, non2xx, errors, requests."""
-    cmd = [binary, "-t", "1", "-c", str(conns), "-d", f"{max(1, round(duration))}s", "--latency"]
-    if script:
-        cmd += ["-s", script]
-    out = subprocess.run(pinned(1, [*cmd, url]), capture_output=True, text=True, check=True).stdout
-
-    def ms(label: str) -> float:
-        m = re.search(rf"{label}\s+([\d.]+)(us|ms|s)", out)
-        if not m:
-            return float("nan")
-        value, unit = float(m.group(1)), m.group(2)
-        return value / 1000 if unit == "us" else value * 1000 if unit == "s" else value
-
-    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
-    requests = float(re.search(r"(\d+) requests in", out).group(1))  # type: ignore[union-attr]
-    non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
-    sock = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
-    return {"rps": rps, "p50": ms("50%"), "p99": ms("99%"), "non2xx": float(non2xx.group(1)) if non2xx else 0,
-            "errors": float(sum(int(g) for g in sock.groups())) if sock else 0, "requests": requests}
 
 
 def py_load(address: tuple[str, int], request: bytes, connect: bytes | None, ctx: ssl.SSLContext | None,
