@@ -1,59 +1,45 @@
-"""The upstream side: one pooled aiohttp ``ClientSession`` that sends signed requests exactly as signed.
+"""The upstream side: a pool of keep-alive HTTP/1.1 connections (:mod:`sigproxy.h1conn`) that sends signed
+requests exactly as signed.
 
-Owns: connection pooling, timeouts, TLS to the upstream, the egress guard's place in the pool (see
-:mod:`sigproxy.egress`), and translating aiohttp's errors into :mod:`sigproxy.errors` at this one boundary.
+Owns: connection pooling and its limit, the connect timeout, TLS to the upstream, the egress guard's place in
+the pool (see :mod:`sigproxy.egress`), the one retry of an idempotent request whose kept-alive connection turned
+out closed (RFC 9112 9.3.1), and translating connect failures into :mod:`sigproxy.errors`.
 Must not: sign, choose routes, follow redirects, decompress, or retry non-idempotent requests.
 
 The egress guard, per request, under the selected connection's :class:`~sigproxy.egress.EgressPolicy`:
 
-* an IP-literal target is checked before anything is sent (aiohttp never asks a resolver about literals);
+* an IP-literal target is checked before anything is sent;
 * a name is looked up by :class:`~sigproxy.egress.EgressResolver` when a new connection is opened, and the
-  connection goes to the answers that were checked -- one lookup, no rebinding window. aiohttp's DNS cache is
-  off: with it, lookups are shared between tasks and answers reused, so the resolver would not see whose
-  request it resolves for. Without it aiohttp awaits the resolver in the requesting task, where
-  :func:`~sigproxy.egress.using_policy` has set the policy;
+  connection goes to the answers that were checked -- one lookup, no rebinding window;
 * every connection handed out -- new or kept alive from the pool -- has its peer address checked again, so a
   keep-alive connection one connection's explicit name opened is never reused by another that named nothing.
+
+Before issue 15 this was an aiohttp ``ClientSession``; its per-request machinery (request and response
+objects, tracing, cookie and redirect handling, a timer moved on every read) was a third of the CPU of a small
+proxied GET. The pool and :mod:`sigproxy.h1conn` do only what a signing proxy needs, with httptools' llhttp
+parser (the one aiohttp's C parser and Node use) doing the parsing.
 """
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import ssl
-from collections.abc import AsyncIterator, Iterator, Sequence
-from contextlib import contextmanager
+from collections import deque
+from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
-from typing import Any, cast
-
-import aiohttp
-from aiohttp.client_proto import ResponseHandler
-from aiohttp.client_reqrep import ClientRequest
-from aiohttp.connector import Connection
-from aiohttp.tracing import Trace
-from multidict import CIMultiDict
-from yarl import URL
+from urllib.parse import urlsplit
 
 from .config import Network
-from .egress import EgressPolicy, EgressResolver, current_policy, is_ip_literal, using_policy
-from .errors import AddressNotAllowed, ConfigError, UpstreamError, UpstreamTimeout
+from .egress import EgressPolicy, EgressResolver, is_ip_literal
+from .errors import ConfigError, UpstreamError, UpstreamTimeout
+from .h1conn import H1Connection, UpstreamResponse, request_head
 
-__all__ = ["Upstream", "upstream_tls_context"]
+__all__ = ["Upstream", "UpstreamResponse", "upstream_tls_context"]
 
-# aiohttp adds these on its own unless told not to; a signed request must carry only what was signed.
-_SKIP_AUTO = ("User-Agent", "Accept", "Accept-Encoding", "Content-Type")
-_READ_BUFSIZE = 256 * 1024
-
-
-@contextmanager
-def _map_errors(host: str) -> Iterator[None]:
-    try:
-        yield
-    except (TimeoutError, aiohttp.ServerTimeoutError) as exc:
-        raise UpstreamTimeout(f"upstream {host} timed out") from exc
-    except aiohttp.ClientConnectorError as exc:
-        raise UpstreamError(f"cannot connect to upstream {host}: {exc.os_error.strerror or exc}") from exc
-    except (aiohttp.ClientError, OSError) as exc:
-        raise UpstreamError(f"upstream {host} failed: {type(exc).__name__}: {exc}") from exc
+_KEEPALIVE = 15.0  # seconds an idle upstream connection is kept (aiohttp's default keepalive_timeout)
+_IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"})  # RFC 9110 9.2.2
+_DEFAULT_PORTS = {"http": 80, "https": 443}
 
 
 def upstream_tls_context(extra_ca_file: Path | None) -> ssl.SSLContext:
@@ -76,128 +62,251 @@ def _policy(connection: str, explicit_hosts: tuple[str, ...], private_networks: 
     return EgressPolicy.for_connection(connection, explicit_hosts, private_networks)
 
 
-class _ResponseHandler(ResponseHandler):
-    """aiohttp's client protocol, except that a connection lost with an error (a reset) before the body's end
-    fails the body. aiohttp's own ``connection_lost`` feeds EOF to the payload parser first, and for a body
-    delimited by the connection's close (no Content-Length, not chunked; RFC 9112 6.3) EOF *is* the end, so a
-    reset mid-body passed for a complete response (found by trying it, issue 12)."""
-
-    def connection_lost(self, exc: BaseException | None) -> None:
-        payload = self._payload
-        if exc is not None and payload is not None and not payload.is_eof():
-            payload.set_exception(aiohttp.ClientPayloadError(f"connection lost before the end of the body: {exc!r}"))
-        super().connection_lost(exc)
-
-
-class _GuardedConnector(aiohttp.TCPConnector):
-    """A pool that hands out only connections whose peer the current egress policy permits; its connections'
-    protocol is :class:`_ResponseHandler`."""
-
-    def __init__(self, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self._factory = cast("functools.partial[ResponseHandler]", functools.partial(_ResponseHandler, loop=self._loop))
-
-    async def connect(self, req: ClientRequest, traces: list[Trace],
-                      timeout: aiohttp.ClientTimeout) -> Connection:  # noqa: ASYNC109 - aiohttp's signature
-        conn = await super().connect(req, traces, timeout)
-        host = req.url.raw_host or ""
-        transport = conn.transport
-        peer = transport.get_extra_info("peername") if transport is not None else None
-        refusal = (current_policy().refusal(host, req.port or 0, str(peer[0])) if peer
-                   else AddressNotAllowed(f"cannot tell which address the connection to {host} goes to"))
-        if refusal is not None:
-            conn.close()
-            raise refusal
-        return conn
-
-
 class Upstream:
     """Owner of the upstream connection pool; an async context manager.
 
-    ``resolver`` (default: a fresh :class:`~sigproxy.egress.EgressResolver`) looks upstream names up.
+    ``limit`` caps the open connections (idle ones to other upstreams are closed to make room, then requests
+    wait, within ``connect_timeout``); idle connections are kept for 15 s. ``read_timeout`` (s) is the longest
+    wait for the upstream's next bytes once a request is sent. ``resolver`` (default: a fresh
+    :class:`~sigproxy.egress.EgressResolver`) looks upstream names up.
     """
 
-    __slots__ = ("_connect_timeout", "_insecure", "_limit", "_read_timeout", "_resolver", "_session", "_ssl")
+    __slots__ = ("_all", "_connect_timeout", "_idle", "_insecure", "_limit", "_read_timeout", "_resolver",
+                 "_ssl", "_sweeper", "_waiters")
 
     def __init__(self, *, connect_timeout: float, read_timeout: float, limit: int,
                  extra_ca_file: Path | None = None, resolver: EgressResolver | None = None) -> None:
         self._resolver = resolver or EgressResolver()
         self._connect_timeout = connect_timeout
         self._read_timeout = read_timeout
-        self._limit = limit
+        self._limit = max(1, limit)
         self._ssl = upstream_tls_context(extra_ca_file)
         self._insecure = ssl.create_default_context()
         self._insecure.check_hostname = False
         self._insecure.verify_mode = ssl.CERT_NONE
         self._insecure.set_alpn_protocols(["http/1.1"])
-        self._session: aiohttp.ClientSession | None = None
+        self._all: dict[H1Connection, _Key] = {}  # every open connection (idle, busy or connecting)
+        self._idle: dict[_Key, list[tuple[H1Connection, str]]] = {}  # (connection, peer address), newest last
+        self._waiters: deque[asyncio.Future[None]] = deque()
+        self._sweeper: asyncio.TimerHandle | None = None
 
     async def __aenter__(self) -> Upstream:
-        connector = _GuardedConnector(limit=self._limit, limit_per_host=0, ssl=self._ssl,
-                                      enable_cleanup_closed=True, resolver=self._resolver, use_dns_cache=False)
-        self._session = aiohttp.ClientSession(
-            connector=connector,
-            auto_decompress=False,
-            timeout=aiohttp.ClientTimeout(total=None, connect=self._connect_timeout,
-                                          sock_read=self._read_timeout),
-            cookie_jar=aiohttp.DummyCookieJar(),
-            skip_auto_headers=_SKIP_AUTO,
-            # aiohttp pauses reading an upstream past twice this (default 64 KiB). The TLS layer hands over
-            # up to 256 KiB at a time, so at the default nearly every hand-over paused and resumed the
-            # stream: 256 KiB took TLS downloads from 0.70-0.78x to 0.92-0.95x of uvloop's own TLS
-            # (bench/tls_loop.py, issue 12), for at most 512 KiB buffered per response in flight.
-            read_bufsize=_READ_BUFSIZE,
-        )
         return self
 
     async def __aexit__(self, *exc: object) -> None:
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            self._sweeper = None
+        for conn in list(self._all):
+            if conn.transport is not None:
+                conn.transport.close()
+        self._idle.clear()
 
     async def send(
         self, method: str, url: str, headers: Sequence[tuple[str, str]],
         body: bytes | AsyncIterator[bytes | memoryview] | None, *,
         verify_tls: bool = True, explicit_hosts: tuple[str, ...] = (), private_networks: tuple[Network, ...] = (),
         connection: str = "?",
-    ) -> aiohttp.ClientResponse:
-        """Send one request (``url`` already percent-encoded, sent as is) and return once the response
-        headers are in. The caller reads the body with :meth:`iter_body` and must release the response
-        (``async with response:``).
+    ) -> UpstreamResponse:
+        """Send one request (``url`` absolute and already percent-encoded, its path and query sent as is) and
+        return once the response head is in. The caller reads the body with :meth:`iter_body` or
+        :meth:`read_small` and must release the response (``async with response:``).
 
         ``explicit_hosts`` are the ``hosts`` of ``connection``, the connection the request is sent for: only
         their explicit entries let it reach a non-public address (:class:`~sigproxy.egress.EgressPolicy`);
         ``private_networks`` are networks it may reach whatever the name. Otherwise
         :class:`~sigproxy.errors.AddressNotAllowed` is raised before anything is sent there.
-        Redirects are never followed: a 3xx is the response."""
-        if self._session is None:
-            raise RuntimeError("Upstream is not open")
-        target = URL(url, encoded=True)
+        Redirects are never followed: a 3xx is the response. Raises
+        :class:`~sigproxy.errors.UpstreamError` and :class:`~sigproxy.errors.UpstreamTimeout`."""
+        scheme, authority, target = _split(url)
+        host, port = _host_port(scheme, authority)
         policy = _policy(connection, explicit_hosts, private_networks)
-        host = target.raw_host or ""
         if is_ip_literal(host):
-            policy.check(host, target.port or 0, host)
-        with using_policy(policy), _map_errors(target.host or "?"):
-            return await self._session.request(
-                method,
-                target,
-                headers=CIMultiDict(headers),
-                data=body,
-                allow_redirects=False,
-                compress=None,
-                proxy=None,
-                ssl=self._insecure if not verify_tls and target.scheme == "https" else True,
-            )
+            policy.check(host, port, host)
+        try:
+            head, chunked = request_head(method, target, authority, headers, body)
+        except ValueError as exc:
+            raise UpstreamError(f"cannot send the request to upstream {host}: {exc}") from exc
+        key: _Key = (scheme, host, port, verify_tls)
+        # A kept-alive connection the upstream closed as we sent: once more on a new one, when the request
+        # can be sent again unchanged (RFC 9112 9.3.1).
+        retry = method in _IDEMPOTENT and (body is None or isinstance(body, bytes))
+        while True:
+            conn, reused = await self._acquire(key, policy)
+            try:
+                return await conn.request(method, head, body, chunked)
+            except UpstreamError:
+                if not (reused and retry and not conn.received):
+                    raise
+                retry = False
 
     @staticmethod
-    async def read_small(response: aiohttp.ClientResponse) -> bytes:
-        """A whole (small, known-length) response body; errors mapped."""
-        with _map_errors(response.url.host or "?"):
-            return await response.read()
+    async def read_small(response: UpstreamResponse) -> bytes:
+        """A whole (small, known-length) response body."""
+        return await response.read()
 
     @staticmethod
-    async def iter_body(response: aiohttp.ClientResponse) -> AsyncIterator[bytes]:
-        """The response body as it arrives; errors mapped."""
-        with _map_errors(response.url.host or "?"):
-            async for chunk in response.content.iter_any():
-                yield chunk
+    async def iter_body(response: UpstreamResponse) -> AsyncIterator[bytes]:
+        """The response body as it arrives."""
+        async for chunk in response.iter_any():
+            yield chunk
+
+    # ---------------------------------------------------------------- the pool
+
+    async def _acquire(self, key: _Key, policy: EgressPolicy) -> tuple[H1Connection, bool]:
+        """A connection for ``key`` that ``policy`` permits, and whether it was kept alive from the pool."""
+        reused = self._reuse(key, policy)
+        if reused is not None:
+            return reused, True
+        try:
+            async with asyncio.timeout(self._connect_timeout):
+                while len(self._all) >= self._limit:
+                    if not self._close_oldest_idle():
+                        waiter = asyncio.get_running_loop().create_future()
+                        self._waiters.append(waiter)
+                        try:
+                            await waiter
+                        finally:
+                            if waiter in self._waiters:
+                                self._waiters.remove(waiter)
+                    reused = self._reuse(key, policy)
+                    if reused is not None:
+                        return reused, True
+                return await self._connect(key, policy), False
+        except TimeoutError as exc:
+            raise UpstreamTimeout(f"upstream {key[1]} timed out") from exc
+
+    def _reuse(self, key: _Key, policy: EgressPolicy) -> H1Connection | None:
+        idle = self._idle.get(key)
+        if not idle:
+            return None
+        now = asyncio.get_running_loop().time()
+        while idle:
+            conn, peer = idle.pop()
+            if conn.closed:
+                continue
+            if now - conn.idle_since > _KEEPALIVE:
+                conn.close()
+                continue
+            refusal = policy.refusal(key[1], key[2], peer)
+            if refusal is not None:
+                idle.append((conn, peer))  # someone else's to use; not this connection's
+                raise refusal
+            return conn
+        return None
+
+    async def _connect(self, key: _Key, policy: EgressPolicy) -> H1Connection:
+        scheme, host, port, verify_tls = key
+        loop = asyncio.get_running_loop()
+        tls = (self._ssl if verify_tls else self._insecure) if scheme == "https" else None
+        errors: list[OSError] = []
+        try:
+            addresses = [host] if is_ip_literal(host) else [a for _, a in await self._resolver.checked(host, port,
+                                                                                                       policy)]
+        except OSError as exc:  # the name does not resolve
+            errors.append(exc)
+            addresses = []
+        for address in addresses:
+            conn = H1Connection(host, self._read_timeout, on_idle=self._idled, on_close=self._closed)
+            self._all[conn] = key
+            try:
+                await loop.create_connection(lambda c=conn: c, address, port, ssl=tls,
+                                             server_hostname=host if tls is not None else None)
+            except OSError as exc:
+                self._closed(conn)
+                errors.append(exc)
+                continue
+            except BaseException:
+                self._closed(conn)
+                raise
+            conn.peer = address
+            return conn
+        last = errors[-1] if errors else OSError(f"{host} has no address")
+        raise UpstreamError(f"cannot connect to upstream {host}: {last.strerror or last}") from last
+
+    def _idled(self, conn: H1Connection) -> None:
+        key = self._all.get(conn)
+        if key is None:
+            conn.close()
+            return
+        self._idle.setdefault(key, []).append((conn, conn.peer))
+        if self._sweeper is None:
+            self._sweeper = asyncio.get_running_loop().call_later(_KEEPALIVE, self._sweep)
+        self._wake()
+
+    def _closed(self, conn: H1Connection) -> None:
+        if self._all.pop(conn, None) is not None:
+            self._wake()
+
+    def _wake(self) -> None:
+        while self._waiters:
+            waiter = self._waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(None)
+                return
+
+    def _close_oldest_idle(self) -> bool:
+        """Close the longest-idle connection to make room under the limit; ``False`` when none is idle."""
+        oldest: tuple[H1Connection, str] | None = None
+        for idle in self._idle.values():
+            for entry in idle:
+                if not entry[0].closed and (oldest is None or entry[0].idle_since < oldest[0].idle_since):
+                    oldest = entry
+        if oldest is None:
+            return False
+        for idle in self._idle.values():
+            if oldest in idle:
+                idle.remove(oldest)
+        oldest[0].close()
+        self._closed(oldest[0])
+        return True
+
+    def _sweep(self) -> None:
+        """Close connections idle past the keep-alive time; again while any stay idle."""
+        self._sweeper = None
+        now = asyncio.get_running_loop().time()
+        for key in list(self._idle):
+            kept = []
+            for conn, peer in self._idle[key]:
+                if conn.closed:
+                    continue
+                if now - conn.idle_since > _KEEPALIVE:
+                    conn.close()
+                else:
+                    kept.append((conn, peer))
+            if kept:
+                self._idle[key] = kept
+            else:
+                del self._idle[key]
+        if self._idle:
+            self._sweeper = asyncio.get_running_loop().call_later(_KEEPALIVE, self._sweep)
+
+
+_Key = tuple[str, str, int, bool]  # scheme, host, port, verify_tls
+
+
+def _split(url: str) -> tuple[str, str, str]:
+    """``(scheme, authority, origin-form target)`` of an absolute URL, the target exactly as written."""
+    scheme, sep, rest = url.partition("://")
+    if not sep or scheme not in _DEFAULT_PORTS:
+        raise UpstreamError(f"cannot send to {url[:80]!r}: not an http or https URL")
+    end = len(rest)
+    for ch in "/?":
+        at = rest.find(ch)
+        if 0 <= at < end:
+            end = at
+    target = rest[end:]
+    return scheme, rest[:end], target if target.startswith("/") else "/" + target
+
+
+@functools.lru_cache(maxsize=1024)
+def _host_port(scheme: str, authority: str) -> tuple[str, int]:
+    """Host (IPv6 without brackets, lowercase) and port of an authority (RFC 3986 3.2)."""
+    try:
+        parts = urlsplit(f"{scheme}://{authority}")
+        port = parts.port
+    except ValueError as exc:
+        raise UpstreamError(f"cannot send to {authority[:80]!r}: {exc}") from exc
+    if not parts.hostname:
+        raise UpstreamError(f"cannot send to {authority[:80]!r}: no host")
+    return parts.hostname, port or _DEFAULT_PORTS[scheme]

@@ -352,7 +352,7 @@ class Handler:
             raise
         info["bytes_up"] = plan.length
         async with upstream:
-            headers_out = [(k, v) for k, v in upstream.headers.items() if k.lower() not in HOP_BY_HOP]
+            headers_out = [(k, v) for k, v in upstream.headers if k.lower() not in HOP_BY_HOP]
             length = upstream.content_length
             if length is not None and length <= _SMALL_RESPONSE:
                 # One chunk's worth with a known length: read it whole and answer in one write.

@@ -416,7 +416,7 @@ def test_reset_ends_no_close_delimited_body(broken_upstream: str, sigproxy_facto
     out = proxy.stop()
     assert "Traceback" not in out
     [line] = [json.loads(x) for x in out.splitlines() if "aborted after" in x]
-    assert "connection lost before the end of the body" in line["msg"]
+    assert "closed the connection before the end of the body: [Errno 104]" in line["msg"]
     [access] = [json.loads(x) for x in out.splitlines() if '"logger": "sigproxy.access"' in x]
     assert access["status"] == "aborted"
 

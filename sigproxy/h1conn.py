@@ -1,0 +1,467 @@
+"""One HTTP/1.1 client connection to an upstream: write a request exactly as given, parse the response with
+httptools (llhttp), hand its body over as it arrives under flow control, and say whether the connection may
+carry the next request.
+
+Owns: the request's wire form (RFC 9112 3 and 6: request line, headers, ``Content-Length`` or chunked
+framing), the response's framing (RFC 9112 6.3: 1xx skipped, no body for ``HEAD``/204/304, chunked,
+``Content-Length``, or until the connection closes), read flow control, the read timeout and keep-alive.
+Must not: pool, resolve names, check egress or retry (:mod:`sigproxy.forwarding` does).
+
+Errors are sigproxy's own: :class:`~sigproxy.errors.UpstreamTimeout` when nothing arrives for ``read_timeout``
+seconds once the request is sent, :class:`~sigproxy.errors.UpstreamError` for everything else (a reset, a
+close before the end of the body, malformed HTTP, a body that failed while being sent).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from collections.abc import AsyncIterator, Callable, Sequence
+
+import httptools
+
+from .errors import SigproxyError, UpstreamError, UpstreamTimeout
+
+__all__ = ["H1Connection", "UpstreamResponse", "request_head"]
+
+# Methods whose request without a body carries no Content-Length; aiohttp's rule (client_reqrep GET_METHODS),
+# kept so that what upstreams see does not change.
+_NO_LENGTH_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "CONNECT", "TRACE"})
+_HIGH_WATER = 512 * 1024  # pause reading the upstream past this much unread body (a TLS read is up to 256 KiB)
+_LOW_WATER = 128 * 1024
+
+
+def request_head(method: str, target: str, authority: str, headers: Sequence[tuple[str, str]],
+                 body: bytes | AsyncIterator[bytes | memoryview] | None) -> tuple[bytes, bool]:
+    """The request line and header section (RFC 9112 3, 5), and whether the body goes chunked (RFC 9112 7.1).
+
+    ``target`` is the origin-form path and query, sent as is; ``headers`` go in order and as given. Added only
+    when missing: ``Host`` (``authority``), and the body's framing -- ``Content-Length`` for ``bytes``
+    (``0`` for no body, except on GET, HEAD, OPTIONS, CONNECT and TRACE), ``Transfer-Encoding: chunked``
+    for a stream without a ``Content-Length``. Header text is encoded as UTF-8.
+
+    Raises :class:`ValueError` when a name or value holds CR or LF (RFC 9110 5.5: they would split the header
+    section).
+    """
+    has_host = has_length = chunked = False
+    lines = [f"{method} {target or '/'} HTTP/1.1"]
+    for name, value in headers:
+        low = name.lower()
+        if low == "host":
+            has_host = True
+        elif low == "content-length":
+            has_length = True
+        elif low == "transfer-encoding":
+            chunked = True
+        lines.append(f"{name}: {value}")
+    if not has_host:
+        lines.append(f"Host: {authority}")
+    if not has_length and not chunked:
+        if body is None or isinstance(body, bytes):
+            if body or method not in _NO_LENGTH_METHODS:
+                lines.append(f"Content-Length: {len(body or b'')}")
+        else:
+            lines.append("Transfer-Encoding: chunked")
+            chunked = True
+    lines.append("\r\n")
+    text = "\r\n".join(lines)
+    # Exactly one CR and one LF per line end: none inside a name or value.
+    if text.count("\n") != len(lines) or text.count("\r") != len(lines):
+        raise ValueError("a request header name or value contains CR or LF")
+    return text.encode("utf-8"), chunked
+
+
+class UpstreamResponse:
+    """The response to one request: ``status``, ``reason``, ``headers`` (as received, in order) and
+    ``content_length`` (``None`` when absent or chunked). Read the body with :meth:`read` or
+    :meth:`iter_any`; leaving ``async with`` hands the connection back (or closes it when it can't carry
+    another request)."""
+
+    __slots__ = ("_conn", "content_length", "headers", "reason", "status")
+
+    def __init__(self, conn: H1Connection, status: int, reason: str, headers: list[tuple[str, str]],
+                 content_length: int | None) -> None:
+        self._conn = conn
+        self.status = status
+        self.reason = reason
+        self.headers = headers
+        self.content_length = content_length
+
+    async def read(self) -> bytes:
+        """The whole body. Raises :class:`~sigproxy.errors.UpstreamError` or
+        :class:`~sigproxy.errors.UpstreamTimeout`."""
+        parts = [chunk async for chunk in self.iter_any()]
+        return parts[0] if len(parts) == 1 else b"".join(parts)
+
+    async def iter_any(self) -> AsyncIterator[bytes]:
+        """The body as it arrives: all that is buffered, at each step. Raises as :meth:`read`."""
+        conn = self._conn
+        while True:
+            chunk = conn.take_body()
+            if chunk:
+                yield chunk
+            elif conn.body_done:
+                return
+            else:
+                await conn.wait_body()
+
+    async def __aenter__(self) -> UpstreamResponse:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        self._conn.finish()
+
+
+class H1Connection(asyncio.Protocol):
+    """The protocol of one upstream connection, one request at a time (no pipelining).
+
+    ``label`` names the upstream in errors (its host); ``on_idle`` is called with the connection when a
+    response has been read to its end and the connection may carry another request; ``on_close`` when the
+    connection is gone or given up.
+    """
+
+    def __init__(self, label: str, read_timeout: float, *, on_idle: Callable[[H1Connection], None] | None = None,
+                 on_close: Callable[[H1Connection], None] | None = None) -> None:
+        self.label = label
+        self._read_timeout = read_timeout
+        self._on_idle = on_idle
+        self._on_close = on_close
+        self._loop = asyncio.get_running_loop()
+        self.transport: asyncio.Transport | None = None
+        self.closed = False
+        self.idle_since = 0.0
+        self.peer = ""
+        """The address connected to (set by the pool)."""
+        self.received = False
+        """Whether any byte of a response to the current request has arrived."""
+        self._parser = httptools.HttpResponseParser(self)
+        self._active = False  # a request is in flight on this connection
+        self._head_only = False
+        self._interim = False
+        self._head: asyncio.Future[UpstreamResponse] | None = None
+        self._reason = b""
+        self._headers: list[tuple[str, str]] = []
+        self._framing = ""  # "none", "length", "chunked" or "close", once the final head is in
+        self._body: deque[bytes] = deque()
+        self._buffered = 0
+        self.body_done = False
+        self._error: SigproxyError | None = None
+        self._waiter: asyncio.Future[None] | None = None
+        self._reading_paused = False
+        self._junk = False
+        self._keep_alive = False
+        self._writer: asyncio.Task[None] | None = None
+        self._sent = False
+        self._drain: asyncio.Future[None] | None = None
+        self._writing_paused = False
+        self._last_read = 0.0
+        self._timer: asyncio.TimerHandle | None = None
+
+    # ---------------------------------------------------------------- asyncio.Protocol
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def data_received(self, data: bytes) -> None:
+        self._last_read = self._loop.time()
+        self.received = True
+        if not self._active or self.body_done:
+            # Nothing asked for (a stray byte on an idle connection, or past the end of the response):
+            # this connection's framing can't be trusted for another request.
+            self._junk = True
+            self._close(abort=True)
+            return
+        try:
+            self._parser.feed_data(data)
+            if self._junk:
+                self._close(abort=True)
+        except httptools.HttpParserUpgrade:
+            self._fail(UpstreamError(f"upstream {self.label} switched protocols; sigproxy speaks HTTP/1.1 only"))
+        except httptools.HttpParserError as exc:
+            self._fail(UpstreamError(f"upstream {self.label} sent malformed HTTP: {exc}"))
+
+    def eof_received(self) -> bool:
+        return False  # close our side too: HTTP/1.1 has no half-closed requests
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        self._cancel_timer()
+        if self._active and not self.body_done:
+            if exc is None and self._framing == "close":
+                self._complete()  # RFC 9112 6.3 item 8: the close is the body's end
+            else:
+                why = f": {exc}" if exc is not None else ""
+                where = "before the end of the body" if self._framing else "before a response"
+                self._fail(UpstreamError(f"upstream {self.label} closed the connection {where}{why}"))
+        self._wake_drain()
+        if self._on_close is not None:
+            self._on_close(self)
+
+    def pause_writing(self) -> None:
+        self._writing_paused = True
+
+    def resume_writing(self) -> None:
+        self._writing_paused = False
+        self._wake_drain()
+
+    # ---------------------------------------------------------------- httptools callbacks
+
+    def on_message_begin(self) -> None:
+        if self._framing:
+            self._junk = True  # a second response to one request: ignored, and the connection is closed
+        self._reason = b""
+        self._headers = []
+
+    def on_status(self, status: bytes) -> None:
+        self._reason += status
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._headers.append((name.decode("utf-8", "surrogateescape"), value.decode("utf-8", "surrogateescape")))
+
+    def on_headers_complete(self) -> None:
+        if self._junk:
+            return
+        status = self._parser.get_status_code()
+        if status == 101:
+            self._fail(UpstreamError(f"upstream {self.label} switched protocols; sigproxy speaks HTTP/1.1 only"))
+            return
+        if 100 <= status < 200:
+            self._interim = True  # 100 Continue, 103 Early Hints: the final response follows
+            return
+        length: int | None = None
+        coding: str | None = None
+        for name, value in self._headers:
+            low = name.lower()
+            if low == "transfer-encoding":
+                coding = value.rsplit(",", 1)[-1].strip().lower()
+            elif low == "content-length" and length is None:
+                length = int(value)  # llhttp has checked it is digits and that repeats agree
+        if coding is not None:
+            length = None
+        if self._head_only or status in (204, 304):
+            framing = "none"
+        elif coding is not None:
+            # RFC 9112 6.3 items 3-4: Transfer-Encoding over Content-Length; chunked last, else until the close
+            framing = "chunked" if coding == "chunked" else "close"
+        else:
+            framing = "length" if length is not None else "close"
+        self._framing = framing
+        response = UpstreamResponse(self, status, self._reason.decode("latin-1"), self._headers, length)
+        if self._head is not None and not self._head.done():
+            self._head.set_result(response)
+        if framing == "none" or (framing == "length" and length == 0):
+            # llhttp would wait for a HEAD response's Content-Length bytes: the message ends here.
+            self._complete()
+
+    def on_body(self, body: bytes) -> None:
+        if self.body_done:
+            self._junk = True  # bytes after a HEAD response's head
+            return
+        self._body.append(body)
+        self._buffered += len(body)
+        if self._buffered > _HIGH_WATER and not self._reading_paused and self.transport is not None:
+            self._reading_paused = True
+            self.transport.pause_reading()
+        self._wake()
+
+    def on_message_complete(self) -> None:
+        if self._junk:
+            return
+        if self._interim:
+            self._interim = False
+            return
+        if not self.body_done:
+            self._complete()
+
+    # ---------------------------------------------------------------- the request
+
+    async def request(self, method: str, head: bytes, body: bytes | AsyncIterator[bytes | memoryview] | None,
+                      chunked: bool) -> UpstreamResponse:
+        """Send ``head`` (from :func:`request_head`) and ``body``; return once the final response head is in.
+
+        A streamed body is written by a task of its own, so a response that comes before the body's end (an
+        early refusal) is returned; the connection is then not reused. Raises
+        :class:`~sigproxy.errors.UpstreamError` / :class:`~sigproxy.errors.UpstreamTimeout`."""
+        transport = self.transport
+        if transport is None or self.closed or self._active:
+            raise UpstreamError(f"upstream {self.label}: the connection is not ready for a request")
+        self._active = True
+        if self._head_only:  # the last response was to HEAD: its parser may wait for a body that never comes
+            self._parser = httptools.HttpResponseParser(self)
+        self._head_only = method == "HEAD"
+        self._framing = ""
+        self.body_done = False
+        self._error = None
+        self._junk = self._interim = self._keep_alive = self.received = False
+        head_future: asyncio.Future[UpstreamResponse] = self._loop.create_future()
+        self._head = head_future
+        if body is None or isinstance(body, bytes):
+            transport.write(head + body if body and len(body) <= 16384 else head)
+            if body and len(body) > 16384:
+                transport.write(body)
+            self._body_sent()
+        else:
+            transport.write(head)
+            self._writer = self._loop.create_task(self._write_stream(body, chunked))
+        try:
+            return await head_future
+        except asyncio.CancelledError:
+            self._close(abort=True)
+            raise
+
+    async def _write_stream(self, body: AsyncIterator[bytes | memoryview], chunked: bool) -> None:
+        transport = self.transport
+        assert transport is not None
+        try:
+            async for piece in body:
+                if self.closed or self.body_done:
+                    break  # the upstream answered or went away: the rest is not wanted
+                if not piece:
+                    continue
+                if chunked:
+                    transport.writelines((b"%x\r\n" % len(piece), piece, b"\r\n"))
+                else:
+                    transport.write(piece)
+                if self._writing_paused:
+                    await self._drained()
+            else:
+                if chunked and not self.closed:
+                    transport.write(b"0\r\n\r\n")
+                self._body_sent()
+                return
+        except SigproxyError as exc:
+            self._fail(exc)
+        except Exception as exc:  # whatever the body's source raised ends this request
+            self._fail(UpstreamError(f"upstream {self.label} failed: sending the body: {type(exc).__name__}: {exc}"))
+        finally:
+            if not self._sent:
+                aclose = getattr(body, "aclose", None)
+                if aclose is not None:
+                    await aclose()
+        self._close(abort=True)
+
+    def _body_sent(self) -> None:
+        self._sent = True
+        self._last_read = self._loop.time()
+        self._arm()
+
+    async def _drained(self) -> None:
+        while self._writing_paused and not self.closed:
+            self._drain = self._loop.create_future()
+            await self._drain
+
+    def _wake_drain(self) -> None:
+        if self._drain is not None and not self._drain.done():
+            self._drain.set_result(None)
+        self._drain = None
+
+    # ---------------------------------------------------------------- the response body
+
+    def take_body(self) -> bytes:
+        """What body has arrived and not been taken yet (``b""`` for none); raises the connection's error once
+        the body buffered before it is taken."""
+        body = self._body
+        if not body:
+            if self._error is not None and not self.body_done:
+                raise self._error
+            return b""
+        chunk = body.popleft() if len(body) == 1 else b"".join(body)
+        body.clear()
+        self._buffered = 0
+        if self._reading_paused and self.transport is not None and not self.closed:
+            self._reading_paused = False
+            self.transport.resume_reading()
+        return chunk
+
+    async def wait_body(self) -> None:
+        """Until more body, its end or an error."""
+        if self._body or self.body_done or self._error is not None:
+            return
+        self._waiter = self._loop.create_future()
+        self._arm()
+        try:
+            await self._waiter
+        finally:
+            self._waiter = None
+
+    # ---------------------------------------------------------------- endings
+
+    def finish(self) -> None:
+        """The response is done with: hand the connection back when it can carry another request, else close
+        it (a body not read to its end, an early response, ``Connection: close``, stray bytes)."""
+        if not self._active:
+            return
+        reusable = (self.body_done and self._error is None and self._sent and self._keep_alive and not self._junk
+                    and not self.closed and not self._reading_paused)
+        self._active = False
+        self._head = None
+        self._cancel_timer()
+        self._body.clear()
+        self._buffered = 0
+        if self._writer is not None and not self._writer.done():
+            self._writer.cancel()
+            reusable = False
+        self._writer = None
+        self._sent = False
+        if not reusable:
+            self._close(abort=not self.body_done)
+            return
+        self.idle_since = self._loop.time()
+        if self._on_idle is not None:
+            self._on_idle(self)
+
+    def close(self) -> None:
+        """Close the connection (an idle one, or at shutdown)."""
+        self._close(abort=False)
+
+    def _complete(self) -> None:
+        self.body_done = True
+        self._keep_alive = self._parser.should_keep_alive() and self._framing != "close"
+        self._cancel_timer()
+        self._wake()
+
+    def _fail(self, exc: SigproxyError) -> None:
+        if self._error is None:
+            self._error = exc
+        if self._head is not None and not self._head.done():
+            self._head.set_exception(exc)
+        self._wake()
+        self._close(abort=True)
+
+    def _wake(self) -> None:
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_result(None)
+
+    def _close(self, *, abort: bool) -> None:
+        if self.transport is not None and not self.transport.is_closing():
+            if abort:
+                self.transport.abort()
+            else:
+                self.transport.close()
+        self.closed = True
+
+    # ---------------------------------------------------------------- the read timeout
+
+    def _arm(self) -> None:
+        """Time the wait for the next bytes from now on (one timer per wait, checked at expiry against the
+        last read rather than moved on every read)."""
+        if self._timer is None and self._sent and not self.body_done and self._read_timeout > 0:
+            self._timer = self._loop.call_at(self._last_read + self._read_timeout, self._expired)
+
+    def _expired(self) -> None:
+        self._timer = None
+        if not self._active or self.body_done or self.closed:
+            return
+        now = self._loop.time()
+        if self._waiter is None and self._head is not None and self._head.done():
+            self._last_read = now  # nobody is waiting for the upstream (the body is being passed on): not its delay
+        due = self._last_read + self._read_timeout
+        if now < due:
+            self._timer = self._loop.call_at(due, self._expired)
+            return
+        self._fail(UpstreamTimeout(f"upstream {self.label} timed out"))
+
+    def _cancel_timer(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
