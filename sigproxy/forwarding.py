@@ -119,9 +119,9 @@ class Upstream:
         Redirects are never followed: a 3xx is the response. Raises
         :class:`~sigproxy.errors.UpstreamError` and :class:`~sigproxy.errors.UpstreamTimeout`."""
         scheme, authority, target = _split(url)
-        host, port = _host_port(scheme, authority)
+        host, port, literal = _host_port(scheme, authority)
         policy = _policy(connection, explicit_hosts, private_networks)
-        if is_ip_literal(host):
+        if literal:
             policy.check(host, port, host)
         try:
             head, chunked = request_head(method, target, authority, headers, body)
@@ -300,8 +300,9 @@ def _split(url: str) -> tuple[str, str, str]:
 
 
 @functools.lru_cache(maxsize=1024)
-def _host_port(scheme: str, authority: str) -> tuple[str, int]:
-    """Host (IPv6 without brackets, lowercase) and port of an authority (RFC 3986 3.2)."""
+def _host_port(scheme: str, authority: str) -> tuple[str, int, bool]:
+    """Host (IPv6 without brackets, lowercase) and port of an authority (RFC 3986 3.2), and whether the host
+    is an IP literal (:func:`~sigproxy.egress.is_ip_literal`)."""
     try:
         parts = urlsplit(f"{scheme}://{authority}")
         port = parts.port
@@ -309,4 +310,4 @@ def _host_port(scheme: str, authority: str) -> tuple[str, int]:
         raise UpstreamError(f"cannot send to {authority[:80]!r}: {exc}") from exc
     if not parts.hostname:
         raise UpstreamError(f"cannot send to {authority[:80]!r}: no host")
-    return parts.hostname, port or _DEFAULT_PORTS[scheme]
+    return parts.hostname, port or _DEFAULT_PORTS[scheme], is_ip_literal(parts.hostname)

@@ -90,8 +90,16 @@ class UpstreamResponse:
     async def read(self) -> bytes:
         """The whole body. Raises :class:`~sigproxy.errors.UpstreamError` or
         :class:`~sigproxy.errors.UpstreamTimeout`."""
-        parts = [chunk async for chunk in self.iter_any()]
-        return parts[0] if len(parts) == 1 else b"".join(parts)
+        conn = self._conn
+        parts = []
+        while True:
+            chunk = conn.take_body()
+            if chunk:
+                parts.append(chunk)
+            elif conn.body_done:
+                return parts[0] if len(parts) == 1 else b"".join(parts)
+            else:
+                await conn.wait_body()
 
     async def iter_any(self) -> AsyncIterator[bytes]:
         """The body as it arrives: all that is buffered, at each step. Raises as :meth:`read`."""
@@ -378,7 +386,6 @@ class H1Connection(asyncio.Protocol):
         if self._body or self.body_done or self._error is not None:
             return
         self._waiter = self._loop.create_future()
-        self._arm()
         try:
             await self._waiter
         finally:
@@ -395,7 +402,6 @@ class H1Connection(asyncio.Protocol):
                     and not self.closed and not self._reading_paused)
         self._active = False
         self._head = None
-        self._cancel_timer()
         self._body.clear()
         self._buffered = 0
         if self._writer is not None and not self._writer.done():
@@ -417,7 +423,6 @@ class H1Connection(asyncio.Protocol):
     def _complete(self) -> None:
         self.body_done = True
         self._keep_alive = self._parser.should_keep_alive() and self._framing != "close"
-        self._cancel_timer()
         self._wake()
 
     def _fail(self, exc: SigproxyError) -> None:
@@ -443,18 +448,23 @@ class H1Connection(asyncio.Protocol):
     # ---------------------------------------------------------------- the read timeout
 
     def _arm(self) -> None:
-        """Time the wait for the next bytes from now on (one timer per wait, checked at expiry against the
-        last read rather than moved on every read)."""
-        if self._timer is None and self._sent and not self.body_done and self._read_timeout > 0:
+        """Start the connection's one read timer if it is not running. It is never moved per read or per
+        request: at expiry it compares the time of the last read with the timeout and goes again."""
+        if self._timer is None and self._read_timeout > 0 and not self.closed:
             self._timer = self._loop.call_at(self._last_read + self._read_timeout, self._expired)
 
     def _expired(self) -> None:
         self._timer = None
-        if not self._active or self.body_done or self.closed:
+        if self.closed:
             return
         now = self._loop.time()
-        if self._waiter is None and self._head is not None and self._head.done():
-            self._last_read = now  # nobody is waiting for the upstream (the body is being passed on): not its delay
+        head = self._head
+        # Waiting on the upstream: the request is sent, and the head or more body is awaited (not while the
+        # body received is being passed on, nor while reading is paused because of it).
+        waiting = (self._active and self._sent and not self.body_done
+                   and (self._waiter is not None or (head is not None and not head.done())))
+        if not waiting:
+            self._last_read = max(self._last_read, now)
         due = self._last_read + self._read_timeout
         if now < due:
             self._timer = self._loop.call_at(due, self._expired)

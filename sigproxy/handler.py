@@ -145,12 +145,14 @@ class RequestIds:
 class Handler:
     """Signs and forwards requests; shared by every listener. Holds no per-request state."""
 
-    __slots__ = ("_clock", "_config", "_failures", "_ids", "_metrics", "_providers", "_signer", "_upstream")
+    __slots__ = ("_clock", "_config", "_failures", "_ids", "_metrics", "_providers", "_signer", "_spool_dir",
+                 "_upstream")
 
     def __init__(self, config: Config, providers: Providers, upstream: Upstream, signer: Signer, *,
                  metrics: Metrics, ids: RequestIds, failures: AuthFailures | None = None,
                  clock: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
         self._config = config
+        self._spool_dir = config.proxy.state_dir / "spool"
         self._providers = providers
         self._upstream = upstream
         self._signer = signer
@@ -187,14 +189,15 @@ class Handler:
     async def __call__(self, request: web.BaseRequest, exchange: Exchange) -> web.StreamResponse:
         request_id = self._next_id()
         started = time.monotonic()
-        info: dict[str, object] = {"request_id": request_id, "client": request.remote, "method": request.method,
+        remote = request.remote  # a peername lookup each time it is read
+        info: dict[str, object] = {"request_id": request_id, "client": remote, "method": request.method,
                                    "host": exchange.target.host, "path": audit_path(exchange.target)}
         try:
-            self._failures.check(request.remote)
+            self._failures.check(remote)
             try:
                 response = await self._handle(request, exchange, info)
             except (BadProxyToken, ClientSignatureInvalid):
-                self._failures.record(request.remote)
+                self._failures.record(remote)
                 raise
         except SigproxyError as exc:
             info["error"], info["status"] = exc.code, exc.status
@@ -288,7 +291,7 @@ class Handler:
             plan = untouched_plan(request, config.proxy)
         else:
             plan = await plan_body(request, conn, config.proxy, aws_chunked=policy_for(service).chunked,
-                                   upstream_tls=scheme == "https", spool_dir=config.proxy.state_dir / "spool")
+                                   upstream_tls=scheme == "https", spool_dir=self._spool_dir)
         info["body"] = plan.mode
         try:
             if received is not None:
