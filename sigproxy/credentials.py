@@ -84,6 +84,9 @@ class Identity:
     source_identity: str | None = None
 
 
+_NO_ROLE = Identity()  # static keys and the default chain act as themselves: one shared answer
+
+
 def _effective_user(conn: ConnectionConfig, user: str | None) -> str | None:
     """The id templates are rendered with: ``user``, :data:`NO_USER` without one, ``None`` unless per user."""
     if not conn.user_header:
@@ -99,7 +102,7 @@ def _identity(conn: ConnectionConfig, user: str | None) -> Identity:
     """The rendered identity for effective ``user`` (always legal for STS: see :mod:`sigproxy.users`)."""
     c = conn.credentials
     if c.source in ("static", "chain"):
-        return Identity()
+        return _NO_ROLE
     if c.source == "sts_endpoint":
         return Identity(role_arn=c.role_arn)
     return Identity(role_arn=c.role_arn, session_name=_render(c.session_name, user),

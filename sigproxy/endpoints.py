@@ -10,6 +10,7 @@ Must not: do I/O, know about connections or requests.
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass
 
@@ -127,6 +128,10 @@ _GLOBAL: dict[str, dict[str, str]] = {
 # `iam.us-gov.amazonaws.com`: GovCloud's global IAM endpoint.
 _GOV_GLOBAL = {"iam": "us-gov-west-1", "route53": "us-gov-west-1", "organizations": "us-gov-west-1"}
 _SKIP = frozenset({"dualstack", "fips"})
+# Host names whose answer is kept (a proxy signs for a handful of hosts, again and again), and the longest kept:
+# a DNS name has at most 253 characters, so anything longer is worked out each time and never held.
+_CACHE_SIZE = 1024
+_CACHED_LEN = 254
 
 
 @dataclass(frozen=True, slots=True)
@@ -172,6 +177,12 @@ def _s3(labels: list[str], suffix_region: str) -> Endpoint | None:
 
 def parse_host(host: str) -> Endpoint:
     """Work out the signing service and region from an AWS host name; fields are ``None`` when unknown."""
+    if len(host) <= _CACHED_LEN:
+        return _parse_host_cached(host)
+    return _parse_host(host)
+
+
+def _parse_host(host: str) -> Endpoint:
     host = host.lower().rstrip(".")
     match = next(((sfx, reg) for sfx, reg in _SUFFIXES if host.endswith(sfx)), None)
     if match is None:
@@ -221,3 +232,6 @@ def parse_host(host: str) -> Endpoint:
         if len(before) >= n and ".".join(before[-n:]) in _SIGNING_NAMES:
             return Endpoint(_SIGNING_NAMES[".".join(before[-n:])], region)
     return Endpoint(_signing_name(before[-1]), region)
+
+
+_parse_host_cached = functools.lru_cache(maxsize=_CACHE_SIZE)(_parse_host)

@@ -69,7 +69,10 @@ class Histogram:
         self.series: dict[tuple[str, ...], tuple[list[int], list[float]]] = {}
 
     def observe(self, value: float, *labels: str) -> None:
-        counts, total = self.series.setdefault(labels, ([0] * (len(self.buckets) + 1), [0.0]))
+        series = self.series.get(labels)
+        if series is None:  # not setdefault: that would build the empty series on every call
+            series = self.series[labels] = ([0] * (len(self.buckets) + 1), [0.0])
+        counts, total = series
         counts[bisect.bisect_left(self.buckets, value)] += 1
         total[0] += value
 

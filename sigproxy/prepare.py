@@ -16,7 +16,7 @@ from datetime import datetime
 from typing import Literal
 
 from .errors import UnsupportedRequest
-from .routing import Target, is_signed_header, upstream_headers
+from .routing import Target, is_signed_header, upstream_headers, upstream_headers_lower
 from .signing import (
     EMPTY_SHA256,
     PRESIGN_PARAMS,
@@ -85,11 +85,12 @@ def payload_hash_for(claimed: str | None, body: bytes) -> str:
     return sha256_hex(body) if body else EMPTY_SHA256
 
 
-def _wire(target: Target, policy: SigningPolicy,
-          scheme: str | None) -> tuple[str, tuple[tuple[str, str | None], ...], str]:
+def _wire(target: Target, policy: SigningPolicy) -> tuple[str, tuple[tuple[str, str | None], ...]]:
+    """The path and query pairs as they go upstream (and are signed)."""
     path = normalize_s3_path(target.path) if policy.s3 else target.path
-    query = tuple(p for p in normalize_query(target.query) if p[0].lower() not in PRESIGN_PARAMS)
-    return path, query, f"{scheme or target.scheme}://{target.authority}"
+    if not target.query:
+        return path, ()
+    return path, tuple(p for p in normalize_query(target.query) if p[0].lower() not in PRESIGN_PARAMS)
 
 
 def sign_request(
@@ -110,26 +111,34 @@ def sign_request(
     ``X-Amz-Content-SHA256`` (when the service requires it, :func:`~sigproxy.signing.policy_for`, or the
     client sent one), then sign."""
     policy = policy_for(service)
-    headers = list(headers)
-    had_hash = any(k.lower() == "x-amz-content-sha256" for k, _ in headers)
-    out = [(k, v) for k, v in upstream_headers(headers) if k.lower() != "x-amz-content-sha256"]
-    out.append(("Host", target.authority))
-    out.append(("X-Amz-Date", amz_date(now)))
+    kept, sent = upstream_headers_lower(headers)
+    out: list[tuple[str, str]] = []
+    signed: list[tuple[str, str]] = []
+    for name, value, low in kept:
+        if low != "x-amz-content-sha256":
+            out.append((name, value))
+            if is_signed_header(low):
+                signed.append((name, value))
+    authority = target.authority
+    # Every header added here is signed.
+    added = [("Host", authority), ("X-Amz-Date", amz_date(now))]
     if creds.session_token:
-        out.append(("X-Amz-Security-Token", creds.session_token))
-    if policy.payload_header or had_hash:
-        out.append(("X-Amz-Content-SHA256", payload_hash))
-    path, query, origin = _wire(target, policy, upstream_scheme)
-    signed = tuple((k, v) for k, v in out if is_signed_header(k))
+        added.append(("X-Amz-Security-Token", creds.session_token))
+    if policy.payload_header or "x-amz-content-sha256" in sent:
+        added.append(("X-Amz-Content-SHA256", payload_hash))
+    out += added
+    signed += added
+    path, query = _wire(target, policy)
     sig = signer.sign_headers(
-        CanonicalInput(method, path, query, signed, payload_hash),
+        CanonicalInput(method, path, query, tuple(signed), payload_hash),
         creds, region=region, service=service, now=now, policy=policy,
     )
     out.append(("Authorization", sig.authorization))
     if body_length:
         out.append(("Content-Length", str(body_length)))
-    qs = encode_query(query)
-    return SignedRequest(method, origin + path + (f"?{qs}" if qs else ""), tuple(out), sig)
+    qs = encode_query(query) if query else ""
+    url = f"{upstream_scheme or target.scheme}://{authority}{path}{'?' if qs else ''}{qs}"
+    return SignedRequest(method, url, tuple(out), sig)
 
 
 def untouched_request(*, method: str, target: Target, headers: Iterable[tuple[str, str]], body_length: int | None,
@@ -160,9 +169,11 @@ def presign_request(
     """Query auth: a presigned URL. Signs ``host`` plus any ``x-amz-*``/content headers given;
     S3's signing names use ``UNSIGNED-PAYLOAD``, other services the empty body's hash."""
     policy = policy_for(service)
+    authority = target.authority
     out = [(k, v) for k, v in upstream_headers(headers) if k.lower() != "x-amz-content-sha256"]
-    out.append(("Host", target.authority))
-    path, query, origin = _wire(target, policy, upstream_scheme)
+    out.append(("Host", authority))
+    path, query = _wire(target, policy)
+    origin = f"{upstream_scheme or target.scheme}://{authority}"
     signed = tuple((k, v) for k, v in out if is_signed_header(k))
     sig = signer.presign(
         CanonicalInput(method, path, query, signed, UNSIGNED_PAYLOAD if policy.s3 else EMPTY_SHA256),

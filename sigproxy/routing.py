@@ -25,6 +25,7 @@ import base64
 import binascii
 import difflib
 import fnmatch
+import functools
 import hmac
 import re
 from collections.abc import Iterable, Mapping, Sized
@@ -60,6 +61,7 @@ __all__ = [
     "presigned_by_client",
     "HOP_BY_HOP",
     "upstream_headers",
+    "upstream_headers_lower",
     "is_signed_header",
 ]
 
@@ -73,10 +75,15 @@ HOP_BY_HOP = frozenset(
 _DROP = frozenset(
     {"authorization", "x-amz-date", "x-amz-security-token", "expect", "host", "content-length"}
 )
+_NOT_FORWARDED = HOP_BY_HOP | _DROP
 _SIGNED_EXTRA = frozenset({"host", "content-type", "content-md5"})
 _CREDENTIAL = re.compile(r"Credential=([^/,\s]+)/(\d{8})/([^/,\s]+)/([^/,\s]+)/aws4_request")
 _PORTS = {"http": 80, "https": 443}
 _MAX_SUGGEST = 2000  # more connections than this: an unknown name gets no "closest" suggestions
+# Request-target authorities whose split is kept (most clients talk to a handful of hosts), and the longest
+# kept: a host name has at most 253 characters, so a longer authority is split each time instead.
+_AUTHORITY_CACHE = 512
+_AUTHORITY_CACHED_LEN = 270
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,6 +135,9 @@ def _split_authority(authority: str, scheme: str) -> tuple[str, int]:
     return host.lower(), _PORTS[scheme]
 
 
+_split_authority_cached = functools.lru_cache(maxsize=_AUTHORITY_CACHE)(_split_authority)
+
+
 def parse_absolute_target(raw: str) -> Target:
     """Split an absolute-form request target (``http://host:port/path?query``) keeping path and query raw."""
     scheme, sep, rest = raw.partition("://")
@@ -138,11 +148,16 @@ def parse_absolute_target(raw: str) -> Target:
         )
     if "#" in rest:
         rest = rest.split("#", 1)[0]
-    slash = min((i for i in (rest.find("/"), rest.find("?")) if i >= 0), default=len(rest))
+    slash, mark = rest.find("/"), rest.find("?")
+    if slash < 0 or 0 <= mark < slash:
+        slash = mark if mark >= 0 else len(rest)
     authority, path_query = rest[:slash], rest[slash:]
     if "@" in authority:
         raise BadRequest("user information in the request target is not allowed")
-    host, port = _split_authority(authority, scheme)
+    if len(authority) <= _AUTHORITY_CACHED_LEN:
+        host, port = _split_authority_cached(authority, scheme)
+    else:
+        host, port = _split_authority(authority, scheme)
     path, _, query = path_query.partition("?")
     return Target(scheme, host, port, path or "/", query)
 
@@ -354,23 +369,29 @@ def check_policy(conn: ConnectionConfig, method: str, service: str, region: str,
 
     Raises :class:`PolicyRefused` naming the rule.
     """
-    where = f"connection {conn.name!r}"
     if conn.allowed_services and service not in conn.allowed_services:
-        raise PolicyRefused(f"{where}: service {service!r} is not in allowed_services")
+        raise _refused(conn, f"service {service!r} is not in allowed_services")
     if conn.allowed_regions and region not in conn.allowed_regions:
-        raise PolicyRefused(f"{where}: region {region!r} is not in allowed_regions")
+        raise _refused(conn, f"region {region!r} is not in allowed_regions")
     if conn.allowed_methods and method.upper() not in conn.allowed_methods:
         rule = "read_only" if conn.allowed_methods == ("GET", "HEAD") else "allowed_methods"
-        raise PolicyRefused(f"{where}: method {method} is not allowed ({rule})")
+        raise _refused(conn, f"method {method} is not allowed ({rule})")
     if conn.deny_amz_headers:
         for name, _ in headers:
             low = name.lower()
             if low.startswith("x-amz-") and any(fnmatch.fnmatchcase(low, g) for g in conn.deny_amz_headers):
-                raise PolicyRefused(f"{where}: header {low!r} is refused (deny_amz_headers)")
+                raise _refused(conn, f"header {low!r} is refused (deny_amz_headers)")
+
+
+def _refused(conn: ConnectionConfig, why: str) -> PolicyRefused:
+    return PolicyRefused(f"connection {conn.name!r}: {why}")
 
 
 def presigned_by_client(query: str) -> bool:
     """Whether the query carries a presigned request's own signature (SigV4, or S3's legacy SigV2)."""
+    low = query.lower()
+    if "signature" not in low and "credential" not in low:
+        return False  # each name below holds one of the two, and a name's lower case is part of the query's
     keys = {part.split("=", 1)[0].lower() for part in query.split("&")}
     return bool(keys & {"x-amz-signature", "x-amz-credential"}) or {"signature", "awsaccesskeyid"} <= keys
 
@@ -385,8 +406,9 @@ def check_shape(target: Target, headers: Mapping[str, str], service: str) -> Non
             or "AWS4-ECDSA-P256-SHA256" in target.query):
         raise UnsupportedRequest("SigV4A (multi-region, ECDSA) requests are not signed by sigproxy")
     # The bucket as the server reads it: the path decoded once (``/b--x-s3%2Fk`` is bucket ``b--x-s3``).
-    bucket_in_path = unquote(target.path).lstrip("/").split("/", 1)[0]
-    if policy_for(service).s3 and ("--x-s3" in target.host or bucket_in_path.endswith("--x-s3")):
+    if policy_for(service).s3 and (
+        "--x-s3" in target.host or unquote(target.path).lstrip("/").split("/", 1)[0].endswith("--x-s3")
+    ):
         raise UnsupportedRequest("S3 Express One Zone (--x-s3 buckets) needs session auth sigproxy does not do")
     if "Upgrade" in headers:
         raise UnsupportedRequest(f"protocol upgrades ({headers['Upgrade'][:40]}) are not proxied")
@@ -395,25 +417,28 @@ def check_shape(target: Target, headers: Mapping[str, str], service: str) -> Non
 def upstream_headers(headers: Iterable[tuple[str, str]]) -> list[tuple[str, str]]:
     """The client's headers that go upstream: hop-by-hop, ``Connection``-named, ``Proxy-*``,
     ``X-Sigproxy-*`` and the client's own auth removed. ``Host``/``Content-Length`` are set again later."""
-    headers = list(headers)
+    return [(name, value) for name, value, _ in upstream_headers_lower(headers)[0]]
+
+
+def upstream_headers_lower(
+    headers: Iterable[tuple[str, str]],
+) -> tuple[list[tuple[str, str, str]], list[str]]:
+    """:func:`upstream_headers` with each name's lower case, ``(name, value, lower-case name)``, and the lower-case
+    names of every header given, those removed too (each name is lower-cased once)."""
+    pairs = headers if isinstance(headers, list | tuple) else list(headers)
+    lows = [name.lower() for name, _ in pairs]
     named = {
         tok.strip().lower()
-        for name, value in headers
-        if name.lower() == "connection"
+        for (_, value), low in zip(pairs, lows, strict=True)
+        if low == "connection"
         for tok in value.split(",")
-    }
-    out = []
-    for name, value in headers:
-        low = name.lower()
-        if (
-            low in HOP_BY_HOP
-            or low in _DROP
-            or low in named
-            or low.startswith(("proxy-", "x-sigproxy-"))
-        ):
-            continue
-        out.append((name, value))
-    return out
+    } if "connection" in lows else ()
+    kept = [
+        (name, value, low)
+        for (name, value), low in zip(pairs, lows, strict=True)
+        if not (low in _NOT_FORWARDED or low in named or low.startswith(("proxy-", "x-sigproxy-")))
+    ]
+    return kept, lows
 
 
 def is_signed_header(name: str) -> bool:

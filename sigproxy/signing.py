@@ -19,15 +19,16 @@ The rules follow the AWS SigV4 documentation and agree with botocore's signer:
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import hashlib
 import hmac
-from collections.abc import Iterable, Mapping
+import re
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from types import MappingProxyType
 from urllib.parse import quote, quote_from_bytes, unquote, unquote_to_bytes
-
-from cachetools import LRUCache
 
 __all__ = [
     "ALGORITHM",
@@ -68,6 +69,9 @@ PRESIGN_PARAMS = frozenset(
 )
 # Characters SigV4's UriEncode leaves alone besides ASCII letters and digits.
 _UNRESERVED = "-_.~"
+# A path :func:`normalize_s3_path` gives back as it is: nothing to decode, nothing to encode.
+_PLAIN_PATH = re.compile(r"[A-Za-z0-9/_.~-]+")
+_SECOND = timedelta(seconds=1)
 # Bound on derived keys kept: one per (secret, date, region, service) in use; a day's worth for many tenants.
 _KEY_CACHE_SIZE = 4096
 
@@ -166,12 +170,30 @@ class Signature:
     """For query auth: the full query to send, presign parameters included."""
 
 
+# The second amz_date formatted last: (its start, the next second's start, its stamp), all UTC. Empty at first.
+_NEVER = datetime.max.replace(tzinfo=UTC)
+_last_stamp: tuple[datetime, datetime, str] = (_NEVER, _NEVER, "")
+
+
 def amz_date(now: datetime) -> str:
-    """``20150830T123600Z`` for an aware datetime (converted to UTC)."""
-    if now.tzinfo is None:
-        raise ValueError("signing time must be timezone-aware")
-    t = now.astimezone(UTC)
-    return f"{t.year:04d}{t.month:02d}{t.day:02d}T{t.hour:02d}{t.minute:02d}{t.second:02d}Z"
+    """``20150830T123600Z`` for an aware datetime (converted to UTC).
+
+    The stamp of the last second formatted is kept: a proxy signs many requests a second, each at the clock's
+    ``now``, and every time within that second has the same stamp.
+    """
+    global _last_stamp  # noqa: PLW0603 -- one tuple, swapped whole: safe to read from any thread
+    if now.tzinfo is not UTC:
+        if now.tzinfo is None:
+            raise ValueError("signing time must be timezone-aware")
+        now = now.astimezone(UTC)
+    start, end, stamp = _last_stamp
+    if start <= now < end:
+        return stamp
+    stamp = f"{now.year:04d}{now.month:02d}{now.day:02d}T{now.hour:02d}{now.minute:02d}{now.second:02d}Z"
+    start = now.replace(microsecond=0)
+    with contextlib.suppress(OverflowError):  # the very last second (9999-12-31T23:59:59Z) is not kept
+        _last_stamp = (start, start + _SECOND, stamp)
+    return stamp
 
 
 def sha256_hex(data: bytes) -> str:
@@ -222,6 +244,8 @@ def normalize_s3_path(raw_path: str) -> str:
     """
     if not raw_path:
         return "/"
+    if _PLAIN_PATH.fullmatch(raw_path):
+        return raw_path
     raw = unquote_to_bytes(raw_path.encode("utf-8", "surrogateescape"))
     return quote_from_bytes(raw, safe="/" + _UNRESERVED)
 
@@ -250,25 +274,61 @@ def encode_query(pairs: Iterable[tuple[str, str | None]]) -> str:
 
 
 def canonical_query(pairs: Iterable[tuple[str, str | None]]) -> str:
-    return "&".join(f"{k}={v}" for k, v in sorted((k, v or "") for k, v in pairs))
+    if pairs == ():  # most requests: no query at all
+        return ""
+    return "&".join([f"{k}={v}" for k, v in sorted([(k, v or "") for k, v in pairs])])
 
 
 def canonical_headers(headers: Iterable[tuple[str, str]]) -> tuple[str, str]:
     """``(canonical headers block, signed headers list)``."""
-    merged: dict[str, list[str]] = {}
+    merged: dict[str, str] = {}
     for name, value in headers:
-        merged.setdefault(name.strip().lower(), []).append(" ".join(value.split()))
+        key = name.strip().lower()
+        text = " ".join(value.split())
+        if key in merged:
+            merged[key] += "," + text
+        else:
+            merged[key] = text
     names = sorted(merged)
-    block = "".join(f"{n}:{','.join(merged[n])}\n" for n in names)
-    return block, ";".join(names)
+    return "".join([f"{n}:{merged[n]}\n" for n in names]), ";".join(names)
 
 
 def _hmac(key: bytes, msg: str) -> bytes:
     return hmac.new(key, msg.encode("utf-8"), hashlib.sha256).digest()
 
 
+# HMAC's inner and outer pads (RFC 2104) as byte translation tables, as the hmac module builds them.
+_IPAD = bytes(b ^ 0x36 for b in range(256))
+_OPAD = bytes(b ^ 0x5C for b in range(256))
+_SHA256_BLOCK = 64
+
+
+def _derive_key(secret: str, date: str, region: str, service: str) -> tuple[bytes, Callable[[bytes], str]]:
+    """``kSigning`` and a function giving the hex HMAC-SHA256 of a message under it.
+
+    The function starts from the key's padded inner and outer hashes, computed here once (RFC 2104: what
+    :func:`hmac.new` does on every call), so a signature costs four hash calls instead of a keyed MAC set-up.
+    """
+    k_date = _hmac(f"AWS4{secret}".encode(), date)
+    k_region = _hmac(k_date, region)
+    k_service = _hmac(k_region, service)
+    key = _hmac(k_service, "aws4_request")
+    padded = key.ljust(_SHA256_BLOCK, b"\0")  # 32 bytes: shorter than a block, so used as it is
+    inner, outer = hashlib.sha256(padded.translate(_IPAD)), hashlib.sha256(padded.translate(_OPAD))
+
+    def mac(msg: bytes) -> str:
+        inner_hash = inner.copy()
+        inner_hash.update(msg)
+        outer_hash = outer.copy()
+        outer_hash.update(inner_hash.digest())
+        return outer_hash.hexdigest()
+
+    return key, mac
+
+
 class Signer:
-    """SigV4 signer with a bounded cache of derived signing keys (the expensive part: four HMACs).
+    """SigV4 signer with a bounded cache of derived signing keys (the expensive part: four HMACs), each kept
+    with its HMAC pads hashed.
 
     Pure apart from that cache: callers pass the time; nothing is read from the environment.
     """
@@ -276,19 +336,12 @@ class Signer:
     __slots__ = ("_keys",)
 
     def __init__(self, key_cache_size: int = _KEY_CACHE_SIZE) -> None:
-        self._keys: LRUCache[tuple[str, str, str, str], bytes] = LRUCache(maxsize=key_cache_size)
+        # functools' LRU cache (in C): a hit is a dict lookup, where a Python-level cache costs a microsecond.
+        self._keys = functools.lru_cache(maxsize=key_cache_size)(_derive_key)
 
     def signing_key(self, secret: str, date: str, region: str, service: str) -> bytes:
         """The derived key ``kSigning`` for one day, region and service."""
-        cache_key = (secret, date, region, service)
-        key = self._keys.get(cache_key)
-        if key is None:
-            k_date = _hmac(f"AWS4{secret}".encode(), date)
-            k_region = _hmac(k_date, region)
-            k_service = _hmac(k_region, service)
-            key = _hmac(k_service, "aws4_request")
-            self._keys[cache_key] = key
-        return key
+        return self._keys(secret, date, region, service)[0]
 
     def _sign(
         self,
@@ -304,19 +357,10 @@ class Signer:
         date = stamp[:8]
         scope = f"{date}/{region}/{service}/aws4_request"
         header_block, signed = canonical_headers(req.headers)
-        creq = "\n".join(
-            (
-                req.method.upper(),
-                canonical_path(req.path, policy),
-                canonical_query(query),
-                header_block,
-                signed,
-                req.payload_hash,
-            )
-        )
-        sts = "\n".join((ALGORITHM, stamp, scope, sha256_hex(creq.encode("utf-8"))))
-        key = self.signing_key(creds.secret_access_key, date, region, service)
-        sig = hmac.new(key, sts.encode("utf-8"), hashlib.sha256).hexdigest()
+        creq = (f"{req.method.upper()}\n{canonical_path(req.path, policy)}\n{canonical_query(query)}\n"
+                f"{header_block}\n{signed}\n{req.payload_hash}")
+        sts = f"{ALGORITHM}\n{stamp}\n{scope}\n{hashlib.sha256(creq.encode()).hexdigest()}"
+        sig = self._keys(creds.secret_access_key, date, region, service)[1](sts.encode())
         return creq, sts, scope, signed, sig
 
     def sign_headers(

@@ -160,6 +160,14 @@ class TestParseHost:
         """Virtual-host style S3 names are flagged as carrying the bucket; path style ones are not."""
         assert parse_host(host).s3_bucket_in_host is in_host
 
+    def test_again_and_long(self) -> None:
+        """A host asked again (its answer is kept) gets the same answer whatever its case; one longer than a host
+        name can be is worked out all the same."""
+        for _ in range(2):
+            assert parse_host("SQS.eu-west-1.amazonaws.com") == Endpoint("sqs", "eu-west-1")
+            assert parse_host("sqs.eu-west-1.amazonaws.com") == Endpoint("sqs", "eu-west-1")
+            assert parse_host("b" * 300 + ".s3.eu-west-1.amazonaws.com") == Endpoint("s3", "eu-west-1", True)
+
     def test_s3_unknown_tail_is_not_guessed(self) -> None:
         """Something after the s3 label that is not a region is not guessed at: nothing is resolved."""
         assert parse_host("bucket.s3.notaregion.amazonaws.com") == Endpoint(None, None)

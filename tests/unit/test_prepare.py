@@ -174,6 +174,15 @@ class TestSignRequestOtherServices:
         assert headers["x-amz-content-sha256"] == BODY_SHA
         assert "x-amz-content-sha256" in signed_headers(headers["authorization"])
 
+    def test_content_sha_named_in_connection(self) -> None:
+        """A client-sent X-Amz-Content-SHA256 that its Connection header names is still what asks for the header
+        outside S3: sent once, signed, with the hash that was signed."""
+        req = sign(self.URL, [("Connection", "X-Amz-Content-SHA256"), ("X-Amz-Content-SHA256", "garbage"),
+                              *self.FORM], service="sqs", body=BODY, method="POST")
+        headers = as_dict(req.headers)
+        assert headers["x-amz-content-sha256"] == BODY_SHA
+        assert "x-amz-content-sha256" in signed_headers(headers["authorization"])
+
     def test_session_token(self) -> None:
         """With a session token outside S3, X-Amz-Security-Token is sent and signed."""
         req = sign(self.URL, self.FORM, service="sqs", creds=SESSION_CREDS, body=BODY, method="POST")

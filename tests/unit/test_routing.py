@@ -26,9 +26,11 @@ from sigproxy.routing import (
     parse_absolute_target,
     parse_client_key_id,
     parse_client_scope,
+    presigned_by_client,
     resolve_service_region,
     select_connection,
     upstream_headers,
+    upstream_headers_lower,
 )
 
 TOKEN = "s3cret-proxy-token"
@@ -166,6 +168,23 @@ class TestParseAbsoluteTarget:
         """A missing host or a malformed IPv6 literal is refused."""
         with pytest.raises(BadRequest):
             parse_absolute_target(raw)
+
+    def test_again(self) -> None:
+        """The same authority again (its split is kept) gives the same target under either scheme, and a bad one
+        is refused every time (a refusal is never kept)."""
+        for _ in range(2):
+            assert parse_absolute_target("http://Bucket.Example:8080/k?a") == Target(
+                "http", "bucket.example", 8080, "/k", "a")
+            assert parse_absolute_target("https://h/").port == 443
+            assert parse_absolute_target("http://h/").port == 80
+            with pytest.raises(BadRequest, match="bad port"):
+                parse_absolute_target("http://h:99999/")
+
+    def test_long_authority(self) -> None:
+        """An authority longer than any host name is split all the same (just not kept)."""
+        host = "A" * 300 + ".example"
+        for _ in range(2):
+            assert parse_absolute_target(f"http://{host}:81/x") == Target("http", host.lower(), 81, "/x", "")
 
 
 class TestParseClientScope:
@@ -561,6 +580,38 @@ class TestUpstreamHeaders:
     def test_empty(self) -> None:
         """No headers in, none out."""
         assert upstream_headers([]) == []
+
+
+    def test_lower(self) -> None:
+        """upstream_headers_lower keeps what upstream_headers keeps, with each lower-case name, and gives the
+        lower-case names of every header given (the removed ones too), in order."""
+        mixed = [h for pair in zip(self.DROPPED, self.KEPT * 2, strict=False) for h in pair]
+        kept, names = upstream_headers_lower(iter(mixed))
+        assert [(k, v) for k, v, _ in kept] == upstream_headers(mixed)
+        assert all(low == k.lower() for k, _, low in kept)
+        assert names == [k.lower() for k, _ in mixed]
+
+
+class TestPresignedByClient:
+    @pytest.mark.parametrize(
+        "query",
+        ["X-Amz-Algorithm=AWS4-HMAC-SHA256&X-Amz-Credential=a%2Fb&X-Amz-Signature=00", "x-amz-signature=1",
+         "X-AMZ-CREDENTIAL=a", "a=1&X-Amz-Credential", "Signature=s&AWSAccessKeyId=k", "awsaccesskeyid=k&SIGNATURE=s",
+         "Expires=1&Signature=s&AWSAccessKeyId=k&x=y"],
+    )
+    def test_presigned(self, query: str) -> None:
+        """SigV4's signature or credential (any case, with or without a value), or SigV2's signature with its
+        key id."""
+        assert presigned_by_client(query)
+
+    @pytest.mark.parametrize(
+        "query",
+        ["", "prefix=a&list-type=2", "Signature=s", "AWSAccessKeyId=k", "x-amz-signatures=1", "credential=x",
+         "a=X-Amz-Signature", "X-Amz-Date=20250101T000000Z&X-Amz-Expires=60", "sign\u0130ature=1"],
+    )
+    def test_not_presigned(self, query: str) -> None:
+        """No signature of the client's own: names that only look like one, or appear as a value, don't count."""
+        assert not presigned_by_client(query)
 
 
 class TestIsSignedHeader:
