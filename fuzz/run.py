@@ -18,10 +18,18 @@ from fuzz.engine import Target, fuzz
 
 
 def all_targets() -> dict[str, Target]:
-    from fuzz import authorization, chunked, config_loader, intake, routing_parsers, sts_answer  # noqa: PLC0415
+    from fuzz import (  # noqa: PLC0415
+        authorization,
+        chunked,
+        config_loader,
+        intake,
+        routing_parsers,
+        sts_answer,
+        upstream_response,
+    )
 
     targets = [*chunked.TARGETS, *config_loader.TARGETS, *sts_answer.TARGETS, *routing_parsers.TARGETS,
-               *authorization.TARGETS, *intake.TARGETS]
+               *authorization.TARGETS, *intake.TARGETS, *upstream_response.TARGETS]
     return {t.name: t for t in targets}
 
 

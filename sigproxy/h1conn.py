@@ -310,7 +310,8 @@ class H1Connection(asyncio.Protocol):
             self._body_sent()
         else:
             transport.write(head)
-            self._writer = self._loop.create_task(self._write_stream(body, chunked))
+            # Held in self._writer until the response is finished with (which cancels it if still running).
+            self._writer = self._loop.create_task(self._write_stream(body, chunked), name=f"body to {self.label}")
         try:
             return await head_future
         except asyncio.CancelledError:

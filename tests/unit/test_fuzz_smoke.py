@@ -8,12 +8,12 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, given, settings
 
-from fuzz import authorization, chunked, config_loader, routing_parsers, sts_answer
+from fuzz import authorization, chunked, config_loader, routing_parsers, sts_answer, upstream_response
 from fuzz.engine import Target, fuzz
 
 TARGETS = {t.name: t for t in [*chunked.TARGETS, *config_loader.TARGETS, *sts_answer.TARGETS,
-                               *routing_parsers.TARGETS, *authorization.TARGETS]}
-EXAMPLES = {"config": 200, "inbound_request": 200, "authorization": 300}
+                               *routing_parsers.TARGETS, *authorization.TARGETS, *upstream_response.TARGETS]}
+EXAMPLES = {"config": 200, "inbound_request": 200, "authorization": 300, "upstream_response": 150}
 
 
 @pytest.mark.parametrize("name", sorted(TARGETS))
