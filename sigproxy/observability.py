@@ -69,6 +69,10 @@ class _JsonFormatter(logging.Formatter):
     def __init__(self, fields: Mapping[str, object] | None = None) -> None:
         super().__init__()
         self._fields = dict(fields or {})
+        # The process's own fields as they follow "msg" in a line, and every key a line has besides the access
+        # fields (an access field of the same name would be a duplicate key: such lines take the slow path).
+        self._fields_json = "".join(f", {_dumps(k)}: {_dumps(v)}" for k, v in self._fields.items())
+        self._fixed_keys = frozenset({"ts", "level", "logger", "msg", "exc", *self._fields})
         self._second: tuple[int, str] = (-1, "")  # (Unix second, its ISO prefix); one attribute: swapped atomically
 
     def _ts(self, created: float) -> str:
@@ -97,8 +101,13 @@ class _JsonFormatter(logging.Formatter):
                           exc=self.formatException(record.exc_info) if record.exc_info else None)
 
     def access_line(self, created: float, name: str, message: str, access: dict[str, object]) -> str | None:
-        """The line :meth:`format` makes of an INFO record of logger ``name`` with ``access`` as its fields."""
-        return self._line(created, "info", name, message, access=access)
+        """The line :meth:`format` makes of an INFO record of logger ``name`` with ``access`` as its fields:
+        the fixed fields written as the encoder would, and only ``access`` through it."""
+        if not access or not access.keys().isdisjoint(self._fixed_keys):
+            return self._line(created, "info", name, message, access=access)
+        head = (f'{{"ts": "{self._ts(created)}", "level": "info", "logger": {encode_basestring_ascii(name)}, '
+                f'"msg": {encode_basestring_ascii(message)}{self._fields_json}, ')
+        return head + _dumps(access)[1:]
 
 
 _PLAIN = re.compile(r"[!#-<>-\[\]-~]*")  # printable ASCII but space, '"', '=' and '\\'

@@ -51,12 +51,18 @@ def _record(created: float, access: dict[str, object]) -> logging.LogRecord:
     return record
 
 
-@pytest.mark.parametrize("formatter", [_JsonFormatter(), _TextFormatter(_TEXT_FORMAT)])
+@pytest.mark.parametrize("formatter", [_JsonFormatter(), _TextFormatter(_TEXT_FORMAT), _JsonFormatter({"worker": 1}),
+                                       _TextFormatter(_TEXT_FORMAT, {"worker": 1})])
 @pytest.mark.parametrize("created", [1764547200.0, 1764547200.0005, 1764547259.9999, 1764547201.123456])
-def test_access_line_is_what_format_makes(formatter: _JsonFormatter | _TextFormatter, created: float) -> None:
-    """Every field, the message, level, logger and timestamp: the fast line equals the formatted record."""
-    fast = formatter.access_line(created, "sigproxy.access", "GET bucket.s3.amazonaws.com 200", FIELDS)
-    assert fast == formatter.format(_record(created, FIELDS))
+@pytest.mark.parametrize("fields", [FIELDS, {**FIELDS, "msg": "x", "worker": 7}, {"method": "GET", "host": "h"}])
+def test_access_line_is_what_format_makes(formatter: _JsonFormatter | _TextFormatter, created: float,
+                                          fields: dict[str, object]) -> None:
+    """Every field, the message, level, logger, timestamp and the process's own fields (a worker's number),
+    also when an access field has the name of one of them: the fast line equals the formatted record."""
+    access = {"status": 200, **fields}
+    message = f"{access['method']} {access['host']} {access['status']}"
+    fast = formatter.access_line(created, "sigproxy.access", message, access)
+    assert fast == formatter.format(_record(created, access))
 
 
 def test_json_line_keeps_the_old_shape() -> None:
