@@ -9,6 +9,7 @@ import shutil
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -106,6 +107,20 @@ class Proxy:
     @property
     def address(self) -> str:
         return self.url.removeprefix("http://")
+
+    def written(self, text: str, timeout: float = 10.0) -> str:
+        """Everything the process wrote so far, once ``text`` is in it. A request's log lines go out in the
+        event-loop iteration after its response (and a thread reads them from the pipe), so a client can have
+        its answer before they are here: wait for them rather than read at once. AssertionError after
+        ``timeout`` seconds."""
+        deadline = time.monotonic() + timeout
+        while True:
+            out = "".join(self.output)
+            if text in out:
+                return out
+            if time.monotonic() > deadline or self.proc.poll() is not None:
+                raise AssertionError(f"{text!r} not written within {timeout:g} s; the last lines:\n{out[-2000:]}")
+            time.sleep(0.02)
 
     def stop(self) -> str:
         """Stop with SIGTERM and return everything it wrote."""

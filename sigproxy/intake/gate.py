@@ -159,7 +159,8 @@ class GuardedHandler(RequestHandler):
                          max_headers=proxy.max_headers, **kwargs)
         self._proxy = proxy
         self._head_timer: asyncio.TimerHandle | None = None
-        self._head_began: float | None = None
+        self._head_began: float | None = None  # from the front door: when the first head's first byte came
+        self._head_since: float | None = None  # when the head in flight began; None between heads
         self._body: StreamReader | None = None
         self._ticket: Ticket | None = None
         self._answered = 0  # requests whose handling is over (aiohttp's _request_count: heads parsed)
@@ -174,30 +175,35 @@ class GuardedHandler(RequestHandler):
         return self._body is None or self._body.is_eof()
 
     def data_received(self, data: bytes) -> None:
-        if data and self._head_timer is None and self._awaiting_head():
-            began = self._head_began if self._head_began is not None else self._loop.time()
+        if data and self._head_since is None and self._awaiting_head():
+            self._head_since = self._head_began if self._head_began is not None else self._loop.time()
             self._head_began = None
-            self._head_timer = self._loop.call_at(began + self._proxy.header_timeout, self._head_expired)
+            if self._head_timer is None:
+                self._head_timer = self._loop.call_at(self._head_since + self._proxy.header_timeout,
+                                                      self._head_check)
         parsed = self._request_count
         super().data_received(data)
         if self._request_count != parsed:
             # One head (or more, pipelined) is complete. Whatever follows belongs to the last one's body
-            # until that ends; bytes of a next head that came in this same read start no timer until more arrive.
+            # until that ends; bytes of a next head that came in this same read start no clock until more arrive.
             self._body = self._messages[-1][1] if self._messages else None
-            if self._head_timer is not None:
-                self._head_timer.cancel()
-                self._head_timer = None
+            self._head_since = None  # the timer finds no head in flight and lapses: it is not moved per request
 
-    def _head_expired(self) -> None:
+    def _head_check(self) -> None:
+        """The connection's one head timer: close it when the head in flight began ``header_timeout`` ago."""
         self._head_timer = None
-        if self.transport is None:
+        if self.transport is None or self._head_since is None:
+            return
+        due = self._head_since + self._proxy.header_timeout
+        if self._loop.time() < due:
+            self._head_timer = self._loop.call_at(due, self._head_check)  # a later head than the one it was set for
             return
         logger.info("client %s did not finish a request head within header_timeout (%g s); connection closed",
                     peer_address(self.transport), self._proxy.header_timeout)
         self.force_close()
 
     def _process_keepalive(self) -> None:
-        if self._head_timer is not None:  # a head is arriving: header_timeout governs it, not idle_timeout
+        if self._head_since is not None:  # a head is arriving: header_timeout governs it, not idle_timeout
             self._keepalive_handle = None
             return
         super()._process_keepalive()
