@@ -1,0 +1,123 @@
+"""Instructions per proxied small GET: a cost figure that does not move with the machine's load.
+
+    .venv/bin/python bench/instructions.py [--requests 1000] [--rows warning,info,reverse] [--checkout DIR]
+
+Wall-clock requests/s on a shared 2-core machine swing by 30 % between runs; the number of instructions
+sigproxy executes per request does not (two runs agree within 0.2 %). sigproxy runs under valgrind's
+callgrind (Debian package, installed when missing and running as root) with instrumentation off while it starts;
+a plain-socket client then sends 200 warm-up GETs, instrumentation goes on (``callgrind_control -i on``), the
+measured GETs go through 8 keep-alive connections in lock step, and instrumentation goes off. The upstream is
+nginx (bench/nginx.py), the config bench/small_get.py's. Rows: ``warning`` (forward proxy, no access log),
+``info`` (forward, an access line per request written to a file), ``reverse`` (a reverse listener, info).
+
+Counts are user-space instructions of the whole process (every thread); system calls' kernel time is not in
+them, so compare them with each other (rows, or a checkout given with ``--checkout``), not with wall-clock time.
+Never run by the test suite; the numbers go into issue notes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from common import ROOT
+from nginx import Nginx, need
+from small_get import CONFIG, PATH, REVERSE
+
+
+def _lockstep(address: tuple[str, int], request: bytes, count: int, conns: int = 8) -> int:
+    """Send ``request`` on ``conns`` connections at a time until ``count`` are answered 200; the number sent."""
+    socks = [socket.create_connection(address) for _ in range(conns)]
+    done = 0
+    try:
+        while done < count:
+            for s in socks:
+                s.sendall(request)
+            for s in socks:
+                buf = b""
+                while True:
+                    chunk = s.recv(65536)
+                    if not chunk:
+                        sys.exit("sigproxy closed a connection")
+                    buf += chunk
+                    head, sep, body = buf.partition(b"\r\n\r\n")
+                    length = re.search(rb"(?im)^content-length:\s*(\d+)", head) if sep else None
+                    if length and len(body) >= int(length.group(1)):
+                        break
+                if not buf.startswith(b"HTTP/1.1 200"):
+                    sys.exit(f"not a 200: {buf[:200]!r}")
+            done += conns
+    finally:
+        for s in socks:
+            s.close()
+    return done
+
+
+def measure(row: str, requests: int, up: Nginx, tmp: Path, checkout: Path) -> float:
+    """Thousands of instructions per request for ``row``."""
+    level = "warning" if row == "warning" else "info"
+    config = CONFIG.format(tmp=tmp, ca="/dev/null", tls_port=up.port, extra="").replace(
+        'upstream_ca_file = "/dev/null"\n', "")
+    if row == "reverse":
+        config += REVERSE.format(url=up.url)
+    (tmp / f"{row}.toml").write_text(config)
+    out = tmp / f"{row}.callgrind"
+    with (tmp / f"{row}.log").open("w") as log:
+        proc = subprocess.Popen(
+            [need("valgrind", "valgrind"), "--tool=callgrind", "--instr-atstart=no", f"--callgrind-out-file={out}",
+             sys.executable, "-m", "sigproxy", "run", "-c", str(tmp / f"{row}.toml"), "--log-level", level,
+             "--workers", "1"], cwd=checkout, stdout=subprocess.PIPE, stderr=log, text=True)
+    assert proc.stdout is not None
+    url = None
+    for line in proc.stdout:
+        marker = "reverse proxy listening on " if row == "reverse" else "forward proxy listening on "
+        if marker in line:
+            url = line.split("listening on ", 1)[1].split()[0]
+            break
+    if url is None:
+        sys.exit(f"sigproxy did not start: {(tmp / f'{row}.log').read_text()[-2000:]}")
+    host, port = url.removeprefix("http://").rsplit(":", 1)
+    target = PATH if row == "reverse" else f"{up.url}{PATH}"
+    request = f"GET {target} HTTP/1.1\r\nHost: 127.0.0.1:{up.port}\r\n\r\n".encode()
+    control = need("callgrind_control", "valgrind")
+    try:
+        _lockstep((host, int(port)), request, 200)
+        subprocess.run([control, "-i", "on", str(proc.pid)], check=True, capture_output=True)
+        sent = _lockstep((host, int(port)), request, requests)
+        subprocess.run([control, "-i", "off", str(proc.pid)], check=True, capture_output=True)
+        subprocess.run([control, "-d", str(proc.pid)], check=True, capture_output=True)
+        time.sleep(0.5)
+    finally:
+        proc.terminate()
+        proc.wait(120)
+    total = 0
+    for dump in tmp.glob(f"{row}.callgrind*"):
+        for m in re.finditer(r"^(?:summary|totals): (\d+)", dump.read_text(errors="replace"), re.M):
+            total = max(total, int(m.group(1)))
+    return total / sent / 1000
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--requests", type=int, default=1000, help="measured GETs per row (default 1000)")
+    parser.add_argument("--rows", default="warning,info,reverse", help="comma-separated: warning, info, reverse")
+    parser.add_argument("--checkout", type=Path, default=ROOT,
+                        help="run sigproxy from this checkout (e.g. `git worktree add DIR REV`)")
+    args = parser.parse_args()
+    rows = [r for r in args.rows.split(",") if r]
+    with tempfile.TemporaryDirectory() as t:
+        tmp = Path(t)
+        with Nginx(tmp, 1) as up:
+            print(f"{args.requests} GETs per row through {args.checkout}; k instructions per request:")
+            for row in rows:
+                print(f"  {row:<8} {measure(row, args.requests, up, tmp, args.checkout):8.1f}", flush=True)
+
+
+if __name__ == "__main__":
+    main()
