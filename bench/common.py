@@ -9,9 +9,20 @@ import subprocess
 import sys
 from pathlib import Path
 
-__all__ = ["ROOT", "pinned", "start", "wrk"]
+__all__ = ["BENCH_CONNECTION", "ROOT", "pinned", "start", "wrk"]
 
 ROOT = Path(__file__).resolve().parent.parent
+BENCH_CONNECTION = """
+[connections.bench]
+region = "us-east-1"
+service = "s3"
+hosts = ["127.0.0.1:*"]
+[connections.bench.credentials]
+source = "static"
+access_key_id = "AKIDBENCH"
+secret_access_key = "bench-secret-not-real"
+"""
+"""The connection every benchmark signs with: static made-up keys, any port on 127.0.0.1, S3 in us-east-1."""
 
 
 def pinned(core: int | str, cmd: list[str]) -> list[str]:

@@ -33,6 +33,8 @@ from multidict import CIMultiDict, CIMultiDictProxy
 # This checkout's sigproxy, not whatever the venv's editable install points at (to compare two worktrees).
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from common import BENCH_CONNECTION  # bench/, this script's directory
+
 from sigproxy.authlimit import AuthFailures
 from sigproxy.config import loads
 from sigproxy.credentials import Providers
@@ -62,15 +64,7 @@ admin_listen = ""
 default_connection = "bench"
 state_dir = "{tmp}/state"
 
-[connections.bench]
-region = "us-east-1"
-service = "s3"
-hosts = ["127.0.0.1:*"]
-[connections.bench.credentials]
-source = "static"
-access_key_id = "AKIDBENCH"
-secret_access_key = "bench-secret-not-real"
-"""
+""" + BENCH_CONNECTION
 
 
 def _run(coro: Coroutine[Any, Any, Any]) -> Any:

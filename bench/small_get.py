@@ -57,7 +57,7 @@ from pathlib import Path
 
 import trustme
 import uvloop
-from common import ROOT, pinned, wrk
+from common import BENCH_CONNECTION, ROOT, pinned, wrk
 from nginx import Nginx, need
 from pyload import load
 
@@ -75,15 +75,7 @@ state_dir = "{tmp}/state"
 upstream_ca_file = "{ca}"
 connect_ports = [{tls_port}]
 {extra}
-[connections.bench]
-region = "us-east-1"
-service = "s3"
-hosts = ["127.0.0.1:*"]
-[connections.bench.credentials]
-source = "static"
-access_key_id = "AKIDBENCH"
-secret_access_key = "bench-secret-not-real"
-"""
+""" + BENCH_CONNECTION
 REVERSE = '[[reverse]]\nlisten = "127.0.0.1:0"\nupstream = "{url}"\nconnection = "bench"\n'
 LABELS = {
     "direct": "direct (nginx)",

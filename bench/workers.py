@@ -20,7 +20,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from common import ROOT, pinned, wrk
+from common import BENCH_CONNECTION, ROOT, pinned, wrk
 from nginx import Nginx, need
 
 # wrk sends `path` verbatim on the request line, so an absolute URL makes it a forward-proxy client.
@@ -30,15 +30,7 @@ CONFIG = """
 listen = "127.0.0.1:0"
 admin_listen = ""
 default_connection = "bench"
-[connections.bench]
-region = "us-east-1"
-service = "s3"
-hosts = ["127.0.0.1:*"]
-[connections.bench.credentials]
-source = "static"
-access_key_id = "AKIDBENCH"
-secret_access_key = "bench-secret-not-real"
-"""
+""" + BENCH_CONNECTION
 
 
 def cores(first: int, count: int) -> str:
