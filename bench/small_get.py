@@ -247,7 +247,7 @@ def run_once(args: argparse.Namespace, tmp: Path, up: Nginx, ca: Path, rows: lis
         finally:
             proxy.stop()
         if row == "forward":
-            lines = sum(1 for x in proxy.log.read_text().splitlines() if '"logger": "sigproxy.access"' in x)
+            lines = sum(1 for x in proxy.log.read_text().splitlines() if '"logger":"sigproxy.access"' in x)
             notes.append(f"run {run + 1}: forward wrote {lines} access lines to {proxy.log.name} for "
                          f"{result['requests']:.0f} requests answered in the measured {args.duration:g} s "
                          f"(plus the warm-up and those in flight)")

@@ -29,10 +29,11 @@ import re
 import select
 import sys
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from datetime import UTC, datetime
-from json.encoder import c_make_encoder, encode_basestring_ascii  # type: ignore[attr-defined]
 from typing import Literal, TextIO
+
+import orjson
 
 __all__ = ["log_access", "setup_logging"]
 
@@ -44,35 +45,30 @@ _FLUSH_CHARS = 64 * 1024
 _ATOMIC_WRITE = select.PIPE_BUF
 
 
-def _json_encoder() -> Callable[[object], str]:
-    """``json.dumps(obj, default=str)``, with CPython's C encoder built once instead of once per call (about
-    2 us of a 5 us line). Without circular-reference checks: log entries are flat (a cycle would raise
-    RecursionError instead of ValueError). Falls back to :class:`json.JSONEncoder` where there is no C encoder."""
-    encoder = json.JSONEncoder(default=str)
-    if c_make_encoder is None:  # pragma: no cover - CPython always has _json
-        return encoder.encode
-    # The arguments JSONEncoder.iterencode passes (json/encoder.py): markers, default, string encoder, indent,
-    # key and item separators, sort_keys, skipkeys, allow_nan.
-    c_encode = c_make_encoder(None, str, encode_basestring_ascii, None, encoder.key_separator,
-                              encoder.item_separator, False, False, True)
-
-    def dumps(obj: object) -> str:
-        return "".join(c_encode(obj, 0))
-
-    return dumps
+# The standard library's encoder, compact like orjson's output and ASCII only: for what orjson can't encode (an
+# integer past 64 bits) and for lines with non-ASCII text.
+_std_dumps = json.JSONEncoder(default=str, separators=(",", ":")).encode
+_ORJSON_OPTIONS = orjson.OPT_PASSTHROUGH_DATETIME | orjson.OPT_PASSTHROUGH_DATACLASS  # both to default=str, as json
 
 
-_dumps = _json_encoder()
+def _dumps(obj: object) -> str:
+    """One compact JSON line (``{"k":"v","n":1}``), ASCII only, objects JSON has no type for as ``str()``.
+
+    orjson writes it (a fifth of the standard encoder's cost: issue 15's access-log budget). A line with a
+    non-ASCII character is written again by the standard encoder, which escapes it as ``\\uXXXX``: then U+2028,
+    U+2029 and the like can't break a line for readers that split on them, and a line's length in characters is
+    its length in bytes (whole lines up to ``PIPE_BUF`` per write)."""
+    try:
+        line = orjson.dumps(obj, default=str, option=_ORJSON_OPTIONS).decode()
+    except (TypeError, orjson.JSONEncodeError):  # e.g. an int past 64 bits
+        return _std_dumps(obj)
+    return line if line.isascii() else _std_dumps(obj)
 
 
 class _JsonFormatter(logging.Formatter):
     def __init__(self, fields: Mapping[str, object] | None = None) -> None:
         super().__init__()
         self._fields = dict(fields or {})
-        # The process's own fields as they follow "msg" in a line, and every key a line has besides the access
-        # fields (an access field of the same name would be a duplicate key: such lines take the slow path).
-        self._fields_json = "".join(f", {_dumps(k)}: {_dumps(v)}" for k, v in self._fields.items())
-        self._fixed_keys = frozenset({"ts", "level", "logger", "msg", "exc", *self._fields})
         self._second: tuple[int, str] = (-1, "")  # (Unix second, its ISO prefix); one attribute: swapped atomically
 
     def _ts(self, created: float) -> str:
@@ -101,13 +97,8 @@ class _JsonFormatter(logging.Formatter):
                           exc=self.formatException(record.exc_info) if record.exc_info else None)
 
     def access_line(self, created: float, name: str, message: str, access: dict[str, object]) -> str | None:
-        """The line :meth:`format` makes of an INFO record of logger ``name`` with ``access`` as its fields:
-        the fixed fields written as the encoder would, and only ``access`` through it."""
-        if not access or not access.keys().isdisjoint(self._fixed_keys):
-            return self._line(created, "info", name, message, access=access)
-        head = (f'{{"ts": "{self._ts(created)}", "level": "info", "logger": {encode_basestring_ascii(name)}, '
-                f'"msg": {encode_basestring_ascii(message)}{self._fields_json}, ')
-        return head + _dumps(access)[1:]
+        """The line :meth:`format` makes of an INFO record of logger ``name`` with ``access`` as its fields."""
+        return self._line(created, "info", name, message, access=access)
 
 
 _PLAIN = re.compile(r"[!#-<>-\[\]-~]*")  # printable ASCII but space, '"', '=' and '\\'

@@ -66,7 +66,7 @@ secret_access_key = "not-a-real-secret"
     output = proxy.stop()
     assert proxy.proc.returncode == 0
     if fmt == "json":
-        lines = [json.loads(x) for x in output.splitlines() if '"logger": "sigproxy.access"' in x]
+        lines = [json.loads(x) for x in output.splitlines() if '"logger":"sigproxy.access"' in x]
         assert sorted(x["path"] for x in lines) == sorted(f"/bucket/k{i}" for i in range(REQUESTS))
         assert all(x["status"] == 200 and x["service"] == "s3" and x["connection"] == "main" for x in lines)
     else:

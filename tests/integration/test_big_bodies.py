@@ -67,7 +67,7 @@ def cli(aws_cli: str, env: dict[str, str], endpoint: str, *args: str) -> subproc
 def trouble(proxy: Proxy, result: subprocess.CompletedProcess[str]) -> str:
     """What to show when a transfer fails: the CLI's error and the proxy's lines other than 2xx access lines."""
     lines = [line for line in proxy.output
-             if '"logger": "sigproxy.access"' not in line or not any(f'"status": {s}' in line for s in (200, 206))]
+             if '"logger":"sigproxy.access"' not in line or not any(f'"status":{s}' in line for s in (200, 206))]
     return result.stderr + "\nproxy:\n" + "".join(lines[-40:])
 
 

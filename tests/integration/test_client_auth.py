@@ -82,7 +82,7 @@ class TestClientSecret:
             s3.put_object(Bucket=moto.bucket, Key="client-auth/a.txt", Body=b"hello")  # type: ignore[attr-defined]
             got = s3.get_object(Bucket=moto.bucket, Key="client-auth/a.txt")  # type: ignore[attr-defined]
             assert got["Body"].read() == b"hello"
-        secret_proxy.written('"connection": "main"')
+        secret_proxy.written('"connection":"main"')
 
     def test_wrong_secret_or_unsigned_is_refused(self, moto: Moto, secret_proxy: Proxy) -> None:
         with proxied_client(moto, secret_proxy, "s3", secret="not-the-client-secret") as s3, \

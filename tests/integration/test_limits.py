@@ -284,9 +284,9 @@ class TestBodyTimeout:
             waited = time.monotonic() - started
         assert _error(reply) == (408, "body_timeout"), reply[:300]
         assert 0.7 < waited < 5, waited
-        proxy.written('"error": "body_timeout"')
+        proxy.written('"error":"body_timeout"')
         if mode != "buffered":
-            proxy.written(f'"body": "{mode}"')
+            proxy.written(f'"body":"{mode}"')
         get = curl(proxy, "-o", "/dev/null", url)
         assert status_of(get) == 404, get
 

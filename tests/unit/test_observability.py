@@ -72,7 +72,7 @@ def test_json_line_keeps_the_old_shape() -> None:
     entry = json.loads(line)
     assert list(entry)[:4] == ["ts", "level", "logger", "msg"]
     assert entry["ts"] == "2025-12-01T00:00:01.123+00:00" and entry["level"] == "info"
-    assert '"logger": "sigproxy.access"' in line
+    assert '"logger":"sigproxy.access"' in line
     assert {k: v for k, v in entry.items() if k in FIELDS} == {k: v if k != "expires" else str(v)
                                                                for k, v in FIELDS.items()}
 
