@@ -318,14 +318,17 @@ class Handler:
                                                upstream_scheme=conn.upstream_scheme)
             return await self._exchange(request, info, plan, url=url, headers=untouched, chunk_signer=None,
                                         conn=conn)
-        replaced = {name.lower() for name, _ in plan.headers}
-        client_headers = [(k, v) for k, v in request.headers.items() if k.lower() not in replaced]
+        if plan.headers:  # the plan's replace the client's of the same name
+            replaced = {name.lower() for name, _ in plan.headers}
+            headers = [(k, v) for k, v in request.headers.items() if k.lower() not in replaced] + plan.headers
+        else:
+            headers = list(request.headers.items())
         out = sign_request(
             self._signer,
             creds,
             method=request.method,
             target=exchange.target,
-            headers=client_headers + plan.headers,
+            headers=headers,
             payload_hash=plan.payload_hash,
             body_length=plan.length,
             service=service,
