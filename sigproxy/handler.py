@@ -13,7 +13,7 @@ import json
 import logging
 import secrets
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from http import HTTPStatus
@@ -309,15 +309,15 @@ class Handler:
         verify_header_auth(received, secret=conn.client_secret.reveal(), expected_key_id=conn.name,
                            payload_hashes=payload_hashes, now=self._clock(), signer=self._signer)
 
-    async def _forward(self, request: web.BaseRequest, exchange: Exchange, info: dict[str, object], *,
-                       conn: ConnectionConfig, plan: BodyPlan, creds: Credentials, service: str,
-                       region: str) -> web.StreamResponse:
+    def _forward(self, request: web.BaseRequest, exchange: Exchange, info: dict[str, object], *,
+                 conn: ConnectionConfig, plan: BodyPlan, creds: Credentials, service: str,
+                 region: str) -> Awaitable[web.StreamResponse]:
+        """Sign, then the exchange to await (not a coroutine of its own: one frame less on every resume)."""
         if plan.mode == "presigned":
             url, untouched = untouched_request(method=request.method, target=exchange.target,
                                                headers=request.headers.items(), body_length=plan.length,
                                                upstream_scheme=conn.upstream_scheme)
-            return await self._exchange(request, info, plan, url=url, headers=untouched, chunk_signer=None,
-                                        conn=conn)
+            return self._exchange(request, info, plan, url=url, headers=untouched, chunk_signer=None, conn=conn)
         if plan.headers:  # the plan's replace the client's of the same name
             replaced = {name.lower() for name, _ in plan.headers}
             headers = [(k, v) for k, v in request.headers.items() if k.lower() not in replaced] + plan.headers
@@ -341,8 +341,8 @@ class Handler:
             sig = out.signature
             key = self._signer.signing_key(creds.secret_access_key, sig.amz_date[:8], region, service)
             chunk_signer = ChunkSigner(key, sig.amz_date, sig.credential_scope, sig.signature)
-        return await self._exchange(request, info, plan, url=out.url, headers=out.headers,
-                                    chunk_signer=chunk_signer, conn=conn)
+        return self._exchange(request, info, plan, url=out.url, headers=out.headers, chunk_signer=chunk_signer,
+                              conn=conn)
 
     async def _exchange(self, request: web.BaseRequest, info: dict[str, object], plan: BodyPlan, *, url: str,
                         headers: Sequence[tuple[str, str]], chunk_signer: ChunkSigner | None,
