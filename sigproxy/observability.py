@@ -51,44 +51,45 @@ _std_dumps = json.JSONEncoder(default=str, separators=(",", ":")).encode
 _ORJSON_OPTIONS = orjson.OPT_PASSTHROUGH_DATETIME | orjson.OPT_PASSTHROUGH_DATACLASS  # both to default=str, as json
 
 
-def _dumps(obj: object) -> str:
-    """One compact JSON line (``{"k":"v","n":1}``), ASCII only, objects JSON has no type for as ``str()``.
-
-    orjson writes it (a fifth of the standard encoder's cost: issue 15's access-log budget). A line with a
-    non-ASCII character is written again by the standard encoder, which escapes it as ``\\uXXXX``: then U+2028,
-    U+2029 and the like can't break a line for readers that split on them, and a line's length in characters is
-    its length in bytes (whole lines up to ``PIPE_BUF`` per write)."""
-    try:
-        line = orjson.dumps(obj, default=str, option=_ORJSON_OPTIONS).decode()
-    except (TypeError, orjson.JSONEncodeError):  # e.g. an int past 64 bits
-        return _std_dumps(obj)
-    return line if line.isascii() else _std_dumps(obj)
-
-
 class _JsonFormatter(logging.Formatter):
     def __init__(self, fields: Mapping[str, object] | None = None) -> None:
         super().__init__()
         self._fields = dict(fields or {})
         self._second: tuple[int, str] = (-1, "")  # (Unix second, its ISO prefix); one attribute: swapped atomically
 
-    def _ts(self, created: float) -> str:
-        """``created`` (Unix seconds) as ISO 8601 UTC with milliseconds: ``2026-01-01T00:00:00.123+00:00``."""
-        second = int(created)
-        cached = self._second
-        if cached[0] != second:
-            cached = (second, datetime.fromtimestamp(second, UTC).strftime("%Y-%m-%dT%H:%M:%S"))
-            self._second = cached
-        return f"{cached[1]}.{int((created - second) * 1000):03d}+00:00"
+    def _stamp(self, second: int) -> tuple[int, str]:
+        """(``second``, its ISO 8601 UTC form to the second), kept for the lines of that second."""
+        cached = (second, datetime.fromtimestamp(second, UTC).strftime("%Y-%m-%dT%H:%M:%S"))
+        self._second = cached
+        return cached
 
     def _line(self, created: float, level: str, name: str, message: str, *, access: dict[str, object] | None,
               exc: str | None = None) -> str:
-        entry: dict[str, object] = {"ts": self._ts(created), "level": level, "logger": name, "msg": message,
-                                    **self._fields}
+        """One compact JSON line (``{"ts":"2026-01-01T00:00:00.123+00:00","level":...}``), ASCII only, objects
+        JSON has no type for as ``str()``.
+
+        orjson writes it (a fifth of the standard encoder's cost: issue 15's access-log budget). A line with a
+        non-ASCII character is written again by the standard encoder, which escapes it as ``\\uXXXX``: then
+        U+2028, U+2029 and the like can't break a line for readers that split on them, and a line's length in
+        characters is its length in bytes (whole lines up to ``PIPE_BUF`` per write). Kept in one function: this
+        runs once per request."""
+        second = int(created)
+        cached = self._second
+        if cached[0] != second:
+            cached = self._stamp(second)
+        entry: dict[str, object] = {"ts": f"{cached[1]}.{int((created - second) * 1000):03d}+00:00",
+                                    "level": level, "logger": name, "msg": message}
+        if self._fields:
+            entry.update(self._fields)
         if access is not None:
             entry.update(access)
         if exc is not None:
             entry["exc"] = exc
-        return _dumps(entry)
+        try:
+            line = orjson.dumps(entry, default=str, option=_ORJSON_OPTIONS).decode()
+        except (TypeError, orjson.JSONEncodeError):  # e.g. an int past 64 bits
+            return _std_dumps(entry)
+        return line if line.isascii() else _std_dumps(entry)
 
     def format(self, record: logging.LogRecord) -> str:
         access = getattr(record, "access", None)
