@@ -19,15 +19,11 @@ Two layers:
 * I/O: :class:`EgressResolver` looks a name up once (the loop's ``getaddrinfo``; raw answers cached for a
   few seconds), checks every answer against a policy, and returns the answers it checked -- the very list
   the caller connects to, so there is no second lookup between check and connect (no DNS rebinding).
-  As an aiohttp resolver it takes the policy of the request being sent from a context variable
-  (:func:`using_policy`); that is sound only with ``use_dns_cache=False``, where aiohttp calls the resolver
-  in the requesting task (with its cache on, one task's lookup is shared with others and its answers reused
-  across requests). :func:`resolve_checked` is the same for code that opens its own sockets (a CONNECT relay).
+  :func:`resolve_checked` gives the addresses to connect to for a target, an IP literal (never looked up)
+  checked as is: the upstream pool (:mod:`sigproxy.forwarding`) and the CONNECT relay both open their
+  sockets from it.
 
-aiohttp never asks a resolver about an IP literal: callers check literals themselves (:meth:`EgressPolicy.check`
-with the literal as host and address), before any connection is attempted.
-
-Must not: import aiohttp outside the resolver, or follow anything (redirects are the caller's to refuse).
+Must not: follow anything (redirects are the caller's to refuse).
 """
 
 from __future__ import annotations
@@ -38,12 +34,9 @@ import functools
 import ipaddress
 import re
 import socket
-from collections.abc import Awaitable, Callable, Iterable, Iterator
-from contextlib import contextmanager
-from contextvars import ContextVar
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 
-from aiohttp.abc import AbstractResolver, ResolveResult
 from cachetools import TTLCache
 
 from .config import Network, split_host_entry
@@ -59,8 +52,6 @@ __all__ = [
     "is_ip_literal",
     "system_lookup",
     "resolve_checked",
-    "using_policy",
-    "current_policy",
 ]
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -172,8 +163,8 @@ def is_public(address: str | IPAddress) -> bool:
 
 
 def is_ip_literal(host: str) -> bool:
-    """Whether aiohttp treats ``host`` as an address, never asking a resolver: any ``:``, or only digits and dots
-    (aiohttp's own test; ``127.1`` is one too, and aiohttp refuses it)."""
+    """Whether ``host`` is taken as an address, never looked up: any ``:``, or only digits and dots (aiohttp's
+    test, kept; ``127.1`` is one too, and :class:`EgressPolicy` refuses it as an address it can't check)."""
     return ":" in host or host.replace(".", "").isdigit()
 
 
@@ -290,25 +281,7 @@ class EgressPolicy:
 
 # ---------------------------------------------------------------------------- I/O
 
-_CURRENT: ContextVar[EgressPolicy | None] = ContextVar("sigproxy_egress_policy", default=None)
-_NOTHING_NAMED = EgressPolicy("the connection's hosts")
 _AI_ADDRCONFIG = getattr(socket, "AI_ADDRCONFIG", 0)
-_NUMERIC = socket.AI_NUMERICHOST | socket.AI_NUMERICSERV
-
-
-@contextmanager
-def using_policy(policy: EgressPolicy) -> Iterator[None]:
-    """Make ``policy`` the one :class:`EgressResolver` applies in this task (and tasks it starts) for the block."""
-    token = _CURRENT.set(policy)
-    try:
-        yield
-    finally:
-        _CURRENT.reset(token)
-
-
-def current_policy() -> EgressPolicy:
-    """The policy set by :func:`using_policy`; with none set, one that names nothing (fail closed)."""
-    return _CURRENT.get() or _NOTHING_NAMED
 
 
 async def system_lookup(host: str, family: int) -> list[tuple[int, str]]:
@@ -325,7 +298,7 @@ async def system_lookup(host: str, family: int) -> list[tuple[int, str]]:
     return out
 
 
-class EgressResolver(AbstractResolver):
+class EgressResolver:
     """Looks names up once and hands out only answers the policy permits (all of them, or an error).
 
     Raw answers are cached for ``cache_ttl`` seconds (0: no cache) per (name, family); the policy is applied
@@ -360,13 +333,6 @@ class EgressResolver(AbstractResolver):
         for _, address in answers:
             policy.check(host, port, address)
         return answers
-
-    async def resolve(self, host: str, port: int = 0,
-                      family: socket.AddressFamily = socket.AF_INET) -> list[ResolveResult]:
-        """aiohttp's resolver hook: the checked answers under :func:`current_policy`."""
-        answers = await self.checked(host, port, current_policy(), family)
-        return [ResolveResult(hostname=host, host=address, port=port, family=fam, proto=0, flags=_NUMERIC)
-                for fam, address in answers]
 
     async def close(self) -> None:
         if self._cache is not None:

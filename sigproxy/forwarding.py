@@ -31,7 +31,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from .config import Network
-from .egress import EgressPolicy, EgressResolver, is_ip_literal
+from .egress import EgressPolicy, EgressResolver, is_ip_literal, resolve_checked
 from .errors import ConfigError, UpstreamError, UpstreamTimeout
 from .h1conn import H1Connection, UpstreamResponse, request_head
 
@@ -201,8 +201,7 @@ class Upstream:
         tls = (self._ssl if verify_tls else self._insecure) if scheme == "https" else None
         errors: list[OSError] = []
         try:
-            addresses = [host] if is_ip_literal(host) else [a for _, a in await self._resolver.checked(host, port,
-                                                                                                       policy)]
+            addresses = await resolve_checked(host, port, policy, resolver=self._resolver)
         except OSError as exc:  # the name does not resolve
             errors.append(exc)
             addresses = []

@@ -3,7 +3,6 @@ lookup (no DNS, no sockets)."""
 
 from __future__ import annotations
 
-import asyncio
 import ipaddress
 import re
 import socket
@@ -14,11 +13,9 @@ from sigproxy.egress import (
     EgressPolicy,
     EgressResolver,
     address_class,
-    current_policy,
     is_ip_literal,
     is_public,
     resolve_checked,
-    using_policy,
 )
 from sigproxy.errors import AddressNotAllowed
 
@@ -192,31 +189,6 @@ class TestResolver:
         resolver = EgressResolver(lookup=Script([]))
         with pytest.raises(socket.gaierror):
             await resolver.checked("nothing.example", 80, policy("*.example"))
-
-    async def test_aiohttp_hook_uses_the_current_policy(self) -> None:
-        resolver = EgressResolver(lookup=Script(["127.0.0.1"]))
-        with using_policy(policy("localhost:9000")):
-            got = await resolver.resolve("localhost", 9000, socket.AF_UNSPEC)
-        assert [(r["host"], r["port"], r["hostname"]) for r in got] == [("127.0.0.1", 9000, "localhost")]
-        with pytest.raises(AddressNotAllowed, match="the connection's hosts"):  # no policy set: nothing is named
-            await resolver.resolve("localhost", 9000, socket.AF_UNSPEC)
-
-    async def test_policy_is_per_task(self) -> None:
-        """Two requests in flight at once each see their own connection's policy."""
-        seen: dict[str, str] = {}
-        gate = asyncio.Event()
-
-        async def request(name: str) -> None:
-            with using_policy(EgressPolicy.for_connection(name, ())):
-                await gate.wait()
-                seen[name] = current_policy().where
-
-        async with asyncio.TaskGroup() as tg:
-            for name in ("a", "b"):
-                tg.create_task(request(name))
-            await asyncio.sleep(0)
-            gate.set()
-        assert seen == {"a": "connection a's hosts", "b": "connection b's hosts"}
 
 
 class TestResolveChecked:
