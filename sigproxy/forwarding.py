@@ -109,8 +109,9 @@ class Upstream:
         connection: str = "?",
     ) -> UpstreamResponse:
         """Send one request (``url`` absolute and already percent-encoded, its path and query sent as is) and
-        return once the response head is in. The caller reads the body with :meth:`iter_body` or
-        :meth:`read_small` and must release the response (``async with response:``).
+        return once the response head is in. The caller reads the body with
+        :meth:`~sigproxy.h1conn.UpstreamResponse.read` or :meth:`~sigproxy.h1conn.UpstreamResponse.iter_any`
+        and must release the response (``async with response:``).
 
         ``explicit_hosts`` are the ``hosts`` of ``connection``, the connection the request is sent for: only
         their explicit entries let it reach a non-public address (:class:`~sigproxy.egress.EgressPolicy`);
@@ -139,17 +140,6 @@ class Upstream:
                 if not (reused and retry and not conn.received):
                     raise
                 retry = False
-
-    @staticmethod
-    async def read_small(response: UpstreamResponse) -> bytes:
-        """A whole (small, known-length) response body."""
-        return await response.read()
-
-    @staticmethod
-    async def iter_body(response: UpstreamResponse) -> AsyncIterator[bytes]:
-        """The response body as it arrives."""
-        async for chunk in response.iter_any():
-            yield chunk
 
     # ---------------------------------------------------------------- the pool
 
@@ -183,10 +173,7 @@ class Upstream:
         now = asyncio.get_running_loop().time()
         while idle:
             conn, peer = idle.pop()
-            if conn.closed:
-                continue
-            if now - conn.idle_since > _KEEPALIVE:
-                conn.close()
+            if not _usable(conn, now):
                 continue
             refusal = policy.refusal(key[1], key[2], peer)
             if refusal is not None:
@@ -265,14 +252,7 @@ class Upstream:
         self._sweeper = None
         now = asyncio.get_running_loop().time()
         for key in list(self._idle):
-            kept = []
-            for conn, peer in self._idle[key]:
-                if conn.closed:
-                    continue
-                if now - conn.idle_since > _KEEPALIVE:
-                    conn.close()
-                else:
-                    kept.append((conn, peer))
+            kept = [(conn, peer) for conn, peer in self._idle[key] if _usable(conn, now)]
             if kept:
                 self._idle[key] = kept
             else:
@@ -282,6 +262,17 @@ class Upstream:
 
 
 _Key = tuple[str, str, int, bool]  # scheme, host, port, verify_tls
+
+
+def _usable(conn: H1Connection, now: float) -> bool:
+    """Whether an idle connection may still carry a request: open, and idle no longer than the keep-alive time
+    (past it, it is closed here)."""
+    if conn.closed:
+        return False
+    if now - conn.idle_since > _KEEPALIVE:
+        conn.close()
+        return False
+    return True
 
 
 def _split(url: str) -> tuple[str, str, str]:

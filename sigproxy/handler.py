@@ -362,7 +362,7 @@ class Handler:
             length = upstream.content_length
             if length is not None and length <= _SMALL_RESPONSE:
                 # One chunk's worth with a known length: read it whole and answer in one write.
-                data = await self._upstream.read_small(upstream)
+                data = await upstream.read()
                 info["bytes_down"] = len(data)
                 small = web.Response(status=upstream.status, reason=upstream.reason, body=data)
                 small.headers.clear()
@@ -373,7 +373,7 @@ class Handler:
             await response.prepare(request)
             sent = 0
             try:
-                async for chunk in self._upstream.iter_body(upstream):
+                async for chunk in upstream.iter_any():
                     sent += len(chunk)
                     await response.write(chunk)
                 info["bytes_down"] = sent

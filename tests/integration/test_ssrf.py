@@ -88,7 +88,7 @@ def upstream(resolver: EgressResolver | None = None, connect_timeout: float = 2.
 async def get(up: Upstream, url: str, *hosts: str) -> tuple[int, bytes]:
     resp = await up.send("GET", url, [], None, explicit_hosts=hosts, connection="t")
     async with resp:
-        return resp.status, await up.read_small(resp)
+        return resp.status, await resp.read()
 
 
 class TestPool:
