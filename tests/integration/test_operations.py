@@ -62,31 +62,6 @@ def wait_for(predicate: Callable[[], bool], timeout: float = 15) -> None:
         time.sleep(0.05)
 
 
-@pytest.fixture
-def slow_upstream() -> Iterator[str]:
-    """Answers after 2 seconds: a request in flight while the proxy is told to stop or reload."""
-
-    class Handler(BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"
-
-        def do_GET(self) -> None:
-            time.sleep(2)
-            body = b"slow but complete"
-            self.send_response(200)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, *args: object) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{server.server_address[1]}"
-    server.shutdown()
-    server.server_close()
-
-
 # A SigV4 Authorization naming a key id no connection has: refused (407) from the head, before the body.
 UNKNOWN_KEY_AUTH = ("AWS4-HMAC-SHA256 Credential=AKIAIOSFODNN7EXAMPLE/20250101/us-east-1/s3/aws4_request, "
                     "SignedHeaders=host, Signature=" + "0" * 64)
