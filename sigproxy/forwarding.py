@@ -278,8 +278,11 @@ def _usable(conn: H1Connection, now: float) -> bool:
 def _split(url: str) -> tuple[str, str, str]:
     """``(scheme, authority, origin-form target)`` of an absolute URL, the target exactly as written."""
     scheme, sep, rest = url.partition("://")
-    if not sep or scheme not in _DEFAULT_PORTS:
-        raise UpstreamError(f"cannot send to {url[:80]!r}: not an http or https URL")
+    # Never the URL itself in the error: a presigned one carries credentials in its query.
+    if not sep:
+        raise UpstreamError("cannot send upstream: not an absolute URL")
+    if scheme not in _DEFAULT_PORTS:
+        raise UpstreamError(f"cannot send a {scheme[:16]!r} URL upstream: only http and https")
     end = len(rest)
     for ch in "/?":
         at = rest.find(ch)

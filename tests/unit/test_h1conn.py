@@ -117,6 +117,13 @@ class TestRequestHead:
         with pytest.raises(ValueError, match="CR or LF"):
             request_head("GET", "/", "h", [bad], None)
 
+    @pytest.mark.parametrize("url", ["ftp://h/x?X-Amz-Security-Token=SECRET", "h/x?X-Amz-Security-Token=SECRET"])
+    async def test_unsendable_url_refused_without_echoing_it(self, url: str) -> None:
+        async with pool() as up:
+            with pytest.raises(UpstreamError) as caught:
+                await up.send("GET", url, [], None)
+        assert "SECRET" not in str(caught.value)
+
     async def test_injection_never_reaches_the_upstream(self) -> None:
         async with serving(answer_each(OK)) as (server, port), pool() as up:
             with pytest.raises(UpstreamError, match="CR or LF"):
