@@ -17,8 +17,8 @@ client no upload):
 * anything else (another service's large body, an unknown length): spooled to an unnamed temporary file
   while hashed, then streamed from it.
 
-A body's content-coding is never decoded or re-encoded (the listeners run aiohttp with ``auto_decompress``
-off); only the aws-chunked framing sigproxy itself reads or writes is.
+A body's content-coding is never decoded or re-encoded (issue 12: RFC 9110 8.4, a content-coding belongs to
+the representation, so a proxy keeps it); only the aws-chunked framing sigproxy itself reads or writes is.
 
 Owns: that decision, the async adapters around :mod:`sigproxy.streaming`, and spool files.
 Must not: sign request headers, choose connections, or talk to the upstream.
@@ -34,11 +34,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
 
-from aiohttp import web
-
 from .chunkframing import SignedFramer, signed_encoded_length
 from .config import ConnectionConfig, ProxyConfig
 from .errors import BadRequest, BodyTimeout, BodyTooLarge, ClientAborted, SigproxyError
+from .http1 import ClientRequest
 from .inbound import parse_authorization
 from .prepare import payload_mode
 from .signing import EMPTY_SHA256, UNSIGNED_PAYLOAD, Signer
@@ -107,32 +106,25 @@ class BodyPlan:
         self.cleanup.clear()
 
 
-async def _client_pieces(request: web.BaseRequest, limit: int, silence: float) -> AsyncIterator[bytes]:
-    """The client's body as it arrives (HTTP chunking already undone by aiohttp), up to ``limit`` bytes; a
+async def _client_pieces(request: ClientRequest, limit: int, silence: float) -> AsyncIterator[bytes]:
+    """The client's body as it arrives (HTTP chunking already undone by the server), up to ``limit`` bytes; a
     silence of ``silence`` seconds (``body_timeout``) ends it with :class:`BodyTimeout`.
 
-    The pieces are the buffers aiohttp received, one at a time (``readchunk``), never joined: ``readany`` would
-    copy everything buffered into one new ``bytes`` whenever the client is ahead of the upstream."""
+    The pieces are the buffers received, one at a time, never joined (joining would copy everything buffered
+    whenever the client is ahead of the upstream)."""
     total = 0
     while True:
         try:
             async with asyncio.timeout(silence):
-                piece, chunk_end = await request.content.readchunk()
+                piece = await request.body.next_piece()
         except TimeoutError:
             # Nothing more is read from this client: the body ends here (no lingering read of the rest) and
             # the connection closes once the 408 is out. The error fails whatever was being sent upstream.
-            request.protocol.close()
-            request.content.feed_eof()
+            request.stop_reading()
             raise BodyTimeout(f"the client sent no body data for {silence:g} s (body_timeout)") from None
-        except (ConnectionError, asyncio.IncompleteReadError, OSError) as exc:
-            raise ClientAborted("the client closed the connection mid-upload") from exc
-        except Exception as exc:  # aiohttp's payload errors (a truncated chunked body) have no common base
-            raise ClientAborted(f"the client's body broke off: {type(exc).__name__}") from exc
+        except (ConnectionError, OSError) as exc:
+            raise ClientAborted(f"the client's body broke off: {exc}") from exc
         if not piece:
-            # (b"", True) is the end of an HTTP chunk (Transfer-Encoding: chunked) at a buffer's end, more may
-            # follow -- except from aiohttp's shared empty reader (no body), which says so after its first call.
-            if chunk_end and not request.content.at_eof():
-                continue
             return
         total += len(piece)
         if total > limit:
@@ -140,7 +132,7 @@ async def _client_pieces(request: web.BaseRequest, limit: int, silence: float) -
         yield piece
 
 
-def untouched_plan(request: web.BaseRequest, proxy: ProxyConfig) -> BodyPlan:
+def untouched_plan(request: ClientRequest, proxy: ProxyConfig) -> BodyPlan:
     """The body exactly as the client sent it (a presigned request forwarded as is)."""
     length = request.content_length
     if length is not None and length > proxy.max_body:
@@ -160,7 +152,7 @@ def _trailer_length(names: Sequence[str]) -> int | None:
     return total
 
 
-async def plan_body(request: web.BaseRequest, conn: ConnectionConfig, proxy: ProxyConfig, *, aws_chunked: bool,
+async def plan_body(request: ClientRequest, conn: ConnectionConfig, proxy: ProxyConfig, *, aws_chunked: bool,
                     upstream_tls: bool, spool_dir: Path) -> BodyPlan:
     """Decide how the body goes and prepare what must be read first (small bodies, spools). ``aws_chunked``:
     the service takes aws-chunked uploads (``SigningPolicy.chunked`` of its signing name).
@@ -203,7 +195,7 @@ def _own_content_coding(content_encoding: str | None) -> bool:
     return any(part.strip().lower() not in ("", "identity") for part in (content_encoding or "").split(","))
 
 
-def _signed_chunks_plan(request: web.BaseRequest, proxy: ProxyConfig, length: int) -> BodyPlan:
+def _signed_chunks_plan(request: ClientRequest, proxy: ProxyConfig, length: int) -> BodyPlan:
     chunk_size = proxy.chunk_size
 
     async def stream(signer: ChunkSigner | None) -> AsyncIterator[bytes | memoryview]:
@@ -228,7 +220,7 @@ def _signed_chunks_plan(request: web.BaseRequest, proxy: ProxyConfig, length: in
     )
 
 
-def _resign_plan(request: web.BaseRequest, conn: ConnectionConfig, proxy: ProxyConfig, claimed: str,
+def _resign_plan(request: ClientRequest, conn: ConnectionConfig, proxy: ProxyConfig, claimed: str,
                  length: int | None) -> BodyPlan:
     headers = request.headers
     trailer = claimed == STREAMING_SIGNED_TRAILER
@@ -288,7 +280,7 @@ def _resign_plan(request: web.BaseRequest, conn: ConnectionConfig, proxy: ProxyC
     )
 
 
-def _client_chain(request: web.BaseRequest, conn: ConnectionConfig) -> ChunkSigner:
+def _client_chain(request: ClientRequest, conn: ConnectionConfig) -> ChunkSigner:
     """The client's own chunk-signature chain, rebuilt from its Authorization and the connection's
     client_secret, to verify each incoming chunk."""
     auth = parse_authorization(request.headers.get("Authorization", ""))
@@ -300,7 +292,7 @@ def _client_chain(request: web.BaseRequest, conn: ConnectionConfig) -> ChunkSign
     return ChunkSigner(key, date, scope, auth.signature)
 
 
-async def _spool_plan(request: web.BaseRequest, proxy: ProxyConfig, spool_dir: Path) -> BodyPlan:
+async def _spool_plan(request: ClientRequest, proxy: ProxyConfig, spool_dir: Path) -> BodyPlan:
     """Read the body into an unnamed temporary file (O_TMPFILE where the kernel has it) while hashing it;
     stream it from there. Closing the file frees it; nothing is left on disk even after a crash."""
     await asyncio.to_thread(spool_dir.mkdir, mode=0o700, parents=True, exist_ok=True)

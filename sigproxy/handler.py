@@ -18,8 +18,7 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from http import HTTPStatus
 
-from aiohttp import web
-from multidict import CIMultiDictProxy
+from multidict import CIMultiDict
 
 from .authlimit import AuthFailures
 from .bodies import BodyPlan, plan_body, untouched_plan
@@ -35,6 +34,7 @@ from .errors import (
     UnsupportedRequest,
 )
 from .forwarding import Upstream
+from .http1 import ClientRequest, Response, StreamResponse, http_date
 from .inbound import ReceivedRequest, verify_header_auth, verify_presigned
 from .metrics import Metrics
 from .observability import log_access
@@ -78,7 +78,7 @@ class Exchange:
 
 def _error_parts(exc: SigproxyError, request_id: str) -> tuple[dict[str, str], bytes]:
     body = {"error": {"code": exc.code, "message": exc.message, "request_id": request_id}}
-    headers = {"X-Sigproxy-Error": exc.code, "X-Sigproxy-Request-Id": request_id}
+    headers = {"Date": http_date(), "X-Sigproxy-Error": exc.code, "X-Sigproxy-Request-Id": request_id}
     if exc.status == 407:
         headers["Proxy-Authenticate"] = 'Basic realm="sigproxy"'
     if isinstance(exc, TooManyAuthFailures):
@@ -86,14 +86,14 @@ def _error_parts(exc: SigproxyError, request_id: str) -> tuple[dict[str, str], b
     return headers, json.dumps(body).encode()
 
 
-def error_response(exc: SigproxyError, request_id: str) -> web.Response:
-    """The one place a proxy error becomes an HTTP response."""
+def error_response(exc: SigproxyError, request_id: str, *, close: bool = False) -> Response:
+    """The one place a proxy error becomes an HTTP response (``close``: the connection closes after it)."""
     headers, body = _error_parts(exc, request_id)
-    return web.Response(body=body, status=exc.status, headers=headers, content_type="application/json")
+    return Response(exc.status, None, [("Content-Type", "application/json"), *headers.items()], body, close=close)
 
 
 def error_bytes(exc: SigproxyError, request_id: str) -> bytes:
-    """The same response as raw HTTP/1.1 bytes, closing the connection (for intake outside aiohttp)."""
+    """The same response as raw HTTP/1.1 bytes, closing the connection (for intake before any HTTP server)."""
     headers, body = _error_parts(exc, request_id)
     reason = HTTPStatus(exc.status).phrase
     lines = [f"HTTP/1.1 {exc.status} {reason}", "Content-Type: application/json",
@@ -102,7 +102,7 @@ def error_bytes(exc: SigproxyError, request_id: str) -> bytes:
     return ("\r\n".join(lines) + "\r\n\r\n").encode() + body
 
 
-def _received(request: web.BaseRequest, target: Target) -> ReceivedRequest:
+def _received(request: ClientRequest, target: Target) -> ReceivedRequest:
     """The request as the client sent it to us (origin-form path and query, headers as received)."""
     raw = request.raw_path
     if raw.startswith("/"):
@@ -112,7 +112,7 @@ def _received(request: web.BaseRequest, target: Target) -> ReceivedRequest:
     return ReceivedRequest(request.method, path, query, tuple(request.headers.items()))
 
 
-def _once(headers: CIMultiDictProxy[str], name: str) -> str | None:
+def _once(headers: CIMultiDict[str], name: str) -> str | None:
     """A header that names a connection, or ``None``; given more than once it is refused (first-wins would
     let a second, mistyped name pass unnoticed). Raises :class:`BadRequest`."""
     values = headers.getall(name, [])
@@ -186,7 +186,7 @@ class Handler:
                              str(info.get("status")), elapsed, bytes_up=up if isinstance(up, int) else 0,
                              bytes_down=down if isinstance(down, int) else 0)
 
-    async def __call__(self, request: web.BaseRequest, exchange: Exchange) -> web.StreamResponse:
+    async def __call__(self, request: ClientRequest, exchange: Exchange) -> Response | StreamResponse:
         request_id = self._next_id()
         started = time.monotonic()
         remote = request.remote  # a peername lookup each time it is read
@@ -207,7 +207,7 @@ class Handler:
         self._finish(info, started)
         return response
 
-    def reject(self, request: web.BaseRequest, exc: SigproxyError) -> web.Response:
+    def reject(self, request: ClientRequest, exc: SigproxyError) -> Response:
         """Answer a request that intake could not even turn into an :class:`Exchange`."""
         request_id = self._next_id()
         info: dict[str, object] = {"request_id": request_id, "client": request.remote, "method": request.method,
@@ -215,8 +215,8 @@ class Handler:
         self._finish(info, time.monotonic())
         return error_response(exc, request_id)
 
-    async def _handle(self, request: web.BaseRequest, exchange: Exchange,
-                      info: dict[str, object]) -> web.StreamResponse:
+    async def _handle(self, request: ClientRequest, exchange: Exchange,
+                      info: dict[str, object]) -> Response | StreamResponse:
         config = self._config
         target = exchange.target
         headers = request.headers
@@ -286,7 +286,7 @@ class Handler:
                 raise BodyTooLarge(f"request body of {request.content_length} bytes is over max_body "
                                    f"({config.proxy.max_body} bytes)")
             # Only now: the connection, the host and the credentials are settled.
-            await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+            request.write_continue()
         if presigned:
             plan = untouched_plan(request, config.proxy)
         else:
@@ -309,9 +309,9 @@ class Handler:
         verify_header_auth(received, secret=conn.client_secret.reveal(), expected_key_id=conn.name,
                            payload_hashes=payload_hashes, now=self._clock(), signer=self._signer)
 
-    def _forward(self, request: web.BaseRequest, exchange: Exchange, info: dict[str, object], *,
+    def _forward(self, request: ClientRequest, exchange: Exchange, info: dict[str, object], *,
                  conn: ConnectionConfig, plan: BodyPlan, creds: Credentials, service: str,
-                 region: str) -> Awaitable[web.StreamResponse]:
+                 region: str) -> Awaitable[Response | StreamResponse]:
         """Sign, then the exchange to await (not a coroutine of its own: one frame less on every resume)."""
         if plan.mode == "presigned":
             url, untouched = untouched_request(method=request.method, target=exchange.target,
@@ -344,9 +344,9 @@ class Handler:
         return self._exchange(request, info, plan, url=out.url, headers=out.headers, chunk_signer=chunk_signer,
                               conn=conn)
 
-    async def _exchange(self, request: web.BaseRequest, info: dict[str, object], plan: BodyPlan, *, url: str,
+    async def _exchange(self, request: ClientRequest, info: dict[str, object], plan: BodyPlan, *, url: str,
                         headers: Sequence[tuple[str, str]], chunk_signer: ChunkSigner | None,
-                        conn: ConnectionConfig) -> web.StreamResponse:
+                        conn: ConnectionConfig) -> Response | StreamResponse:
         """Send the request upstream and stream the response back."""
         try:
             upstream = await self._upstream.send(request.method, url, headers, plan.body(chunk_signer),
@@ -364,12 +364,8 @@ class Handler:
                 # One chunk's worth with a known length: read it whole and answer in one write.
                 data = await upstream.read()
                 info["bytes_down"] = len(data)
-                small = web.Response(status=upstream.status, reason=upstream.reason, body=data)
-                small.headers.clear()
-                small.headers.extend(headers_out)
-                return small
-            response = web.StreamResponse(status=upstream.status, reason=upstream.reason)
-            response.headers.extend(headers_out)
+                return Response(upstream.status, upstream.reason, headers_out, data)
+            response = StreamResponse(upstream.status, upstream.reason, headers_out)
             await response.prepare(request)
             sent = 0
             try:
@@ -383,7 +379,7 @@ class Handler:
         return response
 
 
-def _abort(request: web.BaseRequest, info: dict[str, object], exc: SigproxyError | ConnectionError, *, sent: int,
+def _abort(request: ClientRequest, info: dict[str, object], exc: SigproxyError | ConnectionError, *, sent: int,
            expected: int | None) -> None:
     """A response body that broke off after its head went out: the upstream ended early or failed
     (:class:`SigproxyError`), or the client went away (:class:`ConnectionError`). There can be no second
@@ -401,6 +397,4 @@ def _abort(request: web.BaseRequest, info: dict[str, object], exc: SigproxyError
     info["status"], info["bytes_down"] = "aborted", sent
     if expected is not None:
         info["bytes_expected"] = expected
-    request.protocol.force_close()
-    if request.transport is not None:
-        request.transport.close()
+    request.abort()

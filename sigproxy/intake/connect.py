@@ -1,11 +1,11 @@
 """The forward listener's front door: reads a connection's first request head. ``CONNECT`` is handled here
 (TLS interception with a leaf from our CA, or a blind tunnel for ``passthrough`` hosts); anything else is
-handed, with the bytes already read, to aiohttp.
+handed, with the bytes already read, to the HTTP server (:mod:`sigproxy.intake.h1server`).
 
 Inside an intercepted tunnel every request goes to the same :class:`~sigproxy.handler.Handler` with target
 ``https://host[:port]``; a ``Proxy-Authorization`` sent on the CONNECT applies to all of them.
 
-Must not: sign, choose credentials, or parse anything but the CONNECT head (aiohttp parses the rest).
+Must not: sign, choose credentials, or parse anything but the CONNECT head (the HTTP server parses the rest).
 """
 
 from __future__ import annotations
@@ -14,11 +14,9 @@ import asyncio
 import contextlib
 import logging
 import ssl
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Coroutine
 from dataclasses import dataclass
 from typing import Any, Protocol, cast
-
-from aiohttp import web
 
 from sigproxy.config import Config, ProxyConfig
 from sigproxy.egress import EgressPolicy, resolve_checked
@@ -32,11 +30,13 @@ from sigproxy.errors import (
     UpstreamError,
 )
 from sigproxy.handler import Exchange, Handler, error_bytes
+from sigproxy.http1 import ClientRequest, Response, StreamResponse
 from sigproxy.routing import Target, parse_absolute_target, select_connection
 from sigproxy.tasks import TaskSet
 from sigproxy.tls import CertStore, TlsError
 
-from .gate import ClientServer, Gate, Ticket, peer_address
+from .gate import Gate, Ticket, peer_address
+from .h1server import ClientServer, Entry
 
 __all__ = ["ConnectIntake", "FrontDoor"]
 
@@ -47,7 +47,6 @@ _HANDSHAKE_TIMEOUT = 15.0
 _TUNNEL_CONNECT_TIMEOUT = 10.0
 _RELAY_CHUNK = 64 * 1024
 
-_Entry = Callable[[web.BaseRequest], Awaitable[web.StreamResponse]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,7 +62,7 @@ def _max_head(proxy: ProxyConfig) -> int:
 
 
 def _check_head_limits(lines: list[str], proxy: ProxyConfig) -> None:
-    """A CONNECT head against the limits aiohttp applies to every other head."""
+    """A CONNECT head against the limits the HTTP server applies to every other head."""
     if len(lines[0]) > proxy.max_request_line:
         raise BadRequest(f"the request line is too long (max_request_line = {proxy.max_request_line})")
     if len(lines) - 1 > proxy.max_headers:
@@ -108,15 +107,15 @@ class _HasHandler(Protocol):
 
 
 class ConnectIntake:
-    """Everything a forward listener needs: the plain aiohttp server, the CA, and the open tunnels."""
+    """Everything a forward listener needs: the plain HTTP server, the CA, and the open tunnels."""
 
     def __init__(self, runtime: _HasHandler, certs: CertStore, gate: Gate,
-                 entry: Callable[[web.BaseRequest], Awaitable[web.StreamResponse]]) -> None:
+                 entry: Entry) -> None:
         self._runtime = runtime
         self._certs = certs
         self.gate = gate
         self._plain = ClientServer(entry, proxy=self.proxy)
-        self._tunnels: set[web.Server] = set()
+        self._tunnels: set[ClientServer] = set()
         self._doors: set[FrontDoor] = set()  # accepted connections whose first head is still being read
         self._relays = 0
         self._tasks = TaskSet()
@@ -156,7 +155,7 @@ class ConnectIntake:
 
     async def shutdown(self, grace: float) -> None:
         """Drain: requests in progress, plain or inside tunnels, get ``grace`` to finish, all at once;
-        connections with none close at once (:meth:`pre_shutdown`; without it aiohttp waits out ``grace`` for
+        connections with none close at once (:meth:`pre_shutdown`; without it the drain waits out ``grace`` for
         their next request). Then what is left (tunnels still being set up, passthrough relays) is cancelled."""
         self.pre_shutdown()
         await asyncio.gather(*(server.shutdown(grace) for server in [*self._tunnels, self._plain]))
@@ -245,13 +244,13 @@ class ConnectIntake:
             transport.close()
             return
         protocol.connection_made(tls)
-        await _closed(protocol)
+        await protocol.closed
         self._tunnels.discard(server)
 
-    def _tunnel_entry(self, connect: _ConnectHead) -> _Entry:
+    def _tunnel_entry(self, connect: _ConnectHead) -> Entry:
         runtime = self._runtime
 
-        async def entry(request: web.BaseRequest) -> web.StreamResponse:
+        async def entry(request: ClientRequest) -> Response | StreamResponse:
             handler = runtime.handler  # current at arrival, for the whole request
             raw = request.raw_path
             try:
@@ -329,20 +328,12 @@ async def _pump(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> N
             writer.write_eof()
 
 
-async def _closed(protocol: asyncio.BaseProtocol) -> None:
-    """Wait until aiohttp's handler for a tunnel has finished with its connection."""
-    task = getattr(protocol, "_task_handler", None)
-    if task is not None:
-        with contextlib.suppress(asyncio.CancelledError, Exception):
-            await task
-
-
 class FrontDoor(asyncio.Protocol):
     """Protocol for one accepted forward-proxy connection: through the gate, then, from its first bytes, to
-    aiohttp (any method but CONNECT) or, for a CONNECT, until its head is read.
+    the HTTP server (any method but CONNECT) or, for a CONNECT, until its head is read.
 
     Until a first byte arrives the connection may idle for ``idle_timeout``; from it, the head must be complete
-    within ``header_timeout`` (aiohttp's protocol keeps counting from that first byte).
+    within ``header_timeout`` (the HTTP server keeps counting from that first byte).
     """
 
     def __init__(self, intake: ConnectIntake) -> None:
@@ -388,7 +379,7 @@ class FrontDoor(asyncio.Protocol):
         self._buffer += data
         start = bytes(self._buffer[:8]).upper()
         if not b"CONNECT ".startswith(start):
-            self._hand_to_aiohttp(transport)
+            self._hand_to_server(transport)
             return
         if len(start) < 8:
             return
@@ -406,8 +397,9 @@ class FrontDoor(asyncio.Protocol):
         ticket, self._ticket = self._ticket, None
         self._intake.spawn(self._intake.handle_connect(transport, head, early, ticket))
 
-    def _hand_to_aiohttp(self, transport: asyncio.Transport) -> None:
-        """Not a CONNECT: aiohttp parses the head (and applies the limits), counting time from its first byte."""
+    def _hand_to_server(self, transport: asyncio.Transport) -> None:
+        """Not a CONNECT: the HTTP server parses the head (and applies the limits), counting time from its first
+        byte."""
         self._finish()
         ticket, self._ticket = self._ticket, None
         protocol = self._intake.plain_protocol(ticket, self._began)

@@ -5,16 +5,15 @@ Must not: sign or forward; it only says where the request is meant to go.
 
 from __future__ import annotations
 
-from aiohttp import web
-
 from sigproxy.errors import UnsupportedRequest
 from sigproxy.handler import Exchange
+from sigproxy.http1 import ClientRequest
 from sigproxy.routing import parse_absolute_target
 
 __all__ = ["forward_exchange"]
 
 
-def forward_exchange(request: web.BaseRequest) -> Exchange:
+def forward_exchange(request: ClientRequest) -> Exchange:
     if request.method == "CONNECT":
         raise UnsupportedRequest(
             "CONNECT (HTTPS_PROXY) is not supported by this listener: use HTTP_PROXY with http:// "

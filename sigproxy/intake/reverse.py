@@ -6,17 +6,16 @@ Must not: sign or forward.
 
 from __future__ import annotations
 
-from aiohttp import web
-
 from sigproxy.config import ReverseListener
 from sigproxy.errors import BadRequest
 from sigproxy.handler import Exchange
+from sigproxy.http1 import ClientRequest
 from sigproxy.routing import Target, parse_absolute_target
 
 __all__ = ["reverse_exchange"]
 
 
-def reverse_exchange(request: web.BaseRequest, listener: ReverseListener) -> Exchange:
+def reverse_exchange(request: ClientRequest, listener: ReverseListener) -> Exchange:
     raw = request.raw_path
     if not raw.startswith("/"):
         raise BadRequest("a reverse listener takes origin-form requests (GET /path), not proxy requests")

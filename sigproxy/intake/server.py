@@ -39,6 +39,7 @@ from sigproxy.credentials import Providers
 from sigproxy.errors import ConfigError, ListenError, SigproxyError
 from sigproxy.forwarding import Upstream
 from sigproxy.handler import Exchange, Handler, RequestIds
+from sigproxy.http1 import ClientRequest, Response, StreamResponse
 from sigproxy.metrics import GroupMetrics, Metrics
 from sigproxy.sdnotify import Notifier
 from sigproxy.sessions import ConnectSessions
@@ -49,7 +50,8 @@ from sigproxy.tls import CertStore
 from .admin import admin_app
 from .connect import ConnectIntake
 from .forward import forward_exchange
-from .gate import ClientServer, Door, Gate, answered
+from .gate import Door, Gate
+from .h1server import ClientServer, Entry, answered
 from .reverse import reverse_exchange
 
 __all__ = ["Group", "Listening", "Runtime", "WorkerRole", "serve"]
@@ -218,8 +220,8 @@ async def _reload(runtime: Runtime, load: Callable[[], Config]) -> bool:
 
 
 def _entry(runtime: Runtime, reverse_index: int | None
-           ) -> Callable[[web.BaseRequest], Awaitable[web.StreamResponse]]:
-    def entry(request: web.BaseRequest) -> Awaitable[web.StreamResponse]:
+           ) -> Entry:
+    def entry(request: ClientRequest) -> Awaitable[Response | StreamResponse]:
         # Not a coroutine of its own: the handler's is awaited directly (one frame less on every resume).
         handler = runtime.handler  # the handler current when the request arrived serves all of it
         try:
@@ -246,7 +248,7 @@ def _binding(listener: str, key: str, address: Address, *, off: str = "") -> Ite
 async def _reverse_listener(runtime: Runtime, gate: Gate, index: int, *,
                             sock: socket.socket | None = None) -> tuple[asyncio.Server, ClientServer]:
     """Bind ``[[reverse]]`` number ``index``: each connection through the gate (with that listener's current
-    ``clients``), then to aiohttp (the returned server)."""
+    ``clients``), then to the HTTP server (returned)."""
     loop = asyncio.get_running_loop()
     server = ClientServer(_entry(runtime, index), proxy=lambda: runtime.config.proxy)
     name = f"reverse ({runtime.config.reverse[index].upstream})"

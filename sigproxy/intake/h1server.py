@@ -1,0 +1,444 @@
+"""The HTTP/1.1 server of every client listener (forward, reverse, inside intercepted CONNECT tunnels), on
+httptools (llhttp, the parser of Node.js and of aiohttp's C parser) in strict mode.
+
+* :class:`ClientServer` makes one :class:`ClientProtocol` per accepted connection, with the limits of the
+  config current then (a reload applies to new connections), and drains them all on shutdown.
+* :class:`ClientProtocol` parses requests (pipelined ones are answered in order), hands each to the entry
+  point as a :class:`~sigproxy.http1.ClientRequest` and writes what it returns.
+
+What it enforces (RFC 9112, and the ``[proxy]`` keys named):
+
+* the head: ``max_request_line``, ``max_header_size`` (a name or a value), ``max_headers`` (over them: 400,
+  without echoing the bytes); strict HTTP/1.x syntax (a bare CR, ``Content-Length`` with
+  ``Transfer-Encoding``, a repeated or invalid ``Content-Length``: 400); HTTP/1.0 and 1.1 only (any other
+  version: 400, answered as HTTP/1.1);
+* ``header_timeout``: every head, the first and each later keep-alive one, must be complete within it of its
+  first byte, however steadily it trickles in (a slowloris is cut off); ``idle_timeout``: a connection with no
+  request in progress or arriving is closed;
+* flow control both ways: reading pauses while a body's unread part is over 256 KiB, writing waits while the
+  client's socket buffer is full;
+* the connection is kept open after a response only when the client allows it (RFC 9112 9.3), the request was
+  received whole and the server is not draining; otherwise it is closed gracefully (our side shut for writing,
+  what the client still sends read and dropped for up to a second, so the answer is not lost to a reset).
+
+Must not: sign, route or choose connections.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import deque
+from collections.abc import Awaitable, Callable, Iterable
+from typing import cast
+
+import httptools
+from multidict import CIMultiDict
+
+from sigproxy.config import ProxyConfig
+from sigproxy.errors import BadRequest, SigproxyError
+from sigproxy.handler import error_response
+from sigproxy.http1 import ClientRequest, RequestBody, Response, StreamResponse
+
+from .gate import Ticket, peer_address
+
+__all__ = ["ClientProtocol", "ClientServer", "Entry", "answered"]
+
+logger = logging.getLogger(__name__)
+
+Entry = Callable[[ClientRequest], Awaitable[Response | StreamResponse]]
+_LINGER = 1.0  # seconds a closing connection reads and drops what the client still sends
+_VERSIONS = frozenset({"1.1", "1.0"})
+
+
+async def answered(response: Response) -> Response:
+    """A response already made, as the awaitable an entry point returns."""
+    return response
+
+
+class _HeadRefused(BadRequest):
+    """A request head over a limit (raised inside the parser's callbacks)."""
+
+
+class ClientProtocol(asyncio.Protocol):
+    """One client connection."""
+
+    def __init__(self, server: ClientServer, proxy: ProxyConfig) -> None:
+        self._server = server
+        self._proxy = proxy
+        self._loop = asyncio.get_running_loop()
+        self._parser = httptools.HttpRequestParser(self)
+        self._transport: asyncio.Transport | None = None
+        self._remote: str | None = None
+        self._ticket: Ticket | None = None
+        # The request whose head or body is being parsed, and the head's parts so far.
+        self._parsing: ClientRequest | None = None
+        self._url: list[bytes] = []
+        self._url_size = 0
+        self._headers: list[tuple[str, str]] = []
+        self._head_bytes = 0
+        self._head_since: float | None = None  # when the head being parsed began; None between heads
+        self._head_began: float | None = None  # from the front door: when the first head's first byte came
+        self._max_head = proxy.max_request_line + 2 + proxy.max_headers * (2 * proxy.max_header_size + 4) + 2
+        # Serving: one task answers the requests in order; later ones wait in the queue.
+        self._task: asyncio.Task[None] | None = None
+        self._queue: deque[ClientRequest | SigproxyError] = deque()
+        self._idle_since = self._loop.time()
+        self._timer: asyncio.TimerHandle | None = None
+        self._closing = False  # draining: no more requests are read; close once the one in progress is answered
+        self._broken = False  # the parser failed, or the connection was upgraded: nothing more is parsed
+        self._lingering = False
+        self._write_paused = False
+        self._drain_waiter: asyncio.Future[None] | None = None
+        self._wrote = False  # part of the current response has gone out
+        self.closed: asyncio.Future[None] = self._loop.create_future()
+
+    # ------------------------------------------------------------------ connection
+
+    def adopt(self, ticket: Ticket | None, *, head_began: float | None = None) -> None:
+        """Take the gate's ticket (released when the connection closes); ``head_began``: when the first byte of
+        the head in flight arrived (the front door read the start of it)."""
+        self._ticket = ticket
+        self._head_began = head_began
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._transport = cast(asyncio.Transport, transport)
+        self._remote = peer_address(transport)
+        self._server.opened(self)
+        self._arm(self._idle_since + self._proxy.idle_timeout)
+
+    def data_received(self, data: bytes) -> None:
+        if self._broken or self._closing or self._transport is None:
+            return  # lingering, upgraded or draining: dropped
+        try:
+            self._parser.feed_data(data)
+        except httptools.HttpParserUpgrade:
+            self._broken = True  # what follows a CONNECT or an Upgrade is not HTTP/1.1: the connection ends
+        except httptools.HttpParserError as exc:
+            self._refuse_head(exc)
+            return
+        if self._head_since is not None:
+            self._head_bytes += len(data)
+            if self._head_bytes > self._max_head:
+                self._refuse_head(_HeadRefused("the request head is over the head limits (max_request_line, "
+                                               "max_header_size, max_headers)"))
+
+    def eof_received(self) -> bool:
+        if self._parsing is not None and not self._parsing.complete:
+            self._parsing.body.fail(ConnectionResetError("the client closed the connection mid-request"))
+        if self._task is not None and not self._lingering:
+            self._closing = True
+            return True  # half-closed: the answer in progress may still go out
+        return False
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._transport = None
+        self._cancel_timer()
+        lost = ConnectionResetError("the client closed the connection")
+        if self._parsing is not None:
+            self._parsing.body.fail(lost)
+        for queued in self._queue:
+            if isinstance(queued, ClientRequest):
+                queued.body.fail(lost)
+        self._queue.clear()
+        self._wake_drain(lost)
+        if self._ticket is not None:
+            self._ticket.release()
+            self._ticket = None
+        self._server.lost(self)
+        if not self.closed.done():
+            self.closed.set_result(None)
+
+    @property
+    def task(self) -> asyncio.Task[None] | None:
+        """The task answering this connection's requests, while one is being answered."""
+        return self._task
+
+    def begin_drain(self) -> None:
+        """Shutdown: read no more requests; close now if none is being answered, else after its answer."""
+        self._closing = True
+        if self._task is None or self._lingering:
+            self._close()
+
+    def cancel(self) -> None:
+        """Shutdown's grace is over: stop answering and close."""
+        if self._task is not None:
+            self._task.cancel()
+        self._close()
+
+    def _close(self) -> None:
+        if self._transport is not None:
+            self._transport.close()
+
+    def _close_gracefully(self) -> None:
+        """Close after the answer: our side shut, the client's late bytes dropped for up to a second."""
+        transport = self._transport
+        if transport is None:
+            return
+        self._closing = True
+        if self._server.draining or not transport.can_write_eof():
+            transport.close()
+            return
+        self._lingering = True
+        self._broken = True
+        self._cancel_timer()
+        transport.write_eof()
+        self._loop.call_later(_LINGER, transport.close)
+
+    # ------------------------------------------------------------------ writing
+
+    def write(self, data: bytes) -> None:
+        if self._transport is not None:
+            self._wrote = True
+            self._transport.write(data)
+
+    def write_many(self, parts: Iterable[bytes]) -> None:
+        if self._transport is not None:
+            self._wrote = True
+            self._transport.writelines(parts)
+
+    async def drain(self) -> None:
+        """Wait while the client's socket buffer is full. Raises :class:`ConnectionResetError` once it closed."""
+        if self._transport is None:
+            raise ConnectionResetError("the client closed the connection")
+        if self._write_paused:
+            waiter = self._drain_waiter = self._loop.create_future()
+            await waiter
+
+    def abort(self) -> None:
+        self._closing = True
+        self._close()
+
+    def pause_writing(self) -> None:
+        self._write_paused = True
+
+    def resume_writing(self) -> None:
+        self._write_paused = False
+        self._wake_drain(None)
+
+    def _wake_drain(self, exc: BaseException | None) -> None:
+        waiter, self._drain_waiter = self._drain_waiter, None
+        if waiter is not None and not waiter.done():
+            if exc is None:
+                waiter.set_result(None)
+            else:
+                waiter.set_exception(exc)
+
+    def pause_body(self) -> None:
+        if self._transport is not None:
+            self._transport.pause_reading()
+
+    def resume_body(self) -> None:
+        if self._transport is not None and not self._transport.is_closing():
+            self._transport.resume_reading()
+
+    def may_keep_alive(self, request: ClientRequest) -> bool:
+        """Whether the connection may serve another request after this one's answer."""
+        return (request.keep_alive and request.complete and not request.upgrade and not self._closing
+                and not self._broken and self._transport is not None)
+
+    # ------------------------------------------------------------------ parser callbacks (httptools)
+
+    def on_message_begin(self) -> None:
+        began, self._head_began = self._head_began, None
+        self._head_since = since = began if began is not None else self._loop.time()
+        self._url = []
+        self._url_size = 0
+        self._headers = []
+        self._head_bytes = 0
+        due = since + self._proxy.header_timeout
+        if self._timer is None or self._timer.when() > due:
+            self._arm(due)
+
+    def on_url(self, url: bytes) -> None:
+        self._url.append(url)
+        self._url_size += len(url)
+        if self._url_size + 14 > self._proxy.max_request_line:  # "METHOD " and " HTTP/1.1"
+            raise _HeadRefused("the request line or a header line is too long "
+                               f"(max_request_line = {self._proxy.max_request_line}, "
+                               f"max_header_size = {self._proxy.max_header_size})")
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        proxy = self._proxy
+        if len(name) > proxy.max_header_size or len(value) > proxy.max_header_size:
+            raise _HeadRefused("the request line or a header line is too long "
+                               f"(max_request_line = {proxy.max_request_line}, "
+                               f"max_header_size = {proxy.max_header_size})")
+        if len(self._headers) >= proxy.max_headers:
+            raise _HeadRefused(f"the request has too many header lines (max_headers = {proxy.max_headers})")
+        self._headers.append((name.decode("utf-8", "surrogateescape"), value.decode("utf-8", "surrogateescape")))
+
+    def on_headers_complete(self) -> None:
+        parser = self._parser
+        self._head_since = None
+        version = parser.get_http_version()
+        request = ClientRequest(
+            self, parser.get_method().decode("ascii", "replace"),
+            b"".join(self._url).decode("utf-8", "surrogateescape"), version, CIMultiDict(self._headers),
+            keep_alive=parser.should_keep_alive(), upgrade=parser.should_upgrade(), remote=self._remote,
+            body=RequestBody(self))
+        self._headers = []
+        self._url = []
+        if version not in _VERSIONS:
+            request.unsupported_version = version
+        self._parsing = request
+        self._dispatch(request)
+
+    def on_body(self, body: bytes) -> None:
+        if self._parsing is not None:
+            self._parsing.body.feed(body)
+
+    def on_message_complete(self) -> None:
+        request, self._parsing = self._parsing, None
+        if request is not None:
+            request.complete = True
+            request.body.feed_eof()
+
+    # ------------------------------------------------------------------ serving
+
+    def _refuse_head(self, exc: BaseException) -> None:
+        """The parser refused what the client sent: a 400 after the answers owed, then the connection closes."""
+        self._broken = True
+        self._head_since = None
+        cause = exc.__context__ if isinstance(exc, httptools.HttpParserCallbackError) else exc
+        error = cause if isinstance(cause, BadRequest) else BadRequest(
+            f"malformed request head ({type(exc).__name__})")
+        if self._parsing is not None and not self._parsing.complete:
+            self._parsing.body.fail(ConnectionResetError("the client's request broke off (malformed framing)"))
+            self._parsing = None
+            return  # the request it belonged to is being answered; the connection closes after it
+        logger.info("request head from %s refused: %s", self._remote, error.message)
+        self._dispatch(error)
+
+    def _dispatch(self, item: ClientRequest | SigproxyError) -> None:
+        if self._task is None:
+            self._task = self._loop.create_task(self._serve(item))
+        else:
+            self._queue.append(item)
+
+    async def _serve(self, item: ClientRequest | SigproxyError) -> None:
+        """Answer ``item`` and then each queued one, in order, while the connection stays open."""
+        while True:
+            self._wrote = False
+            if isinstance(item, SigproxyError):
+                self._send(error_response(item, "-"), None)
+                self._close_gracefully()
+                break
+            response = await self._answer(item)
+            if response is None:  # it broke off mid-response and the connection was closed
+                break
+            if not response.prepared:
+                self._send(cast(Response, response), item)
+            if self._write_paused and self._transport is not None:
+                try:
+                    await self.drain()
+                except ConnectionError:
+                    break
+            keep = self.may_keep_alive(item) and (
+                cast(StreamResponse, response).keep_alive if response.prepared else not cast(Response, response).close)
+            if not keep:
+                self._close_gracefully()
+                break
+            if not self._queue:
+                break
+            item = self._queue.popleft()
+        self._task = None
+        if not self._lingering and self._transport is not None:
+            if self._closing:
+                self._close()
+            else:
+                self._idle_since = self._loop.time()
+                if self._timer is None:
+                    self._arm(self._idle_since + self._proxy.idle_timeout)
+
+    async def _answer(self, request: ClientRequest) -> Response | StreamResponse | None:
+        if request.unsupported_version is not None:
+            logger.info("request from %s refused: HTTP/%s", self._remote, request.unsupported_version)
+            return error_response(BadRequest(f"HTTP/{request.unsupported_version} is not spoken here: sigproxy "
+                                             "takes HTTP/1.1 and HTTP/1.0"), "-", close=True)
+        try:
+            return await self._server.entry(request)
+        except (ConnectionError, asyncio.CancelledError):
+            if self._wrote:
+                self.abort()
+                return None
+            raise
+        except Exception:
+            logger.exception("unexpected error answering %s from %s", request.method, self._remote)
+            if self._wrote:
+                self.abort()
+                return None
+            return error_response(SigproxyError("sigproxy failed on this request (see its log)"), "-", close=True)
+
+    def _send(self, response: Response, request: ClientRequest | None) -> None:
+        keep = request is not None and self.may_keep_alive(request) and not response.close
+        self.write(response.encode(request, keep_alive=keep))
+
+    # ------------------------------------------------------------------ the connection's one timer
+
+    def _arm(self, due: float) -> None:
+        self._cancel_timer()
+        self._timer = self._loop.call_at(due, self._expired)
+
+    def _cancel_timer(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    def _expired(self) -> None:
+        """``header_timeout`` for a head in flight, else ``idle_timeout`` when no request is being answered."""
+        self._timer = None
+        if self._transport is None or self._lingering:
+            return
+        now = self._loop.time()
+        if self._head_since is not None:
+            due = self._head_since + self._proxy.header_timeout
+            if now >= due:
+                logger.info("client %s did not finish a request head within header_timeout (%g s); connection "
+                            "closed", self._remote, self._proxy.header_timeout)
+                self.abort()
+                return
+        elif self._task is not None:
+            return  # a request is being answered: the timer is armed again once it is
+        else:
+            due = self._idle_since + self._proxy.idle_timeout
+            if now >= due:
+                self.abort()
+                return
+        self._timer = self._loop.call_at(due, self._expired)
+
+
+class ClientServer:
+    """Makes each client connection's protocol and drains them all on shutdown."""
+
+    def __init__(self, entry: Entry, *, proxy: Callable[[], ProxyConfig]) -> None:
+        self.entry = entry
+        self._current = proxy
+        self._connections: set[ClientProtocol] = set()
+        self.draining = False
+
+    def __call__(self) -> ClientProtocol:
+        return ClientProtocol(self, self._current())
+
+    def opened(self, protocol: ClientProtocol) -> None:
+        self._connections.add(protocol)
+        if self.draining:
+            protocol.begin_drain()
+
+    def lost(self, protocol: ClientProtocol) -> None:
+        self._connections.discard(protocol)
+
+    def pre_shutdown(self) -> None:
+        """Start the drain: connections with no request being answered close now, the others after it."""
+        self.draining = True
+        for protocol in list(self._connections):
+            protocol.begin_drain()
+
+    async def shutdown(self, grace: float) -> None:
+        """Give the requests being answered up to ``grace`` seconds, then cancel what is left and close."""
+        self.pre_shutdown()
+        busy = [task for p in self._connections if (task := p.task) is not None]
+        if busy:
+            await asyncio.wait(busy, timeout=grace)
+        for protocol in list(self._connections):
+            protocol.cancel()
