@@ -293,9 +293,9 @@ def check_response(raw: bytes, data: bytes, how: str) -> str:
     if status == 200 and status_line.startswith(b"HTTP/1.1 200 Connection established"):
         assert raw[:8].upper() == b"CONNECT ", "a tunnel opened for a request that was not CONNECT"
         return "200 tunnel"
-    # Without X-Sigproxy-Error: aiohttp's own parser refusals (400, 413, 414, 431...); never a 5xx, never success.
+    # Without X-Sigproxy-Error: a refusal by something before sigproxy's own answers; never a 5xx, never success.
     assert 400 <= status < 500, f"{status} without X-Sigproxy-Error: {data[:300]!r}"
-    return f"{status} (aiohttp)"
+    return f"{status} (no X-Sigproxy-Error)"
 
 
 @contextlib.contextmanager

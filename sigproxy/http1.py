@@ -203,7 +203,8 @@ class ClientRequest:
 
 class Response:
     """A whole response: its head and ``body`` go in one write. ``Content-Length`` is added when the headers
-    have none (except where a response has no body: HEAD, 204, 304)."""
+    have none, except on 204 and 304 (RFC 9110 8.6) and on an answer to HEAD with no body of its own (an
+    upstream's, whose length is not known); the body itself is never sent in answer to HEAD."""
 
     __slots__ = ("body", "close", "headers", "reason", "status")
 
@@ -221,8 +222,10 @@ class Response:
     def encode(self, request: ClientRequest | None, *, keep_alive: bool) -> bytes:
         """Head and body as bytes for ``request`` (``None``: no request could be parsed)."""
         extra = []
-        bodiless = self.status in _BODYLESS_STATUS or (request is not None and request.method == "HEAD")
-        if not bodiless and not any(name.lower() == "content-length" for name, _ in self.headers):
+        head_only = request is not None and request.method == "HEAD"
+        bodiless = self.status in _BODYLESS_STATUS or head_only
+        if self.status not in _BODYLESS_STATUS and (self.body or not head_only) \
+                and not any(name.lower() == "content-length" for name, _ in self.headers):
             extra.append(f"Content-Length: {len(self.body)}")
         extra.append(_connection(request, keep_alive))
         head = response_head(self.status, self.reason, self.headers, [line for line in extra if line])

@@ -49,6 +49,8 @@ _ATOMIC_WRITE = select.PIPE_BUF
 # integer past 64 bits) and for lines with non-ASCII text.
 _std_dumps = json.JSONEncoder(default=str, separators=(",", ":")).encode
 _ORJSON_OPTIONS = orjson.OPT_PASSTHROUGH_DATETIME | orjson.OPT_PASSTHROUGH_DATACLASS  # both to default=str, as json
+# A line's milliseconds and UTC offset after its second, by millisecond.
+_MILLIS = [f".{ms:03d}+00:00" for ms in range(1000)]
 
 
 class _JsonFormatter(logging.Formatter):
@@ -56,6 +58,11 @@ class _JsonFormatter(logging.Formatter):
         super().__init__()
         self._fields = dict(fields or {})
         self._second: tuple[int, str] = (-1, "")  # (Unix second, its ISO prefix); one attribute: swapped atomically
+        self._heads: dict[str, str] = {}  # access_line's start after "ts", by logger name
+        self._reserved = frozenset({"ts", "level", "logger", "msg", *self._fields})
+        # What follows the message in an access line: the process's fields, then the access fields' opening comma.
+        own = orjson.dumps(self._fields, default=str, option=_ORJSON_OPTIONS).decode()[1:-1] if self._fields else ""
+        self._tail = f",{own}," if own else ","
 
     def _stamp(self, second: int) -> tuple[int, str]:
         """(``second``, its ISO 8601 UTC form to the second), kept for the lines of that second."""
@@ -98,8 +105,36 @@ class _JsonFormatter(logging.Formatter):
                           exc=self.formatException(record.exc_info) if record.exc_info else None)
 
     def access_line(self, created: float, name: str, message: str, access: dict[str, object]) -> str | None:
-        """The line :meth:`format` makes of an INFO record of logger ``name`` with ``access`` as its fields."""
-        return self._line(created, "info", name, message, access=access)
+        """The line :meth:`format` makes of an INFO record of logger ``name`` with ``access`` as its fields.
+
+        The same text, spliced from the encoded ``access`` instead of encoding a merged copy of it: this runs once
+        per request (issue 15: the access log's budget). When ``access`` reuses a key of the line's own (``ts``,
+        ``level``, ``logger``, ``msg``) or of the process's fields, or holds non-ASCII text, the line is made
+        as :meth:`format` makes it (its value replaces the other, in place)."""
+        if not self._reserved.isdisjoint(access):
+            return self._line(created, "info", name, message, access=access)
+        second = int(created)
+        cached = self._second
+        if cached[0] != second:
+            cached = self._stamp(second)
+        try:
+            fields = orjson.dumps(access, default=str, option=_ORJSON_OPTIONS)
+            text = orjson.dumps(message)
+        except (TypeError, orjson.JSONEncodeError):
+            return self._line(created, "info", name, message, access=access)
+        if not (fields.isascii() and text.isascii()):
+            return self._line(created, "info", name, message, access=access)
+        head = self._heads.get(name)
+        if head is None:
+            head = self._heads[name] = self._head(name)
+        millis = _MILLIS[int((created - second) * 1000)]
+        rest = fields.decode()[1:]
+        tail = self._tail if len(rest) > 1 else self._tail[:-1]  # no access fields: no comma before "}"
+        return f"{{\"ts\":\"{cached[1]}{millis}\",{head}{text.decode()}{tail}{rest}"
+
+    def _head(self, name: str) -> str:
+        """``"level":"info","logger":NAME,"msg":`` as orjson writes it."""
+        return f"\"level\":\"info\",\"logger\":{orjson.dumps(name).decode()},\"msg\":"
 
 
 _PLAIN = re.compile(r"[!#-<>-\[\]-~]*")  # printable ASCII but space, '"', '=' and '\\'
@@ -162,17 +197,15 @@ class _BufferedStreamHandler(logging.StreamHandler[TextIO]):
         """Queue ``line`` (no newline); written now when ``urgent``, off the event loop or past the size bound,
         otherwise at the end of this loop iteration."""
         with self.lock:  # type: ignore[union-attr]  # created by Handler.__init__
-            self._pending.append(line + self.terminator)
-            self._chars += len(line)
+            self._pending.append(line)
+            self._chars += len(line) + 1
             if urgent or self._chars >= _FLUSH_CHARS:
                 self._write()
                 return
-            try:
-                loop = asyncio.get_running_loop()
-            except RuntimeError:
+            loop = asyncio._get_running_loop()
+            if loop is None:
                 self._write()
-                return
-            if self._scheduled is not loop:
+            elif self._scheduled is not loop:
                 self._scheduled = loop
                 loop.call_soon(self.flush)
 
@@ -182,14 +215,14 @@ class _BufferedStreamHandler(logging.StreamHandler[TextIO]):
             chunk: list[str] = []
             size = 0
             for line in pending:
-                if chunk and size + len(line) > _ATOMIC_WRITE:
-                    self.stream.write("".join(chunk))
+                if chunk and size + len(line) + 1 > _ATOMIC_WRITE:
+                    self.stream.write("\n".join(chunk) + "\n")
                     self.stream.flush()
                     chunk, size = [], 0
                 chunk.append(line)
-                size += len(line)
+                size += len(line) + 1
             if chunk:
-                self.stream.write("".join(chunk))
+                self.stream.write("\n".join(chunk) + "\n")
             self.stream.flush()
         except Exception:  # as StreamHandler.emit: reported on stderr; the proxy keeps serving
             self.handleError(logging.makeLogRecord({"msg": "%d log lines could not be written",

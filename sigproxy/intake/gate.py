@@ -24,13 +24,13 @@ from sigproxy.handler import error_bytes
 if TYPE_CHECKING:
     from .h1server import ClientServer
 
-__all__ = ["Door", "Gate", "Ticket", "peer_address", "refuse"]
+__all__ = ["LINGER", "Door", "Gate", "Ticket", "peer_address", "refuse"]
 
 logger = logging.getLogger(__name__)
 
-# After a refusal at accept, what the client still sends is read and dropped for this long, so that closing
-# doesn't reset the connection before the client has read the answer.
-_REFUSAL_LINGER = 1.0
+LINGER = 1.0
+"""Seconds a connection being closed after an answer reads and drops what the client still sends, so that
+closing doesn't reset the connection before the client has read the answer."""
 
 
 def peer_address(transport: asyncio.BaseTransport) -> str | None:
@@ -46,7 +46,7 @@ def refuse(transport: asyncio.BaseTransport, exc: SigproxyError) -> None:
     writer.write(error_bytes(exc, "-"))
     if writer.can_write_eof():
         writer.write_eof()
-    asyncio.get_running_loop().call_later(_REFUSAL_LINGER, writer.close)
+    asyncio.get_running_loop().call_later(LINGER, writer.close)
 
 
 class Ticket:

@@ -40,14 +40,13 @@ from sigproxy.errors import BadRequest, SigproxyError
 from sigproxy.handler import error_response
 from sigproxy.http1 import ClientRequest, RequestBody, Response, StreamResponse
 
-from .gate import Ticket, peer_address
+from .gate import LINGER, Ticket, peer_address
 
 __all__ = ["ClientProtocol", "ClientServer", "Entry", "answered"]
 
 logger = logging.getLogger(__name__)
 
 Entry = Callable[[ClientRequest], Awaitable[Response | StreamResponse]]
-_LINGER = 1.0  # seconds a closing connection reads and drops what the client still sends
 _VERSIONS = frozenset({"1.1", "1.0"})
 
 
@@ -108,8 +107,8 @@ class ClientProtocol(asyncio.Protocol):
         self._arm(self._idle_since + self._proxy.idle_timeout)
 
     def data_received(self, data: bytes) -> None:
-        if self._broken or self._closing or self._transport is None:
-            return  # lingering, upgraded or draining: dropped
+        if self._broken or self._transport is None or (self._closing and self._parsing is None):
+            return  # lingering or upgraded; or closing, with no request whose body is still arriving: dropped
         try:
             self._parser.feed_data(data)
         except httptools.HttpParserUpgrade:
@@ -126,9 +125,10 @@ class ClientProtocol(asyncio.Protocol):
     def eof_received(self) -> bool:
         if self._parsing is not None and not self._parsing.complete:
             self._parsing.body.fail(ConnectionResetError("the client closed the connection mid-request"))
-        if self._task is not None and not self._lingering:
+        if self._task is not None and not self._lingering and self._transport is not None \
+                and self._transport.get_extra_info("sslcontext") is None:
             self._closing = True
-            return True  # half-closed: the answer in progress may still go out
+            return True  # half-closed: the answer in progress may still go out (TLS can't stay half-open)
         return False
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -173,7 +173,7 @@ class ClientProtocol(asyncio.Protocol):
     def _close_gracefully(self) -> None:
         """Close after the answer: our side shut, the client's late bytes dropped for up to a second."""
         transport = self._transport
-        if transport is None:
+        if transport is None or transport.is_closing():
             return
         self._closing = True
         if self._server.draining or not transport.can_write_eof():
@@ -183,7 +183,7 @@ class ClientProtocol(asyncio.Protocol):
         self._broken = True
         self._cancel_timer()
         transport.write_eof()
-        self._loop.call_later(_LINGER, transport.close)
+        self._loop.call_later(LINGER, transport.close)
 
     # ------------------------------------------------------------------ writing
 

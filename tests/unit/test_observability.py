@@ -54,7 +54,9 @@ def _record(created: float, access: dict[str, object]) -> logging.LogRecord:
 @pytest.mark.parametrize("formatter", [_JsonFormatter(), _TextFormatter(_TEXT_FORMAT), _JsonFormatter({"worker": 1}),
                                        _TextFormatter(_TEXT_FORMAT, {"worker": 1})])
 @pytest.mark.parametrize("created", [1764547200.0, 1764547200.0005, 1764547259.9999, 1764547201.123456])
-@pytest.mark.parametrize("fields", [FIELDS, {**FIELDS, "msg": "x", "worker": 7}, {"method": "GET", "host": "h"}])
+@pytest.mark.parametrize("fields", [FIELDS, {**FIELDS, "msg": "x", "worker": 7}, {"method": "GET", "host": "h"},
+                                    {"method": "GET", "host": "h", "ts": "t", "msg": "x", "worker": 7},
+                                    {"method": "GET", "host": "h", "big": 2**70, "none": None, "f": 1.25}])
 def test_access_line_is_what_format_makes(formatter: _JsonFormatter | _TextFormatter, created: float,
                                           fields: dict[str, object]) -> None:
     """Every field, the message, level, logger, timestamp and the process's own fields (a worker's number),
