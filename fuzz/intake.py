@@ -235,7 +235,7 @@ def exchange(addr: tuple[str, int], raw: bytes) -> tuple[bytes, float, str]:
                 how = "closed"
                 break
             data += chunk
-            if _complete(data):
+            if _complete(data, head_only=_is_head(raw)):
                 how = "response"
                 break
     finally:
@@ -256,12 +256,17 @@ def _split_head(data: bytes) -> tuple[bytes, dict[str, list[str]], bytes] | None
     return lines[0], headers, data[end + 4 :]
 
 
-def _complete(data: bytes) -> bool:
+def _is_head(raw: bytes) -> bool:
+    """Whether the first request is a HEAD, whose answer has no body whatever its Content-Length (RFC 9110 9.3.2)."""
+    return raw.lstrip(b"\r\n").startswith(b"HEAD ")
+
+
+def _complete(data: bytes, *, head_only: bool) -> bool:
     parts = _split_head(data)
     if parts is None:
         return False
     status_line, headers, body = parts
-    if status_line.startswith(b"HTTP/1.1 200 Connection established"):
+    if status_line.startswith(b"HTTP/1.1 200 Connection established") or head_only:
         return True
     length = headers.get("content-length")
     return length is not None and len(body) >= int(length[0])
@@ -283,6 +288,8 @@ def check_response(raw: bytes, data: bytes, how: str) -> str:
         assert any("application/json" in v for v in headers.get("content-type", [])), "error body is not JSON"
         length = headers.get("content-length")
         assert length is not None, "sigproxy error without Content-Length"
+        if _is_head(raw):
+            return f"{status} {codes[0]} (HEAD)"  # no body: what follows the head is the next response's
         doc = json.loads(body[: int(length[0])])
         assert isinstance(doc, dict)
         code = doc.get("error", doc.get("code"))

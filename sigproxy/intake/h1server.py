@@ -68,6 +68,8 @@ class ClientProtocol(asyncio.Protocol):
         self._loop = asyncio.get_running_loop()
         self._parser = httptools.HttpRequestParser(self)
         self._transport: asyncio.Transport | None = None
+        # Bytes that came before connection_made: start_tls hands a tunnel's first request over before it returns.
+        self._early: list[bytes] | None = []
         self._remote: str | None = None
         self._ticket: Ticket | None = None
         # The request whose head or body is being parsed, and the head's parts so far.
@@ -105,8 +107,14 @@ class ClientProtocol(asyncio.Protocol):
         self._remote = peer_address(transport)
         self._server.opened(self)
         self._arm(self._idle_since + self._proxy.idle_timeout)
+        early, self._early = self._early, None
+        for data in early or ():
+            self.data_received(data)
 
     def data_received(self, data: bytes) -> None:
+        if self._early is not None:
+            self._early.append(data)
+            return
         if self._broken or self._transport is None or (self._closing and self._parsing is None):
             return  # lingering or upgraded; or closing, with no request whose body is still arriving: dropped
         try:
@@ -133,6 +141,7 @@ class ClientProtocol(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._transport = None
+        self._early = None
         self._cancel_timer()
         lost = ConnectionResetError("the client closed the connection")
         if self._parsing is not None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import socket
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -304,3 +305,23 @@ async def test_head_answers_carry_their_length_but_no_body() -> None:
         assert b"content-length" not in second.lower()
         assert (await read_response(reader))[1] == b"refused"  # nothing was sent between the heads
         writer.close()
+
+
+async def test_bytes_before_connection_made_are_served() -> None:
+    """start_tls can hand a tunnel's first request to the protocol before it returns, so before the
+    connection_made that sigproxy calls after it: those bytes are kept and served (under load, half of the
+    intercepted transfers got no answer and were closed at idle_timeout)."""
+    loop = asyncio.get_running_loop()
+    ours, theirs = socket.socketpair()
+    proxy = ProxyConfig()
+    server = ClientServer(echo, proxy=lambda: proxy)
+    transport, _ = await loop.connect_accepted_socket(asyncio.Protocol, ours)
+    protocol = server()
+    protocol.adopt(None)
+    transport.set_protocol(protocol)
+    protocol.data_received(b"GET /early HTTP/1.1\r\nHost: h\r\n\r\n")
+    protocol.connection_made(transport)
+    reader, writer = await asyncio.open_connection(sock=theirs)
+    assert (await asyncio.wait_for(read_response(reader), 5))[1] == b"GET /early 0"
+    writer.close()
+    await server.shutdown(0.5)
