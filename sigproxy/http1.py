@@ -10,7 +10,7 @@ requests and writes answers is :mod:`sigproxy.intake.h1server`).
   :meth:`~StreamResponse.write_eof`. Without a ``Content-Length`` it goes chunked to an HTTP/1.1 client
   (RFC 9112 7.1) and is delimited by closing the connection for an HTTP/1.0 one (RFC 9112 6.3).
 
-Header text is decoded from and encoded to UTF-8 with ``surrogateescape``, as aiohttp does, so any byte a
+Header text is decoded from and encoded to UTF-8 with ``surrogateescape`` (as aiohttp does), so any byte a
 client sent round-trips. Must not: parse, route or sign.
 """
 

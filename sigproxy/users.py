@@ -145,7 +145,7 @@ def parse_user(values: list[str], connection: str = "") -> str:
     The id is the field value exactly as received (RFC 9110 section 5.5: without leading or trailing
     whitespace), sent as UTF-8 bytes; 1 to :data:`MAX_ID_BYTES` bytes. Raises :class:`BadRequest` (400) when
     the header is missing or empty, sent more than once (RFC 9110 section 5.3 would join the lines with
-    commas, and ids contain commas), not UTF-8 (aiohttp hands over undecodable bytes as lone surrogates),
+    commas, and ids contain commas), not UTF-8 (the server hands over undecodable bytes as lone surrogates),
     longer than :data:`MAX_ID_BYTES`, or holds a control character (C0, DEL, C1) or a line or paragraph
     separator (U+2028, U+2029). Messages never echo the id.
     """

@@ -18,8 +18,9 @@ What it enforces (RFC 9112, and the ``[proxy]`` keys named):
 * flow control both ways: reading pauses while a body's unread part is over 256 KiB, writing waits while the
   client's socket buffer is full;
 * the connection is kept open after a response only when the client allows it (RFC 9112 9.3), the request was
-  received whole and the server is not draining; otherwise it is closed gracefully (our side shut for writing,
-  what the client still sends read and dropped for up to a second, so the answer is not lost to a reset).
+  received whole and the server is not draining; otherwise it is closed, and where the client may still be
+  sending (a body not read to its end, a head refused) gracefully: our side shut for writing, what the client
+  still sends read and dropped for up to a second, so the answer is not lost to a reset (RFC 9112 9.6).
 
 Must not: sign, route or choose connections.
 """
@@ -179,19 +180,22 @@ class ClientProtocol(asyncio.Protocol):
         if self._transport is not None:
             self._transport.close()
 
-    def _close_gracefully(self) -> None:
-        """Close after the answer: our side shut, the client's late bytes dropped for up to a second."""
+    def _close_gracefully(self, *, linger: bool) -> None:
+        """Close after the answer. With ``linger`` (the client may still be sending: a body not read to its end,
+        a head refused): our side shut, the client's late bytes read and dropped for up to a second, so that
+        they don't turn the close into a reset that loses the answer."""
         transport = self._transport
         if transport is None or transport.is_closing():
             return
         self._closing = True
-        if self._server.draining or not transport.can_write_eof():
+        if not linger or self._server.draining or not transport.can_write_eof():
             transport.close()
             return
         self._lingering = True
         self._broken = True
         self._cancel_timer()
         transport.write_eof()
+        transport.resume_reading()  # a body left unread may have paused it: what comes now is read and dropped
         self._loop.call_later(LINGER, transport.close)
 
     # ------------------------------------------------------------------ writing
@@ -331,7 +335,7 @@ class ClientProtocol(asyncio.Protocol):
             self._wrote = False
             if isinstance(item, SigproxyError):
                 self._send(error_response(item, "-"), None)
-                self._close_gracefully()
+                self._close_gracefully(linger=True)
                 break
             response = await self._answer(item)
             if response is None:  # it broke off mid-response and the connection was closed
@@ -346,7 +350,7 @@ class ClientProtocol(asyncio.Protocol):
             keep = self.may_keep_alive(item) and (
                 cast(StreamResponse, response).keep_alive if response.prepared else not cast(Response, response).close)
             if not keep:
-                self._close_gracefully()
+                self._close_gracefully(linger=not item.complete)
                 break
             if not self._queue:
                 break
