@@ -16,7 +16,6 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
-from http import HTTPStatus
 
 from multidict import CIMultiDict
 
@@ -94,12 +93,7 @@ def error_response(exc: SigproxyError, request_id: str, *, close: bool = False) 
 
 def error_bytes(exc: SigproxyError, request_id: str) -> bytes:
     """The same response as raw HTTP/1.1 bytes, closing the connection (for intake before any HTTP server)."""
-    headers, body = _error_parts(exc, request_id)
-    reason = HTTPStatus(exc.status).phrase
-    lines = [f"HTTP/1.1 {exc.status} {reason}", "Content-Type: application/json",
-             f"Content-Length: {len(body)}", "Connection: close"]
-    lines += [f"{k}: {v}" for k, v in headers.items()]
-    return ("\r\n".join(lines) + "\r\n\r\n").encode() + body
+    return error_response(exc, request_id, close=True).encode(None, keep_alive=False)
 
 
 def _received(request: ClientRequest, target: Target) -> ReceivedRequest:
@@ -189,7 +183,7 @@ class Handler:
     async def __call__(self, request: ClientRequest, exchange: Exchange) -> Response | StreamResponse:
         request_id = self._next_id()
         started = time.monotonic()
-        remote = request.remote  # a peername lookup each time it is read
+        remote = request.remote
         info: dict[str, object] = {"request_id": request_id, "client": remote, "method": request.method,
                                    "host": exchange.target.host, "path": audit_path(exchange.target)}
         try:

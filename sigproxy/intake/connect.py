@@ -48,7 +48,6 @@ _TUNNEL_CONNECT_TIMEOUT = 10.0
 _RELAY_CHUNK = 64 * 1024
 
 
-
 @dataclass(frozen=True, slots=True)
 class _ConnectHead:
     host: str
