@@ -331,30 +331,17 @@ class ClientProtocol(asyncio.Protocol):
 
     async def _serve(self, item: ClientRequest | SigproxyError) -> None:
         """Answer ``item`` and then each queued one, in order, while the connection stays open."""
-        while True:
-            self._wrote = False
-            if isinstance(item, SigproxyError):
-                self._send(error_response(item, "-"), None)
-                self._close_gracefully(linger=True)
-                break
-            response = await self._answer(item)
-            if response is None:  # it broke off mid-response and the connection was closed
-                break
-            if not response.prepared:
-                self._send(cast(Response, response), item)
-            if self._write_paused and self._transport is not None:
-                try:
-                    await self.drain()
-                except ConnectionError:
-                    break
-            keep = self.may_keep_alive(item) and (
-                cast(StreamResponse, response).keep_alive if response.prepared else not cast(Response, response).close)
-            if not keep:
-                self._close_gracefully(linger=not item.complete)
-                break
-            if not self._queue:
-                break
-            item = self._queue.popleft()
+        try:
+            await self._answer_in_order(item)
+        except asyncio.CancelledError:  # shutdown's grace is over
+            self._task = None
+            self._close()
+            raise
+        except Exception:  # a bug: the client's connection must not be left hanging on it
+            logger.exception("unexpected error writing an answer to %s; connection closed", self._remote)
+            self._task = None
+            self.abort()
+            return
         self._task = None
         if not self._lingering and self._transport is not None:
             if self._closing:
@@ -363,6 +350,32 @@ class ClientProtocol(asyncio.Protocol):
                 self._idle_since = self._loop.time()
                 if self._timer is None:
                     self._arm(self._idle_since + self._proxy.idle_timeout)
+
+    async def _answer_in_order(self, item: ClientRequest | SigproxyError) -> None:
+        while True:
+            self._wrote = False
+            if isinstance(item, SigproxyError):
+                self._send(error_response(item, "-"), None)
+                self._close_gracefully(linger=True)
+                return
+            response = await self._answer(item)
+            if response is None:  # it broke off mid-response and the connection was closed
+                return
+            if not response.prepared:
+                self._send(cast(Response, response), item)
+            if self._write_paused and self._transport is not None:
+                try:
+                    await self.drain()
+                except ConnectionError:
+                    return
+            keep = self.may_keep_alive(item) and (
+                cast(StreamResponse, response).keep_alive if response.prepared else not cast(Response, response).close)
+            if not keep:
+                self._close_gracefully(linger=not item.complete)
+                return
+            if not self._queue:
+                return
+            item = self._queue.popleft()
 
     async def _answer(self, request: ClientRequest) -> Response | StreamResponse | None:
         if request.unsupported_version is not None:

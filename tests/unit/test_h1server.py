@@ -325,3 +325,17 @@ async def test_bytes_before_connection_made_are_served() -> None:
     assert (await asyncio.wait_for(read_response(reader), 5))[1] == b"GET /early 0"
     writer.close()
     await server.shutdown(0.5)
+
+
+async def test_an_answer_that_cannot_be_written_closes_the_connection(caplog: pytest.LogCaptureFixture) -> None:
+    """A header value with a line break can't be written (it would split the head): logged, and the connection
+    is closed rather than left waiting for an answer that will never come."""
+    async def bad(request: ClientRequest) -> Response:
+        return Response(200, None, [("X-Bad", "a\r\nInjected: 1")], b"")
+
+    async with serving(bad) as (_, port):
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(b"GET / HTTP/1.1\r\nHost: h\r\n\r\n")
+        assert await asyncio.wait_for(reader.read(), 5) == b""
+        writer.close()
+    assert "unexpected error writing an answer" in caplog.text
