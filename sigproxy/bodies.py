@@ -163,7 +163,7 @@ async def plan_body(request: ClientRequest, conn: ConnectionConfig, proxy: Proxy
     claimed = headers.get("X-Amz-Content-SHA256", "").strip()
     mode = payload_mode(claimed)
     length = request.content_length
-    chunked = "chunked" in headers.get("Transfer-Encoding", "").lower()
+    chunked = request.chunked
     if length is not None and length > proxy.max_body:
         raise BodyTooLarge(f"request body of {length} bytes is over max_body ({proxy.max_body} bytes)")
     if not request.body_exists and not chunked:

@@ -289,8 +289,8 @@ def _proxy(t: Table | None, env: Mapping[str, str]) -> ProxyConfig:
         "unknown_key_id": t.choice("unknown_key_id", ("reject", "ignore")),
         "metrics_connection_label": t.choice("metrics_connection_label", ("name", "none")),
     }
-    # upstream_connections: aiohttp reads a pool limit of 0 as "no limit", so 0 (or 0.5 rounded down)
-    # must not get through.
+    # Each at least its low bound: a limit of 0 would refuse everything (the upstream pool, upstream_connections,
+    # would otherwise quietly raise it to 1), and heads smaller than these can't hold a SigV4 request.
     for key, low in (("upstream_connections", 1), ("max_connections", 1), ("max_connections_per_client", 1),
                      ("max_request_line", 256),
                      ("max_header_size", 256), ("max_headers", 8), ("auth_failures", 1),

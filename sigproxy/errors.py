@@ -190,6 +190,14 @@ class TooManyAuthFailures(SigproxyError):
         self.retry_after = retry_after
 
 
+class TransferCodingNotImplemented(SigproxyError):
+    """A request's Transfer-Encoding names a coding besides chunked, which sigproxy does not decode
+    (RFC 9112 6.1: 501)."""
+
+    status = 501
+    code = "unsupported_transfer_coding"
+
+
 class ClientAborted(SigproxyError, ConnectionError):
     """The client went away mid-upload; the upstream request is abandoned and nothing can be answered."""
 

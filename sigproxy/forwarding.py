@@ -32,7 +32,7 @@ from urllib.parse import urlsplit
 
 from .config import Network
 from .egress import EgressPolicy, EgressResolver, is_ip_literal, resolve_checked
-from .errors import ConfigError, UpstreamError, UpstreamTimeout
+from .errors import BadRequest, ConfigError, UpstreamError, UpstreamTimeout
 from .h1conn import H1Connection, UpstreamResponse, request_head
 
 __all__ = ["Upstream", "UpstreamResponse", "upstream_tls_context"]
@@ -118,7 +118,8 @@ class Upstream:
         ``private_networks`` are networks it may reach whatever the name. Otherwise
         :class:`~sigproxy.errors.AddressNotAllowed` is raised before anything is sent there.
         Redirects are never followed: a 3xx is the response. Raises
-        :class:`~sigproxy.errors.UpstreamError` and :class:`~sigproxy.errors.UpstreamTimeout`."""
+        :class:`~sigproxy.errors.UpstreamError` and :class:`~sigproxy.errors.UpstreamTimeout`, and
+        :class:`~sigproxy.errors.BadRequest` for a request that can't be written as UTF-8."""
         scheme, authority, target = _split(url)
         host, port, literal = _host_port(scheme, authority)
         policy = _policy(connection, explicit_hosts, private_networks)
@@ -126,6 +127,9 @@ class Upstream:
             policy.check(host, port, host)
         try:
             head, chunked = request_head(method, target, authority, headers, body)
+        except UnicodeEncodeError:
+            raise BadRequest("the request holds bytes that are not UTF-8 text (in a header value or the target); "
+                             "sigproxy sends them as UTF-8: percent-encode or RFC 2047-encode them") from None
         except ValueError as exc:
             raise UpstreamError(f"cannot send the request to upstream {host}: {exc}") from exc
         key: _Key = (scheme, host, port, verify_tls)

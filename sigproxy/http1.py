@@ -173,7 +173,8 @@ class ClientRequest:
 
     @property
     def chunked(self) -> bool:
-        return "chunked" in self.headers.get("Transfer-Encoding", "").lower()
+        """Whether the body is chunked (the server accepts no Transfer-Encoding but ``chunked``)."""
+        return "Transfer-Encoding" in self.headers
 
     @property
     def body_exists(self) -> bool:
@@ -185,8 +186,9 @@ class ClientRequest:
         return self.headers.get("Host")
 
     def write_continue(self) -> None:
-        """Send ``100 Continue`` (RFC 9110 15.2.1): the client may send the body it held back."""
-        if self.protocol is not None:
+        """Send ``100 Continue`` (RFC 9110 15.2.1): the client may send the body it held back. Not to an
+        HTTP/1.0 client (RFC 9110 10.1.1: the expectation is ignored)."""
+        if self.protocol is not None and self.version == "1.1":
             self.protocol.write(b"HTTP/1.1 100 Continue\r\n\r\n")
 
     def stop_reading(self) -> None:

@@ -37,7 +37,7 @@ import httptools
 from multidict import CIMultiDict
 
 from sigproxy.config import ProxyConfig
-from sigproxy.errors import BadRequest, SigproxyError
+from sigproxy.errors import BadRequest, SigproxyError, TransferCodingNotImplemented
 from sigproxy.handler import error_response
 from sigproxy.http1 import ClientRequest, RequestBody, Response, StreamResponse
 
@@ -49,6 +49,19 @@ logger = logging.getLogger(__name__)
 
 Entry = Callable[[ClientRequest], Awaitable[Response | StreamResponse]]
 _VERSIONS = frozenset({"1.1", "1.0"})
+_MAX_QUEUED = 16  # pipelined requests waiting for their answer past which reading pauses
+
+
+def _check_transfer_coding(lines: list[str]) -> None:
+    """A request's Transfer-Encoding: chunked alone is framed and read; not ending in chunked is a 400 (RFC 9112
+    6.3: the length can't be determined), another coding before it a 501 (RFC 9112 6.1: not understood)."""
+    codings = [c.strip().lower() for line in lines for c in line.split(",")]
+    if codings[-1] != "chunked":
+        raise _HeadRefused("Transfer-Encoding must end in chunked (RFC 9112 6.3)")
+    if len(codings) > 1:
+        raise TransferCodingNotImplemented(
+            "Transfer-Encoding names a coding besides chunked, which sigproxy does not decode; send the body "
+            "with chunked alone (a Content-Encoding is forwarded untouched)")
 
 
 async def answered(response: Response) -> Response:
@@ -89,6 +102,8 @@ class ClientProtocol(asyncio.Protocol):
         self._timer: asyncio.TimerHandle | None = None
         self._closing = False  # draining: no more requests are read; close once the one in progress is answered
         self._broken = False  # the parser failed, or the connection was upgraded: nothing more is parsed
+        self._client_done = False  # the client half-closed: answer what it sent, then close
+        self._paused: set[str] = set()  # why reading is paused: "body" (unread body), "queue" (answers owed)
         self._lingering = False
         self._write_paused = False
         self._drain_waiter: asyncio.Future[None] | None = None
@@ -118,6 +133,7 @@ class ClientProtocol(asyncio.Protocol):
             return
         if self._broken or self._transport is None or (self._closing and self._parsing is None):
             return  # lingering or upgraded; or closing, with no request whose body is still arriving: dropped
+        in_head = self._head_since is not None
         try:
             self._parser.feed_data(data)
         except httptools.HttpParserUpgrade:
@@ -126,7 +142,9 @@ class ClientProtocol(asyncio.Protocol):
             self._refuse_head(exc)
             return
         if self._head_since is not None:
-            self._head_bytes += len(data)
+            # A head spread over reads: bounded by the head limits (httptools would buffer an unfinished value
+            # without bound). A head that began in this read counts from the next one (one read is bounded).
+            self._head_bytes = self._head_bytes + len(data) if in_head else 0
             if self._head_bytes > self._max_head:
                 self._refuse_head(_HeadRefused("the request head is over the head limits (max_request_line, "
                                                "max_header_size, max_headers)"))
@@ -134,11 +152,11 @@ class ClientProtocol(asyncio.Protocol):
     def eof_received(self) -> bool:
         if self._parsing is not None and not self._parsing.complete:
             self._parsing.body.fail(ConnectionResetError("the client closed the connection mid-request"))
-        if self._task is not None and not self._lingering and self._transport is not None \
-                and self._transport.get_extra_info("sslcontext") is None:
-            self._closing = True
-            return True  # half-closed: the answer in progress may still go out (TLS can't stay half-open)
-        return False
+            self._parsing = None
+        self._client_done = True
+        # Half-closed: the answers owed may still go out (True keeps our side open; TLS can't stay half-open).
+        return (self._task is not None and not self._lingering and self._transport is not None
+                and self._transport.get_extra_info("sslcontext") is None)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._transport = None
@@ -211,12 +229,21 @@ class ClientProtocol(asyncio.Protocol):
             self._transport.writelines(parts)
 
     async def drain(self) -> None:
-        """Wait while the client's socket buffer is full. Raises :class:`ConnectionResetError` once it closed."""
+        """Wait while the client's socket buffer is full, up to ``idle_timeout`` (a client that reads nothing
+        for that long is cut off, as one that sends nothing is). Raises :class:`ConnectionResetError` once the
+        connection is closed or cut off."""
         if self._transport is None:
             raise ConnectionResetError("the client closed the connection")
         if self._write_paused:
             waiter = self._drain_waiter = self._loop.create_future()
-            await waiter
+            try:
+                async with asyncio.timeout(self._proxy.idle_timeout):
+                    await waiter
+            except TimeoutError:
+                logger.info("client %s read nothing of its answer for idle_timeout (%g s); connection closed",
+                            self._remote, self._proxy.idle_timeout)
+                self.abort()
+                raise ConnectionResetError("the client stopped reading (idle_timeout)") from None
 
     def abort(self) -> None:
         self._closing = True
@@ -238,17 +265,27 @@ class ClientProtocol(asyncio.Protocol):
                 waiter.set_exception(exc)
 
     def pause_body(self) -> None:
-        if self._transport is not None:
-            self._transport.pause_reading()
+        self._pause("body")
 
     def resume_body(self) -> None:
-        if self._transport is not None and not self._transport.is_closing():
-            self._transport.resume_reading()
+        self._resume("body")
+
+    def _pause(self, reason: str) -> None:
+        if not self._paused and self._transport is not None:
+            self._transport.pause_reading()
+        self._paused.add(reason)
+
+    def _resume(self, reason: str) -> None:
+        if reason in self._paused:
+            self._paused.discard(reason)
+            if not self._paused and self._transport is not None and not self._transport.is_closing():
+                self._transport.resume_reading()
 
     def may_keep_alive(self, request: ClientRequest) -> bool:
         """Whether the connection may serve another request after this one's answer."""
+        more = bool(self._queue)  # answers owed to requests already received (or a refusal queued)
         return (request.keep_alive and request.complete and not request.upgrade and not self._closing
-                and not self._broken and self._transport is not None)
+                and (more or not (self._broken or self._client_done)) and self._transport is not None)
 
     # ------------------------------------------------------------------ parser callbacks (httptools)
 
@@ -266,7 +303,8 @@ class ClientProtocol(asyncio.Protocol):
     def on_url(self, url: bytes) -> None:
         self._url.append(url)
         self._url_size += len(url)
-        if self._url_size + 14 > self._proxy.max_request_line:  # "METHOD " and " HTTP/1.1"
+        # The request line: METHOD SP request-target SP HTTP/x.y (RFC 9112 3)
+        if len(self._parser.get_method()) + self._url_size + 10 > self._proxy.max_request_line:
             raise _HeadRefused("the request line or a header line is too long "
                                f"(max_request_line = {self._proxy.max_request_line}, "
                                f"max_header_size = {self._proxy.max_header_size})")
@@ -285,9 +323,14 @@ class ClientProtocol(asyncio.Protocol):
         parser = self._parser
         self._head_since = None
         version = parser.get_http_version()
+        headers = CIMultiDict(self._headers)
+        if version == "1.1" and len(headers.getall("Host", ())) != 1:
+            raise _HeadRefused("an HTTP/1.1 request needs exactly one Host header (RFC 9112 3.2)")
+        if "Transfer-Encoding" in headers:
+            _check_transfer_coding(headers.getall("Transfer-Encoding"))
         request = ClientRequest(
             self, parser.get_method().decode("ascii", "replace"),
-            b"".join(self._url).decode("utf-8", "surrogateescape"), version, CIMultiDict(self._headers),
+            b"".join(self._url).decode("utf-8", "surrogateescape"), version, headers,
             keep_alive=parser.should_keep_alive(), upgrade=parser.should_upgrade(), remote=self._remote,
             body=RequestBody(self))
         self._headers = []
@@ -314,12 +357,13 @@ class ClientProtocol(asyncio.Protocol):
         self._broken = True
         self._head_since = None
         cause = exc.__context__ if isinstance(exc, httptools.HttpParserCallbackError) else exc
-        error = cause if isinstance(cause, BadRequest) else BadRequest(
+        error = cause if isinstance(cause, SigproxyError) else BadRequest(
             f"malformed request head ({type(exc).__name__})")
         if self._parsing is not None and not self._parsing.complete:
-            self._parsing.body.fail(ConnectionResetError("the client's request broke off (malformed framing)"))
+            # The head was fine, its body's framing is not: that request is answered 400, then the connection ends.
+            self._parsing.body.fail(BadRequest("the request body's chunked framing is malformed (RFC 9112 7.1)"))
             self._parsing = None
-            return  # the request it belonged to is being answered; the connection closes after it
+            return
         logger.info("request head from %s refused: %s", self._remote, error.message)
         self._dispatch(error)
 
@@ -328,6 +372,8 @@ class ClientProtocol(asyncio.Protocol):
             self._task = self._loop.create_task(self._serve(item))
         else:
             self._queue.append(item)
+            if len(self._queue) >= _MAX_QUEUED:
+                self._pause("queue")  # a client pipelining without reading is not buffered without bound
 
     async def _serve(self, item: ClientRequest | SigproxyError) -> None:
         """Answer ``item`` and then each queued one, in order, while the connection stays open."""
@@ -376,6 +422,8 @@ class ClientProtocol(asyncio.Protocol):
             if not self._queue:
                 return
             item = self._queue.popleft()
+            if len(self._queue) < _MAX_QUEUED // 2:
+                self._resume("queue")
 
     async def _answer(self, request: ClientRequest) -> Response | StreamResponse | None:
         if request.unsupported_version is not None:

@@ -508,6 +508,12 @@ class TestHostileInput:
         (b"GET {url}/x HTTP/1.1\r\nHost: h\r\nX-Injected: a\rb\r\n\r\n", (400,)),
         (b"CONNECT 169.254.169.254:80 HTTP/1.1\r\nHost: x\r\n\r\n", (403,)),
         (b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", (400,)),  # HTTP/2 prior knowledge
+        (b"GET {url}/x HTTP/1.1\r\nHost: h\r\nX-A: \xff\xfe\xe9t\xe9\r\n\r\n", (400,)),  # not UTF-8: was 502
+        (b"GET {url}/x HTTP/1.1\r\n\r\n", (400,)),  # no Host (RFC 9112 3.2)
+        (b"GET {url}/x HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n", (400,)),
+        (b"POST {url}/x HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: gzip\r\n\r\nabc", (400,)),  # was forwarded
+        (b"POST {url}/x HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: gzip, chunked\r\n\r\n0\r\n\r\n", (501,)),
+        (b"PUT {url}/x HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n", (400,)),  # was 499
     ])
     def test_hostile_requests(self, raw: bytes, statuses: tuple[int, ...], recorder: Recorder,
                               sigproxy_factory: Callable[..., Proxy]) -> None:

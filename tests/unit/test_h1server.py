@@ -16,6 +16,8 @@ from contextlib import asynccontextmanager
 import pytest
 
 from sigproxy.config import ProxyConfig
+from sigproxy.errors import BadRequest, SigproxyError
+from sigproxy.handler import error_response
 from sigproxy.http1 import ClientRequest, Response, StreamResponse
 from sigproxy.intake.h1server import ClientServer
 
@@ -137,11 +139,11 @@ async def test_streamed_response_framing() -> None:
 
 @pytest.mark.parametrize(("raw", "message"), [
     (b"GET /" + b"a" * 300 + b" HTTP/1.1\r\n\r\n", b"too long (max_request_line = 256"),
-    (b"GET / HTTP/1.1\r\nX-A: " + b"a" * 300 + b"\r\n\r\n", b"too long"),
+    (b"GET / HTTP/1.1\r\nHost: h\r\nX-A: " + b"a" * 300 + b"\r\n\r\n", b"too long"),
     (b"GET / HTTP/1.1\r\n" + b"".join(b"X-%d: a\r\n" % i for i in range(9)) + b"\r\n", b"max_headers = 8"),
-    (b"GET / HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n", b"malformed request head"),
-    (b"POST / HTTP/1.1\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n", b"malformed"),
-    (b"GET / HTTP/1.1\r\nX-A: a\rb\r\n\r\n", b"malformed"),
+    (b"GET / HTTP/1.1\r\nHost: h\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n", b"malformed request head"),
+    (b"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n", b"malformed"),
+    (b"GET / HTTP/1.1\r\nHost: h\r\nX-A: a\rb\r\n\r\n", b"malformed"),
     (b"GET / HTTP/2.0\r\n\r\n", b"HTTP/2.0 is not spoken here"),
 ])
 async def test_bad_heads_get_400_and_close(raw: bytes, message: bytes) -> None:
@@ -159,7 +161,7 @@ async def test_bad_heads_get_400_and_close(raw: bytes, message: bytes) -> None:
 async def test_a_head_trickled_past_the_limits_is_refused() -> None:
     async with serving(max_request_line=256, max_header_size=256, max_headers=8) as (_, port):
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
-        writer.write(b"GET / HTTP/1.1\r\nX-A: ")
+        writer.write(b"GET / HTTP/1.1\r\nHost: h\r\nX-A: ")
         for _ in range(100):  # one value, never finished, in small writes
             writer.write(b"a" * 100)
             await writer.drain()
@@ -213,7 +215,8 @@ async def test_large_body_is_flow_controlled() -> None:
 
     size = 8 * 1024 * 1024
     async with serving(slow) as (_, port):
-        [(_, body)] = await exchange(port, b"PUT / HTTP/1.1\r\nContent-Length: %d\r\n\r\n" % size + b"x" * size)
+        head = b"PUT / HTTP/1.1\r\nHost: h\r\nContent-Length: %d\r\n\r\n" % size
+        [(_, body)] = await exchange(port, head + b"x" * size)
     assert body == str(size).encode()
     assert max(seen) < 2 * 1024 * 1024  # reading paused: not the whole body buffered
 
@@ -232,7 +235,7 @@ async def test_client_gone_mid_body_fails_the_read() -> None:
 
     async with serving(reader_entry) as (_, port):
         _, writer = await asyncio.open_connection("127.0.0.1", port)
-        writer.write(b"PUT / HTTP/1.1\r\nContent-Length: 100\r\n\r\nabc")
+        writer.write(b"PUT / HTTP/1.1\r\nHost: h\r\nContent-Length: 100\r\n\r\nabc")
         await writer.drain()
         await asyncio.sleep(0.1)
         writer.close()
@@ -339,3 +342,156 @@ async def test_an_answer_that_cannot_be_written_closes_the_connection(caplog: py
         assert await asyncio.wait_for(reader.read(), 5) == b""
         writer.close()
     assert "unexpected error writing an answer" in caplog.text
+
+
+@pytest.mark.parametrize(("raw", "status", "message"), [
+    (b"GET / HTTP/1.1\r\n\r\n", b"400", b"exactly one Host header"),
+    (b"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n", b"400", b"exactly one Host header"),
+    (b"POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: gzip\r\n\r\nabc", b"400", b"must end in chunked"),
+    (b"POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: xchunked\r\n\r\n", b"400", b""),
+    (b"POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: gzip, chunked\r\n\r\n0\r\n\r\n", b"501", b"besides chunked"),
+    (b"POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: gzip\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n", b"501",
+     b"besides chunked"),
+])
+async def test_heads_refused_before_any_handler_sees_them(raw: bytes, status: bytes, message: bytes) -> None:
+    """RFC 9112 3.2 (Host), 6.1 and 6.3 (Transfer-Encoding): refused from the head alone, so nothing is
+    forwarded (a Transfer-Encoding llhttp refuses only after the head used to reach the handler)."""
+    seen: list[str] = []
+
+    async def entry(request: ClientRequest) -> Response:
+        seen.append(request.raw_path)
+        return await echo(request)
+
+    async with serving(entry) as (_, port):
+        [(head, body)] = await exchange(port, raw)
+    assert head[9:12] == status and message in body, (head, body)
+    assert seen == []
+
+
+async def test_malformed_chunk_framing_is_a_bad_request() -> None:
+    """A head that was fine and a body whose chunked framing is not: the body's reader raises BadRequest (a 400
+    through the handler), not a disconnect (which the handler answered 499)."""
+    raised: asyncio.Future[BaseException] = asyncio.get_running_loop().create_future()
+
+    async def entry(request: ClientRequest) -> Response:
+        try:
+            while await request.body.next_piece():
+                pass
+        except Exception as exc:
+            raised.set_result(exc)
+            return error_response(exc if isinstance(exc, SigproxyError) else SigproxyError("?"), "-")
+        return Response(200)
+
+    async with serving(entry) as (_, port):
+        [(head, _)] = await exchange(port, b"PUT / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n"
+                                           b"5\r\nhelloXX")
+    assert isinstance(await raised, BadRequest) and head.startswith(b"HTTP/1.1 400")
+
+
+@pytest.mark.parametrize("method", [b"GET", b"DELETE", b"OPTIONS"])
+async def test_request_line_limit_counts_the_whole_line(method: bytes) -> None:
+    async with serving(max_request_line=256) as (_, port):
+        for extra, ok in ((0, True), (1, False)):
+            path = b"/" + b"a" * (256 - len(method) - len(b"  HTTP/1.1") - 1 + extra)
+            line = method + b" " + path + b" HTTP/1.1"
+            assert len(line) == 256 + extra
+            [(head, _)] = await exchange(port, line + b"\r\nHost: h\r\n\r\n")
+            assert head.startswith(b"HTTP/1.1 200") is ok, (len(line), head)
+
+
+async def test_half_close_after_pipelined_requests_answers_them_all() -> None:
+    async with serving() as (_, port):
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(b"".join(b"GET /%d HTTP/1.1\r\nHost: h\r\n\r\n" % i for i in range(3)))
+        writer.write_eof()
+        got = [await read_response(reader) for _ in range(3)]
+        assert [body for _, body in got] == [b"GET /0 0", b"GET /1 0", b"GET /2 0"]
+        assert await asyncio.wait_for(reader.read(), 3) == b""  # then closed (the last head may predate the FIN)
+        writer.close()
+
+
+async def test_bad_pipelined_head_is_answered_after_the_good_one() -> None:
+    async with serving() as (_, port):
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(b"GET /a HTTP/1.1\r\nHost: h\r\n\r\nGET /b HTTP/1.1\r\nHost h\r\n\r\n")
+        first, second = await read_response(reader), await read_response(reader)
+        assert first[1] == b"GET /a 0" and second[0].startswith(b"HTTP/1.1 400")
+        assert await asyncio.wait_for(reader.read(), 3) == b""
+        writer.close()
+
+
+async def test_a_body_before_a_pipelined_head_does_not_count_as_head() -> None:
+    """With small limits, an 8000-byte body and the start of the next head in one read: the head is not
+    refused as over the limits (the whole read used to be counted as head)."""
+    async with serving(max_request_line=256, max_header_size=256, max_headers=8) as (_, port):
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(b"PUT /p HTTP/1.1\r\nHost: h\r\nContent-Length: 8000\r\n\r\n" + b"a" * 8000
+                     + b"GET /g HTTP/1.1\r\n")
+        await writer.drain()
+        await asyncio.sleep(0.2)
+        writer.write(b"Host: h\r\n\r\n")
+        assert (await read_response(reader))[1] == b"PUT /p 8000"
+        assert (await read_response(reader))[1] == b"GET /g 0"
+        writer.close()
+
+
+async def test_pipelining_without_reading_is_bounded() -> None:
+    """A client that pipelines and never reads: the server stops reading instead of queueing without bound
+    (one worker grew to 4.3 GB)."""
+    async with serving() as (server, port):
+        sock = socket.create_connection(("127.0.0.1", port))
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        sock.setblocking(False)
+        request = b"GET /x HTTP/1.1\r\nHost: h\r\nX-Pad: " + b"p" * 400 + b"\r\n\r\n"
+        sent = 0
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 3
+        while loop.time() < deadline and sent < 200_000_000:
+            try:
+                sent += sock.send(request * 100)
+            except BlockingIOError:
+                await asyncio.sleep(0.01)
+        [protocol] = list(server._connections)
+        assert sent < 50_000_000  # the client was stopped by backpressure, not by the loop's limits
+        assert len(protocol._queue) < 2_000
+        sock.close()
+
+
+async def test_a_client_that_stops_reading_is_cut_off_at_idle_timeout() -> None:
+    failed: asyncio.Future[BaseException] = asyncio.get_running_loop().create_future()
+
+    async def endless(request: ClientRequest) -> StreamResponse:
+        response = StreamResponse(200, "OK")
+        await response.prepare(request)
+        try:
+            while True:
+                await response.write(b"x" * 65536)
+        except ConnectionError as exc:
+            failed.set_result(exc)
+            raise
+
+    async with serving(endless, idle_timeout=0.5) as (_, port):
+        sock = socket.create_connection(("127.0.0.1", port))
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        sock.setblocking(False)
+        loop = asyncio.get_running_loop()
+        await loop.sock_sendall(sock, b"GET / HTTP/1.1\r\nHost: h\r\n\r\n")
+        await loop.sock_recv(sock, 100)
+        assert isinstance(await asyncio.wait_for(failed, 5), ConnectionResetError)
+        sock.close()
+
+
+async def test_expect_100_continue_is_ignored_for_http10() -> None:
+    async def entry(request: ClientRequest) -> Response:
+        request.write_continue()
+        return await echo(request)
+
+    async with serving(entry) as (_, port):
+        [(head, body)] = await exchange(port, b"PUT / HTTP/1.0\r\nContent-Length: 5\r\n"
+                                              b"Expect: 100-continue\r\n\r\nhello")
+        assert head.startswith(b"HTTP/1.1 200") and body == b"PUT / 5"
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(b"PUT / HTTP/1.1\r\nHost: h\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\nhello")
+        assert await reader.readuntil(b"\r\n\r\n") == b"HTTP/1.1 100 Continue\r\n\r\n"
+        assert (await read_response(reader))[1] == b"PUT / 5"
+        writer.close()
