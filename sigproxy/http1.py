@@ -26,10 +26,13 @@ from typing import TYPE_CHECKING
 
 from multidict import CIMultiDict
 
+from sigproxy.errors import BadRequest, TransferCodingNotImplemented
+
 if TYPE_CHECKING:
     from sigproxy.intake.h1server import ClientProtocol
 
-__all__ = ["ClientRequest", "RequestBody", "Response", "StreamResponse", "http_date", "response_head"]
+__all__ = ["ClientRequest", "RequestBody", "Response", "StreamResponse", "check_transfer_coding", "http_date",
+           "response_head"]
 
 _BODYLESS_STATUS = frozenset({204, 304})
 # Unread request body buffered past this pauses reading the client (resumed at a quarter of it).
@@ -66,6 +69,21 @@ def response_head(status: int, reason: str | None, headers: Iterable[tuple[str, 
     if text.count("\n") != len(lines) or text.count("\r") != len(lines):
         raise ValueError("a response header name or value contains CR or LF")
     return text.encode("utf-8", "surrogateescape")
+
+
+def check_transfer_coding(lines: list[str]) -> None:
+    """A request's Transfer-Encoding: chunked alone is framed and read; not ending in chunked is a 400 (RFC 9112
+    6.3: the length can't be determined), another coding before it a 501 (RFC 9112 6.1: not understood).
+
+    ``lines``: the values of every Transfer-Encoding line. Raises :class:`~sigproxy.errors.BadRequest`,
+    :class:`~sigproxy.errors.TransferCodingNotImplemented`."""
+    codings = [c.strip().lower() for line in lines for c in line.split(",")]
+    if codings[-1] != "chunked":
+        raise BadRequest("Transfer-Encoding must end in chunked (RFC 9112 6.3)")
+    if len(codings) > 1:
+        raise TransferCodingNotImplemented(
+            "Transfer-Encoding names a coding besides chunked, which sigproxy does not decode; send the body "
+            "with chunked alone (a Content-Encoding is forwarded untouched)")
 
 
 class RequestBody:

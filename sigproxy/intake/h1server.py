@@ -37,9 +37,9 @@ import httptools
 from multidict import CIMultiDict
 
 from sigproxy.config import ProxyConfig
-from sigproxy.errors import BadRequest, SigproxyError, TransferCodingNotImplemented
+from sigproxy.errors import BadRequest, SigproxyError
 from sigproxy.handler import error_response
-from sigproxy.http1 import ClientRequest, RequestBody, Response, StreamResponse
+from sigproxy.http1 import ClientRequest, RequestBody, Response, StreamResponse, check_transfer_coding
 
 from .gate import LINGER, Ticket, peer_address
 
@@ -50,18 +50,6 @@ logger = logging.getLogger(__name__)
 Entry = Callable[[ClientRequest], Awaitable[Response | StreamResponse]]
 _VERSIONS = frozenset({"1.1", "1.0"})
 _MAX_QUEUED = 16  # pipelined requests waiting for their answer past which reading pauses
-
-
-def _check_transfer_coding(lines: list[str]) -> None:
-    """A request's Transfer-Encoding: chunked alone is framed and read; not ending in chunked is a 400 (RFC 9112
-    6.3: the length can't be determined), another coding before it a 501 (RFC 9112 6.1: not understood)."""
-    codings = [c.strip().lower() for line in lines for c in line.split(",")]
-    if codings[-1] != "chunked":
-        raise _HeadRefused("Transfer-Encoding must end in chunked (RFC 9112 6.3)")
-    if len(codings) > 1:
-        raise TransferCodingNotImplemented(
-            "Transfer-Encoding names a coding besides chunked, which sigproxy does not decode; send the body "
-            "with chunked alone (a Content-Encoding is forwarded untouched)")
 
 
 async def answered(response: Response) -> Response:
@@ -327,7 +315,7 @@ class ClientProtocol(asyncio.Protocol):
         if version == "1.1" and len(headers.getall("Host", ())) != 1:
             raise _HeadRefused("an HTTP/1.1 request needs exactly one Host header (RFC 9112 3.2)")
         if "Transfer-Encoding" in headers:
-            _check_transfer_coding(headers.getall("Transfer-Encoding"))
+            check_transfer_coding(headers.getall("Transfer-Encoding"))
         request = ClientRequest(
             self, parser.get_method().decode("ascii", "replace"),
             b"".join(self._url).decode("utf-8", "surrogateescape"), version, headers,
