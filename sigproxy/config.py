@@ -191,7 +191,8 @@ class ProxyConfig:
     header_timeout: float = 20.0
     """Time a client gets to send a whole request head once it has begun (slowloris guard)."""
     idle_timeout: float = 60.0
-    """An idle keep-alive client connection is closed after this long."""
+    """An idle keep-alive client connection is closed after this long; so is one whose client reads nothing of
+    its answer for this long."""
     body_timeout: float = 60.0
     """Longest silence while a request body is read; then the request fails and the connection closes."""
     auth_failures: int = 10
