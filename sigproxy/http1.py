@@ -10,8 +10,9 @@ requests and writes answers is :mod:`sigproxy.intake.h1server`).
   :meth:`~StreamResponse.write_eof`. Without a ``Content-Length`` it goes chunked to an HTTP/1.1 client
   (RFC 9112 7.1) and is delimited by closing the connection for an HTTP/1.0 one (RFC 9112 6.3).
 
-Header text is decoded from and encoded to UTF-8 with ``surrogateescape`` (as aiohttp does), so any byte a
-client sent round-trips. Must not: parse, route or sign.
+Header text is decoded from and encoded to UTF-8 with ``surrogateescape`` (as aiohttp does), so an upstream's
+header bytes reach the client unchanged; a request header that is not UTF-8 is refused when it would be sent
+upstream (:mod:`sigproxy.forwarding`: sigproxy signs and sends UTF-8). Must not: read the wire, route or sign.
 """
 
 from __future__ import annotations
