@@ -80,6 +80,7 @@ class ClientProtocol(asyncio.Protocol):
         self._url_size = 0
         self._headers: list[tuple[str, str]] = []
         self._head_bytes = 0
+        self._begun = 0  # heads begun on this connection
         self._head_since: float | None = None  # when the head being parsed began; None between heads
         self._head_began: float | None = None  # from the front door: when the first head's first byte came
         self._max_head = proxy.max_request_line + 2 + proxy.max_headers * (2 * proxy.max_header_size + 4) + 2
@@ -121,7 +122,10 @@ class ClientProtocol(asyncio.Protocol):
             return
         if self._broken or self._transport is None or (self._closing and self._parsing is None):
             return  # lingering or upgraded; or closing, with no request whose body is still arriving: dropped
-        in_head = self._head_since is not None
+        # Whether this read starts between messages, and how many heads began before it: to tell which of
+        # its bytes belong to a head still unfinished at its end.
+        between = self._head_since is None and self._parsing is None
+        begun = self._begun
         try:
             self._parser.feed_data(data)
         except httptools.HttpParserUpgrade:
@@ -130,9 +134,14 @@ class ClientProtocol(asyncio.Protocol):
             self._refuse_head(exc)
             return
         if self._head_since is not None:
-            # A head spread over reads: bounded by the head limits (httptools would buffer an unfinished value
-            # without bound). A head that began in this read counts from the next one (one read is bounded).
-            self._head_bytes = self._head_bytes + len(data) if in_head else 0
+            # An unfinished head is bounded by the head limits (httptools would buffer an unfinished value
+            # without bound). Its bytes: all of this read when the head began before it or with it; when it
+            # began after another message ended within this read, counted from the next read (one read is
+            # bounded).
+            if self._begun == begun:
+                self._head_bytes += len(data)
+            elif between and self._begun == begun + 1:
+                self._head_bytes = len(data)
             if self._head_bytes > self._max_head:
                 self._refuse_head(_HeadRefused("the request head is over the head limits (max_request_line, "
                                                "max_header_size, max_headers)"))
@@ -280,6 +289,7 @@ class ClientProtocol(asyncio.Protocol):
     def on_message_begin(self) -> None:
         began, self._head_began = self._head_began, None
         self._head_since = since = began if began is not None else self._loop.time()
+        self._begun += 1
         self._url = []
         self._url_size = 0
         self._headers = []

@@ -170,6 +170,16 @@ async def test_a_head_trickled_past_the_limits_is_refused() -> None:
         writer.close()
 
 
+async def test_an_unfinished_head_over_the_limits_in_one_read_is_refused_at_once() -> None:
+    # The whole of it in one write, so the server reads it at once: refused then, not at header_timeout.
+    async with serving(max_request_line=256, max_header_size=256, max_headers=8, header_timeout=30) as (_, port):
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(b"GET / HTTP/1.1\r\nHost: h\r\nX-A: " + b"a" * 10_000)
+        head, _ = await asyncio.wait_for(read_response(reader), 5)
+        assert head.startswith(b"HTTP/1.1 400 ")
+        writer.close()
+
+
 async def test_header_timeout_cuts_a_slow_head_and_idle_timeout_an_idle_connection() -> None:
     async with serving(header_timeout=0.3, idle_timeout=0.6) as (_, port):
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
