@@ -222,20 +222,34 @@ def _parse_date(value: str | None) -> datetime:
         raise ConfigError("--date", f"expected YYYYMMDDTHHMMSSZ, got {value!r}") from None
 
 
+_SCOPE_HEADERS = {"x-sigproxy-service": "service", "x-sigproxy-region": "region"}
+
+
 def _sign_input(args: argparse.Namespace) -> signapi.SignInput:
     """The command line's request as a :class:`SignInput`: the same checks as ``POST /v1/sign``'s JSON.
 
-    ``-H 'x-amz-content-sha256: V'`` is the body's hash (``payload_sha256``), the other headers are sent and
+    ``-H 'x-amz-content-sha256: V'`` is the body's hash (``payload_sha256``); ``-H 'X-Sigproxy-Service: S'`` and
+    ``-H 'X-Sigproxy-Region: R'`` are ``--service``/``--region``, as the proxy takes them (neither sent nor
+    signed; one that disagrees with its option is a :class:`ConfigError`); the other headers are sent and
     signed as given; ``--data`` is the payload (hashed, not needed later); ``--presign`` takes ``--expires``.
     """
     headers: list[tuple[str, str]] = []
     payload_sha256: str | None = None
+    scope = {"service": args.service, "region": args.region}
     for h in args.headers:
         name, sep, value = h.partition(":")
         if not sep or not name.strip():
             raise ConfigError("-H", f"expected 'Name: value', got {h!r}")
-        if name.strip().lower() == "x-amz-content-sha256":
+        low = name.strip().lower()
+        if low == "x-amz-content-sha256":
             payload_sha256 = value.strip()
+        elif low in _SCOPE_HEADERS:
+            # As the proxy takes them (routing.resolve_service_region): the same as --service/--region.
+            key = _SCOPE_HEADERS[low]
+            if scope[key] is not None and scope[key] != value.strip():
+                raise ConfigError(f"--{key}", f"--{key} {scope[key]!r} and -H '{name.strip()}: {value.strip()}' "
+                                  "disagree: give one of them")
+            scope[key] = value.strip()
         else:
             headers.append((name.strip(), value.strip()))
     body: bytes | None = None
@@ -246,8 +260,11 @@ def _sign_input(args: argparse.Namespace) -> signapi.SignInput:
     except BadRequest as exc:
         raise ConfigError("URL", exc.message) from None
     return signapi.SignInput(method=args.method, target=target, headers=tuple(headers), payload=body,
-                     payload_sha256=payload_sha256, service=args.service, region=args.region,
+                     payload_sha256=payload_sha256, service=scope["service"], region=scope["region"],
                      presign=args.expires if args.presign else None)
+
+
+_CLI_OVERRIDES = ("pass --service NAME", "pass --region NAME")
 
 
 def _sign(args: argparse.Namespace) -> int:
@@ -270,7 +287,7 @@ def _sign(args: argparse.Namespace) -> int:
             ("--presign", "a presigned URL")
         raise ConfigError(option, f"these credentials carry a session token, which {holder} contains: add "
                           "--show-token to print it")
-    out = signapi.sign(conn, creds, request, now=now, signer=Signer())
+    out = signapi.sign(conn, creds, request, now=now, signer=Signer(), overrides=_CLI_OVERRIDES)
     if args.json:
         print(json.dumps(out.to_json(), indent=2))
     elif args.presign:

@@ -381,9 +381,9 @@ def _build(data: Mapping[str, Any], env: Mapping[str, str], source: str, listen:
     admin = parse_admin(root.table("admin"))
     onboarding = parse_onboarding(root.table("onboarding"))
     connect = parse_connect(root.table("connect"))
+    root.done()  # a stray top-level table ([conections.main]) before the "no connections" it would cause
     if not connections and not store.enabled:
         raise ConfigError("connections", "define at least one [connections.NAME] table (or keep the store on)")
-    root.done()
     return Config(
         proxy=proxy, connections=connections, routes=tuple(routes), reverse=tuple(reverse), source=source,
         store=store, admin=admin, onboarding=onboarding, connect=connect,
