@@ -73,6 +73,7 @@ __all__ = [
     "config_search_path",
     "find_config",
     "load",
+    "load_proxy",
     "loads",
     "parse_address",
     "parse_size",
@@ -414,6 +415,20 @@ def load(path: Path, *, env: Mapping[str, str] | None = None, listen: str | None
          admin_listen: str | None = None, workers: int | None = None) -> Config:
     return loads(read_config(path), env=env, source=str(path), listen=listen, admin_listen=admin_listen,
                  workers=workers)
+
+
+def load_proxy(path: Path, *, env: Mapping[str, str] | None = None) -> ProxyConfig:
+    """Only the ``[proxy]`` table of the config file at ``path``, checked as :func:`load` checks it: for the
+    commands that need no connection (``sigproxy ca``). The rest of the file is not read, so a
+    ``${env:...}``/``${file:...}`` that only the proxy host can resolve (a connection's secret) doesn't stop
+    them. Raises :class:`ConfigError` (unreadable file, invalid TOML, a bad ``[proxy]`` key)."""
+    text = read_config(path)
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError("", f"{path}: not valid TOML: {exc}") from exc
+    env = os.environ if env is None else env
+    return _proxy(Table(data, "", env).table("proxy"), env)
 
 
 def config_search_path(env: Mapping[str, str] | None = None) -> list[Path]:
