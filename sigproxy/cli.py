@@ -211,7 +211,7 @@ def _check(args: argparse.Namespace) -> int:
                  "web_identity": [f"AssumeRoleWithWebIdentity at {sts}"], "sts_endpoint": [str(c.url)]}
         steps = first.get(c.source or "", [])
         if c.source == "assume_role":
-            base = "the AWS credential chain" if c.base == "chain" else f"connection {c.base!r}'s credentials"
+            base = "the AWS credential chain" if c.base == "chain" else f"the credentials of connection {c.base!r}"
             steps = [base, *steps]
         return ", then ".join([*steps, f"GetCallerIdentity at {sts}"])
 

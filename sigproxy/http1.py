@@ -33,7 +33,7 @@ if TYPE_CHECKING:
     from sigproxy.intake.h1server import ClientProtocol
 
 __all__ = ["ClientRequest", "RequestBody", "Response", "StreamResponse", "bad_head_message", "check_transfer_coding",
-           "http_date", "response_head", "upgrade_refused"]
+           "http_date", "response_head"]
 
 _BODYLESS_STATUS = frozenset({204, 304})
 # Unread request body buffered past this pauses reading the client (resumed at a quarter of it).
@@ -110,16 +110,6 @@ def bad_head_message(start: bytes, reason: str) -> str:
         return ("not an HTTP/1.1 request: the first bytes are not a request line (METHOD TARGET HTTP/1.1); "
                 "this port speaks HTTP/1.1")
     return f"malformed request head: {reason.rstrip('.') or 'not valid HTTP/1.1'}"
-
-
-def upgrade_refused(protocols: str) -> str:
-    """The answer to a request asking to switch protocols (``Upgrade: PROTOCOLS``, RFC 9110 7.8; CONNECT is not
-    one): sigproxy forwards and signs HTTP/1.1 only, so the request is refused rather than half-served."""
-    if "h2c" in protocols.lower():
-        return ("Upgrade: h2c asks for HTTP/2, but sigproxy speaks HTTP/1.1: send the request without Upgrade "
-                "(curl: drop --http2)")
-    return (f"Upgrade: {protocols[:40]!r} asks to switch protocols, which sigproxy does not do: it forwards "
-            "HTTP/1.1 requests; send the request without Upgrade")
 
 
 class RequestBody:

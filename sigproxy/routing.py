@@ -408,7 +408,10 @@ def check_shape(target: Target, headers: Mapping[str, str], service: str) -> Non
     ):
         raise UnsupportedRequest("S3 Express One Zone (--x-s3 buckets) needs session auth sigproxy does not do")
     if "Upgrade" in headers:
-        raise UnsupportedRequest(f"protocol upgrades ({headers['Upgrade'][:40]}) are not proxied")
+        upgrade = headers["Upgrade"][:40]
+        hint = " (curl: drop --http2)" if "h2c" in upgrade.lower() else ""
+        raise UnsupportedRequest(f"protocol upgrades ({upgrade}) are not proxied: sigproxy forwards HTTP/1.1 "
+                                 f"requests; send the request without Upgrade{hint}")
 
 
 def upstream_headers(headers: Iterable[tuple[str, str]]) -> list[tuple[str, str]]:

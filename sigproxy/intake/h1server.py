@@ -46,7 +46,6 @@ from sigproxy.http1 import (
     StreamResponse,
     bad_head_message,
     check_transfer_coding,
-    upgrade_refused,
 )
 
 from .gate import LINGER, Ticket, peer_address
@@ -326,8 +325,6 @@ class ClientProtocol(asyncio.Protocol):
         if version == "1.1" and len(headers.getall("Host", ())) != 1:
             raise _HeadRefused("an HTTP/1.1 request needs exactly one Host header (RFC 9112 3.2): send one, "
                                "naming the host the request is for")
-        if "Upgrade" in headers and parser.get_method() != b"CONNECT":
-            raise _HeadRefused(upgrade_refused(", ".join(headers.getall("Upgrade"))))
         if "Transfer-Encoding" in headers:
             check_transfer_coding(headers.getall("Transfer-Encoding"))
         request = ClientRequest(

@@ -371,13 +371,6 @@ async def test_heads_refused_before_any_handler_sees_them(raw: bytes, status: by
 @pytest.mark.parametrize(("raw", "message"), [
     (b"GET / HTTP/1.1\r\n\r\n", b"exactly one Host header (RFC 9112 3.2): send one"),
     (b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", b"sigproxy speaks HTTP/1.1: let the client use HTTP/1.1"),
-    (b"GET http://a/ HTTP/1.1\r\nHost: a\r\nConnection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\n"
-     b"HTTP2-Settings: AAMAAABkAARAAAAAAAIAAAAA\r\n\r\n", b"Upgrade: h2c asks for HTTP/2"),
-    # With a body: before, the parser stopped at the Upgrade and the request went on with its body lost.
-    (b"POST http://a/ HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\nConnection: Upgrade\r\nUpgrade: h2c\r\n\r\nhello",
-     b"send the request without Upgrade"),
-    (b"GET http://a/ HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n",
-     b"asks to switch protocols"),
     # A TLS 1.2/1.3 ClientHello record's start: a client given https:// for a plain port.
     (bytes.fromhex("16030100c4010000c00303") + bytes(40), b"use http:// for the proxy URL"),
     (b"\x00\x01\x02 hello\r\n\r\n", b"the first bytes are not a request line"),
