@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 from urllib.parse import quote
 
 from . import __version__, admincli, eventloop, signapi, storecli
-from .config import DEFAULT_LISTEN, Config, default_state_dir, find_config, load, parse_address
+from .config import Config, ProxyConfig, default_state_dir, find_config, load, load_proxy
 from .errors import ApiError, BadRequest, ConfigError, ListenError, SigproxyError, WorkerFailed
 from .observability import setup_logging
 from .onboarding import new_external_id, trust_policy
@@ -40,6 +40,7 @@ __all__ = ["main"]
 # of the time.
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+CHECK_ATTEMPTS = 2  # tries of each STS call in `sigproxy check` (botocore's standard retry mode)
 
 
 class _Parser(argparse.ArgumentParser):
@@ -56,6 +57,16 @@ def _positive(value: str) -> int:
         raise argparse.ArgumentTypeError(f"expected a whole number, got {value!r}") from None
     if number < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1, got {number}")
+    return number
+
+
+def _seconds(value: str) -> float:
+    try:
+        number = float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of seconds, got {value!r}") from None
+    if not 0 < number < float("inf"):
+        raise argparse.ArgumentTypeError(f"must be more than 0, got {value}")
     return number
 
 
@@ -79,6 +90,9 @@ def _parser() -> argparse.ArgumentParser:
     check = sub.add_parser("check", help="resolve credentials and call STS GetCallerIdentity")
     with_config(check)
     check.add_argument("names", nargs="*", metavar="NAME", help="connections to check (default: all)")
+    check.add_argument("--timeout", type=_seconds, default=5.0, metavar="SECONDS",
+                       help="give up on a connection after this long (default: 5); each STS call gets "
+                       f"{CHECK_ATTEMPTS} tries")
 
     sign = sub.add_parser("sign", help="print a request's signed headers, or a presigned URL")
     with_config(sign)
@@ -183,20 +197,40 @@ def _check(args: argparse.Namespace) -> int:
             + "; a connection in the store is checked through the admin API: sigproxy connections check NAME")
     width = max(len(n) for n in names)
 
-    from .credentials import Providers, caller_identity  # noqa: PLC0415 - aiobotocore: only when needed
+    from .credcache import CredentialCache  # noqa: PLC0415 - only when needed
+    from .credentials import Providers, StsLimits, caller_identity, sts_endpoint_for  # noqa: PLC0415 - aiobotocore
+
+    limits = StsLimits(args.timeout, CHECK_ATTEMPTS)
+
+    def tried(name: str) -> str:
+        """What checking the connection calls, in order: what a failure names."""
+        conn = config.connections[name]
+        c = conn.credentials
+        sts = conn.sts_endpoint_url or sts_endpoint_for(conn.region or "us-east-1")
+        first = {"chain": ["the AWS credential chain"], "assume_role": [f"AssumeRole at {sts}"],
+                 "web_identity": [f"AssumeRoleWithWebIdentity at {sts}"], "sts_endpoint": [str(c.url)]}
+        steps = first.get(c.source or "", [])
+        if c.source == "assume_role":
+            base = "the AWS credential chain" if c.base == "chain" else f"the credentials of connection {c.base!r}"
+            steps = [base, *steps]
+        return ", then ".join([*steps, f"GetCallerIdentity at {sts}"])
 
     async def run() -> int:
         failed = 0
-        async with Providers(config.connections) as providers:
+        # A private cache that logs nothing: a failure is this command's output, not a warning about back-off.
+        async with Providers(config.connections, CredentialCache(log_failures=False), sts_limits=limits) as providers:
             for name in names:
                 conn = config.connections[name]
                 source = f"source={conn.credentials.source}"
                 try:
-                    creds, _ = await providers.get(name)
-                    arn = await caller_identity(conn, creds)
-                except SigproxyError as exc:
+                    async with asyncio.timeout(args.timeout):
+                        creds, _ = await providers.get(name)
+                        arn = await caller_identity(conn, creds, limits=limits)
+                except (SigproxyError, TimeoutError) as exc:
                     failed += 1
-                    print(f"{name:<{width}}  FAIL  {exc.message}  {source}", flush=True)
+                    why = exc.message if isinstance(exc, SigproxyError) else f"no answer within {args.timeout:g} s"
+                    print(f"{name:<{width}}  FAIL  {why}  {source}\n{'':<{width}}  tried {tried(name)} (up to "
+                          f"{CHECK_ATTEMPTS} tries per call, {args.timeout:g} s in all: --timeout)", flush=True)
                 else:
                     expiry = creds.expires_at.strftime("%Y-%m-%dT%H:%M:%SZ") if creds.expires_at else "never"
                     print(f"{name:<{width}}  OK  {arn}  {source}  expires={expiry}", flush=True)
@@ -222,20 +256,34 @@ def _parse_date(value: str | None) -> datetime:
         raise ConfigError("--date", f"expected YYYYMMDDTHHMMSSZ, got {value!r}") from None
 
 
+_SCOPE_HEADERS = {"x-sigproxy-service": "service", "x-sigproxy-region": "region"}
+
+
 def _sign_input(args: argparse.Namespace) -> signapi.SignInput:
     """The command line's request as a :class:`SignInput`: the same checks as ``POST /v1/sign``'s JSON.
 
-    ``-H 'x-amz-content-sha256: V'`` is the body's hash (``payload_sha256``), the other headers are sent and
+    ``-H 'x-amz-content-sha256: V'`` is the body's hash (``payload_sha256``); ``-H 'X-Sigproxy-Service: S'`` and
+    ``-H 'X-Sigproxy-Region: R'`` are ``--service``/``--region``, as the proxy takes them (neither sent nor
+    signed; one that disagrees with its option is a :class:`ConfigError`); the other headers are sent and
     signed as given; ``--data`` is the payload (hashed, not needed later); ``--presign`` takes ``--expires``.
     """
     headers: list[tuple[str, str]] = []
     payload_sha256: str | None = None
+    scope = {"service": args.service, "region": args.region}
     for h in args.headers:
         name, sep, value = h.partition(":")
         if not sep or not name.strip():
             raise ConfigError("-H", f"expected 'Name: value', got {h!r}")
-        if name.strip().lower() == "x-amz-content-sha256":
+        low = name.strip().lower()
+        if low == "x-amz-content-sha256":
             payload_sha256 = value.strip()
+        elif low in _SCOPE_HEADERS:
+            # As the proxy takes them (routing.resolve_service_region): the same as --service/--region.
+            key = _SCOPE_HEADERS[low]
+            if scope[key] is not None and scope[key] != value.strip():
+                raise ConfigError(f"--{key}", f"--{key} {scope[key]!r} and -H '{name.strip()}: {value.strip()}' "
+                                  "disagree: give one of them")
+            scope[key] = value.strip()
         else:
             headers.append((name.strip(), value.strip()))
     body: bytes | None = None
@@ -246,8 +294,11 @@ def _sign_input(args: argparse.Namespace) -> signapi.SignInput:
     except BadRequest as exc:
         raise ConfigError("URL", exc.message) from None
     return signapi.SignInput(method=args.method, target=target, headers=tuple(headers), payload=body,
-                     payload_sha256=payload_sha256, service=args.service, region=args.region,
+                     payload_sha256=payload_sha256, service=scope["service"], region=scope["region"],
                      presign=args.expires if args.presign else None)
+
+
+_CLI_OVERRIDES = ("pass --service NAME", "pass --region NAME")
 
 
 def _sign(args: argparse.Namespace) -> int:
@@ -270,7 +321,7 @@ def _sign(args: argparse.Namespace) -> int:
             ("--presign", "a presigned URL")
         raise ConfigError(option, f"these credentials carry a session token, which {holder} contains: add "
                           "--show-token to print it")
-    out = signapi.sign(conn, creds, request, now=now, signer=Signer())
+    out = signapi.sign(conn, creds, request, now=now, signer=Signer(), overrides=_CLI_OVERRIDES)
     if args.json:
         print(json.dumps(out.to_json(), indent=2))
     elif args.presign:
@@ -289,14 +340,13 @@ def _sign(args: argparse.Namespace) -> int:
 
 
 def _ca(args: argparse.Namespace) -> int:
+    # Only [proxy] is read: the CA needs no connection, and a client's shell need not hold the proxy's secrets.
     try:
-        config: Config | None = _load(args.config)
+        path: Path | None = find_config(args.config)
     except ConfigError:
-        if args.config:
-            raise
-        config = None  # no config anywhere: the default state directory and listen address
-    state_dir = config.proxy.state_dir if config else default_state_dir(os.environ)
-    listen = config.proxy.listen if config else parse_address(DEFAULT_LISTEN, "proxy.listen")
+        path = None  # no config anywhere (and none named): the default state directory and listen address
+    proxy = load_proxy(path) if path else ProxyConfig(state_dir=default_state_dir(os.environ))
+    state_dir, listen = proxy.state_dir, proxy.listen
     store = CertStore.load_or_create(state_dir)
     try:
         if args.pem:
@@ -309,9 +359,9 @@ def _ca(args: argparse.Namespace) -> int:
         elif args.env:
             bundle = state_dir / "ca-bundle.pem"
             write_bundle(store.ca_pem, bundle)
-            proxy = f"http://{listen}"
+            proxy_url = f"http://{listen}"
             for name in ("HTTPS_PROXY", "HTTP_PROXY", "https_proxy", "http_proxy"):
-                print(f"export {name}={shlex.quote(proxy)}")
+                print(f"export {name}={shlex.quote(proxy_url)}")
             for name in ("AWS_CA_BUNDLE", "REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE", "SSL_CERT_FILE"):
                 print(f"export {name}={shlex.quote(str(bundle))}")
             print(f"export NODE_EXTRA_CA_CERTS={shlex.quote(str(store.ca_cert_path))}")
@@ -352,17 +402,25 @@ def main(argv: Sequence[str] | None = None) -> int:
             return EXIT_OK
         return _sign(args)
     except ConfigError as exc:
-        print(f"sigproxy: config error: {exc}", file=sys.stderr)
-        return EXIT_USAGE
+        return _failed(args, f"config error: {exc}")
     except SigproxyError as exc:
-        print(f"sigproxy: {exc.code}: {exc.message}", file=sys.stderr)
-        return EXIT_USAGE
+        return _failed(args, f"{exc.code}: {exc.message}")
     except ApiError as exc:
-        print(f"sigproxy: {exc.code} ({exc.field}): {exc.message}", file=sys.stderr)
-        return EXIT_USAGE
+        return _failed(args, f"{exc.code} ({exc.field}): {exc.message}")
     except TlsError as exc:
-        print(f"sigproxy: CA error: {exc}", file=sys.stderr)
-        return EXIT_USAGE
+        return _failed(args, f"CA error: {exc}")
     except OSError as exc:
-        print(f"sigproxy: {exc.strerror or exc}", file=sys.stderr)
-        return EXIT_USAGE
+        return _failed(args, f"{exc.strerror or exc}")
+
+
+def _failed(args: argparse.Namespace, message: str) -> int:
+    """Print ``sigproxy: MESSAGE`` to stderr; returns :data:`EXIT_USAGE`.
+
+    ``ca --env`` runs inside ``eval "$(sigproxy ca --env)"``, where its stderr scrolls by and its exit status is
+    lost: it also prints, to the stdout that eval runs, a line that repeats the message on stderr and fails
+    (``false``), so ``set -e`` stops and ``$?`` says so, and the next command does not run on a half-set
+    environment."""
+    print(f"sigproxy: {message}", file=sys.stderr)
+    if args.command == "ca" and args.env:
+        print(f"echo {shlex.quote(f'sigproxy ca --env failed: {message}')} >&2; false")
+    return EXIT_USAGE

@@ -73,6 +73,7 @@ __all__ = [
     "config_search_path",
     "find_config",
     "load",
+    "load_proxy",
     "loads",
     "parse_address",
     "parse_size",
@@ -381,9 +382,9 @@ def _build(data: Mapping[str, Any], env: Mapping[str, str], source: str, listen:
     admin = parse_admin(root.table("admin"))
     onboarding = parse_onboarding(root.table("onboarding"))
     connect = parse_connect(root.table("connect"))
+    root.done()  # a stray top-level table ([conections.main]) before the "no connections" it would cause
     if not connections and not store.enabled:
         raise ConfigError("connections", "define at least one [connections.NAME] table (or keep the store on)")
-    root.done()
     return Config(
         proxy=proxy, connections=connections, routes=tuple(routes), reverse=tuple(reverse), source=source,
         store=store, admin=admin, onboarding=onboarding, connect=connect,
@@ -414,6 +415,20 @@ def load(path: Path, *, env: Mapping[str, str] | None = None, listen: str | None
          admin_listen: str | None = None, workers: int | None = None) -> Config:
     return loads(read_config(path), env=env, source=str(path), listen=listen, admin_listen=admin_listen,
                  workers=workers)
+
+
+def load_proxy(path: Path, *, env: Mapping[str, str] | None = None) -> ProxyConfig:
+    """Only the ``[proxy]`` table of the config file at ``path``, checked as :func:`load` checks it: for the
+    commands that need no connection (``sigproxy ca``). The rest of the file is not read, so a
+    ``${env:...}``/``${file:...}`` that only the proxy host can resolve (a connection's secret) doesn't stop
+    them. Raises :class:`ConfigError` (unreadable file, invalid TOML, a bad ``[proxy]`` key)."""
+    text = read_config(path)
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError("", f"{path}: not valid TOML: {exc}") from exc
+    env = os.environ if env is None else env
+    return _proxy(Table(data, "", env).table("proxy"), env)
 
 
 def config_search_path(env: Mapping[str, str] | None = None) -> list[Path]:

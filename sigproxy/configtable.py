@@ -8,18 +8,29 @@ Must not: exit, print, know any key's meaning, or read files other than ``${file
 
 from __future__ import annotations
 
+import difflib
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from .errors import ConfigError
 
-__all__ = ["Secret", "Table", "resolve_refs"]
+__all__ = ["Secret", "Table", "close_names", "resolve_refs"]
 
 _REF = re.compile(r"\$\{(env|file):((?:\$\{[^{}]*\}|[^}])*)\}")
 # Inside a ${file:...} path: ${NAME} or ${env:NAME}, e.g. ${file:${CREDENTIALS_DIRECTORY}/main_secret} (systemd).
 _PATH_VAR = re.compile(r"\$\{(?:env:)?([A-Za-z_][A-Za-z0-9_]*)\}")
+
+
+def close_names(name: str, names: Iterable[str], n: int = 3, cutoff: float = 0.6) -> list[str]:
+    """Up to ``n`` of ``names`` close to ``name`` ignoring case, closest first: :func:`difflib.get_close_matches`
+    (its default ``cutoff``, 0.6), so a typo finds its word and an unrelated name finds none."""
+    lowered: dict[str, list[str]] = {}
+    for candidate in names:
+        lowered.setdefault(candidate.lower(), []).append(candidate)
+    close = difflib.get_close_matches(name.lower(), list(lowered), n=n, cutoff=cutoff)
+    return [c for low in close for c in lowered[low]][:n]
 
 
 class Secret:
@@ -109,7 +120,7 @@ class Table:
         value = self._get(name, str, "a string")
         if value is None:
             if required:
-                raise ConfigError(self.key(name), "is required")
+                self.missing(name, "is required")
             return None
         if not self.references:
             if _REF.search(value):
@@ -188,7 +199,24 @@ class Table:
             raise ConfigError(self.key(name), f"expected one of {', '.join(choices)}, got {value!r}")
         return value
 
+    def missing(self, name: str, problem: str) -> NoReturn:
+        """Raise :class:`ConfigError` for the required key ``name``, absent: ``problem`` at its path, or, when
+        a key not read yet looks like its misspelling (``hots`` for ``hosts``), that key as unknown, naming
+        ``name``: the stray key is the mistake to fix, not the key it was meant to be."""
+        self.seen.add(name)
+        # Stricter than done()'s suggestion: the keys not read yet include known ones (secret_access_key is not
+        # a misspelt access_key_id), so only a typo's shape counts: a length within 2, a ratio of 0.75.
+        unread = [k for k in set(self.data) - self.seen if abs(len(k) - len(name)) <= 2]
+        stray = close_names(name, unread, n=1, cutoff=0.75)
+        if stray:
+            raise ConfigError(self.key(stray[0]), f"unknown key; did you mean {name!r}?")
+        raise ConfigError(self.key(name), problem)
+
     def done(self) -> None:
+        """Raise :class:`ConfigError` for the first key (sorted) no getter read: ``unknown key``, with the
+        closest key that was read (``did you mean 'hosts'?``) when one is close."""
         unknown = sorted(set(self.data) - self.seen)
         if unknown:
-            raise ConfigError(self.key(unknown[0]), "unknown key")
+            close = close_names(unknown[0], self.seen, n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            raise ConfigError(self.key(unknown[0]), f"unknown key{hint}")

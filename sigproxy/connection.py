@@ -338,7 +338,7 @@ def _credentials(t: Table, connection: str, require_path: str | None, *,
     elif source == "web_identity":
         token_file = t.filepath("token_file")
         if token_file is None:
-            raise ConfigError(t.key("token_file"), "is required")
+            t.missing("token_file", "is required")
         kwargs["token_file"] = token_file
     elif source == "sts_endpoint":
         url = t.string("url", required=True) or ""
@@ -389,14 +389,14 @@ def parse_connection(name: str, t: Table, *, origin: Literal["file", "store"] = 
         raise ConfigError(t.path, "connection names use letters, digits, '.', '_' and '-' (up to 64)")
     creds_t = t.table("credentials")
     if creds_t is None:
-        raise ConfigError(t.key("credentials"), "is required (a table with 'source')")
+        t.missing("credentials", "is required (a table with 'source')")
     require_path = t.string("require_role_path")
     if require_path is not None and not (require_path.startswith("/") and require_path.endswith("/")):
         raise ConfigError(t.key("require_role_path"),
                           f"expected a path like '/sigproxy-assumable/', got {require_path!r}")
     hosts = tuple(parse_host_glob(h, f"{t.key('hosts')}[{i}]") for i, h in enumerate(t.strings("hosts")))
     if not hosts:
-        raise ConfigError(t.key("hosts"), "is required: the hosts this connection may sign for")
+        t.missing("hosts", "is required: the hosts this connection may sign for")
     sts = t.string("sts_endpoint_url")
     user_header = t.boolean("user_header") is True
     conn = ConnectionConfig(

@@ -48,6 +48,7 @@ from .users import ROLE_SESSION, TAG_VALUE, Field, render, render_policy
 __all__ = [
     "NO_USER",
     "CredentialProvider",
+    "StsLimits",
     "Identity",
     "Providers",
     "caller_identity",
@@ -63,6 +64,30 @@ _STS_ENDPOINT_TIMEOUT = aiohttp.ClientTimeout(total=30)
 _EXPIRY_NAMES = ("expiresAt", "expires_at", "expiration")
 NO_USER = "sigproxy"
 """The id ``${sigproxy:user}`` stands for when a ``user_header`` connection is used without an end user."""
+
+
+@dataclass(frozen=True, slots=True)
+class StsLimits:
+    """How long one STS call may take: ``timeout`` seconds to connect and to read, in ``attempts`` tries in all
+    (botocore's ``standard`` retry mode). Without it botocore's defaults hold (60 s each, legacy retries: up to
+    5 tries with back-off), which suit the proxy's refreshes; ``sigproxy check`` wants an answer in seconds."""
+
+    timeout: float
+    attempts: int = 2
+
+
+def _client_config(limits: StsLimits | None, *, unsigned: bool = False) -> Any:
+    """The aiobotocore client config for STS calls (``None``: the defaults)."""
+    if limits is None and not unsigned:
+        return None
+    from aiobotocore.config import AioConfig  # noqa: PLC0415
+    from botocore import UNSIGNED  # noqa: PLC0415
+
+    kwargs: dict[str, Any] = {"signature_version": UNSIGNED} if unsigned else {}
+    if limits is not None:
+        kwargs.update(connect_timeout=limits.timeout, read_timeout=limits.timeout,
+                      retries={"total_max_attempts": limits.attempts, "mode": "standard"})
+    return AioConfig(**kwargs)
 
 
 class CredentialProvider(Protocol):
@@ -188,19 +213,16 @@ class _Chain:
 class _StsCaller:
     """Builds short-lived aiobotocore STS clients for one connection."""
 
-    def __init__(self, session: Callable[[], Any], conn: ConnectionConfig) -> None:
+    def __init__(self, session: Callable[[], Any], conn: ConnectionConfig, limits: StsLimits | None = None) -> None:
         self._session = session  # the shared aiobotocore session, made on first use
+        self._limits = limits
         self.region = conn.region or "us-east-1"
         self.endpoint = conn.sts_endpoint_url or sts_endpoint_for(self.region)
 
     async def call(self, name: str, action: str, creds: Credentials | None, **params: Any) -> Credentials:
-        kwargs: dict[str, Any] = {"region_name": self.region, "endpoint_url": self.endpoint}
-        if creds is None:
-            from aiobotocore.config import AioConfig  # noqa: PLC0415
-            from botocore import UNSIGNED  # noqa: PLC0415
-
-            kwargs["config"] = AioConfig(signature_version=UNSIGNED)
-        else:
+        kwargs: dict[str, Any] = {"region_name": self.region, "endpoint_url": self.endpoint,
+                                  "config": _client_config(self._limits, unsigned=creds is None)}
+        if creds is not None:
             kwargs.update(aws_access_key_id=creds.access_key_id, aws_secret_access_key=creds.secret_access_key,
                           aws_session_token=creds.session_token)
         method = "assume_role" if action == "AssumeRole" else "assume_role_with_web_identity"
@@ -351,9 +373,12 @@ class Providers:
     """
 
     def __init__(self, connections: Mapping[str, ConnectionConfig], cache: CredentialCache | None = None, *,
-                 cached_users: int | None = None, broker: CredentialBroker | None = None) -> None:
-        """``broker``: expiring credentials are asked of it instead of fetched here (a worker of a group)."""
+                 cached_users: int | None = None, broker: CredentialBroker | None = None,
+                 sts_limits: StsLimits | None = None) -> None:
+        """``broker``: expiring credentials are asked of it instead of fetched here (a worker of a group).
+        ``sts_limits``: bounds on each STS call (botocore's defaults otherwise)."""
         self._connections = connections
+        self._sts_limits = sts_limits
         self._broker = broker
         self._owns_cache = cache is None
         self.cache = cache if cache is not None else CredentialCache()
@@ -374,6 +399,7 @@ class Providers:
         root = self._root or self
         new._connections = connections
         new._broker = self._broker
+        new._sts_limits = self._sts_limits
         new._owns_cache = False
         new.cache = self.cache
         new.cache.configure(connections=len(connections), users=cached_users or self.cache.capacity[1])
@@ -402,9 +428,9 @@ class Providers:
         if c.source == "chain":
             return _Chain(conn.name, c.profile)
         if c.source == "assume_role":
-            return _AssumeRole(conn, _StsCaller(self.aws_session, conn), self)
+            return _AssumeRole(conn, _StsCaller(self.aws_session, conn, self._sts_limits), self)
         if c.source == "web_identity":
-            return _WebIdentity(conn, _StsCaller(self.aws_session, conn))
+            return _WebIdentity(conn, _StsCaller(self.aws_session, conn, self._sts_limits))
         return _StsEndpoint(conn, self)
 
     def aws_session(self) -> Any:
@@ -503,8 +529,9 @@ class Providers:
         return await self.cache.get(("default-chain",), chain.fetch, "the default AWS credential chain")
 
 
-async def caller_identity(conn: ConnectionConfig, creds: Credentials) -> str:
-    """STS GetCallerIdentity with ``creds`` (through ``sts_endpoint_url`` when set); returns the ARN.
+async def caller_identity(conn: ConnectionConfig, creds: Credentials, *, limits: StsLimits | None = None) -> str:
+    """STS GetCallerIdentity with ``creds`` (through ``sts_endpoint_url`` when set), within ``limits``; returns
+    the ARN.
 
     Raises :class:`CredentialsUnavailable` with the STS error code (never the keys).
     """
@@ -515,6 +542,7 @@ async def caller_identity(conn: ConnectionConfig, creds: Credentials) -> str:
         "aws_access_key_id": creds.access_key_id,
         "aws_secret_access_key": creds.secret_access_key,
         "aws_session_token": creds.session_token,
+        "config": _client_config(limits),
     }
     try:
         async with AsyncExitStack() as stack:

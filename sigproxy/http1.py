@@ -32,8 +32,8 @@ from sigproxy.errors import BadRequest, TransferCodingNotImplemented
 if TYPE_CHECKING:
     from sigproxy.intake.h1server import ClientProtocol
 
-__all__ = ["ClientRequest", "RequestBody", "Response", "StreamResponse", "check_transfer_coding", "http_date",
-           "response_head"]
+__all__ = ["ClientRequest", "RequestBody", "Response", "StreamResponse", "bad_head_message", "check_transfer_coding",
+           "http_date", "response_head"]
 
 _BODYLESS_STATUS = frozenset({204, 304})
 # Unread request body buffered past this pauses reading the client (resumed at a quarter of it).
@@ -85,6 +85,31 @@ def check_transfer_coding(lines: list[str]) -> None:
         raise TransferCodingNotImplemented(
             "Transfer-Encoding names a coding besides chunked, which sigproxy does not decode; send the body "
             "with chunked alone (a Content-Encoding is forwarded untouched)")
+
+
+# What a client that does not speak HTTP/1.1 to us sends first: the HTTP/2 connection preface (RFC 9113 3.4,
+# "prior knowledge"), and a TLS record holding a ClientHello (RFC 8446 5.1: content type 22, version 3.x).
+_H2_PREFACE = b"PRI * HTTP/2.0\r\n"
+_TLS_HANDSHAKE = b"\x16\x03"
+
+
+def bad_head_message(start: bytes, reason: str) -> str:
+    """What to tell a client whose request head the parser refused: ``start`` is the first bytes of that head
+    (a few suffice), ``reason`` the parser's own words (llhttp's, e.g. ``"Duplicate Content-Length"``).
+
+    An HTTP/2 preface and a TLS handshake (a client told ``https://`` for a plain HTTP port) are named as such
+    with what to change; anything else is ``malformed request head: REASON``. Never a parser class name.
+    """
+    if start.startswith(_H2_PREFACE[: len(start)]) and len(start) >= 3:
+        return ("this is an HTTP/2 connection (prior knowledge), but sigproxy speaks HTTP/1.1: let the client use "
+                "HTTP/1.1 (curl: drop --http2-prior-knowledge)")
+    if start.startswith(_TLS_HANDSHAKE):
+        return ("this is a TLS handshake, but this port speaks plain HTTP: this is an HTTP proxy port; use "
+                "http:// for the proxy URL (HTTPS_PROXY=http://HOST:PORT; HTTPS to AWS still works through it)")
+    if reason == "Invalid method encountered":
+        return ("not an HTTP/1.1 request: the first bytes are not a request line (METHOD TARGET HTTP/1.1); "
+                "this port speaks HTTP/1.1")
+    return f"malformed request head: {reason.rstrip('.') or 'not valid HTTP/1.1'}"
 
 
 class RequestBody:

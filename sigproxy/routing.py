@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import difflib
 import fnmatch
 import functools
 import hmac
@@ -33,6 +32,7 @@ from dataclasses import dataclass
 from urllib.parse import unquote
 
 from .config import Config, ConnectionConfig, ReverseListener
+from .configtable import close_names
 from .endpoints import parse_host
 from .errors import (
     BadProxyToken,
@@ -211,17 +211,14 @@ def parse_client_key_id(authorization: str | None, query: str) -> str | None:
 def closest_names(name: str, names: Iterable[str]) -> str:
     """`` (closest: 'main', 'maint')`` for a name that matched none, or a sentence saying there is none close.
 
-    Up to three names by :func:`difflib.get_close_matches` (its default cutoff, 0.6) ignoring case: a typo
+    Up to three names by :func:`~sigproxy.configtable.close_names` (difflib, cutoff 0.6, ignoring case): a typo
     finds its connection, while an unrelated value (an ``AKIA...`` key id) lists nothing -- the whole list is
     never shown.
     """
     if isinstance(names, Sized) and len(names) > _MAX_SUGGEST:
         # difflib over a fleet would cost every unknown name milliseconds of CPU: a cheap 407 stays cheap.
         return f" (none of the {len(names)} connections)"
-    lowered: dict[str, list[str]] = {}
-    for candidate in names:
-        lowered.setdefault(candidate.lower(), []).append(candidate)
-    close = [c for low in difflib.get_close_matches(name.lower(), list(lowered), n=3) for c in lowered[low]][:3]
+    close = close_names(name, names)
     if not close:
         return " (no connection has a similar name)"
     return " (closest: " + ", ".join(repr(c) for c in close) + ")"
@@ -411,7 +408,10 @@ def check_shape(target: Target, headers: Mapping[str, str], service: str) -> Non
     ):
         raise UnsupportedRequest("S3 Express One Zone (--x-s3 buckets) needs session auth sigproxy does not do")
     if "Upgrade" in headers:
-        raise UnsupportedRequest(f"protocol upgrades ({headers['Upgrade'][:40]}) are not proxied")
+        upgrade = headers["Upgrade"][:40]
+        hint = " (curl: drop --http2)" if "h2c" in upgrade.lower() else ""
+        raise UnsupportedRequest(f"protocol upgrades ({upgrade}) are not proxied: sigproxy forwards HTTP/1.1 "
+                                 f"requests; send the request without Upgrade{hint}")
 
 
 def upstream_headers(headers: Iterable[tuple[str, str]]) -> list[tuple[str, str]]:

@@ -408,7 +408,8 @@ def parse_sign_input(data: object) -> SignInput:
 
 
 def sign(conn: ConnectionConfig, creds: Credentials, request: SignInput, *, now: datetime,
-         signer: Signer | None = None) -> SignOutput:
+         signer: Signer | None = None,
+         overrides: tuple[str, str] = ('give "service"', 'give "region"')) -> SignOutput:
     """Sign ``request`` with ``creds`` for connection ``conn`` at time ``now`` (timezone-aware).
 
     Applies the connection's rules as the proxy does, in the proxy's order: the target must be in ``hosts``
@@ -427,6 +428,8 @@ def sign(conn: ConnectionConfig, creds: Credentials, request: SignInput, *, now:
     empty body's hash for other services, as botocore does.
 
     ``signer``: a :class:`~sigproxy.signing.Signer` to reuse its derived-key cache (a fresh one otherwise).
+    ``overrides``: how the caller sets the service and the region, named in the ``UnresolvableTarget`` message
+    (the JSON fields by default; ``sigproxy sign`` names its options).
     Pure: no I/O, no clock. Raises ``ValueError`` for a naive ``now``. The result holds the session token of
     temporary credentials (see the module docstring): treat it as a secret.
     """
@@ -434,7 +437,7 @@ def sign(conn: ConnectionConfig, creds: Credentials, request: SignInput, *, now:
     check_host(conn, target)
     service, region = resolve_service_region(conn, target, service_header=request.service,
                                              region_header=request.region, client_scope=None,
-                                             overrides=('give "service"', 'give "region"'))
+                                             overrides=overrides)
     check_shape(target, CIMultiDict(request.headers), service)
     check_policy(conn, request.method, service, region, request.headers)
     signer = signer or Signer()

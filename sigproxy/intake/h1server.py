@@ -39,7 +39,14 @@ from multidict import CIMultiDict
 from sigproxy.config import ProxyConfig
 from sigproxy.errors import BadRequest, SigproxyError
 from sigproxy.handler import error_response
-from sigproxy.http1 import ClientRequest, RequestBody, Response, StreamResponse, check_transfer_coding
+from sigproxy.http1 import (
+    ClientRequest,
+    RequestBody,
+    Response,
+    StreamResponse,
+    bad_head_message,
+    check_transfer_coding,
+)
 
 from .gate import LINGER, Ticket, peer_address
 
@@ -90,6 +97,7 @@ class ClientProtocol(asyncio.Protocol):
         self._idle_since = self._loop.time()
         self._timer: asyncio.TimerHandle | None = None
         self._closing = False  # draining: no more requests are read; close once the one in progress is answered
+        self._start = b""  # the first bytes of the latest head
         self._broken = False  # the parser failed, or the connection was upgraded: nothing more is parsed
         self._client_done = False  # the client half-closed: answer what it sent, then close
         self._paused: set[str] = set()  # why reading is paused: "body" (unread body), "queue" (answers owed)
@@ -126,6 +134,8 @@ class ClientProtocol(asyncio.Protocol):
         # its bytes belong to a head still unfinished at its end.
         between = self._head_since is None and self._parsing is None
         begun = self._begun
+        if between:
+            self._start = data[:16]  # a head begins here: its first bytes name what a refused one was
         try:
             self._parser.feed_data(data)
         except httptools.HttpParserUpgrade:
@@ -323,7 +333,8 @@ class ClientProtocol(asyncio.Protocol):
         version = parser.get_http_version()
         headers = CIMultiDict(self._headers)
         if version == "1.1" and len(headers.getall("Host", ())) != 1:
-            raise _HeadRefused("an HTTP/1.1 request needs exactly one Host header (RFC 9112 3.2)")
+            raise _HeadRefused("an HTTP/1.1 request needs exactly one Host header (RFC 9112 3.2): send one, "
+                               "naming the host the request is for")
         if "Transfer-Encoding" in headers:
             check_transfer_coding(headers.getall("Transfer-Encoding"))
         request = ClientRequest(
@@ -355,8 +366,7 @@ class ClientProtocol(asyncio.Protocol):
         self._broken = True
         self._head_since = None
         cause = exc.__context__ if isinstance(exc, httptools.HttpParserCallbackError) else exc
-        error = cause if isinstance(cause, SigproxyError) else BadRequest(
-            f"malformed request head ({type(exc).__name__})")
+        error = cause if isinstance(cause, SigproxyError) else BadRequest(bad_head_message(self._start, str(exc)))
         if self._parsing is not None and not self._parsing.complete:
             # The head was fine, its body's framing is not: that request is answered 400, then the connection ends.
             self._parsing.body.fail(BadRequest("the request body's chunked framing is malformed (RFC 9112 7.1)"))

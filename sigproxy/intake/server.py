@@ -37,6 +37,7 @@ from sigproxy.control import Control, open_store
 from sigproxy.credcache import CredentialCache
 from sigproxy.credentials import Providers
 from sigproxy.errors import ConfigError, ListenError, SigproxyError
+from sigproxy.exposure import open_listener_warnings
 from sigproxy.forwarding import Upstream
 from sigproxy.handler import Exchange, Handler, RequestIds
 from sigproxy.http1 import ClientRequest, Response, StreamResponse
@@ -323,6 +324,8 @@ async def serve(config: Config, stop: asyncio.Event, *, reload: asyncio.Event | 
     """
     notifier = notifier or Notifier.from_environ({})
     drain = config.proxy.drain_seconds
+    for warning in [] if worker else open_listener_warnings(config):  # once: by the supervisor, not each worker
+        logger.warning("%s", warning)
     for conn in config.connections.values():
         if not conn.verify_tls:
             logger.warning("connection %r does not verify upstream TLS certificates (verify_tls = false)",

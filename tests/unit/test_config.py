@@ -259,11 +259,59 @@ class TestUnknownKeys:
         ids=["top-level", "proxy", "connection", "credentials", "routes", "reverse"],
     )
     def test_unknown_key(self, text: str, path: str) -> None:
-        """An unknown key anywhere is an error naming its full key path."""
+        """An unknown key anywhere is an error naming its full key path (and a known key when one is close)."""
         exc = error(text)
         assert exc.path == path
-        assert exc.problem == "unknown key"
-        assert str(exc) == f"{path}: unknown key"
+        assert exc.problem.startswith("unknown key")
+        assert str(exc).startswith(f"{path}: unknown key")
+
+
+STRAY = [
+    # (text, the stray key's path, the key it was meant to be)
+    ("conections = 1\n" + MINIMAL, "conections", "connections"),
+    ('[proxy]\nlisen = "127.0.0.1:1"\n' + MINIMAL, "proxy.lisen", "listen"),
+    ('[proxy]\ndefault_conection = "main"\n' + MINIMAL, "proxy.default_conection", "default_connection"),
+    (MINIMAL.replace("hosts =", "hots ="), "connections.main.hots", "hosts"),
+    (MINIMAL.replace('hosts = ["*.amazonaws.com"]', 'hosts = ["*.amazonaws.com"]\nregoin = "x"'),
+     "connections.main.regoin", "region"),
+    (MINIMAL.replace("[connections.main.credentials]", "[connections.main.credentails]"),
+     "connections.main.credentails", "credentials"),
+    (MINIMAL.replace("source =", "sorce ="), "connections.main.credentials.sorce", "source"),
+    (MINIMAL.replace("access_key_id", "acces_key_id"), "connections.main.credentials.acces_key_id",
+     "access_key_id"),
+    (MINIMAL.replace('secret_access_key = "secret"', 'secret_access_key = "secret"\nsesion_token = "t"'),
+     "connections.main.credentials.sesion_token", "session_token"),
+    (MINIMAL.replace('source = "static"\naccess_key_id = "AKIDEXAMPLE"\nsecret_access_key = "secret"',
+                     'source = "web_identity"\nrole_arn = "arn:aws:iam::111122223333:role/r"\ntoken_fil = "/t"'),
+     "connections.main.credentials.token_fil", "token_file"),
+    (minimal_with('[[routes]]\nhots = "x.example.com"\nconnection = "main"\n'), "routes[0].hots", "host"),
+    (minimal_with('[[reverse]]\nlisten = "127.0.0.1:9"\nupstrem = "http://x"\n'), "reverse[0].upstrem",
+     "upstream"),
+    (minimal_with('[[reverse]]\nlisten = "127.0.0.1:9"\nupstream = "http://x"\nclient = ["10.0.0.0/8"]\n'),
+     "reverse[0].client", "clients"),
+    (minimal_with('[store]\nmigrat = true\n'), "store.migrat", "migrate"),
+    (minimal_with('[admin]\ntokn = "x"\n'), "admin.tokn", "token"),
+    (minimal_with('[onboarding]\nprincipl = "111122223333"\n'), "onboarding.principl", "principal"),
+    (minimal_with('[connect]\nsession_tl = 60\n'), "connect.session_tl", "session_ttl"),
+]
+
+
+class TestStrayKeys:
+    @pytest.mark.parametrize(("text", "path", "meant"), STRAY, ids=[p for _, p, _ in STRAY])
+    def test_a_stray_key_is_named_with_the_closest_known_one(self, text: str, path: str, meant: str) -> None:
+        """Issue 16: ``hots`` is reported as ``hots``, an unknown key, with ``hosts`` suggested -- also where
+        the key it was meant to be is required (``hosts``, ``source``, ``token_file``, ``upstream``): the stray
+        key comes first, not "``hosts`` is required"."""
+        exc = error(text)
+        assert (exc.path, exc.problem) == (path, f"unknown key; did you mean {meant!r}?")
+
+    def test_a_stray_key_like_no_known_key_is_named_alone(self) -> None:
+        exc = error(minimal_with("[admin]\nzzz = 1\n"))
+        assert str(exc) == "admin.zzz: unknown key"
+
+    def test_a_required_key_missing_with_no_stray_lookalike_is_still_required(self) -> None:
+        exc = error(MINIMAL.replace('hosts = ["*.amazonaws.com"]\n', ""))
+        assert exc.path == "connections.main.hosts" and exc.problem.startswith("is required")
 
 
 class TestTypes:

@@ -378,6 +378,32 @@ async def test_heads_refused_before_any_handler_sees_them(raw: bytes, status: by
     assert seen == []
 
 
+@pytest.mark.parametrize(("raw", "message"), [
+    (b"GET / HTTP/1.1\r\n\r\n", b"exactly one Host header (RFC 9112 3.2): send one"),
+    (b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", b"sigproxy speaks HTTP/1.1: let the client use HTTP/1.1"),
+    # A TLS 1.2/1.3 ClientHello record's start: a client given https:// for a plain port.
+    (bytes.fromhex("16030100c4010000c00303") + bytes(40), b"use http:// for the proxy URL"),
+    (b"\x00\x01\x02 hello\r\n\r\n", b"the first bytes are not a request line"),
+    (b"SSH-2.0-OpenSSH_9.2\r\n", b"the first bytes are not a request line"),
+    (b"GET / HTTP/1.1\r\nHost: h\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n",
+     b"malformed request head: Duplicate Content-Length"),
+])
+async def test_what_is_not_http11_is_named_with_what_to_do(raw: bytes, message: bytes) -> None:
+    """Each refusal names the problem and the fix, never the parser's class name (issue 16)."""
+    seen: list[str] = []
+
+    async def entry(request: ClientRequest) -> Response:
+        seen.append(request.raw_path)
+        return await echo(request)
+
+    async with serving(entry) as (_, port):
+        [(head, body)] = await exchange(port, raw)
+    assert head.startswith(b"HTTP/1.1 400 "), head
+    assert message in body, body
+    assert b"HttpParser" not in body and b"BadHttpMessage" not in body
+    assert seen == []
+
+
 async def test_malformed_chunk_framing_is_a_bad_request() -> None:
     """A head that was fine and a body whose chunked framing is not: the body's reader raises BadRequest (a 400
     through the handler), not a disconnect (which the handler answered 499)."""
