@@ -308,21 +308,22 @@ class ClientProtocol(asyncio.Protocol):
         if self._timer is None or self._timer.when() > due:
             self._arm(due)
 
+    def _too_long(self) -> _HeadRefused:
+        proxy = self._proxy
+        return _HeadRefused("the request line or a header line is too long (max_request_line = "
+                            f"{proxy.max_request_line}, max_header_size = {proxy.max_header_size})")
+
     def on_url(self, url: bytes) -> None:
         self._url.append(url)
         self._url_size += len(url)
         # The request line: METHOD SP request-target SP HTTP/x.y (RFC 9112 3)
         if len(self._parser.get_method()) + self._url_size + 10 > self._proxy.max_request_line:
-            raise _HeadRefused("the request line or a header line is too long "
-                               f"(max_request_line = {self._proxy.max_request_line}, "
-                               f"max_header_size = {self._proxy.max_header_size})")
+            raise self._too_long()
 
     def on_header(self, name: bytes, value: bytes) -> None:
         proxy = self._proxy
         if len(name) > proxy.max_header_size or len(value) > proxy.max_header_size:
-            raise _HeadRefused("the request line or a header line is too long "
-                               f"(max_request_line = {proxy.max_request_line}, "
-                               f"max_header_size = {proxy.max_header_size})")
+            raise self._too_long()
         if len(self._headers) >= proxy.max_headers:
             raise _HeadRefused(f"the request has too many header lines (max_headers = {proxy.max_headers})")
         self._headers.append((name.decode("utf-8", "surrogateescape"), value.decode("utf-8", "surrogateescape")))
