@@ -80,7 +80,7 @@ def paste_lines(proxy_url: str, moto_endpoint: str, region: str) -> list[str]:
 
 def _start_sigproxy(config: Path, env: dict[str, str]) -> tuple[subprocess.Popen[str], str]:
     """Start ``sigproxy run``; return the process and its forward listener's URL. Its log goes to our stderr."""
-    proc = subprocess.Popen(
+    proc = subprocess.Popen(  # noqa: S603 - our interpreter, our arguments
         [sys.executable, "-m", "sigproxy", "run", "-c", str(config), "--log-format", "text"],
         stdout=subprocess.PIPE, text=True, env=env, cwd=REPO_ROOT,
     )

@@ -35,8 +35,8 @@ from sigproxy.brokered import CredentialBroker
 from sigproxy.config import Address, Config, Network, ProxyConfig
 from sigproxy.control import Control, open_store
 from sigproxy.credcache import CredentialCache
-from sigproxy.credprobe import warn_missing_credentials
 from sigproxy.credentials import Providers
+from sigproxy.credprobe import warn_missing_credentials
 from sigproxy.errors import ConfigError, ListenError, SigproxyError
 from sigproxy.forwarding import Upstream
 from sigproxy.handler import Exchange, Handler, RequestIds
