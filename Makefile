@@ -1,20 +1,36 @@
-# sigproxy: `make run` runs the proxy with config.example.toml; `make test` runs the whole test suite.
-# Both set everything up first (a virtualenv in .venv; for tests also system packages and the AWS CLI).
+# sigproxy: `make run` runs the proxy with config.example.toml; `make test` runs the whole test suite;
+# `make demo` runs a local demo (a local AWS emulator and sigproxy signing for it), no AWS account needed.
+# Each sets up what it needs first, in the virtualenv .venv: `run` only what running needs, `demo` adds the
+# emulator, `test` adds the test and lint tools (and system packages and the AWS CLI).
 
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 TOOLS := .venv-tools
-STAMP := $(VENV)/.installed
+RUN_STAMP := $(VENV)/.installed-run
+DEMO_STAMP := $(VENV)/.installed-demo
+STAMP := $(VENV)/.installed-test
 CONFIG ?= config.example.toml
 
-.PHONY: run test lint lint-deploy check-systemd typecheck unit sysdeps setup bench fuzz clean
+.PHONY: run demo test lint lint-deploy check-systemd typecheck unit sysdeps setup bench fuzz clean
 
-$(STAMP): pyproject.toml
+$(VENV)/bin/python:
 	$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "sigproxy needs Python >= 3.11"'
-	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
+	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/python -m pip install -q --upgrade pip
-	$(VENV)/bin/python -m pip install -q -e '.[test]'
+
+# What running needs, nothing more. The demo and test stamps install it with their extra in one pip call
+# (one resolution, one editable build: quicker on a fresh clone), so they mark it done too.
+$(RUN_STAMP): pyproject.toml | $(VENV)/bin/python
+	$(VENV)/bin/python -m pip install -q -e .
 	touch $@
+
+$(DEMO_STAMP): pyproject.toml | $(VENV)/bin/python
+	$(VENV)/bin/python -m pip install -q -e '.[demo]'
+	touch $@ $(RUN_STAMP)
+
+$(STAMP): pyproject.toml | $(VENV)/bin/python
+	$(VENV)/bin/python -m pip install -q -e '.[test]'
+	touch $@ $(RUN_STAMP)
 
 # The AWS CLI pins its own botocore, which clashes with aiobotocore's pin: it gets a venv of its own.
 $(TOOLS)/bin/aws:
@@ -24,14 +40,19 @@ $(TOOLS)/bin/aws:
 
 setup: $(STAMP)
 
-run: $(STAMP)
+run: $(RUN_STAMP)
 	$(VENV)/bin/sigproxy run -c $(CONFIG)
+
+# Starts moto's server (IAM signature checks on) and sigproxy signing for it, prints what to paste in another
+# terminal, and stops both on Ctrl-C.
+demo: $(DEMO_STAMP)
+	$(VENV)/bin/python scripts/demo.py
 
 sysdeps:
 	bash scripts/sysdeps.sh
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check sigproxy tests bench fuzz
+	$(VENV)/bin/ruff check sigproxy tests bench fuzz scripts
 
 # Dockerfile (hadolint), Kubernetes manifest (offline schemas) and their wiring; tools in .venv-lint.
 lint-deploy: $(STAMP)

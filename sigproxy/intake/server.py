@@ -36,6 +36,7 @@ from sigproxy.config import Address, Config, Network, ProxyConfig
 from sigproxy.control import Control, open_store
 from sigproxy.credcache import CredentialCache
 from sigproxy.credentials import Providers
+from sigproxy.credprobe import warn_missing_credentials
 from sigproxy.errors import ConfigError, ListenError, SigproxyError
 from sigproxy.exposure import open_listener_warnings
 from sigproxy.forwarding import Upstream
@@ -405,6 +406,9 @@ async def serve(config: Config, stop: asyncio.Event, *, reload: asyncio.Event | 
             feed = None if store is None else tasks.create_task(
                 store.watch(control.refresh, interval=config.store.poll_interval, since=control.revision),
                 name="sigproxy-store-feed")
+            # Once, by the process that owns credentials (not each worker), after the listeners are up.
+            probe = None if worker is not None else tasks.create_task(
+                warn_missing_credentials(runtime.config.connections), name="sigproxy-credential-probe")
             while not stop.is_set():
                 waiters = [tasks.create_task(stop.wait())]
                 if reload is not None:
@@ -420,8 +424,9 @@ async def serve(config: Config, stop: asyncio.Event, *, reload: asyncio.Event | 
                         await runtime.group.reload()
                     notifier.ready("reloaded" if reloaded else "reload failed: kept the previous config")
             watchdog.cancel()
-            if feed is not None:
-                feed.cancel()
+            for task in (feed, probe):
+                if task is not None:
+                    task.cancel()
         runtime.ready = False
         notifier.stopping()
         logger.info("stopping: draining requests in flight for up to %.0f s", drain)

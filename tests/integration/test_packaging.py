@@ -1,0 +1,74 @@
+"""`python -m build` makes an sdist and a wheel that hold what sigproxy needs, and the wheel installs and runs
+(`sigproxy version`) in a clean virtualenv. Needs PyPI (or pip's cache) for the build backend and the
+dependencies."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import tarfile
+import venv
+import zipfile
+from pathlib import Path
+
+from sigproxy import __version__
+from tests.conftest import ROOT
+
+
+def _run(*args: str | Path, cwd: Path = ROOT, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    r = subprocess.run([str(a) for a in args], capture_output=True, text=True, cwd=cwd, timeout=timeout,
+                       check=False)
+    assert r.returncode == 0, f"{args}: {r.stdout[-3000:]}\n{r.stderr[-3000:]}"
+    return r
+
+
+def _package_files() -> set[str]:
+    """Every file of the package in the checkout (git's list: no caches or build leftovers)."""
+    listed = _run("git", "ls-files", "sigproxy").stdout.split()
+    return {name for name in listed if (ROOT / name).is_file()}
+
+
+def test_build_install_and_run(tmp_path: Path) -> None:
+    """The sdist has LICENSE, README.md, config.example.toml and every package file; the wheel every package
+    file (templates, static files, the OpenAPI document, migrations) and the license; installed from the
+    wheel into a fresh venv, `sigproxy version` prints this checkout's version."""
+    dist = tmp_path / "dist"
+    _run(sys.executable, "-m", "build", "--outdir", dist, ".")
+    sdist, = dist.glob(f"sigproxy-{__version__}.tar.gz")
+    wheel, = dist.glob(f"sigproxy-{__version__}-py3-none-any.whl")
+    package = _package_files()
+    assert {"sigproxy/api/openapi.json", "sigproxy/connectpage/templates/page.html"} <= package
+
+    with tarfile.open(sdist) as tar:
+        in_sdist = {name.split("/", 1)[1] for name in tar.getnames() if "/" in name}
+    assert {"LICENSE", "README.md", "config.example.toml", "pyproject.toml"} <= in_sdist
+    assert package <= in_sdist, sorted(package - in_sdist)
+    with zipfile.ZipFile(wheel) as whl:
+        in_wheel = set(whl.namelist())
+        metadata = whl.read(f"sigproxy-{__version__}.dist-info/METADATA").decode()
+    assert package <= in_wheel, sorted(package - in_wheel)
+    assert f"sigproxy-{__version__}.dist-info/licenses/LICENSE" in in_wheel
+    assert "License-Expression: Apache-2.0" in metadata
+    assert "Requires-Python: >=3.11" in metadata
+
+    # A venv without pip of its own (quicker to make); this interpreter's pip installs into it.
+    target = tmp_path / "venv"
+    venv.create(target, with_pip=False)
+    _run(sys.executable, "-m", "pip", "--python", target / "bin/python", "install", "-q",
+         "--disable-pip-version-check", wheel)
+    version = _run(target / "bin/sigproxy", "version")
+    assert version.stdout.strip() == f"sigproxy {__version__}"
+    # From the venv, not this checkout (cwd elsewhere): the files sigproxy loads at runtime came with the wheel.
+    code = ("import importlib.resources as res, sigproxy.api.routes as api, sigproxy.store.migrate as migrate\n"
+            "page = res.files('sigproxy.connectpage')\n"
+            "print(api.__file__, len(api.openapi_document()['paths']) > 0, migrate.head(),"
+            " page.joinpath('templates', 'page.html').is_file(), page.joinpath('static', 'copy.js').is_file())")
+    where = _run(target / "bin/python", "-c", code, cwd=tmp_path).stdout.split()
+    assert where[0].startswith(str(target)), where
+    assert where[1:] == ["True", migrate_head(), "True", "True"], where
+
+
+def migrate_head() -> str:
+    from sigproxy.store.migrate import head
+
+    return head()
