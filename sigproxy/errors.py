@@ -21,13 +21,15 @@
     ├── BodyTooLarge                    413    body_too_large              SigproxyBodyTooLarge         no
     ├── TooManyAuthFailures             429    too_many_auth_failures      SigproxyTooManyAuthFailures  legacy mode
     ├── TransferCodingNotImplemented    501    unsupported_transfer_coding SigproxyUnsupportedTransferCoding no
-    ├── ClientAborted (ConnectionError) 499    client_aborted   (logged only: nobody is left to answer)
+    ├── ClientAborted (ConnectionError) 499    client_aborted              SigproxyClientAborted        -
+    │                                          (logged only: nobody is left to answer)
     ├── CredentialsUnavailable          403    credentials_unavailable     SigproxyCredentialsUnavailable no
     │   │                                      (a permanent cause: none in the chain, STS AccessDenied...)
     │   └── CredentialsTemporarilyUnavailable
     │                                   503    credentials_unavailable     SigproxyCredentialsTemporarilyUnavailable yes
     │                                          (STS or the credential source unreachable, throttling, 5xx)
-    ├── TooManyConnections              503    too_many_connections        (at accept: a connection limit) yes
+    ├── TooManyConnections              503    too_many_connections        SigproxyTooManyConnections   yes
+    │                                          (at accept: a connection limit; answered before any request)
     └── UpstreamError (ConnectionError) 502    upstream_error              SigproxyUpstreamError        yes
         └── UpstreamTimeout (TimeoutError) 504 upstream_timeout            SigproxyUpstreamTimeout      yes
 
