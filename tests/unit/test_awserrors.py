@@ -10,6 +10,7 @@ from typing import Any
 
 import botocore.session
 import pytest
+from botocore.exceptions import ClientError
 from botocore.parsers import create_parser
 from multidict import CIMultiDict
 
@@ -205,3 +206,23 @@ def test_sts_codes_split_permanent_from_transient(sts_code: str | None, transien
     assert exc.code == "credentials_unavailable"
     back = error_from_json(error_to_json(exc))  # the worker <-> supervisor wire keeps the kind
     assert type(back) is type(exc) and back.status == exc.status  # type: ignore[attr-defined]
+
+
+def test_botocore_failures_split_permanent_from_transient() -> None:
+    """STS's answer or botocore's exception decides: unreachable or throttled is 503, refused is 403."""
+    from botocore.exceptions import EndpointConnectionError, ParamValidationError, ReadTimeoutError
+
+    from sigproxy.credentials import _sts_error
+
+    def refused(code: str) -> ClientError:
+        return ClientError({"Error": {"Code": code, "Message": "m"}}, "AssumeRole")
+
+    cases: list[tuple[Exception, int]] = [
+        (refused("AccessDenied"), 403), (refused("ValidationError"), 403), (refused("Throttling"), 503),
+        (EndpointConnectionError(endpoint_url="http://127.0.0.1:9"), 503),
+        (ReadTimeoutError(endpoint_url="http://127.0.0.1:9"), 503),
+        (ParamValidationError(report="RoleArn too short"), 403),
+    ]
+    for exc, status in cases:
+        err = _sts_error("c", "AssumeRole", exc)
+        assert (type(exc).__name__, err.status) == (type(exc).__name__, status)
