@@ -70,7 +70,8 @@ def protocol_for(headers: Mapping[str, str], method: str, query: str, signing_na
         return "smithy-rpc-v2-cbor"
     if "Action" in _query_keys(query) or (method == "POST" and content_type == "application/x-www-form-urlencoded"):
         return "ec2" if signing_name == "ec2" else "query"
-    return PROTOCOLS.get(signing_name) if signing_name else None
+    protocol = PROTOCOLS.get(signing_name) if signing_name else None
+    return protocol if protocol in _RENDERERS else None  # a protocol newer than this module: sigproxy's JSON
 
 
 # Characters XML 1.0 cannot carry even escaped (XML 1.0 section 2.2); a message never needs them.
