@@ -41,7 +41,7 @@ from .brokered import Brokered as _Brokered
 from .brokered import CredentialBroker
 from .config import ConnectionConfig, CredentialsConfig
 from .credcache import CredentialCache, EntryState
-from .errors import CredentialsUnavailable
+from .errors import CredentialsTemporarilyUnavailable, CredentialsUnavailable
 from .signing import Credentials
 from .users import ROLE_SESSION, TAG_VALUE, Field, render, render_policy
 
@@ -149,6 +149,14 @@ def _aws_session(profile: str | None = None) -> Any:
     return AioSession(profile=profile)
 
 
+def _unreachable(exc: Exception) -> bool:
+    """Whether a botocore error is a connection failure or timeout (a later attempt may get through)."""
+    from botocore.exceptions import ConnectionError as BotoConnectionError  # noqa: PLC0415
+    from botocore.exceptions import HTTPClientError  # noqa: PLC0415
+
+    return isinstance(exc, BotoConnectionError | HTTPClientError)
+
+
 def _aws_errors() -> tuple[type[Exception], ...]:
     """botocore's errors (imported on first use, see :func:`_aws_session`)."""
     from botocore.exceptions import BotoCoreError, ClientError  # noqa: PLC0415
@@ -162,9 +170,10 @@ def _sts_error(name: str, action: str, exc: Exception) -> CredentialsUnavailable
     if isinstance(exc, ClientError):
         err = exc.response.get("Error", {})
         code, message = err.get("Code", "?"), err.get("Message", "")
-        return CredentialsUnavailable(f"connection {name!r}: STS {action} failed: {code}: {message}", sts_code=code,
-                                      sts_message=message)
-    return CredentialsUnavailable(f"connection {name!r}: STS {action} failed: {type(exc).__name__}: {exc}")
+        return CredentialsUnavailable.from_sts(f"connection {name!r}: STS {action} failed: {code}: {message}",
+                                               sts_code=code, sts_message=message)
+    return CredentialsUnavailable.from_sts(f"connection {name!r}: STS {action} failed: {type(exc).__name__}: {exc}",
+                                           sts_code=None, transient=_unreachable(exc))
 
 
 def _from_sts(answer: Mapping[str, Any]) -> Credentials:
@@ -202,8 +211,9 @@ class _Chain:
                 raise CredentialsUnavailable(f"connection {self._name!r}: the AWS credential chain found none")
             frozen = await self._resolved.get_frozen_credentials()
         except _aws_errors() as exc:
-            raise CredentialsUnavailable(
-                f"connection {self._name!r}: the AWS credential chain failed: {type(exc).__name__}: {exc}"
+            raise CredentialsUnavailable.from_sts(
+                f"connection {self._name!r}: the AWS credential chain failed: {type(exc).__name__}: {exc}",
+                sts_code=None, transient=_unreachable(exc),
             ) from exc
         expiry = getattr(self._resolved, "_expiry_time", None)
         return Credentials(frozen.access_key, frozen.secret_key, frozen.token or None,
@@ -353,10 +363,11 @@ class _StsEndpoint:
                                                    timeout=_STS_ENDPOINT_TIMEOUT, allow_redirects=False) as resp:
                 if resp.status != 200:
                     hint = " (check api_key / username and password)" if resp.status in (401, 403) else ""
-                    raise CredentialsUnavailable(f"{what} answered HTTP {resp.status}{hint}")
+                    raise CredentialsUnavailable.from_sts(f"{what} answered HTTP {resp.status}{hint}", sts_code=None,
+                                                          transient=resp.status >= 500 or resp.status == 429)
                 raw = await resp.read()
         except (aiohttp.ClientError, TimeoutError) as exc:
-            raise CredentialsUnavailable(f"{what} unreachable: {type(exc).__name__}: {exc}") from exc
+            raise CredentialsTemporarilyUnavailable(f"{what} unreachable: {type(exc).__name__}: {exc}") from exc
         try:
             data = json.loads(raw)
         except ValueError:

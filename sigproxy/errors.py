@@ -2,26 +2,44 @@
 
 ::
 
-    SigproxyError                      status  code
-    ├── BadRequest                      400    bad_request
-    │   ├── UnresolvableTarget          400    unresolvable_target
-    │   └── UnsupportedRequest          400    unsupported_request
-    ├── Forbidden                       403    forbidden
-    │   ├── HostNotAllowed              403    host_not_allowed
-    │   ├── PolicyRefused               403    policy_refused
-    │   ├── AddressNotAllowed           403    address_not_allowed   (SSRF guard: private/loopback target)
-    │   ├── ClientNotAllowed            403    client_not_allowed    (client address outside `clients`)
-    │   └── ClientSignatureInvalid      403    client_signature_invalid
-    ├── ProxyAuthRequired               407    no_connection
-    │   └── BadProxyToken               407    bad_proxy_token
-    ├── BodyTimeout                     408    body_timeout     (the client went silent mid-body)
-    ├── BodyTooLarge                    413    body_too_large
-    ├── TooManyAuthFailures             429    too_many_auth_failures
-    ├── ClientAborted (ConnectionError) 499    client_aborted   (logged only: nobody is left to answer)
-    ├── CredentialsUnavailable          502    credentials_unavailable
-    ├── TooManyConnections              503    too_many_connections   (at accept: a connection limit)
-    └── UpstreamError (ConnectionError) 502    upstream_error
-        └── UpstreamTimeout (TimeoutError) 504 upstream_timeout
+    SigproxyError                      status  code (X-Sigproxy-Error)    AWS code                     retried
+    ├── BadRequest                      400    bad_request                 SigproxyBadRequest           no
+    │   ├── UnresolvableTarget          400    unresolvable_target         SigproxyUnresolvableTarget   no
+    │   └── UnsupportedRequest          400    unsupported_request         SigproxyUnsupportedRequest   no
+    ├── Forbidden                       403    forbidden                   SigproxyForbidden            no
+    │   ├── HostNotAllowed              403    host_not_allowed            SigproxyHostNotAllowed       no
+    │   ├── PolicyRefused               403    policy_refused              SigproxyPolicyRefused        no
+    │   ├── AddressNotAllowed           403    address_not_allowed         SigproxyAddressNotAllowed    no
+    │   │                                      (SSRF guard: private/loopback target)
+    │   ├── ClientNotAllowed            403    client_not_allowed          SigproxyClientNotAllowed     no
+    │   │                                      (client address outside `clients`)
+    │   └── ClientSignatureInvalid      403    client_signature_invalid    SigproxyClientSignatureInvalid no
+    ├── ProxyAuthRequired               407    no_connection               SigproxyNoConnection         no
+    │   └── BadProxyToken               407    bad_proxy_token             SigproxyBadProxyToken        no
+    ├── BodyTimeout                     408    body_timeout                SigproxyBodyTimeout          no
+    │                                          (the client went silent mid-body)
+    ├── BodyTooLarge                    413    body_too_large              SigproxyBodyTooLarge         no
+    ├── TooManyAuthFailures             429    too_many_auth_failures      SigproxyTooManyAuthFailures  legacy mode
+    ├── TransferCodingNotImplemented    501    unsupported_transfer_coding SigproxyUnsupportedTransferCoding no
+    ├── ClientAborted (ConnectionError) 499    client_aborted              SigproxyClientAborted        -
+    │                                          (logged only: nobody is left to answer)
+    ├── CredentialsUnavailable          403    credentials_unavailable     SigproxyCredentialsUnavailable no
+    │   │                                      (a permanent cause: none in the chain, STS AccessDenied...)
+    │   └── CredentialsTemporarilyUnavailable
+    │                                   503    credentials_unavailable     SigproxyCredentialsTemporarilyUnavailable yes
+    │                                          (STS or the credential source unreachable, throttling, 5xx)
+    ├── TooManyConnections              503    too_many_connections        SigproxyTooManyConnections   yes
+    │                                          (at accept: a connection limit; answered before any request)
+    └── UpstreamError (ConnectionError) 502    upstream_error              SigproxyUpstreamError        yes
+        └── UpstreamTimeout (TimeoutError) 504 upstream_timeout            SigproxyUpstreamTimeout      yes
+
+    The AWS code (``aws_code``) is what an SDK or the AWS CLI shows (``An error occurred
+    (SigproxyHostNotAllowed) when calling the ListBuckets operation: ...``) when the error is answered in the
+    request's AWS protocol (:mod:`sigproxy.awserrors`); codes are a fixed interface, never renamed. "retried":
+    whether botocore retries the status, in both its retry modes unless said (``botocore/data/_retry.json``
+    for ``legacy``, the default of the AWS CLI v1 and boto3: 429, 500, 502, 503, 504, 509; ``standard``
+    (``botocore/retries/standard.py``): 500, 502, 503, 504 and throttling codes). 400, 403, 407, 408, 413
+    and 501 are retried by neither: a retry cannot fix them.
 
     ConfigError (ValueError)   a bad configuration: names the key path; `sigproxy` exits 2.
     ListenError (OSError)      a listener cannot bind: names the listener and the key to change; exits 2.
@@ -52,6 +70,8 @@ import os
 
 __all__ = [
     "SigproxyError",
+    "CredentialsTemporarilyUnavailable",
+    "TransferCodingNotImplemented",
     "BadRequest",
     "UnresolvableTarget",
     "UnsupportedRequest",
@@ -91,10 +111,12 @@ __all__ = [
 
 
 class SigproxyError(Exception):
-    """An error the proxy answers itself, as JSON with an ``X-Sigproxy-Error`` header."""
+    """An error the proxy answers itself, with an ``X-Sigproxy-Error: <code>`` header; the body is in the
+    request's AWS protocol with ``aws_code`` as its error code, or sigproxy's JSON when no protocol is known."""
 
     status: int = 500
     code: str = "internal_error"
+    aws_code: str = "SigproxyInternalError"
 
     def __init__(self, message: str) -> None:
         super().__init__(message)
@@ -104,53 +126,62 @@ class SigproxyError(Exception):
 class BadRequest(SigproxyError):
     status = 400
     code = "bad_request"
+    aws_code = "SigproxyBadRequest"
 
 
 class UnresolvableTarget(BadRequest):
     """The service or region to sign for could not be worked out."""
 
     code = "unresolvable_target"
+    aws_code = "SigproxyUnresolvableTarget"
 
 
 class UnsupportedRequest(BadRequest):
     """A request shape sigproxy does not sign (yet); refused rather than forwarded unsigned."""
 
     code = "unsupported_request"
+    aws_code = "SigproxyUnsupportedRequest"
 
 
 class Forbidden(SigproxyError):
     status = 403
     code = "forbidden"
+    aws_code = "SigproxyForbidden"
 
 
 class HostNotAllowed(Forbidden):
     """The target is not in the selected connection's ``hosts``."""
 
     code = "host_not_allowed"
+    aws_code = "SigproxyHostNotAllowed"
 
 
 class PolicyRefused(Forbidden):
     """The connection's policy (services, regions, methods, x-amz headers) does not allow the request."""
 
     code = "policy_refused"
+    aws_code = "SigproxyPolicyRefused"
 
 
 class AddressNotAllowed(Forbidden):
     """The target is, or resolves to, a loopback/link-local/private/unspecified address nobody named."""
 
     code = "address_not_allowed"
+    aws_code = "SigproxyAddressNotAllowed"
 
 
 class ClientNotAllowed(Forbidden):
     """The client's address is outside the listener's ``clients`` networks."""
 
     code = "client_not_allowed"
+    aws_code = "SigproxyClientNotAllowed"
 
 
 class ClientSignatureInvalid(Forbidden):
     """The client's own SigV4 signature (made with a connection's ``client_secret``) does not verify."""
 
     code = "client_signature_invalid"
+    aws_code = "SigproxyClientSignatureInvalid"
 
 
 class ProxyAuthRequired(SigproxyError):
@@ -158,12 +189,14 @@ class ProxyAuthRequired(SigproxyError):
 
     status = 407
     code = "no_connection"
+    aws_code = "SigproxyNoConnection"
 
 
 class BadProxyToken(ProxyAuthRequired):
     """The connection requires a token and the request's was missing or wrong."""
 
     code = "bad_proxy_token"
+    aws_code = "SigproxyBadProxyToken"
 
 
 class BodyTimeout(SigproxyError):
@@ -172,11 +205,13 @@ class BodyTimeout(SigproxyError):
 
     status = 408
     code = "body_timeout"
+    aws_code = "SigproxyBodyTimeout"
 
 
 class BodyTooLarge(SigproxyError):
     status = 413
     code = "body_too_large"
+    aws_code = "SigproxyBodyTooLarge"
 
 
 class TooManyAuthFailures(SigproxyError):
@@ -184,6 +219,7 @@ class TooManyAuthFailures(SigproxyError):
 
     status = 429
     code = "too_many_auth_failures"
+    aws_code = "SigproxyTooManyAuthFailures"
 
     def __init__(self, message: str, *, retry_after: int) -> None:
         super().__init__(message)
@@ -196,6 +232,7 @@ class TransferCodingNotImplemented(SigproxyError):
 
     status = 501
     code = "unsupported_transfer_coding"
+    aws_code = "SigproxyUnsupportedTransferCoding"
 
 
 class ClientAborted(SigproxyError, ConnectionError):
@@ -203,18 +240,54 @@ class ClientAborted(SigproxyError, ConnectionError):
 
     status = 499
     code = "client_aborted"
+    aws_code = "SigproxyClientAborted"
+
+
+# STS error codes a later attempt can get past (throttling, STS's own failures): botocore's throttling and
+# transient codes (botocore/retries/standard.py) and STS's documented 5xx and IdP errors (AssumeRole* API
+# references). Any other STS code (AccessDenied, InvalidClientTokenId, ValidationError, ...) is permanent.
+_TRANSIENT_STS_CODES = frozenset({
+    "Throttling", "ThrottlingException", "ThrottledException", "RequestThrottledException",
+    "TooManyRequestsException", "RequestLimitExceeded", "RequestThrottled", "SlowDown", "PriorRequestNotComplete",
+    "RequestTimeout", "RequestTimeoutException", "InternalFailure", "InternalError", "InternalServerError",
+    "ServiceUnavailable", "ServiceUnavailableException", "IDPCommunicationError",
+})
 
 
 class CredentialsUnavailable(SigproxyError):
-    """The connection's credentials could not be obtained; ``sts_code`` is STS's error code, if it gave one."""
+    """The connection's credentials could not be obtained for a reason a retry does not fix (none in the
+    chain, STS refused: ``AccessDenied``, ``InvalidClientTokenId``, a malformed role ARN...). ``sts_code`` is
+    STS's error code, if it gave one. :meth:`from_sts` picks this class or the transient one by the code."""
 
-    status = 502
+    status = 403
     code = "credentials_unavailable"
+    aws_code = "SigproxyCredentialsUnavailable"
+    transient = False
 
     def __init__(self, message: str, *, sts_code: str | None = None, sts_message: str | None = None) -> None:
         super().__init__(message)
         self.sts_code = sts_code
         self.sts_message = sts_message
+
+    @staticmethod
+    def from_sts(message: str, *, sts_code: str | None, sts_message: str | None = None,
+                 transient: bool | None = None) -> CredentialsUnavailable:
+        """The error for an STS (or credential source) failure: :class:`CredentialsTemporarilyUnavailable`
+        when ``transient`` says so, or (``transient`` is ``None``) when ``sts_code`` is a throttling or
+        service-side code; else :class:`CredentialsUnavailable`."""
+        if transient is None:
+            transient = sts_code in _TRANSIENT_STS_CODES
+        cls = CredentialsTemporarilyUnavailable if transient else CredentialsUnavailable
+        return cls(message, sts_code=sts_code, sts_message=sts_message)
+
+
+class CredentialsTemporarilyUnavailable(CredentialsUnavailable):
+    """The credentials could not be obtained for now: STS or the credential source is unreachable, timed
+    out, throttled or failed on its side. 503, so SDKs retry; the snake code stays ``credentials_unavailable``."""
+
+    status = 503
+    aws_code = "SigproxyCredentialsTemporarilyUnavailable"
+    transient = True
 
 
 class TooManyConnections(SigproxyError):
@@ -222,6 +295,7 @@ class TooManyConnections(SigproxyError):
 
     status = 503
     code = "too_many_connections"
+    aws_code = "SigproxyTooManyConnections"
 
 
 class UpstreamError(SigproxyError, ConnectionError):
@@ -229,11 +303,13 @@ class UpstreamError(SigproxyError, ConnectionError):
 
     status = 502
     code = "upstream_error"
+    aws_code = "SigproxyUpstreamError"
 
 
 class UpstreamTimeout(UpstreamError, TimeoutError):
     status = 504
     code = "upstream_timeout"
+    aws_code = "SigproxyUpstreamTimeout"
 
 
 class ConfigError(ValueError):

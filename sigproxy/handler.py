@@ -1,8 +1,9 @@
 """One request's lifecycle, whatever intake mode delivered it:
 select connection -> check host -> service/region -> credentials -> body -> sign -> forward -> stream back.
 
-Errors from the proxy itself become JSON responses in exactly one place (:func:`error_response`); once
-response bytes have gone to the client, a failure aborts the connection instead (never a second response).
+Errors from the proxy itself become responses in exactly one place (:func:`error_response`): in the error format
+of the AWS protocol the request speaks (:mod:`sigproxy.awserrors`), else sigproxy's JSON; once response bytes
+have gone to the client, a failure aborts the connection instead (never a second response).
 Must not: know which listener mode produced the request beyond the :class:`Exchange` it is given.
 """
 
@@ -20,6 +21,7 @@ from datetime import UTC, datetime
 from multidict import CIMultiDict
 
 from .authlimit import AuthFailures
+from .awserrors import protocol_for, render, signing_name_for
 from .bodies import BodyPlan, plan_body, untouched_plan
 from .config import Config, ConnectionConfig, ReverseListener
 from .credentials import Providers
@@ -54,7 +56,7 @@ from .signing import Credentials, Signer, policy_for
 from .streaming import ChunkSigner
 from .users import parse_user
 
-__all__ = ["Exchange", "Handler", "RequestIds", "error_response", "error_bytes"]
+__all__ = ["AwsDialect", "Exchange", "Handler", "RequestIds", "aws_dialect", "error_bytes", "error_response"]
 
 logger = logging.getLogger(__name__)
 access_logger = logging.getLogger("sigproxy.access")
@@ -75,20 +77,50 @@ class Exchange:
     """The ``Proxy-Authorization`` of the CONNECT that opened the tunnel this request came through."""
 
 
-def _error_parts(exc: SigproxyError, request_id: str) -> tuple[dict[str, str], bytes]:
-    body = {"error": {"code": exc.code, "message": exc.message, "request_id": request_id}}
-    headers = {"Date": http_date(), "X-Sigproxy-Error": exc.code, "X-Sigproxy-Request-Id": request_id}
+@dataclass(frozen=True, slots=True)
+class AwsDialect:
+    """How to answer an error to a request that speaks an AWS protocol (from :func:`aws_dialect`)."""
+
+    protocol: str
+    """``rest-xml``, ``query``, ``ec2``, ``json``, ``rest-json`` or ``smithy-rpc-v2-cbor``."""
+    signing_name: str | None
+
+
+def aws_dialect(request: ClientRequest, target_host: str, query: str, service: str | None) -> AwsDialect | None:
+    """The AWS protocol ``request`` speaks (``service``: the signing name, once routing resolved it), or ``None``
+    when it can't be told: see :func:`sigproxy.awserrors.protocol_for`."""
+    headers = request.headers
+    signing_name = signing_name_for(service, headers.get("Authorization"), query, target_host)
+    protocol = protocol_for(headers, request.method, query, signing_name)
+    return None if protocol is None else AwsDialect(protocol, signing_name)
+
+
+def _error_parts(exc: SigproxyError, request_id: str,
+                 dialect: AwsDialect | None) -> tuple[list[tuple[str, str]], bytes]:
+    headers = [("Date", http_date()), ("X-Sigproxy-Error", exc.code), ("X-Sigproxy-Request-Id", request_id)]
     if exc.status == 407:
-        headers["Proxy-Authenticate"] = 'Basic realm="sigproxy"'
+        headers.append(("Proxy-Authenticate", 'Basic realm="sigproxy"'))
     if isinstance(exc, TooManyAuthFailures):
-        headers["Retry-After"] = str(exc.retry_after)
-    return headers, json.dumps(body).encode()
+        headers.append(("Retry-After", str(exc.retry_after)))
+    if dialect is None:
+        body = {"error": {"code": exc.code, "message": exc.message, "request_id": request_id}}
+        return [("Content-Type", "application/json"), *headers], json.dumps(body).encode()
+    content_type, aws_headers, aws_body = render(dialect.protocol, code=exc.aws_code, message=exc.message,
+                                                 request_id=request_id, status=exc.status,
+                                                 signing_name=dialect.signing_name)
+    return [("Content-Type", content_type), *headers, *aws_headers], aws_body
 
 
-def error_response(exc: SigproxyError, request_id: str, *, close: bool = False) -> Response:
-    """The one place a proxy error becomes an HTTP response (``close``: the connection closes after it)."""
-    headers, body = _error_parts(exc, request_id)
-    return Response(exc.status, None, [("Content-Type", "application/json"), *headers.items()], body, close=close)
+def error_response(exc: SigproxyError, request_id: str, *, close: bool = False,
+                   dialect: AwsDialect | None = None) -> Response:
+    """The one place a proxy error becomes an HTTP response (``close``: the connection closes after it).
+
+    With a ``dialect`` (:func:`aws_dialect`) the body is that AWS protocol's error with ``exc.aws_code``, so SDKs
+    show it; without, sigproxy's JSON ``{"error": {"code", "message", "request_id"}}``. Both carry
+    ``X-Sigproxy-Error: <exc.code>`` and ``X-Sigproxy-Request-Id``.
+    """
+    headers, body = _error_parts(exc, request_id, dialect)
+    return Response(exc.status, None, headers, body, close=close)
 
 
 def error_bytes(exc: SigproxyError, request_id: str) -> bytes:
@@ -196,7 +228,10 @@ class Handler:
         except SigproxyError as exc:
             info["error"], info["status"] = exc.code, exc.status
             self._finish(info, started)
-            return error_response(exc, request_id)
+            service = info.get("service")
+            dialect = aws_dialect(request, exchange.target.host, exchange.target.query,
+                                  service if isinstance(service, str) else None)
+            return error_response(exc, request_id, dialect=dialect)
         info.setdefault("status", response.status)
         self._finish(info, started)
         return response
@@ -207,7 +242,8 @@ class Handler:
         info: dict[str, object] = {"request_id": request_id, "client": request.remote, "method": request.method,
                                    "host": request.host, "error": exc.code, "status": exc.status}
         self._finish(info, time.monotonic())
-        return error_response(exc, request_id)
+        query = request.raw_path.partition("?")[2]
+        return error_response(exc, request_id, dialect=aws_dialect(request, request.host or "", query, None))
 
     async def _handle(self, request: ClientRequest, exchange: Exchange,
                       info: dict[str, object]) -> Response | StreamResponse:

@@ -22,7 +22,7 @@ from collections import deque
 from collections.abc import Awaitable, Callable
 
 from sigproxy.credentials import Providers
-from sigproxy.errors import CredentialsUnavailable
+from sigproxy.errors import CredentialsTemporarilyUnavailable, CredentialsUnavailable
 
 from .wire import Message, credentials_to_json, error_to_json, fingerprint, time_to_json
 
@@ -69,7 +69,7 @@ class Broker:
             await self._catch_up()
             providers = self._find(name, print_)
         if providers is None:
-            exc = CredentialsUnavailable(
+            exc = CredentialsTemporarilyUnavailable(
                 f"connection {name!r}: this worker's settings of the connection differ from the supervisor's (a "
                 "reload or a connection store change is under way); retry")
             logger.warning("credentials for connection %r refused to a worker: its settings differ from the "

@@ -28,7 +28,7 @@ from datetime import UTC, datetime, timedelta
 from cachetools import LRUCache
 
 from sigproxy.connection import ConnectionConfig
-from sigproxy.errors import CredentialsUnavailable
+from sigproxy.errors import CredentialsTemporarilyUnavailable, CredentialsUnavailable
 from sigproxy.signing import Credentials
 from sigproxy.tasks import TaskSet
 
@@ -135,7 +135,7 @@ class BrokerClient:
         except (ConnectionError, RuntimeError, CredentialsUnavailable) as exc:
             logger.error("credentials for connection %r: the supervisor did not answer (%s)", name,
                          type(exc).__name__)
-            copy.error = CredentialsUnavailable(f"connection {name!r}: the supervisor did not answer")
+            copy.error = CredentialsTemporarilyUnavailable(f"connection {name!r}: the supervisor did not answer")
             copy.retry_at = self._clock() + _MIN_GAP
             return
         now = self._clock()

@@ -175,15 +175,16 @@ def credentials_from_json(data: Mapping[str, Any]) -> Credentials:
 
 def error_to_json(exc: CredentialsUnavailable) -> Message:
     return {"type": "credentials_unavailable", "message": exc.message, "sts_code": exc.sts_code,
-            "sts_message": exc.sts_message}
+            "sts_message": exc.sts_message, "transient": exc.transient}
 
 
 def error_from_json(data: Mapping[str, Any]) -> Exception:
     """The typed error a reply carries: :class:`CredentialsUnavailable` as raised on the other side, else a
     :class:`RuntimeError` naming what failed there."""
     if data.get("type") == "credentials_unavailable":
-        return CredentialsUnavailable(str(data.get("message")), sts_code=data.get("sts_code"),
-                                      sts_message=data.get("sts_message"))
+        return CredentialsUnavailable.from_sts(str(data.get("message")), sts_code=data.get("sts_code"),
+                                               sts_message=data.get("sts_message"),
+                                               transient=bool(data.get("transient")))
     return RuntimeError(f"the other process failed: {data.get('message')}")
 
 

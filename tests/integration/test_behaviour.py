@@ -7,7 +7,6 @@ moto is the judge wherever a signature matters.
 from __future__ import annotations
 
 import base64
-import json
 import socket
 import subprocess
 import threading
@@ -16,10 +15,12 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from tests.conftest import Proxy, moto_config
+from tests.errorbody import error_body
 from tests.integration.test_moto_clients import curl, status_of
 from tests.servers.moto_server import Moto
 
@@ -112,9 +113,9 @@ def basic(user: str, password: str) -> str:
     return "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
 
 
-def error_of(r: subprocess.CompletedProcess[str]) -> dict[str, str]:
-    body = r.stdout.rsplit("\n", 1)[0]
-    return json.loads(body)["error"]  # type: ignore[no-any-return]
+def error_of(r: subprocess.CompletedProcess[str]) -> dict[str, Any]:
+    """The error in whatever format it came: sigproxy's JSON, or the AWS protocol's (service = "s3": S3's XML)."""
+    return error_body(r.stdout.rsplit("\n", 1)[0])
 
 
 class TestSelection:
@@ -284,14 +285,18 @@ class TestErrors:
         assert status_of(r) == 502
         assert error_of(r)["code"] == "upstream_error"
 
-    def test_502_credentials_unavailable(self, recorder: Recorder, sigproxy_factory: Callable[..., Proxy]) -> None:
-        """A chain connection with no credentials anywhere: 502 credentials_unavailable."""
+    def test_403_credentials_unavailable(self, recorder: Recorder, sigproxy_factory: Callable[..., Proxy]) -> None:
+        """A chain connection with no credentials anywhere: 403 credentials_unavailable (a retry can't fix it:
+        SDKs must not retry), as S3's XML error SigproxyCredentialsUnavailable."""
         text = config().replace('source = "static"\naccess_key_id = "AKIDMAIN"\n'
                                 'secret_access_key = "main-secret-value-0123456789"', 'source = "chain"')
         proxy = sigproxy_factory(text)
         r = curl(proxy, f"{recorder.url}/nocreds")
-        assert status_of(r) == 502
-        assert error_of(r)["code"] == "credentials_unavailable"
+        assert status_of(r) == 403
+        err = error_of(r)
+        assert (err["format"], err["code"], err["aws_code"]) == ("rest-xml", "credentials_unavailable",
+                                                                 "SigproxyCredentialsUnavailable")
+        assert "the AWS credential chain found none" in err["message"]
 
     def test_504_upstream_timeout(self, recorder: Recorder, sigproxy_factory: Callable[..., Proxy]) -> None:
         """An upstream silent for longer than read_timeout: 504."""

@@ -27,6 +27,7 @@ from botocore.config import Config as BotoConfig
 from botocore.exceptions import ClientError
 
 from tests.conftest import Proxy, moto_config
+from tests.errorbody import error_body
 from tests.integration.test_https import https_config, sigproxy_cli
 from tests.servers.moto_server import Moto
 
@@ -69,7 +70,8 @@ def raw(proxy: Proxy, method: str, url: str,
 
 
 def error_code(body: bytes) -> str:
-    return str(json.loads(body)["error"]["code"])
+    """The snake code of an error answered in sigproxy's JSON or in the request's AWS protocol."""
+    return str(error_body(body)["code"])
 
 
 class TestClientSecret:
@@ -90,11 +92,13 @@ class TestClientSecret:
             s3.put_object(Bucket=moto.bucket, Key="client-auth/never.txt", Body=b"x")  # type: ignore[attr-defined]
         assert info.value.response["ResponseMetadata"]["HTTPStatusCode"] == 403
         assert info.value.response["ResponseMetadata"]["HTTPHeaders"]["x-sigproxy-error"] == "client_signature_invalid"
+        assert info.value.response["Error"]["Code"] == "SigproxyClientSignatureInvalid"  # S3's XML, read by botocore
         # Selected by header but unsigned: refused too, the proxy's token-less front door stays shut.
         status, _, body = raw(secret_proxy, "GET", f"{moto.endpoint}/{moto.bucket}/client-auth/a.txt",
                               {"X-Sigproxy-Connection": "main", "X-Sigproxy-Service": "s3"})
         assert status == 403 and error_code(body) == "client_signature_invalid", body
-        assert "AWS_ACCESS_KEY_ID=main" in json.loads(body)["error"]["message"]
+        error = error_body(body)
+        assert error["format"] == "rest-xml" and "AWS_ACCESS_KEY_ID=main" in error["message"], error
         # Nothing was stored by the refused PUT (checked through the proxy with the right secret).
         with proxied_client(moto, secret_proxy, "s3") as s3, pytest.raises(ClientError) as missing:
             s3.head_object(Bucket=moto.bucket, Key="client-auth/never.txt")  # type: ignore[attr-defined]
@@ -130,7 +134,9 @@ class TestClientSecret:
         bad = subprocess.run([aws_cli, "--endpoint-url", moto.endpoint, "sts", "get-caller-identity"],
                              capture_output=True, text=True, env={**env, "AWS_SECRET_ACCESS_KEY": "guess"},
                              timeout=120, check=False)
-        assert bad.returncode != 0 and "client_signature_invalid" in bad.stderr, bad.stderr
+        assert bad.returncode != 0, bad.stderr
+        assert "An error occurred (SigproxyClientSignatureInvalid) when calling the GetCallerIdentity operation: " \
+            "client signature invalid" in bad.stderr, bad.stderr
 
 
 class TestAuthFailureLimit:

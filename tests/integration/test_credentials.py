@@ -3,7 +3,6 @@ verified on every proxied call), and against a stand-in for the custom STS endpo
 
 from __future__ import annotations
 
-import json
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
@@ -14,6 +13,7 @@ from typing import Any
 import pytest
 
 from tests.conftest import ROOT, Proxy
+from tests.errorbody import error_body
 from tests.integration.test_moto_clients import curl, status_of
 from tests.servers.moto_server import Moto
 from tests.servers.sts_endpoint import StsEndpoint, start_sts_endpoint
@@ -75,12 +75,14 @@ class TestAssumeRole:
         assert moto.bucket in s3.stdout
 
     def test_wrong_external_id_is_recognisable(self, moto: Moto, sigproxy_factory: Callable[..., Proxy]) -> None:
-        """A wrong ExternalId: 502 credentials_unavailable carrying STS's AccessDenied."""
+        """A wrong ExternalId: 403 credentials_unavailable carrying STS's AccessDenied (a retry can't fix it), in
+        the query protocol's XML the STS request speaks."""
         proxy = sigproxy_factory(platform(moto) + tenant(moto, external_id="wrong-ext"))
         r = caller_arn(proxy, moto, "tenant")
-        assert status_of(r) == 502
-        err = json.loads(r.stdout.rsplit("\n", 1)[0])["error"]
-        assert err["code"] == "credentials_unavailable"
+        assert status_of(r) == 403
+        err = error_body(r.stdout.rsplit("\n", 1)[0])
+        assert (err["format"], err["code"], err["aws_code"]) == ("query", "credentials_unavailable",
+                                                                 "SigproxyCredentialsUnavailable")
         assert "AssumeRole failed: AccessDenied" in err["message"]
 
     def test_base_chain_from_environment(self, moto: Moto, sigproxy_factory: Callable[..., Proxy]) -> None:
@@ -206,7 +208,7 @@ class TestStsEndpoint:
         assert call["headers"]["x-api-key"] == "test-api-key"
 
     def test_basic_auth(self, moto: Moto, sigproxy_factory: Callable[..., Proxy]) -> None:
-        """auth = "basic": username and password as HTTP basic auth; a wrong password: a clear 502."""
+        """auth = "basic": username and password as HTTP basic auth; a wrong password: a clear 403."""
         endpoint, stop = start_sts_endpoint(auth=("basic", "platform", "pw-123"))
         endpoint.credentials = (moto.access_key, moto.secret_key, None)
         try:
@@ -216,7 +218,7 @@ class TestStsEndpoint:
             bad = sigproxy_factory(endpoint_config(moto, endpoint, auth='auth = "basic"\nusername = "platform"\n'
                                                                     'password = "pw-wrong"'))
             r = curl(bad, f"{moto.endpoint}/")
-            assert status_of(r) == 502
+            assert status_of(r) == 403
             assert "HTTP 401" in r.stdout and "password" in r.stdout
             assert "pw-wrong" not in r.stdout and "pw-wrong" not in bad.stop()
         finally:
@@ -224,20 +226,22 @@ class TestStsEndpoint:
 
     def test_wrong_api_key(self, moto: Moto, sts_endpoint: StsEndpoint,
                            sigproxy_factory: Callable[..., Proxy]) -> None:
-        """A wrong API key: 502 credentials_unavailable saying to check it; the key never appears."""
+        """A wrong API key: 403 credentials_unavailable saying to check it; the key never appears."""
         proxy = sigproxy_factory(endpoint_config(moto, sts_endpoint, api_key="wrong-key-42"))
         r = curl(proxy, f"{moto.endpoint}/")
-        assert status_of(r) == 502
-        assert "credentials_unavailable" in r.stdout and "api_key" in r.stdout
+        assert status_of(r) == 403
+        err = error_body(r.stdout.rsplit("\n", 1)[0])
+        assert (err["code"], err["aws_code"]) == ("credentials_unavailable", "SigproxyCredentialsUnavailable")
+        assert "api_key" in err["message"]
         assert "wrong-key-42" not in r.stdout + proxy.stop()
 
     def test_malformed_answer(self, moto: Moto, sts_endpoint: StsEndpoint,
                               sigproxy_factory: Callable[..., Proxy]) -> None:
-        """An answer without a secret: 502 naming what is missing; the answer is never logged."""
+        """An answer without a secret: 403 naming what is missing; the answer is never logged."""
         sts_endpoint.malformed = "missing_secret"
         proxy = sigproxy_factory(endpoint_config(moto, sts_endpoint), log_level="debug")
         r = curl(proxy, f"{moto.endpoint}/")
-        assert status_of(r) == 502
+        assert status_of(r) == 403
         assert "no secretAccessKey" in r.stdout
         assert moto.access_key not in proxy.stop()
 
@@ -258,7 +262,7 @@ class TestStsEndpoint:
     def test_sts_down_valid_then_expired(self, moto: Moto, sts_endpoint: StsEndpoint,
                                          sigproxy_factory: Callable[..., Proxy]) -> None:
         """STS down while credentials are valid: no failed request. Credentials that expire while STS is
-        down: 502 credentials_unavailable, and the endpoint is not hammered (back-off)."""
+        down: 503 credentials_unavailable (SDKs retry it), and the endpoint is not hammered (back-off)."""
         sts_endpoint.lifetime = 4  # seconds: inside every refresh window from the start
         proxy = sigproxy_factory(endpoint_config(moto, sts_endpoint))
         assert status_of(curl(proxy, "-o", "/dev/null", f"{moto.endpoint}/")) == 200
@@ -270,8 +274,11 @@ class TestStsEndpoint:
         time.sleep(4.5)  # the real proxy process has a real clock; unit tests cover the windows with a fake one
         calls_before = len(sts_endpoint.calls)
         r = [curl(proxy, f"{moto.endpoint}/") for _ in range(20)]
-        assert {status_of(x) for x in r} == {502}
-        assert "HTTP 503" in r[0].stdout
+        assert {status_of(x) for x in r} == {503}
+        err = error_body(r[0].stdout.rsplit("\n", 1)[0])
+        assert (err["code"], err["aws_code"]) == ("credentials_unavailable",
+                                                  "SigproxyCredentialsTemporarilyUnavailable")
+        assert "HTTP 503" in err["message"]
         assert len(sts_endpoint.calls) - calls_before <= 3
 
 

@@ -5,7 +5,6 @@ listeners) while others are served, idle_timeout, body_timeout with nothing stor
 
 from __future__ import annotations
 
-import json
 import select
 import signal
 import socket
@@ -18,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import Proxy, moto_config
+from tests.errorbody import error_body
 from tests.integration.test_https import https_config, sigproxy_cli, tls_port
 from tests.integration.test_moto_clients import curl, status_of
 from tests.servers.moto_server import Moto
@@ -79,7 +79,7 @@ def _read_response(sock: socket.socket) -> tuple[int, bytes]:
 def _error(reply: bytes) -> tuple[int, str]:
     head, _, body = reply.partition(b"\r\n\r\n")
     assert head.startswith((b"HTTP/1.1 ", b"HTTP/1.0 ")), reply[:200]
-    return int(head[9:12]), json.loads(body)["error"]["code"]
+    return int(head[9:12]), error_body(body)["code"]  # sigproxy's JSON, or S3's XML once the service is known
 
 
 def _closed_within(sock: socket.socket, seconds: float) -> bool:

@@ -127,7 +127,7 @@ class TestAwsCli:
         assert ok.returncode == 0, ok.stderr
         bad = aws(aws_cli, proxy, moto, "sts", "get-caller-identity", key_id="AKIAUNKNOWN")
         assert bad.returncode != 0
-        assert "no_connection" in bad.stderr
+        assert "An error occurred (SigproxyNoConnection) when calling the GetCallerIdentity operation: " in bad.stderr
 
 
 def _service_header(client: object, service: str) -> None:

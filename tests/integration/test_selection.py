@@ -15,6 +15,7 @@ import socket
 import subprocess
 import uuid
 from collections.abc import Callable
+from typing import Any
 
 import boto3
 import pytest
@@ -23,6 +24,7 @@ from botocore.config import Config as BotoConfig
 from botocore.exceptions import ClientError
 
 from tests.conftest import Proxy
+from tests.errorbody import error_body
 from tests.integration.test_moto_clients import curl, status_of
 from tests.integration.test_operations import CLONE
 from tests.integration.test_user_header import access_log
@@ -61,8 +63,9 @@ def via_proxy(moto: Moto, proxy_url: str, key_id: str, endpoint: str | None = No
                         aws_access_key_id=key_id, aws_secret_access_key="placeholder", config=config)
 
 
-def error(r: subprocess.CompletedProcess[str]) -> dict[str, str]:
-    return json.loads(r.stdout.rsplit("\n", 1)[0])["error"]  # type: ignore[no-any-return]
+def error(r: subprocess.CompletedProcess[str]) -> dict[str, Any]:
+    """The error as sigproxy's JSON or, when the request carries a SigV4 scope, as S3's XML."""
+    return error_body(r.stdout.rsplit("\n", 1)[0])
 
 
 def presigned(moto: Moto, key: str, key_id: str) -> str:

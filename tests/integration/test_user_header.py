@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 
 from tests.conftest import Proxy
+from tests.errorbody import error_body
 from tests.integration.test_moto_clients import curl, status_of
 from tests.servers.moto_server import EXTERNAL_ID, Moto
 from tests.servers.sts_endpoint import StsEndpoint, start_sts_endpoint
@@ -99,7 +100,8 @@ def bad_request(r: Any) -> dict[str, Any]:
     assert status_of(r) == 400, r
     assert re.search(r"^X-Sigproxy-Error: bad_request\r?$", r.stdout, re.M | re.I), r.stdout
     body = re.split(r"\r?\n\r?\n", r.stdout.rsplit("\n", 1)[0], maxsplit=1)[1]
-    error: dict[str, Any] = json.loads(body)["error"]
+    error = error_body(body)
+    assert error["format"] == "query" and error["aws_code"] == "SigproxyBadRequest", error  # STS's protocol
     return error
 
 

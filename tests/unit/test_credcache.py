@@ -45,7 +45,7 @@ class Source:
         if self.gate is not None:
             await self.gate.wait()
         if self.fail:
-            raise CredentialsUnavailable(f"STS AssumeRole failed: {self.fail}: nope", sts_code=self.fail)
+            raise CredentialsUnavailable.from_sts(f"STS AssumeRole failed: {self.fail}: nope", sts_code=self.fail)
         return Credentials(f"AKID{self.calls}", "secret", "token", self.clock() + self.lifetime)
 
 
@@ -133,16 +133,22 @@ async def test_refresh_failure_keeps_serving_valid(cache: CredentialCache, clock
     assert sum("credential refresh for k failed" in r.message for r in caplog.records) == 1
 
 
-async def test_expired_and_sts_down_is_502(cache: CredentialCache, clock: Clock) -> None:
-    """No valid credentials and STS failing: CredentialsUnavailable carrying STS's code; never expired ones."""
+@pytest.mark.parametrize(("sts_code", "status", "aws_code"), [
+    ("AccessDenied", 403, "SigproxyCredentialsUnavailable"),  # a retry can't fix it: SDKs must not retry
+    ("Throttling", 503, "SigproxyCredentialsTemporarilyUnavailable"),  # a later attempt may pass: retried
+])
+async def test_expired_and_sts_failing(cache: CredentialCache, clock: Clock, sts_code: str, status: int,
+                                       aws_code: str) -> None:
+    """No valid credentials and STS failing: CredentialsUnavailable carrying STS's code; never expired ones.
+    STS's code decides the status: permanent 403, transient 503."""
     src = Source(clock)
     await cache.get("k", src.fetch, "k")
-    src.fail = "AccessDenied"
+    src.fail = sts_code
     clock.advance(HOUR + timedelta(seconds=1))
     with pytest.raises(CredentialsUnavailable) as err:
         await cache.get("k", src.fetch, "k")
-    assert err.value.sts_code == "AccessDenied"
-    assert err.value.status == 502
+    assert err.value.sts_code == sts_code
+    assert (err.value.status, err.value.code, err.value.aws_code) == (status, "credentials_unavailable", aws_code)
 
 
 async def test_backoff_spaces_out_fetches(cache: CredentialCache, clock: Clock) -> None:
