@@ -210,7 +210,8 @@ class Handler:
         up, down = info.get("bytes_up"), info.get("bytes_down")
         self._metrics.record(str(info.get("connection", "-")), str(info.get("service", "-")),
                              str(info.get("status")), elapsed, bytes_up=up if isinstance(up, int) else 0,
-                             bytes_down=down if isinstance(down, int) else 0)
+                             bytes_down=down if isinstance(down, int) else 0,
+                             error=str(info["error"]) if "error" in info else None)
 
     async def __call__(self, request: ClientRequest, exchange: Exchange) -> Response | StreamResponse:
         request_id = self._next_id()

@@ -101,6 +101,10 @@ class Metrics:
                                 f"Requests handled, by {'connection, ' if by else ''}service and status.",
                                 (*by, "service", "status"))
         self.latency = Histogram("sigproxy_request_duration_seconds", "Time from request head to last byte.", by)
+        self.errors = Counter("sigproxy_errors_total",
+                              f"Requests sigproxy answered itself with an error, by {'connection and ' if by else ''}"
+                              "its error code (X-Sigproxy-Error: host_not_allowed, upstream_error, ...).",
+                              (*by, "code"))
         self.bytes_up = Counter("sigproxy_request_bytes_total", "Request body bytes sent upstream.", by)
         self.bytes_down = Counter("sigproxy_response_bytes_total", "Response body bytes sent to clients.", by)
         self.sts_latency = Histogram("sigproxy_credential_fetch_duration_seconds",
@@ -110,10 +114,13 @@ class Metrics:
         self.admin_auth_failures.values[()] = 0.0  # exported from the start, not after the first failure
 
     def record(self, connection: str, service: str, status: str, seconds: float, *, bytes_up: int = 0,
-               bytes_down: int = 0) -> None:
-        """One finished request (``connection`` is dropped when the label is off)."""
+               bytes_down: int = 0, error: str | None = None) -> None:
+        """One finished request (``connection`` is dropped when the label is off); ``error``: the snake code of
+        the error sigproxy answered it with (:mod:`sigproxy.errors`), if it did."""
         by = (connection,) if self.connection_label else ()
         self.requests.inc(*by, service, status)
+        if error is not None:
+            self.errors.inc(*by, error)
         self.latency.observe(seconds, *by)
         if bytes_up:
             self.bytes_up.inc(*by, amount=bytes_up)
@@ -121,7 +128,7 @@ class Metrics:
             self.bytes_down.inc(*by, amount=bytes_down)
 
     def _all(self) -> tuple[Counter | Histogram, ...]:
-        return (self.requests, self.latency, self.bytes_up, self.bytes_down, self.sts_latency,
+        return (self.requests, self.errors, self.latency, self.bytes_up, self.bytes_down, self.sts_latency,
                 self.admin_auth_failures)
 
     def snapshot(self) -> Snapshot:

@@ -72,7 +72,7 @@ def exported(moto: Moto, tmp_path_factory: pytest.TempPathFactory) -> Exported:
         assert status_of(assumed) == 200, assumed.stdout
         failed = curl(proxy, "-H", "X-Sigproxy-Connection: broken", "-H", "X-Sigproxy-Service: s3",
                       f"{moto.endpoint}/")
-        assert status_of(failed) >= 500, failed.stdout
+        assert status_of(failed) == 403 and "SigproxyCredentialsUnavailable" in failed.stdout, failed.stdout
         opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
         with opener.open(f"{proxy.admin}/metrics", timeout=15) as resp:
             text = resp.read().decode()
@@ -82,6 +82,8 @@ def exported(moto: Moto, tmp_path_factory: pytest.TempPathFactory) -> Exported:
     # The scrape saw what the dashboard is about (else the checks below would pass on too little).
     assert "sigproxy_requests_total" in metrics and "sigproxy_request_duration_seconds_bucket" in metrics
     assert 'status="400"' in text and 'status="200"' in text
+    assert re.search(r'^sigproxy_errors_total\{connection="broken",code="credentials_unavailable"\} 1$', text,
+                     re.M), text
     assert re.search(r"^sigproxy_credential_fetches_total [1-9]", text, re.M), text
     assert re.search(r"^sigproxy_credential_failures_total [1-9]", text, re.M), text
     assert 'sigproxy_connection_up{connection="broken"} 0' in text, text
