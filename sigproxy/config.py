@@ -93,6 +93,18 @@ _UNITS = {
     "GB": 10**9, "GiB": 2**30, "TB": 10**12, "TiB": 2**40,
 }
 
+def parse_ip(address: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    """``address`` as an IP address, or ``None`` when it is not one (a host name). A zone id (``fe80::1%eth0``)
+    is dropped, and an IPv4-mapped IPv6 address (``::ffff:10.0.0.1``) is its IPv4 address."""
+    try:
+        ip = ipaddress.ip_address(address.split("%", 1)[0])
+    except ValueError:
+        return None
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        return ip.ipv4_mapped
+    return ip
+
+
 def client_allowed(networks: tuple[Network, ...], address: str | None) -> bool:
     """Whether a client address is inside ``networks`` (an empty allow-list admits everyone).
 
@@ -100,14 +112,9 @@ def client_allowed(networks: tuple[Network, ...], address: str | None) -> bool:
     """
     if not networks:
         return True
-    if not address:
+    ip = parse_ip(address) if address else None
+    if ip is None:
         return False
-    try:
-        ip = ipaddress.ip_address(address.split("%", 1)[0])
-    except ValueError:
-        return False
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped
     return any(ip.version == net.version and ip in net for net in networks)
 
 

@@ -11,9 +11,7 @@ Must not: log, bind or resolve names (a host name other than ``localhost`` count
 
 from __future__ import annotations
 
-import ipaddress
-
-from .config import Address, Config
+from .config import Address, Config, parse_ip
 
 __all__ = ["is_loopback", "open_listener_warnings"]
 
@@ -25,13 +23,8 @@ def is_loopback(host: str) -> bool:
     ``127.0.0.0/8``, ``::1`` (also IPv4-mapped), ``localhost``."""
     if host.lower() == "localhost":
         return True
-    try:
-        ip = ipaddress.ip_address(host.split("%", 1)[0])
-    except ValueError:
-        return False
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped
-    return ip.is_loopback
+    ip = parse_ip(host)
+    return ip is not None and ip.is_loopback
 
 
 def open_listener_warnings(config: Config) -> list[str]:
