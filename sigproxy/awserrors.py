@@ -26,6 +26,8 @@ from importlib.resources import files
 from typing import Final
 from xml.etree import ElementTree as ET
 
+import cbor2
+
 from .endpoints import parse_host
 from .routing import parse_client_scope
 
@@ -124,27 +126,8 @@ def _rest_json(code: str, message: str, request_id: str, status: int, signing_na
     return "application/json", [("x-amzn-RequestId", request_id), ("x-amzn-ErrorType", code)], body
 
 
-def _cbor_head(major: int, length: int) -> bytes:
-    if length < 24:
-        return bytes([major << 5 | length])
-    for extra, size in ((24, 1), (25, 2), (26, 4)):
-        if length < 1 << (8 * size):
-            return bytes([major << 5 | extra]) + length.to_bytes(size, "big")
-    raise ValueError("text too long for this CBOR writer")  # pragma: no cover - messages are short
-
-
-def _cbor_text_map(items: dict[str, str]) -> bytes:
-    """A CBOR (RFC 8949) map of text strings: the only shape an error body needs."""
-    out = bytearray(_cbor_head(5, len(items)))
-    for key, value in items.items():
-        for text in (key, value):
-            raw = text.encode()
-            out += _cbor_head(3, len(raw)) + raw
-    return bytes(out)
-
-
 def _cbor(code: str, message: str, request_id: str, status: int, signing_name: str | None) -> AwsErrorBody:
-    body = _cbor_text_map({"__type": code, "message": message})
+    body = cbor2.dumps({"__type": code, "message": message})
     return "application/cbor", [("smithy-protocol", "rpc-v2-cbor"), ("x-amzn-RequestId", request_id)], body
 
 
