@@ -50,6 +50,9 @@ __all__ = [
     "encode_query",
     "canonical_query",
     "canonical_headers",
+    "canonical_request",
+    "presign_auth_params",
+    "without_presign_params",
 ]
 
 ALGORITHM = "AWS4-HMAC-SHA256"
@@ -65,6 +68,7 @@ PRESIGN_PARAMS = frozenset(
         "x-amz-signedheaders",
         "x-amz-signature",
         "x-amz-security-token",
+        "x-amz-region-set",  # SigV4A's presigned form (aws-c-auth source/aws_signing.c)
     }
 )
 # Characters SigV4's UriEncode leaves alone besides ASCII letters and digits.
@@ -293,6 +297,41 @@ def canonical_headers(headers: Iterable[tuple[str, str]]) -> tuple[str, str]:
     return "".join([f"{n}:{merged[n]}\n" for n in names]), ";".join(names)
 
 
+def canonical_request(req: CanonicalInput, query: Iterable[tuple[str, str | None]], policy: SigningPolicy,
+                      ) -> tuple[str, str]:
+    """``(canonical request, signed headers list)`` for ``req`` sent with ``query`` (its own query, or with a
+    presigned URL's auth parameters added). The same for SigV4 and SigV4A (aws-c-auth
+    ``source/aws_signing.c``, ``s_build_canonical_request_sigv4``: only the scope and the added headers differ).
+    """
+    header_block, signed = canonical_headers(req.headers)
+    creq = (f"{req.method.upper()}\n{canonical_path(req.path, policy)}\n{canonical_query(query)}\n"
+            f"{header_block}\n{signed}\n{req.payload_hash}")
+    return creq, signed
+
+
+def presign_auth_params(algorithm: str, credential: str, *, stamp: str, expires: int, signed: str,
+                        session_token: str | None) -> list[tuple[str, str | None]]:
+    """A presigned URL's auth parameters before ``X-Amz-Signature``, encoded; ``credential`` is
+    ``KEY/SCOPE``. Raises :class:`ValueError` when ``expires`` is not 1 second to 7 days (SigV4 docs)."""
+    if not 1 <= expires <= 604800:
+        raise ValueError("expires must be between 1 second and 7 days")
+    auth: list[tuple[str, str | None]] = [
+        ("X-Amz-Algorithm", algorithm),
+        ("X-Amz-Credential", _uri_encode(credential)),
+        ("X-Amz-Date", stamp),
+        ("X-Amz-Expires", str(expires)),
+        ("X-Amz-SignedHeaders", _uri_encode(signed)),
+    ]
+    if session_token:
+        auth.append(("X-Amz-Security-Token", _uri_encode(session_token)))
+    return auth
+
+
+def without_presign_params(query: Iterable[tuple[str, str | None]]) -> tuple[tuple[str, str | None], ...]:
+    """``query`` without any presigned URL auth parameter (:data:`PRESIGN_PARAMS`)."""
+    return tuple(p for p in query if unquote(p[0]).lower() not in PRESIGN_PARAMS)
+
+
 def _hmac(key: bytes, msg: str) -> bytes:
     return hmac.new(key, msg.encode("utf-8"), hashlib.sha256).digest()
 
@@ -356,9 +395,7 @@ class Signer:
     ) -> tuple[str, str, str, str, str]:
         date = stamp[:8]
         scope = f"{date}/{region}/{service}/aws4_request"
-        header_block, signed = canonical_headers(req.headers)
-        creq = (f"{req.method.upper()}\n{canonical_path(req.path, policy)}\n{canonical_query(query)}\n"
-                f"{header_block}\n{signed}\n{req.payload_hash}")
+        creq, signed = canonical_request(req, query, policy)
         sts = f"{ALGORITHM}\n{stamp}\n{scope}\n{hashlib.sha256(creq.encode()).hexdigest()}"
         sig = self._keys(creds.secret_access_key, date, region, service)[1](sts.encode())
         return creq, sts, scope, signed, sig
@@ -395,22 +432,12 @@ class Signer:
         policy: SigningPolicy = SigningPolicy(),
     ) -> Signature:
         """Query auth (a presigned URL). ``Signature.query`` is the query to send."""
-        if not 1 <= expires <= 604800:
-            raise ValueError("expires must be between 1 second and 7 days")
         stamp = amz_date(now)
         scope = f"{stamp[:8]}/{region}/{service}/aws4_request"
         _, signed = canonical_headers(req.headers)
-        auth: list[tuple[str, str | None]] = [
-            ("X-Amz-Algorithm", ALGORITHM),
-            ("X-Amz-Credential", _uri_encode(f"{creds.access_key_id}/{scope}")),
-            ("X-Amz-Date", stamp),
-            ("X-Amz-Expires", str(expires)),
-            ("X-Amz-SignedHeaders", _uri_encode(signed)),
-        ]
-        if creds.session_token:
-            auth.append(("X-Amz-Security-Token", _uri_encode(creds.session_token)))
-        kept = tuple(p for p in req.query if unquote(p[0]).lower() not in PRESIGN_PARAMS)
-        query = kept + tuple(auth)
+        auth = presign_auth_params(ALGORITHM, f"{creds.access_key_id}/{scope}", stamp=stamp, expires=expires,
+                                   signed=signed, session_token=creds.session_token)
+        query = without_presign_params(req.query) + tuple(auth)
         creq, sts, scope, signed, sig = self._sign(
             req=req, query=query, creds=creds, region=region, service=service, stamp=stamp, policy=policy
         )
