@@ -19,7 +19,7 @@ from urllib.parse import quote
 
 import awscrt.auth as crt_auth
 import awscrt.http as crt_http
-import botocore.auth  # noqa: F401 -- imported before botocore.crt.auth (botocore.auth imports it back)
+import botocore.auth  # imported before botocore.crt.auth (botocore.auth imports it back)
 import botocore.crt.auth
 import pytest
 from awscrt.crypto import EC
