@@ -153,9 +153,12 @@ def _trailer_length(names: Sequence[str]) -> int | None:
 
 
 async def plan_body(request: ClientRequest, conn: ConnectionConfig, proxy: ProxyConfig, *, aws_chunked: bool,
-                    upstream_tls: bool, spool_dir: Path) -> BodyPlan:
+                    upstream_tls: bool, spool_dir: Path, chunk_signing: bool = True) -> BodyPlan:
     """Decide how the body goes and prepare what must be read first (small bodies, spools). ``aws_chunked``:
-    the service takes aws-chunked uploads (``SigningPolicy.chunked`` of its signing name).
+    the service takes aws-chunked uploads (``SigningPolicy.chunked`` of its signing name). ``chunk_signing=False``
+    (SigV4A, whose chunk signing sigproxy does not do): a large body is spooled and hashed whole instead of sent
+    as signed chunks, as botocore's SigV4A signer does (``CrtS3SigV4AsymAuth``: the body's hash or
+    ``UNSIGNED-PAYLOAD``, never signed chunks).
 
     Raises :class:`BodyTooLarge`, :class:`BadRequest`, :class:`ClientAborted`.
     """
@@ -185,7 +188,7 @@ async def plan_body(request: ClientRequest, conn: ConnectionConfig, proxy: Proxy
         if conn.s3_payload == "unsigned" and upstream_tls:
             return BodyPlan(payload_hash=UNSIGNED_PAYLOAD, length=length, mode="unsigned",
                             _stream=lambda _: _client_pieces(request, proxy.max_body, proxy.body_timeout))
-        if not _own_content_coding(headers.get("Content-Encoding")):
+        if chunk_signing and not _own_content_coding(headers.get("Content-Encoding")):
             return _signed_chunks_plan(request, proxy, length)
     return await _spool_plan(request, proxy, spool_dir)
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import json
 import os
 import shlex
@@ -105,6 +106,10 @@ def _parser() -> argparse.ArgumentParser:
     sign.add_argument("--data", help="body: a string, or @FILE")
     sign.add_argument("--presign", action="store_true", help="print a presigned URL instead of headers")
     sign.add_argument("--expires", type=int, default=900, help="presigned URL lifetime in seconds")
+    sign.add_argument("--sigv4a", action="store_true",
+                      help="sign with SigV4A (AWS4-ECDSA-P256-SHA256) for the connection's sigv4a_signing_region_set")
+    sign.add_argument("--region-set", metavar="REGIONS",
+                      help="SigV4A for these regions: '*' or 'us-east-1,us-west-2' (implies --sigv4a)")
     sign.add_argument("--verbose", action="store_true",
                       help="also print the canonical request and string to sign (secrets redacted)")
     sign.add_argument("--show-token", action="store_true",
@@ -295,7 +300,7 @@ def _sign_input(args: argparse.Namespace) -> signapi.SignInput:
         raise ConfigError("URL", exc.message) from None
     return signapi.SignInput(method=args.method, target=target, headers=tuple(headers), payload=body,
                      payload_sha256=payload_sha256, service=scope["service"], region=scope["region"],
-                     presign=args.expires if args.presign else None)
+                     presign=args.expires if args.presign else None, region_set=args.region_set)
 
 
 _CLI_OVERRIDES = ("pass --service NAME", "pass --region NAME")
@@ -312,6 +317,8 @@ def _sign(args: argparse.Namespace) -> int:
         raise ConfigError("--verbose", "prints text: leave it out with --json")
     conn = config.connections[args.connection]
     request = _sign_input(args)
+    if args.sigv4a and request.region_set is None:
+        request = dataclasses.replace(request, region_set=",".join(conn.sigv4a_signing_region_set))
     now = _parse_date(args.date)
     check_host(conn, request.target)  # before fetching credentials; signapi.sign checks it again
     creds = asyncio.run(_credentials(config, conn.name))

@@ -23,6 +23,7 @@ from typing import Any, Literal
 
 from .configtable import Secret, Table
 from .errors import ConfigError
+from .sigv4a import region_set_value
 from .urlparts import split_url
 from .users import ROLE_SESSION, TAG_VALUE, USER_VAR, policy_problem, tag_key_problem, template_problem
 
@@ -130,6 +131,12 @@ class ConnectionConfig:
     private_networks: tuple[Network, ...] = ()
     """Non-public networks (CIDRs) this connection may reach for any host it may sign for (SSRF guard), e.g.
     VPC interface endpoints with private DNS; otherwise only hosts named exactly may resolve to them."""
+    signature_version: Literal["v4", "v4a"] = "v4"
+    """``"v4a"``: sign every request with SigV4A (``AWS4-ECDSA-P256-SHA256``) for ``sigv4a_signing_region_set``
+    (botocore's name for the signer). Multi-Region Access Point hosts and clients' own SigV4A requests get SigV4A
+    whatever this says."""
+    sigv4a_signing_region_set: tuple[str, ...] = ("*",)
+    """The regions a SigV4A signature is valid in (AWS SDKs' ``sigv4a_signing_region_set``): names or patterns."""
     user_header: bool = False
     """Take the end user's id from ``X-Sigproxy-User`` (required then) into the role session per user."""
     origin: Literal["file", "store"] = "file"
@@ -418,6 +425,8 @@ def parse_connection(name: str, t: Table, *, origin: Literal["file", "store"] = 
         deny_amz_headers=_amz_globs(t),
         presigned=t.choice("presigned", ("refuse", "passthrough")) or "refuse",  # type: ignore[arg-type]
         user_header=user_header,
+        signature_version=t.choice("signature_version", ("v4", "v4a")) or "v4",  # type: ignore[arg-type]
+        sigv4a_signing_region_set=_region_set(t),
         private_networks=parse_networks(t, "private_networks"),
         origin=origin,
     )
@@ -428,6 +437,16 @@ def parse_connection(name: str, t: Table, *, origin: Literal["file", "store"] = 
                           "\"assume_role\", \"web_identity\" or \"sts_endpoint\"")
     t.done()
     return conn
+
+
+def _region_set(t: Table) -> tuple[str, ...]:
+    regions = t.strings("sigv4a_signing_region_set")
+    if not regions:
+        return ("*",)
+    try:
+        return tuple(region_set_value(regions).split(","))
+    except ValueError as exc:
+        raise ConfigError(t.key("sigv4a_signing_region_set"), f"{exc}") from None
 
 
 def check_bases(connections: Mapping[str, ConnectionConfig]) -> None:

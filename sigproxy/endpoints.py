@@ -14,7 +14,7 @@ import functools
 import re
 from dataclasses import dataclass
 
-__all__ = ["Endpoint", "parse_host"]
+__all__ = ["Endpoint", "MRAP_SIGNING_REGION_SET", "is_mrap_host", "parse_host"]
 
 _REGION = re.compile(r"^(?:[a-z]{2}|us-gov|us-iso[a-z]?|eu-isoe?)-[a-z]+-\d{1,2}$")
 
@@ -175,6 +175,17 @@ def _s3(labels: list[str], suffix_region: str) -> Endpoint | None:
     return None
 
 
+MRAP_SIGNING_REGION_SET = "*"
+"""S3 Multi-Region Access Points (``ALIAS.mrap.accesspoint.s3-global.amazonaws.com``) take SigV4A signed for every
+region ("Multi-Region Access Point restrictions and limitations", S3 user guide; botocore's S3 endpoint rules give
+``signingRegionSet: ["*"]``)."""
+
+
+def is_mrap_host(host: str) -> bool:
+    """Whether ``host`` is an S3 Multi-Region Access Point endpoint (``*.mrap.accesspoint.s3-global.<partition>``)."""
+    return parse_host(host).region == MRAP_SIGNING_REGION_SET
+
+
 def parse_host(host: str) -> Endpoint:
     """Work out the signing service and region from an AWS host name; fields are ``None`` when unknown."""
     if len(host) <= _CACHED_LEN:
@@ -195,6 +206,8 @@ def _parse_host(host: str) -> Endpoint:
             return Endpoint("lambda", labels[-1])
         return Endpoint(None, None)
 
+    if len(labels) >= 4 and labels[-3:] == ["mrap", "accesspoint", "s3-global"]:
+        return Endpoint("s3", "*", False)  # MRAP: no region; SigV4A with region set "*" (MRAP_SIGNING_REGION_SET)
     s3 = _s3(labels, partition_region)
     if s3 is not None:
         return s3

@@ -51,6 +51,7 @@ from .routing import (
     presigned_by_client,
     resolve_service_region,
     select_connection,
+    sigv4a_region_set,
 )
 from .signing import Credentials, Signer, policy_for
 from .streaming import ChunkSigner
@@ -265,11 +266,12 @@ class Handler:
         conn = selection.connection
         info["connection"], info["selected_by"] = conn.name, selection.how
         check_host(conn, target)
+        region_set = sigv4a_region_set(conn, target, headers)
         service, region = resolve_service_region(
             conn,
             target,
             service_header=headers.get("X-Sigproxy-Service"),
-            region_header=headers.get("X-Sigproxy-Region"),
+            region_header=region_set or headers.get("X-Sigproxy-Region"),  # SigV4A: the region set is the region
             client_scope=client_scope,
         )
         info["service"], info["region"] = service, region
@@ -322,16 +324,22 @@ class Handler:
             plan = untouched_plan(request, config.proxy)
         else:
             plan = await plan_body(request, conn, config.proxy, aws_chunked=policy_for(service).chunked,
-                                   upstream_tls=scheme == "https", spool_dir=self._spool_dir)
+                                   upstream_tls=scheme == "https", spool_dir=self._spool_dir,
+                                   chunk_signing=region_set is None)
         info["body"] = plan.mode
         try:
+            if region_set is not None and plan.needs_chunk_signer:
+                raise UnsupportedRequest(
+                    "this request is signed with SigV4A (multi-region), and sigproxy does not sign aws-chunked "
+                    "chunks with SigV4A: send the body with its SHA-256 or UNSIGNED-PAYLOAD in x-amz-content-sha256"
+                )
             if received is not None:
                 # The client signed its body's hash without sending it: known once the body is read.
                 if plan.mode not in ("empty", "buffered", "spooled"):
                     raise ClientSignatureInvalid("send x-amz-content-sha256 with a signed streaming body")
                 self._verify_client(conn, received, [plan.payload_hash])
             return await self._forward(request, exchange, info, conn=conn, plan=plan, creds=creds,
-                                       service=service, region=region)
+                                       service=service, region=region, region_set=region_set)
         finally:
             plan.close()
 
@@ -342,7 +350,7 @@ class Handler:
 
     def _forward(self, request: ClientRequest, exchange: Exchange, info: dict[str, object], *,
                  conn: ConnectionConfig, plan: BodyPlan, creds: Credentials, service: str,
-                 region: str) -> Awaitable[Response | StreamResponse]:
+                 region: str, region_set: str | None) -> Awaitable[Response | StreamResponse]:
         """Sign, then the exchange to await (not a coroutine of its own: one frame less on every resume)."""
         if plan.mode == "presigned":
             url, untouched = untouched_request(method=request.method, target=exchange.target,
@@ -366,6 +374,7 @@ class Handler:
             region=region,
             now=self._clock(),
             upstream_scheme=conn.upstream_scheme,
+            region_set=region_set,
         )
         chunk_signer = None
         if plan.needs_chunk_signer:

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Literal
 
+from . import sigv4a
 from .errors import UnsupportedRequest
 from .routing import Target, is_signed_header, upstream_headers, upstream_headers_lower
 from .signing import (
@@ -40,6 +41,8 @@ __all__ = ["SignedRequest", "payload_mode", "payload_hash_for", "sign_request", 
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
 # Payload hashes a client may have chosen that are kept as they are (the body goes through untouched).
 _KEEP_PAYLOAD = frozenset({UNSIGNED_PAYLOAD, STREAMING_UNSIGNED_TRAILER})
+# Client headers the signer sets itself (their values come from the payload hash and the region set).
+_SIGNER_SET = frozenset({"x-amz-content-sha256", "x-amz-region-set"})
 _SIGNED_STREAMING = frozenset({STREAMING_SIGNED, STREAMING_SIGNED_TRAILER})
 # SigV4A chunk signing (ECDSA) is not re-signed: refused, never forwarded unsigned or signed wrongly.
 _SIGV4A_STREAMING = frozenset(
@@ -106,16 +109,20 @@ def sign_request(
     region: str,
     now: datetime,
     upstream_scheme: str | None = None,
+    region_set: str | None = None,
 ) -> SignedRequest:
     """Header auth: strip what must not go upstream, add ``Host``, ``X-Amz-Date``, the session token and
     ``X-Amz-Content-SHA256`` (when the service requires it, :func:`~sigproxy.signing.policy_for`, or the
-    client sent one), then sign."""
+    client sent one), then sign.
+
+    ``region_set`` (a :func:`~sigproxy.sigv4a.region_set_value`): sign with SigV4A for it instead, adding
+    ``X-Amz-Region-Set`` (``region`` is then not part of the signature)."""
     policy = policy_for(service)
     kept, sent = upstream_headers_lower(headers)
     out: list[tuple[str, str]] = []
     signed: list[tuple[str, str]] = []
     for name, value, low in kept:
-        if low != "x-amz-content-sha256":
+        if low not in _SIGNER_SET:
             out.append((name, value))
             if is_signed_header(low):
                 signed.append((name, value))
@@ -126,13 +133,16 @@ def sign_request(
         added.append(("X-Amz-Security-Token", creds.session_token))
     if policy.payload_header or "x-amz-content-sha256" in sent:
         added.append(("X-Amz-Content-SHA256", payload_hash))
+    if region_set is not None:
+        added.append((sigv4a.REGION_SET_HEADER, region_set))
     out += added
     signed += added
     path, query = _wire(target, policy)
-    sig = signer.sign_headers(
-        CanonicalInput(method, path, query, tuple(signed), payload_hash),
-        creds, region=region, service=service, now=now, policy=policy,
-    )
+    canonical = CanonicalInput(method, path, query, tuple(signed), payload_hash)
+    if region_set is not None:
+        sig = sigv4a.sign_headers(canonical, creds, service=service, now=now, policy=policy)
+    else:
+        sig = signer.sign_headers(canonical, creds, region=region, service=service, now=now, policy=policy)
     out.append(("Authorization", sig.authorization))
     if body_length:
         out.append(("Content-Length", str(body_length)))
@@ -165,19 +175,24 @@ def presign_request(
     now: datetime,
     expires: int,
     upstream_scheme: str | None = None,
+    region_set: str | None = None,
 ) -> SignedRequest:
     """Query auth: a presigned URL. Signs ``host`` plus any ``x-amz-*``/content headers given;
-    S3's signing names use ``UNSIGNED-PAYLOAD``, other services the empty body's hash."""
+    S3's signing names use ``UNSIGNED-PAYLOAD``, other services the empty body's hash. ``region_set``: SigV4A
+    for that region set (``X-Amz-Region-Set`` in the query) instead of SigV4 for ``region``."""
     policy = policy_for(service)
     authority = target.authority
-    out = [(k, v) for k, v in upstream_headers(headers) if k.lower() != "x-amz-content-sha256"]
+    out = [(k, v) for k, v in upstream_headers(headers) if k.lower() not in _SIGNER_SET]
     out.append(("Host", authority))
     path, query = _wire(target, policy)
     origin = f"{upstream_scheme or target.scheme}://{authority}"
     signed = tuple((k, v) for k, v in out if is_signed_header(k))
-    sig = signer.presign(
-        CanonicalInput(method, path, query, signed, UNSIGNED_PAYLOAD if policy.s3 else EMPTY_SHA256),
-        creds, region=region, service=service, now=now, expires=expires, policy=policy,
-    )
+    canonical = CanonicalInput(method, path, query, signed, UNSIGNED_PAYLOAD if policy.s3 else EMPTY_SHA256)
+    if region_set is not None:
+        sig = sigv4a.presign(canonical, creds, service=service, region_set=region_set, now=now, expires=expires,
+                             policy=policy)
+    else:
+        sig = signer.presign(canonical, creds, region=region, service=service, now=now, expires=expires,
+                             policy=policy)
     qs = encode_query(sig.query)
     return SignedRequest(method, f"{origin}{path}?{qs}", tuple(out), sig)

@@ -33,7 +33,7 @@ from urllib.parse import unquote
 
 from .config import Config, ConnectionConfig, ReverseListener
 from .configtable import close_names
-from .endpoints import parse_host
+from .endpoints import is_mrap_host, parse_host
 from .errors import (
     BadProxyToken,
     BadRequest,
@@ -44,6 +44,8 @@ from .errors import (
     UnsupportedRequest,
 )
 from .signing import policy_for
+from .sigv4a import ALGORITHM as SIGV4A_ALGORITHM
+from .sigv4a import region_set_value
 
 __all__ = [
     "Target",
@@ -58,6 +60,7 @@ __all__ = [
     "resolve_service_region",
     "check_policy",
     "check_shape",
+    "sigv4a_region_set",
     "presigned_by_client",
     "HOP_BY_HOP",
     "upstream_headers",
@@ -398,10 +401,9 @@ def check_shape(target: Target, headers: Mapping[str, str], service: str) -> Non
 
     Raises :class:`UnsupportedRequest`.
     """
-    auth = headers.get("Authorization", "")
-    if (auth.startswith("AWS4-ECDSA-P256-SHA256") or "X-Amz-Region-Set" in headers
-            or "AWS4-ECDSA-P256-SHA256" in target.query):
-        raise UnsupportedRequest("SigV4A (multi-region, ECDSA) requests are not signed by sigproxy")
+    if SIGV4A_ALGORITHM in target.query:
+        raise UnsupportedRequest("a SigV4A presigned URL (X-Amz-Algorithm=AWS4-ECDSA-P256-SHA256) is not re-signed "
+                                 "by sigproxy: send the request unsigned, or with header auth, and sigproxy signs it")
     # The bucket as the server reads it: the path decoded once (``/b--x-s3%2Fk`` is bucket ``b--x-s3``).
     if policy_for(service).s3 and (
         "--x-s3" in target.host or unquote(target.path).lstrip("/").split("/", 1)[0].endswith("--x-s3")
@@ -412,6 +414,28 @@ def check_shape(target: Target, headers: Mapping[str, str], service: str) -> Non
         hint = " (curl: drop --http2)" if "h2c" in upgrade.lower() else ""
         raise UnsupportedRequest(f"protocol upgrades ({upgrade}) are not proxied: sigproxy forwards HTTP/1.1 "
                                  f"requests; send the request without Upgrade{hint}")
+
+
+def sigv4a_region_set(conn: ConnectionConfig, target: Target, headers: Mapping[str, str]) -> str | None:
+    """The region set to sign this request for with SigV4A (``"*"``, ``"us-east-1,us-west-2"``), or ``None`` for
+    SigV4.
+
+    SigV4A when the connection says ``signature_version = "v4a"``, the host is an S3 Multi-Region Access Point
+    (:func:`~sigproxy.endpoints.is_mrap_host`), or the client signed with SigV4A itself (``Authorization:
+    AWS4-ECDSA-P256-SHA256 ...``) or sent ``X-Amz-Region-Set``. The set is the client's ``X-Amz-Region-Set`` when it
+    sent one, else the connection's ``sigv4a_signing_region_set`` (default ``*``). Raises
+    :class:`UnsupportedRequest` for an ``X-Amz-Region-Set`` that is not a region set.
+    """
+    asked = headers.get("X-Amz-Region-Set")
+    if not (asked is not None or conn.signature_version == "v4a" or is_mrap_host(target.host)
+            or headers.get("Authorization", "").startswith(SIGV4A_ALGORITHM)):
+        return None
+    if asked is None:
+        return ",".join(conn.sigv4a_signing_region_set)
+    try:
+        return region_set_value(asked)
+    except ValueError as exc:
+        raise UnsupportedRequest(f"X-Amz-Region-Set: {exc}") from None
 
 
 def upstream_headers(headers: Iterable[tuple[str, str]]) -> list[tuple[str, str]]:

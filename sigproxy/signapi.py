@@ -58,8 +58,10 @@ from .routing import (
     check_shape,
     parse_absolute_target,
     resolve_service_region,
+    sigv4a_region_set,
 )
 from .signing import EMPTY_SHA256, PRESIGN_PARAMS, UNSIGNED_PAYLOAD, Credentials, Signature, Signer, sha256_hex
+from .sigv4a import region_set_value
 
 __all__ = [
     "MAX_PRESIGN_SECONDS",
@@ -80,6 +82,7 @@ SIGNER_HEADERS: Mapping[str, str] = {
     "x-amz-date": "the signer sets it to the signing time",
     "x-amz-security-token": "the signer adds the connection's session token when it has one",
     "x-amz-content-sha256": "send the body's hash as payload_sha256 (or the body as payload)",
+    "x-amz-region-set": "send region_set to sign with SigV4A for it",
     "host": "it comes from url or host",
     "content-length": "the signer sets it from payload; with payload_sha256 your HTTP client sets it",
     "expect": "it is a hop-by-hop request header that is not signed; your HTTP client decides it",
@@ -91,7 +94,7 @@ sent) means the answer never silently differs from what was asked."""
 
 _KEYS = frozenset(
     {"connection", "method", "url", "host", "scheme", "path", "params", "headers", "payload", "payload_sha256",
-     "service", "region", "presign"}
+     "service", "region", "presign", "region_set"}
 )
 # RFC 9110 section 5.6.2: token = 1*tchar.
 _TOKEN = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
@@ -124,6 +127,9 @@ class SignInput:
     ``service``/``region``: override the signing name and region, as ``X-Sigproxy-Service``/``-Region`` do for
     the proxy. ``presign``: make a presigned URL valid this many seconds (1 to :data:`MAX_PRESIGN_SECONDS`)
     instead of header auth; it signs no body, so neither payload field may be given with it.
+    ``region_set``: sign with SigV4A (``AWS4-ECDSA-P256-SHA256``) for these regions, ``"*"`` or
+    ``"us-east-1,us-west-2"`` (normalised by :func:`~sigproxy.sigv4a.region_set_value`); without it, SigV4A still
+    when the connection says ``signature_version = "v4a"`` or the host is an S3 Multi-Region Access Point.
     """
 
     method: str
@@ -134,6 +140,7 @@ class SignInput:
     service: str | None = None
     region: str | None = None
     presign: int | None = None
+    region_set: str | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.method, str) or not _TOKEN.match(self.method) or len(self.method) > 32:
@@ -158,6 +165,11 @@ class SignInput:
             if value is not None and not _SCOPE_PART.match(value):
                 raise InvalidField(f"{key} {_name(value)} is not a {'signing name' if key == 'service' else key}: "
                                    "letters, digits, '-', '.' and '_' (e.g. \"s3\", \"eu-west-1\")", field=key)
+        if self.region_set is not None:
+            try:
+                object.__setattr__(self, "region_set", region_set_value(self.region_set))
+            except (ValueError, TypeError, AttributeError) as exc:
+                raise InvalidField(f"region_set: {exc}", field="region_set") from None
         if self.presign is not None:
             if isinstance(self.presign, bool) or not isinstance(self.presign, int):
                 raise InvalidField("presign is the URL's lifetime in seconds: an integer", field="presign")
@@ -365,7 +377,8 @@ def parse_sign_input(data: object) -> SignInput:
          "payload": str,               # the body, sent as UTF-8; or
          "payload_sha256": str,        #   its SHA-256, 64 hex digits, or "UNSIGNED-PAYLOAD"
          "service": str, "region": str,# override the signing name and region
-         "presign": int}               # seconds: a presigned URL (1..604800) instead of header auth
+         "presign": int,               # seconds: a presigned URL (1..604800) instead of header auth
+         "region_set": str | [str]}    # SigV4A for these regions: "*", "us-east-1,us-west-2" or a list
 
     Raises :class:`~sigproxy.errors.BadJson` when ``data`` is not an object, and
     :class:`~sigproxy.errors.InvalidField` for anything else wrong, ``field`` naming the JSON path (``method``,
@@ -404,7 +417,18 @@ def parse_sign_input(data: object) -> SignInput:
         service=_string(data, "service"),
         region=_string(data, "region"),
         presign=presign,
+        region_set=_region_set(data),
     )
+
+
+def _region_set(data: dict[str, Any]) -> str | None:
+    value = data.get("region_set")
+    if value is None or isinstance(value, str):
+        return value
+    if isinstance(value, list) and all(isinstance(v, str) for v in value):
+        return ",".join(value)
+    raise InvalidField(f"region_set is a string (\"*\", \"us-east-1,us-west-2\") or a list of strings, not "
+                       f"{_json_type(value)}", field="region_set")
 
 
 def sign(conn: ConnectionConfig, creds: Credentials, request: SignInput, *, now: datetime,
@@ -416,11 +440,13 @@ def sign(conn: ConnectionConfig, creds: Credentials, request: SignInput, *, now:
     (:class:`~sigproxy.errors.HostNotAllowed`, 403, also for a ``host`` override outside it); the service and
     region come from ``request.service``/``region``, then the connection, then the host name
     (:class:`~sigproxy.errors.UnresolvableTarget`, 400, naming what to add); shapes sigproxy does not sign
-    (SigV4A, S3 Express) are refused (:class:`~sigproxy.errors.UnsupportedRequest`, 400); the connection's
+    (someone's SigV4A presigned URL, S3 Express) are refused (:class:`~sigproxy.errors.UnsupportedRequest`, 400);
+    the connection's
     ``allowed_services``/``regions``/``methods``, ``read_only`` and ``deny_amz_headers`` hold
     (:class:`~sigproxy.errors.PolicyRefused`, 403). Then header auth (:func:`~sigproxy.prepare.sign_request`) or,
     with ``request.presign``, query auth (:func:`~sigproxy.prepare.presign_request`): the same code the proxy
-    signs with.
+    signs with. SigV4A (for ``request.region_set``, or the connection's ``sigv4a_signing_region_set`` when it
+    says ``signature_version = "v4a"`` or the host is an S3 Multi-Region Access Point) in both forms.
 
     The payload hash signed: ``payload_sha256`` as given (and then sent as ``X-Amz-Content-SHA256`` for every
     service, so the server knows it), else the SHA-256 of ``payload`` (``X-Amz-Content-SHA256`` only where the
@@ -435,8 +461,9 @@ def sign(conn: ConnectionConfig, creds: Credentials, request: SignInput, *, now:
     """
     target = request.target
     check_host(conn, target)
+    region_set = request.region_set or sigv4a_region_set(conn, target, {})
     service, region = resolve_service_region(conn, target, service_header=request.service,
-                                             region_header=request.region, client_scope=None,
+                                             region_header=region_set or request.region, client_scope=None,
                                              overrides=overrides)
     check_shape(target, CIMultiDict(request.headers), service)
     check_policy(conn, request.method, service, region, request.headers)
@@ -444,7 +471,7 @@ def sign(conn: ConnectionConfig, creds: Credentials, request: SignInput, *, now:
     if request.presign is not None:
         out = presign_request(signer, creds, method=request.method, target=target, headers=request.headers,
                               service=service, region=region, now=now, expires=request.presign,
-                              upstream_scheme=conn.upstream_scheme)
+                              upstream_scheme=conn.upstream_scheme, region_set=region_set)
     else:
         headers = list(request.headers)
         if request.payload_sha256 is not None:
@@ -454,5 +481,6 @@ def sign(conn: ConnectionConfig, creds: Credentials, request: SignInput, *, now:
             payload_hash = sha256_hex(request.payload) if request.payload else EMPTY_SHA256
         out = sign_request(signer, creds, method=request.method, target=target, headers=headers,
                            payload_hash=payload_hash, body_length=len(request.payload or b""),
-                           service=service, region=region, now=now, upstream_scheme=conn.upstream_scheme)
+                           service=service, region=region, now=now, upstream_scheme=conn.upstream_scheme,
+                           region_set=region_set)
     return SignOutput(out.method, out.url, out.headers, out.signature)
