@@ -423,16 +423,18 @@ class TestPolicyAndShapes:
         assert status_of(curl(proxy, f"{recorder.url}/ok")) == 200
 
     @pytest.mark.parametrize(("args", "url_suffix", "needle"), [
-        (["-H", "X-Amz-Region-Set: *"], "/x", "SigV4A"),
-        (["-H", "Authorization: AWS4-ECDSA-P256-SHA256 Credential=main/20260101/s3/aws4_request, "
-                "SignedHeaders=host, Signature=00"], "/x", "SigV4A"),
+        (["-H", "X-Amz-Region-Set: us east"], "/x", "X-Amz-Region-Set"),
+        ([], "/x?X-Amz-Algorithm=AWS4-ECDSA-P256-SHA256", "SigV4A presigned URL"),
+        (["-X", "PUT", "--data", "x", "-H", "x-amz-content-sha256: STREAMING-AWS4-ECDSA-P256-SHA256-PAYLOAD"], "/x",
+         "SigV4A chunk signing"),
         ([], "/bucket--use1-az4--x-s3/key", "S3 Express"),
         (["-H", "Connection: Upgrade", "-H", "Upgrade: websocket"], "/ws", "upgrades"),
         ([], "/x?X-Amz-Credential=main%2Fb&X-Amz-Signature=00", "already presigned"),
     ])
     def test_fail_closed_shapes(self, args: list[str], url_suffix: str, needle: str, recorder: Recorder,
                                 sigproxy_factory: Callable[..., Proxy]) -> None:
-        """SigV4A, S3 Express, upgrades and someone else's presigned URL: a clear 400, never forwarded."""
+        """A bad region set, a SigV4A presigned URL or chunk-signed upload, S3 Express, upgrades and someone else's
+        presigned URL: a clear 400, never forwarded."""
         proxy = sigproxy_factory(config())
         before = len(recorder.requests)
         r = curl(proxy, *args, f"{recorder.url}{url_suffix}")
