@@ -12,6 +12,7 @@ to awscrt's by the first direction).
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 from datetime import UTC, datetime
 from unittest import mock
@@ -32,6 +33,12 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from sigproxy import sigv4a
+from sigproxy.configtable import Table
+from sigproxy.connection import ConnectionConfig, CredentialsConfig, connection_json, parse_connection
+from sigproxy.endpoints import Endpoint, is_mrap_host, parse_host
+from sigproxy.errors import ConfigError, InvalidField, UnsupportedRequest
+from sigproxy.routing import parse_absolute_target, sigv4a_region_set
+from sigproxy.signapi import parse_sign_input, sign
 from sigproxy.signing import (
     EMPTY_SHA256,
     UNSIGNED_PAYLOAD,
@@ -225,3 +232,78 @@ def test_header_auth_requires_region_set_header():
     req = CanonicalInput("GET", "/", (), (("Host", "h"), ("X-Amz-Date", amz_date(NOW))), EMPTY_SHA256)
     with pytest.raises(ValueError, match="X-Amz-Region-Set"):
         sigv4a.sign_headers(req, CREDS, service="s3", now=NOW, policy=policy_for("s3"))
+
+
+# --- where SigV4A is chosen: MRAP hosts, the connection opt-in, clients, POST /v1/sign --------------------------
+
+MRAP = "mfzwi23gnjvgw.mrap.accesspoint.s3-global.amazonaws.com"
+CONN = ConnectionConfig(name="acme", credentials=CredentialsConfig(source="static"), region="us-west-2",
+                        hosts=("*.amazonaws.com",))
+
+
+def test_mrap_hosts_are_s3_with_region_set_star():
+    assert parse_host(MRAP) == Endpoint("s3", "*", False)
+    assert is_mrap_host(MRAP)
+    assert not is_mrap_host("bucket.s3.us-east-1.amazonaws.com")
+    assert not is_mrap_host("mrap.accesspoint.s3-global.amazonaws.com")  # no alias
+
+
+@pytest.mark.parametrize(("conn", "host", "headers", "expected"), [
+    (CONN, "bucket.s3.us-east-1.amazonaws.com", {}, None),
+    (CONN, MRAP, {}, "*"),
+    (dataclasses.replace(CONN, signature_version="v4a"), "sqs.us-east-1.amazonaws.com", {}, "*"),
+    (dataclasses.replace(CONN, signature_version="v4a", sigv4a_signing_region_set=("us-east-1", "eu-west-1")),
+     "sqs.us-east-1.amazonaws.com", {}, "us-east-1,eu-west-1"),
+    (CONN, "s3.amazonaws.com", {"Authorization": "AWS4-ECDSA-P256-SHA256 Credential=k/20260101/s3/aws4_request"}, "*"),
+    (CONN, "s3.amazonaws.com", {"X-Amz-Region-Set": "us-west-2, us-east-1"}, "us-west-2,us-east-1"),
+])
+def test_sigv4a_region_set_choice(conn, host, headers, expected):
+    target = parse_absolute_target(f"https://{host}/k")
+    assert sigv4a_region_set(conn, target, headers) == expected
+
+
+def test_bad_client_region_set_is_refused():
+    with pytest.raises(UnsupportedRequest, match="X-Amz-Region-Set"):
+        sigv4a_region_set(CONN, parse_absolute_target("https://s3.amazonaws.com/k"), {"X-Amz-Region-Set": "a b"})
+
+
+def test_connection_config_keys():
+    """signature_version and sigv4a_signing_region_set parse, round-trip through connection_json, and a bad
+    region set names the key."""
+    table = {"hosts": ["*.amazonaws.com"], "credentials": {"source": "static", "access_key_id": "a",
+                                                           "secret_access_key": "b"},
+             "signature_version": "v4a", "sigv4a_signing_region_set": ["us-east-1", "eu-*"]}
+    conn = parse_connection("c", Table(table, "connections.c", {}))
+    assert (conn.signature_version, conn.sigv4a_signing_region_set) == ("v4a", ("us-east-1", "eu-*"))
+    out = connection_json(conn)
+    assert out["signature_version"] == "v4a"
+    assert out["sigv4a_signing_region_set"] == ["us-east-1", "eu-*"]
+    with pytest.raises(ConfigError, match="sigv4a_signing_region_set"):
+        parse_connection("c", Table({**table, "sigv4a_signing_region_set": ["US EAST"]}, "connections.c", {}))
+    with pytest.raises(ConfigError, match="signature_version"):
+        parse_connection("c", Table({**table, "signature_version": "v4A"}, "connections.c", {}))
+
+
+def test_sign_api_region_set_header_and_presigned():
+    """POST /v1/sign with region_set: SigV4A in both forms, each verifying over its string to sign with the key
+    awscrt's signatures verify under (above)."""
+    header = sign(CONN, CREDS, parse_sign_input({"method": "GET", "url": f"https://{MRAP}/k",
+                                                 "region_set": ["*"]}), now=NOW)
+    headers = dict(header.headers)
+    assert headers["X-Amz-Region-Set"] == "*"
+    assert headers["Authorization"].startswith("AWS4-ECDSA-P256-SHA256 Credential=AKIDEXAMPLE/20260102/s3/aws4_request")
+    assert _verifies(CREDS, header.signature.signature, header.signature.string_to_sign)
+    url = sign(CONN, CREDS, parse_sign_input({"method": "GET", "url": "https://sqs.us-east-1.amazonaws.com/",
+                                              "region_set": "us-east-1,us-west-2", "presign": 60}), now=NOW).url
+    assert "X-Amz-Algorithm=AWS4-ECDSA-P256-SHA256" in url
+    assert "X-Amz-Region-Set=us-east-1%2Cus-west-2" in url
+
+
+@pytest.mark.parametrize(("doc", "field"), [
+    ({"region_set": "us east"}, "region_set"), ({"region_set": 3}, "region_set"), ({"region_set": ""}, "region_set"),
+    ({"headers": {"X-Amz-Region-Set": "*"}}, "headers.X-Amz-Region-Set"),
+])
+def test_sign_api_refuses_bad_region_set(doc, field):
+    with pytest.raises(InvalidField) as info:
+        parse_sign_input({"method": "GET", "url": f"https://{MRAP}/k", **doc})
+    assert info.value.field == field
