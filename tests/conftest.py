@@ -18,6 +18,11 @@ from typing import Any
 
 import pytest
 
+# The test extra installs awscrt (the SigV4A proofs call it directly); with it importable, botocore would sign
+# with its CRT signers, which production sigproxy (no awscrt) never does. Off, before botocore is imported,
+# for this process and every sigproxy, moto and boto3 it starts: the tests run the signers users run.
+os.environ["BOTO_DISABLE_CRT"] = "true"
+
 from tests.servers.moto_server import Moto, start_moto
 from tests.servers.postgres import Postgres, postgres_bin, start_postgres
 from tests.servers.recording_sts import start_recording_sts

@@ -307,3 +307,11 @@ def test_sign_api_refuses_bad_region_set(doc, field):
     with pytest.raises(InvalidField) as info:
         parse_sign_input({"method": "GET", "url": f"https://{MRAP}/k", **doc})
     assert info.value.field == field
+
+
+def test_the_suite_signs_with_botocore_s_own_signers_as_production_does() -> None:
+    """awscrt is here for the proofs above; botocore must not switch to its CRT signers because of it
+    (tests/conftest.py sets BOTO_DISABLE_CRT before botocore is imported)."""
+    import botocore.compat
+
+    assert botocore.compat.HAS_CRT is False
