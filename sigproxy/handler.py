@@ -25,6 +25,7 @@ from .awserrors import protocol_for, render, signing_name_for
 from .bodies import BodyPlan, plan_body, untouched_plan
 from .config import Config, ConnectionConfig, ReverseListener
 from .credentials import Providers
+from .dialing import Dial
 from .errors import (
     BadProxyToken,
     BadRequest,
@@ -49,6 +50,7 @@ from .routing import (
     parse_client_key_id,
     parse_client_scope,
     presigned_by_client,
+    redirect_target,
     resolve_service_region,
     select_connection,
 )
@@ -264,6 +266,15 @@ class Handler:
         )
         conn = selection.connection
         info["connection"], info["selected_by"] = conn.name, selection.how
+        listener, dial = exchange.listener, None
+        if (listener.redirect is not None) if listener is not None else config.redirecting_routes:
+            # dial / sign_host / tls_server_name: from here on the target is the host signed and sent.
+            target, dial = redirect_target(config, target, listener)
+            if dial is not None:
+                if target.host != exchange.target.host:
+                    info["sign_host"] = target.authority
+                exchange = replace(exchange, target=target)
+                info["dial"] = str(dial)
         check_host(conn, target)
         service, region = resolve_service_region(
             conn,
@@ -331,7 +342,7 @@ class Handler:
                     raise ClientSignatureInvalid("send x-amz-content-sha256 with a signed streaming body")
                 self._verify_client(conn, received, [plan.payload_hash])
             return await self._forward(request, exchange, info, conn=conn, plan=plan, creds=creds,
-                                       service=service, region=region)
+                                       service=service, region=region, dial=dial)
         finally:
             plan.close()
 
@@ -342,13 +353,15 @@ class Handler:
 
     def _forward(self, request: ClientRequest, exchange: Exchange, info: dict[str, object], *,
                  conn: ConnectionConfig, plan: BodyPlan, creds: Credentials, service: str,
-                 region: str) -> Awaitable[Response | StreamResponse]:
-        """Sign, then the exchange to await (not a coroutine of its own: one frame less on every resume)."""
+                 region: str, dial: Dial | None) -> Awaitable[Response | StreamResponse]:
+        """Sign, then the exchange to await (not a coroutine of its own: one frame less on every resume);
+        ``dial``: where to connect, when not to the target (:mod:`sigproxy.dialing`)."""
         if plan.mode == "presigned":
             url, untouched = untouched_request(method=request.method, target=exchange.target,
                                                headers=request.headers.items(), body_length=plan.length,
                                                upstream_scheme=conn.upstream_scheme)
-            return self._exchange(request, info, plan, url=url, headers=untouched, chunk_signer=None, conn=conn)
+            return self._exchange(request, info, plan, url=url, headers=untouched, chunk_signer=None, conn=conn,
+                                  dial=dial)
         if plan.headers:  # the plan's replace the client's of the same name
             replaced = {name.lower() for name, _ in plan.headers}
             headers = [(k, v) for k, v in request.headers.items() if k.lower() not in replaced] + plan.headers
@@ -373,16 +386,17 @@ class Handler:
             key = self._signer.signing_key(creds.secret_access_key, sig.amz_date[:8], region, service)
             chunk_signer = ChunkSigner(key, sig.amz_date, sig.credential_scope, sig.signature)
         return self._exchange(request, info, plan, url=out.url, headers=out.headers, chunk_signer=chunk_signer,
-                              conn=conn)
+                              conn=conn, dial=dial)
 
     async def _exchange(self, request: ClientRequest, info: dict[str, object], plan: BodyPlan, *, url: str,
                         headers: Sequence[tuple[str, str]], chunk_signer: ChunkSigner | None,
-                        conn: ConnectionConfig) -> Response | StreamResponse:
+                        conn: ConnectionConfig, dial: Dial | None) -> Response | StreamResponse:
         """Send the request upstream and stream the response back."""
         try:
             upstream = await self._upstream.send(request.method, url, headers, plan.body(chunk_signer),
                                                  verify_tls=conn.verify_tls, explicit_hosts=conn.hosts,
-                                                 private_networks=conn.private_networks, connection=conn.name)
+                                                 private_networks=conn.private_networks, connection=conn.name,
+                                                 dial=dial)
         except SigproxyError as exc:
             if plan.error is not None:
                 raise plan.error from exc

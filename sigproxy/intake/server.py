@@ -331,6 +331,14 @@ async def serve(config: Config, stop: asyncio.Event, *, reload: asyncio.Event | 
         if not conn.verify_tls:
             logger.warning("connection %r does not verify upstream TLS certificates (verify_tls = false)",
                            conn.name)
+    if not worker:
+        # An explicit dial is let through the egress guard whatever it resolves to: say so once.
+        for rev in config.reverse:
+            if rev.redirect is not None:
+                logger.info("reverse listener for %s: %s", rev.upstream, rev.redirect.describe())
+        for route in config.routes:
+            if route.redirect is not None:
+                logger.info("route for %s: %s", route.host, route.redirect.describe())
     metrics = Metrics(connection_label=config.proxy.metrics_connection_label == "name")
     async with AsyncExitStack() as stack:
         certs = await asyncio.to_thread(CertStore.load_or_create, config.proxy.state_dir)
