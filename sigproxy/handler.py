@@ -1,5 +1,6 @@
 """One request's lifecycle, whatever intake mode delivered it:
-select connection -> check host -> service/region -> credentials -> body -> sign -> forward -> stream back.
+select connection -> redirect (``dial``/``sign_host``, :mod:`sigproxy.dialing`) -> check host -> service/region
+-> credentials -> body -> sign -> forward -> stream back.
 
 Errors from the proxy itself become responses in exactly one place (:func:`error_response`): in the error format
 of the AWS protocol the request speaks (:mod:`sigproxy.awserrors`), else sigproxy's JSON; once response bytes

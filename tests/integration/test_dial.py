@@ -10,6 +10,7 @@ plain-socket server records the head sigproxy writes, to show which ``Host`` goe
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import subprocess
 import threading
@@ -138,7 +139,7 @@ def test_the_host_on_the_wire_is_the_signed_host(moto: Moto, sigproxy_factory: C
     port, heads = recorder
     proxy = sigproxy_factory(config(moto, tail=reverse(
         "http://storage.internal:9000/prefix", f'dial = "127.0.0.1:{port}"\nsign_host = "{SERVICE_HOST}"')))
-    with urllib.request.urlopen(f"{proxy.reverse[0]}/b/k") as resp:  # noqa: S310 - a local test URL
+    with urllib.request.urlopen(f"{proxy.reverse[0]}/b/k") as resp:
         assert resp.status == 200
     head = heads[0].decode()
     assert head.startswith("GET /prefix/b/k HTTP/1.1\r\n")
@@ -190,3 +191,25 @@ def test_a_route_sign_host_gives_service_and_region(moto: Moto, sigproxy_factory
     line = access_log(proxy, 1)[-1]
     assert (line["host"], line["sign_host"], line["service"], line["region"]) == (
         "storage.internal", SERVICE_HOST, "s3", "us-east-1")
+
+
+def test_a_reload_changes_a_routes_dial(moto: Moto, sigproxy_factory: Callable[..., Proxy]) -> None:
+    """Routes' dial settings apply on SIGHUP (and are logged again); before, the route dials a closed port."""
+    closed = socket.create_server(("127.0.0.1", 0))
+    dead_port = closed.getsockname()[1]
+    closed.close()
+
+    def text(port: object) -> str:
+        return config(moto, tail=f'[[routes]]\nhost = "{SERVICE_HOST}"\nconnection = "main"\n'
+                                 f'dial = "127.0.0.1:{port}"\n')
+
+    proxy = sigproxy_factory(text(dead_port))
+    client = s3(f"http://{SERVICE_HOST}", proxy=proxy.url)
+    with pytest.raises(ClientError) as info:
+        client.head_bucket(Bucket=moto.bucket)
+    assert info.value.response["ResponseMetadata"]["HTTPStatusCode"] == 502
+    proxy.config.write_text(text(port_of(moto.endpoint)))
+    proxy.proc.send_signal(signal.SIGHUP)
+    proxy.written("config reloaded")
+    assert f"route for {SERVICE_HOST}: dial 127.0.0.1:{port_of(moto.endpoint)}" in "".join(proxy.output)
+    assert client.head_bucket(Bucket=moto.bucket)["ResponseMetadata"]["HTTPStatusCode"] == 200
