@@ -56,6 +56,7 @@ from .controlconfig import (
     parse_onboarding,
     parse_store,
 )
+from .dialing import Redirect, parse_redirect
 from .errors import ConfigError
 from .users import USER_VAR
 
@@ -129,10 +130,13 @@ class Address:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Route:
-    """``[[routes]]``: requests to hosts matching ``host`` use ``connection``."""
+    """``[[routes]]``: requests to hosts matching ``host`` use ``connection`` (when nothing earlier selects one);
+    the first matching route's ``redirect`` applies to them whichever way the connection was selected."""
 
     host: str
     connection: str
+    redirect: Redirect | None = None
+    """``dial``, ``sign_host``, ``tls_server_name`` (:mod:`sigproxy.dialing`)."""
     _host_re: re.Pattern[str] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -151,6 +155,8 @@ class ReverseListener:
     connection: str | None = None
     clients: tuple[Network, ...] = ()
     """Client networks (CIDRs) allowed to use this listener (empty: any that can reach it)."""
+    redirect: Redirect | None = None
+    """``dial``, ``sign_host``, ``tls_server_name`` (:mod:`sigproxy.dialing`): applied to ``upstream``."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -241,6 +247,11 @@ class Config:
     connect: ConnectConfig = field(default_factory=ConnectConfig)
     pending: frozenset[str] = frozenset()
     """Store connections still onboarding (not in ``connections``): named in the 407 a request for one gets."""
+    redirecting_routes: bool = field(init=False, compare=False)
+    """Whether any route has a ``dial``, ``sign_host`` or ``tls_server_name`` (else no request looks)."""
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "redirecting_routes", any(r.redirect is not None for r in self.routes))
 
 
 
@@ -361,6 +372,7 @@ def _build(data: Mapping[str, Any], env: Mapping[str, str], source: str, listen:
         route = Route(
             host=parse_host_glob(rt.string("host", required=True) or "", rt.key("host")),
             connection=rt.string("connection", required=True) or "",
+            redirect=parse_redirect(rt),
         )
         known(route.connection, rt.key("connection"))
         rt.done()
@@ -381,6 +393,7 @@ def _build(data: Mapping[str, Any], env: Mapping[str, str], source: str, listen:
             upstream=parse_url(rt.string("upstream", required=True) or "", rt.key("upstream")),
             connection=rt.string("connection"),
             clients=parse_networks(rt, "clients"),
+            redirect=parse_redirect(rt),
         )
         known(rev.connection, rt.key("connection"))
         rt.done()

@@ -31,6 +31,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from .config import Network
+from .dialing import Dial
 from .egress import EgressPolicy, EgressResolver, is_ip_literal, resolve_checked
 from .errors import BadRequest, ConfigError, UpstreamError, UpstreamTimeout
 from .h1conn import H1Connection, UpstreamResponse, request_head
@@ -106,7 +107,7 @@ class Upstream:
         self, method: str, url: str, headers: Sequence[tuple[str, str]],
         body: bytes | AsyncIterator[bytes | memoryview] | None, *,
         verify_tls: bool = True, explicit_hosts: tuple[str, ...] = (), private_networks: tuple[Network, ...] = (),
-        connection: str = "?",
+        connection: str = "?", dial: Dial | None = None,
     ) -> UpstreamResponse:
         """Send one request (``url`` absolute and already percent-encoded, its path and query sent as is) and
         return once the response head is in. The caller reads the body with
@@ -119,9 +120,21 @@ class Upstream:
         :class:`~sigproxy.errors.AddressNotAllowed` is raised before anything is sent there.
         Redirects are never followed: a 3xx is the response. Raises
         :class:`~sigproxy.errors.UpstreamError` and :class:`~sigproxy.errors.UpstreamTimeout`, and
-        :class:`~sigproxy.errors.BadRequest` for a request that can't be written as UTF-8."""
+        :class:`~sigproxy.errors.BadRequest` for a request that can't be written as UTF-8.
+
+        ``dial`` (:mod:`sigproxy.dialing`): connect to its host and port instead of the URL's (the ``Host``
+        header stays as given), and check its ``tls_server_name``'s certificate; an explicit one (the
+        operator's ``dial``) is permitted by the egress guard whatever it resolves to. Kept-alive connections
+        are shared by requests with the same scheme, dial host and port, TLS name and verification."""
         scheme, authority, target = _split(url)
         host, port, literal = _host_port(scheme, authority)
+        tls_name = host
+        if dial is not None:
+            host, tls_name = dial.host, dial.tls_server_name
+            port = dial.port or _DEFAULT_PORTS[scheme]
+            literal = is_ip_literal(host)
+            if dial.explicit:
+                explicit_hosts = (*explicit_hosts, f"[{host}]:{port}" if ":" in host else f"{host}:{port}")
         policy = _policy(connection, explicit_hosts, private_networks)
         if literal:
             policy.check(host, port, host)
@@ -132,7 +145,7 @@ class Upstream:
                              "sigproxy sends them as UTF-8: percent-encode or RFC 2047-encode them") from None
         except ValueError as exc:
             raise UpstreamError(f"cannot send the request to upstream {host}: {exc}") from exc
-        key: _Key = (scheme, host, port, verify_tls)
+        key: _Key = (scheme, host, port, verify_tls, tls_name)
         # A kept-alive connection the upstream closed as we sent: once more on a new one, when the request
         # can be sent again unchanged (RFC 9112 9.3.1).
         retry = method in _IDEMPOTENT and (body is None or isinstance(body, bytes))
@@ -187,7 +200,7 @@ class Upstream:
         return None
 
     async def _connect(self, key: _Key, policy: EgressPolicy) -> H1Connection:
-        scheme, host, port, verify_tls = key
+        scheme, host, port, verify_tls, tls_name = key
         loop = asyncio.get_running_loop()
         tls = (self._ssl if verify_tls else self._insecure) if scheme == "https" else None
         errors: list[OSError] = []
@@ -201,7 +214,7 @@ class Upstream:
             self._all[conn] = key
             try:
                 await loop.create_connection(lambda c=conn: c, address, port, ssl=tls,
-                                             server_hostname=host if tls is not None else None)
+                                             server_hostname=tls_name if tls is not None else None)
             except OSError as exc:
                 self._closed(conn)
                 errors.append(exc)
@@ -265,7 +278,7 @@ class Upstream:
             self._sweeper = asyncio.get_running_loop().call_later(_KEEPALIVE, self._sweep)
 
 
-_Key = tuple[str, str, int, bool]  # scheme, host, port, verify_tls
+_Key = tuple[str, str, int, bool, str]  # scheme, host, port (where to connect), verify_tls, TLS server name
 
 
 def _usable(conn: H1Connection, now: float) -> bool:

@@ -1,5 +1,6 @@
 """One request's lifecycle, whatever intake mode delivered it:
-select connection -> check host -> service/region -> credentials -> body -> sign -> forward -> stream back.
+select connection -> redirect (``dial``/``sign_host``, :mod:`sigproxy.dialing`) -> check host -> service/region
+-> credentials -> body -> sign -> forward -> stream back.
 
 Errors from the proxy itself become responses in exactly one place (:func:`error_response`): in the error format
 of the AWS protocol the request speaks (:mod:`sigproxy.awserrors`), else sigproxy's JSON; once response bytes
@@ -25,6 +26,7 @@ from .awserrors import protocol_for, render, signing_name_for
 from .bodies import BodyPlan, plan_body, untouched_plan
 from .config import Config, ConnectionConfig, ReverseListener
 from .credentials import Providers
+from .dialing import Dial
 from .errors import (
     BadProxyToken,
     BadRequest,
@@ -49,6 +51,7 @@ from .routing import (
     parse_client_key_id,
     parse_client_scope,
     presigned_by_client,
+    redirect_target,
     resolve_service_region,
     select_connection,
     sigv4a_region_set,
@@ -265,6 +268,15 @@ class Handler:
         )
         conn = selection.connection
         info["connection"], info["selected_by"] = conn.name, selection.how
+        listener, dial = exchange.listener, None
+        if (listener.redirect is not None) if listener is not None else config.redirecting_routes:
+            # dial / sign_host / tls_server_name: from here on the target is the host signed and sent.
+            target, dial = redirect_target(config, target, listener)
+            if dial is not None:
+                if target.host != exchange.target.host:
+                    info["sign_host"] = target.authority
+                exchange = replace(exchange, target=target)
+                info["dial"] = str(dial)
         check_host(conn, target)
         region_set = sigv4a_region_set(conn, target, headers)
         service, region = resolve_service_region(
@@ -339,7 +351,7 @@ class Handler:
                     raise ClientSignatureInvalid("send x-amz-content-sha256 with a signed streaming body")
                 self._verify_client(conn, received, [plan.payload_hash])
             return await self._forward(request, exchange, info, conn=conn, plan=plan, creds=creds,
-                                       service=service, region=region, region_set=region_set)
+                                       service=service, region=region, region_set=region_set, dial=dial)
         finally:
             plan.close()
 
@@ -350,13 +362,16 @@ class Handler:
 
     def _forward(self, request: ClientRequest, exchange: Exchange, info: dict[str, object], *,
                  conn: ConnectionConfig, plan: BodyPlan, creds: Credentials, service: str,
-                 region: str, region_set: str | None) -> Awaitable[Response | StreamResponse]:
-        """Sign, then the exchange to await (not a coroutine of its own: one frame less on every resume)."""
+                 region: str, region_set: str | None, dial: Dial | None) -> Awaitable[Response | StreamResponse]:
+        """Sign, then the exchange to await (not a coroutine of its own: one frame less on every resume);
+        ``region_set``: sign with SigV4A for it (:mod:`sigproxy.sigv4a`); ``dial``: where to connect, when not
+        to the target (:mod:`sigproxy.dialing`)."""
         if plan.mode == "presigned":
             url, untouched = untouched_request(method=request.method, target=exchange.target,
                                                headers=request.headers.items(), body_length=plan.length,
                                                upstream_scheme=conn.upstream_scheme)
-            return self._exchange(request, info, plan, url=url, headers=untouched, chunk_signer=None, conn=conn)
+            return self._exchange(request, info, plan, url=url, headers=untouched, chunk_signer=None, conn=conn,
+                                  dial=dial)
         if plan.headers:  # the plan's replace the client's of the same name
             replaced = {name.lower() for name, _ in plan.headers}
             headers = [(k, v) for k, v in request.headers.items() if k.lower() not in replaced] + plan.headers
@@ -382,16 +397,17 @@ class Handler:
             key = self._signer.signing_key(creds.secret_access_key, sig.amz_date[:8], region, service)
             chunk_signer = ChunkSigner(key, sig.amz_date, sig.credential_scope, sig.signature)
         return self._exchange(request, info, plan, url=out.url, headers=out.headers, chunk_signer=chunk_signer,
-                              conn=conn)
+                              conn=conn, dial=dial)
 
     async def _exchange(self, request: ClientRequest, info: dict[str, object], plan: BodyPlan, *, url: str,
                         headers: Sequence[tuple[str, str]], chunk_signer: ChunkSigner | None,
-                        conn: ConnectionConfig) -> Response | StreamResponse:
+                        conn: ConnectionConfig, dial: Dial | None) -> Response | StreamResponse:
         """Send the request upstream and stream the response back."""
         try:
             upstream = await self._upstream.send(request.method, url, headers, plan.body(chunk_signer),
                                                  verify_tls=conn.verify_tls, explicit_hosts=conn.hosts,
-                                                 private_networks=conn.private_networks, connection=conn.name)
+                                                 private_networks=conn.private_networks, connection=conn.name,
+                                                 dial=dial)
         except SigproxyError as exc:
             if plan.error is not None:
                 raise plan.error from exc

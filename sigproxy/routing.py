@@ -31,8 +31,9 @@ from collections.abc import Iterable, Mapping, Sized
 from dataclasses import dataclass
 from urllib.parse import unquote
 
-from .config import Config, ConnectionConfig, ReverseListener
+from .config import Config, ConnectionConfig, ReverseListener, Route
 from .configtable import close_names
+from .dialing import Dial
 from .endpoints import is_mrap_host, parse_host
 from .errors import (
     BadProxyToken,
@@ -56,6 +57,8 @@ __all__ = [
     "parse_client_key_id",
     "closest_names",
     "select_connection",
+    "route_for",
+    "redirect_target",
     "check_host",
     "resolve_service_region",
     "check_policy",
@@ -292,13 +295,11 @@ def select_connection(
     elif listener is not None and listener.connection is not None:
         selection = Selection(conns[listener.connection], "listener")
     else:
-        for route in config.routes:
-            if route.matches(target.host, target.port):
-                selection = Selection(conns[route.connection], "route")
-                break
-        else:
-            if config.proxy.default_connection is not None:
-                selection = Selection(conns[config.proxy.default_connection], "default")
+        route = route_for(config, target)
+        if route is not None:
+            selection = Selection(conns[route.connection], "route")
+        elif config.proxy.default_connection is not None:
+            selection = Selection(conns[config.proxy.default_connection], "default")
     if selection is None:
         raise ProxyAuthRequired(
             "no connection selected: send 'X-Sigproxy-Connection: NAME', use proxy credentials "
@@ -314,6 +315,33 @@ def select_connection(
                 "send Proxy-Authorization: Basic NAME:TOKEN"
             )
     return selection
+
+
+def route_for(config: Config, target: Target) -> Route | None:
+    """The first ``[[routes]]`` entry whose ``host`` glob matches the target's host and port, or ``None``."""
+    for route in config.routes:
+        if route.matches(target.host, target.port):
+            return route
+    return None
+
+
+def redirect_target(config: Config, target: Target, listener: ReverseListener | None) -> tuple[Target, Dial | None]:
+    """The target to sign and send, and where to connect for it (``None``: to the target itself).
+
+    A reverse listener's ``dial``/``sign_host``/``tls_server_name`` apply to its requests; the forward proxy's
+    requests take those of the first route matching the host the client named (:func:`route_for`), whichever
+    way their connection is selected. See :mod:`sigproxy.dialing` for the defaults and the egress rule.
+    """
+    if listener is not None:
+        redirect = listener.redirect
+    elif config.redirecting_routes:
+        route = route_for(config, target)
+        redirect = route.redirect if route is not None else None
+    else:
+        return target, None
+    if redirect is None:
+        return target, None
+    return redirect.apply(target)
 
 
 def check_host(conn: ConnectionConfig, target: Target) -> None:

@@ -122,6 +122,17 @@ class Group(Protocol):
         """Wait (briefly) until every worker serves the connections the supervisor serves now."""
 
 
+def _log_redirects(config: Config, *, reverse: bool) -> None:
+    """One line per ``[[reverse]]`` (when ``reverse``) and ``[[routes]]`` entry with a ``dial``, ``sign_host`` or
+    ``tls_server_name``: an explicit dial passes the egress guard whatever it resolves to, so it is stated."""
+    for rev in config.reverse if reverse else ():
+        if rev.redirect is not None:
+            logger.info("reverse listener for %s: %s", rev.upstream, rev.redirect.describe())
+    for route in config.routes:
+        if route.redirect is not None:
+            logger.info("route for %s: %s", route.host, route.redirect.describe())
+
+
 def _restart_only(old: Config, new: Config) -> list[str]:
     """Settings that only a restart can change."""
     a, b = old.proxy, new.proxy
@@ -202,6 +213,7 @@ class Runtime:
             if not conn.verify_tls:
                 logger.warning("connection %r does not verify upstream TLS certificates (verify_tls = false)",
                                conn.name)
+        _log_redirects(new, reverse=False)  # the reverse listeners' can't change without a restart
         logger.info("config reloaded: %d connection(s) in the file, %d route(s)", len(new.connections),
                     len(new.routes))
         return True
@@ -331,6 +343,8 @@ async def serve(config: Config, stop: asyncio.Event, *, reload: asyncio.Event | 
         if not conn.verify_tls:
             logger.warning("connection %r does not verify upstream TLS certificates (verify_tls = false)",
                            conn.name)
+    if not worker:
+        _log_redirects(config, reverse=True)
     metrics = Metrics(connection_label=config.proxy.metrics_connection_label == "name")
     async with AsyncExitStack() as stack:
         certs = await asyncio.to_thread(CertStore.load_or_create, config.proxy.state_dir)
