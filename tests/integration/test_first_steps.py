@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import ROOT, Proxy, moto_config
+from tests.errorbody import error_body
 from tests.servers.moto_server import Moto
 
 UNSET = "SIGPROXY_TEST_NEVER_SET"
@@ -227,7 +228,9 @@ def test_curl_http2_through_the_proxy_is_told_what_to_drop(moto_proxy: Proxy, mo
                             capture_output=True, text=True, timeout=60, check=False)
     body, status = result.stdout.rsplit("\n", 1)
     assert status == "400", (result.stdout[-500:], result.stderr)
-    assert "send the request without Upgrade (curl: drop --http2)" in json.loads(body)["error"]["message"]
+    error = error_body(body)  # S3's error format (the request names service s3)
+    assert error["aws_code"] == "SigproxyUnsupportedRequest", error
+    assert "send the request without Upgrade (curl: drop --http2)" in error["message"]
 
 
 def test_curl_with_an_https_proxy_url_is_told_to_use_http(moto_proxy: Proxy, moto: Moto) -> None:
