@@ -1,4 +1,4 @@
-"""A custom STS endpoint's JSON answer (:func:`sigproxy.credentials.parse_sts_endpoint_answer`).
+"""A custom STS endpoint's JSON answer (:func:`sigproxy.stsendpoint.parse_sts_endpoint_answer`).
 
 Property: any JSON value (as :func:`json.loads` returns it from the endpoint's bytes, ``NaN`` and
 ``Infinity`` included) gives :class:`~sigproxy.credentials.Credentials` that expire in the future, with a
@@ -18,8 +18,9 @@ from typing import Any
 from hypothesis import strategies as st
 
 from fuzz.engine import Target
-from sigproxy.credentials import Credentials, parse_sts_endpoint_answer
+from sigproxy.credentials import Credentials
 from sigproxy.errors import CredentialsUnavailable
+from sigproxy.stsendpoint import parse_sts_endpoint_answer
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
 

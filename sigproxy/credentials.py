@@ -25,13 +25,11 @@ Must not: sign, know about proxied requests, or log a secret field or a response
 from __future__ import annotations
 
 import asyncio
-import base64
-import json
 import logging
 from collections.abc import Callable, Mapping
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -41,8 +39,9 @@ from .brokered import Brokered as _Brokered
 from .brokered import CredentialBroker
 from .config import ConnectionConfig, CredentialsConfig
 from .credcache import CredentialCache, EntryState
-from .errors import CredentialsTemporarilyUnavailable, CredentialsUnavailable
+from .errors import CredentialsUnavailable
 from .signing import Credentials
+from .stsendpoint import StsEndpoint
 from .users import ROLE_SESSION, TAG_VALUE, Field, render, render_policy
 
 __all__ = [
@@ -52,16 +51,11 @@ __all__ = [
     "Identity",
     "Providers",
     "caller_identity",
-    "parse_sts_endpoint_answer",
     "sts_endpoint_for",
 ]
 
 logger = logging.getLogger(__name__)
 
-# A custom STS endpoint answer without an expiry is taken to last this long (DESIGN.md contract).
-_DEFAULT_LIFETIME = timedelta(hours=1)
-_STS_ENDPOINT_TIMEOUT = aiohttp.ClientTimeout(total=30)
-_EXPIRY_NAMES = ("expiresAt", "expires_at", "expiration")
 NO_USER = "sigproxy"
 """The id ``${sigproxy:user}`` stands for when a ``user_header`` connection is used without an end user."""
 
@@ -300,81 +294,6 @@ class _WebIdentity:
                                        DurationSeconds=c.duration_seconds)
 
 
-def _expiry(value: object, what: str) -> datetime:
-    if isinstance(value, bool):
-        raise CredentialsUnavailable(f"{what}: expiry is not a time")
-    if isinstance(value, int | float):
-        try:
-            return datetime.fromtimestamp(value, UTC)
-        except (OverflowError, OSError, ValueError):  # NaN, infinities, years outside 1-9999
-            raise CredentialsUnavailable(f"{what}: expiry {value!r} is not a time") from None
-    if isinstance(value, str):
-        try:
-            parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
-        except ValueError:
-            raise CredentialsUnavailable(f"{what}: expiry {value[:40]!r} is not ISO-8601 or Unix seconds") from None
-        return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
-    raise CredentialsUnavailable(f"{what}: expiry is not a time")
-
-
-def parse_sts_endpoint_answer(data: object, now: datetime, what: str = "STS endpoint") -> Credentials:
-    """Credentials from a custom STS endpoint's JSON answer (flat or under ``credentials``).
-
-    Raises :class:`CredentialsUnavailable` naming what is missing; never echoes the answer.
-    """
-    if isinstance(data, Mapping) and isinstance(data.get("credentials"), Mapping):
-        data = data["credentials"]
-    if not isinstance(data, Mapping):
-        raise CredentialsUnavailable(f"{what}: the answer is not a JSON object")
-    missing = [k for k in ("accessKeyId", "secretAccessKey") if not isinstance(data.get(k), str) or not data[k]]
-    if missing:
-        raise CredentialsUnavailable(f"{what}: the answer has no {' and no '.join(missing)}")
-    token = data.get("sessionToken")
-    if token is not None and not isinstance(token, str):
-        raise CredentialsUnavailable(f"{what}: sessionToken is not a string")
-    expiry_value = next((data[k] for k in _EXPIRY_NAMES if data.get(k) is not None), None)
-    expires = now + _DEFAULT_LIFETIME if expiry_value is None else _expiry(expiry_value, what)
-    if expires <= now:
-        raise CredentialsUnavailable(f"{what}: the credentials it returned have already expired")
-    return Credentials(data["accessKeyId"], data["secretAccessKey"], token or None, expires)
-
-
-class _StsEndpoint:
-    def __init__(self, conn: ConnectionConfig, providers: Providers) -> None:
-        self._conn = conn
-        self._providers = providers
-
-    async def fetch(self, user: str | None = None) -> Credentials:
-        c = self._conn.credentials
-        name = self._conn.name
-        what = f"connection {name!r}: STS endpoint"
-        headers = {"Content-Type": "application/json", "Accept": "application/json"}
-        if c.auth == "api_key" and c.api_key is not None:
-            headers[c.api_key_header] = c.api_key.reveal()
-        elif c.password is not None:
-            pair = f"{c.username}:{c.password.reveal()}".encode()
-            headers["Authorization"] = "Basic " + base64.b64encode(pair).decode()
-        body = {"role_arn": c.role_arn, "external_id": c.external_id, "region": self._conn.region,
-                "service": self._conn.service}
-        if user is not None and self._conn.user_header:
-            body["user"] = user
-        try:
-            async with self._providers.http().post(str(c.url), json=body, headers=headers,
-                                                   timeout=_STS_ENDPOINT_TIMEOUT, allow_redirects=False) as resp:
-                if resp.status != 200:
-                    hint = " (check api_key / username and password)" if resp.status in (401, 403) else ""
-                    raise CredentialsUnavailable.from_sts(f"{what} answered HTTP {resp.status}{hint}", sts_code=None,
-                                                          transient=resp.status >= 500 or resp.status == 429)
-                raw = await resp.read()
-        except (aiohttp.ClientError, TimeoutError) as exc:
-            raise CredentialsTemporarilyUnavailable(f"{what} unreachable: {type(exc).__name__}: {exc}") from exc
-        try:
-            data = json.loads(raw)
-        except ValueError:
-            raise CredentialsUnavailable(f"{what}: the answer is not JSON") from None
-        return parse_sts_endpoint_answer(data, datetime.now(UTC), what)
-
-
 class Providers:
     """One credential source per connection, every expiring one behind the shared cache.
 
@@ -442,7 +361,7 @@ class Providers:
             return _AssumeRole(conn, _StsCaller(self.aws_session, conn, self._sts_limits), self)
         if c.source == "web_identity":
             return _WebIdentity(conn, _StsCaller(self.aws_session, conn, self._sts_limits))
-        return _StsEndpoint(conn, self)
+        return StsEndpoint(conn, self)
 
     def aws_session(self) -> Any:
         """The aiobotocore session every provider of this chain shares (the root's), made on first use."""

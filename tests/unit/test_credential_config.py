@@ -9,9 +9,10 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from sigproxy.config import loads
-from sigproxy.credentials import parse_sts_endpoint_answer, sts_endpoint_for
+from sigproxy.credentials import sts_endpoint_for
 from sigproxy.errors import ConfigError, CredentialsUnavailable
 from sigproxy.onboarding import new_external_id, trust_policy
+from sigproxy.stsendpoint import parse_sts_endpoint_answer
 
 ROLE = "arn:aws:iam::111122223333:role/sigproxy-assumable/tenant"
 

@@ -9,9 +9,9 @@ import pytest
 
 from fuzz import chunked, config_loader, routing_parsers
 from sigproxy.config import loads
-from sigproxy.credentials import parse_sts_endpoint_answer
 from sigproxy.errors import BadRequest, ConfigError, CredentialsUnavailable
 from sigproxy.routing import parse_absolute_target
+from sigproxy.stsendpoint import parse_sts_endpoint_answer
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
 
