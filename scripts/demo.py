@@ -150,7 +150,7 @@ def main(argv: list[str] | None = None) -> int:
               flush=True)
         for line in lines:
             print(f"  {line}", flush=True)
-        print("\nCtrl-C stops the demo.", flush=True)
+        print(f"\nIts config (removed when the demo stops): {config}\nCtrl-C stops the demo.", flush=True)
         code = proxy.wait()
         print(f"sigproxy exited with code {code}", file=sys.stderr)
         return 1

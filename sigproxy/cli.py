@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 from urllib.parse import quote
 
 from . import __version__, admincli, eventloop, signapi, storecli
-from .config import Config, ProxyConfig, default_state_dir, find_config, load, load_proxy
+from .config import Address, Config, ProxyConfig, default_state_dir, find_config, load, load_proxy
 from .errors import ApiError, BadRequest, ConfigError, ListenError, SigproxyError, WorkerFailed
 from .observability import setup_logging
 from .onboarding import new_external_id, trust_policy
@@ -366,7 +366,12 @@ def _ca(args: argparse.Namespace) -> int:
         elif args.env:
             bundle = state_dir / "ca-bundle.pem"
             write_bundle(store.ca_pem, bundle)
-            proxy_url = f"http://{listen}"
+            if listen.port == 0:
+                raise ConfigError("proxy.listen", f"{listen}: port 0 is chosen anew at each start, so clients can't "
+                                  "be told it; set a fixed port for `ca --env`")
+            # A wildcard listen is reached, from this machine, at its loopback address.
+            host = {"0.0.0.0": "127.0.0.1", "::": "::1"}.get(listen.host, listen.host)  # noqa: S104 - compared
+            proxy_url = f"http://{Address(host, listen.port)}"
             for name in ("HTTPS_PROXY", "HTTP_PROXY", "https_proxy", "http_proxy"):
                 print(f"export {name}={shlex.quote(proxy_url)}")
             for name in ("AWS_CA_BUNDLE", "REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE", "SSL_CERT_FILE"):

@@ -202,7 +202,9 @@ class _Chain:
                 if self._resolved is None:
                     self._resolved = await _aws_session(self._profile).get_credentials()
             if self._resolved is None:
-                raise CredentialsUnavailable(f"connection {self._name!r}: the AWS credential chain found none")
+                raise CredentialsUnavailable(
+                    f"connection {self._name!r}: the AWS credential chain found none; set AWS_PROFILE, or "
+                    "AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, in sigproxy's environment (README: Credentials)")
             frozen = await self._resolved.get_frozen_credentials()
         except _aws_errors() as exc:
             raise CredentialsUnavailable.from_sts(

@@ -59,6 +59,7 @@ async def warn_missing_credentials(connections: Mapping[str, ConnectionConfig]) 
             await _Chain(names[0], profile).fetch()
         except CredentialsUnavailable as exc:
             reason = exc.message.split(": ", 1)[1] if exc.message.startswith("connection ") else exc.message
+            reason = reason.split("; ", 1)[0]  # the error's own advice: ADVICE below says it, and more
             shown = ", ".join(repr(n) for n in names[:_NAMED])
             more = f" (and {len(names) - _NAMED} more)" if len(names) > _NAMED else ""
             which = "connection" if len(names) == 1 else "connections"

@@ -225,7 +225,8 @@ class Upstream:
             conn.peer = address
             return conn
         last = errors[-1] if errors else OSError(f"{host} has no address")
-        raise UpstreamError(f"cannot connect to upstream {host}: {last.strerror or last}") from last
+        where = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+        raise UpstreamError(f"cannot connect to upstream {where}: {last.strerror or last}") from last
 
     def _idled(self, conn: H1Connection) -> None:
         key = self._all.get(conn)

@@ -148,7 +148,10 @@ def _text_value(value: object) -> str:
 
 
 def _text_fields(access: dict[str, object]) -> str:
-    return " ".join(f"{k}={_text_value(v)}" for k, v in access.items() if k not in ("method", "host"))
+    """``key=value`` for each field but those in the message; a field with no value (``None``: a body of unknown
+    length) is left out, as a reader would expect of a text line (the JSON line keeps it as ``null``)."""
+    return " ".join(f"{k}={_text_value(v)}" for k, v in access.items()
+                    if v is not None and k not in ("method", "host"))
 
 
 class _TextFormatter(logging.Formatter):
@@ -289,5 +292,6 @@ def setup_logging(level: str = "info", fmt: Literal["json", "text", "auto"] = "a
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
     # Third-party chatter that could echo request details stays at WARNING.
-    for name in ("botocore", "aiobotocore", "urllib3", "aiohttp.access"):
+    # alembic's migration steps ("Context impl SQLiteImpl.", "Running upgrade ...") are routine at each start.
+    for name in ("botocore", "aiobotocore", "urllib3", "aiohttp.access", "alembic"):
         logging.getLogger(name).setLevel(logging.WARNING)

@@ -193,7 +193,8 @@ class ConnectIntake:
             if not intercept and not config.proxy.passes_through(connect.host, connect.port):
                 raise HostNotAllowed(
                     f"no connection may sign for {connect.host}:{connect.port} and it is not in "
-                    "[proxy] passthrough; add it to a connection's hosts"
+                    "[proxy] passthrough; add it to a connection's hosts to sign for it, to [proxy] passthrough to "
+                    "tunnel it untouched, or to the client's NO_PROXY to bypass sigproxy"
                 )
         except SigproxyError as exc:
             logger.info("CONNECT refused: %s", exc.message)

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shlex
 import socket
 import subprocess
 import sys
@@ -95,6 +96,24 @@ def test_ca_env_failure_is_loud_inside_eval(tmp_path: Path) -> None:
     assert result.returncode != 0
     assert "REACHED" not in result.stdout
     assert "sigproxy ca --env failed: config error: proxy.listen: expected HOST:PORT" in result.stderr
+
+
+@pytest.mark.parametrize(("listen", "proxy_url"), [
+    ("0.0.0.0:8082", "http://127.0.0.1:8082"),  # a wildcard is reached at this machine's loopback
+    ("[::]:8082", "http://[::1]:8082"),
+    ("127.0.0.2:8082", "http://127.0.0.2:8082"),
+    ("127.0.0.1:0", None),  # a port chosen at each start can't be told to clients: refused, saying so
+])
+def test_ca_env_gives_a_proxy_url_clients_can_use(tmp_path: Path, listen: str, proxy_url: str | None) -> None:
+    config = tmp_path / "sigproxy.toml"
+    config.write_text(f'[proxy]\nlisten = "{listen}"\n')
+    result = sigproxy("ca", "--env", "-c", str(config), env=client_env(tmp_path))
+    if proxy_url is None:
+        assert result.returncode != 0 and "HTTPS_PROXY=" not in result.stdout, result
+        assert "port 0 is chosen anew at each start" in result.stderr, result.stderr
+    else:
+        assert result.returncode == 0, result.stderr
+        assert f"export HTTPS_PROXY={shlex.quote(proxy_url)}\n" in result.stdout, result.stdout
 
 
 def _signed_post(moto: Moto, tmp_path: Path, *extra: str) -> subprocess.CompletedProcess[str]:
