@@ -21,7 +21,16 @@ from urllib.parse import quote
 
 from . import __version__, admincli, eventloop, signapi, storecli
 from .config import Address, Config, ProxyConfig, default_state_dir, find_config, load, load_proxy
-from .errors import ApiError, BadRequest, ConfigError, ListenError, SigproxyError, WorkerFailed
+from .errors import (
+    ApiError,
+    BadRequest,
+    ConfigError,
+    CredentialsUnavailable,
+    ListenError,
+    SigproxyError,
+    UpstreamError,
+    WorkerFailed,
+)
 from .observability import setup_logging
 from .onboarding import new_external_id, trust_policy
 from .routing import check_host, closest_names, parse_absolute_target
@@ -207,8 +216,9 @@ def _check(args: argparse.Namespace) -> int:
 
     limits = StsLimits(args.timeout, CHECK_ATTEMPTS)
 
-    def tried(name: str) -> str:
-        """What checking the connection calls, in order: what a failure names."""
+    def tried(name: str, *, identity: bool) -> str:
+        """What checking the connection called, in order (``identity``: it got as far as GetCallerIdentity):
+        what a failure names."""
         conn = config.connections[name]
         c = conn.credentials
         sts = conn.sts_endpoint_url or sts_endpoint_for(conn.region or "us-east-1")
@@ -218,7 +228,7 @@ def _check(args: argparse.Namespace) -> int:
         if c.source == "assume_role":
             base = "the AWS credential chain" if c.base == "chain" else f"the credentials of connection {c.base!r}"
             steps = [base, *steps]
-        return ", then ".join([*steps, f"GetCallerIdentity at {sts}"])
+        return ", then ".join([*steps, f"GetCallerIdentity at {sts}"] if identity else steps)
 
     async def run() -> int:
         failed = 0
@@ -227,6 +237,7 @@ def _check(args: argparse.Namespace) -> int:
             for name in names:
                 conn = config.connections[name]
                 source = f"source={conn.credentials.source}"
+                creds = None
                 try:
                     async with asyncio.timeout(args.timeout):
                         creds, _ = await providers.get(name)
@@ -234,7 +245,8 @@ def _check(args: argparse.Namespace) -> int:
                 except (SigproxyError, TimeoutError) as exc:
                     failed += 1
                     why = exc.message if isinstance(exc, SigproxyError) else f"no answer within {args.timeout:g} s"
-                    print(f"{name:<{width}}  FAIL  {why}  {source}\n{'':<{width}}  tried {tried(name)} (up to "
+                    steps = tried(name, identity=creds is not None)
+                    print(f"{name:<{width}}  FAIL  {why}  {source}\n{'':<{width}}  tried {steps} (up to "
                           f"{CHECK_ATTEMPTS} tries per call, {args.timeout:g} s in all: --timeout)", flush=True)
                 else:
                     expiry = creds.expires_at.strftime("%Y-%m-%dT%H:%M:%SZ") if creds.expires_at else "never"
@@ -245,9 +257,11 @@ def _check(args: argparse.Namespace) -> int:
 
 
 async def _credentials(config: Config, name: str) -> Credentials:
+    from .credcache import CredentialCache  # noqa: PLC0415 - only when needed
     from .credentials import Providers  # noqa: PLC0415 - aiobotocore: only when needed
 
-    async with Providers(config.connections) as providers:
+    # A private cache that logs nothing: a failure is this command's error, not a warning about back-off.
+    async with Providers(config.connections, CredentialCache(log_failures=False)) as providers:
         creds, _ = await providers.get(name)
         return creds
 
@@ -416,7 +430,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         return _failed(args, f"config error: {exc}")
     except SigproxyError as exc:
-        return _failed(args, f"{exc.code}: {exc.message}")
+        # Credentials or an upstream that failed: the command's work failed (1); anything else was asked wrongly.
+        failed = isinstance(exc, CredentialsUnavailable | UpstreamError)
+        return _failed(args, f"{exc.code}: {exc.message}", status=EXIT_FAILED if failed else EXIT_USAGE)
     except ApiError as exc:
         return _failed(args, f"{exc.code} ({exc.field}): {exc.message}")
     except TlsError as exc:
@@ -425,8 +441,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _failed(args, f"{exc.strerror or exc}")
 
 
-def _failed(args: argparse.Namespace, message: str) -> int:
-    """Print ``sigproxy: MESSAGE`` to stderr; returns :data:`EXIT_USAGE`.
+def _failed(args: argparse.Namespace, message: str, *, status: int = EXIT_USAGE) -> int:
+    """Print ``sigproxy: MESSAGE`` to stderr; returns ``status`` (:data:`EXIT_USAGE` unless said).
 
     ``ca --env`` runs inside ``eval "$(sigproxy ca --env)"``, where its stderr scrolls by and its exit status is
     lost: it also prints, to the stdout that eval runs, a line that repeats the message on stderr and fails
@@ -435,4 +451,4 @@ def _failed(args: argparse.Namespace, message: str) -> int:
     print(f"sigproxy: {message}", file=sys.stderr)
     if args.command == "ca" and args.env:
         print(f"echo {shlex.quote(f'sigproxy ca --env failed: {message}')} >&2; false")
-    return EXIT_USAGE
+    return status

@@ -98,6 +98,21 @@ def test_ca_env_failure_is_loud_inside_eval(tmp_path: Path) -> None:
     assert "sigproxy ca --env failed: config error: proxy.listen: expected HOST:PORT" in result.stderr
 
 
+def test_sign_without_credentials_fails_with_1_and_says_what_to_set(tmp_path: Path) -> None:
+    """No credentials is the command failing (1), not bad usage (2); one error, no back-off chatter."""
+    config = tmp_path / "sigproxy.toml"
+    config.write_text('[connections.main]\nhosts = ["*.amazonaws.com"]\n[connections.main.credentials]\n'
+                      'source = "chain"\n')
+    env = {**client_env(tmp_path), "HOME": str(tmp_path), "AWS_CONFIG_FILE": str(tmp_path / "none"),
+           "AWS_SHARED_CREDENTIALS_FILE": str(tmp_path / "none"), "AWS_EC2_METADATA_DISABLED": "true"}
+    env = {k: v for k, v in env.items() if k not in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_PROFILE")}
+    result = sigproxy("sign", "-c", str(config), "--connection", "main", "https://sts.us-east-1.amazonaws.com/",
+                      env=env)
+    assert result.returncode == 1, result
+    assert "the AWS credential chain found none; set AWS_PROFILE" in result.stderr, result.stderr
+    assert "back-off" not in result.stderr and "retrying" not in result.stderr, result.stderr
+
+
 @pytest.mark.parametrize(("listen", "proxy_url"), [
     ("0.0.0.0:8082", "http://127.0.0.1:8082"),  # a wildcard is reached at this machine's loopback
     ("[::]:8082", "http://[::1]:8082"),
@@ -177,7 +192,10 @@ secret_access_key = "not-a-real-secret"
     out = result.stdout + result.stderr
     assert "back-off" not in out and "retrying" not in out, out
     assert re.search(r"role\s+FAIL\s+connection 'role': STS AssumeRole failed: EndpointConnectionError", out), out
-    assert f"AssumeRole at http://127.0.0.1:{port}, then GetCallerIdentity" in out
+    # Each names what it really called: the role's failed AssumeRole (never reaching GetCallerIdentity), the
+    # static keys' GetCallerIdentity.
+    assert f"tried the credentials of connection 'keys', then AssumeRole at http://127.0.0.1:{port} (up to" in out
+    assert f"tried GetCallerIdentity at http://127.0.0.1:{port} (up to" in out
     assert "up to 2 tries per call, 5 s in all: --timeout" in out
     assert "not-a-real-secret" not in out
 
