@@ -41,21 +41,26 @@ def test_demo_config_references_keys_and_signs_only_for_the_emulator(tmp_path: P
     demo = _demo()
     (tmp_path / "access_key_id").write_text("AKIADEMO")
     (tmp_path / "secret_access_key").write_text("demo-secret")
-    text = demo._config(tmp_path, "127.0.0.1:0", "http://127.0.0.1:4566", "us-east-1")  # type: ignore[attr-defined]
+    text = demo._config(tmp_path, "127.0.0.1:0", moto_endpoint="http://127.0.0.1:4566",  # type: ignore[attr-defined]
+                        moto_tls_endpoint="https://127.0.0.1:4567", moto_ca_file="/tmp/moto-ca.pem", region="us-east-1")
     assert "AKIADEMO" not in text and "demo-secret" not in text
     config = loads(text)
     conn = config.connections["demo"]
     assert conn.credentials.access_key_id == "AKIADEMO"
     assert conn.credentials.secret_access_key is not None
     assert conn.credentials.secret_access_key.reveal() == "demo-secret"
-    assert conn.hosts == ("127.0.0.1:4566",)
+    assert conn.hosts == ("127.0.0.1:4566", "127.0.0.1:4567")
+    assert config.proxy.connect_ports == (4567,)
     assert config.proxy.default_connection == "demo"
     assert config.proxy.admin_listen is None
 
 
 def test_demo_paste_lines() -> None:
     """Three lines: placeholder keys selecting the demo connection, S3 make-bucket and list, STS."""
-    lines = _demo().paste_lines("http://127.0.0.1:8080", "http://127.0.0.1:4566", "us-east-1")  # type: ignore[attr-defined]
+    lines = _demo().paste_lines("http://127.0.0.1:8080", "http://127.0.0.1:4566",  # type: ignore[attr-defined]
+                                "https://127.0.0.1:4567", "/tmp/d/ca-bundle.pem", "us-east-1")
     assert len(lines) == 3
-    assert "export HTTP_PROXY=http://127.0.0.1:8080 AWS_ACCESS_KEY_ID=demo" in lines[0]
-    assert all(line.startswith("aws --endpoint-url http://127.0.0.1:4566 ") for line in lines[1:])
+    assert ("export HTTP_PROXY=http://127.0.0.1:8080 HTTPS_PROXY=http://127.0.0.1:8080 "
+            "AWS_CA_BUNDLE=/tmp/d/ca-bundle.pem AWS_ACCESS_KEY_ID=demo") in lines[0]
+    assert lines[1].startswith("aws --endpoint-url http://127.0.0.1:4566 s3 mb ")
+    assert lines[2] == "aws --endpoint-url https://127.0.0.1:4567 sts get-caller-identity"
