@@ -58,6 +58,7 @@ from .controlconfig import (
 )
 from .dialing import Redirect, parse_redirect
 from .errors import ConfigError
+from .listentls import ListenerTls, parse_listener_tls
 from .users import USER_VAR
 
 __all__ = [
@@ -157,6 +158,8 @@ class ReverseListener:
     """Client networks (CIDRs) allowed to use this listener (empty: any that can reach it)."""
     redirect: Redirect | None = None
     """``dial``, ``sign_host``, ``tls_server_name`` (:mod:`sigproxy.dialing`): applied to ``upstream``."""
+    tls: ListenerTls | None = None
+    """``tls_cert_file``/``tls_key_file`` or ``tls = "self"``: clients connect over TLS (None: plain HTTP)."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -225,6 +228,9 @@ class ProxyConfig:
     """Processes serving the listeners (``1``: one process, no supervisor); ``None``: one per CPU this process
     may use (:func:`sigproxy.workers.cpus.available_cpus`, resolved by ``sigproxy run``). Only a restart
     changes it."""
+    tls: ListenerTls | None = None
+    """The forward listener's ``tls_cert_file``/``tls_key_file`` or ``tls = "self"``: clients connect to the
+    proxy over TLS (``HTTPS_PROXY=https://...``); None: plain HTTP."""
     _passthrough_re: re.Pattern[str] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -308,6 +314,7 @@ def _proxy(t: Table | None, env: Mapping[str, str]) -> ProxyConfig:
         "auth_failure_window": t.number("auth_failure_window"),
         "unknown_key_id": t.choice("unknown_key_id", ("reject", "ignore")),
         "metrics_connection_label": t.choice("metrics_connection_label", ("name", "none")),
+        "tls": parse_listener_tls(t),
     }
     # Each at least its low bound: a limit of 0 would refuse everything (the upstream pool, upstream_connections,
     # would otherwise quietly raise it to 1), and heads smaller than these can't hold a SigV4 request.
@@ -394,6 +401,7 @@ def _build(data: Mapping[str, Any], env: Mapping[str, str], source: str, listen:
             connection=rt.string("connection"),
             clients=parse_networks(rt, "clients"),
             redirect=parse_redirect(rt),
+            tls=parse_listener_tls(rt),
         )
         known(rev.connection, rt.key("connection"))
         rt.done()

@@ -238,23 +238,25 @@ class CertStore:
         """The CA certificate, PEM-encoded."""
         return self._ca_pem
 
-    def context_for(self, host: str) -> ssl.SSLContext:
+    def context_for(self, host: str, *also: str) -> ssl.SSLContext:
         """A server-side SSLContext presenting a leaf for ``host`` (plus our CA), from the cache or minted now.
 
-        Blocking on a miss (about 2 ms, half of it OpenSSL parsing the key in ``load_cert_chain``).
-        The context is shared by every caller for this host until it is re-minted: do not reconfigure it
+        ``also``: more names the leaf carries (a listener's ``localhost`` besides ``127.0.0.1``); SNI may name
+        any of them. Blocking on a miss (about 2 ms, half of it OpenSSL parsing the key in ``load_cert_chain``).
+        The context is shared by every caller for these names until it is re-minted: do not reconfigure it
         per connection (an ``sni_callback`` set on it applies to all of them).
 
         Raises:
-            TlsError: ``host`` cannot be a certificate name (empty, too long, bad characters or labels,
+            TlsError: a name cannot be a certificate name (empty, too long, bad characters or labels,
                 ``host:port``), the CA has expired, or the store is closed.
         """
-        name = _parse_host(host)
-        leaf = self._fresh(name.key)
+        names = [_parse_host(h) for h in (host, *also)]
+        key = _cache_key(names)
+        leaf = self._fresh(key)
         if leaf is None:
-            leaf = self._mint(name)
+            leaf = self._mint(names)
             with self._lock:
-                self._cache[name.key] = leaf
+                self._cache[key] = leaf
         return leaf.context
 
     def cached_context(self, host: str) -> ssl.SSLContext | None:
@@ -273,7 +275,7 @@ class CertStore:
         leaf = self._fresh(name.key)
         return None if leaf is None else leaf.context
 
-    async def context_for_async(self, host: str) -> ssl.SSLContext:
+    async def context_for_async(self, host: str, *also: str) -> ssl.SSLContext:
         """:meth:`context_for` for the event loop: a cache hit returns at once, a miss mints in a thread.
 
         Cancelling the caller does not stop a mint already running; its result is still cached.
@@ -281,11 +283,11 @@ class CertStore:
         Raises:
             TlsError: as :meth:`context_for`; a bad host is rejected without a thread.
         """
-        name = _parse_host(host)
-        leaf = self._fresh(name.key)
+        names = [_parse_host(h) for h in (host, *also)]
+        leaf = self._fresh(_cache_key(names))
         if leaf is not None:
             return leaf.context
-        return await asyncio.to_thread(self.context_for, name.key)
+        return await asyncio.to_thread(self.context_for, *(n.key for n in names))
 
     def close(self) -> None:
         """Drop cached contexts and remove the private temp directory. Idempotent."""
@@ -324,7 +326,7 @@ class CertStore:
             return None
         return leaf
 
-    def _mint(self, name: _HostName) -> _Leaf:
+    def _mint(self, names: list[_HostName]) -> _Leaf:
         self._check_open()
         now = self._clock()
         not_before = max(now - _LEAF_BACKDATE, self._ca_cert.not_valid_before_utc)
@@ -336,13 +338,13 @@ class CertStore:
             )
         cert = (
             x509.CertificateBuilder()
-            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name.key[:_MAX_CN_LEN])]))
+            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, names[0].key[:_MAX_CN_LEN])]))
             .issuer_name(self._ca_cert.subject)
             .public_key(self._leaf_public)
             .serial_number(x509.random_serial_number())
             .not_valid_before(not_before)
             .not_valid_after(not_after)
-            .add_extension(x509.SubjectAlternativeName([name.san]), critical=False)
+            .add_extension(x509.SubjectAlternativeName([n.san for n in names]), critical=False)
             .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
             .add_extension(_key_usage(digital_signature=True), critical=True)
             .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
@@ -353,7 +355,7 @@ class CertStore:
         context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         context.minimum_version = ssl.TLSVersion.TLSv1_2
         context.set_alpn_protocols(_ALPN)
-        context.sni_callback = _sni_check(name.key)
+        context.sni_callback = _sni_check(frozenset(n.key for n in names))
         chain = self._leaf_key_pem + cert.public_bytes(serialization.Encoding.PEM) + self._ca_pem
         path = self._tmp_dir / f"{secrets.token_hex(8)}.pem"
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
@@ -413,11 +415,15 @@ def write_bundle(ca_pem: bytes, path: Path) -> bool:
     return system is not None
 
 
-def _sni_check(expected: str) -> Callable[[ssl.SSLObject, str | None, ssl.SSLContext], int | None]:
+def _cache_key(names: list[_HostName]) -> str:
+    return " ".join(n.key for n in names)  # a space is in no host name
+
+
+def _sni_check(expected: frozenset[str]) -> Callable[[ssl.SSLObject, str | None, ssl.SSLContext], int | None]:
     """Refuse a handshake whose SNI names another host than the leaf's (the CONNECT named that host)."""
 
     def check(_sslobj: ssl.SSLObject, name: str | None, _ctx: ssl.SSLContext) -> int | None:
-        if name is not None and name.lower().rstrip(".") != expected:
+        if name is not None and name.lower().rstrip(".") not in expected:
             return ssl.ALERT_DESCRIPTION_UNRECOGNIZED_NAME
         return None
 

@@ -55,6 +55,7 @@ from .forward import forward_exchange
 from .gate import Door, Gate
 from .h1server import ClientServer, Entry, answered
 from .reverse import reverse_exchange
+from .tlsdoor import TlsAcceptor, tls_acceptor
 
 __all__ = ["Group", "Listening", "Runtime", "WorkerRole", "serve"]
 
@@ -70,10 +71,12 @@ class Listening:
     upstream: str | None = None
 
     @staticmethod
-    def at(addr: tuple[str, int] | Any, kind: str, upstream: str | None = None) -> Listening:
-        """The listener bound at socket address ``addr`` (``getsockname()``: host, port, ...)."""
+    def at(addr: tuple[str, int] | Any, kind: str, upstream: str | None = None, *, tls: bool = False) -> Listening:
+        """The listener bound at socket address ``addr`` (``getsockname()``: host, port, ...); ``tls``: its
+        clients connect over TLS (``https://``)."""
         h, p = addr[0], addr[1]
-        url = f"http://[{h}]:{p}" if ":" in h else f"http://{h}:{p}"
+        scheme = "https" if tls else "http"
+        url = f"{scheme}://[{h}]:{p}" if ":" in h else f"{scheme}://{h}:{p}"
         return Listening(kind, url, upstream)
 
     def describe(self) -> str:
@@ -137,7 +140,7 @@ def _restart_only(old: Config, new: Config) -> list[str]:
     """Settings that only a restart can change."""
     a, b = old.proxy, new.proxy
     keys = ("listen", "admin_listen", "connect_timeout", "read_timeout", "upstream_connections", "state_dir",
-            "upstream_ca_file", "metrics_connection_label", "workers")
+            "upstream_ca_file", "metrics_connection_label", "workers", "tls")
     changed = [f"proxy.{k}" for k in keys if getattr(a, k) != getattr(b, k)]
     if old.store.signature() != new.store.signature():
         changed.append("store")
@@ -259,10 +262,11 @@ def _binding(listener: str, key: str, address: Address, *, off: str = "") -> Ite
         raise ListenError(listener, key, str(address), exc, off=off) from exc
 
 
-async def _reverse_listener(runtime: Runtime, gate: Gate, index: int, *,
-                            sock: socket.socket | None = None) -> tuple[asyncio.Server, ClientServer]:
-    """Bind ``[[reverse]]`` number ``index``: each connection through the gate (with that listener's current
-    ``clients``), then to the HTTP server (returned)."""
+async def _reverse_listener(runtime: Runtime, gate: Gate, index: int, *, sock: socket.socket | None = None,
+                            acceptors: list[TlsAcceptor]) -> tuple[asyncio.Server, ClientServer]:
+    """Bind ``[[reverse]]`` number ``index``: each connection (after its TLS handshake, with ``tls``; the
+    acceptor is added to ``acceptors``) through the gate (with that listener's current ``clients``), then to
+    the HTTP server (returned)."""
     loop = asyncio.get_running_loop()
     server = ClientServer(_entry(runtime, index), proxy=lambda: runtime.config.proxy)
     name = f"reverse ({runtime.config.reverse[index].upstream})"
@@ -273,14 +277,29 @@ async def _reverse_listener(runtime: Runtime, gate: Gate, index: int, *,
 
     listener = runtime.config.reverse[index]
     listen = listener.listen
+
+    def door() -> asyncio.BaseProtocol:
+        return Door(gate, server, settings, name)
+
+    factory: Callable[[], asyncio.BaseProtocol] = door
+    if listener.tls is not None:
+        acceptor = await tls_acceptor(listener.tls, listen.host, runtime.certs, inner=door,
+                                      handshake_timeout=_header_timeout(runtime), name=name,
+                                      key=f"reverse[{index}].tls_cert_file")
+        acceptors.append(acceptor)
+        factory = acceptor
     with _binding(f"reverse listener for {listener.upstream}", f"[[reverse]] listen (reverse[{index}].listen)",
                   listen):
         if sock is not None:  # a worker: the supervisor bound it
-            bound = await loop.create_server(lambda: Door(gate, server, settings, name), sock=sock)
+            bound = await loop.create_server(factory, sock=sock)
         else:
-            bound = await loop.create_server(lambda: Door(gate, server, settings, name), listen.host, listen.port,
-                                             reuse_address=True)
+            bound = await loop.create_server(factory, listen.host, listen.port, reuse_address=True)
     return bound, server
+
+
+def _header_timeout(runtime: Runtime) -> Callable[[], float]:
+    """A TLS listener's handshake limit: ``header_timeout`` of the config current at the accept."""
+    return lambda: runtime.config.proxy.header_timeout
 
 
 async def _client_listeners(runtime: Runtime, intake: ConnectIntake, gate: Gate, drain: float, *,
@@ -294,10 +313,12 @@ async def _client_listeners(runtime: Runtime, intake: ConnectIntake, gate: Gate,
     config = runtime.config
     listening: list[asyncio.Server] = []
     reverse_servers: list[ClientServer] = []
+    acceptors: list[TlsAcceptor] = []
 
     async def close_clients() -> None:
         for bound_server in listening:
             bound_server.close()
+        await asyncio.gather(*(acceptor.close() for acceptor in acceptors))
         intake.pre_shutdown()
         for reverse_server in reverse_servers:
             reverse_server.pre_shutdown()
@@ -305,19 +326,29 @@ async def _client_listeners(runtime: Runtime, intake: ConnectIntake, gate: Gate,
 
     stack.push_async_callback(close_clients)
     listen = config.proxy.listen
+    factory: Callable[[], asyncio.BaseProtocol] = intake.front_door
+    if config.proxy.tls is not None:
+        acceptor = await tls_acceptor(config.proxy.tls, listen.host, runtime.certs, inner=intake.front_door,
+                                      handshake_timeout=_header_timeout(runtime), name="forward",
+                                      key="proxy.tls_cert_file")
+        acceptors.append(acceptor)
+        factory = acceptor
     with _binding("forward proxy", "[proxy] listen (or --listen)", listen):
         if worker is not None:
-            server = await loop.create_server(intake.front_door, sock=worker.sockets["forward"])
+            server = await loop.create_server(factory, sock=worker.sockets["forward"])
         else:
-            server = await loop.create_server(intake.front_door, listen.host, listen.port, reuse_address=True)
+            server = await loop.create_server(factory, listen.host, listen.port, reuse_address=True)
     listening.append(server)
-    bound = [Listening.at(sock.getsockname(), "forward") for sock in server.sockets]
+    tls = config.proxy.tls is not None
+    bound = [Listening.at(sock.getsockname(), "forward", tls=tls) for sock in server.sockets]
     for index, listener in enumerate(config.reverse):
         sock = None if worker is None else worker.sockets[f"reverse{index}"]
-        reverse_listener, reverse_server = await _reverse_listener(runtime, gate, index, sock=sock)
+        reverse_listener, reverse_server = await _reverse_listener(runtime, gate, index, sock=sock,
+                                                                   acceptors=acceptors)
         listening.append(reverse_listener)
         reverse_servers.append(reverse_server)
-        bound += [Listening.at(s.getsockname(), "reverse", listener.upstream) for s in reverse_listener.sockets]
+        bound += [Listening.at(s.getsockname(), "reverse", listener.upstream, tls=listener.tls is not None)
+                  for s in reverse_listener.sockets]
     return bound
 
 

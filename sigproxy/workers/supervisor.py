@@ -226,8 +226,10 @@ class Supervisor:
         self._tasks.spawn(self._check_heartbeats(), name="worker-heartbeats")
         logger.info("%d workers serving (pids %s)", self._count,
                     ", ".join(str(s.proc.pid) for s in self._slots if s.proc is not None))
-        bound = [Listening.at(self._sockets["forward"][0].getsockname(), "forward")]
-        bound += [Listening.at(self._sockets[f"reverse{i}"][0].getsockname(), "reverse", rev.upstream)
+        bound = [Listening.at(self._sockets["forward"][0].getsockname(), "forward",
+                              tls=self._config.proxy.tls is not None)]
+        bound += [Listening.at(self._sockets[f"reverse{i}"][0].getsockname(), "reverse", rev.upstream,
+                               tls=rev.tls is not None)
                   for i, rev in enumerate(self._config.reverse)]
         return bound
 
