@@ -259,8 +259,9 @@ class CertStore:
                 self._cache[key] = leaf
         return leaf.context
 
-    def cached_context(self, host: str) -> ssl.SSLContext | None:
-        """The cached context for ``host`` if it is not near expiry, else None; never mints (for SNI callbacks).
+    def cached_context(self, host: str, *also: str) -> ssl.SSLContext | None:
+        """The cached context for ``host`` (and ``also``, as :meth:`context_for`) if it is not near expiry, else
+        None; never mints (for SNI callbacks and accepts).
 
         Also None for a host :meth:`context_for` would reject.
 
@@ -268,11 +269,11 @@ class CertStore:
             TlsError: the store is closed.
         """
         try:
-            name = _parse_host(host)
+            names = [_parse_host(h) for h in (host, *also)]
         except TlsError:
             self._check_open()
             return None
-        leaf = self._fresh(name.key)
+        leaf = self._fresh(_cache_key(names))
         return None if leaf is None else leaf.context
 
     async def context_for_async(self, host: str, *also: str) -> ssl.SSLContext:

@@ -6,7 +6,8 @@ as on a plain listener.
 
 The handshake is bounded by the listener's ``header_timeout``; a failed one is logged at INFO with the client
 address (a plain HTTP request is named as such) and the connection is closed. The TLS is CPython's
-:class:`asyncio.sslproto.SSLProtocol`, through ``loop.start_tls`` (:mod:`sigproxy.uvtls` says why).
+:class:`asyncio.sslproto.SSLProtocol` on any loop's transport, as everywhere in sigproxy (:mod:`sigproxy.uvtls`
+says why); a CONNECT inside it is intercepted with ``start_tls`` on this TLS transport (TLS inside TLS).
 
 Must not: parse HTTP, admit clients (the gate does, after the handshake) or read certificate files.
 """
@@ -16,8 +17,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import ssl
-from collections.abc import Awaitable, Callable
-from typing import cast
+from asyncio import sslproto
+from collections.abc import Callable
 
 from sigproxy.errors import ConfigError
 from sigproxy.listentls import ListenerTls, listener_names, server_context
@@ -30,29 +31,31 @@ __all__ = ["TlsAcceptor", "handshake_failure", "tls_acceptor"]
 
 logger = logging.getLogger(__name__)
 
-ContextSource = Callable[[], Awaitable[ssl.SSLContext]]
-"""The server context for the next handshake (a minted one is renewed by the CA's cache before it expires)."""
+ContextSource = Callable[[], ssl.SSLContext]
+"""The server context for the next handshake, without blocking (a minted one is renewed in the background)."""
 
 
 def handshake_failure(exc: BaseException, timeout: float) -> str:
-    """Why a client's TLS handshake failed, in words for the log: a plain HTTP request and an old TLS version
-    are named with what to change; OpenSSL's reason otherwise (never a traceback)."""
-    if isinstance(exc, TimeoutError):
-        return f"no TLS handshake within header_timeout ({timeout:g} s)"
+    """Why a client's TLS handshake failed, in words for the log: a plain HTTP request, an old TLS version and a
+    timeout are named with what to change; OpenSSL's reason otherwise (never a traceback)."""
     reason = getattr(exc, "reason", None)
     if reason == "HTTP_REQUEST":
         return "the client sent plain HTTP to a TLS listener: use https:// in its URL for this listener"
     if reason in ("UNSUPPORTED_PROTOCOL", "WRONG_VERSION_NUMBER", "TLSV1_ALERT_PROTOCOL_VERSION"):
         return f"the client offered no TLS version sigproxy accepts (TLS 1.2 or newer): {reason}"
+    if isinstance(exc, TimeoutError) or "handshake is taking longer" in str(exc):
+        return f"no TLS handshake within header_timeout ({timeout:g} s)"
     return str(reason or exc) or type(exc).__name__
 
 
 class TlsAcceptor:
     """One TLS listener's protocol factory (pass it to ``loop.create_server``) and its handshakes in flight.
 
-    ``inner`` makes the protocol a handshaken connection is handed to; ``context`` gives the server context;
-    ``timeout`` the handshake's limit in seconds (read at each accept, so a reload applies); ``name`` is the
-    listener's, for the log.
+    Each accepted connection gets a server-side :class:`asyncio.sslproto.SSLProtocol` straight from the factory
+    (not ``start_tls`` after accepting: bytes a client sends at once would reach the placeholder protocol, not
+    TLS); once its handshake is done, ``inner()``'s protocol gets the TLS transport. ``context`` gives the
+    server context; ``timeout`` the handshake's limit in seconds (read at each accept, so a reload applies);
+    ``name`` is the listener's, for the log.
     """
 
     def __init__(self, inner: Callable[[], asyncio.BaseProtocol], context: ContextSource,
@@ -63,8 +66,17 @@ class TlsAcceptor:
         self._name = name
         self._handshakes = TaskSet()
 
-    def __call__(self) -> asyncio.Protocol:
-        return _Handshaking(self)
+    def __call__(self) -> asyncio.BaseProtocol:
+        loop = asyncio.get_running_loop()
+        waiter = loop.create_future()
+        protocol = self._inner()
+        timeout = self._timeout()
+        # SSLProtocol calls protocol.connection_made itself once the handshake is done, before it delivers the
+        # first decrypted bytes (which may have come with the handshake's last flight).
+        tls = _ServerTls(loop, protocol, self._context(), waiter, server_side=True,
+                         ssl_handshake_timeout=timeout)  # type: ignore[arg-type]  # a float works (asyncio's loop.call_later)
+        self._handshakes.spawn(self._handshake(tls, waiter, timeout), name="sigproxy-tls-handshake")
+        return tls
 
     @property
     def handshaking(self) -> int:
@@ -75,46 +87,34 @@ class TlsAcceptor:
         """Drain: abandon every handshake in progress (their connections are closed)."""
         await self._handshakes.cancel_all()
 
-    def _accepted(self, transport: asyncio.Transport) -> None:
-        self._handshakes.spawn(self._handshake(transport), name="sigproxy-tls-handshake")
-
-    async def _handshake(self, transport: asyncio.Transport) -> None:
-        loop = asyncio.get_running_loop()
-        client = peer_address(transport)
-        timeout = self._timeout()
-        protocol = self._inner()
+    async def _handshake(self, tls: _ServerTls, waiter: asyncio.Future[None], limit: float) -> None:
         try:
-            context = await self._context()
-            tls = await loop.start_tls(transport, protocol, context, server_side=True,
-                                       ssl_handshake_timeout=timeout)
-        except TlsError as exc:
-            logger.error("cannot serve TLS on the %s listener: %s", self._name, exc)
-            transport.close()
-            return
+            await waiter
         except (OSError, TimeoutError) as exc:  # ssl.SSLError is an OSError
-            logger.info("TLS handshake with client %s on the %s listener failed: %s", client, self._name,
-                        handshake_failure(exc, timeout))
-            transport.close()
-            return
-        if tls is None:  # pragma: no cover - start_tls returns a transport or raises
-            transport.close()
-            return
-        protocol.connection_made(tls)
+            logger.info("TLS handshake with client %s on the %s listener failed: %s", tls.peer, self._name,
+                        handshake_failure(exc, limit))
+            tls.abort()
+        except asyncio.CancelledError:
+            tls.abort()
+            raise
 
 
-class _Handshaking(asyncio.Protocol):
-    """An accepted connection until its handshake starts: reading paused, so every byte goes to TLS."""
+class _ServerTls(sslproto.SSLProtocol):
+    """CPython's TLS protocol, remembering the client's address for the log (the transport is gone by the time
+    a failed handshake is reported)."""
 
-    def __init__(self, acceptor: TlsAcceptor) -> None:
-        self._acceptor = acceptor
+    peer: str | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        stream = cast(asyncio.Transport, transport)  # uvloop's are not asyncio.Transport subclasses
-        stream.pause_reading()
-        self._acceptor._accepted(stream)
+        self.peer = peer_address(transport)
+        self._raw = transport
+        super().connection_made(transport)
 
-    def data_received(self, data: bytes) -> None:  # pragma: no cover - reading is paused until start_tls
-        pass
+    def abort(self) -> None:
+        """Close the connection (a failed or abandoned handshake); idempotent."""
+        raw = getattr(self, "_raw", None)
+        if raw is not None:
+            raw.close()
 
 
 async def tls_acceptor(tls: ListenerTls, host: str, certs: CertStore, *, inner: Callable[[], asyncio.BaseProtocol],
@@ -127,13 +127,7 @@ async def tls_acceptor(tls: ListenerTls, host: str, certs: CertStore, *, inner: 
     Raises :class:`ConfigError` naming ``key`` when the files no longer load, :class:`TlsError` when the CA
     can't mint (expired, closed)."""
     if tls.minted:
-        names = listener_names(host)
-        await certs.context_for_async(*names)
-
-        def minted() -> Awaitable[ssl.SSLContext]:
-            return certs.context_for_async(*names)
-
-        return TlsAcceptor(inner, minted, handshake_timeout, name)
+        return TlsAcceptor(inner, await _Minted.start(certs, listener_names(host)), handshake_timeout, name)
     assert tls.cert_file is not None
     assert tls.key_file is not None
     try:
@@ -142,7 +136,33 @@ async def tls_acceptor(tls: ListenerTls, host: str, certs: CertStore, *, inner: 
         raise ConfigError(key, f"cannot load {str(tls.cert_file)!r} and {str(tls.key_file)!r}: "
                                f"{getattr(exc, 'reason', None) or exc.strerror or 'not PEM'}") from exc
 
-    async def loaded() -> ssl.SSLContext:
-        return context
+    return TlsAcceptor(inner, lambda: context, handshake_timeout, name)
 
-    return TlsAcceptor(inner, loaded, handshake_timeout, name)
+
+class _Minted:
+    """A minted listener certificate's context, renewed (in a thread) once the CA's cache no longer has it
+    fresh; until the renewal is done the previous one serves (the cache renews a day before expiry)."""
+
+    def __init__(self, certs: CertStore, names: tuple[str, ...], context: ssl.SSLContext) -> None:
+        self._certs = certs
+        self._names = names
+        self._current = context
+        self._renewal: asyncio.Task[None] | None = None
+
+    @classmethod
+    async def start(cls, certs: CertStore, names: tuple[str, ...]) -> _Minted:
+        return cls(certs, names, await certs.context_for_async(*names))
+
+    def __call__(self) -> ssl.SSLContext:
+        fresh = self._certs.cached_context(*self._names)
+        if fresh is not None:
+            self._current = fresh
+        elif self._renewal is None or self._renewal.done():
+            self._renewal = asyncio.get_running_loop().create_task(self._renew(), name="sigproxy-tls-renew")
+        return self._current
+
+    async def _renew(self) -> None:
+        try:
+            self._current = await self._certs.context_for_async(*self._names)
+        except TlsError as exc:
+            logger.error("cannot renew the TLS listener certificate for %s: %s", ", ".join(self._names), exc)
