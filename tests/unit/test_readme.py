@@ -8,6 +8,7 @@ import shlex
 from pathlib import Path
 
 import pytest
+import trustme
 
 from sigproxy.cli import _parser
 from sigproxy.config import loads
@@ -61,6 +62,12 @@ def test_readme_toml_loads(block: str, tmp_path: Path) -> None:
     secret = tmp_path / "main_secret"
     secret.write_text("secret\n")
     text = block.replace("/run/secrets/main_secret", str(secret))
+    if "tls_cert_file" in text:  # a listener's certificate and key are read at load: real ones, from trustme
+        cert = trustme.CA().issue_cert("127.0.0.1", "localhost")
+        for path in set(re.findall(r'tls_(?:cert|key)_file = "(/etc/sigproxy/[^"]+)"', text)):
+            local = tmp_path / Path(path).name
+            (cert.private_key_pem if path.endswith(".key") else cert.cert_chain_pems[0]).write_to_path(str(local))
+            text = text.replace(path, str(local))
     for name, stub in STUBS.items():
         if f"[connections.{name}]" not in text and f'"{name}"' in text:
             text += stub
