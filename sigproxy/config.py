@@ -231,6 +231,8 @@ class ProxyConfig:
     tls: ListenerTls | None = None
     """The forward listener's ``tls_cert_file``/``tls_key_file`` or ``tls = "self"``: clients connect to the
     proxy over TLS (``HTTPS_PROXY=https://...``); None: plain HTTP."""
+    admin_tls: ListenerTls | None = None
+    """``admin_tls_cert_file``/``admin_tls_key_file``: the admin listener serves HTTPS; None: plain HTTP."""
     _passthrough_re: re.Pattern[str] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -315,6 +317,7 @@ def _proxy(t: Table | None, env: Mapping[str, str]) -> ProxyConfig:
         "unknown_key_id": t.choice("unknown_key_id", ("reject", "ignore")),
         "metrics_connection_label": t.choice("metrics_connection_label", ("name", "none")),
         "tls": parse_listener_tls(t),
+        "admin_tls": parse_listener_tls(t, cert="admin_tls_cert_file", key="admin_tls_key_file", minted=None),
     }
     # Each at least its low bound: a limit of 0 would refuse everything (the upstream pool, upstream_connections,
     # would otherwise quietly raise it to 1), and heads smaller than these can't hold a SigV4 request.

@@ -55,7 +55,7 @@ from .forward import forward_exchange
 from .gate import Door, Gate
 from .h1server import ClientServer, Entry, answered
 from .reverse import reverse_exchange
-from .tlsdoor import TlsAcceptor, tls_acceptor
+from .tlsdoor import TlsAcceptor, TlsSite, tls_acceptor
 
 __all__ = ["Group", "Listening", "Runtime", "WorkerRole", "serve"]
 
@@ -140,7 +140,7 @@ def _restart_only(old: Config, new: Config) -> list[str]:
     """Settings that only a restart can change."""
     a, b = old.proxy, new.proxy
     keys = ("listen", "admin_listen", "connect_timeout", "read_timeout", "upstream_connections", "state_dir",
-            "upstream_ca_file", "metrics_connection_label", "workers", "tls")
+            "upstream_ca_file", "metrics_connection_label", "workers", "tls", "admin_tls")
     changed = [f"proxy.{k}" for k in keys if getattr(a, k) != getattr(b, k)]
     if old.store.signature() != new.store.signature():
         changed.append("store")
@@ -431,10 +431,18 @@ async def serve(config: Config, stop: asyncio.Event, *, reload: asyncio.Event | 
             await admin.setup()
             admins.append(admin)
             admin_addr = config.proxy.admin_listen
+            site: web.BaseSite = web.TCPSite(admin, admin_addr.host, admin_addr.port, reuse_address=True)
+            admin_tls = config.proxy.admin_tls
+            if admin_tls is not None:
+                assert admin.server is not None  # set by setup()
+                acceptor = await tls_acceptor(admin_tls, admin_addr.host, certs, inner=admin.server,
+                                              handshake_timeout=_header_timeout(runtime), name="admin",
+                                              key="proxy.admin_tls_cert_file")
+                site = TlsSite(admin, acceptor, admin_addr.host, admin_addr.port)
             with _binding("admin listener", "[proxy] admin_listen (or --admin-listen)", admin_addr,
                           off=', or set it to "" to turn the admin listener off'):
-                await web.TCPSite(admin, admin_addr.host, admin_addr.port, reuse_address=True).start()
-            bound += [Listening.at(addr, "admin") for addr in admin.addresses]
+                await site.start()
+            bound += [Listening.at(addr, "admin", tls=admin_tls is not None) for addr in admin.addresses]
 
         # Everything loaded so far (aiohttp, botocore's models, SQLAlchemy, the registry) lives as long as the
         # process: out of the collector's sight, full collections stay short. Measured with bench/small_get.py

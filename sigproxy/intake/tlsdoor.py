@@ -20,6 +20,8 @@ import ssl
 from asyncio import sslproto
 from collections.abc import Callable
 
+from aiohttp import web
+
 from sigproxy.errors import ConfigError
 from sigproxy.listentls import ListenerTls, listener_names, server_context
 from sigproxy.tasks import TaskSet
@@ -27,7 +29,7 @@ from sigproxy.tls import CertStore, TlsError
 
 from .gate import peer_address
 
-__all__ = ["TlsAcceptor", "handshake_failure", "tls_acceptor"]
+__all__ = ["TlsAcceptor", "TlsSite", "handshake_failure", "tls_acceptor"]
 
 logger = logging.getLogger(__name__)
 
@@ -137,6 +139,34 @@ async def tls_acceptor(tls: ListenerTls, host: str, certs: CertStore, *, inner: 
                                f"{getattr(exc, 'reason', None) or exc.strerror or 'not PEM'}") from exc
 
     return TlsAcceptor(inner, lambda: context, handshake_timeout, name)
+
+
+class TlsSite(web.BaseSite):
+    """An aiohttp site (the admin listener's) bound at ``host``:``port`` whose connections do their TLS handshake
+    in ``acceptor`` first (CPython's SSLProtocol; aiohttp's own ``ssl_context`` would hand TLS to the loop, which
+    :mod:`sigproxy.uvtls` refuses). ``acceptor``'s inner protocol is the runner's server. Stopping the site (the
+    runner's ``cleanup``) closes the socket and abandons handshakes in progress."""
+
+    __slots__ = ("_acceptor", "_host", "_port")
+
+    def __init__(self, runner: web.BaseRunner, acceptor: TlsAcceptor, host: str, port: int) -> None:
+        super().__init__(runner)
+        self._acceptor = acceptor
+        self._host = host
+        self._port = port
+
+    @property
+    def name(self) -> str:
+        return f"https://[{self._host}]:{self._port}" if ":" in self._host else f"https://{self._host}:{self._port}"
+
+    async def start(self) -> None:
+        await super().start()
+        self._server = await asyncio.get_running_loop().create_server(self._acceptor, self._host, self._port,
+                                                                      reuse_address=True)
+
+    async def stop(self) -> None:
+        await super().stop()
+        await self._acceptor.close()
 
 
 class _Minted:
