@@ -317,7 +317,8 @@ def _proxy(t: Table | None, env: Mapping[str, str]) -> ProxyConfig:
         "unknown_key_id": t.choice("unknown_key_id", ("reject", "ignore")),
         "metrics_connection_label": t.choice("metrics_connection_label", ("name", "none")),
         "tls": parse_listener_tls(t),
-        "admin_tls": parse_listener_tls(t, cert="admin_tls_cert_file", key="admin_tls_key_file", minted=None),
+        "admin_tls": parse_listener_tls(t, cert="admin_tls_cert_file", key="admin_tls_key_file", minted=None,
+                                        client_ca=None),
     }
     # Each at least its low bound: a limit of 0 would refuse everything (the upstream pool, upstream_connections,
     # would otherwise quietly raise it to 1), and heads smaller than these can't hold a SigV4 request.

@@ -45,6 +45,12 @@ def handshake_failure(exc: BaseException, timeout: float) -> str:
         return "the client sent plain HTTP to a TLS listener: use https:// in its URL for this listener"
     if reason in ("UNSUPPORTED_PROTOCOL", "WRONG_VERSION_NUMBER", "TLSV1_ALERT_PROTOCOL_VERSION"):
         return f"the client offered no TLS version sigproxy accepts (TLS 1.2 or newer): {reason}"
+    if reason in ("PEER_DID_NOT_RETURN_A_CERTIFICATE", "TLSV13_ALERT_CERTIFICATE_REQUIRED"):
+        return "the client sent no certificate, and this listener requires one (client_ca_file)"
+    if reason == "CERTIFICATE_VERIFY_FAILED":
+        why = getattr(exc, "verify_message", None)
+        return ("the client's certificate is not from a CA in this listener's client_ca_file"
+                + (f" ({why})" if why else ""))
     if isinstance(exc, TimeoutError) or "handshake is taking longer" in str(exc):
         return f"no TLS handshake within header_timeout ({timeout:g} s)"
     return str(reason or exc) or type(exc).__name__
@@ -133,7 +139,7 @@ async def tls_acceptor(tls: ListenerTls, host: str, certs: CertStore, *, inner: 
     assert tls.cert_file is not None
     assert tls.key_file is not None
     try:
-        context = await asyncio.to_thread(server_context, tls.cert_file, tls.key_file)
+        context = await asyncio.to_thread(server_context, tls.cert_file, tls.key_file, tls.client_ca_file)
     except (OSError, ssl.SSLError) as exc:
         raise ConfigError(key, f"cannot load {str(tls.cert_file)!r} and {str(tls.key_file)!r}: "
                                f"{getattr(exc, 'reason', None) or exc.strerror or 'not PEM'}") from exc
