@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from .clientcert import parse_subjects
 from .configtable import Secret, Table
 from .errors import ConfigError
 from .sigv4a import region_set_value
@@ -131,6 +132,9 @@ class ConnectionConfig:
     private_networks: tuple[Network, ...] = ()
     """Non-public networks (CIDRs) this connection may reach for any host it may sign for (SSRF guard), e.g.
     VPC interface endpoints with private DNS; otherwise only hosts named exactly may resolve to them."""
+    client_cert_subjects: tuple[str, ...] = ()
+    """Client certificates that select this connection (RFC 4514 names, e.g. ``"CN=build-agent"``; see
+    :mod:`sigproxy.clientcert`), on listeners with ``client_ca_file``."""
     signature_version: Literal["v4", "v4a"] = "v4"
     """``"v4a"``: sign every request with SigV4A (``AWS4-ECDSA-P256-SHA256``) for ``sigv4a_signing_region_set``
     (botocore's name for the signer). Multi-Region Access Point hosts and clients' own SigV4A requests get SigV4A
@@ -428,6 +432,7 @@ def parse_connection(name: str, t: Table, *, origin: Literal["file", "store"] = 
         signature_version=t.choice("signature_version", ("v4", "v4a")) or "v4",  # type: ignore[arg-type]
         sigv4a_signing_region_set=_region_set(t),
         private_networks=parse_networks(t, "private_networks"),
+        client_cert_subjects=parse_subjects(t.strings("client_cert_subjects"), t.key("client_cert_subjects")),
         origin=origin,
     )
     if conn.credentials.source == "assume_role" and conn.credentials.role_arn is None:

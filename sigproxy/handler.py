@@ -24,6 +24,7 @@ from multidict import CIMultiDict
 from .authlimit import AuthFailures
 from .awserrors import protocol_for, render, signing_name_for
 from .bodies import BodyPlan, plan_body, untouched_plan
+from .clientcert import Subject
 from .config import Config, ConnectionConfig, ReverseListener
 from .credentials import Providers
 from .dialing import Dial
@@ -79,6 +80,8 @@ class Exchange:
     """The reverse listener that received it, or ``None`` for the forward proxy."""
     tunnel_authorization: str | None = None
     """The ``Proxy-Authorization`` of the CONNECT that opened the tunnel this request came through."""
+    client_cert: Subject | None = None
+    """The subject of the client's certificate, on a listener with ``client_ca_file`` (else ``None``)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -265,6 +268,7 @@ class Handler:
             client_scope=client_scope,
             listener=exchange.listener,
             client_key_id=parse_client_key_id(authorization, target.query),
+            client_cert=exchange.client_cert,
         )
         conn = selection.connection
         info["connection"], info["selected_by"] = conn.name, selection.how

@@ -3,6 +3,9 @@ headers go upstream and which of them are signed.
 
 Connection selection, first match wins:
 
+0. the client's certificate, matched against the connections' ``client_cert_subjects`` (listeners with
+   ``client_ca_file`` only); a request that also names a connection (1-3) must name that one
+
 1. ``X-Sigproxy-Connection: NAME``
 2. ``Proxy-Authorization: Basic NAME:TOKEN`` (or the CONNECT's, for requests inside its tunnel)
 3. the access key id of the client's own signature (:func:`parse_client_key_id`: SigV4 or SigV2
@@ -31,6 +34,7 @@ from collections.abc import Iterable, Mapping, Sized
 from dataclasses import dataclass
 from urllib.parse import unquote
 
+from .clientcert import Subject, connection_for_certificate
 from .config import Config, ConnectionConfig, ReverseListener, Route
 from .configtable import close_names
 from .dialing import Dial
@@ -263,18 +267,27 @@ def select_connection(
     client_scope: ClientScope | None,
     listener: ReverseListener | None = None,
     client_key_id: str | None = None,
+    client_cert: Subject | None = None,
 ) -> Selection:
     """Pick the connection for a request and check its token (module docstring: the order).
 
     ``client_key_id`` is the key id the client signed with (:func:`parse_client_key_id`); without it,
-    ``client_scope``'s. Raises :class:`ProxyAuthRequired` (407 ``no_connection``) when nothing selects or a
-    name given matches no connection, :class:`BadProxyToken` (407) for a missing or wrong token.
+    ``client_scope``'s. ``client_cert``: the subject of the client's verified certificate; a connection whose
+    ``client_cert_subjects`` it matches comes first (:func:`~.clientcert.connection_for_certificate`). Raises
+    :class:`ProxyAuthRequired` (407 ``no_connection``) when nothing selects, a name given matches no connection,
+    or a certificate matches several connections or another one than the name given, :class:`BadProxyToken`
+    (407) for a missing or wrong token.
     """
     conns = config.connections
     basic = _basic(proxy_authorization)
     key_id = client_key_id if client_key_id is not None else client_scope.access_key_id if client_scope else None
     selection: Selection | None = None
-    if connection_header is not None:
+    by_cert = None if client_cert is None else connection_for_certificate(
+        conns, client_cert, connection_header.strip() if connection_header is not None else basic[0] if basic
+        else key_id if key_id in conns else None)
+    if by_cert is not None:
+        selection = Selection(by_cert, "client-cert")
+    elif connection_header is not None:
         name = connection_header.strip()
         if name not in conns:
             raise _unknown("X-Sigproxy-Connection", name, conns, "send a connection's name", config.pending)

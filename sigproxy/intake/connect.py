@@ -15,9 +15,10 @@ import contextlib
 import logging
 import ssl
 from collections.abc import Coroutine
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Protocol, cast
 
+from sigproxy.clientcert import Subject, peer_subject
 from sigproxy.config import Config, ProxyConfig
 from sigproxy.egress import EgressPolicy, resolve_checked
 from sigproxy.errors import (
@@ -53,6 +54,8 @@ class _ConnectHead:
     host: str
     port: int
     proxy_authorization: str | None
+    client_cert: Subject | None = None
+    """The subject of the client's certificate (a forward listener with ``client_ca_file``)."""
 
 
 def _max_head(proxy: ProxyConfig) -> int:
@@ -179,6 +182,9 @@ class ConnectIntake:
             failures.check(client)
             config = self._runtime.handler.config
             connect = _parse_connect(head, config.proxy)
+            tls = config.proxy.tls
+            if tls is not None and tls.client_ca_file is not None:
+                connect = replace(connect, client_cert=peer_subject(transport))
             if early:
                 raise BadRequest("data arrived before the CONNECT was answered")
             if connect.port not in config.proxy.connect_ports:
@@ -212,7 +218,8 @@ class ConnectIntake:
         if connect.proxy_authorization:
             target = Target("https", connect.host, connect.port, "/", "")
             selection = select_connection(config, target, connection_header=None,
-                                          proxy_authorization=connect.proxy_authorization, client_scope=None)
+                                          proxy_authorization=connect.proxy_authorization, client_scope=None,
+                                          client_cert=connect.client_cert)
             if not selection.connection.allows(connect.host, connect.port):
                 raise HostNotAllowed(f"connection {selection.connection.name!r} may not sign for "
                                      f"{connect.host}:{connect.port}; add it to the connection's hosts")
@@ -263,8 +270,8 @@ class ConnectIntake:
                         raise BadRequest("a request inside a tunnel must go to the tunnel's host")
             except SigproxyError as exc:
                 return handler.reject(request, exc)
-            return await handler(request, Exchange(target=target,
-                                                   tunnel_authorization=connect.proxy_authorization))
+            return await handler(request, Exchange(target=target, tunnel_authorization=connect.proxy_authorization,
+                                                   client_cert=connect.client_cert))
 
         return entry
 

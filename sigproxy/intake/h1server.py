@@ -165,6 +165,11 @@ class ClientProtocol(asyncio.Protocol):
         return (self._task is not None and not self._lingering and self._transport is not None
                 and self._transport.get_extra_info("sslcontext") is None)
 
+    @property
+    def transport(self) -> asyncio.Transport | None:
+        """The connection's transport (a TLS one on a TLS listener), ``None`` once closed."""
+        return self._transport
+
     def connection_lost(self, exc: Exception | None) -> None:
         self._transport = None
         self._early = None

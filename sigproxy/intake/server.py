@@ -32,6 +32,7 @@ from aiohttp import web
 from sigproxy.authlimit import AuthFailures
 from sigproxy.bodies import clean_spool
 from sigproxy.brokered import CredentialBroker
+from sigproxy.clientcert import peer_subject
 from sigproxy.config import Address, Config, Network, ProxyConfig
 from sigproxy.control import Control, open_store
 from sigproxy.credcache import CredentialCache
@@ -238,6 +239,10 @@ async def _reload(runtime: Runtime, load: Callable[[], Config]) -> bool:
 
 def _entry(runtime: Runtime, reverse_index: int | None
            ) -> Entry:
+    config = runtime.config  # a listener's TLS settings change only with a restart
+    tls = config.proxy.tls if reverse_index is None else config.reverse[reverse_index].tls
+    mtls = tls is not None and tls.client_ca_file is not None
+
     def entry(request: ClientRequest) -> Awaitable[Response | StreamResponse]:
         # Not a coroutine of its own: the handler's is awaited directly (one frame less on every resume).
         handler = runtime.handler  # the handler current when the request arrived serves all of it
@@ -248,6 +253,9 @@ def _entry(runtime: Runtime, reverse_index: int | None
             )
         except SigproxyError as exc:
             return answered(handler.reject(request, exc))
+        if mtls:  # the client's certificate may select the connection (sigproxy.clientcert)
+            exchange = replace(exchange, client_cert=peer_subject(request.protocol.transport
+                                                                  if request.protocol is not None else None))
         return handler(request, exchange)
 
     return entry

@@ -14,7 +14,7 @@ import pytest
 import trustme
 
 from tests.conftest import Proxy, moto_config
-from tests.integration.test_https import sigproxy_cli
+from tests.integration.test_https import sigproxy_cli, tls_port
 from tests.servers.moto_server import Moto
 
 
@@ -125,3 +125,74 @@ def test_misconfigured_client_ca_is_refused(moto: Moto, pki: Pki, tmp_path: Path
     assert "proxy.client_ca_file" in r.stderr, r.stderr
     assert named in r.stderr, r.stderr
     assert "PRIVATE KEY" not in r.stderr + r.stdout
+
+
+class TestSelectionByCertificate:
+    """``client_cert_subjects`` on connection ``agent`` (moto's keys); the default connection ``main`` has a
+    wrong secret, so moto's signature check tells which connection signed."""
+
+    @pytest.fixture
+    def proxy(self, moto: Moto, pki: Pki, tmp_path: Path, sigproxy_factory: Callable[..., Proxy]) -> Proxy:
+        agent = f"""
+[connections.agent]
+region = "us-east-1"
+hosts = ["127.0.0.1:*"]
+client_cert_subjects = ["CN=build-agent"]
+[connections.agent.credentials]
+source = "static"
+access_key_id = "{moto.access_key}"
+secret_access_key = "{moto.secret_key}"
+"""
+        other = trustme.CA()  # the client CA file holds two CAs: pki's and this one
+        ca_file = tmp_path / "client-cas.pem"
+        ca_file.write_bytes(pki.client_ca.read_bytes() + other.cert_pem.bytes())
+        _write(other.issue_cert("other@example.com", common_name="other-agent"), tmp_path / "other.crt",
+               tmp_path / "other.key")
+        keys = _tls_keys(pki).replace(str(pki.client_ca), str(ca_file))
+        return sigproxy_factory(moto_config(moto, secret="wrong-secret", extra=agent,
+                                            proxy=keys + f'upstream_ca_file = "{moto.ca_file}"\n'
+                                                  f"connect_ports = [443, {tls_port(moto)}]"))
+
+    def _get(self, proxy: Proxy, pki: Pki, url: str, cert: Path, key: Path, *extra: str
+             ) -> subprocess.CompletedProcess[str]:
+        return _curl("--proxy", proxy.url, "--proxy-cacert", str(pki.server_ca), "--proxy-cert", str(cert),
+                     "--proxy-key", str(key), "-H", "X-Sigproxy-Service: s3", *extra, url)
+
+    def test_certificate_selects_its_connection(self, moto: Moto, proxy: Proxy, pki: Pki) -> None:
+        r = self._get(proxy, pki, f"{moto.endpoint}/{moto.bucket}?list-type=2", pki.client_cert, pki.client_key)
+        assert r.stdout.endswith("\n200"), r
+        assert "<ListBucketResult" in r.stdout
+        proxy.written('"connection":"agent","selected_by":"client-cert"')
+
+    def test_inside_a_connect_tunnel(self, moto: Moto, proxy: Proxy, pki: Pki, tmp_path: Path) -> None:
+        """CONNECT inside the TLS connection: the outer connection's certificate selects for the tunnel."""
+        r = self._get(proxy, pki, f"{moto.tls_endpoint}/{moto.bucket}?list-type=2", pki.client_cert,
+                      pki.client_key, "--cacert", str(tmp_path / "state" / "ca-cert.pem"))
+        assert r.stdout.endswith("\n200"), r
+        assert "<ListBucketResult" in r.stdout
+
+    def test_unmatched_certificate_falls_back(self, moto: Moto, proxy: Proxy, pki: Pki, tmp_path: Path) -> None:
+        """A certificate from the client CA that no connection names: the other rules select (here the default
+        connection, whose wrong secret moto refuses)."""
+        r = self._get(proxy, pki, f"{moto.endpoint}/{moto.bucket}?list-type=2", tmp_path / "other.crt",
+                      tmp_path / "other.key")
+        assert r.stdout.endswith("\n403"), r
+        assert "SignatureDoesNotMatch" in r.stdout
+
+    def test_request_naming_another_connection_is_refused(self, moto: Moto, proxy: Proxy, pki: Pki) -> None:
+        r = self._get(proxy, pki, f"{moto.endpoint}/{moto.bucket}?list-type=2", pki.client_cert, pki.client_key,
+                      "-H", "X-Sigproxy-Connection: main")
+        assert r.stdout.endswith("\n407"), r
+        assert "the client certificate selects connection 'agent', but the request names 'main'" in r.stdout
+        r = self._get(proxy, pki, f"{moto.endpoint}/{moto.bucket}?list-type=2", pki.client_cert, pki.client_key,
+                      "-H", "X-Sigproxy-Connection: agent")
+        assert r.stdout.endswith("\n200"), r
+
+
+def test_bad_client_cert_subject_is_refused(moto: Moto, tmp_path: Path) -> None:
+    config = tmp_path / "c.toml"
+    config.write_text(moto_config(moto, connection='client_cert_subjects = ["build-agent"]'))
+    r = sigproxy_cli("run", "-c", str(config), "--listen", "127.0.0.1:0", "--admin-listen", "")
+    assert r.returncode == 2, r
+    assert "connections.main.client_cert_subjects[0]" in r.stderr, r.stderr
+    assert 'like "CN=build-agent"' in r.stderr
