@@ -56,7 +56,7 @@ from .forward import forward_exchange
 from .gate import Door, Gate
 from .h1server import ClientServer, Entry, answered
 from .reverse import reverse_exchange
-from .tlsdoor import TlsAcceptor, TlsSite, tls_acceptor
+from .tlsdoor import TlsAcceptor, TlsSite, reload_all, tls_acceptor
 
 __all__ = ["Group", "Listening", "Runtime", "WorkerRole", "serve"]
 
@@ -170,6 +170,8 @@ class Runtime:
         self.ready = False
         self.control: Control | None = None
         self.sessions: ConnectSessions | None = None
+        self.acceptors: list[TlsAcceptor] = []
+        """The TLS listeners here, whose certificate files a successful reload re-reads."""
         self._upstream = upstream
         self._signer = Signer()
         self._ids = RequestIds()
@@ -218,6 +220,7 @@ class Runtime:
                 logger.warning("connection %r does not verify upstream TLS certificates (verify_tls = false)",
                                conn.name)
         _log_redirects(new, reverse=False)  # the reverse listeners' can't change without a restart
+        self._tasks.spawn(reload_all(self.acceptors), name="sigproxy-tls-reload")
         logger.info("config reloaded: %d connection(s) in the file, %d route(s)", len(new.connections),
                     len(new.routes))
         return True
@@ -357,6 +360,7 @@ async def _client_listeners(runtime: Runtime, intake: ConnectIntake, gate: Gate,
         reverse_servers.append(reverse_server)
         bound += [Listening.at(s.getsockname(), "reverse", listener.upstream, tls=listener.tls is not None)
                   for s in reverse_listener.sockets]
+    runtime.acceptors.extend(acceptors)
     return bound
 
 
@@ -447,6 +451,7 @@ async def serve(config: Config, stop: asyncio.Event, *, reload: asyncio.Event | 
                                               handshake_timeout=_header_timeout(runtime), name="admin",
                                               key="proxy.admin_tls_cert_file")
                 site = TlsSite(admin, acceptor, admin_addr.host, admin_addr.port)
+                runtime.acceptors.append(acceptor)
             with _binding("admin listener", "[proxy] admin_listen (or --admin-listen)", admin_addr,
                           off=', or set it to "" to turn the admin listener off'):
                 await site.start()

@@ -29,7 +29,7 @@ from sigproxy.tls import CertStore, TlsError
 
 from .gate import peer_address
 
-__all__ = ["TlsAcceptor", "TlsSite", "handshake_failure", "tls_acceptor"]
+__all__ = ["TlsAcceptor", "TlsSite", "handshake_failure", "reload_all", "tls_acceptor"]
 
 logger = logging.getLogger(__name__)
 
@@ -73,6 +73,12 @@ class TlsAcceptor:
         self._timeout = timeout
         self._name = name
         self._handshakes = TaskSet()
+
+    async def reload(self) -> None:
+        """Re-read a certificate and key from files (SIGHUP): new handshakes use them, connections already
+        open keep theirs. A pair that no longer loads is logged and the previous one kept. Minted: nothing."""
+        if isinstance(self._context, _FileContext):
+            await self._context.reload(self._name)
 
     def __call__(self) -> asyncio.BaseProtocol:
         loop = asyncio.get_running_loop()
@@ -144,7 +150,36 @@ async def tls_acceptor(tls: ListenerTls, host: str, certs: CertStore, *, inner: 
         raise ConfigError(key, f"cannot load {str(tls.cert_file)!r} and {str(tls.key_file)!r}: "
                                f"{getattr(exc, 'reason', None) or exc.strerror or 'not PEM'}") from exc
 
-    return TlsAcceptor(inner, lambda: context, handshake_timeout, name)
+    return TlsAcceptor(inner, _FileContext(tls, context), handshake_timeout, name)
+
+
+async def reload_all(acceptors: list[TlsAcceptor]) -> None:
+    """:meth:`TlsAcceptor.reload` on each of ``acceptors``, concurrently."""
+    await asyncio.gather(*(acceptor.reload() for acceptor in acceptors))
+
+
+class _FileContext:
+    """A context from ``tls_cert_file``/``tls_key_file`` (and ``client_ca_file``), re-read on :meth:`reload`."""
+
+    def __init__(self, tls: ListenerTls, context: ssl.SSLContext) -> None:
+        self._tls = tls
+        self._current = context
+
+    def __call__(self) -> ssl.SSLContext:
+        return self._current
+
+    async def reload(self, name: str) -> None:
+        tls = self._tls
+        assert tls.cert_file is not None
+        assert tls.key_file is not None
+        try:
+            self._current = await asyncio.to_thread(server_context, tls.cert_file, tls.key_file, tls.client_ca_file)
+        except (OSError, ssl.SSLError) as exc:
+            logger.error("TLS certificate of the %s listener not reloaded, still serving the previous one: cannot "
+                         "load %r and %r: %s", name, str(tls.cert_file), str(tls.key_file),
+                         getattr(exc, "reason", None) or exc.strerror or "not PEM")
+            return
+        logger.info("TLS certificate of the %s listener reloaded from %s", name, tls.cert_file)
 
 
 class TlsSite(web.BaseSite):
