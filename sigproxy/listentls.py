@@ -101,8 +101,11 @@ def parse_listener_tls(t: Table, *, cert: str = "tls_cert_file", key: str = "tls
     try:
         server_context(cert_file, key_file)
     except ssl.SSLError as exc:
+        # OpenSSL's errors carry a reason; the encrypted-key refusal (_no_password's) carries only its words.
+        why = getattr(exc, "reason", None) or exc.strerror or (exc.args[0] if exc.args and isinstance(
+            exc.args[0], str) else "not a PEM certificate and key")
         raise ConfigError(t.key(cert), f"cannot use {str(cert_file)!r} with the key in {str(key_file)!r} "
-                                       f"({exc.reason or exc.strerror or 'not a PEM certificate and key'}): "
+                                       f"({why}): "
                                        f"{cert} must hold the PEM certificate chain (leaf first) and {key} "
                                        "its unencrypted PEM private key") from exc
     if client_ca_file is not None:
