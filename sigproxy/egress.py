@@ -39,7 +39,7 @@ from dataclasses import dataclass, field
 
 from cachetools import TTLCache
 
-from .config import Network, split_host_entry
+from .config import Address, Network, split_host_entry
 from .errors import AddressNotAllowed
 
 __all__ = [
@@ -176,10 +176,6 @@ def _norm_name(host: str) -> str:
     return host.lower().rstrip(".")
 
 
-def _hostport(host: str, port: int) -> str:
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-
-
 # Decisions remembered per policy (a policy lives as long as its connection's settings).
 _DECISIONS = 1024
 
@@ -255,7 +251,7 @@ class EgressPolicy:
             ip = _parse(address)
             cls = address_class(ip)
         except ValueError:
-            return (f"{_hostport(host, port)}: {address!r} is not an IP address sigproxy can check; "
+            return (f"{Address(host, port)}: {address!r} is not an IP address sigproxy can check; "
                     "use a canonical address or a host name")
         if cls is None or self._named(host, port, ip):
             return None
@@ -265,7 +261,7 @@ class EgressPolicy:
         literal = is_ip_literal(host)
         what = (f"{shown}{carried} is a {cls} address" if literal
                 else f"{host} resolves to {shown}{carried}, a {cls} address")
-        example = _hostport(shown if literal else host, port)
+        example = str(Address(shown if literal else host, port))
         return (
             f"{what}; sigproxy connects to loopback, link-local, private and other non-public addresses only "
             f"when they are named: name it explicitly in {self.where} (e.g. \"{example}\")"

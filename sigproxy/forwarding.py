@@ -30,7 +30,7 @@ from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from .config import Network
+from .config import Address, Network
 from .dialing import Dial
 from .egress import EgressPolicy, EgressResolver, is_ip_literal, resolve_checked
 from .errors import BadRequest, ConfigError, UpstreamError, UpstreamTimeout
@@ -134,7 +134,7 @@ class Upstream:
             port = dial.port or _DEFAULT_PORTS[scheme]
             literal = is_ip_literal(host)
             if dial.explicit:
-                explicit_hosts = (*explicit_hosts, f"[{host}]:{port}" if ":" in host else f"{host}:{port}")
+                explicit_hosts = (*explicit_hosts, str(Address(host, port)))
         policy = _policy(connection, explicit_hosts, private_networks)
         if literal:
             policy.check(host, port, host)
@@ -225,8 +225,7 @@ class Upstream:
             conn.peer = address
             return conn
         last = errors[-1] if errors else OSError(f"{host} has no address")
-        where = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-        raise UpstreamError(f"cannot connect to upstream {where}: {last.strerror or last}") from last
+        raise UpstreamError(f"cannot connect to upstream {Address(host, port)}: {last.strerror or last}") from last
 
     def _idled(self, conn: H1Connection) -> None:
         key = self._all.get(conn)

@@ -75,10 +75,7 @@ class Listening:
     def at(addr: tuple[str, int] | Any, kind: str, upstream: str | None = None, *, tls: bool = False) -> Listening:
         """The listener bound at socket address ``addr`` (``getsockname()``: host, port, ...); ``tls``: its
         clients connect over TLS (``https://``)."""
-        h, p = addr[0], addr[1]
-        scheme = "https" if tls else "http"
-        url = f"{scheme}://[{h}]:{p}" if ":" in h else f"{scheme}://{h}:{p}"
-        return Listening(kind, url, upstream)
+        return Listening(kind, f"{'https' if tls else 'http'}://{Address(addr[0], addr[1])}", upstream)
 
     def describe(self) -> str:
         if self.kind == "admin":

@@ -22,6 +22,7 @@ from collections.abc import Callable
 
 from aiohttp import web
 
+from sigproxy.config import Address
 from sigproxy.errors import ConfigError
 from sigproxy.listentls import ListenerTls, listener_names, server_context
 from sigproxy.tasks import TaskSet
@@ -198,7 +199,7 @@ class TlsSite(web.BaseSite):
 
     @property
     def name(self) -> str:
-        return f"https://[{self._host}]:{self._port}" if ":" in self._host else f"https://{self._host}:{self._port}"
+        return f"https://{Address(self._host, self._port)}"
 
     async def start(self) -> None:
         await super().start()
