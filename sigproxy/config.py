@@ -428,11 +428,16 @@ def loads(text: str, *, env: Mapping[str, str] | None = None, source: str = "<st
           listen: str | None = None, admin_listen: str | None = None, workers: int | None = None) -> Config:
     """Parse TOML text into a :class:`Config`. ``listen``, ``admin_listen`` and ``workers`` override the
     ``[proxy]`` keys of those names (the command line's ``--listen``, ``--admin-listen``, ``--workers``)."""
+    return _build(_toml(text, source), os.environ if env is None else env, source, listen, admin_listen,
+                  workers=workers)
+
+
+def _toml(text: str, source: str) -> dict[str, Any]:
+    """``text`` parsed as TOML; raises :class:`ConfigError` naming ``source`` when it isn't valid TOML."""
     try:
-        data = tomllib.loads(text)
+        return tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError("", f"{source}: not valid TOML: {exc}") from exc
-    return _build(data, os.environ if env is None else env, source, listen, admin_listen, workers=workers)
 
 
 def read_config(path: Path) -> str:
@@ -454,13 +459,8 @@ def load_proxy(path: Path, *, env: Mapping[str, str] | None = None) -> ProxyConf
     commands that need no connection (``sigproxy ca``). The rest of the file is not read, so a
     ``${env:...}``/``${file:...}`` that only the proxy host can resolve (a connection's secret) doesn't stop
     them. Raises :class:`ConfigError` (unreadable file, invalid TOML, a bad ``[proxy]`` key)."""
-    text = read_config(path)
-    try:
-        data = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError("", f"{path}: not valid TOML: {exc}") from exc
     env = os.environ if env is None else env
-    return _proxy(Table(data, "", env).table("proxy"), env)
+    return _proxy(Table(_toml(read_config(path), str(path)), "", env).table("proxy"), env)
 
 
 def config_search_path(env: Mapping[str, str] | None = None) -> list[Path]:
