@@ -43,6 +43,7 @@ from sigproxy.exposure import open_listener_warnings
 from sigproxy.forwarding import Upstream
 from sigproxy.handler import Exchange, Handler, RequestIds
 from sigproxy.http1 import ClientRequest, Response, StreamResponse
+from sigproxy.listentls import ListenerTls
 from sigproxy.metrics import GroupMetrics, Metrics
 from sigproxy.sdnotify import Notifier
 from sigproxy.sessions import ConnectSessions
@@ -289,13 +290,8 @@ async def _reverse_listener(runtime: Runtime, gate: Gate, index: int, *, sock: s
     def door() -> asyncio.BaseProtocol:
         return Door(gate, server, settings, name)
 
-    factory: Callable[[], asyncio.BaseProtocol] = door
-    if listener.tls is not None:
-        acceptor = await tls_acceptor(listener.tls, listen.host, runtime.certs, inner=door,
-                                      handshake_timeout=_header_timeout(runtime), name=name,
-                                      key=f"reverse[{index}].tls_cert_file")
-        acceptors.append(acceptor)
-        factory = acceptor
+    factory = await _protocols(runtime, listener.tls, listen.host, door, name=name,
+                               key=f"reverse[{index}].tls_cert_file", acceptors=acceptors)
     with _binding(f"reverse listener for {listener.upstream}", f"[[reverse]] listen (reverse[{index}].listen)",
                   listen):
         if sock is not None:  # a worker: the supervisor bound it
@@ -308,6 +304,18 @@ async def _reverse_listener(runtime: Runtime, gate: Gate, index: int, *, sock: s
 def _header_timeout(runtime: Runtime) -> Callable[[], float]:
     """A TLS listener's handshake limit: ``header_timeout`` of the config current at the accept."""
     return lambda: runtime.config.proxy.header_timeout
+
+
+async def _protocols(runtime: Runtime, tls: ListenerTls | None, host: str, inner: Callable[[], asyncio.BaseProtocol],
+                     *, name: str, key: str, acceptors: list[TlsAcceptor]) -> Callable[[], asyncio.BaseProtocol]:
+    """A client listener's protocol factory: ``inner`` itself for plain HTTP; with ``tls``, a
+    :class:`TlsAcceptor` doing the handshake first (added to ``acceptors``; ``key`` names the setting in errors)."""
+    if tls is None:
+        return inner
+    acceptor = await tls_acceptor(tls, host, runtime.certs, inner=inner, handshake_timeout=_header_timeout(runtime),
+                                  name=name, key=key)
+    acceptors.append(acceptor)
+    return acceptor
 
 
 async def _client_listeners(runtime: Runtime, intake: ConnectIntake, gate: Gate, drain: float, *,
@@ -334,13 +342,8 @@ async def _client_listeners(runtime: Runtime, intake: ConnectIntake, gate: Gate,
 
     stack.push_async_callback(close_clients)
     listen = config.proxy.listen
-    factory: Callable[[], asyncio.BaseProtocol] = intake.front_door
-    if config.proxy.tls is not None:
-        acceptor = await tls_acceptor(config.proxy.tls, listen.host, runtime.certs, inner=intake.front_door,
-                                      handshake_timeout=_header_timeout(runtime), name="forward",
-                                      key="proxy.tls_cert_file")
-        acceptors.append(acceptor)
-        factory = acceptor
+    factory = await _protocols(runtime, config.proxy.tls, listen.host, intake.front_door, name="forward",
+                               key="proxy.tls_cert_file", acceptors=acceptors)
     with _binding("forward proxy", "[proxy] listen (or --listen)", listen):
         if worker is not None:
             server = await loop.create_server(factory, sock=worker.sockets["forward"])
