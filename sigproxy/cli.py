@@ -385,7 +385,8 @@ def _ca(args: argparse.Namespace) -> int:
                                   "be told it; set a fixed port for `ca --env`")
             # A wildcard listen is reached, from this machine, at its loopback address.
             host = {"0.0.0.0": "127.0.0.1", "::": "::1"}.get(listen.host, listen.host)  # noqa: S104 - compared
-            proxy_url = f"http://{Address(host, listen.port)}"
+            # A TLS forward listener is an https:// proxy (its tls = "self" certificate is from the CA below).
+            proxy_url = f"{'https' if proxy.tls is not None else 'http'}://{Address(host, listen.port)}"
             for name in ("HTTPS_PROXY", "HTTP_PROXY", "https_proxy", "http_proxy"):
                 print(f"export {name}={shlex.quote(proxy_url)}")
             for name in ("AWS_CA_BUNDLE", "REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE", "SSL_CERT_FILE"):

@@ -118,6 +118,7 @@ def test_sign_without_credentials_fails_with_1_and_says_what_to_set(tmp_path: Pa
     ("[::]:8082", "http://[::1]:8082"),
     ("127.0.0.2:8082", "http://127.0.0.2:8082"),
     ("127.0.0.1:0", None),  # a port chosen at each start can't be told to clients: refused, saying so
+    ('127.0.0.1:8443"\ntls = "self', "https://127.0.0.1:8443"),  # a TLS forward listener is an https:// proxy
 ])
 def test_ca_env_gives_a_proxy_url_clients_can_use(tmp_path: Path, listen: str, proxy_url: str | None) -> None:
     config = tmp_path / "sigproxy.toml"
