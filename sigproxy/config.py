@@ -212,6 +212,10 @@ class ProxyConfig:
     its answer for this long."""
     body_timeout: float = 60.0
     """Longest silence while a request body is read; then the request fails and the connection closes."""
+    websocket_idle_timeout: float = 300.0
+    """A relayed WebSocket with no frame bytes either way for this long is closed (1001 to both ends)."""
+    websocket_max_message: int = 16 * 2**20
+    """The largest WebSocket message relayed, its frames' payloads summed; over it both ends get close 1009."""
     auth_failures: int = 10
     """Failed proxy tokens or client signatures one client address may cause per ``auth_failure_window``;
     past it that address gets 429 until the window has passed."""
@@ -313,6 +317,7 @@ def _proxy(t: Table | None, env: Mapping[str, str]) -> ProxyConfig:
         "header_timeout": t.number("header_timeout"),
         "idle_timeout": t.number("idle_timeout"),
         "body_timeout": t.number("body_timeout"),
+        "websocket_idle_timeout": t.number("websocket_idle_timeout"),
         "auth_failure_window": t.number("auth_failure_window"),
         "unknown_key_id": t.choice("unknown_key_id", ("reject", "ignore")),
         "metrics_connection_label": t.choice("metrics_connection_label", ("name", "none")),
@@ -335,7 +340,7 @@ def _proxy(t: Table | None, env: Mapping[str, str]) -> ProxyConfig:
         kwargs["listen"] = parse_address(listen, t.key("listen"))
     if mbb is not None:
         kwargs["max_buffered_body"] = parse_size(mbb, t.key("max_buffered_body"))
-    for key, low in (("max_body", 1), ("chunk_size", 8 * 2**10)):
+    for key, low in (("max_body", 1), ("chunk_size", 8 * 2**10), ("websocket_max_message", 1)):
         raw = t._get(key, object, "a size")
         if raw is not None:
             size = parse_size(raw, t.key(key))

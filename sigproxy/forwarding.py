@@ -107,7 +107,7 @@ class Upstream:
         self, method: str, url: str, headers: Sequence[tuple[str, str]],
         body: bytes | AsyncIterator[bytes | memoryview] | None, *,
         verify_tls: bool = True, explicit_hosts: tuple[str, ...] = (), private_networks: tuple[Network, ...] = (),
-        connection: str = "?", dial: Dial | None = None,
+        connection: str = "?", dial: Dial | None = None, upgrade: bool = False,
     ) -> UpstreamResponse:
         """Send one request (``url`` absolute and already percent-encoded, its path and query sent as is) and
         return once the response head is in. The caller reads the body with
@@ -125,7 +125,11 @@ class Upstream:
         ``dial`` (:mod:`sigproxy.dialing`): connect to its host and port instead of the URL's (the ``Host``
         header stays as given), and check its ``tls_server_name``'s certificate; an explicit one (the
         operator's ``dial``) is permitted by the egress guard whatever it resolves to. Kept-alive connections
-        are shared by requests with the same scheme, dial host and port, TLS name and verification."""
+        are shared by requests with the same scheme, dial host and port, TLS name and verification.
+
+        ``upgrade``: the request asks to switch protocols (a WebSocket handshake, RFC 6455 4.1); a ``101`` is
+        then returned like any response, and its connection carries the new protocol until released (it is
+        never pooled again, and counts against the pool's limit while open)."""
         scheme, authority, target = _split(url)
         host, port, literal = _host_port(scheme, authority)
         tls_name = host
@@ -152,7 +156,7 @@ class Upstream:
         while True:
             conn, reused = await self._acquire(key, policy)
             try:
-                return await conn.request(method, head, body, chunked)
+                return await conn.request(method, head, body, chunked, upgrade=upgrade)
             except UpstreamError:
                 if not (reused and retry and not conn.received):
                     raise

@@ -113,6 +113,25 @@ class UpstreamResponse:
             else:
                 await conn.wait_body()
 
+    async def read_some(self) -> bytes:
+        """What has arrived since the last call, waiting for something; ``b""`` at the end. Raises as
+        :meth:`read`."""
+        conn = self._conn
+        while True:
+            chunk = conn.take_body()
+            if chunk or conn.body_done:
+                return chunk
+            await conn.wait_body()
+
+    def send(self, data: bytes) -> None:
+        """After a ``101``: send raw bytes of the new protocol (then :meth:`drain`)."""
+        self._conn.write(data)
+
+    async def drain(self) -> None:
+        """Wait while the upstream's socket buffer is full. Raises :class:`~sigproxy.errors.UpstreamError` once
+        the connection is closed."""
+        await self._conn.drain()
+
     async def __aenter__(self) -> UpstreamResponse:
         return self
 
@@ -145,6 +164,7 @@ class H1Connection(asyncio.Protocol):
         self._parser = httptools.HttpResponseParser(self)
         self._active = False  # a request is in flight on this connection
         self._head_only = False
+        self._upgrade = False  # the current request asks to switch protocols (a WebSocket handshake)
         self._interim = False
         self._head: asyncio.Future[UpstreamResponse] | None = None
         self._reason = b""
@@ -173,6 +193,9 @@ class H1Connection(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         self._last_read = self._loop.time()
         self.received = True
+        if self._framing == "upgraded":
+            self.on_body(data)  # the new protocol's bytes, as they come
+            return
         if not self._active or self.body_done:
             # Nothing asked for (a stray byte on an idle connection, or past the end of the response):
             # this connection's framing can't be trusted for another request.
@@ -183,8 +206,14 @@ class H1Connection(asyncio.Protocol):
             self._parser.feed_data(data)
             if self._junk:
                 self._close(abort=True)
-        except httptools.HttpParserUpgrade:
-            self._fail(UpstreamError(f"upstream {self.label} switched protocols; sigproxy speaks HTTP/1.1 only"))
+        except httptools.HttpParserUpgrade as exc:
+            if self._framing != "upgraded":
+                self._fail(UpstreamError(f"upstream {self.label} switched protocols unasked"))
+                return
+            # The bytes past the 101's head are the new protocol's first.
+            rest = data[exc.args[0]:] if exc.args and isinstance(exc.args[0], int) else b""
+            if rest:
+                self.on_body(rest)
         except httptools.HttpParserError as exc:
             self._fail(UpstreamError(f"upstream {self.label} sent malformed HTTP: {exc}"))
 
@@ -195,8 +224,8 @@ class H1Connection(asyncio.Protocol):
         self.closed = True
         self._cancel_timer()
         if self._active and not self.body_done:
-            if exc is None and self._framing == "close":
-                self._complete()  # RFC 9112 6.3 item 8: the close is the body's end
+            if exc is None and self._framing in ("close", "upgraded"):
+                self._complete()  # RFC 9112 6.3 item 8: the close is the body's end (or the new protocol's)
             else:
                 why = f": {exc}" if exc is not None else ""
                 where = "before the end of the body" if self._framing else "before a response"
@@ -231,7 +260,16 @@ class H1Connection(asyncio.Protocol):
             return
         status = self._parser.get_status_code()
         if status == 101:
-            self._fail(UpstreamError(f"upstream {self.label} switched protocols; sigproxy speaks HTTP/1.1 only"))
+            if not self._upgrade:
+                self._fail(UpstreamError(f"upstream {self.label} switched protocols unasked"))
+                return
+            # RFC 9110 15.2.2: HTTP/1.1 ends after this head; what follows is read as it comes, with no timeout
+            # (the caller keeps its own).
+            self._framing = "upgraded"
+            self._cancel_timer()
+            if self._head is not None and not self._head.done():
+                self._head.set_result(UpstreamResponse(self, status, self._reason.decode("latin-1"),
+                                                       self._headers, None))
             return
         if 100 <= status < 200:
             self._interim = True  # 100 Continue, 103 Early Hints: the final response follows
@@ -273,7 +311,7 @@ class H1Connection(asyncio.Protocol):
         self._wake()
 
     def on_message_complete(self) -> None:
-        if self._junk:
+        if self._junk or self._framing == "upgraded":
             return
         if self._interim:
             self._interim = False
@@ -284,8 +322,11 @@ class H1Connection(asyncio.Protocol):
     # ---------------------------------------------------------------- the request
 
     async def request(self, method: str, head: bytes, body: bytes | AsyncIterator[bytes | memoryview] | None,
-                      chunked: bool) -> UpstreamResponse:
+                      chunked: bool, *, upgrade: bool = False) -> UpstreamResponse:
         """Send ``head`` (from :func:`request_head`) and ``body``; return once the final response head is in.
+
+        ``upgrade``: the request asks to switch protocols; a ``101`` is then the response (not an error), after
+        which the connection carries raw bytes: :meth:`UpstreamResponse.read_some`, :meth:`UpstreamResponse.send`.
 
         A streamed body is written by a task of its own, so a response that comes before the body's end (an
         early refusal) is returned; the connection is then not reused. Raises
@@ -297,6 +338,7 @@ class H1Connection(asyncio.Protocol):
         if self._head_only:  # the last response was to HEAD: its parser may wait for a body that never comes
             self._parser = httptools.HttpResponseParser(self)
         self._head_only = method == "HEAD"
+        self._upgrade = upgrade
         self._framing = ""
         self.body_done = False
         self._error = None
@@ -349,6 +391,19 @@ class H1Connection(asyncio.Protocol):
                     await aclose()
         self._close(abort=True)
 
+    def write(self, data: bytes) -> None:
+        """Send raw bytes (after a ``101``)."""
+        if self.transport is not None and not self.closed:
+            self.transport.write(data)
+
+    async def drain(self) -> None:
+        """Wait while the upstream's socket buffer is full. Raises :class:`~sigproxy.errors.UpstreamError` once
+        the connection is closed."""
+        if self._writing_paused:
+            await self._drained()
+        if self.closed:
+            raise UpstreamError(f"upstream {self.label} closed the connection")
+
     def _body_sent(self) -> None:
         self._sent = True
         self._last_read = self._loop.time()
@@ -399,8 +454,9 @@ class H1Connection(asyncio.Protocol):
         it (a body not read to its end, an early response, ``Connection: close``, stray bytes)."""
         if not self._active:
             return
+        upgraded = self._framing == "upgraded"
         reusable = (self.body_done and self._error is None and self._sent and self._keep_alive and not self._junk
-                    and not self.closed and not self._reading_paused)
+                    and not self.closed and not self._reading_paused and not upgraded)
         self._active = False
         self._head = None
         self._body.clear()
@@ -411,7 +467,7 @@ class H1Connection(asyncio.Protocol):
         self._writer = None
         self._sent = False
         if not reusable:
-            self._close(abort=not self.body_done)
+            self._close(abort=not self.body_done and not upgraded)  # the new protocol's last bytes go out
             return
         self.idle_since = self._loop.time()
         if self._on_idle is not None:
@@ -456,7 +512,7 @@ class H1Connection(asyncio.Protocol):
 
     def _expired(self) -> None:
         self._timer = None
-        if self.closed:
+        if self.closed or self._framing == "upgraded":
             return
         now = self._loop.time()
         head = self._head

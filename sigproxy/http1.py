@@ -320,6 +320,26 @@ class StreamResponse:
         protocol.write(response_head(self.status, self.reason, self.headers, [line for line in extra if line]))
         await protocol.drain()
 
+    async def switch_protocols(self, request: ClientRequest) -> RequestBody:
+        """Send this response's head as the ``101 Switching Protocols`` that ends HTTP/1.1 on the connection
+        (RFC 9110 15.2.2, 7.8): no body framing, and the connection closes once the handler returns. From then
+        on :meth:`write` sends raw bytes, and the client's come from the returned stream (the bytes past the
+        request's head; ``b""`` from it at the client's end). Raises :class:`ConnectionResetError` when the
+        client has gone, :class:`RuntimeError` when the request did not ask to upgrade."""
+        protocol = request.protocol
+        if protocol is None or protocol.transport is None:
+            raise ConnectionResetError("the client connection is closed")
+        stream = protocol.upgraded
+        if stream is None or not request.upgrade:
+            raise RuntimeError("switch_protocols() needs a request that asked to upgrade")
+        self._request = request
+        self.prepared = True
+        self.keep_alive = False
+        request.keep_alive = False
+        protocol.write(response_head(self.status, self.reason, self.headers, ()))
+        await protocol.drain()
+        return stream
+
     async def write(self, data: bytes) -> None:
         """Send a piece of the body, waiting while the client's socket buffer is full.
         Raises :class:`ConnectionResetError` when the client has gone."""

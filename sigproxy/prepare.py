@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Literal
 
@@ -33,6 +33,7 @@ from .signing import (
     normalize_s3_path,
     policy_for,
     sha256_hex,
+    uri_encode,
 )
 from .streaming import STREAMING_SIGNED, STREAMING_SIGNED_TRAILER, STREAMING_UNSIGNED_TRAILER
 
@@ -176,10 +177,15 @@ def presign_request(
     expires: int,
     upstream_scheme: str | None = None,
     region_set: str | None = None,
+    token_after_signing: bool = False,
 ) -> SignedRequest:
     """Query auth: a presigned URL. Signs ``host`` plus any ``x-amz-*``/content headers given;
     S3's signing names use ``UNSIGNED-PAYLOAD``, other services the empty body's hash. ``region_set``: SigV4A
-    for that region set (``X-Amz-Region-Set`` in the query) instead of SigV4 for ``region``."""
+    for that region set (``X-Amz-Region-Set`` in the query) instead of SigV4 for ``region``.
+
+    ``token_after_signing``: the session token is appended to the query after signing, outside the canonical
+    request, as AWS IoT requires of its MQTT-over-WebSocket URLs (AWS IoT developer guide; aws-c-mqtt's
+    ``omit_session_token``); otherwise it is signed like every presign parameter."""
     policy = policy_for(service)
     authority = target.authority
     out = [(k, v) for k, v in upstream_headers(headers) if k.lower() not in _SIGNER_SET]
@@ -188,11 +194,14 @@ def presign_request(
     origin = f"{upstream_scheme or target.scheme}://{authority}"
     signed = tuple((k, v) for k, v in out if is_signed_header(k))
     canonical = CanonicalInput(method, path, query, signed, UNSIGNED_PAYLOAD if policy.s3 else EMPTY_SHA256)
+    token = creds.session_token if token_after_signing else None
+    if token:
+        creds = replace(creds, session_token=None)
     if region_set is not None:
         sig = sigv4a.presign(canonical, creds, service=service, region_set=region_set, now=now, expires=expires,
                              policy=policy)
     else:
         sig = signer.presign(canonical, creds, region=region, service=service, now=now, expires=expires,
                              policy=policy)
-    qs = encode_query(sig.query)
+    qs = encode_query(sig.query if not token else (*sig.query, ("X-Amz-Security-Token", uri_encode(token))))
     return SignedRequest(method, f"{origin}{path}?{qs}", tuple(out), sig)

@@ -450,11 +450,6 @@ def check_shape(target: Target, headers: Mapping[str, str], service: str) -> Non
         "--x-s3" in target.host or unquote(target.path).lstrip("/").split("/", 1)[0].endswith("--x-s3")
     ):
         raise UnsupportedRequest("S3 Express One Zone (--x-s3 buckets) needs session auth sigproxy does not do")
-    if "Upgrade" in headers:
-        upgrade = headers["Upgrade"][:40]
-        hint = " (curl: drop --http2)" if "h2c" in upgrade.lower() else ""
-        raise UnsupportedRequest(f"protocol upgrades ({upgrade}) are not proxied: sigproxy forwards HTTP/1.1 "
-                                 f"requests; send the request without Upgrade{hint}")
 
 
 def sigv4a_region_set(conn: ConnectionConfig, target: Target, headers: Mapping[str, str]) -> str | None:

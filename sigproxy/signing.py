@@ -44,6 +44,7 @@ __all__ = [
     "Signer",
     "amz_date",
     "sha256_hex",
+    "uri_encode",
     "canonical_path",
     "normalize_s3_path",
     "normalize_query",
@@ -204,7 +205,8 @@ def sha256_hex(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def _uri_encode(text: str, safe: str = "") -> str:
+def uri_encode(text: str, safe: str = "") -> str:
+    """SigV4's URI encoding: every byte but the unreserved characters (and ``safe``) percent-encoded."""
     return quote(text, safe=_UNRESERVED + safe)
 
 
@@ -266,8 +268,8 @@ def normalize_query(raw_query: str) -> tuple[tuple[str, str | None], ...]:
         if not part:
             continue
         key, eq, value = part.partition("=")
-        norm_key = _uri_encode(unquote(key.replace("+", " ")))
-        norm_val = _uri_encode(unquote(value.replace("+", " "))) if eq else None
+        norm_key = uri_encode(unquote(key.replace("+", " ")))
+        norm_val = uri_encode(unquote(value.replace("+", " "))) if eq else None
         pairs.append((norm_key, norm_val))
     return tuple(pairs)
 
@@ -317,13 +319,13 @@ def presign_auth_params(algorithm: str, credential: str, *, stamp: str, expires:
         raise ValueError("expires must be between 1 second and 7 days")
     auth: list[tuple[str, str | None]] = [
         ("X-Amz-Algorithm", algorithm),
-        ("X-Amz-Credential", _uri_encode(credential)),
+        ("X-Amz-Credential", uri_encode(credential)),
         ("X-Amz-Date", stamp),
         ("X-Amz-Expires", str(expires)),
-        ("X-Amz-SignedHeaders", _uri_encode(signed)),
+        ("X-Amz-SignedHeaders", uri_encode(signed)),
     ]
     if session_token:
-        auth.append(("X-Amz-Security-Token", _uri_encode(session_token)))
+        auth.append(("X-Amz-Security-Token", uri_encode(session_token)))
     return auth
 
 

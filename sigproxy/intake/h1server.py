@@ -99,6 +99,8 @@ class ClientProtocol(asyncio.Protocol):
         self._closing = False  # draining: no more requests are read; close once the one in progress is answered
         self._start = b""  # the first bytes of the latest head
         self._broken = False  # the parser failed, or the connection was upgraded: nothing more is parsed
+        # After a request that asked to switch protocols (RFC 9110 7.8): the client's bytes past its head.
+        self._upgraded: RequestBody | None = None
         self._client_done = False  # the client half-closed: answer what it sent, then close
         self._paused: set[str] = set()  # why reading is paused: "body" (unread body), "queue" (answers owed)
         self._lingering = False
@@ -128,6 +130,9 @@ class ClientProtocol(asyncio.Protocol):
         if self._early is not None:
             self._early.append(data)
             return
+        if self._upgraded is not None:
+            self._upgraded.feed(data)
+            return
         if self._broken or self._transport is None or (self._closing and self._parsing is None):
             return  # lingering or upgraded; or closing, with no request whose body is still arriving: dropped
         # Whether this read starts between messages, and how many heads began before it: to tell which of
@@ -138,8 +143,15 @@ class ClientProtocol(asyncio.Protocol):
             self._start = data[:16]  # a head begins here: its first bytes name what a refused one was
         try:
             self._parser.feed_data(data)
-        except httptools.HttpParserUpgrade:
-            self._broken = True  # what follows a CONNECT or an Upgrade is not HTTP/1.1: the connection ends
+        except httptools.HttpParserUpgrade as exc:
+            # What follows a CONNECT or an Upgrade is not HTTP/1.1: nothing more is parsed. Its bytes are kept
+            # for the handler in case it switches protocols (:meth:`upgraded`); else the connection ends.
+            self._broken = True
+            self._upgraded = RequestBody(self)
+            rest = data[exc.args[0]:] if exc.args and isinstance(exc.args[0], int) else b""
+            if rest:
+                self._upgraded.feed(rest)
+            return
         except httptools.HttpParserError as exc:
             self._refuse_head(exc)
             return
@@ -157,6 +169,8 @@ class ClientProtocol(asyncio.Protocol):
                                                "max_header_size, max_headers)"))
 
     def eof_received(self) -> bool:
+        if self._upgraded is not None:
+            self._upgraded.feed_eof()
         if self._parsing is not None and not self._parsing.complete:
             self._parsing.body.fail(ConnectionResetError("the client closed the connection mid-request"))
             self._parsing = None
@@ -177,6 +191,8 @@ class ClientProtocol(asyncio.Protocol):
         lost = ConnectionResetError("the client closed the connection")
         if self._parsing is not None:
             self._parsing.body.fail(lost)
+        if self._upgraded is not None:
+            self._upgraded.fail(lost)
         for queued in self._queue:
             if isinstance(queued, ClientRequest):
                 queued.body.fail(lost)
@@ -188,6 +204,12 @@ class ClientProtocol(asyncio.Protocol):
         self._server.lost(self)
         if not self.closed.done():
             self.closed.set_result(None)
+
+    @property
+    def upgraded(self) -> RequestBody | None:
+        """After a request with ``Upgrade`` (or a CONNECT): what the client sends past that request's head, as
+        it arrives, with the same flow control as a body; ``None`` before."""
+        return self._upgraded
 
     @property
     def task(self) -> asyncio.Task[None] | None:

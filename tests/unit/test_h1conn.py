@@ -476,3 +476,73 @@ class TestTLS:
                     for _ in range(2):
                         assert await get(up, port, scheme="https") == (200, b"ok")
         assert server.connections == 2  # the refused handshake never reached the script; the verified one is reused
+
+
+class TestUpgrade:
+    """A request that asks to switch protocols (a WebSocket handshake): the 101 is its response, the bytes
+    after it are the new protocol's, both ways, with no read timeout, and the connection never goes back to
+    the pool."""
+
+    SWITCH = b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n"
+
+    async def test_bytes_both_ways_after_the_101_then_the_end(self) -> None:
+        async def script(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, server: Server) -> None:
+            await read_head(reader, server)
+            writer.write(self.SWITCH + b"first")  # the new protocol's first bytes in the same write as the head
+            await writer.drain()
+            writer.write(b"echo:" + await reader.readexactly(4))
+            await writer.drain()
+            await asyncio.sleep(0.5)  # longer than the read timeout: no timeout once switched
+            writer.write(b"late")
+            await writer.drain()
+
+        async with serving(script) as (server, port), pool(read_timeout=0.2) as up:
+            resp = await up.send("GET", f"http://127.0.0.1:{port}/chat", [("Connection", "Upgrade"),
+                                                                          ("Upgrade", "websocket")], None,
+                                 explicit_hosts=("127.0.0.1:*",), upgrade=True)
+            async with resp:
+                assert resp.status == 101
+                assert dict(resp.headers)["Upgrade"] == "websocket"
+                got = b""
+                while len(got) < 5:
+                    got += await resp.read_some()
+                resp.send(b"ping")
+                await resp.drain()
+                while len(got) < 18:
+                    got += await resp.read_some()
+                assert got == b"firstecho:pinglate"
+                assert await resp.read_some() == b""  # the upstream closed: the end
+            assert b"Upgrade: websocket" in server.heads[0]
+            assert not up._idle  # never pooled again
+
+    async def test_a_refusal_is_an_ordinary_response(self) -> None:
+        refusal = b"HTTP/1.1 403 Forbidden\r\nContent-Length: 6\r\n\r\ndenied"
+        async with serving(answer_each(refusal)) as (_, port), pool() as up:
+            resp = await up.send("GET", f"http://127.0.0.1:{port}/", [("Connection", "Upgrade"),
+                                                                      ("Upgrade", "websocket")], None,
+                                 explicit_hosts=("127.0.0.1:*",), upgrade=True)
+            async with resp:
+                assert (resp.status, await resp.read()) == (403, b"denied")
+
+    async def test_a_101_unasked_is_still_an_error(self) -> None:
+        async with serving(answer_each(self.SWITCH + b"x")) as (_, port), pool() as up:
+            with pytest.raises(UpstreamError, match="switched protocols unasked"):
+                await get(up, port)
+
+    async def test_a_reset_after_the_switch_is_an_error(self) -> None:
+        async def script(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, server: Server) -> None:
+            await read_head(reader, server)
+            writer.write(self.SWITCH)
+            await writer.drain()
+            sock = writer.get_extra_info("socket")
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            writer.transport.abort()
+
+        async with serving(script) as (_, port), pool() as up:
+            resp = await up.send("GET", f"http://127.0.0.1:{port}/", [("Connection", "Upgrade"),
+                                                                      ("Upgrade", "websocket")], None,
+                                 explicit_hosts=("127.0.0.1:*",), upgrade=True)
+            async with resp:
+                with pytest.raises(UpstreamError, match="closed the connection"):
+                    while await resp.read_some():
+                        pass

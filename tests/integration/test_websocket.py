@@ -1,0 +1,359 @@
+"""WebSocket through sigproxy (issue 17, item 3): the handshake signed, then frames relayed both ways, through
+the real ``sigproxy run``.
+
+The far end is :mod:`tests.servers.ws_verifier`: a WebSocket server (the ``websockets`` library) that recomputes
+the handshake's SigV4 signature with botocore and refuses a wrong one with 403, then echoes. The clients are real
+ones: ``websockets`` (through the forward proxy's CONNECT, with sigproxy's CA, and straight to a reverse
+listener), aiohttp (an absolute-form ``ws://`` request to the forward proxy) and raw sockets for what no library
+sends (an unmasked frame, a client that vanishes mid-stream).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import os
+import socket
+import ssl
+import struct
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+import trustme
+from websockets.asyncio.client import connect
+from websockets.exceptions import ConnectionClosed, InvalidStatus
+
+from tests.conftest import Proxy
+from tests.integration.test_user_header import access_log
+from tests.servers.ws_verifier import WsVerifier, start_ws_verifier
+
+KEY, SECRET = "AKIDWEBSOCKET0000001", "websocket/secret/key/for/the/verifier/000"
+TOKEN = "IQoJb3JpZ2luX2VjE///session+token=="
+
+
+def config(*, service: str = "execute-api", secret: str = SECRET, token: str | None = None, proxy: str = "",
+           tail: str = "") -> str:
+    token_line = f'session_token = "{token}"' if token else ""
+    return f"""
+[proxy]
+default_connection = "main"
+{proxy}
+[connections.main]
+region = "us-east-1"
+service = "{service}"
+hosts = ["127.0.0.1:*", "localhost:*"]
+[connections.main.credentials]
+source = "static"
+access_key_id = "{KEY}"
+secret_access_key = "{secret}"
+{token_line}
+{tail}
+"""
+
+
+def reverse(upstream: str) -> str:
+    return f'[[reverse]]\nlisten = "127.0.0.1:0"\nupstream = "{upstream}"\nconnection = "main"\n'
+
+
+@pytest.fixture
+def verifier() -> Iterator[WsVerifier]:
+    with start_ws_verifier(KEY, SECRET) as v:
+        yield v
+
+
+def ws_lines(proxy: Proxy, n: int = 1) -> list[dict[str, Any]]:
+    deadline = time.monotonic() + 10
+    while True:
+        lines = [e for e in access_log(proxy) if e.get("body") == "websocket"]
+        if len(lines) >= n or time.monotonic() > deadline:
+            return lines
+        time.sleep(0.05)
+
+
+def sessions(v: WsVerifier, n: int = 1) -> list[dict[str, Any]]:
+    deadline = time.monotonic() + 10
+    while len(v.sessions) < n and time.monotonic() < deadline:
+        time.sleep(0.02)
+    return v.sessions
+
+
+async def echo_round(ws: Any) -> None:
+    await ws.send("hello")
+    assert await ws.recv() == "hello"
+    await ws.send(b"\x00\x01binary\xff")
+    assert await ws.recv() == b"\x00\x01binary\xff"
+
+
+def test_reverse_listener_signs_the_handshake_and_relays_both_ways(
+        verifier: WsVerifier, sigproxy_factory: Callable[..., Proxy]) -> None:
+    """websockets -> a reverse listener -> the verifier: the handshake's header signature is botocore's; text,
+    binary, a 5 MiB message each way, and the client's close code reaches the server."""
+    proxy = sigproxy_factory(config(tail=reverse(verifier.url)))
+    url = proxy.reverse[0].replace("http://", "ws://") + "/prod?stage=1"
+    big = os.urandom(5 * 2**20)
+
+    async def run() -> None:
+        async with connect(url, max_size=None) as ws:
+            await echo_round(ws)
+            await ws.send(big)
+            assert await ws.recv() == big
+            await ws.send(f"send:{6 * 2**20}")
+            got = await ws.recv()
+            assert len(got) == 6 * 2**20 and got[:256] == bytes(range(256))
+            await ws.close(4000, "done here")
+
+    asyncio.run(run())
+    shake = verifier.handshakes[-1]
+    assert shake["ok"], shake
+    assert (shake["form"], shake["service"], shake["region"]) == ("header", "execute-api", "us-east-1")
+    assert shake["path"] == "/prod?stage=1"
+    assert "upgrade" not in shake["signed_headers"] and "connection" not in shake["signed_headers"]
+    session = sessions(verifier)[-1]
+    assert (session["close_code"], session["close_reason"], session["clean"]) == (4000, "done here", True)
+    assert session["messages"] == 4 and session["bytes"] >= len(big)
+    line = ws_lines(proxy)[-1]
+    assert line["status"] == 101 and line["ws_end"] in ("upstream_closed", "client_closed"), line
+    assert (line["ws_messages_up"], line["ws_messages_down"]) == (4, 4)
+    assert line["ws_close_client"] == 4000 and line["ws_close_upstream"] == 4000
+    assert line["bytes_up"] > len(big) and line["bytes_down"] > len(big) + 6 * 2**20
+
+
+def test_the_server_closing_reaches_the_client(verifier: WsVerifier,
+                                                sigproxy_factory: Callable[..., Proxy]) -> None:
+    proxy = sigproxy_factory(config(tail=reverse(verifier.url)))
+    url = proxy.reverse[0].replace("http://", "ws://") + "/"
+
+    async def run() -> tuple[int | None, str | None]:
+        async with connect(url) as ws:
+            await ws.send("close:4321:server says bye")
+            with pytest.raises(ConnectionClosed):
+                await ws.recv()
+            return ws.close_code, ws.close_reason
+
+    assert asyncio.run(run()) == (4321, "server says bye")
+    assert ws_lines(proxy)[-1]["ws_close_upstream"] == 4321
+
+
+def test_a_wrong_signature_is_refused_by_the_verifier_and_the_client_sees_its_403(
+        verifier: WsVerifier, sigproxy_factory: Callable[..., Proxy]) -> None:
+    """The verifier is not a rubber stamp: the same handshake signed with another secret gets its 403."""
+    proxy = sigproxy_factory(config(secret="not-the-secret", tail=reverse(verifier.url)))
+    url = proxy.reverse[0].replace("http://", "ws://") + "/"
+
+    async def run() -> int:
+        with pytest.raises(InvalidStatus) as caught:
+            async with connect(url):
+                pass
+        return caught.value.response.status_code
+
+    assert asyncio.run(run()) == 403
+    assert verifier.handshakes[-1]["ok"] is False
+    assert "signature" in verifier.handshakes[-1]["reason"].lower()
+
+
+def test_iot_device_gateway_gets_a_presigned_url_with_the_token_appended(
+        sigproxy_factory: Callable[..., Proxy]) -> None:
+    """AWS IoT's rule: a presigned handshake under ``iotdevicegateway``, the session token added after signing
+    (the verifier refuses it inside the signature)."""
+    with start_ws_verifier(KEY, SECRET, session_token=TOKEN) as verifier:
+        proxy = sigproxy_factory(config(service="iotdata", token=TOKEN, tail=reverse(verifier.url)))
+        url = proxy.reverse[0].replace("http://", "ws://") + "/mqtt"
+
+        async def run() -> None:
+            async with connect(url, subprotocols=["mqtt"]) as ws:  # type: ignore[list-item]
+                assert ws.subprotocol == "mqtt"
+                await echo_round(ws)
+
+        asyncio.run(run())
+        shake = verifier.handshakes[-1]
+        assert shake["ok"], shake
+        assert (shake["form"], shake["service"]) == ("query", "iotdevicegateway")
+        assert shake["path"].startswith("/mqtt?") and "X-Amz-Security-Token=" in shake["path"]
+
+
+@pytest.fixture
+def tls_verifier(tmp_path: Path) -> Iterator[tuple[WsVerifier, Path]]:
+    ca = trustme.CA()
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("localhost").configure_cert(ctx)
+    ca_file = tmp_path / "upstream-ca.pem"
+    ca.cert_pem.write_to_path(str(ca_file))
+    with start_ws_verifier(KEY, SECRET, tls=ctx, host="localhost") as v:
+        yield v, ca_file
+
+
+def test_forward_proxy_intercepts_wss_and_relays(tls_verifier: tuple[WsVerifier, Path], tmp_path: Path,
+                                                 sigproxy_factory: Callable[..., Proxy]) -> None:
+    """websockets with ``proxy=`` opens a CONNECT tunnel; sigproxy terminates it with its CA, signs the handshake
+    inside and connects to the wss:// server over verified TLS."""
+    verifier, ca_file = tls_verifier
+    proxy = sigproxy_factory(config(proxy=f'upstream_ca_file = "{ca_file}"'))
+    client_tls = ssl.create_default_context(cafile=str(tmp_path / "state" / "ca-cert.pem"))
+
+    async def run() -> None:
+        async with connect(f"{verifier.url}/secure", proxy=proxy.url, ssl=client_tls) as ws:
+            await echo_round(ws)
+            await ws.close()
+
+    asyncio.run(run())
+    assert verifier.handshakes[-1]["ok"], verifier.handshakes[-1]
+    assert sessions(verifier)[-1]["close_code"] == 1000
+    assert ws_lines(proxy)[-1]["status"] == 101
+
+
+def test_forward_proxy_absolute_form_ws(verifier: WsVerifier, sigproxy_factory: Callable[..., Proxy]) -> None:
+    """aiohttp sends a plain ws:// handshake to an HTTP proxy in absolute form."""
+    proxy = sigproxy_factory(config())
+
+    async def run() -> None:
+        async with aiohttp.ClientSession() as session, \
+                session.ws_connect(f"{verifier.url}/abs", proxy=proxy.url) as ws:
+            await ws.send_str("hello")
+            assert (await ws.receive()).data == "hello"
+            await ws.send_bytes(b"\x01\x02")
+            assert (await ws.receive()).data == b"\x01\x02"
+
+    asyncio.run(run())
+    assert verifier.handshakes[-1]["ok"], verifier.handshakes[-1]
+    assert verifier.handshakes[-1]["path"] == "/abs"
+
+
+# ------------------------------------------------------------------ raw clients: what libraries never send
+
+
+def _handshake(port: int, path: str = "/") -> socket.socket:
+    sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+    key = base64.b64encode(os.urandom(16)).decode()
+    sock.sendall(f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                 f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n".encode())
+    head = b""
+    while b"\r\n\r\n" not in head:
+        head += sock.recv(4096)
+    assert head.startswith(b"HTTP/1.1 101 "), head
+    return sock
+
+
+def _frame(opcode: int, payload: bytes, *, mask: bool = True, fin: bool = True) -> bytes:
+    first = (0x80 if fin else 0) | opcode
+    length = len(payload)
+    if length < 126:
+        head = bytes([first, (0x80 if mask else 0) | length])
+    elif length < 65536:
+        head = bytes([first, (0x80 if mask else 0) | 126]) + struct.pack("!H", length)
+    else:
+        head = bytes([first, (0x80 if mask else 0) | 127]) + struct.pack("!Q", length)
+    if not mask:
+        return head + payload
+    key = os.urandom(4)
+    return head + key + bytes(b ^ key[i % 4] for i, b in enumerate(payload))
+
+
+def _read_close(sock: socket.socket) -> int:
+    """Read frames until a close frame; its code."""
+    data = b""
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        while len(data) >= 2:
+            length = data[1] & 0x7F
+            start = 2 + (2 if length == 126 else 8 if length == 127 else 0)
+            if length == 126 and len(data) >= 4:
+                length = struct.unpack("!H", data[2:4])[0]
+            elif length == 127 and len(data) >= 10:
+                length = struct.unpack("!Q", data[2:10])[0]
+            if len(data) < start + length:
+                break
+            if data[0] & 0x0F == 8:
+                return int.from_bytes(data[start:start + 2], "big")
+            data = data[start + length:]
+        chunk = sock.recv(65536)
+        if not chunk:
+            raise AssertionError("closed without a close frame")
+        data += chunk
+    raise AssertionError("no close frame")
+
+
+def test_a_client_that_vanishes_ends_the_upstream_connection(verifier: WsVerifier,
+                                                             sigproxy_factory: Callable[..., Proxy]) -> None:
+    """The client drops its TCP connection mid-session (no close frame): the server's connection ends the same
+    way (no close frame invented), and the access line says so."""
+    proxy = sigproxy_factory(config(tail=reverse(verifier.url)))
+    sock = _handshake(int(proxy.reverse[0].rsplit(":", 1)[1]))
+    sock.sendall(_frame(1, b"half a conversation"))
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    sock.close()  # a reset
+    session = sessions(verifier)[-1]
+    assert session["clean"] is False and session["messages"] == 1
+    assert ws_lines(proxy)[-1]["ws_end"] == "client_gone"
+
+
+@pytest.mark.parametrize("direction", ["client", "server"])
+def test_a_message_over_the_limit_closes_both_sides_with_1009(
+        direction: str, verifier: WsVerifier, sigproxy_factory: Callable[..., Proxy]) -> None:
+    proxy = sigproxy_factory(config(proxy="websocket_max_message = 1000000", tail=reverse(verifier.url)))
+    url = proxy.reverse[0].replace("http://", "ws://") + "/"
+
+    async def run() -> int | None:
+        async with connect(url, max_size=None) as ws:
+            await ws.send(b"x" * 999_999)  # under: fine
+            assert len(await ws.recv()) == 999_999
+            await ws.send(b"x" * 1_000_001 if direction == "client" else "send:1000001")
+            with pytest.raises(ConnectionClosed):
+                await ws.recv()
+            return ws.close_code
+
+    assert asyncio.run(run()) == 1009
+    assert sessions(verifier)[-1]["close_code"] == 1009
+    assert ws_lines(proxy)[-1]["ws_end"] == "message_too_big"
+
+
+def test_an_unmasked_client_frame_is_a_protocol_error(verifier: WsVerifier,
+                                                       sigproxy_factory: Callable[..., Proxy]) -> None:
+    proxy = sigproxy_factory(config(tail=reverse(verifier.url)))
+    sock = _handshake(int(proxy.reverse[0].rsplit(":", 1)[1]))
+    sock.sendall(_frame(1, b"masked, fine"))
+    sock.sendall(_frame(1, b"unmasked", mask=False))
+    assert _read_close(sock) == 1002  # after the echo of the first message
+    sock.close()
+    assert sessions(verifier)[-1]["close_code"] == 1002
+    assert ws_lines(proxy)[-1]["ws_end"] == "protocol_error"
+
+
+def test_an_idle_websocket_is_closed_with_1001(verifier: WsVerifier,
+                                               sigproxy_factory: Callable[..., Proxy]) -> None:
+    proxy = sigproxy_factory(config(proxy="websocket_idle_timeout = 1", tail=reverse(verifier.url)))
+    url = proxy.reverse[0].replace("http://", "ws://") + "/"
+
+    async def run() -> int | None:
+        async with connect(url, ping_interval=None) as ws:
+            await echo_round(ws)
+            started = time.monotonic()
+            with pytest.raises(ConnectionClosed):
+                await ws.recv()
+            assert 0.5 < time.monotonic() - started < 5
+            return ws.close_code
+
+    assert asyncio.run(run()) == 1001
+    assert sessions(verifier)[-1]["close_code"] == 1001
+    assert ws_lines(proxy)[-1]["ws_end"] == "idle_timeout"
+
+
+def test_shutdown_closes_open_websockets_with_1001(verifier: WsVerifier,
+                                                   sigproxy_factory: Callable[..., Proxy]) -> None:
+    proxy = sigproxy_factory(config(proxy="drain_seconds = 1", tail=reverse(verifier.url)))
+    url = proxy.reverse[0].replace("http://", "ws://") + "/"
+
+    async def run() -> int | None:
+        async with connect(url, ping_interval=None) as ws:
+            await echo_round(ws)
+            proxy.proc.terminate()
+            with pytest.raises(ConnectionClosed):
+                await ws.recv()
+            return ws.close_code
+
+    assert asyncio.run(run()) == 1001
+    assert sessions(verifier)[-1]["close_code"] == 1001
+    assert proxy.proc.wait(10) == 0
