@@ -357,9 +357,10 @@ def test_max_message_exactly_at_the_limit_passes_one_byte_over_is_1009(masked: b
     proto = _sender(masked)
     first = bytes(proto.send_data(bytes(400), fin=False)) + bytes(proto.ping(bytes(125)))
     last = bytes(proto.send_data(bytes(600), fin=True))
+    again = bytes(proto.send_data(bytes(1000)))  # a new message's count starts from 0
     scanner = FrameScanner(masked=masked, max_message=1000)
-    assert scanner.feed(first + last) == first + last
-    assert scanner.messages == 1
+    assert scanner.feed(first + last + again) == first + last + again
+    assert scanner.messages == 2
     proto = _sender(masked)
     first = bytes(proto.send_data(bytes(400), fin=False)) + bytes(proto.ping(b""))
     over = bytes(proto.send_data(bytes(601), fin=True))
@@ -385,7 +386,7 @@ def test_close_frame_parses_in_wsproto_and_the_scanner(mask: bool, code: int, re
 
 
 @settings(max_examples=100, deadline=None)
-@given(reason=st.text(min_size=0, max_size=80), mask=st.booleans())
+@given(reason=st.text(min_size=0, max_size=130), mask=st.booleans())
 def test_close_frame_truncates_the_reason_to_125_bytes_on_a_character_boundary(reason: str, mask: bool) -> None:
     frame = close_frame(1000, reason, mask=mask)
     [(kind, parsed)] = _events(frame, mask)
@@ -405,6 +406,8 @@ def test_close_frame_long_multibyte_reason() -> None:
     assert _events(frame, True) == [("CLOSE", (1001, "x" + "€" * 40))]
     assert frame[1] & 0x7F == 2 + 121
     assert _events(close_frame(1001, "€" * 50, mask=False), False) == [("CLOSE", (1001, "€" * 41))]
+    assert _events(close_frame(1001, "é" * 100, mask=False), False) == [("CLOSE", (1001, "é" * 61))]
+    assert _events(close_frame(1001, "x" + "🙂" * 40, mask=True), True) == [("CLOSE", (1001, "x" + "🙂" * 30))]
 
 
 def test_close_frame_masks_with_a_fresh_key() -> None:
