@@ -59,6 +59,7 @@ from .controlconfig import (
 from .dialing import Redirect, parse_redirect
 from .errors import ConfigError
 from .listentls import ListenerTls, parse_listener_tls
+from .urlparts import http_scheme
 from .users import USER_VAR
 
 __all__ = [
@@ -356,6 +357,13 @@ def _proxy(t: Table | None, env: Mapping[str, str]) -> ProxyConfig:
     return ProxyConfig(**given)
 
 
+def _http_scheme(url: str) -> str:
+    """A reverse listener's upstream may be a ``ws://``/``wss://`` URL: the same as ``http://``/``https://``
+    (:func:`~sigproxy.urlparts.http_scheme`); it relays HTTP requests and WebSocket handshakes alike."""
+    scheme, sep, rest = url.partition("://")
+    return f"{http_scheme(scheme)}://{rest}" if sep else url
+
+
 def _build(data: Mapping[str, Any], env: Mapping[str, str], source: str, listen: str | None,
            admin_listen: str | None, *, workers: int | None = None) -> Config:
     root = Table(data, "", env)
@@ -406,7 +414,7 @@ def _build(data: Mapping[str, Any], env: Mapping[str, str], source: str, listen:
         addresses[addr] = rt.key("listen")
         rev = ReverseListener(
             listen=addr,
-            upstream=parse_url(rt.string("upstream", required=True) or "", rt.key("upstream")),
+            upstream=parse_url(_http_scheme(rt.string("upstream", required=True) or ""), rt.key("upstream")),
             connection=rt.string("connection"),
             clients=parse_networks(rt, "clients"),
             redirect=parse_redirect(rt),

@@ -51,6 +51,7 @@ from .errors import (
 from .signing import policy_for
 from .sigv4a import ALGORITHM as SIGV4A_ALGORITHM
 from .sigv4a import region_set_value
+from .urlparts import http_scheme
 
 __all__ = [
     "Target",
@@ -149,9 +150,10 @@ _split_authority_cached = functools.lru_cache(maxsize=_AUTHORITY_CACHE)(_split_a
 
 
 def parse_absolute_target(raw: str) -> Target:
-    """Split an absolute-form request target (``http://host:port/path?query``) keeping path and query raw."""
+    """Split an absolute-form request target (``http://host:port/path?query``) keeping path and query raw.
+    ``ws://`` and ``wss://`` (a WebSocket client's, e.g. aiohttp's) are ``http``'s and ``https``'s (RFC 6455 3)."""
     scheme, sep, rest = raw.partition("://")
-    scheme = scheme.lower()
+    scheme = http_scheme(scheme)
     if not sep or scheme not in _PORTS:
         raise BadRequest(
             "this is a proxy: send absolute-form requests (set HTTP_PROXY), or use a [[reverse]] listener"

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 from urllib.parse import SplitResult, urlsplit
 
-__all__ = ["split_url"]
+__all__ = ["http_scheme", "split_url"]
+
+_WS_SCHEMES = {"ws": "http", "wss": "https"}
 
 
 def split_url(value: str) -> SplitResult | None:
@@ -20,3 +22,10 @@ def split_url(value: str) -> SplitResult | None:
     except ValueError:
         return None
     return parts
+
+
+def http_scheme(scheme: str) -> str:
+    """``scheme`` lower-cased, a WebSocket one as the HTTP one it stands for (RFC 6455 3: ``ws`` is ``http``'s,
+    ``wss`` is ``https``'s); a WebSocket handshake is an HTTP request to the same host and port."""
+    scheme = scheme.lower()
+    return _WS_SCHEMES.get(scheme, scheme)

@@ -108,6 +108,12 @@ class FrameScanner:
         """The close frame's reason (UTF-8, errors replaced), ``""`` if none."""
 
     @property
+    def at_boundary(self) -> bool:
+        """Everything returned so far (and a violation's ``forward``) ends between two frames: a frame of the
+        relay's own may go next. A held-back header was not returned."""
+        return not self._remaining
+
+    @property
     def closed(self) -> bool:
         """This side's close frame has been seen whole."""
         return self.close_code is not None
@@ -163,6 +169,7 @@ class FrameScanner:
 
     def _fail(self, code: int, reason: str, buf: bytes, pos: int) -> NoReturn:
         self._broken = True
+        self._remaining = 0  # ``forward`` ends where the refused frame's header begins
         raise WebSocketViolation(code, reason, buf[:pos])
 
     def _header(self, buf: bytes, pos: int, end: int) -> int:

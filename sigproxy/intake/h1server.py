@@ -57,6 +57,7 @@ logger = logging.getLogger(__name__)
 Entry = Callable[[ClientRequest], Awaitable[Response | StreamResponse]]
 _VERSIONS = frozenset({"1.1", "1.0"})
 _MAX_QUEUED = 16  # pipelined requests waiting for their answer past which reading pauses
+_CANCEL_GRACE = 2.0  # seconds a cancelled answer gets to end (a WebSocket's close frames) before its connection is cut
 
 
 async def answered(response: Response) -> Response:
@@ -222,11 +223,15 @@ class ClientProtocol(asyncio.Protocol):
         if self._task is None or self._lingering:
             self._close()
 
-    def cancel(self) -> None:
-        """Shutdown's grace is over: stop answering and close."""
-        if self._task is not None:
-            self._task.cancel()
-        self._close()
+    def cancel(self) -> asyncio.Task[None] | None:
+        """Shutdown's grace is over: stop answering and close. The task answering, when one is, is returned
+        cancelled: it closes the connection once it has ended (a relayed WebSocket says goodbye first)."""
+        task = self._task
+        if task is None:
+            self._close()
+            return None
+        task.cancel()
+        return task
 
     def _close(self) -> None:
         if self._transport is not None:
@@ -550,5 +555,8 @@ class ClientServer:
         busy = [task for p in self._connections if (task := p.task) is not None]
         if busy:
             await asyncio.wait(busy, timeout=grace)
-        for protocol in list(self._connections):
-            protocol.cancel()
+        cancelled = [task for protocol in list(self._connections) if (task := protocol.cancel()) is not None]
+        if cancelled:
+            await asyncio.wait(cancelled, timeout=_CANCEL_GRACE)
+            for protocol in list(self._connections):
+                protocol.abort()

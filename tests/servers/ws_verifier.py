@@ -48,7 +48,7 @@ import json
 import re
 import ssl
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -63,6 +63,7 @@ from websockets.asyncio.server import ServerConnection, serve
 from websockets.datastructures import Headers
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
+from websockets.typing import Subprotocol
 
 __all__ = ["WsVerifier", "start_ws_verifier"]
 
@@ -328,6 +329,12 @@ async def _echo(v: WsVerifier, connection: ServerConnection) -> None:
                            "clean": rcvd is not None})
 
 
+def _select_subprotocol(connection: ServerConnection, offered: Sequence[Subprotocol]) -> Subprotocol | None:
+    """``mqtt`` when offered (as AWS IoT's MQTT over WebSocket does), else none: a client offering nothing is
+    served too."""
+    return Subprotocol("mqtt") if "mqtt" in offered else None
+
+
 def _bind_address(host: str) -> str:
     """The loopback address to listen on for ``host``: ``localhost`` listens on 127.0.0.1 only (port 0 on each of
     its addresses would give two different ports)."""
@@ -362,7 +369,7 @@ def start_ws_verifier(access_key: str, secret_key: str, *, session_token: str | 
 
         try:
             async with serve(handler, bind, 0, ssl=tls, process_request=process_request, max_size=max_size,
-                             ping_interval=None) as server:
+                             ping_interval=None, select_subprotocol=_select_subprotocol) as server:
                 state["port"] = server.sockets[0].getsockname()[1]
                 state["stop"] = lambda: loop.call_soon_threadsafe(stop.set)
                 ready.set()

@@ -419,3 +419,26 @@ def test_close_frame_masks_with_a_fresh_key() -> None:
 def test_close_frame_refuses_codes_a_sender_may_not_use(code: int) -> None:
     with pytest.raises(ValueError, match=str(code)):
         close_frame(code, mask=False)
+
+
+def test_at_boundary_follows_what_was_returned() -> None:
+    """Whether a frame of the relay's own may follow what was returned (a held-back header was not)."""
+    scanner = FrameScanner(masked=False, max_message=100)
+    frame = b"\x82\x05hello"
+    assert scanner.at_boundary
+    assert scanner.feed(frame[:4]) == frame[:4]
+    assert not scanner.at_boundary  # inside the payload
+    assert scanner.feed(frame[4:] + b"\x82") == frame[4:]  # the next header's first byte held back
+    assert scanner.at_boundary
+    with pytest.raises(WebSocketViolation) as caught:
+        scanner.feed(b"\x65" + b"x" * 101)  # 101 bytes: over max_message
+    assert caught.value.code == 1009 and caught.value.forward == b""
+    assert scanner.at_boundary
+
+
+def test_at_boundary_after_a_violation_inside_one_feed() -> None:
+    scanner = FrameScanner(masked=False, max_message=100)
+    with pytest.raises(WebSocketViolation) as caught:
+        scanner.feed(b"\x82\x05hello\x83\x00")  # a reserved opcode after a whole frame
+    assert caught.value.forward == b"\x82\x05hello"
+    assert scanner.at_boundary
