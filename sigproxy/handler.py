@@ -220,9 +220,14 @@ class Handler:
         return self._ids.next()
 
     def _finish(self, info: dict[str, object], started: float) -> None:
-        """The access log line and the request's metrics."""
+        """The access log line and the request's metrics. A WebSocket's line has the session's length (``ms``)
+        and its handshake's (``handshake_ms``); the latency metric gets the handshake's."""
         elapsed = time.monotonic() - started
         info["ms"] = round(elapsed * 1000, 2)
+        switched = info.pop("switched_at", None)
+        if isinstance(switched, float):
+            elapsed = switched - started
+            info["handshake_ms"] = round(elapsed * 1000, 2)
         log_access(access_logger, info)
         up, down = info.get("bytes_up"), info.get("bytes_down")
         self._metrics.record(str(info.get("connection", "-")), str(info.get("service", "-")),
@@ -475,6 +480,7 @@ class Handler:
             response = StreamResponse(101, upstream.reason, switch_response_headers(upstream.headers))
             info["status"] = 101
             client_in = await response.switch_protocols(request)
+            info["switched_at"] = time.monotonic()
             proxy = self._config.proxy
             await relay(client_in, response, upstream, RelayLimits(proxy.websocket_idle_timeout,
                                                                    proxy.websocket_max_message), info)

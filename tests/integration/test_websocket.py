@@ -119,6 +119,7 @@ def test_reverse_listener_signs_the_handshake_and_relays_both_ways(
     assert line["status"] == 101 and line["ws_end"] in ("upstream_closed", "client_closed"), line
     assert (line["ws_messages_up"], line["ws_messages_down"]) == (4, 4)
     assert line["ws_close_client"] == 4000 and line["ws_close_upstream"] == 4000
+    assert 0 < line["handshake_ms"] < line["ms"] and "switched_at" not in line
     # Frame bytes: the random 5 MiB both ways; the 6 MiB of repeated bytes went compressed (permessage-deflate,
     # negotiated end to end by the client and the server: sigproxy passes its frames through as they are).
     assert line["bytes_up"] > len(big) and line["bytes_down"] > len(big)
