@@ -542,7 +542,10 @@ class TestUpgrade:
             resp = await up.send("GET", f"http://127.0.0.1:{port}/", [("Connection", "Upgrade"),
                                                                       ("Upgrade", "websocket")], None,
                                  explicit_hosts=("127.0.0.1:*",), upgrade=True)
+            async def drain_all() -> None:
+                while await resp.read_some():
+                    pass
+
             async with resp:
                 with pytest.raises(UpstreamError, match="closed the connection"):
-                    while await resp.read_some():
-                        pass
+                    await drain_all()

@@ -32,8 +32,8 @@ HANDSHAKE = {"Host": "x.execute-api.us-east-1.amazonaws.com", "Upgrade": "websoc
 
 def headers(**changes: str | None) -> CIMultiDict[str]:
     out = CIMultiDict(HANDSHAKE)
-    for name, value in changes.items():
-        name = name.replace("_", "-")
+    for key, value in changes.items():
+        name = key.replace("_", "-")
         out.popall(name, None)
         if value is not None:
             out[name] = value
@@ -88,8 +88,9 @@ def test_upgrade_headers_go_back_on_unsigned() -> None:
 
 
 def test_the_switch_keeps_end_to_end_headers_and_sets_the_hop_by_hop_ones() -> None:
-    upstream = [("Upgrade", "websocket"), ("Connection", "upgrade"), ("Sec-WebSocket-Accept", "s3pPLMBiTxaQ9kYGzzhZRbK+xOo="),
-                ("Sec-WebSocket-Protocol", "mqtt"), ("Keep-Alive", "timeout=5"), ("X-Amzn-RequestId", "r1")]
+    upstream = [("Upgrade", "websocket"), ("Connection", "upgrade"),
+                ("Sec-WebSocket-Accept", "s3pPLMBiTxaQ9kYGzzhZRbK+xOo="), ("Sec-WebSocket-Protocol", "mqtt"),
+                ("Keep-Alive", "timeout=5"), ("X-Amzn-RequestId", "r1")]
     assert switch_response_headers(upstream) == [
         ("Sec-WebSocket-Accept", "s3pPLMBiTxaQ9kYGzzhZRbK+xOo="), ("Sec-WebSocket-Protocol", "mqtt"),
         ("X-Amzn-RequestId", "r1"), ("Upgrade", "websocket"), ("Connection", "Upgrade")]
@@ -119,7 +120,7 @@ def test_iot_presigned_url_matches_botocore_with_the_token_appended_after() -> N
     assert "X-Amz-Security-Token" not in without_token
 
     request = AWSRequest("GET", f"https://{host}/mqtt", headers={"Host": host})
-    with mock.patch.object(botocore.auth, "get_current_datetime", new=lambda: now.replace(tzinfo=None)):
+    with mock.patch.object(botocore.auth, "get_current_datetime", return_value=now.replace(tzinfo=None)):
         SigV4QueryAuth(BotoCredentials(creds.access_key_id, creds.secret_access_key), "iotdevicegateway",
                        "eu-west-1", expires=300).add_auth(request)
     assert dict(parse_qsl(urlsplit(request.url).query)) == dict(parse_qsl(without_token))
