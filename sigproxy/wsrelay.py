@@ -128,8 +128,8 @@ class _Relay:
             self._info["bytes_down"] = sent
 
     async def run(self) -> None:
-        up = asyncio.ensure_future(self._client_to_upstream())
-        down = asyncio.ensure_future(self._upstream_to_client())
+        up = asyncio.create_task(self._client_to_upstream())
+        down = asyncio.create_task(self._upstream_to_client())
         pumps = {up, down}
         try:
             while True:
@@ -162,7 +162,7 @@ class _Relay:
             await _stop(pumps)
             self._record()
 
-    async def _refuse(self, pumps: set[asyncio.Future[None]]) -> None:
+    async def _refuse(self, pumps: set[asyncio.Task[None]]) -> None:
         """A frame from one side broke a limit or RFC 6455: both sides are told why, then closed."""
         assert self._violation is not None
         side, exc = self._violation
@@ -191,7 +191,7 @@ class _Relay:
             info["ws_close_upstream"] = self._down.close_code
 
 
-async def _stop(pumps: set[asyncio.Future[None]]) -> None:
+async def _stop(pumps: set[asyncio.Task[None]]) -> None:
     for pump in pumps:
         pump.cancel()
     for pump in pumps:
