@@ -308,7 +308,7 @@ class Handler:
         info["service"], info["region"] = service, region
         websocket = websocket_upgrade(request.method, request.version, headers, body=request.body_exists)
         check_shape(target, headers, service)
-        check_policy(conn, request.method, service, region, headers.items())
+        check_policy(conn, request.method, service, region, headers.items(), websocket=websocket)
         presigned = presigned_by_client(target.query)
         received: ReceivedRequest | None = None
         if conn.client_secret is not None:

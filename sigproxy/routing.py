@@ -90,6 +90,7 @@ _NOT_FORWARDED = HOP_BY_HOP | _DROP
 _SIGNED_EXTRA = frozenset({"host", "content-type", "content-md5"})
 _CREDENTIAL = re.compile(r"Credential=([^/,\s]+)/(\d{8})/([^/,\s]+)/([^/,\s]+)/aws4_request")
 _PORTS = {"http": 80, "https": 443}
+_WRITE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 _MAX_SUGGEST = 2000  # more connections than this: an unknown name gets no "closest" suggestions
 # Request-target authorities whose split is kept (most clients talk to a handful of hosts), and the longest
 # kept: a host name has at most 253 characters, so a longer authority is split each time instead.
@@ -407,10 +408,12 @@ def resolve_service_region(
 
 
 def check_policy(conn: ConnectionConfig, method: str, service: str, region: str,
-                 headers: Iterable[tuple[str, str]]) -> None:
+                 headers: Iterable[tuple[str, str]], *, websocket: bool = False) -> None:
     """What the connection may sign: services, regions, methods, client-chosen x-amz-* headers.
 
-    Raises :class:`PolicyRefused` naming the rule.
+    ``websocket``: the request is a WebSocket handshake, whose messages may write whatever its method: refused
+    on a connection that may sign no write method (``read_only``, or ``allowed_methods`` without POST, PUT,
+    PATCH or DELETE). Raises :class:`PolicyRefused` naming the rule.
     """
     if conn.allowed_services and service not in conn.allowed_services:
         raise _refused(conn, f"service {service!r} is not in allowed_services")
@@ -419,6 +422,9 @@ def check_policy(conn: ConnectionConfig, method: str, service: str, region: str,
     if conn.allowed_methods and method.upper() not in conn.allowed_methods:
         rule = "read_only" if conn.allowed_methods == ("GET", "HEAD") else "allowed_methods"
         raise _refused(conn, f"method {method} is not allowed ({rule})")
+    if websocket and conn.allowed_methods and not _WRITE_METHODS.intersection(conn.allowed_methods):
+        rule = "read_only" if conn.allowed_methods == ("GET", "HEAD") else "allowed_methods"
+        raise _refused(conn, f"a WebSocket's messages may write, and this connection signs no write method ({rule})")
     if conn.deny_amz_headers:
         for name, _ in headers:
             low = name.lower()

@@ -14,9 +14,10 @@ from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials as BotoCredentials
 from multidict import CIMultiDict
 
-from sigproxy.errors import BadRequest, UnsupportedRequest
+from sigproxy.config import loads
+from sigproxy.errors import BadRequest, PolicyRefused, UnsupportedRequest
 from sigproxy.prepare import presign_request
-from sigproxy.routing import Target
+from sigproxy.routing import Target, check_policy
 from sigproxy.signing import Credentials, Signer
 from sigproxy.websocket import (
     is_websocket_switch,
@@ -124,3 +125,28 @@ def test_iot_presigned_url_matches_botocore_with_the_token_appended_after() -> N
         SigV4QueryAuth(BotoCredentials(creds.access_key_id, creds.secret_access_key), "iotdevicegateway",
                        "eu-west-1", expires=300).add_auth(request)
     assert dict(parse_qsl(urlsplit(request.url).query)) == dict(parse_qsl(without_token))
+
+
+@pytest.mark.parametrize(("policy", "refused"), [
+    ("read_only = true", "read_only"),
+    ('allowed_methods = ["GET", "HEAD", "OPTIONS"]', "allowed_methods"),
+    ('allowed_methods = ["GET", "POST"]', None),
+    ("", None),
+])
+def test_a_websocket_needs_a_connection_that_may_write(policy: str, refused: str | None) -> None:
+    """A WebSocket's messages may write whatever its handshake's method: a connection that signs no write method
+    refuses the handshake (fail closed), naming its rule; a plain GET on it is still fine."""
+    config = loads(f"""
+[connections.main]
+hosts = ["*.amazonaws.com"]
+{policy}
+[connections.main.credentials]
+source = "chain"
+""")
+    conn = config.connections["main"]
+    check_policy(conn, "GET", "execute-api", "us-east-1", [])
+    if refused is None:
+        check_policy(conn, "GET", "execute-api", "us-east-1", [], websocket=True)
+    else:
+        with pytest.raises(PolicyRefused, match=rf"WebSocket's messages may write.*\({refused}\)"):
+            check_policy(conn, "GET", "execute-api", "us-east-1", [], websocket=True)
