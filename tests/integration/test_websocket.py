@@ -365,3 +365,21 @@ def test_shutdown_closes_open_websockets_with_1001(verifier: WsVerifier,
     assert asyncio.run(run()) == 1001
     assert sessions(verifier)[-1]["close_code"] == 1001
     assert proxy.proc.wait(10) == 0
+
+
+def test_a_read_only_connection_refuses_the_handshake(verifier: WsVerifier,
+                                                      sigproxy_factory: Callable[..., Proxy]) -> None:
+    """Fail closed: a WebSocket's messages may write, so a read-only connection refuses it; nothing is sent."""
+    proxy = sigproxy_factory(config(tail=reverse(verifier.url)).replace('service = "execute-api"',
+                                                                         'service = "execute-api"\nread_only = true'))
+    url = proxy.reverse[0].replace("http://", "ws://") + "/"
+
+    async def run() -> tuple[int, bytes]:
+        with pytest.raises(InvalidStatus) as caught:
+            async with connect(url):
+                pass
+        return caught.value.response.status_code, bytes(caught.value.response.body or b"")
+
+    status, body = asyncio.run(run())
+    assert status == 403 and b"messages may write" in body
+    assert verifier.handshakes == []
