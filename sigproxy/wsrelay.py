@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from .errors import SigproxyError
 from .h1conn import UpstreamResponse
 from .http1 import RequestBody, StreamResponse
+from .tasks import TaskSet
 from .wsframes import FrameScanner, WebSocketViolation, close_frame
 
 __all__ = ["RelayLimits", "relay"]
@@ -128,18 +129,18 @@ class _Relay:
             self._info["bytes_down"] = sent
 
     async def run(self) -> None:
-        up = asyncio.create_task(self._client_to_upstream())
-        down = asyncio.create_task(self._upstream_to_client())
-        pumps = {up, down}
+        pumps = TaskSet()
+        up = pumps.spawn(self._client_to_upstream(), name="websocket: client to upstream")
+        down = pumps.spawn(self._upstream_to_client(), name="websocket: upstream to client")
         try:
             while True:
                 left = self._last + self._limits.idle_timeout - self._loop.time()
                 if left <= 0:
                     self._ended("idle_timeout")
-                    await _stop(pumps)
+                    await pumps.cancel_all()
                     await self._tell_both(_GOING_AWAY, "idle timeout (sigproxy websocket_idle_timeout)")
                     return
-                done, _ = await asyncio.wait(pumps, timeout=left, return_when=asyncio.FIRST_COMPLETED)
+                done, _ = await asyncio.wait({up, down}, timeout=left, return_when=asyncio.FIRST_COMPLETED)
                 if done:
                     break
             if self._violation is not None:
@@ -154,22 +155,26 @@ class _Relay:
                 await asyncio.wait({other}, timeout=self._limits.close_timeout)
         except asyncio.CancelledError:  # shutdown's grace is over
             self._ended("shutdown")
-            await _stop(pumps)
+            await pumps.cancel_all()
             with contextlib.suppress(Exception):
                 await self._tell_both(_GOING_AWAY, "sigproxy is shutting down")
             raise
         finally:
-            await _stop(pumps)
+            await pumps.cancel_all()
+            for pump in (up, down):
+                if not pump.cancelled() and (exc := pump.exception()) is not None:  # a bug: never silent
+                    logger.error("websocket %s: %s failed", self._info.get("request_id"), pump.get_name(),
+                                 exc_info=exc)
             self._record()
 
-    async def _refuse(self, pumps: set[asyncio.Task[None]]) -> None:
+    async def _refuse(self, pumps: TaskSet) -> None:
         """A frame from one side broke a limit or RFC 6455: both sides are told why, then closed."""
         assert self._violation is not None
         side, exc = self._violation
         self._ended("message_too_big" if exc.code == 1009 else "protocol_error")
         logger.info("websocket %s: %s sent %s; closing both sides with %d", self._info.get("request_id"), side,
                     exc.reason, exc.code)
-        await _stop(pumps)
+        await pumps.cancel_all()
         await self._tell_both(exc.code, exc.reason)
 
     async def _tell_both(self, code: int, reason: str) -> None:
@@ -189,14 +194,6 @@ class _Relay:
             info["ws_close_client"] = self._up.close_code
         if self._down.close_code is not None:
             info["ws_close_upstream"] = self._down.close_code
-
-
-async def _stop(pumps: set[asyncio.Task[None]]) -> None:
-    for pump in pumps:
-        pump.cancel()
-    for pump in pumps:
-        with contextlib.suppress(asyncio.CancelledError):
-            await pump
 
 
 async def relay(client_in: RequestBody, client_out: StreamResponse, upstream: UpstreamResponse,
