@@ -36,14 +36,13 @@ from .errors import (
     SigproxyError,
     TooManyAuthFailures,
     UnsupportedRequest,
-    UpstreamError,
 )
-from .forwarding import Upstream, UpstreamResponse
+from .forwarding import Upstream
 from .http1 import ClientRequest, Response, StreamResponse, http_date
 from .inbound import ReceivedRequest, verify_header_auth, verify_presigned
 from .metrics import Metrics
 from .observability import log_access
-from .prepare import presign_request, sign_request, untouched_request
+from .prepare import sign_handshake, sign_request, untouched_request
 from .routing import (
     HOP_BY_HOP,
     Target,
@@ -61,15 +60,8 @@ from .routing import (
 from .signing import EMPTY_SHA256, Credentials, Signer, policy_for
 from .streaming import ChunkSigner
 from .users import parse_user
-from .websocket import (
-    PRESIGN_EXPIRES,
-    is_websocket_switch,
-    switch_response_headers,
-    upgrade_request_headers,
-    websocket_upgrade,
-)
-from .websocket import signing_for as websocket_signing_for
-from .wsrelay import RelayLimits, relay
+from .websocket import upgrade_request_headers, websocket_upgrade
+from .wsrelay import RelayLimits, switch_and_relay
 
 __all__ = ["AwsDialect", "Exchange", "Handler", "RequestIds", "aws_dialect", "error_bytes", "error_response"]
 
@@ -306,7 +298,8 @@ class Handler:
             client_scope=client_scope,
         )
         info["service"], info["region"] = service, region
-        websocket = websocket_upgrade(request.method, request.version, headers, body=request.body_exists)
+        websocket = "Upgrade" in headers and websocket_upgrade(request.method, request.version, headers,
+                                                               body=request.body_exists)
         check_shape(target, headers, service)
         check_policy(conn, request.method, service, region, headers.items(), websocket=websocket)
         presigned = presigned_by_client(target.query)
@@ -348,8 +341,18 @@ class Handler:
         if websocket:
             if received is not None:  # the client signed its handshake, which has no body
                 self._verify_client(conn, received, [EMPTY_SHA256])
-            return await self._websocket(request, exchange, info, conn=conn, creds=creds, service=service,
-                                         region=region, region_set=region_set, dial=dial, presigned=presigned)
+            info["body"] = "websocket"
+            if presigned:  # presigned = "passthrough": forwarded as the client sent it
+                url, untouched = untouched_request(method=request.method, target=target, headers=headers.items(),
+                                                   body_length=None, upstream_scheme=conn.upstream_scheme)
+                out = [*untouched, *upgrade_request_headers(headers)]
+            else:
+                info["service"], signed = sign_handshake(self._signer, creds, target=target, headers=headers.items(),
+                                                         service=service, region=region, now=self._clock(),
+                                                         upstream_scheme=conn.upstream_scheme, region_set=region_set)
+                url, out = signed.url, [*signed.headers, *upgrade_request_headers(headers)]
+            return await self._exchange(request, info, BodyPlan(EMPTY_SHA256, None, "websocket"), url=url,
+                                        headers=out, chunk_signer=None, conn=conn, dial=dial, upgrade=True)
         scheme = conn.upstream_scheme or target.scheme
         if headers.get("Expect", "").lower() == "100-continue":
             if (request.content_length or 0) > config.proxy.max_body:
@@ -426,89 +429,44 @@ class Handler:
 
     async def _exchange(self, request: ClientRequest, info: dict[str, object], plan: BodyPlan, *, url: str,
                         headers: Sequence[tuple[str, str]], chunk_signer: ChunkSigner | None,
-                        conn: ConnectionConfig, dial: Dial | None) -> Response | StreamResponse:
-        """Send the request upstream and stream the response back."""
+                        conn: ConnectionConfig, dial: Dial | None, upgrade: bool = False) -> Response | StreamResponse:
+        """Send the request upstream and stream the response back (``upgrade``: a WebSocket handshake, whose
+        ``101`` starts the relay; any other answer to it goes back as for any request, and the connection
+        closes after it)."""
         try:
             upstream = await self._upstream.send(request.method, url, headers, plan.body(chunk_signer),
                                                  verify_tls=conn.verify_tls, explicit_hosts=conn.hosts,
                                                  private_networks=conn.private_networks, connection=conn.name,
-                                                 dial=dial)
+                                                 dial=dial, upgrade=upgrade)
         except SigproxyError as exc:
             if plan.error is not None:
                 raise plan.error from exc
             raise
         info["bytes_up"] = plan.length
         async with upstream:
-            return await _respond(request, info, upstream)
-
-    async def _websocket(self, request: ClientRequest, exchange: Exchange, info: dict[str, object], *,
-                         conn: ConnectionConfig, creds: Credentials, service: str, region: str,
-                         region_set: str | None, dial: Dial | None, presigned: bool) -> Response | StreamResponse:
-        """A WebSocket handshake (:mod:`sigproxy.websocket`): signed as AWS wants it for the service (or, when
-        the client presigned it and the connection passes those through, untouched) and sent with its
-        ``Upgrade``; on the upstream's ``101`` the client gets its own and the frames are relayed
-        (:mod:`sigproxy.wsrelay`); any other answer goes back as it is, and the connection closes."""
-        target = exchange.target
-        info["body"] = "websocket"
-        if presigned:
-            url, out = untouched_request(method=request.method, target=target, headers=request.headers.items(),
-                                         body_length=None, upstream_scheme=conn.upstream_scheme)
-        else:
-            how = websocket_signing_for(service)
-            info["service"] = how.service
-            if how.form == "query":
-                signed = presign_request(self._signer, creds, method=request.method, target=target,
-                                         headers=request.headers.items(), service=how.service, region=region,
-                                         now=self._clock(), expires=PRESIGN_EXPIRES,
-                                         upstream_scheme=conn.upstream_scheme, region_set=region_set,
-                                         token_after_signing=how.token_after_signing)
-            else:
-                signed = sign_request(self._signer, creds, method=request.method, target=target,
-                                      headers=request.headers.items(), payload_hash=EMPTY_SHA256, body_length=None,
-                                      service=how.service, region=region, now=self._clock(),
-                                      upstream_scheme=conn.upstream_scheme, region_set=region_set)
-            url, out = signed.url, signed.headers
-        upstream = await self._upstream.send(request.method, url, [*out, *upgrade_request_headers(request.headers)],
-                                             None, verify_tls=conn.verify_tls, explicit_hosts=conn.hosts,
-                                             private_networks=conn.private_networks, connection=conn.name,
-                                             dial=dial, upgrade=True)
-        async with upstream:
-            if not is_websocket_switch(upstream.status, upstream.headers):
-                if upstream.status == 101:
-                    raise UpstreamError(f"upstream {target.host} switched to a protocol other than WebSocket")
-                return await _respond(request, info, upstream)  # a refusal; the connection closes after it
-            response = StreamResponse(101, upstream.reason, switch_response_headers(upstream.headers))
-            info["status"] = 101
-            client_in = await response.switch_protocols(request)
-            info["switched_at"] = time.monotonic()
-            proxy = self._config.proxy
-            await relay(client_in, response, upstream, RelayLimits(proxy.websocket_idle_timeout,
-                                                                   proxy.websocket_max_message), info)
+            if upstream.status == 101:  # only ever to an upgrade: h1conn refuses a 101 nobody asked for
+                proxy = self._config.proxy
+                return await switch_and_relay(request, upstream, info, RelayLimits(
+                    proxy.websocket_idle_timeout, proxy.websocket_max_message))
+            headers_out = [(k, v) for k, v in upstream.headers if k.lower() not in HOP_BY_HOP]
+            length = upstream.content_length
+            if length is not None and length <= _SMALL_RESPONSE:
+                # One chunk's worth with a known length: read it whole and answer in one write.
+                data = await upstream.read()
+                info["bytes_down"] = len(data)
+                return Response(upstream.status, upstream.reason, headers_out, data)
+            response = StreamResponse(upstream.status, upstream.reason, headers_out)
+            await response.prepare(request)
+            sent = 0
+            try:
+                async for chunk in upstream.iter_any():
+                    sent += len(chunk)
+                    await response.write(chunk)
+                info["bytes_down"] = sent
+                await response.write_eof()
+            except (SigproxyError, ConnectionError) as exc:
+                _abort(request, info, exc, sent=sent, expected=length)
         return response
-
-
-async def _respond(request: ClientRequest, info: dict[str, object],
-                   upstream: UpstreamResponse) -> Response | StreamResponse:
-    """The upstream's response, as the client's: whole when small, else streamed."""
-    headers_out = [(k, v) for k, v in upstream.headers if k.lower() not in HOP_BY_HOP]
-    length = upstream.content_length
-    if length is not None and length <= _SMALL_RESPONSE:
-        # One chunk's worth with a known length: read it whole and answer in one write.
-        data = await upstream.read()
-        info["bytes_down"] = len(data)
-        return Response(upstream.status, upstream.reason, headers_out, data)
-    response = StreamResponse(upstream.status, upstream.reason, headers_out)
-    await response.prepare(request)
-    sent = 0
-    try:
-        async for chunk in upstream.iter_any():
-            sent += len(chunk)
-            await response.write(chunk)
-        info["bytes_down"] = sent
-        await response.write_eof()
-    except (SigproxyError, ConnectionError) as exc:
-        _abort(request, info, exc, sent=sent, expected=length)
-    return response
 
 
 def _abort(request: ClientRequest, info: dict[str, object], exc: SigproxyError | ConnectionError, *, sent: int,

@@ -15,7 +15,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Literal
 
-from . import sigv4a
+from . import sigv4a, websocket
 from .errors import UnsupportedRequest
 from .routing import Target, is_signed_header, upstream_headers, upstream_headers_lower
 from .signing import (
@@ -37,7 +37,8 @@ from .signing import (
 )
 from .streaming import STREAMING_SIGNED, STREAMING_SIGNED_TRAILER, STREAMING_UNSIGNED_TRAILER
 
-__all__ = ["SignedRequest", "payload_mode", "payload_hash_for", "sign_request", "presign_request", "untouched_request"]
+__all__ = ["SignedRequest", "payload_mode", "payload_hash_for", "presign_request", "sign_handshake", "sign_request",
+           "untouched_request"]
 
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
 # Payload hashes a client may have chosen that are kept as they are (the body goes through untouched).
@@ -205,3 +206,21 @@ def presign_request(
                              policy=policy)
     qs = encode_query(sig.query if not token else (*sig.query, ("X-Amz-Security-Token", uri_encode(token))))
     return SignedRequest(method, f"{origin}{path}?{qs}", tuple(out), sig)
+
+
+def sign_handshake(signer: Signer, creds: Credentials, *, target: Target, headers: Iterable[tuple[str, str]],
+                   service: str, region: str, now: datetime, upstream_scheme: str | None = None,
+                   region_set: str | None = None) -> tuple[str, SignedRequest]:
+    """A WebSocket handshake (``GET``, no body) signed as AWS wants it for the resolved signing name ``service``
+    (:func:`sigproxy.websocket.signing_for`: header auth, or AWS IoT's presigned URL with the session token
+    after signing, valid :data:`~sigproxy.websocket.PRESIGN_EXPIRES` seconds). Returns the signing name used
+    and the request; its ``Upgrade`` and ``Connection`` are for the caller to add (never signed)."""
+    how = websocket.signing_for(service)
+    if how.form == "query":
+        return how.service, presign_request(
+            signer, creds, method="GET", target=target, headers=headers, service=how.service, region=region, now=now,
+            expires=websocket.PRESIGN_EXPIRES, upstream_scheme=upstream_scheme, region_set=region_set,
+            token_after_signing=how.token_after_signing)
+    return how.service, sign_request(signer, creds, method="GET", target=target, headers=headers,
+                                     payload_hash=EMPTY_SHA256, body_length=None, service=how.service, region=region,
+                                     now=now, upstream_scheme=upstream_scheme, region_set=region_set)

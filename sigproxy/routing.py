@@ -154,7 +154,9 @@ def parse_absolute_target(raw: str) -> Target:
     """Split an absolute-form request target (``http://host:port/path?query``) keeping path and query raw.
     ``ws://`` and ``wss://`` (a WebSocket client's, e.g. aiohttp's) are ``http``'s and ``https``'s (RFC 6455 3)."""
     scheme, sep, rest = raw.partition("://")
-    scheme = http_scheme(scheme)
+    scheme = scheme.lower()
+    if scheme not in _PORTS:
+        scheme = http_scheme(scheme)
     if not sep or scheme not in _PORTS:
         raise BadRequest(
             "this is a proxy: send absolute-form requests (set HTTP_PROXY), or use a [[reverse]] listener"

@@ -21,15 +21,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from dataclasses import dataclass
 
-from .errors import SigproxyError
+from .errors import SigproxyError, UpstreamError
 from .h1conn import UpstreamResponse
-from .http1 import RequestBody, StreamResponse
+from .http1 import ClientRequest, RequestBody, StreamResponse
 from .tasks import TaskSet
+from .websocket import is_websocket_switch, switch_response_headers
 from .wsframes import FrameScanner, WebSocketViolation, close_frame
 
-__all__ = ["RelayLimits", "relay"]
+__all__ = ["RelayLimits", "relay", "switch_and_relay"]
 
 logger = logging.getLogger(__name__)
 
@@ -205,3 +207,19 @@ async def relay(client_in: RequestBody, client_out: StreamResponse, upstream: Up
     ``ws_end`` (``client_closed``, ``upstream_closed``, ``client_gone``, ``upstream_gone``, ``idle_timeout``,
     ``message_too_big``, ``protocol_error``, ``shutdown``). Raises only :class:`asyncio.CancelledError`."""
     await _Relay(client_in, client_out, upstream, limits, info).run()
+
+
+async def switch_and_relay(request: ClientRequest, upstream: UpstreamResponse, info: dict[str, object],
+                           limits: RelayLimits) -> StreamResponse:
+    """The upstream answered a WebSocket handshake with ``101``: the client gets its own (the upstream's
+    end-to-end headers, :func:`~sigproxy.websocket.switch_response_headers`), then :func:`relay` until either
+    side ends. Adds ``status`` and ``switched_at`` (monotonic seconds) to ``info``. Raises
+    :class:`~sigproxy.errors.UpstreamError` for a switch to anything but WebSocket, before the client's ``101``."""
+    if not is_websocket_switch(upstream.status, upstream.headers):
+        raise UpstreamError("the upstream answered the WebSocket handshake by switching to another protocol")
+    response = StreamResponse(101, upstream.reason, switch_response_headers(upstream.headers))
+    info["status"] = 101
+    client_in = await response.switch_protocols(request)
+    info["switched_at"] = time.monotonic()
+    await relay(client_in, response, upstream, limits, info)
+    return response
