@@ -365,3 +365,6 @@ def test_shutdown_closes_open_websockets_with_1001(verifier: WsVerifier,
     assert asyncio.run(run()) == 1001
     assert sessions(verifier)[-1]["close_code"] == 1001
     assert proxy.proc.wait(10) == 0
+    # The session's access line is written, saying how it ended (its task was cancelled, not returned).
+    line = ws_lines(proxy)[-1]
+    assert (line["status"], line["ws_end"], line["ws_messages_up"]) == (101, "shutdown", 2), line
