@@ -15,6 +15,9 @@ close before the end of the body, malformed HTTP, a body that failed while being
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import socket
+import struct
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Sequence
 
@@ -22,13 +25,24 @@ import httptools
 
 from .errors import SigproxyError, UpstreamError, UpstreamTimeout
 
-__all__ = ["H1Connection", "UpstreamResponse", "request_head"]
+__all__ = ["H1Connection", "UpstreamResponse", "request_head", "reset"]
 
 # Methods whose request without a body carries no Content-Length; aiohttp's rule (client_reqrep GET_METHODS),
 # kept so that what upstreams see does not change.
 _NO_LENGTH_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "CONNECT", "TRACE"})
 _HIGH_WATER = 512 * 1024  # pause reading the upstream past this much unread body (a TLS read is up to 256 KiB)
 _LOW_WATER = 128 * 1024
+
+
+def reset(transport: asyncio.Transport) -> None:
+    """Drop a connection at once, whatever is still queued to send, with a TCP reset (``SO_LINGER`` 0): nothing
+    is left for the kernel to keep sending to a peer that reads nothing (an orphaned socket), and the peer learns
+    at once. Idempotent."""
+    sock = transport.get_extra_info("socket")
+    if sock is not None:
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    transport.abort()
 
 
 def request_head(method: str, target: str, authority: str, headers: Sequence[tuple[str, str]],

@@ -368,3 +368,38 @@ def test_shutdown_closes_open_websockets_with_1001(verifier: WsVerifier,
     # The session's access line is written, saying how it ended (its task was cancelled, not returned).
     line = ws_lines(proxy)[-1]
     assert (line["status"], line["ws_end"], line["ws_messages_up"]) == (101, "shutdown", 2), line
+
+
+# ------------------------------------------------------------------ a peer that reads nothing
+
+
+_TCP_ESTABLISHED = 1
+
+
+def _tcp_state(sock: socket.socket) -> int:
+    """The socket's TCP state (Linux ``tcp_info.tcpi_state``: 1 established, 7 closed)."""
+    return sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 1)[0]
+
+
+def _wait_let_go(sock: socket.socket, timeout: float = 10) -> None:
+    """Until the peer has let go of ``sock``'s connection (reset: it no longer holds it open, unread bytes or
+    not); AssertionError after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while _tcp_state(sock) == _TCP_ESTABLISHED:
+        if time.monotonic() > deadline:
+            raise AssertionError("the connection is still held open")
+        time.sleep(0.05)
+
+
+def test_a_client_that_reads_nothing_is_cut_off(verifier: WsVerifier,
+                                                sigproxy_factory: Callable[..., Proxy]) -> None:
+    """The server floods, the client reads nothing: after idle_timeout sigproxy lets go of the client's connection
+    (it is not held open, with megabytes queued, until the client reads them), and of the server's."""
+    proxy = sigproxy_factory(config(proxy="idle_timeout = 1", tail=reverse(verifier.url)))
+    sock = _handshake(int(proxy.reverse[0].rsplit(":", 1)[1]))
+    sock.sendall(_frame(1, b"send:8000000") * 4)  # 32 MB down, more than every buffer between
+    proxy.written("read nothing of its answer for idle_timeout")
+    _wait_let_go(sock)
+    sock.close()
+    assert ws_lines(proxy)[-1]["ws_end"] == "client_gone"
+    assert sessions(verifier)[-1]["clean"] is False
