@@ -12,12 +12,17 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
+import hashlib
 import os
+import re
 import socket
 import ssl
 import struct
+import threading
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -403,3 +408,51 @@ def test_a_client_that_reads_nothing_is_cut_off(verifier: WsVerifier,
     sock.close()
     assert ws_lines(proxy)[-1]["ws_end"] == "client_gone"
     assert sessions(verifier)[-1]["clean"] is False
+
+
+@contextmanager
+def _deaf_upstream() -> Iterator[tuple[int, list[socket.socket]]]:
+    """A WebSocket "server" that answers any handshake with 101 and then reads nothing: ``(port, accepted)``."""
+    server = socket.create_server(("127.0.0.1", 0))
+    accepted: list[socket.socket] = []
+
+    def serve() -> None:
+        with contextlib.suppress(OSError):
+            conn, _ = server.accept()
+            head = b""
+            while b"\r\n\r\n" not in head:
+                head += conn.recv(65536)
+            key = re.search(rb"(?i)sec-websocket-key: *(\S+)", head)
+            assert key is not None
+            accept = base64.b64encode(hashlib.sha1(key.group(1) + b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11").digest())
+            conn.sendall(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                         b"Sec-WebSocket-Accept: " + accept + b"\r\n\r\n")
+            accepted.append(conn)
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    try:
+        yield server.getsockname()[1], accepted
+    finally:
+        server.close()
+        thread.join(5)
+        for conn in accepted:
+            conn.close()
+
+
+def test_an_upstream_that_reads_nothing_is_let_go(sigproxy_factory: Callable[..., Proxy]) -> None:
+    """The client floods, the server reads nothing; the session ends (idle timeout): sigproxy does not keep the
+    server's connection (and its pool slot) open for as long as the server keeps it, waiting to flush."""
+    with _deaf_upstream() as (port, accepted):
+        proxy = sigproxy_factory(config(proxy="websocket_idle_timeout = 1\nread_timeout = 1",
+                                        tail=reverse(f"ws://127.0.0.1:{port}")))
+        sock = _handshake(int(proxy.reverse[0].rsplit(":", 1)[1]))
+        sock.settimeout(0.05)
+        frame = _frame(2, b"y" * 60000)
+        with contextlib.suppress(OSError):  # until sigproxy, stuck, stops reading (then ends the session)
+            while not ws_lines(proxy, 0):
+                with contextlib.suppress(TimeoutError):
+                    sock.sendall(frame)
+        sock.close()
+        assert ws_lines(proxy)[-1]["ws_end"] == "idle_timeout"
+        _wait_let_go(accepted[0])
