@@ -33,6 +33,7 @@ from .errors import (
     BadProxyToken,
     BadRequest,
     BodyTooLarge,
+    ClientAborted,
     ClientSignatureInvalid,
     SigproxyError,
     TooManyAuthFailures,
@@ -452,7 +453,8 @@ class Handler:
         """A WebSocket handshake (:mod:`sigproxy.websocket`): signed as AWS wants it for the service (or, when
         the client presigned it and the connection passes those through, untouched) and sent with its
         ``Upgrade``; on the upstream's ``101`` the client gets its own and the frames are relayed
-        (:mod:`sigproxy.wsrelay`); any other answer goes back as it is, and the connection closes."""
+        (:mod:`sigproxy.wsrelay`); any other answer goes back as it is, and the connection closes. A client gone
+        before its ``101`` could be sent: :class:`~sigproxy.errors.ClientAborted` (its access line, 499)."""
         target = exchange.target
         info["body"] = "websocket"
         if presigned:
@@ -483,8 +485,11 @@ class Handler:
                     raise UpstreamError(f"upstream {target.host} switched to a protocol other than WebSocket")
                 return await _respond(request, info, upstream)  # a refusal; the connection closes after it
             response = StreamResponse(101, upstream.reason, switch_response_headers(upstream.headers))
+            try:
+                client_in = await response.switch_protocols(request)
+            except ConnectionError as exc:  # the client went away while the handshake was upstream
+                raise ClientAborted("the client went away before its 101 could be sent") from exc
             info["status"] = 101
-            client_in = await response.switch_protocols(request)
             info["switched_at"] = time.monotonic()
             proxy = self._config.proxy
             await relay(client_in, response, upstream, RelayLimits(proxy.websocket_idle_timeout,

@@ -456,3 +456,50 @@ def test_an_upstream_that_reads_nothing_is_let_go(sigproxy_factory: Callable[...
         sock.close()
         assert ws_lines(proxy)[-1]["ws_end"] == "idle_timeout"
         _wait_let_go(accepted[0])
+
+
+def test_a_client_gone_before_the_101_is_an_access_line_not_a_crash(sigproxy_factory: Callable[..., Proxy]) -> None:
+    """The client resets its connection while the handshake is upstream; the upstream then switches: sigproxy
+    writes the access line (499 client_aborted, as for a client gone mid-upload) and closes the upstream's
+    connection, with no error logged (a client going away is not sigproxy failing)."""
+    server = socket.create_server(("127.0.0.1", 0))
+    shake = threading.Event()
+    answer = threading.Event()
+    upstream_saw: list[bytes] = []
+
+    def serve() -> None:
+        conn, _ = server.accept()
+        with conn:
+            head = b""
+            while b"\r\n\r\n" not in head:
+                head += conn.recv(65536)
+            shake.set()
+            answer.wait(10)
+            conn.sendall(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                         b"Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n\r\n")
+            conn.settimeout(10)
+            upstream_saw.append(conn.recv(1024))  # b"": sigproxy closed it
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    proxy = sigproxy_factory(config(tail=reverse(f"ws://127.0.0.1:{server.getsockname()[1]}")))
+    fds = Path(f"/proc/{proxy.proc.pid}/fd")
+    port = int(proxy.reverse[0].rsplit(":", 1)[1])
+    sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+    sock.sendall(f"GET / HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                 "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n".encode())
+    assert shake.wait(10)
+    open_fds = len(list(fds.iterdir()))
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    sock.close()  # a reset
+    deadline = time.monotonic() + 10
+    while len(list(fds.iterdir())) >= open_fds:  # until sigproxy has let the client's connection go
+        assert time.monotonic() < deadline, "sigproxy kept the reset client connection"
+        time.sleep(0.02)
+    answer.set()
+    thread.join(10)
+    server.close()
+    assert upstream_saw == [b""]
+    line = ws_lines(proxy)[-1]
+    assert (line["status"], line["error"]) == (499, "client_aborted"), line
+    assert '"level":"error"' not in "".join(proxy.output)
