@@ -503,3 +503,27 @@ def test_a_client_gone_before_the_101_is_an_access_line_not_a_crash(sigproxy_fac
     line = ws_lines(proxy)[-1]
     assert (line["status"], line["error"]) == (499, "client_aborted"), line
     assert '"level":"error"' not in "".join(proxy.output)
+
+
+def test_websockets_holding_every_upstream_connection_are_named_in_the_refusal(
+        verifier: WsVerifier, sigproxy_factory: Callable[..., Proxy]) -> None:
+    """Open WebSockets hold their upstream connections, which count against upstream_connections: when they hold
+    them all, the next request waits connect_timeout and gets 504 naming that limit (not "upstream timed out":
+    the upstream did nothing wrong), and the operator is told in the log."""
+    proxy = sigproxy_factory(config(proxy="upstream_connections = 1\nconnect_timeout = 1",
+                                    tail=reverse(verifier.url)))
+    url = proxy.reverse[0].replace("http://", "ws://") + "/"
+
+    async def run() -> tuple[int, str]:
+        async with connect(url, ping_interval=None) as ws:
+            await echo_round(ws)
+            with pytest.raises(InvalidStatus) as caught:
+                async with connect(url, ping_interval=None):
+                    pass
+            await echo_round(ws)  # the first is unharmed
+        response = caught.value.response
+        return response.status_code, bytes(response.body or b"").decode()
+
+    status, body = asyncio.run(run())
+    assert status == 504 and "upstream_connections" in body, body
+    assert "upstream_connections" in proxy.written('"level":"warning","logger":"sigproxy.forwarding"')
