@@ -3,7 +3,8 @@ requests exactly as signed.
 
 Owns: connection pooling and its limit, the connect timeout, TLS to the upstream, the egress guard's place in
 the pool (see :mod:`sigproxy.egress`), the one retry of an idempotent request whose kept-alive connection turned
-out closed (RFC 9112 9.3.1), and translating connect failures into :mod:`sigproxy.errors`.
+out closed (RFC 9112 9.3.1), and translating connect failures into :mod:`sigproxy.errors` (a request that found
+no place under ``upstream_connections`` within ``connect_timeout`` is a 504 naming that limit, and a warning).
 Must not: sign, choose routes, follow redirects, decompress, or retry non-idempotent requests.
 
 The egress guard, per request, under the selected connection's :class:`~sigproxy.egress.EgressPolicy`:
@@ -24,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import logging
 import ssl
 from collections import deque
 from collections.abc import AsyncIterator, Sequence
@@ -37,6 +39,8 @@ from .errors import BadRequest, ConfigError, UpstreamError, UpstreamTimeout
 from .h1conn import H1Connection, UpstreamResponse, request_head
 
 __all__ = ["Upstream", "UpstreamResponse", "upstream_tls_context"]
+
+logger = logging.getLogger(__name__)
 
 _KEEPALIVE = 15.0  # seconds an idle upstream connection is kept (aiohttp's default keepalive_timeout)
 _IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"})  # RFC 9110 9.2.2
@@ -169,14 +173,17 @@ class Upstream:
         reused = self._reuse(key, policy)
         if reused is not None:
             return reused, True
+        full = False  # waiting for a place under the limit, not for the upstream
         try:
             async with asyncio.timeout(self._connect_timeout):
                 while len(self._all) >= self._limit:
                     if not self._close_oldest_idle():
                         waiter = asyncio.get_running_loop().create_future()
                         self._waiters.append(waiter)
+                        full = True
                         try:
                             await waiter
+                            full = False
                         finally:
                             if waiter in self._waiters:
                                 self._waiters.remove(waiter)
@@ -185,6 +192,13 @@ class Upstream:
                         return reused, True
                 return await self._connect(key, policy), False
         except TimeoutError as exc:
+            if full:
+                # sigproxy's own limit, not the upstream: every connection busy (a relayed WebSocket holds its own).
+                logger.warning("no upstream connection free for %s within connect_timeout (%g s): all %d "
+                               "(upstream_connections) are in use", key[1], self._connect_timeout, self._limit)
+                raise UpstreamTimeout(f"no upstream connection free for {key[1]} within connect_timeout: all "
+                                      f"{self._limit} allowed by upstream_connections are in use (each open "
+                                      "WebSocket holds one)") from exc
             raise UpstreamTimeout(f"upstream {key[1]} timed out") from exc
 
     def _reuse(self, key: _Key, policy: EgressPolicy) -> H1Connection | None:

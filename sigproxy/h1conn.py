@@ -7,6 +7,10 @@ framing), the response's framing (RFC 9112 6.3: 1xx skipped, no body for ``HEAD`
 ``Content-Length``, or until the connection closes), read flow control, the read timeout and keep-alive.
 Must not: pool, resolve names, check egress or retry (:mod:`sigproxy.forwarding` does).
 
+A connection closed while bytes are still queued for the upstream (the last of a relayed WebSocket) is given
+``read_timeout`` (5 s when that is 0, off) to take them, then reset: an upstream that reads nothing does not hold
+it, nor its place in the pool, for as long as it likes.
+
 Errors are sigproxy's own: :class:`~sigproxy.errors.UpstreamTimeout` when nothing arrives for ``read_timeout``
 seconds once the request is sent, :class:`~sigproxy.errors.UpstreamError` for everything else (a reset, a
 close before the end of the body, malformed HTTP, a body that failed while being sent).
@@ -15,6 +19,9 @@ close before the end of the body, malformed HTTP, a body that failed while being
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import socket
+import struct
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Sequence
 
@@ -22,13 +29,24 @@ import httptools
 
 from .errors import SigproxyError, UpstreamError, UpstreamTimeout
 
-__all__ = ["H1Connection", "UpstreamResponse", "request_head"]
+__all__ = ["H1Connection", "UpstreamResponse", "request_head", "reset"]
 
 # Methods whose request without a body carries no Content-Length; aiohttp's rule (client_reqrep GET_METHODS),
 # kept so that what upstreams see does not change.
 _NO_LENGTH_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "CONNECT", "TRACE"})
 _HIGH_WATER = 512 * 1024  # pause reading the upstream past this much unread body (a TLS read is up to 256 KiB)
 _LOW_WATER = 128 * 1024
+
+
+def reset(transport: asyncio.Transport) -> None:
+    """Drop a connection at once, whatever is still queued to send, with a TCP reset (``SO_LINGER`` 0): nothing
+    is left for the kernel to keep sending to a peer that reads nothing (an orphaned socket), and the peer learns
+    at once. Idempotent."""
+    sock = transport.get_extra_info("socket")
+    if sock is not None:
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    transport.abort()
 
 
 def request_head(method: str, target: str, authority: str, headers: Sequence[tuple[str, str]],
@@ -156,6 +174,7 @@ class H1Connection(asyncio.Protocol):
         self._loop = asyncio.get_running_loop()
         self.transport: asyncio.Transport | None = None
         self.closed = False
+        self._lost = False  # connection_lost has come
         self.idle_since = 0.0
         self.peer = ""
         """The address connected to (set by the pool)."""
@@ -222,6 +241,7 @@ class H1Connection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
+        self._lost = True
         self._cancel_timer()
         if self._active and not self.body_done:
             if exc is None and self._framing in ("close", "upgraded"):
@@ -495,12 +515,19 @@ class H1Connection(asyncio.Protocol):
             self._waiter.set_result(None)
 
     def _close(self, *, abort: bool) -> None:
-        if self.transport is not None and not self.transport.is_closing():
+        transport = self.transport
+        if transport is not None and not transport.is_closing():
             if abort:
-                self.transport.abort()
+                transport.abort()
             else:
-                self.transport.close()
+                transport.close()
+                if transport.get_write_buffer_size():  # flushed within read_timeout, else reset
+                    self._loop.call_later(self._read_timeout or 5.0, self._reset_unless_lost)
         self.closed = True
+
+    def _reset_unless_lost(self) -> None:
+        if not self._lost and self.transport is not None:
+            reset(self.transport)
 
     # ---------------------------------------------------------------- the read timeout
 

@@ -10,6 +10,7 @@ Must not: know which listener mode produced the request beyond the :class:`Excha
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import json
 import logging
@@ -240,6 +241,10 @@ class Handler:
             except (BadProxyToken, ClientSignatureInvalid):
                 self._failures.record(remote)
                 raise
+        except asyncio.CancelledError:
+            if "ws_end" in info:  # a relayed WebSocket cut at shutdown (``ws_end: shutdown``): its line is owed
+                self._finish(info, started)
+            raise
         except SigproxyError as exc:
             info["error"], info["status"] = exc.code, exc.status
             self._finish(info, started)

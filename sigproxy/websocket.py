@@ -46,10 +46,14 @@ class WebSocketSigning:
     """The session token goes in the query after signing, not in the canonical request (AWS IoT)."""
 
 
-def _tokens(headers: Mapping[str, str], name: str) -> set[str]:
+def _values(headers: Mapping[str, str], name: str) -> list[str]:
+    """Every value of the header ``name``, repeated lines included (a multidict's ``getall``)."""
     getall = getattr(headers, "getall", None)
-    values = getall(name, []) if getall is not None else [headers[name]] if name in headers else []
-    return {token.strip().lower() for value in values for token in value.split(",")}
+    return list(getall(name, [])) if getall is not None else [headers[name]] if name in headers else []
+
+
+def _tokens(headers: Mapping[str, str], name: str) -> set[str]:
+    return {token.strip().lower() for value in _values(headers, name) for token in value.split(",")}
 
 
 def websocket_upgrade(method: str, version: str, headers: Mapping[str, str], *, body: bool) -> bool:
@@ -62,7 +66,7 @@ def websocket_upgrade(method: str, version: str, headers: Mapping[str, str], *, 
     """
     if "Upgrade" not in headers:
         return False
-    upgrade = headers["Upgrade"]
+    upgrade = ", ".join(_values(headers, "Upgrade"))  # every line: the refusal names what was asked
     if _tokens(headers, "Upgrade") != {"websocket"}:
         hint = " (curl: drop --http2)" if "h2c" in upgrade.lower() else ""
         raise UnsupportedRequest(f"protocol upgrades ({upgrade[:40]}) are not proxied: sigproxy forwards HTTP/1.1 "

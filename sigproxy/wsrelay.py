@@ -24,7 +24,7 @@ import logging
 import time
 from dataclasses import dataclass
 
-from .errors import SigproxyError, UpstreamError
+from .errors import ClientAborted, SigproxyError, UpstreamError
 from .h1conn import UpstreamResponse
 from .http1 import ClientRequest, RequestBody, StreamResponse
 from .tasks import TaskSet
@@ -214,12 +214,16 @@ async def switch_and_relay(request: ClientRequest, upstream: UpstreamResponse, i
     """The upstream answered a WebSocket handshake with ``101``: the client gets its own (the upstream's
     end-to-end headers, :func:`~sigproxy.websocket.switch_response_headers`), then :func:`relay` until either
     side ends. Adds ``status`` and ``switched_at`` (monotonic seconds) to ``info``. Raises
-    :class:`~sigproxy.errors.UpstreamError` for a switch to anything but WebSocket, before the client's ``101``."""
+    :class:`~sigproxy.errors.UpstreamError` for a switch to anything but WebSocket, before the client's ``101``,
+    and :class:`~sigproxy.errors.ClientAborted` (499) when the client went away before it."""
     if not is_websocket_switch(upstream.status, upstream.headers):
         raise UpstreamError("the upstream answered the WebSocket handshake by switching to another protocol")
     response = StreamResponse(101, upstream.reason, switch_response_headers(upstream.headers))
+    try:
+        client_in = await response.switch_protocols(request)
+    except ConnectionError as exc:  # the client went away while the handshake was upstream
+        raise ClientAborted("the client went away before its 101 could be sent") from exc
     info["status"] = 101
-    client_in = await response.switch_protocols(request)
     info["switched_at"] = time.monotonic()
     await relay(client_in, response, upstream, limits, info)
     return response

@@ -16,7 +16,9 @@ What it enforces (RFC 9112, and the ``[proxy]`` keys named):
   first byte, however steadily it trickles in (a slowloris is cut off); ``idle_timeout``: a connection with no
   request in progress or arriving is closed;
 * flow control both ways: reading pauses while a body's unread part is over 256 KiB, writing waits while the
-  client's socket buffer is full;
+  client's socket buffer is full; a client that takes nothing of what it is sent for ``idle_timeout`` (while
+  an answer waits on it, or once its connection is being closed with bytes still queued) is cut off with a
+  reset, not held open until it reads;
 * the connection is kept open after a response only when the client allows it (RFC 9112 9.3), the request was
   received whole and the server is not draining; otherwise it is closed, and where the client may still be
   sending (a body not read to its end, a head refused) gracefully: our side shut for writing, what the client
@@ -38,6 +40,7 @@ from multidict import CIMultiDict
 
 from sigproxy.config import ProxyConfig
 from sigproxy.errors import BadRequest, SigproxyError
+from sigproxy.h1conn import reset
 from sigproxy.handler import error_response
 from sigproxy.http1 import (
     ClientRequest,
@@ -234,8 +237,24 @@ class ClientProtocol(asyncio.Protocol):
         return task
 
     def _close(self) -> None:
-        if self._transport is not None:
-            self._transport.close()
+        """Close once what is queued for the client has gone out; a client that takes none of it for
+        ``idle_timeout`` is cut off (:meth:`_cut`) rather than holding the connection as long as it likes."""
+        transport = self._transport
+        if transport is not None and not transport.is_closing():
+            transport.close()
+            if transport.get_write_buffer_size():
+                self._loop.call_later(self._proxy.idle_timeout, self._cut, transport)
+
+    def _cut(self, transport: asyncio.Transport | None = None) -> None:
+        """Drop the connection now (``transport``: only if it is still this one's), whatever is still queued
+        for the client, with a reset (``SO_LINGER`` 0): neither sigproxy nor the kernel keeps sending to a client
+        that reads nothing, and the client learns at once."""
+        if transport is None:
+            transport = self._transport
+        elif transport is not self._transport:
+            return  # already gone
+        if transport is not None:
+            reset(transport)
 
     def _close_gracefully(self, *, linger: bool) -> None:
         """Close after the answer. With ``linger`` (the client may still be sending: a body not read to its end,
@@ -246,14 +265,14 @@ class ClientProtocol(asyncio.Protocol):
             return
         self._closing = True
         if not linger or self._server.draining or not transport.can_write_eof():
-            transport.close()
+            self._close()
             return
         self._lingering = True
         self._broken = True
         self._cancel_timer()
         transport.write_eof()
         transport.resume_reading()  # a body left unread may have paused it: what comes now is read and dropped
-        self._loop.call_later(LINGER, transport.close)
+        self._loop.call_later(LINGER, self._close)
 
     # ------------------------------------------------------------------ writing
 
@@ -281,7 +300,8 @@ class ClientProtocol(asyncio.Protocol):
             except TimeoutError:
                 logger.info("client %s read nothing of its answer for idle_timeout (%g s); connection closed",
                             self._remote, self._proxy.idle_timeout)
-                self.abort()
+                self._closing = True
+                self._cut()
                 raise ConnectionResetError("the client stopped reading (idle_timeout)") from None
 
     def abort(self) -> None:

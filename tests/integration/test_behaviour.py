@@ -428,13 +428,15 @@ class TestPolicyAndShapes:
         (["-X", "PUT", "--data", "x", "-H", "x-amz-content-sha256: STREAMING-AWS4-ECDSA-P256-SHA256-PAYLOAD"], "/x",
          "SigV4A chunk signing"),
         ([], "/bucket--use1-az4--x-s3/key", "S3 Express"),
-        (["-H", "Connection: Upgrade", "-H", "Upgrade: websocket"], "/ws", "upgrades"),
+        (["-H", "Connection: Upgrade", "-H", "Upgrade: h2c"], "/h2c", "upgrades"),  # WebSocket's are relayed
+        (["-X", "POST", "-H", "Connection: Upgrade", "-H", "Upgrade: websocket"], "/ws", "GET over HTTP/1.1"),
         ([], "/x?X-Amz-Credential=main%2Fb&X-Amz-Signature=00", "already presigned"),
     ])
     def test_fail_closed_shapes(self, args: list[str], url_suffix: str, needle: str, recorder: Recorder,
                                 sigproxy_factory: Callable[..., Proxy]) -> None:
-        """A bad region set, a SigV4A presigned URL or chunk-signed upload, S3 Express, upgrades and someone else's
-        presigned URL: a clear 400, never forwarded."""
+        """A bad region set, a SigV4A presigned URL or chunk-signed upload, S3 Express, upgrades other than a
+        WebSocket's (and a WebSocket handshake RFC 6455 forbids) and someone else's presigned URL: a clear 400, never
+        forwarded."""
         proxy = sigproxy_factory(config())
         before = len(recorder.requests)
         r = curl(proxy, *args, f"{recorder.url}{url_suffix}")

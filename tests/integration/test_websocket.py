@@ -12,12 +12,17 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
+import hashlib
 import os
+import re
 import socket
 import ssl
 import struct
+import threading
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -366,6 +371,10 @@ def test_shutdown_closes_open_websockets_with_1001(verifier: WsVerifier,
     assert sessions(verifier)[-1]["close_code"] == 1001
     assert proxy.proc.wait(10) == 0
 
+    # The session's access line is written, saying how it ended (its task was cancelled, not returned).
+    line = ws_lines(proxy)[-1]
+    assert (line["status"], line["ws_end"], line["ws_messages_up"]) == (101, "shutdown", 2), line
+
 
 def test_a_read_only_connection_refuses_the_handshake(verifier: WsVerifier,
                                                       sigproxy_factory: Callable[..., Proxy]) -> None:
@@ -383,3 +392,157 @@ def test_a_read_only_connection_refuses_the_handshake(verifier: WsVerifier,
     status, body = asyncio.run(run())
     assert status == 403 and b"messages may write" in body
     assert verifier.handshakes == []
+
+
+# ------------------------------------------------------------------ a peer that reads nothing
+
+
+_TCP_ESTABLISHED = 1
+
+
+def _tcp_state(sock: socket.socket) -> int:
+    """The socket's TCP state (Linux ``tcp_info.tcpi_state``: 1 established, 7 closed)."""
+    return sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 1)[0]
+
+
+def _wait_let_go(sock: socket.socket, timeout: float = 10) -> None:
+    """Until the peer has let go of ``sock``'s connection (reset: it no longer holds it open, unread bytes or
+    not); AssertionError after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while _tcp_state(sock) == _TCP_ESTABLISHED:
+        if time.monotonic() > deadline:
+            raise AssertionError("the connection is still held open")
+        time.sleep(0.05)
+
+
+def test_a_client_that_reads_nothing_is_cut_off(verifier: WsVerifier,
+                                                sigproxy_factory: Callable[..., Proxy]) -> None:
+    """The server floods, the client reads nothing: after idle_timeout sigproxy lets go of the client's connection
+    (it is not held open, with megabytes queued, until the client reads them), and of the server's."""
+    proxy = sigproxy_factory(config(proxy="idle_timeout = 1", tail=reverse(verifier.url)))
+    sock = _handshake(int(proxy.reverse[0].rsplit(":", 1)[1]))
+    sock.sendall(_frame(1, b"send:8000000") * 4)  # 32 MB down, more than every buffer between
+    proxy.written("read nothing of its answer for idle_timeout")
+    _wait_let_go(sock)
+    sock.close()
+    assert ws_lines(proxy)[-1]["ws_end"] == "client_gone"
+    assert sessions(verifier)[-1]["clean"] is False
+
+
+@contextmanager
+def _deaf_upstream() -> Iterator[tuple[int, list[socket.socket]]]:
+    """A WebSocket "server" that answers any handshake with 101 and then reads nothing: ``(port, accepted)``."""
+    server = socket.create_server(("127.0.0.1", 0))
+    accepted: list[socket.socket] = []
+
+    def serve() -> None:
+        with contextlib.suppress(OSError):
+            conn, _ = server.accept()
+            head = b""
+            while b"\r\n\r\n" not in head:
+                head += conn.recv(65536)
+            key = re.search(rb"(?i)sec-websocket-key: *(\S+)", head)
+            assert key is not None
+            accept = base64.b64encode(hashlib.sha1(key.group(1) + b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11").digest())
+            conn.sendall(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                         b"Sec-WebSocket-Accept: " + accept + b"\r\n\r\n")
+            accepted.append(conn)
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    try:
+        yield server.getsockname()[1], accepted
+    finally:
+        server.close()
+        thread.join(5)
+        for conn in accepted:
+            conn.close()
+
+
+def test_an_upstream_that_reads_nothing_is_let_go(sigproxy_factory: Callable[..., Proxy]) -> None:
+    """The client floods, the server reads nothing; the session ends (idle timeout): sigproxy does not keep the
+    server's connection (and its pool slot) open for as long as the server keeps it, waiting to flush."""
+    with _deaf_upstream() as (port, accepted):
+        proxy = sigproxy_factory(config(proxy="websocket_idle_timeout = 1\nread_timeout = 1",
+                                        tail=reverse(f"ws://127.0.0.1:{port}")))
+        sock = _handshake(int(proxy.reverse[0].rsplit(":", 1)[1]))
+        sock.settimeout(0.05)
+        frame = _frame(2, b"y" * 60000)
+        with contextlib.suppress(OSError):  # until sigproxy, stuck, stops reading (then ends the session)
+            while not ws_lines(proxy, 0):
+                with contextlib.suppress(TimeoutError):
+                    sock.sendall(frame)
+        sock.close()
+        assert ws_lines(proxy)[-1]["ws_end"] == "idle_timeout"
+        _wait_let_go(accepted[0])
+
+
+def test_a_client_gone_before_the_101_is_an_access_line_not_a_crash(sigproxy_factory: Callable[..., Proxy]) -> None:
+    """The client resets its connection while the handshake is upstream; the upstream then switches: sigproxy
+    writes the access line (499 client_aborted, as for a client gone mid-upload) and closes the upstream's
+    connection, with no error logged (a client going away is not sigproxy failing)."""
+    server = socket.create_server(("127.0.0.1", 0))
+    shake = threading.Event()
+    answer = threading.Event()
+    upstream_saw: list[bytes] = []
+
+    def serve() -> None:
+        conn, _ = server.accept()
+        with conn:
+            head = b""
+            while b"\r\n\r\n" not in head:
+                head += conn.recv(65536)
+            shake.set()
+            answer.wait(10)
+            conn.sendall(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                         b"Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n\r\n")
+            conn.settimeout(10)
+            upstream_saw.append(conn.recv(1024))  # b"": sigproxy closed it
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    proxy = sigproxy_factory(config(tail=reverse(f"ws://127.0.0.1:{server.getsockname()[1]}")))
+    fds = Path(f"/proc/{proxy.proc.pid}/fd")
+    port = int(proxy.reverse[0].rsplit(":", 1)[1])
+    sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+    sock.sendall(f"GET / HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                 "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n".encode())
+    assert shake.wait(10)
+    open_fds = len(list(fds.iterdir()))
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    sock.close()  # a reset
+    deadline = time.monotonic() + 10
+    while len(list(fds.iterdir())) >= open_fds:  # until sigproxy has let the client's connection go
+        assert time.monotonic() < deadline, "sigproxy kept the reset client connection"
+        time.sleep(0.02)
+    answer.set()
+    thread.join(10)
+    server.close()
+    assert upstream_saw == [b""]
+    line = ws_lines(proxy)[-1]
+    assert (line["status"], line["error"]) == (499, "client_aborted"), line
+    assert '"level":"error"' not in "".join(proxy.output)
+
+
+def test_websockets_holding_every_upstream_connection_are_named_in_the_refusal(
+        verifier: WsVerifier, sigproxy_factory: Callable[..., Proxy]) -> None:
+    """Open WebSockets hold their upstream connections, which count against upstream_connections: when they hold
+    them all, the next request waits connect_timeout and gets 504 naming that limit (not "upstream timed out":
+    the upstream did nothing wrong), and the operator is told in the log."""
+    proxy = sigproxy_factory(config(proxy="upstream_connections = 1\nconnect_timeout = 1",
+                                    tail=reverse(verifier.url)))
+    url = proxy.reverse[0].replace("http://", "ws://") + "/"
+
+    async def run() -> tuple[int, str]:
+        async with connect(url, ping_interval=None) as ws:
+            await echo_round(ws)
+            with pytest.raises(InvalidStatus) as caught:
+                async with connect(url, ping_interval=None):
+                    pass
+            await echo_round(ws)  # the first is unharmed
+        response = caught.value.response
+        return response.status_code, bytes(response.body or b"").decode()
+
+    status, body = asyncio.run(run())
+    assert status == 504 and "upstream_connections" in body, body
+    assert "upstream_connections" in proxy.written('"level":"warning","logger":"sigproxy.forwarding"')

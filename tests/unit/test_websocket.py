@@ -59,6 +59,14 @@ class TestWebsocketUpgrade:
         with pytest.raises(UnsupportedRequest, match=r"curl: drop --http2"):
             websocket_upgrade("GET", "1.1", headers(Upgrade="h2c"), body=False)
 
+    def test_repeated_upgrade_headers_are_all_named(self) -> None:
+        """``Upgrade: websocket`` and ``Upgrade: h2c`` on two lines: the refusal names both (not "websocket
+        is not proxied") and gives the h2c hint."""
+        both = headers()
+        both.add("Upgrade", "h2c")
+        with pytest.raises(UnsupportedRequest, match=r"\(websocket, h2c\) are not proxied.*curl: drop --http2"):
+            websocket_upgrade("GET", "1.1", both, body=False)
+
     @pytest.mark.parametrize(("method", "version", "body", "connection", "words"), [
         ("POST", "1.1", False, "Upgrade", "GET over HTTP/1.1"),
         ("GET", "1.0", False, "Upgrade", "GET over HTTP/1.1"),
