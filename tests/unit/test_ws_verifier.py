@@ -97,10 +97,13 @@ def echo(request: pytest.FixtureRequest, ca: trustme.CA,
 
 
 async def accepted(v: WsVerifier, url: str, headers: dict[str, str] | None = None, **options: Any) -> None:
-    """The handshake succeeds and the connection echoes."""
+    """The handshake succeeds and the connection echoes; returns once the verifier has recorded the session (its
+    thread does so after the client's side is over: a later :func:`refused` counts sessions)."""
+    sessions = len(v.sessions)
     async with connect(url, additional_headers=headers, **options) as ws:
         await ws.send("ping")
         assert await ws.recv() == "ping"
+    await wait_for(lambda: len(v.sessions) > sessions)
     assert v.handshakes[-1]["ok"] is True, v.handshakes[-1]
     assert v.handshakes[-1]["reason"] is None
 
