@@ -25,7 +25,8 @@ from hypothesis import strategies as st
 from fuzz.engine import Target
 from sigproxy import eventloop
 from sigproxy.errors import UpstreamError, UpstreamTimeout
-from sigproxy.h1conn import H1Connection, request_head
+from sigproxy.h1conn import H1Connection
+from sigproxy.h1wire import request_head
 
 DEADLINE = 3.0
 

@@ -36,7 +36,8 @@ from .config import Address, Network
 from .dialing import Dial
 from .egress import EgressPolicy, EgressResolver, is_ip_literal, resolve_checked
 from .errors import BadRequest, ConfigError, UpstreamError, UpstreamTimeout
-from .h1conn import H1Connection, UpstreamResponse, request_head
+from .h1conn import H1Connection, UpstreamResponse
+from .h1wire import request_head
 
 __all__ = ["Upstream", "UpstreamResponse", "upstream_tls_context"]
 

@@ -2,9 +2,10 @@
 httptools (llhttp), hand its body over as it arrives under flow control, and say whether the connection may
 carry the next request.
 
-Owns: the request's wire form (RFC 9112 3 and 6: request line, headers, ``Content-Length`` or chunked
-framing), the response's framing (RFC 9112 6.3: 1xx skipped, no body for ``HEAD``/204/304, chunked,
-``Content-Length``, or until the connection closes), read flow control, the read timeout and keep-alive.
+Owns: writing the request (its wire form is :func:`sigproxy.h1wire.request_head`'s), the response's framing
+(RFC 9112 6.3: 1xx skipped, no body for ``HEAD``/204/304, chunked, ``Content-Length``, or until the connection
+closes; a ``101`` to a request that asked to upgrade, after which raw bytes flow both ways), read flow control,
+the read timeout and keep-alive.
 Must not: pool, resolve names, check egress or retry (:mod:`sigproxy.forwarding` does).
 
 A connection closed while bytes are still queued for the upstream (the last of a relayed WebSocket) is given
@@ -19,74 +20,18 @@ close before the end of the body, malformed HTTP, a body that failed while being
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import socket
-import struct
 from collections import deque
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable
 
 import httptools
 
 from .errors import SigproxyError, UpstreamError, UpstreamTimeout
+from .transports import reset
 
-__all__ = ["H1Connection", "UpstreamResponse", "request_head", "reset"]
+__all__ = ["H1Connection", "UpstreamResponse"]
 
-# Methods whose request without a body carries no Content-Length; aiohttp's rule (client_reqrep GET_METHODS),
-# kept so that what upstreams see does not change.
-_NO_LENGTH_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "CONNECT", "TRACE"})
 _HIGH_WATER = 512 * 1024  # pause reading the upstream past this much unread body (a TLS read is up to 256 KiB)
 _LOW_WATER = 128 * 1024
-
-
-def reset(transport: asyncio.Transport) -> None:
-    """Drop a connection at once, whatever is still queued to send, with a TCP reset (``SO_LINGER`` 0): nothing
-    is left for the kernel to keep sending to a peer that reads nothing (an orphaned socket), and the peer learns
-    at once. Idempotent."""
-    sock = transport.get_extra_info("socket")
-    if sock is not None:
-        with contextlib.suppress(OSError):
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-    transport.abort()
-
-
-def request_head(method: str, target: str, authority: str, headers: Sequence[tuple[str, str]],
-                 body: bytes | AsyncIterator[bytes | memoryview] | None) -> tuple[bytes, bool]:
-    """The request line and header section (RFC 9112 3, 5), and whether the body goes chunked (RFC 9112 7.1).
-
-    ``target`` is the origin-form path and query, sent as is; ``headers`` go in order and as given. Added only
-    when missing: ``Host`` (``authority``), and the body's framing -- ``Content-Length`` for ``bytes``
-    (``0`` for no body, except on GET, HEAD, OPTIONS, CONNECT and TRACE), ``Transfer-Encoding: chunked``
-    for a stream without a ``Content-Length``. Header text is encoded as UTF-8.
-
-    Raises :class:`ValueError` when a name or value holds CR or LF (RFC 9110 5.5: they would split the header
-    section).
-    """
-    has_host = has_length = chunked = False
-    lines = [f"{method} {target or '/'} HTTP/1.1"]
-    for name, value in headers:
-        low = name.lower()
-        if low == "host":
-            has_host = True
-        elif low == "content-length":
-            has_length = True
-        elif low == "transfer-encoding":
-            chunked = True
-        lines.append(f"{name}: {value}")
-    if not has_host:
-        lines.append(f"Host: {authority}")
-    if not has_length and not chunked:
-        if body is None or isinstance(body, bytes):
-            if body or method not in _NO_LENGTH_METHODS:
-                lines.append(f"Content-Length: {len(body or b'')}")
-        else:
-            lines.append("Transfer-Encoding: chunked")
-            chunked = True
-    lines.append("\r\n")
-    text = "\r\n".join(lines)
-    # Exactly one CR and one LF per line end: none inside a name or value.
-    if text.count("\n") != len(lines) or text.count("\r") != len(lines):
-        raise ValueError("a request header name or value contains CR or LF")
-    return text.encode("utf-8"), chunked
 
 
 class UpstreamResponse:

@@ -40,7 +40,6 @@ from multidict import CIMultiDict
 
 from sigproxy.config import ProxyConfig
 from sigproxy.errors import BadRequest, SigproxyError
-from sigproxy.h1conn import reset
 from sigproxy.handler import error_response
 from sigproxy.http1 import (
     ClientRequest,
@@ -50,6 +49,7 @@ from sigproxy.http1 import (
     bad_head_message,
     check_transfer_coding,
 )
+from sigproxy.transports import reset
 
 from .gate import LINGER, Ticket, peer_address
 

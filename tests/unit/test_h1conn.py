@@ -22,7 +22,8 @@ import trustme
 from sigproxy import forwarding
 from sigproxy.errors import AddressNotAllowed, UpstreamError, UpstreamTimeout
 from sigproxy.forwarding import Upstream
-from sigproxy.h1conn import _HIGH_WATER, request_head
+from sigproxy.h1conn import _HIGH_WATER
+from sigproxy.h1wire import request_head
 
 Script = Callable[[asyncio.StreamReader, asyncio.StreamWriter, "Server"], Awaitable[None]]
 OK = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"

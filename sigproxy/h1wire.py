@@ -1,0 +1,55 @@
+"""Pure: an HTTP/1.1 request's wire form as sigproxy sends it upstream (:mod:`sigproxy.h1conn` writes it).
+
+Owns: the request line and header section (RFC 9112 3, 5) and the body's framing headers (RFC 9112 6, 7.1).
+Must not: do I/O, or change a header it was given.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Sequence
+
+__all__ = ["request_head"]
+
+# Methods whose request without a body carries no Content-Length; aiohttp's rule (client_reqrep GET_METHODS),
+# kept so that what upstreams see does not change.
+_NO_LENGTH_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "CONNECT", "TRACE"})
+
+
+def request_head(method: str, target: str, authority: str, headers: Sequence[tuple[str, str]],
+                 body: bytes | AsyncIterator[bytes | memoryview] | None) -> tuple[bytes, bool]:
+    """The request line and header section (RFC 9112 3, 5), and whether the body goes chunked (RFC 9112 7.1).
+
+    ``target`` is the origin-form path and query, sent as is; ``headers`` go in order and as given. Added only
+    when missing: ``Host`` (``authority``), and the body's framing -- ``Content-Length`` for ``bytes``
+    (``0`` for no body, except on GET, HEAD, OPTIONS, CONNECT and TRACE), ``Transfer-Encoding: chunked``
+    for a stream without a ``Content-Length``. Header text is encoded as UTF-8.
+
+    Raises :class:`ValueError` when a name or value holds CR or LF (RFC 9110 5.5: they would split the header
+    section).
+    """
+    has_host = has_length = chunked = False
+    lines = [f"{method} {target or '/'} HTTP/1.1"]
+    for name, value in headers:
+        low = name.lower()
+        if low == "host":
+            has_host = True
+        elif low == "content-length":
+            has_length = True
+        elif low == "transfer-encoding":
+            chunked = True
+        lines.append(f"{name}: {value}")
+    if not has_host:
+        lines.append(f"Host: {authority}")
+    if not has_length and not chunked:
+        if body is None or isinstance(body, bytes):
+            if body or method not in _NO_LENGTH_METHODS:
+                lines.append(f"Content-Length: {len(body or b'')}")
+        else:
+            lines.append("Transfer-Encoding: chunked")
+            chunked = True
+    lines.append("\r\n")
+    text = "\r\n".join(lines)
+    # Exactly one CR and one LF per line end: none inside a name or value.
+    if text.count("\n") != len(lines) or text.count("\r") != len(lines):
+        raise ValueError("a request header name or value contains CR or LF")
+    return text.encode("utf-8"), chunked
