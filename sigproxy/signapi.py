@@ -62,6 +62,7 @@ from .routing import (
 )
 from .signing import EMPTY_SHA256, PRESIGN_PARAMS, UNSIGNED_PAYLOAD, Credentials, Signature, Signer, sha256_hex
 from .sigv4a import region_set_value
+from .websocket import token_after_signing
 
 __all__ = [
     "MAX_PRESIGN_SECONDS",
@@ -471,7 +472,8 @@ def sign(conn: ConnectionConfig, creds: Credentials, request: SignInput, *, now:
     if request.presign is not None:
         out = presign_request(signer, creds, method=request.method, target=target, headers=request.headers,
                               service=service, region=region, now=now, expires=request.presign,
-                              upstream_scheme=conn.upstream_scheme, region_set=region_set)
+                              upstream_scheme=conn.upstream_scheme, region_set=region_set,
+                              token_after_signing=token_after_signing(service))
     else:
         headers = list(request.headers)
         if request.payload_sha256 is not None:

@@ -23,7 +23,7 @@ from .errors import BadRequest, UnsupportedRequest
 from .routing import HOP_BY_HOP
 
 __all__ = ["PRESIGN_EXPIRES", "WebSocketSigning", "is_websocket_switch", "signing_for", "switch_response_headers",
-           "upgrade_request_headers", "websocket_upgrade"]
+           "token_after_signing", "upgrade_request_headers", "websocket_upgrade"]
 
 # Signing names whose WebSocket endpoint is another service: AWS IoT's data endpoint serves HTTPS under
 # ``iotdata`` and MQTT over WebSocket under ``iotdevicegateway`` (same host, path /mqtt).
@@ -84,9 +84,15 @@ def websocket_upgrade(method: str, version: str, headers: Mapping[str, str], *, 
 def signing_for(service: str) -> WebSocketSigning:
     """How to sign a handshake for the resolved signing name ``service`` (see the module docstring)."""
     service = _WEBSOCKET_SIGNING_NAMES.get(service, service)
-    if service in _QUERY_TOKEN_AFTER:
+    if token_after_signing(service):
         return WebSocketSigning(service, "query", token_after_signing=True)
     return WebSocketSigning(service, "header", token_after_signing=False)
+
+
+def token_after_signing(service: str) -> bool:
+    """Whether a presigned URL for the signing name ``service`` carries its session token outside the signature,
+    appended after signing (AWS IoT's ``iotdevicegateway``, see the module docstring)."""
+    return service in _QUERY_TOKEN_AFTER
 
 
 def upgrade_request_headers(client_headers: Mapping[str, str]) -> list[tuple[str, str]]:

@@ -376,3 +376,19 @@ def test_module_documents_the_secret() -> None:
     """The public API says the answer holds the session token and never the secret key."""
     doc = signapi.__doc__ or ""
     assert "session token" in doc and "never part of it" in doc
+
+
+def test_iot_device_gateway_presign_has_the_token_after_the_signature() -> None:
+    """``service: iotdevicegateway`` (AWS IoT's MQTT over WebSocket) presigns as AWS IoT wants: the signature is
+    botocore's for the URL without the session token, which is appended after it; a ``wss://`` URL is taken."""
+    doc = {"method": "GET", "url": "wss://abc-ats.iot.us-west-2.amazonaws.com/mqtt", "service": "iotdevicegateway",
+           "presign": 300}
+    out = sign(CONN, creds(TOKEN), parse_sign_input(doc), now=NOW)
+    base, _, query = out.url.partition("?")
+    signed, _, token = query.rpartition("&X-Amz-Security-Token=")
+    assert base == "https://abc-ats.iot.us-west-2.amazonaws.com/mqtt"
+    assert token == "FwoGZXIvYXdzEXAMPLE%2FSESSION%2BTOKEN%3D%3D" and "Security-Token" not in signed
+    request = AWSRequest("GET", base, headers={"Host": "abc-ats.iot.us-west-2.amazonaws.com"})
+    with mock.patch.object(botocore.auth, "get_current_datetime", return_value=NOW.replace(tzinfo=None)):
+        SigV4QueryAuth(BotoCredentials(KEY_ID, SECRET), "iotdevicegateway", "us-west-2", expires=300).add_auth(request)
+    assert dict(parse_qsl(urlsplit(request.url).query)) == dict(parse_qsl(signed))
