@@ -48,7 +48,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from sigproxy import sigv4a
 from sigproxy.signing import Credentials as SigproxyCredentials
 
-__all__ = ["Verifier", "start_verifier"]
+__all__ = ["Verifier", "add_signed_headers", "start_verifier"]
 
 _AUTH = re.compile(r"^AWS4-HMAC-SHA256 Credential=([^/]+)/(\d{8})/([^/]+)/([^/]+)/aws4_request, "
                    r"SignedHeaders=([a-z0-9;-]+), Signature=([0-9a-f]{64})$")
@@ -65,6 +65,20 @@ class Verifier:
     access_key: str
     secret_key: str
     seen: list[dict[str, Any]] = field(default_factory=list)
+
+
+def add_signed_headers(request: AWSRequest, names: list[str], get_all: Callable[[str], list[str] | None],
+                       stamp: str) -> None:
+    """Put the headers named in ``SignedHeaders`` on the request botocore is to sign, with every value received
+    (``get_all``: the server's lookup, all values of one name), and ``stamp`` as the signing time. Raises
+    ``ValueError`` for a signed header that did not arrive."""
+    for name in names:
+        values = get_all(name)
+        if not values:
+            raise ValueError(f"signed header {name} is missing")
+        for value in values:
+            request.headers[name] = value  # botocore's HTTPHeaders keeps repeated names
+    request.context["timestamp"] = stamp
 
 
 def _check(handler: BaseHTTPRequestHandler, body: bytes, v: Verifier, require_content_sha256: bool) -> dict[str, Any]:
@@ -90,13 +104,7 @@ def _check(handler: BaseHTTPRequestHandler, body: bytes, v: Verifier, require_co
         raise ValueError("x-amz-content-sha256 does not match the body")
 
     request = AWSRequest(method=handler.command, url=f"http://{handler.headers['Host']}{handler.path}", data=body)
-    for name in names:
-        values = handler.headers.get_all(name)
-        if not values:
-            raise ValueError(f"signed header {name} is missing")
-        for value in values:
-            request.headers[name] = value  # botocore's HTTPHeaders keeps repeated names
-    request.context["timestamp"] = stamp
+    add_signed_headers(request, names, handler.headers.get_all, stamp)
     auth_cls = S3SigV4Auth if service in S3_SIGNING_NAMES else SigV4Auth
     signer = auth_cls(Credentials(v.access_key, v.secret_key), service, region)
     expected = signer.signature(signer.string_to_sign(request, signer.canonical_request(request)), request)

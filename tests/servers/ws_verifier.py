@@ -65,6 +65,8 @@ from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 from websockets.typing import Subprotocol
 
+from tests.servers.sigv4_verifier import add_signed_headers
+
 __all__ = ["WsVerifier", "start_ws_verifier"]
 
 _AUTH = re.compile(r"^AWS4-HMAC-SHA256 Credential=([^/,]+)/(\d{8})/([^/,]+)/([^/,]+)/aws4_request,\s*"
@@ -140,13 +142,7 @@ def _rebuild(request: Request, names: list[str], query: str, stamp: str) -> AWSR
     host = _one(request.headers, "Host")
     path = request.path.partition("?")[0]
     aws = AWSRequest(method=request.method, url=f"http://{host}{path}" + (f"?{query}" if query else ""))
-    for name in names:
-        values = request.headers.get_all(name)
-        if not values:
-            raise ValueError(f"signed header {name} is missing")
-        for value in values:
-            aws.headers[name] = value  # botocore's HTTPHeaders keeps repeated names
-    aws.context["timestamp"] = stamp
+    add_signed_headers(aws, names, request.headers.get_all, stamp)
     return aws
 
 
