@@ -546,3 +546,26 @@ def test_websockets_holding_every_upstream_connection_are_named_in_the_refusal(
     status, body = asyncio.run(run())
     assert status == 504 and "upstream_connections" in body, body
     assert "upstream_connections" in proxy.written('"level":"warning","logger":"sigproxy.forwarding"')
+
+
+def test_websockets_through_worker_processes(verifier: WsVerifier, sigproxy_factory: Callable[..., Proxy]) -> None:
+    """With ``workers = 2`` each worker relays the WebSockets it accepts; a SIGTERM to the supervisor still ends
+    them with 1001."""
+    proxy = sigproxy_factory(config(proxy="drain_seconds = 1", tail=reverse(verifier.url)), workers=2)
+    url = proxy.reverse[0].replace("http://", "ws://") + "/"
+
+    async def run() -> list[int | None]:
+        sockets = [await connect(url, ping_interval=None) for _ in range(6)]
+        for ws in sockets:
+            await echo_round(ws)
+        proxy.proc.terminate()
+        codes = []
+        for ws in sockets:
+            with pytest.raises(ConnectionClosed):
+                await ws.recv()
+            codes.append(ws.close_code)
+        return codes
+
+    assert asyncio.run(run()) == [1001] * 6
+    assert proxy.proc.wait(15) == 0
+    assert [s["close_code"] for s in sessions(verifier, 6)] == [1001] * 6
