@@ -738,3 +738,29 @@ max_attempts = 5
 def test_connect_errors(text: str, path: str, words: str) -> None:
     err = error(MINIMAL + "[connect]\n" + text)
     assert err.path == path and words in err.problem
+
+
+@pytest.mark.parametrize(("written", "upstream"), [
+    ("wss://abc.execute-api.eu-west-1.amazonaws.com/prod", "https://abc.execute-api.eu-west-1.amazonaws.com/prod"),
+    ("WS://127.0.0.1:9000", "http://127.0.0.1:9000"),
+    ("https://x.amazonaws.com", "https://x.amazonaws.com"),
+])
+def test_a_reverse_upstream_may_be_a_websocket_url(written: str, upstream: str) -> None:
+    """ws:// and wss:// are http's and https's (RFC 6455 3): a reverse listener relays both kinds."""
+    config = loads(f"""
+[connections.main]
+hosts = ["*.amazonaws.com", "127.0.0.1:*"]
+[connections.main.credentials]
+source = "chain"
+[[reverse]]
+listen = "127.0.0.1:0"
+upstream = "{written}"
+connection = "main"
+""")
+    assert config.reverse[0].upstream == upstream
+
+
+def test_a_reverse_upstream_of_another_scheme_is_still_refused() -> None:
+    with pytest.raises(ConfigError, match="expected an http:// or https:// URL"):
+        loads('[connections.m]\nhosts = ["*.amazonaws.com"]\n[connections.m.credentials]\nsource = "chain"\n'
+              '[[reverse]]\nlisten = "127.0.0.1:0"\nupstream = "ftp://x.amazonaws.com"\nconnection = "m"\n')
