@@ -83,6 +83,7 @@ def slow_upstream() -> Iterator[str]:
     reload."""
 
     class Handler(BaseHTTPRequestHandler):
+        disable_nagle_algorithm = True  # TCP_NODELAY, as real servers: no 40 ms wait per response (Nagle)
         protocol_version = "HTTP/1.1"
 
         def do_GET(self) -> None:

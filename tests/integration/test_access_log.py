@@ -19,6 +19,9 @@ REQUESTS = 300
 
 class _Ok(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
+    # TCP_NODELAY, as real servers set it: with Nagle, the body (written after the head) waits for the ACK of
+    # the head, which the proxy's kernel delays by up to 40 ms: 300 requests took 12-15 s, now 3.5.
+    disable_nagle_algorithm = True
 
     def do_GET(self) -> None:
         self.send_response(200)

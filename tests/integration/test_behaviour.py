@@ -36,6 +36,7 @@ def recorder() -> Iterator[Recorder]:
     rec = Recorder("")
 
     class Handler(BaseHTTPRequestHandler):
+        disable_nagle_algorithm = True  # TCP_NODELAY, as real servers: no 40 ms wait per response (Nagle)
         protocol_version = "HTTP/1.1"
 
         def _serve(self) -> None:

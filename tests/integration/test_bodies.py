@@ -329,6 +329,7 @@ def broken_upstream() -> Iterator[str]:
     time (for a client that goes away)."""
 
     class Handler(BaseHTTPRequestHandler):
+        disable_nagle_algorithm = True  # TCP_NODELAY, as real servers: no 40 ms wait per response (Nagle)
         protocol_version = "HTTP/1.1"
 
         def do_GET(self) -> None:

@@ -204,6 +204,7 @@ def tls_origin(tmp_path: Path) -> Iterator[tuple[int, Path]]:
     ca.cert_pem.write_to_path(str(ca_file))
 
     class Handler(BaseHTTPRequestHandler):
+        disable_nagle_algorithm = True  # TCP_NODELAY, as real servers: no 40 ms wait per response (Nagle)
         def do_GET(self) -> None:
             body = b"straight from the origin"
             self.send_response(200)

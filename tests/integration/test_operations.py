@@ -75,6 +75,7 @@ def _slow_upstreams(tmp_path: Path) -> Iterator[tuple[str, str, Path, list[str]]
     arrived: list[str] = []
 
     class Handler(BaseHTTPRequestHandler):
+        disable_nagle_algorithm = True  # TCP_NODELAY, as real servers: no 40 ms wait per response (Nagle)
         protocol_version = "HTTP/1.1"
 
         def do_GET(self) -> None:

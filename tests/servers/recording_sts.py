@@ -43,6 +43,7 @@ def start_recording_sts() -> tuple[str, list[dict[str, Any]], Callable[[], None]
     calls: list[dict[str, Any]] = []
 
     class Handler(BaseHTTPRequestHandler):
+        disable_nagle_algorithm = True  # TCP_NODELAY, as real servers: no 40 ms wait per response (Nagle)
         def do_POST(self) -> None:
             body = self.rfile.read(int(self.headers.get("Content-Length", "0"))).decode()
             params: dict[str, Any] = parse_qs(body, keep_blank_values=True)

@@ -168,6 +168,7 @@ class _Server(ThreadingHTTPServer):
 
 
 class _Handler(BaseHTTPRequestHandler):
+    disable_nagle_algorithm = True  # TCP_NODELAY, as real servers: no 40 ms wait per response (Nagle)
     server: _Server
     protocol_version = "HTTP/1.1"
     timeout = 30  # an idle keep-alive connection's thread ends after this
