@@ -569,3 +569,26 @@ def test_websockets_through_worker_processes(verifier: WsVerifier, sigproxy_fact
     assert asyncio.run(run()) == [1001] * 6
     assert proxy.proc.wait(15) == 0
     assert [s["close_code"] for s in sessions(verifier, 6)] == [1001] * 6
+
+
+def test_wss_to_a_tls_reverse_listener(verifier: WsVerifier, tmp_path: Path,
+                                       sigproxy_factory: Callable[..., Proxy]) -> None:
+    """A reverse listener with ``tls = "self"``: the client speaks wss:// to sigproxy (trusting its CA), sigproxy
+    signs the handshake and relays to the ws:// server; a 3 MiB message each way and the close code."""
+    proxy = sigproxy_factory(config(tail=reverse(verifier.url) + 'tls = "self"\n'))
+    assert proxy.reverse[0].startswith("https://127.0.0.1:")
+    url = proxy.reverse[0].replace("https://", "wss://") + "/tls"
+    client_tls = ssl.create_default_context(cafile=str(tmp_path / "state" / "ca-cert.pem"))
+    big = os.urandom(3 * 2**20)
+
+    async def run() -> None:
+        async with connect(url, ssl=client_tls, max_size=None) as ws:
+            await echo_round(ws)
+            await ws.send(big)
+            assert await ws.recv() == big
+            await ws.close(4002, "over tls")
+
+    asyncio.run(run())
+    assert verifier.handshakes[-1]["ok"] and verifier.handshakes[-1]["path"] == "/tls"
+    assert sessions(verifier)[-1]["close_code"] == 4002
+    assert ws_lines(proxy)[-1]["ws_close_client"] == 4002
