@@ -19,7 +19,7 @@ from pathlib import Path
 from .configtable import Table
 from .errors import ConfigError
 
-__all__ = ["ALPN", "ListenerTls", "listener_names", "parse_listener_tls", "server_context"]
+__all__ = ["ALPN", "ListenerTls", "listener_names", "load_failure", "parse_listener_tls", "server_context"]
 
 ALPN = ["http/1.1"]
 """sigproxy speaks HTTP/1.1 only (RFC 7301: a client offering only ``h2`` gets no ALPN agreement)."""
@@ -38,6 +38,14 @@ class ListenerTls:
 
     def describe(self) -> str:
         return "a certificate from sigproxy's CA" if self.minted else f"certificate {self.cert_file}"
+
+
+def load_failure(exc: OSError, fallback: str) -> str:
+    """Why :func:`server_context` could not load a certificate and key, in words: OpenSSL's reason
+    (``ssl.SSLError``), the system's (``OSError``), the words of the encrypted-key refusal (which carries only
+    them), else ``fallback``."""
+    words = exc.args[0] if exc.args and isinstance(exc.args[0], str) else None
+    return getattr(exc, "reason", None) or exc.strerror or words or fallback
 
 
 def server_context(cert_file: Path, key_file: Path, client_ca_file: Path | None = None) -> ssl.SSLContext:
@@ -101,9 +109,7 @@ def parse_listener_tls(t: Table, *, cert: str = "tls_cert_file", key: str = "tls
     try:
         server_context(cert_file, key_file)
     except ssl.SSLError as exc:
-        # OpenSSL's errors carry a reason; the encrypted-key refusal (_no_password's) carries only its words.
-        why = getattr(exc, "reason", None) or exc.strerror or (exc.args[0] if exc.args and isinstance(
-            exc.args[0], str) else "not a PEM certificate and key")
+        why = load_failure(exc, "not a PEM certificate and key")
         raise ConfigError(t.key(cert), f"cannot use {str(cert_file)!r} with the key in {str(key_file)!r} "
                                        f"({why}): "
                                        f"{cert} must hold the PEM certificate chain (leaf first) and {key} "

@@ -24,7 +24,7 @@ from aiohttp import web
 
 from sigproxy.config import Address
 from sigproxy.errors import ConfigError
-from sigproxy.listentls import ListenerTls, listener_names, server_context
+from sigproxy.listentls import ListenerTls, listener_names, load_failure, server_context
 from sigproxy.tasks import TaskSet
 from sigproxy.tls import CertStore, TlsError
 
@@ -149,7 +149,7 @@ async def tls_acceptor(tls: ListenerTls, host: str, certs: CertStore, *, inner: 
         context = await asyncio.to_thread(server_context, tls.cert_file, tls.key_file, tls.client_ca_file)
     except (OSError, ssl.SSLError) as exc:
         raise ConfigError(key, f"cannot load {str(tls.cert_file)!r} and {str(tls.key_file)!r}: "
-                               f"{getattr(exc, 'reason', None) or exc.strerror or 'not PEM'}") from exc
+                               f"{load_failure(exc, 'not PEM')}") from exc
 
     return TlsAcceptor(inner, _FileContext(tls, context), handshake_timeout, name)
 
@@ -178,7 +178,7 @@ class _FileContext:
         except (OSError, ssl.SSLError) as exc:
             logger.error("TLS certificate of the %s listener not reloaded, still serving the previous one: cannot "
                          "load %r and %r: %s", name, str(tls.cert_file), str(tls.key_file),
-                         getattr(exc, "reason", None) or exc.strerror or "not PEM")
+                         load_failure(exc, "not PEM"))
             return
         logger.info("TLS certificate of the %s listener reloaded from %s", name, tls.cert_file)
 
