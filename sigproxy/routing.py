@@ -421,12 +421,13 @@ def check_policy(conn: ConnectionConfig, method: str, service: str, region: str,
         raise _refused(conn, f"service {service!r} is not in allowed_services")
     if conn.allowed_regions and region not in conn.allowed_regions:
         raise _refused(conn, f"region {region!r} is not in allowed_regions")
-    if conn.allowed_methods and method.upper() not in conn.allowed_methods:
+    if conn.allowed_methods:
         rule = "read_only" if conn.allowed_methods == ("GET", "HEAD") else "allowed_methods"
-        raise _refused(conn, f"method {method} is not allowed ({rule})")
-    if websocket and conn.allowed_methods and not _WRITE_METHODS.intersection(conn.allowed_methods):
-        rule = "read_only" if conn.allowed_methods == ("GET", "HEAD") else "allowed_methods"
-        raise _refused(conn, f"a WebSocket's messages may write, and this connection signs no write method ({rule})")
+        if method.upper() not in conn.allowed_methods:
+            raise _refused(conn, f"method {method} is not allowed ({rule})")
+        if websocket and not _WRITE_METHODS.intersection(conn.allowed_methods):
+            raise _refused(conn, f"a WebSocket's messages may write, and this connection signs no write method "
+                                 f"({rule})")
     if conn.deny_amz_headers:
         for name, _ in headers:
             low = name.lower()
