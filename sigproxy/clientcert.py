@@ -91,6 +91,10 @@ def peer_subject(transport: asyncio.BaseTransport | None) -> Subject | None:
         return None
     ssl_object = transport.get_extra_info("ssl_object")
     der = ssl_object.getpeercert(binary_form=True) if ssl_object is not None else None
-    if not der:
-        return None
+    return _subject(der) if der else None
+
+
+@functools.lru_cache(maxsize=1024)
+def _subject(der: bytes) -> Subject:
+    """A DER certificate's subject, parsed once per certificate (asked on every request of its connections)."""
     return _attributes(x509.load_der_x509_certificate(der).subject)
