@@ -26,7 +26,7 @@ from collections.abc import AsyncIterator, Callable
 import httptools
 
 from .errors import SigproxyError, UpstreamError, UpstreamTimeout
-from .transports import reset
+from .transports import close
 
 __all__ = ["H1Connection", "UpstreamResponse"]
 
@@ -465,14 +465,8 @@ class H1Connection(asyncio.Protocol):
             if abort:
                 transport.abort()
             else:
-                transport.close()
-                if transport.get_write_buffer_size():  # flushed within read_timeout, else reset
-                    self._loop.call_later(self._read_timeout or 5.0, self._reset_unless_lost)
+                close(transport, grace=self._read_timeout or 5.0, lost=lambda: self._lost)  # flushed, else reset
         self.closed = True
-
-    def _reset_unless_lost(self) -> None:
-        if not self._lost and self.transport is not None:
-            reset(self.transport)
 
     # ---------------------------------------------------------------- the read timeout
 

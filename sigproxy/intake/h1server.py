@@ -49,7 +49,7 @@ from sigproxy.http1 import (
     bad_head_message,
     check_transfer_coding,
 )
-from sigproxy.transports import reset
+from sigproxy.transports import close, reset
 
 from .gate import LINGER, Ticket, peer_address
 
@@ -238,23 +238,11 @@ class ClientProtocol(asyncio.Protocol):
 
     def _close(self) -> None:
         """Close once what is queued for the client has gone out; a client that takes none of it for
-        ``idle_timeout`` is cut off (:meth:`_cut`) rather than holding the connection as long as it likes."""
+        ``idle_timeout`` is cut off with a reset (:func:`sigproxy.transports.close`) rather than holding the
+        connection as long as it likes."""
         transport = self._transport
         if transport is not None and not transport.is_closing():
-            transport.close()
-            if transport.get_write_buffer_size():
-                self._loop.call_later(self._proxy.idle_timeout, self._cut, transport)
-
-    def _cut(self, transport: asyncio.Transport | None = None) -> None:
-        """Drop the connection now (``transport``: only if it is still this one's), whatever is still queued
-        for the client, with a reset (``SO_LINGER`` 0): neither sigproxy nor the kernel keeps sending to a client
-        that reads nothing, and the client learns at once."""
-        if transport is None:
-            transport = self._transport
-        elif transport is not self._transport:
-            return  # already gone
-        if transport is not None:
-            reset(transport)
+            close(transport, grace=self._proxy.idle_timeout, lost=lambda: self._transport is not transport)
 
     def _close_gracefully(self, *, linger: bool) -> None:
         """Close after the answer. With ``linger`` (the client may still be sending: a body not read to its end,
@@ -301,7 +289,9 @@ class ClientProtocol(asyncio.Protocol):
                 logger.info("client %s read nothing of its answer for idle_timeout (%g s); connection closed",
                             self._remote, self._proxy.idle_timeout)
                 self._closing = True
-                self._cut()
+                if self._transport is not None:
+                    # A reset: neither sigproxy nor the kernel keeps sending to a client that reads nothing.
+                    reset(self._transport)
                 raise ConnectionResetError("the client stopped reading (idle_timeout)") from None
 
     def abort(self) -> None:
