@@ -44,6 +44,7 @@ from .inbound import ReceivedRequest, verify_header_auth, verify_presigned
 from .metrics import Metrics
 from .observability import log_access
 from .prepare import sign_handshake, sign_request, untouched_request
+from .records import record
 from .routing import (
     HOP_BY_HOP,
     Target,
@@ -74,7 +75,7 @@ access_logger = logging.getLogger("sigproxy.access")
 _SMALL_RESPONSE = 64 * 1024
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Exchange:
     """What intake hands over: the target as the client meant it, and where the request came from."""
 

@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from datetime import datetime
 from typing import Literal
 
 from . import sigv4a, websocket
 from .errors import UnsupportedRequest
+from .records import record
 from .routing import Target, is_signed_header, upstream_headers, upstream_headers_lower
 from .signing import (
     EMPTY_SHA256,
@@ -52,7 +53,7 @@ _SIGV4A_STREAMING = frozenset(
 )
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class SignedRequest:
     method: str
     url: str

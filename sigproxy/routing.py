@@ -31,7 +31,6 @@ import functools
 import hmac
 import re
 from collections.abc import Iterable, Mapping, Sized
-from dataclasses import dataclass
 from urllib.parse import unquote
 
 from .clientcert import Subject, connection_for_certificate
@@ -48,6 +47,7 @@ from .errors import (
     UnresolvableTarget,
     UnsupportedRequest,
 )
+from .records import record
 from .signing import policy_for
 from .sigv4a import ALGORITHM as SIGV4A_ALGORITHM
 from .sigv4a import region_set_value
@@ -98,7 +98,7 @@ _AUTHORITY_CACHE = 512
 _AUTHORITY_CACHED_LEN = 270
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Target:
     """Where a request goes, as the client meant it (raw path and query as sent)."""
 
@@ -114,7 +114,7 @@ class Target:
         return host if _PORTS.get(self.scheme) == self.port else f"{host}:{self.port}"
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class ClientScope:
     """What the client's own SigV4 credential said: key id, region, service."""
 
@@ -123,7 +123,7 @@ class ClientScope:
     service: str
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Selection:
     connection: ConnectionConfig
     how: str

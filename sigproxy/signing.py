@@ -30,6 +30,8 @@ from datetime import UTC, datetime, timedelta
 from types import MappingProxyType
 from urllib.parse import quote, quote_from_bytes, unquote, unquote_to_bytes
 
+from .records import record
+
 __all__ = [
     "ALGORITHM",
     "EMPTY_SHA256",
@@ -143,7 +145,7 @@ def policy_for(service: str) -> SigningPolicy:
     return SIGNING_POLICIES.get(service, _DEFAULT_POLICY)
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class CanonicalInput:
     """A request exactly as it will go on the wire.
 
@@ -159,7 +161,7 @@ class CanonicalInput:
     payload_hash: str
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Signature:
     """The outcome of signing, with every intermediate (no secret among them)."""
 
