@@ -7,6 +7,8 @@ import io
 import json
 import logging
 import select
+import sys
+import threading
 from collections.abc import Callable, Iterator
 
 import pytest
@@ -174,3 +176,49 @@ def test_writes_are_whole_lines_within_pipe_buf(root_stream: Root) -> None:
     assert 1 < len(writes) < 100
     assert all(w.endswith("\n") and len(w.encode()) <= select.PIPE_BUF for w in writes)
     assert [json.loads(x)["request_id"] for w in writes for x in w.splitlines()] == [f"r-{i}" for i in range(100)]
+
+
+def test_threads_lose_and_reorder_no_line(root_stream: Root) -> None:
+    """Lines are queued without a lock: the loop's lines and those of threads writing at once all arrive, each
+    source's in its order, and every write holds whole lines."""
+    _, handler = root_stream()
+    writes: list[str] = []
+
+    class Recording(io.StringIO):
+        def write(self, s: str) -> int:
+            writes.append(s)
+            return super().write(s)
+
+    handler.setStream(Recording())
+    access = logging.getLogger("sigproxy.access")
+
+    def thread_lines(name: str) -> None:
+        for i in range(400):
+            log_access(access, {**FIELDS, "request_id": f"{name}-{i}"})
+
+    loop = asyncio.new_event_loop()
+
+    async def loop_lines() -> None:
+        for i in range(2000):
+            log_access(access, {**FIELDS, "request_id": f"loop-{i}"})
+            if i % 50 == 49:
+                await asyncio.sleep(0)  # the flush queued for this iteration runs
+
+    threads = [threading.Thread(target=thread_lines, args=(f"t{n}",)) for n in range(4)]
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)  # threads take turns as often as the interpreter allows: races show
+    try:
+        for t in threads:
+            t.start()
+        loop.run_until_complete(loop_lines())
+        for t in threads:
+            t.join()
+    finally:
+        sys.setswitchinterval(interval)
+    loop.close()
+    handler.flush()
+    assert all(w.endswith("\n") for w in writes)
+    ids = [json.loads(x)["request_id"] for w in writes for x in w.splitlines()]
+    assert len(ids) == 2000 + 4 * 400
+    for source, count in [("loop", 2000)] + [(f"t{n}", 400) for n in range(4)]:
+        assert [i for i in ids if i.startswith(f"{source}-")] == [f"{source}-{i}" for i in range(count)]
