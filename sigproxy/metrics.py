@@ -116,16 +116,28 @@ class Metrics:
     def record(self, connection: str, service: str, status: str, seconds: float, *, bytes_up: int = 0,
                bytes_down: int = 0, error: str | None = None) -> None:
         """One finished request (``connection`` is dropped when the label is off); ``error``: the snake code of
-        the error sigproxy answered it with (:mod:`sigproxy.errors`), if it did."""
+        the error sigproxy answered it with (:mod:`sigproxy.errors`), if it did.
+
+        Runs once per request: the counters' and histogram's updates are written out here rather than called
+        (:meth:`Counter.inc`, :meth:`Histogram.observe` do the same; 13.8k -> 7.9k instructions, issue 15)."""
         by = (connection,) if self.connection_label else ()
-        self.requests.inc(*by, service, status)
+        key = (*by, service, status)
+        values = self.requests.values
+        values[key] = values.get(key, 0.0) + 1.0
         if error is not None:
             self.errors.inc(*by, error)
-        self.latency.observe(seconds, *by)
+        latency = self.latency
+        series = latency.series.get(by)
+        if series is None:
+            series = latency.series[by] = ([0] * (len(latency.buckets) + 1), [0.0])
+        series[0][bisect.bisect_left(latency.buckets, seconds)] += 1
+        series[1][0] += seconds
         if bytes_up:
-            self.bytes_up.inc(*by, amount=bytes_up)
+            values = self.bytes_up.values
+            values[by] = values.get(by, 0.0) + bytes_up
         if bytes_down:
-            self.bytes_down.inc(*by, amount=bytes_down)
+            values = self.bytes_down.values
+            values[by] = values.get(by, 0.0) + bytes_down
 
     def _all(self) -> tuple[Counter | Histogram, ...]:
         return (self.requests, self.errors, self.latency, self.bytes_up, self.bytes_down, self.sts_latency,
