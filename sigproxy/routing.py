@@ -456,9 +456,12 @@ def check_shape(target: Target, headers: Mapping[str, str], service: str) -> Non
     if SIGV4A_ALGORITHM in target.query:
         raise UnsupportedRequest("a SigV4A presigned URL (X-Amz-Algorithm=AWS4-ECDSA-P256-SHA256) is not re-signed "
                                  "by sigproxy: send the request unsigned, or with header auth, and sigproxy signs it")
-    # The bucket as the server reads it: the path decoded once (``/b--x-s3%2Fk`` is bucket ``b--x-s3``).
+    # The bucket as the server reads it: the path decoded once (``/b--x-s3%2Fk`` is bucket ``b--x-s3``). A path
+    # with neither the suffix nor a percent sign can't name such a bucket: not decoded (most requests).
+    path = target.path
     if policy_for(service).s3 and (
-        "--x-s3" in target.host or unquote(target.path).lstrip("/").split("/", 1)[0].endswith("--x-s3")
+        "--x-s3" in target.host or (("--x-s3" in path or "%" in path)
+                                    and unquote(path).lstrip("/").split("/", 1)[0].endswith("--x-s3"))
     ):
         raise UnsupportedRequest("S3 Express One Zone (--x-s3 buckets) needs session auth sigproxy does not do")
 

@@ -636,6 +636,7 @@ class TestIsSignedHeader:
     ("s3", "http://127.0.0.1:9000/b--use1-az4--x-s3/k"),
     ("s3", "http://127.0.0.1:9000/b--use1-az4--x-s3%2Fk"),  # the bucket S3 decodes: b--use1-az4--x-s3
     ("s3", "http://127.0.0.1:9000/b--use1-az4--x-s3%2fk"),
+    ("s3", "http://127.0.0.1:9000/b--use1-az4--x-%73%33/k"),  # the suffix itself encoded
     ("s3express", "https://b--use1-az4--x-s3.s3express-use1-az4.us-east-1.amazonaws.com/k"),
     ("s3-outposts", "http://127.0.0.1:9000/b--use1-az4--x-s3/k"),
 ])
