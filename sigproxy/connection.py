@@ -93,6 +93,10 @@ class CredentialsConfig:
     password: Secret | None = None
 
 
+# Host and port answers ConnectionConfig.allows keeps per connection.
+_ALLOWED_KEPT = 1024
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ConnectionConfig:
     """``[connections.NAME]``: one set of credentials and where they may be used."""
@@ -150,13 +154,23 @@ class ConnectionConfig:
     nothing until its role is validated (``PATCH`` with ``credentials.role_arn``)."""
 
     _hosts_re: re.Pattern[str] = field(init=False, repr=False, compare=False)
+    _allowed: dict[tuple[str, int], bool] = field(init=False, repr=False, compare=False)
+    """:meth:`allows`'s answers so far (a request's regex match cost it 5.5k instructions, issue 15); emptied
+    when full, so hosts a client makes up can't grow it without bound."""
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "_hosts_re", compile_host_globs(self.hosts))
+        object.__setattr__(self, "_allowed", {})
 
     def allows(self, host: str, port: int) -> bool:
         """Whether this connection may sign for ``host:port``."""
-        return self._hosts_re.fullmatch(f"{host.lower()}:{port}") is not None
+        key = (host, port)
+        allowed = self._allowed.get(key)
+        if allowed is None:
+            if len(self._allowed) >= _ALLOWED_KEPT:
+                self._allowed.clear()
+            allowed = self._allowed[key] = self._hosts_re.fullmatch(f"{host.lower()}:{port}") is not None
+        return allowed
 
 
 # ---------------------------------------------------------------------------- helpers

@@ -4,13 +4,22 @@ sigproxy.control.merge_patch (RFC 7396)."""
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 import pytest
 
+from sigproxy import connection
 from sigproxy.config import loads
 from sigproxy.configtable import Table
-from sigproxy.connection import SECRET_PATHS, SECRET_SHOWN, ConnectionConfig, connection_json, parse_connection
+from sigproxy.connection import (
+    SECRET_PATHS,
+    SECRET_SHOWN,
+    ConnectionConfig,
+    compile_host_globs,
+    connection_json,
+    parse_connection,
+)
 from sigproxy.control import merge_patch
 from sigproxy.errors import ConfigError
 
@@ -182,3 +191,21 @@ def test_merge_patch_rfc7396(target: dict[str, Any], patch: dict[str, Any], resu
     before = json.dumps(target)
     assert merge_patch(target, patch) == result
     assert json.dumps(target) == before  # the target is not modified
+
+
+def test_allows_keeps_its_answers_and_stays_bounded() -> None:
+    """ConnectionConfig.allows answers from what it kept as the glob match would, case-insensitively, and
+    keeps at most _ALLOWED_KEPT answers however many hosts a client makes up."""
+    conn = loads('[connections.c]\nregion = "us-east-1"\nhosts = ["*.s3.amazonaws.com", "127.0.0.1:9000", '
+                 '"[::1]:*"]\n[connections.c.credentials]\nsource = "chain"\n').connections["c"]
+    pattern: re.Pattern[str] = compile_host_globs(conn.hosts)
+    cases = [("b.s3.amazonaws.com", 443), ("B.S3.AMAZONAWS.COM", 443), ("s3.amazonaws.com", 443),
+             ("127.0.0.1", 9000), ("127.0.0.1", 9001), ("::1", 1), ("evil.com", 443)]
+    for _ in range(2):  # the second round answers from what the first kept
+        for host, port in cases:
+            assert conn.allows(host, port) is (pattern.fullmatch(f"{host.lower()}:{port}") is not None)
+    assert conn.allows("B.S3.AMAZONAWS.COM", 443) and not conn.allows("evil.com", 443)
+    for n in range(3 * connection._ALLOWED_KEPT):
+        conn.allows(f"h{n}.example", 443)
+        assert len(conn._allowed) <= connection._ALLOWED_KEPT
+    assert conn.allows("b.s3.amazonaws.com", 443) and not conn.allows("evil.com", 443)
