@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from aiohttp import web
 
@@ -29,9 +29,11 @@ from sigproxy.credcache import CredentialCache
 from sigproxy.errors import SigproxyError
 from sigproxy.handler import Handler
 from sigproxy.metrics import GroupMetrics, Metrics, Sampled
-from sigproxy.sessions import ConnectSessions
 
 from .tlsdoor import TlsAcceptor
+
+if TYPE_CHECKING:
+    from sigproxy.sessions import ConnectSessions
 
 __all__ = ["TlsSite", "admin_app"]
 

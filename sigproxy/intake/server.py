@@ -44,7 +44,6 @@ from sigproxy.http1 import ClientRequest, Response, StreamResponse
 from sigproxy.listentls import ListenerTls
 from sigproxy.metrics import GroupMetrics, Metrics
 from sigproxy.sdnotify import Notifier
-from sigproxy.sessions import ConnectSessions
 from sigproxy.signing import Signer
 from sigproxy.tasks import TaskSet
 from sigproxy.tls import CertStore
@@ -58,6 +57,8 @@ from .tlsdoor import TlsAcceptor, reload_all, tls_acceptor
 
 if TYPE_CHECKING:
     from aiohttp import web
+
+    from sigproxy.sessions import ConnectSessions
 
 __all__ = ["Group", "Listening", "Runtime", "WorkerRole", "serve"]
 
@@ -413,6 +414,8 @@ async def serve(config: Config, stop: asyncio.Event, *, reload: asyncio.Event | 
         control = runtime.control = Control(config, store, on_apply=runtime.apply)
         await control.load()
         if store is not None and worker is None:
+            from sigproxy.sessions import ConnectSessions  # noqa: PLC0415 - connect sessions live in the store
+
             sessions = runtime.sessions = ConnectSessions(control, store, lambda: control.config)
             stack.push_async_callback(sessions.close)
         bound: list[Listening] = []
