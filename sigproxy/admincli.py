@@ -19,8 +19,6 @@ import argparse
 import json
 import os
 import sys
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -109,6 +107,9 @@ class Client:
         self.token = token
 
     def call(self, method: str, path: str, body: object = None) -> Any:
+        import urllib.error  # noqa: PLC0415 - urllib.request (http.client, email): only for a call, not at every CLI start
+        import urllib.request  # noqa: PLC0415
+
         headers = {"Accept": "application/json"}
         if self.token:
             headers["Authorization"] = f"Bearer {self.token}"

@@ -30,15 +30,17 @@ import dataclasses
 import logging
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .config import Config
 from .configtable import Table
 from .connection import SECRET_PATHS, SECRET_SHOWN, ConnectionConfig, check_bases, parse_connection
 from .errors import ApiError, ConfigError, Conflict, InvalidField, NotFound, ValidationFailed
 from .onboarding import new_external_id
-from .store import Keyring, NameTaken, NotStored, StaleRevision, Store, StoredConnection, redacted
 from .verify import CheckResult, validate_candidate
+
+if TYPE_CHECKING:
+    from .store import Store, StoredConnection
 
 __all__ = ["Control", "Page", "merge_patch", "open_store"]
 
@@ -330,6 +332,8 @@ class Control:
             creds["external_id"] = new_external_id()
         conn = self._parse(name, data)
         self._check_chain(conn)
+        from .store import NameTaken  # noqa: PLC0415 - the store (SQLAlchemy) is imported only when it is on
+
         try:
             row = await store.create(name, conn.state, data, actor=actor)
         except NameTaken:
@@ -369,6 +373,8 @@ class Control:
                             result.code)
                 raise ValidationFailed(result.message or "validation failed", code=result.code,
                                        field="credentials.role_arn")
+        from .store import NotStored, StaleRevision  # noqa: PLC0415 - as in create
+
         try:
             row = await store.replace(name, conn.state, merged, actor=actor,
                                       if_revision=None)
@@ -389,6 +395,8 @@ class Control:
         if users:
             raise Conflict(f"connection {name!r} is the role-chain base of {', '.join(users)}: change or delete "
                            "those first", code="in_use", field="name")
+        from .store import NotStored  # noqa: PLC0415 - as in create
+
         try:
             await store.delete(name, actor=actor)
         except NotStored:
@@ -408,6 +416,8 @@ async def open_store(config: Config, *, migrate: bool | None = None) -> Store | 
     settings = config.store
     if not settings.enabled:
         return None
+    from .store import Keyring, Store, redacted  # noqa: PLC0415 - SQLAlchemy only when the store is on
+
     url = settings.resolved_url(config.proxy.state_dir)
     try:
         if settings.encryption_keys:

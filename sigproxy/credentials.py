@@ -31,9 +31,7 @@ from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Protocol
-
-import aiohttp
+from typing import TYPE_CHECKING, Any, Protocol
 
 from .brokered import Brokered as _Brokered
 from .brokered import CredentialBroker
@@ -43,6 +41,9 @@ from .errors import CredentialsUnavailable
 from .signing import Credentials
 from .stsendpoint import StsEndpoint
 from .users import ROLE_SESSION, TAG_VALUE, Field, render, render_policy
+
+if TYPE_CHECKING:
+    import aiohttp
 
 __all__ = [
     "NO_USER",
@@ -377,6 +378,8 @@ class Providers:
         if self._root is not None:
             return self._root.http()
         if self._http is None:
+            import aiohttp  # noqa: PLC0415 - only for sts_endpoint connections: made on first use
+
             self._http = aiohttp.ClientSession(cookie_jar=aiohttp.DummyCookieJar())
         return self._http
 

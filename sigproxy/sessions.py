@@ -29,7 +29,7 @@ import weakref
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import quote, urlencode
 
 from .config import Config
@@ -44,9 +44,11 @@ from .onboarding import (
     normalize_principal,
     trust_policy,
 )
-from .store import SessionRecord, Store
 from .urlparts import split_url
 from .webhooks import WebhookSender, verify_webhook
+
+if TYPE_CHECKING:
+    from .store import SessionRecord, Store
 
 __all__ = ["ConnectSession", "ConnectSessions", "PageContext", "SessionGone", "SubmitOutcome", "TooManyAttempts",
            "hash_token", "verify_webhook", "ROLE_ARN", "REGION", "MIN_TTL", "MAX_TTL"]

@@ -16,8 +16,6 @@ from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
 
-import aiohttp
-
 from .config import ConnectionConfig
 from .errors import CredentialsTemporarilyUnavailable, CredentialsUnavailable
 from .signing import Credentials
@@ -29,7 +27,7 @@ __all__ = ["StsEndpoint", "parse_sts_endpoint_answer"]
 
 # An answer without an expiry is taken to last this long (DESIGN.md contract).
 _DEFAULT_LIFETIME = timedelta(hours=1)
-_STS_ENDPOINT_TIMEOUT = aiohttp.ClientTimeout(total=30)
+_STS_ENDPOINT_SECONDS = 30
 _EXPIRY_NAMES = ("expiresAt", "expires_at", "expiration")
 
 
@@ -81,6 +79,8 @@ class StsEndpoint:
         self._providers = providers
 
     async def fetch(self, user: str | None = None) -> Credentials:
+        import aiohttp  # noqa: PLC0415 - only for this credential source (the session is Providers.http's)
+
         c = self._conn.credentials
         name = self._conn.name
         what = f"connection {name!r}: STS endpoint"
@@ -94,9 +94,10 @@ class StsEndpoint:
                 "service": self._conn.service}
         if user is not None and self._conn.user_header:
             body["user"] = user
+        timeout = aiohttp.ClientTimeout(total=_STS_ENDPOINT_SECONDS)
         try:
             async with self._providers.http().post(str(c.url), json=body, headers=headers,
-                                                   timeout=_STS_ENDPOINT_TIMEOUT, allow_redirects=False) as resp:
+                                                   timeout=timeout, allow_redirects=False) as resp:
                 if resp.status != 200:
                     hint = " (check api_key / username and password)" if resp.status in (401, 403) else ""
                     raise CredentialsUnavailable.from_sts(f"{what} answered HTTP {resp.status}{hint}", sts_code=None,

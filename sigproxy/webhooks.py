@@ -34,8 +34,6 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 from urllib.parse import urlsplit
 
-import aiohttp
-
 from .tasks import TaskSet
 
 __all__ = ["SIGNATURE_HEADER", "DELIVERY_HEADER", "WebhookSender", "sign_webhook", "verify_webhook"]
@@ -107,6 +105,8 @@ class WebhookSender:
         self._tasks.spawn(self._deliver(url, secret, body, delivery), name=f"sigproxy-webhook-{delivery}")
 
     async def _deliver(self, url: str, secret: str, body: bytes, delivery: str) -> bool:
+        import aiohttp  # noqa: PLC0415 - only when a webhook is sent (the proxy's start needs no aiohttp client)
+
         attempts = len(self._backoff) + 1
         timeout = aiohttp.ClientTimeout(total=self._timeout)
         for attempt in range(1, attempts + 1):

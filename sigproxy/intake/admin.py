@@ -1,7 +1,8 @@
 """The admin listener: ``/healthz`` (alive), ``/readyz`` (this process can serve), ``/health/connections``
 (each connection's credentials), ``/metrics`` (Prometheus text format), and the admin API under ``/v1``
 (:mod:`sigproxy.api`: bearer token, JSON); only ``/v1`` is authenticated. ``/connect`` is the customer's
-connect page (:mod:`sigproxy.connectpage`), whose session token in the URL is its credential.
+connect page (:mod:`sigproxy.connectpage`), whose session token in the URL is its credential. With
+``admin_tls_cert_file`` the listener is a :class:`TlsSite`.
 
 Readiness is the process's alone: listeners bound, config loaded, not draining. It never depends on any
 connection's credentials -- one tenant deleting its role must not take every replica out of its Service
@@ -15,22 +16,26 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from aiohttp import web
 
 from sigproxy import api
 from sigproxy.authlimit import AuthFailures
-from sigproxy.config import Config
+from sigproxy.config import Address, Config
 from sigproxy.connectpage import add_connect_page
 from sigproxy.control import Control
 from sigproxy.credcache import CredentialCache
 from sigproxy.errors import SigproxyError
 from sigproxy.handler import Handler
 from sigproxy.metrics import GroupMetrics, Metrics, Sampled
-from sigproxy.sessions import ConnectSessions
 
-__all__ = ["admin_app"]
+from .tlsdoor import TlsAcceptor
+
+if TYPE_CHECKING:
+    from sigproxy.sessions import ConnectSessions
+
+__all__ = ["TlsSite", "admin_app"]
 
 # /health/connections resolves credentials it doesn't have cached: a slow STS must not hang it (per fetch),
 # and a large fleet must not start thousands of fetches at once.
@@ -181,3 +186,31 @@ def admin_app(runtime: _Runtime, tunnels: _Tunnels) -> web.Application:
     app.router.add_get("/metrics", metrics)
     add_connect_page(app, runtime)  # /connect: the customer's page, no admin token (sigproxy/connectpage)
     return app
+
+
+class TlsSite(web.BaseSite):
+    """An aiohttp site (the admin listener's) bound at ``host``:``port`` whose connections do their TLS handshake
+    in ``acceptor`` first (CPython's SSLProtocol; aiohttp's own ``ssl_context`` would hand TLS to the loop, which
+    :mod:`sigproxy.uvtls` refuses). ``acceptor``'s inner protocol is the runner's server. Stopping the site (the
+    runner's ``cleanup``) closes the socket and abandons handshakes in progress."""
+
+    __slots__ = ("_acceptor", "_host", "_port")
+
+    def __init__(self, runner: web.BaseRunner, acceptor: TlsAcceptor, host: str, port: int) -> None:
+        super().__init__(runner)
+        self._acceptor = acceptor
+        self._host = host
+        self._port = port
+
+    @property
+    def name(self) -> str:
+        return f"https://{Address(self._host, self._port)}"
+
+    async def start(self) -> None:
+        await super().start()
+        self._server = await asyncio.get_running_loop().create_server(self._acceptor, self._host, self._port,
+                                                                      reuse_address=True)
+
+    async def stop(self) -> None:
+        await super().stop()
+        await self._acceptor.close()

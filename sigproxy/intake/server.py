@@ -25,9 +25,7 @@ import socket
 from collections.abc import Awaitable, Callable, Iterator, Mapping
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, replace
-from typing import Any, Protocol
-
-from aiohttp import web
+from typing import TYPE_CHECKING, Any, Protocol
 
 from sigproxy.authlimit import AuthFailures
 from sigproxy.bodies import clean_spool
@@ -46,18 +44,21 @@ from sigproxy.http1 import ClientRequest, Response, StreamResponse
 from sigproxy.listentls import ListenerTls
 from sigproxy.metrics import GroupMetrics, Metrics
 from sigproxy.sdnotify import Notifier
-from sigproxy.sessions import ConnectSessions
 from sigproxy.signing import Signer
 from sigproxy.tasks import TaskSet
 from sigproxy.tls import CertStore
 
-from .admin import admin_app
 from .connect import ConnectIntake
 from .forward import forward_exchange
 from .gate import Door, Gate
 from .h1server import ClientServer, Entry, answered
 from .reverse import reverse_exchange
-from .tlsdoor import TlsAcceptor, TlsSite, reload_all, tls_acceptor
+from .tlsdoor import TlsAcceptor, reload_all, tls_acceptor
+
+if TYPE_CHECKING:
+    from aiohttp import web
+
+    from sigproxy.sessions import ConnectSessions
 
 __all__ = ["Group", "Listening", "Runtime", "WorkerRole", "serve"]
 
@@ -413,6 +414,8 @@ async def serve(config: Config, stop: asyncio.Event, *, reload: asyncio.Event | 
         control = runtime.control = Control(config, store, on_apply=runtime.apply)
         await control.load()
         if store is not None and worker is None:
+            from sigproxy.sessions import ConnectSessions  # noqa: PLC0415 - connect sessions live in the store
+
             sessions = runtime.sessions = ConnectSessions(control, store, lambda: control.config)
             stack.push_async_callback(sessions.close)
         bound: list[Listening] = []
@@ -439,6 +442,12 @@ async def serve(config: Config, stop: asyncio.Event, *, reload: asyncio.Event | 
             stack.push_async_callback(group.stop)
 
         if config.proxy.admin_listen is not None and worker is None:
+            # aiohttp (with the admin API and the connect page) only for the admin listener: workers and
+            # admin_listen = "" start without it.
+            from aiohttp import web  # noqa: PLC0415
+
+            from .admin import TlsSite, admin_app  # noqa: PLC0415
+
             admin = web.AppRunner(admin_app(runtime, intake), handle_signals=False, access_log=None)
             await admin.setup()
             admins.append(admin)

@@ -20,9 +20,6 @@ import ssl
 from asyncio import sslproto
 from collections.abc import Callable
 
-from aiohttp import web
-
-from sigproxy.config import Address
 from sigproxy.errors import ConfigError
 from sigproxy.listentls import ListenerTls, listener_names, load_failure, server_context
 from sigproxy.tasks import TaskSet
@@ -30,7 +27,7 @@ from sigproxy.tls import CertStore, TlsError
 
 from .gate import peer_address
 
-__all__ = ["TlsAcceptor", "TlsSite", "handshake_failure", "reload_all", "tls_acceptor"]
+__all__ = ["TlsAcceptor", "handshake_failure", "reload_all", "tls_acceptor"]
 
 logger = logging.getLogger(__name__)
 
@@ -181,34 +178,6 @@ class _FileContext:
                          load_failure(exc, "not PEM"))
             return
         logger.info("TLS certificate of the %s listener reloaded from %s", name, tls.cert_file)
-
-
-class TlsSite(web.BaseSite):
-    """An aiohttp site (the admin listener's) bound at ``host``:``port`` whose connections do their TLS handshake
-    in ``acceptor`` first (CPython's SSLProtocol; aiohttp's own ``ssl_context`` would hand TLS to the loop, which
-    :mod:`sigproxy.uvtls` refuses). ``acceptor``'s inner protocol is the runner's server. Stopping the site (the
-    runner's ``cleanup``) closes the socket and abandons handshakes in progress."""
-
-    __slots__ = ("_acceptor", "_host", "_port")
-
-    def __init__(self, runner: web.BaseRunner, acceptor: TlsAcceptor, host: str, port: int) -> None:
-        super().__init__(runner)
-        self._acceptor = acceptor
-        self._host = host
-        self._port = port
-
-    @property
-    def name(self) -> str:
-        return f"https://{Address(self._host, self._port)}"
-
-    async def start(self) -> None:
-        await super().start()
-        self._server = await asyncio.get_running_loop().create_server(self._acceptor, self._host, self._port,
-                                                                      reuse_address=True)
-
-    async def stop(self) -> None:
-        await super().stop()
-        await self._acceptor.close()
 
 
 class _Minted:

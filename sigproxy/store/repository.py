@@ -109,10 +109,10 @@ class Store:
             found, head = await migrations.current(engine), migrations.head()
             if found is not None and found not in migrations.known():
                 raise SchemaMismatch(found, head, newer=True)
-            if migrate:
+            if found != head:  # at head there is nothing to run: Alembic is not even imported
+                if not migrate:
+                    raise SchemaMismatch(found, head)
                 await migrations.upgrade(engine)
-            elif found != head:
-                raise SchemaMismatch(found, head)
         except BaseException:
             await engine.dispose()
             raise

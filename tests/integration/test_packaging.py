@@ -59,9 +59,12 @@ def test_build_install_and_run(tmp_path: Path) -> None:
     version = _run(target / "bin/sigproxy", "version")
     assert version.stdout.strip() == f"sigproxy {__version__}"
     # From the venv, not this checkout (cwd elsewhere): the files sigproxy loads at runtime came with the wheel.
+    # The head as Alembic reads it from the installed migrations/versions (migrate.head() is a constant).
     code = ("import importlib.resources as res, sigproxy.api.routes as api, sigproxy.store.migrate as migrate\n"
+            "from alembic.script import ScriptDirectory\n"
             "page = res.files('sigproxy.connectpage')\n"
-            "print(api.__file__, len(api.openapi_document()['paths']) > 0, migrate.head(),"
+            "print(api.__file__, len(api.openapi_document()['paths']) > 0,"
+            " ScriptDirectory.from_config(migrate.alembic_config()).get_current_head(),"
             " page.joinpath('templates', 'page.html').is_file(), page.joinpath('static', 'copy.js').is_file())")
     where = _run(target / "bin/python", "-c", code, cwd=tmp_path).stdout.split()
     assert where[0].startswith(str(target)), where
