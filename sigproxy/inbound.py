@@ -20,11 +20,11 @@ from __future__ import annotations
 import hmac
 import re
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from urllib.parse import unquote
 
 from .errors import ClientSignatureInvalid
+from .records import record
 from .signing import (
     ALGORITHM,
     EMPTY_SHA256,
@@ -59,7 +59,7 @@ _MAX_AUTHORIZATION = 8192
 _Pairs = tuple[tuple[str, str | None], ...]
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class ClientAuthorization:
     """The parts of a client's SigV4 signature (header ``Authorization`` or presign parameters)."""
 
@@ -72,7 +72,7 @@ class ClientAuthorization:
     signature: str
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class ReceivedRequest:
     """A request exactly as the client sent it to sigproxy."""
 

@@ -11,12 +11,14 @@ from pathlib import Path
 import pytest
 
 from sigproxy.handler import Exchange
+from sigproxy.inbound import ClientAuthorization, ReceivedRequest
 from sigproxy.prepare import SignedRequest
 from sigproxy.routing import ClientScope, Selection, Target
 from sigproxy.signing import CanonicalInput, Signature
 
 
-@pytest.mark.parametrize("cls", [Target, ClientScope, Selection, CanonicalInput, Signature, SignedRequest, Exchange])
+@pytest.mark.parametrize("cls", [Target, ClientScope, Selection, CanonicalInput, Signature, SignedRequest, Exchange,
+                                 ClientAuthorization, ReceivedRequest])
 def test_per_request_classes_are_slotted_value_records(cls: type) -> None:
     assert dataclasses.is_dataclass(cls)
     assert "__slots__" in cls.__dict__
