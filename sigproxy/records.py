@@ -3,10 +3,11 @@
 Owns: :func:`record`. Must not: import anything of sigproxy's.
 
 A frozen dataclass's ``__init__`` sets each field through ``object.__setattr__`` (its own ``__setattr__``
-refuses): under valgrind, 14.7k instructions for nine fields against 3.1k for a plain slotted dataclass, and a
+refuses): under valgrind, 14.7k instructions for nine fields against 3.1k for a plain slotted dataclass. A
 proxied GET builds about thirty such fields (target, selection, canonical input, signature, signed request,
-exchange; and a client-signed request's parts, verifying it): 7 % of its instructions. A ``NamedTuple`` builds faster but reads slower (its fields are not slots, so
-CPython 3.11 can't specialise the attribute loads), and came out 3 % behind.
+exchange; on a ``client_secret`` connection also the client's request and signature): 7 % of its instructions.
+A ``NamedTuple`` builds faster but reads slower (its fields are not slots, so CPython 3.11 can't specialise the
+attribute loads), and came out 3 % behind.
 
 So ``@record`` classes are frozen for the type checker (mypy reads :func:`~typing.dataclass_transform`'s
 ``frozen_default``: assigning a field is an error, ``dataclasses.replace`` makes a changed copy) and plain slotted
