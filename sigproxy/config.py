@@ -38,13 +38,9 @@ from .connection import (
     CredentialsConfig,
     Network,
     check_bases,
-    compile_host_globs,
-    host_matches,
     parse_connection,
-    parse_host_glob,
     parse_networks,
     parse_url,
-    split_host_entry,
 )
 from .controlconfig import (
     AdminConfig,
@@ -58,6 +54,7 @@ from .controlconfig import (
 )
 from .dialing import Redirect, parse_redirect
 from .errors import ConfigError
+from .hostglobs import compile_host_globs, parse_host_glob
 from .listentls import ListenerTls, parse_listener_tls
 from .urlparts import http_scheme
 from .users import USER_VAR
@@ -81,9 +78,6 @@ __all__ = [
     "parse_address",
     "parse_size",
     "client_allowed",
-    "host_matches",
-    "compile_host_globs",
-    "split_host_entry",
     "default_state_dir",
     "USER_VAR",
 ]

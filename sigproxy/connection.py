@@ -1,5 +1,6 @@
 """What a connection is: its dataclasses, the one parser that checks every key of a connection's table (for
-the TOML file and the admin API alike), its JSON form, and the host globs it is allowed.
+the TOML file and the admin API alike), its JSON form, and the host globs it is allowed (their syntax and
+matching are :mod:`sigproxy.hostglobs`').
 
 A connection's table is the same whether it comes from ``[connections.NAME]`` in the config file (origin
 ``"file"``) or from ``POST /v1/connections`` (origin ``"store"``); :func:`parse_connection` reads both, with
@@ -12,7 +13,6 @@ aiohttp.
 from __future__ import annotations
 
 import dataclasses
-import fnmatch
 import ipaddress
 import json
 import re
@@ -24,6 +24,7 @@ from typing import Any, Literal
 from .clientcert import parse_subjects
 from .configtable import Secret, Table
 from .errors import ConfigError
+from .hostglobs import compile_host_globs, parse_host_glob
 from .sigv4a import region_set_value
 from .urlparts import split_url
 from .users import ROLE_SESSION, TAG_VALUE, USER_VAR, policy_problem, tag_key_problem, template_problem
@@ -37,16 +38,11 @@ __all__ = [
     "parse_connection",
     "check_bases",
     "connection_json",
-    "compile_host_globs",
-    "host_matches",
-    "split_host_entry",
-    "parse_host_glob",
     "parse_url",
     "parse_networks",
 ]
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
-_HOST_GLOB = re.compile(r"^[A-Za-z0-9*?.\-\[\]]+(:[0-9*?]+)?$|^\[[0-9A-Fa-f:.*?]+\](:[0-9*?]+)?$")
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -174,48 +170,6 @@ class ConnectionConfig:
 
 
 # ---------------------------------------------------------------------------- helpers
-
-
-def _glob_re(glob: str) -> str:
-    # fnmatch.translate gives '(?s:PATTERN)\\Z'; drop the anchor, fullmatch anchors the whole alternation.
-    return fnmatch.translate(glob).removesuffix(r"\Z")
-
-
-def split_host_entry(raw: str) -> tuple[str, str]:
-    """A ``hosts``/``passthrough`` entry -> (host part lower-cased and unbracketed, port glob, ``*`` if none)."""
-    entry = raw.strip().lower()
-    if entry.startswith("["):
-        host, _, rest = entry[1:].partition("]")
-        return host, rest[1:] if rest.startswith(":") else "*"
-    if entry.count(":") > 1:  # an unbracketed IPv6 literal: no port
-        return entry, "*"
-    if ":" in entry:
-        host, _, port = entry.rpartition(":")
-        return host, port
-    return entry, "*"
-
-
-def compile_host_globs(patterns: tuple[str, ...]) -> re.Pattern[str]:
-    """One regex over ``host:port`` (lower-case host; IPv6 unbracketed) for ``host`` / ``host:port`` globs."""
-    parts = []
-    for raw in patterns:
-        host, port = split_host_entry(raw)
-        parts.append(f"(?:{_glob_re(host)}):(?:{_glob_re(port)})")
-    return re.compile("|".join(parts) or "(?!)")
-
-
-def host_matches(pattern: str, host: str, port: int) -> bool:
-    """Whether ``host:port`` matches a ``host`` or ``host:port`` glob (case-insensitive)."""
-    return compile_host_globs((pattern,)).fullmatch(f"{host.lower()}:{port}") is not None
-
-def parse_host_glob(value: str, path: str) -> str:
-    if not value or not _HOST_GLOB.match(value):
-        raise ConfigError(path, f"bad host glob {value!r}: expected 'host', '*.example.com' or 'host:port'")
-    if value.strip("*?.:") == "":
-        raise ConfigError(path, f"host glob {value!r} matches every host: list the hosts instead")
-    if value.count("[") != value.count("]"):
-        raise ConfigError(path, f"bad host glob {value!r}: unbalanced brackets")
-    return value
 
 
 def parse_networks(t: Table, name: str) -> tuple[Network, ...]:

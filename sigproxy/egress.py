@@ -39,8 +39,9 @@ from dataclasses import dataclass, field
 
 from cachetools import TTLCache
 
-from .config import Address, Network, split_host_entry
+from .config import Address, Network
 from .errors import AddressNotAllowed
+from .hostglobs import split_host_entry
 
 __all__ = [
     "IPAddress",

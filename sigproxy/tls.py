@@ -1,13 +1,14 @@
 """sigproxy's own certificate authority, and the per-host TLS server contexts minted from it.
 
-Owns: the CA key and certificate in the state directory (created once, atomically, then reused and checked),
-one ECDSA P-256 leaf key shared by every leaf, minting short-lived leaves per host (IP SAN for IP literals,
-DNS SAN otherwise), a bounded LRU of ready ``ssl.SSLContext`` objects, and writing a client trust bundle
-(system store + our CA).
+Owns: the CA key and certificate files in the state directory (created once, atomically, then reused and
+checked), one ECDSA P-256 leaf key shared by every leaf, minting short-lived leaves per host (what a certificate
+contains is :mod:`sigproxy.certs`'), a bounded LRU of ready ``ssl.SSLContext`` objects, and writing a client
+trust bundle (system store + our CA).
 Must not: shell out (``cryptography`` does all the crypto), use RSA, mint on the event loop
 (:meth:`CertStore.context_for_async` mints in a thread), keep leaf certificates or keys on disk (the stdlib
 ``ssl`` module loads a chain only from a file: it exists, mode 0600 in a 0700 directory, for one
-``load_cert_chain`` call), put key material in logs or messages, import other sigproxy modules.
+``load_cert_chain`` call), put key material in logs or messages, import sigproxy modules other than
+:mod:`sigproxy.certs`.
 
 Typical use (``load_or_create`` does file I/O: run it in a thread from async code)::
 
@@ -23,13 +24,11 @@ import asyncio
 import contextlib
 import enum
 import fcntl
-import ipaddress
 import os
 import secrets
 import shutil
 import ssl
 import stat
-import string
 import tempfile
 import threading
 from collections.abc import Callable, Iterator
@@ -41,10 +40,20 @@ from typing import Self
 
 from cachetools import LRUCache
 from cryptography import x509
-from cryptography.exceptions import UnsupportedAlgorithm
-from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+from .certs import (
+    HostName,
+    TlsError,
+    authority_key_id,
+    check_ca,
+    create_ca,
+    leaf_certificate,
+    load_ca_cert,
+    load_ca_key,
+    parse_host,
+)
 
 __all__ = [
     "TlsError",
@@ -58,10 +67,7 @@ __all__ = [
 
 CA_CERT_FILE = "ca-cert.pem"
 CA_KEY_FILE = "ca-key.pem"
-# Users install the CA once; it never leaves the state directory, so a long life costs little.
-_CA_VALIDITY = timedelta(days=3650)
 # Backdated so clients with a slow clock still accept our certificates (mitmproxy's CERT_VALIDITY_OFFSET).
-_CA_BACKDATE = timedelta(days=2)
 _LEAF_BACKDATE = timedelta(days=1)
 # Short, because every leaf shares one key; long validity is refused by some clients:
 # https://github.com/mitmproxy/mitmproxy/issues/815
@@ -70,31 +76,14 @@ DEFAULT_LEAF_VALIDITY = timedelta(days=7)
 _LEAF_RENEW_BEFORE = timedelta(days=1)
 # One SSLContext is ~10 KB; enough for every S3 bucket host a busy client touches between restarts.
 _DEFAULT_CACHE_SIZE = 1024
-# RFC 1035 section 2.3.4 (text form of a name without the trailing dot) and RFC 5280 ub-common-name.
-_MAX_HOST_LEN = 253
-_MAX_LABEL_LEN = 63
-_MAX_CN_LEN = 64
-# Underscore: S3 bucket names in virtual-host style; colon: IPv6 literals; star: wildcard names.
-_HOST_CHARS = frozenset(string.ascii_letters + string.digits + ".-_:*")
 _ALPN = ["http/1.1"]
 # Last resort when neither OpenSSL nor certifi knows a trust store (Debian/Ubuntu/Alpine path).
 _FALLBACK_SYSTEM_CA = Path("/etc/ssl/certs/ca-certificates.crt")
 
 
-class TlsError(RuntimeError):
-    """The CA files are unusable, a host name cannot be put in a certificate, or the store is closed."""
-
-
 class _State(enum.Enum):
     OPEN = "open"
     CLOSED = "closed"
-
-
-@dataclass(frozen=True, slots=True)
-class _HostName:
-    key: str
-    """Normalised host: lower-case A-label DNS name, or the compressed IP literal. Cache key and CN."""
-    san: x509.GeneralName
 
 
 @dataclass(frozen=True, slots=True)
@@ -151,7 +140,7 @@ class CertStore:
         self._ca_cert_path = ca_cert_path
         self._ca_key = ca_key
         self._ca_pem = ca_cert.public_bytes(serialization.Encoding.PEM)
-        self._aki = _authority_key_id(ca_cert, ca_key)
+        self._aki = authority_key_id(ca_cert, ca_key)
         leaf_key = ec.generate_private_key(ec.SECP256R1())
         self._leaf_key_pem = leaf_key.private_bytes(
             serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
@@ -210,7 +199,7 @@ class CertStore:
                     f"to create a new CA (clients must then trust the new {CA_CERT_FILE})"
                 )
             else:
-                ca_cert, ca_key = _create_ca(now=clock())
+                ca_cert, ca_key = create_ca(now=clock())
                 _write_atomic(
                     key_path,
                     ca_key.private_bytes(
@@ -250,7 +239,7 @@ class CertStore:
             TlsError: a name cannot be a certificate name (empty, too long, bad characters or labels,
                 ``host:port``), the CA has expired, or the store is closed.
         """
-        names = [_parse_host(h) for h in (host, *also)]
+        names = [parse_host(h) for h in (host, *also)]
         key = _cache_key(names)
         leaf = self._fresh(key)
         if leaf is None:
@@ -269,7 +258,7 @@ class CertStore:
             TlsError: the store is closed.
         """
         try:
-            names = [_parse_host(h) for h in (host, *also)]
+            names = [parse_host(h) for h in (host, *also)]
         except TlsError:
             self._check_open()
             return None
@@ -284,7 +273,7 @@ class CertStore:
         Raises:
             TlsError: as :meth:`context_for`; a bad host is rejected without a thread.
         """
-        names = [_parse_host(h) for h in (host, *also)]
+        names = [parse_host(h) for h in (host, *also)]
         leaf = self._fresh(_cache_key(names))
         if leaf is not None:
             return leaf.context
@@ -327,7 +316,7 @@ class CertStore:
             return None
         return leaf
 
-    def _mint(self, names: list[_HostName]) -> _Leaf:
+    def _mint(self, names: list[HostName]) -> _Leaf:
         self._check_open()
         now = self._clock()
         not_before = max(now - _LEAF_BACKDATE, self._ca_cert.not_valid_before_utc)
@@ -337,21 +326,9 @@ class CertStore:
                 f"the CA in {self._ca_cert_path} has expired: delete it and {CA_KEY_FILE} beside it to create "
                 "a new one (clients must then trust the new certificate)"
             )
-        cert = (
-            x509.CertificateBuilder()
-            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, names[0].key[:_MAX_CN_LEN])]))
-            .issuer_name(self._ca_cert.subject)
-            .public_key(self._leaf_public)
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(not_before)
-            .not_valid_after(not_after)
-            .add_extension(x509.SubjectAlternativeName([n.san for n in names]), critical=False)
-            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-            .add_extension(_key_usage(digital_signature=True), critical=True)
-            .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
-            .add_extension(self._leaf_ski, critical=False)
-            .add_extension(self._aki, critical=False)
-            .sign(self._ca_key, hashes.SHA256())
+        cert = leaf_certificate(
+            names, ca_cert=self._ca_cert, ca_key=self._ca_key, public_key=self._leaf_public, ski=self._leaf_ski,
+            aki=self._aki, not_before=not_before, not_after=not_after,
         )
         context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         context.minimum_version = ssl.TLSVersion.TLSv1_2
@@ -416,7 +393,7 @@ def write_bundle(ca_pem: bytes, path: Path) -> bool:
     return system is not None
 
 
-def _cache_key(names: list[_HostName]) -> str:
+def _cache_key(names: list[HostName]) -> str:
     return " ".join(n.key for n in names)  # a space is in no host name
 
 
@@ -431,119 +408,13 @@ def _sni_check(expected: frozenset[str]) -> Callable[[ssl.SSLObject, str | None,
     return check
 
 
-def _parse_host(host: str) -> _HostName:
-    shown = repr(host[:80] + ("..." if len(host) > 80 else ""))
-    text = host.lower()
-    if not text.isascii():
-        try:
-            text = text.encode("idna").decode("ascii")
-        except UnicodeError as exc:
-            raise TlsError(f"host {shown} is not a valid internationalised domain name ({exc})") from exc
-    if text.endswith(".") and not text.endswith(".."):
-        text = text[:-1]  # an absolute name; certificates carry names without the root dot
-    if not text:
-        raise TlsError("host name is empty")
-    if len(text) > _MAX_HOST_LEN:
-        raise TlsError(f"host {shown} is longer than {_MAX_HOST_LEN} characters")
-    bad = set(text) - _HOST_CHARS
-    if bad:
-        raise TlsError(f"host {shown} contains {''.join(sorted(bad))!r}; allowed are letters, digits and '.-_:*'")
-    try:
-        ip = ipaddress.ip_address(text)
-    except ValueError:
-        pass
-    else:
-        return _HostName(key=ip.compressed, san=x509.IPAddress(ip))
-    if ":" in text:
-        raise TlsError(f"host {shown} is neither an IP address nor a DNS name: pass the host without a port")
-    if any(not label or len(label) > _MAX_LABEL_LEN for label in text.split(".")):
-        raise TlsError(f"host {shown} has an empty label or one over {_MAX_LABEL_LEN} characters")
-    return _HostName(key=text, san=x509.DNSName(text))
-
-
-def _key_usage(*, digital_signature: bool = False, cert_sign: bool = False) -> x509.KeyUsage:
-    return x509.KeyUsage(
-        digital_signature=digital_signature,
-        content_commitment=False,
-        key_encipherment=False,
-        data_encipherment=False,
-        key_agreement=False,
-        key_cert_sign=cert_sign,
-        crl_sign=cert_sign,
-        encipher_only=False,
-        decipher_only=False,
-    )
-
-
-def _authority_key_id(ca_cert: x509.Certificate, ca_key: ec.EllipticCurvePrivateKey) -> x509.AuthorityKeyIdentifier:
-    try:
-        ski = ca_cert.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value
-    except x509.ExtensionNotFound:
-        return x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key())
-    return x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ski)
-
-
-def _create_ca(*, now: datetime) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
-    key = ec.generate_private_key(ec.SECP256R1())
-    # The suffix makes two installs' CAs distinguishable in a trust store and in client error messages.
-    name = x509.Name(
-        [
-            x509.NameAttribute(NameOID.COMMON_NAME, f"sigproxy CA {secrets.token_hex(4)}"),
-            x509.NameAttribute(NameOID.ORGANIZATION_NAME, "sigproxy"),
-        ]
-    )
-    ski = x509.SubjectKeyIdentifier.from_public_key(key.public_key())
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - _CA_BACKDATE)
-        .not_valid_after(now + _CA_VALIDITY)
-        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-        .add_extension(_key_usage(digital_signature=True, cert_sign=True), critical=True)
-        .add_extension(ski, critical=False)
-        .add_extension(x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ski), critical=False)
-        .sign(key, hashes.SHA256())
-    )
-    return cert, key
-
-
 def _load_ca(cert_path: Path, key_path: Path, *, now: datetime) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
     mode = stat.S_IMODE(key_path.stat().st_mode)
     if mode & 0o077:
         raise TlsError(f"{key_path} is readable by group or others (mode {mode:04o}): run `chmod 600 {key_path}`")
-    try:
-        cert = x509.load_pem_x509_certificate(cert_path.read_bytes())
-    except ValueError as exc:
-        raise TlsError(f"{cert_path} is not a PEM certificate") from exc
-    try:
-        key = serialization.load_pem_private_key(key_path.read_bytes(), password=None)
-    except (ValueError, TypeError, UnsupportedAlgorithm) as exc:
-        # TypeError: the key is encrypted. The message never includes the file's content.
-        raise TlsError(f"{key_path} is not an unencrypted PEM private key") from exc
-    if not isinstance(key, ec.EllipticCurvePrivateKey):
-        raise TlsError(f"{key_path} is not an EC key; sigproxy's CA uses ECDSA P-256")
-    spki = serialization.PublicFormat.SubjectPublicKeyInfo
-    if key.public_key().public_bytes(serialization.Encoding.DER, spki) != cert.public_key().public_bytes(
-        serialization.Encoding.DER, spki
-    ):
-        raise TlsError(
-            f"{key_path} does not match {cert_path}: restore the pair, or delete both to create a new CA "
-            "(clients must then trust the new certificate)"
-        )
-    try:
-        is_ca = cert.extensions.get_extension_for_class(x509.BasicConstraints).value.ca
-    except x509.ExtensionNotFound:
-        is_ca = False
-    if not is_ca:
-        raise TlsError(f"{cert_path} is not a CA certificate (no basicConstraints CA:TRUE)")
-    if cert.not_valid_after_utc <= now:
-        raise TlsError(
-            f"{cert_path} expired on {cert.not_valid_after_utc:%Y-%m-%d}: delete it and {key_path.name} "
-            "to create a new CA (clients must then trust the new certificate)"
-        )
+    cert = load_ca_cert(cert_path.read_bytes(), cert_path)
+    key = load_ca_key(key_path.read_bytes(), key_path)
+    check_ca(cert, key, cert_path=cert_path, key_path=key_path, now=now)
     return cert, key
 
 

@@ -1,4 +1,4 @@
-"""Transport helpers shared by the client side (:mod:`sigproxy.intake.h1server`) and the upstream side
+"""Transport helpers shared by the client side (:mod:`sigproxy.intake.h1flow`) and the upstream side
 (:mod:`sigproxy.h1conn`). Must not: know HTTP.
 """
 

@@ -4,7 +4,8 @@ httptools (llhttp, the parser of Node.js and of aiohttp's C parser) in strict mo
 * :class:`ClientServer` makes one :class:`ClientProtocol` per accepted connection, with the limits of the
   config current then (a reload applies to new connections), and drains them all on shutdown.
 * :class:`ClientProtocol` parses requests (pipelined ones are answered in order), hands each to the entry
-  point as a :class:`~sigproxy.http1.ClientRequest` and writes what it returns.
+  point as a :class:`~sigproxy.http1.ClientRequest` and writes what it returns. Its byte side (writing, flow
+  control, closing, the one timer) is its base, :class:`~sigproxy.intake.h1flow.ClientFlow`.
 
 What it enforces (RFC 9112, and the ``[proxy]`` keys named):
 
@@ -32,7 +33,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable
 from typing import cast
 
 import httptools
@@ -49,9 +50,9 @@ from sigproxy.http1 import (
     bad_head_message,
     check_transfer_coding,
 )
-from sigproxy.transports import close, reset
 
 from .gate import LINGER, Ticket, peer_address
+from .h1flow import ClientFlow
 
 __all__ = ["ClientProtocol", "ClientServer", "Entry", "answered"]
 
@@ -72,10 +73,11 @@ class _HeadRefused(BadRequest):
     """A request head over a limit (raised inside the parser's callbacks)."""
 
 
-class ClientProtocol(asyncio.Protocol):
+class ClientProtocol(ClientFlow):
     """One client connection."""
 
     def __init__(self, server: ClientServer, proxy: ProxyConfig) -> None:
+        # Every attribute, :class:`ClientFlow`'s too: one ``__init__`` per connection.
         self._server = server
         self._proxy = proxy
         self._loop = asyncio.get_running_loop()
@@ -236,14 +238,6 @@ class ClientProtocol(asyncio.Protocol):
         task.cancel()
         return task
 
-    def _close(self) -> None:
-        """Close once what is queued for the client has gone out; a client that takes none of it for
-        ``idle_timeout`` is cut off with a reset (:func:`sigproxy.transports.close`) rather than holding the
-        connection as long as it likes."""
-        transport = self._transport
-        if transport is not None and not transport.is_closing():
-            close(transport, grace=self._proxy.idle_timeout, lost=lambda: self._transport is not transport)
-
     def _close_gracefully(self, *, linger: bool) -> None:
         """Close after the answer. With ``linger`` (the client may still be sending: a body not read to its end,
         a head refused): our side shut, the client's late bytes read and dropped for up to a second, so that
@@ -261,74 +255,6 @@ class ClientProtocol(asyncio.Protocol):
         transport.write_eof()
         transport.resume_reading()  # a body left unread may have paused it: what comes now is read and dropped
         self._loop.call_later(LINGER, self._close)
-
-    # ------------------------------------------------------------------ writing
-
-    def write(self, data: bytes) -> None:
-        if self._transport is not None:
-            self._wrote = True
-            self._transport.write(data)
-
-    def write_many(self, parts: Iterable[bytes]) -> None:
-        if self._transport is not None:
-            self._wrote = True
-            self._transport.writelines(parts)
-
-    async def drain(self) -> None:
-        """Wait while the client's socket buffer is full, up to ``idle_timeout`` (a client that reads nothing
-        for that long is cut off, as one that sends nothing is). Raises :class:`ConnectionResetError` once the
-        connection is closed or cut off."""
-        if self._transport is None:
-            raise ConnectionResetError("the client closed the connection")
-        if self._write_paused:
-            waiter = self._drain_waiter = self._loop.create_future()
-            try:
-                async with asyncio.timeout(self._proxy.idle_timeout):
-                    await waiter
-            except TimeoutError:
-                logger.info("client %s read nothing of its answer for idle_timeout (%g s); connection closed",
-                            self._remote, self._proxy.idle_timeout)
-                self._closing = True
-                if self._transport is not None:
-                    # A reset: neither sigproxy nor the kernel keeps sending to a client that reads nothing.
-                    reset(self._transport)
-                raise ConnectionResetError("the client stopped reading (idle_timeout)") from None
-
-    def abort(self) -> None:
-        self._closing = True
-        self._close()
-
-    def pause_writing(self) -> None:
-        self._write_paused = True
-
-    def resume_writing(self) -> None:
-        self._write_paused = False
-        self._wake_drain(None)
-
-    def _wake_drain(self, exc: BaseException | None) -> None:
-        waiter, self._drain_waiter = self._drain_waiter, None
-        if waiter is not None and not waiter.done():
-            if exc is None:
-                waiter.set_result(None)
-            else:
-                waiter.set_exception(exc)
-
-    def pause_body(self) -> None:
-        self._pause("body")
-
-    def resume_body(self) -> None:
-        self._resume("body")
-
-    def _pause(self, reason: str) -> None:
-        if not self._paused and self._transport is not None:
-            self._transport.pause_reading()
-        self._paused.add(reason)
-
-    def _resume(self, reason: str) -> None:
-        if reason in self._paused:
-            self._paused.discard(reason)
-            if not self._paused and self._transport is not None and not self._transport.is_closing():
-                self._transport.resume_reading()
 
     def may_keep_alive(self, request: ClientRequest) -> bool:
         """Whether the connection may serve another request after this one's answer."""
@@ -498,39 +424,6 @@ class ClientProtocol(asyncio.Protocol):
     def _send(self, response: Response, request: ClientRequest | None) -> None:
         keep = request is not None and self.may_keep_alive(request) and not response.close
         self.write(response.encode(request, keep_alive=keep))
-
-    # ------------------------------------------------------------------ the connection's one timer
-
-    def _arm(self, due: float) -> None:
-        self._cancel_timer()
-        self._timer = self._loop.call_at(due, self._expired)
-
-    def _cancel_timer(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-
-    def _expired(self) -> None:
-        """``header_timeout`` for a head in flight, else ``idle_timeout`` when no request is being answered."""
-        self._timer = None
-        if self._transport is None or self._lingering:
-            return
-        now = self._loop.time()
-        if self._head_since is not None:
-            due = self._head_since + self._proxy.header_timeout
-            if now >= due:
-                logger.info("client %s did not finish a request head within header_timeout (%g s); connection "
-                            "closed", self._remote, self._proxy.header_timeout)
-                self.abort()
-                return
-        elif self._task is not None:
-            return  # a request is being answered: the timer is armed again once it is
-        else:
-            due = self._idle_since + self._proxy.idle_timeout
-            if now >= due:
-                self.abort()
-                return
-        self._timer = self._loop.call_at(due, self._expired)
 
 
 class ClientServer:

@@ -18,7 +18,6 @@ from sigproxy.config import (
     Secret,
     config_search_path,
     find_config,
-    host_matches,
     load,
     loads,
     parse_address,
@@ -26,6 +25,7 @@ from sigproxy.config import (
 )
 from sigproxy.controlconfig import ConnectConfig
 from sigproxy.errors import ConfigError
+from sigproxy.hostglobs import host_matches
 
 SECRET = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY"
 SESSION = "FwoGZXIvYXdzEXAMPLESESSIONTOKEN"
