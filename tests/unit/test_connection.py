@@ -16,12 +16,12 @@ from sigproxy.connection import (
     SECRET_PATHS,
     SECRET_SHOWN,
     ConnectionConfig,
-    compile_host_globs,
     connection_json,
     parse_connection,
 )
 from sigproxy.control import merge_patch
 from sigproxy.errors import ConfigError
+from sigproxy.hostglobs import compile_host_globs
 
 SECRETS = {
     ("token",): "proxy-password-123456",
