@@ -39,6 +39,7 @@ from .errors import (
     UnsupportedRequest,
 )
 from .forwarding import Upstream
+from .headerrules import HOP_BY_HOP
 from .http1 import ClientRequest, Response, StreamResponse, http_date
 from .inbound import ReceivedRequest, verify_header_auth, verify_presigned
 from .metrics import Metrics
@@ -46,7 +47,6 @@ from .observability import log_access
 from .prepare import sign_handshake, sign_request, untouched_request
 from .records import record
 from .routing import (
-    HOP_BY_HOP,
     Target,
     check_host,
     check_policy,

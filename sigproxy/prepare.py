@@ -17,8 +17,9 @@ from typing import Literal
 
 from . import sigv4a, websocket
 from .errors import UnsupportedRequest
+from .headerrules import is_signed_header, upstream_headers, upstream_headers_lower
 from .records import record
-from .routing import Target, is_signed_header, upstream_headers, upstream_headers_lower
+from .routing import Target
 from .signing import (
     EMPTY_SHA256,
     PRESIGN_PARAMS,

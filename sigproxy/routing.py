@@ -1,5 +1,5 @@
-"""Pure request routing: which connection, may it sign for this host, which service and region, which
-headers go upstream and which of them are signed.
+"""Pure request routing: which connection, may it sign for this host, which service and region, may it sign
+this request (which headers go upstream and which are signed: :mod:`sigproxy.headerrules`).
 
 Connection selection, first match wins:
 
@@ -70,24 +70,8 @@ __all__ = [
     "check_shape",
     "sigv4a_region_set",
     "presigned_by_client",
-    "HOP_BY_HOP",
-    "upstream_headers",
-    "upstream_headers_lower",
-    "is_signed_header",
 ]
 
-HOP_BY_HOP = frozenset(
-    {
-        "connection", "keep-alive", "proxy-connection", "te", "trailer", "transfer-encoding", "upgrade",
-        "proxy-authorization", "proxy-authenticate",
-    }
-)
-# Removed before forwarding: the client's own auth, what we recompute, and what only the proxy reads.
-_DROP = frozenset(
-    {"authorization", "x-amz-date", "x-amz-security-token", "expect", "host", "content-length"}
-)
-_NOT_FORWARDED = HOP_BY_HOP | _DROP
-_SIGNED_EXTRA = frozenset({"host", "content-type", "content-md5"})
 _CREDENTIAL = re.compile(r"Credential=([^/,\s]+)/(\d{8})/([^/,\s]+)/([^/,\s]+)/aws4_request")
 _PORTS = {"http": 80, "https": 443}
 _WRITE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
@@ -486,35 +470,3 @@ def sigv4a_region_set(conn: ConnectionConfig, target: Target, headers: Mapping[s
         return region_set_value(asked)
     except ValueError as exc:
         raise UnsupportedRequest(f"X-Amz-Region-Set: {exc}") from None
-
-
-def upstream_headers(headers: Iterable[tuple[str, str]]) -> list[tuple[str, str]]:
-    """The client's headers that go upstream: hop-by-hop, ``Connection``-named, ``Proxy-*``,
-    ``X-Sigproxy-*`` and the client's own auth removed. ``Host``/``Content-Length`` are set again later."""
-    return [(name, value) for name, value, _ in upstream_headers_lower(headers)[0]]
-
-
-def upstream_headers_lower(
-    headers: Iterable[tuple[str, str]],
-) -> tuple[list[tuple[str, str, str]], list[str]]:
-    """:func:`upstream_headers` with each name's lower case, ``(name, value, lower-case name)``, and the lower-case
-    names of every header given, those removed too (each name is lower-cased once)."""
-    pairs = headers if isinstance(headers, list | tuple) else list(headers)
-    lows = [name.lower() for name, _ in pairs]
-    named = {
-        tok.strip().lower()
-        for (_, value), low in zip(pairs, lows, strict=True)
-        if low == "connection"
-        for tok in value.split(",")
-    } if "connection" in lows else ()
-    kept = [
-        (name, value, low)
-        for (name, value), low in zip(pairs, lows, strict=True)
-        if not (low in _NOT_FORWARDED or low in named or low.startswith(("proxy-", "x-sigproxy-")))
-    ]
-    return kept, lows
-
-
-def is_signed_header(name: str) -> bool:
-    low = name.lower()
-    return low in _SIGNED_EXTRA or low.startswith("x-amz-")

@@ -49,9 +49,9 @@ from multidict import CIMultiDict
 
 from .config import ConnectionConfig
 from .errors import BadJson, BadRequest, InvalidField
+from .headerrules import HOP_BY_HOP
 from .prepare import presign_request, sign_request
 from .routing import (
-    HOP_BY_HOP,
     Target,
     check_host,
     check_policy,

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from .errors import BadRequest, UnsupportedRequest
-from .routing import HOP_BY_HOP
+from .headerrules import HOP_BY_HOP
 
 __all__ = ["PRESIGN_EXPIRES", "WebSocketSigning", "is_websocket_switch", "signing_for", "switch_response_headers",
            "token_after_signing", "upgrade_request_headers", "websocket_upgrade"]

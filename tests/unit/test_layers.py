@@ -12,7 +12,8 @@ import pytest
 import sigproxy
 
 PACKAGE = Path(sigproxy.__file__).parent
-PURE = ["signing", "endpoints", "routing", "prepare", "config", "configtable", "errors", "users", "certs", "hostglobs"]
+PURE = ["signing", "endpoints", "routing", "prepare", "config", "configtable", "errors", "users", "certs", "hostglobs",
+        "headerrules", "records"]
 FORBIDDEN = {"aiohttp", "asyncio", "aiobotocore", "botocore", "socket", "ssl", "subprocess", "uvloop"}
 
 
@@ -28,8 +29,7 @@ def imported_roots(path: Path) -> set[str]:
 
 @pytest.mark.parametrize("module", PURE)
 def test_pure_modules_do_no_io(module: str) -> None:
-    """signing, endpoints, routing, prepare, config, errors, users, certs and hostglobs import no network or async
-    library."""
+    """The pure modules (PURE: signing, routing, prepare, certs, ...) import no network or async library."""
     assert not imported_roots(PACKAGE / f"{module}.py") & FORBIDDEN
 
 

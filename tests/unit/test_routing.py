@@ -17,20 +17,18 @@ from sigproxy.errors import (
     UnresolvableTarget,
     UnsupportedRequest,
 )
+from sigproxy.headerrules import is_signed_header, upstream_headers, upstream_headers_lower
 from sigproxy.routing import (
     ClientScope,
     Target,
     check_host,
     check_shape,
-    is_signed_header,
     parse_absolute_target,
     parse_client_key_id,
     parse_client_scope,
     presigned_by_client,
     resolve_service_region,
     select_connection,
-    upstream_headers,
-    upstream_headers_lower,
 )
 
 TOKEN = "s3cret-proxy-token"
