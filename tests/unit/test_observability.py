@@ -151,9 +151,8 @@ def test_flush_writes_what_is_pending(root_stream: Root) -> None:
     assert json.loads(stream.getvalue())["request_id"] == "r-1"
 
 
-def test_writes_are_whole_lines_within_pipe_buf(root_stream: Root) -> None:
-    """Each write() holds whole lines and at most PIPE_BUF bytes (atomic on a pipe shared by worker processes)."""
-    _, handler = root_stream()
+def _record_writes(handler: _BufferedStreamHandler) -> list[str]:
+    """The handler's stream becomes a StringIO that also lists each write() call's text, returned."""
     writes: list[str] = []
 
     class Recording(io.StringIO):
@@ -162,6 +161,13 @@ def test_writes_are_whole_lines_within_pipe_buf(root_stream: Root) -> None:
             return super().write(s)
 
     handler.setStream(Recording())
+    return writes
+
+
+def test_writes_are_whole_lines_within_pipe_buf(root_stream: Root) -> None:
+    """Each write() holds whole lines and at most PIPE_BUF bytes (atomic on a pipe shared by worker processes)."""
+    _, handler = root_stream()
+    writes = _record_writes(handler)
     loop = asyncio.new_event_loop()
 
     def burst() -> None:
@@ -182,14 +188,7 @@ def test_threads_lose_and_reorder_no_line(root_stream: Root) -> None:
     """Lines are queued without a lock: the loop's lines and those of threads writing at once all arrive, each
     source's in its order, and every write holds whole lines."""
     _, handler = root_stream()
-    writes: list[str] = []
-
-    class Recording(io.StringIO):
-        def write(self, s: str) -> int:
-            writes.append(s)
-            return super().write(s)
-
-    handler.setStream(Recording())
+    writes = _record_writes(handler)
     access = logging.getLogger("sigproxy.access")
 
     def thread_lines(name: str) -> None:
