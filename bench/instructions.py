@@ -3,7 +3,9 @@
     .venv/bin/python bench/instructions.py [--requests 1000] [--rows warning,info,reverse] [--checkout DIR]
 
 Wall-clock requests/s on a shared 2-core machine swing by 30 % between runs; the number of instructions
-sigproxy executes per request does not (two runs agree within 0.2 %). sigproxy runs under valgrind's
+sigproxy executes per request barely does: two runs on a quiet machine agree within 0.2 %, within about 1 % when
+other work shares it (how many requests share an event-loop iteration moves with timing). Compare checkouts with
+runs made one after the other. sigproxy runs under valgrind's
 callgrind (Debian package, installed when missing and running as root) with instrumentation off while it starts;
 a plain-socket client then sends 200 warm-up GETs, instrumentation goes on (``callgrind_control -i on``), the
 measured GETs go through 8 keep-alive connections in lock step, and instrumentation goes off. The upstream is
