@@ -51,6 +51,10 @@ class Counter:
         self.values: dict[tuple[str, ...], float] = {}
 
     def inc(self, *labels: str, amount: float = 1.0) -> None:
+        self.add(labels, amount)
+
+    def add(self, labels: tuple[str, ...], amount: float) -> None:
+        """:meth:`inc` with the labels as one tuple (no packing: :meth:`Metrics.record` runs per request)."""
         self.values[labels] = self.values.get(labels, 0.0) + amount
 
     def render(self) -> Iterable[str]:
@@ -69,6 +73,10 @@ class Histogram:
         self.series: dict[tuple[str, ...], tuple[list[int], list[float]]] = {}
 
     def observe(self, value: float, *labels: str) -> None:
+        self.add(labels, value)
+
+    def add(self, labels: tuple[str, ...], value: float) -> None:
+        """:meth:`observe` with the labels as one tuple (no packing: :meth:`Metrics.record` runs per request)."""
         series = self.series.get(labels)
         if series is None:  # not setdefault: that would build the empty series on every call
             series = self.series[labels] = ([0] * (len(self.buckets) + 1), [0.0])
@@ -118,26 +126,17 @@ class Metrics:
         """One finished request (``connection`` is dropped when the label is off); ``error``: the snake code of
         the error sigproxy answered it with (:mod:`sigproxy.errors`), if it did.
 
-        Runs once per request: the counters' and histogram's updates are written out here rather than called
-        (:meth:`Counter.inc`, :meth:`Histogram.observe` do the same; 13.8k -> 7.9k instructions, issue 15)."""
+        Runs once per request: the labels are built once and handed over as tuples (``add``), not packed
+        again by ``inc``/``observe`` (13.8k -> 9.1k instructions, issue 15)."""
         by = (connection,) if self.connection_label else ()
-        key = (*by, service, status)
-        values = self.requests.values
-        values[key] = values.get(key, 0.0) + 1.0
+        self.requests.add((*by, service, status), 1.0)
         if error is not None:
-            self.errors.inc(*by, error)
-        latency = self.latency
-        series = latency.series.get(by)
-        if series is None:
-            series = latency.series[by] = ([0] * (len(latency.buckets) + 1), [0.0])
-        series[0][bisect.bisect_left(latency.buckets, seconds)] += 1
-        series[1][0] += seconds
+            self.errors.add((*by, error), 1.0)
+        self.latency.add(by, seconds)
         if bytes_up:
-            values = self.bytes_up.values
-            values[by] = values.get(by, 0.0) + bytes_up
+            self.bytes_up.add(by, bytes_up)
         if bytes_down:
-            values = self.bytes_down.values
-            values[by] = values.get(by, 0.0) + bytes_down
+            self.bytes_down.add(by, bytes_down)
 
     def _all(self) -> tuple[Counter | Histogram, ...]:
         return (self.requests, self.errors, self.latency, self.bytes_up, self.bytes_down, self.sts_latency,
