@@ -221,11 +221,7 @@ class _BufferedStreamHandler(logging.StreamHandler[TextIO]):
             self._chars = 0
             lines = [pending.popleft() for _ in range(len(pending))]  # a line queued meanwhile waits its turn
             try:
-                if sum(map(len, lines)) + len(lines) <= _ATOMIC_WRITE:  # most iterations: one write
-                    if lines:
-                        lines.append("")
-                        self.stream.write("\n".join(lines))
-                else:
+                if lines:
                     self._write_atomic(lines)
                 self.stream.flush()
             except Exception:  # as StreamHandler.emit: reported on stderr; the proxy keeps serving
@@ -234,6 +230,9 @@ class _BufferedStreamHandler(logging.StreamHandler[TextIO]):
 
     def _write_atomic(self, lines: list[str]) -> None:
         """``lines`` in writes of whole lines, each at most ``_ATOMIC_WRITE`` characters when the lines allow."""
+        if sum(map(len, lines)) + len(lines) <= _ATOMIC_WRITE:  # most loop iterations: one write, no loop
+            self.stream.write("\n".join(lines) + "\n")
+            return
         chunk: list[str] = []
         size = 0
         for line in lines:
