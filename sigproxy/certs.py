@@ -25,7 +25,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 __all__ = [
     "TlsError",
     "HostName",
-    "parse_host",
+    "host_names",
     "create_ca",
     "load_ca_cert",
     "load_ca_key",
@@ -57,7 +57,12 @@ class HostName:
     san: x509.GeneralName
 
 
-def parse_host(host: str) -> HostName:
+def host_names(*hosts: str) -> list[HostName]:
+    """Each of ``hosts`` as a certificate name (:func:`_host_name`), in order. Raises :class:`TlsError`."""
+    return [_host_name(h) for h in hosts]
+
+
+def _host_name(host: str) -> HostName:
     """``host`` as a certificate name. Raises :class:`TlsError`: empty, too long, bad characters or labels,
     ``host:port``."""
     shown = repr(host[:80] + ("..." if len(host) > 80 else ""))

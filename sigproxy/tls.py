@@ -49,10 +49,10 @@ from .certs import (
     authority_key_id,
     check_ca,
     create_ca,
+    host_names,
     leaf_certificate,
     load_ca_cert,
     load_ca_key,
-    parse_host,
 )
 
 __all__ = [
@@ -239,7 +239,7 @@ class CertStore:
             TlsError: a name cannot be a certificate name (empty, too long, bad characters or labels,
                 ``host:port``), the CA has expired, or the store is closed.
         """
-        names = [parse_host(h) for h in (host, *also)]
+        names = host_names(host, *also)
         key = _cache_key(names)
         leaf = self._fresh(key)
         if leaf is None:
@@ -258,7 +258,7 @@ class CertStore:
             TlsError: the store is closed.
         """
         try:
-            names = [parse_host(h) for h in (host, *also)]
+            names = host_names(host, *also)
         except TlsError:
             self._check_open()
             return None
@@ -273,7 +273,7 @@ class CertStore:
         Raises:
             TlsError: as :meth:`context_for`; a bad host is rejected without a thread.
         """
-        names = [parse_host(h) for h in (host, *also)]
+        names = host_names(host, *also)
         leaf = self._fresh(_cache_key(names))
         if leaf is not None:
             return leaf.context
