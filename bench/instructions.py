@@ -1,6 +1,7 @@
 """Instructions per proxied small GET: a cost figure that does not move with the machine's load.
 
-    .venv/bin/python bench/instructions.py [--requests 1000] [--rows warning,info,reverse] [--checkout DIR]
+    .venv/bin/python bench/instructions.py [--requests 1000] [--rows warning,info,reverse] [--connections 8]
+                                           [--checkout DIR]
 
 Wall-clock requests/s on a shared 2-core machine swing by 30 % between runs; the number of instructions
 sigproxy executes per request barely does: two runs on a quiet machine agree within 0.2 %, within about 1 % when
@@ -8,7 +9,10 @@ other work shares it (how many requests share an event-loop iteration moves with
 runs made one after the other. sigproxy runs under valgrind's
 callgrind (Debian package, installed when missing and running as root) with instrumentation off while it starts;
 a plain-socket client then sends 200 warm-up GETs, instrumentation goes on (``callgrind_control -i on``), the
-measured GETs go through 8 keep-alive connections in lock step, and instrumentation goes off. The upstream is
+measured GETs go through 8 keep-alive connections in lock step (``--connections``), and instrumentation goes
+off. The more connections, the more requests share an event-loop iteration and its once-per-iteration work
+(the access log's write, the system calls' wake-ups): 64 is bench/small_get.py's wrk, which keeps that many
+requests waiting on a saturated proxy. The upstream is
 nginx (bench/nginx.py), the config bench/small_get.py's. Rows: ``warning`` (forward proxy, no access log),
 ``info`` (forward, an access line per request written to a file), ``reverse`` (a reverse listener, info).
 
@@ -61,7 +65,7 @@ def _lockstep(address: tuple[str, int], request: bytes, count: int, conns: int =
     return done
 
 
-def measure(row: str, requests: int, up: Nginx, tmp: Path, checkout: Path) -> float:
+def measure(row: str, requests: int, up: Nginx, tmp: Path, checkout: Path, conns: int = 8) -> float:
     """Thousands of instructions per request for ``row``."""
     level = "warning" if row == "warning" else "info"
     config = CONFIG.format(tmp=tmp, ca="/dev/null", tls_port=up.port, extra="").replace(
@@ -89,9 +93,9 @@ def measure(row: str, requests: int, up: Nginx, tmp: Path, checkout: Path) -> fl
     request = f"GET {target} HTTP/1.1\r\nHost: 127.0.0.1:{up.port}\r\n\r\n".encode()
     control = need("callgrind_control", "valgrind")
     try:
-        _lockstep((host, int(port)), request, 200)
+        _lockstep((host, int(port)), request, 200, conns)
         subprocess.run([control, "-i", "on", str(proc.pid)], check=True, capture_output=True)
-        sent = _lockstep((host, int(port)), request, requests)
+        sent = _lockstep((host, int(port)), request, requests, conns)
         subprocess.run([control, "-i", "off", str(proc.pid)], check=True, capture_output=True)
         subprocess.run([control, "-d", str(proc.pid)], check=True, capture_output=True)
         time.sleep(0.5)
@@ -109,6 +113,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--requests", type=int, default=1000, help="measured GETs per row (default 1000)")
     parser.add_argument("--rows", default="warning,info,reverse", help="comma-separated: warning, info, reverse")
+    parser.add_argument("--connections", type=int, default=8,
+                        help="keep-alive connections, each with one request in flight (default 8; 64: as "
+                             "bench/small_get.py's wrk, whose 64 connections keep a saturated proxy's "
+                             "event loop iterations full)")
     parser.add_argument("--checkout", type=Path, default=ROOT,
                         help="run sigproxy from this checkout (e.g. `git worktree add DIR REV`)")
     args = parser.parse_args()
@@ -116,9 +124,11 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as t:
         tmp = Path(t)
         with Nginx(tmp, 1) as up:
-            print(f"{args.requests} GETs per row through {args.checkout}; k instructions per request:")
+            print(f"{args.requests} GETs per row on {args.connections} connections through {args.checkout}; "
+                  "k instructions per request:")
             for row in rows:
-                print(f"  {row:<8} {measure(row, args.requests, up, tmp, args.checkout):8.1f}", flush=True)
+                cost = measure(row, args.requests, up, tmp, args.checkout, args.connections)
+                print(f"  {row:<8} {cost:8.1f}", flush=True)
 
 
 if __name__ == "__main__":

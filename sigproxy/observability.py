@@ -10,7 +10,7 @@ a fifth of the small-request throughput on one core (issue 15). Now:
 - the root handler (:class:`_BufferedStreamHandler`) appends formatted lines to a list and writes them once per
   event-loop iteration (``loop.call_soon``), whole lines in ``write`` calls of at most ``PIPE_BUF`` bytes
   (atomic on a pipe, so processes sharing stderr never interleave mid-line); at once for WARNING and above,
-  from a thread without an event loop, past 64 KiB, at ``flush()`` and at exit (``logging.shutdown``,
+  from a thread without an event loop, past 128 lines pending, at ``flush()`` and at exit (``logging.shutdown``,
   registered by :mod:`logging` with ``atexit``, runs after a SIGTERM drain and after an unhandled exception).
   A process killed outright (SIGKILL, a fatal signal) loses at most the lines of its last loop iteration.
 - :func:`log_access` formats the line straight from the request's fields, without a ``LogRecord``, whenever the
@@ -23,14 +23,19 @@ a fifth of the small-request throughput on one core (issue 15). Now:
 from __future__ import annotations
 
 import asyncio
+import codecs
 import json
 import logging
+import os
 import re
 import select
 import sys
 import time
+
+# The running loop or None, as asyncio's own code asks (get_running_loop raises without one).
+from asyncio.events import _get_running_loop
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import Literal, TextIO
 
@@ -39,10 +44,10 @@ import orjson
 __all__ = ["log_access", "setup_logging"]
 
 _TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s %(message)s"
-# Past this much text pending, write even inside one loop iteration: bounds memory under a burst.
-_FLUSH_CHARS = 64 * 1024
+# Past this many lines pending, write even inside one loop iteration: bounds memory under a burst.
+_FLUSH_LINES = 128
 # One write() of whole lines at most this long: a pipe writes up to PIPE_BUF bytes atomically, so lines of
-# processes sharing one stderr (workers) never interleave mid-line. Counted in characters: JSON lines are ASCII.
+# processes sharing one stderr (workers) never interleave mid-line.
 _ATOMIC_WRITE = select.PIPE_BUF
 
 
@@ -50,24 +55,31 @@ _ATOMIC_WRITE = select.PIPE_BUF
 # integer past 64 bits) and for lines with non-ASCII text.
 _std_dumps = json.JSONEncoder(default=str, separators=(",", ":")).encode
 _ORJSON_OPTIONS = orjson.OPT_PASSTHROUGH_DATETIME | orjson.OPT_PASSTHROUGH_DATACLASS  # both to default=str, as json
-# A line's milliseconds and UTC offset after its second, by millisecond.
-_MILLIS = [f".{ms:03d}+00:00" for ms in range(1000)]
+# A line's milliseconds and UTC offset after its second, by millisecond, with the quote and comma after them.
+_MILLIS = [f".{ms:03d}+00:00\",".encode() for ms in range(1000)]
+# Where access lines are kept and written as bytes: UTF-8 (the encoding of a stream without one, and the one a
+# stream's buffer takes lines in as they are).
+_UTF8 = "utf-8"
 
 
 class _JsonFormatter(logging.Formatter):
     def __init__(self, fields: Mapping[str, object] | None = None) -> None:
         super().__init__()
         self._fields = dict(fields or {})
-        self._second: tuple[int, str] = (-1, "")  # (Unix second, its ISO prefix); one attribute: swapped atomically
-        self._heads: dict[str, str] = {}  # access_line's start after "ts", by logger name
-        self._reserved = frozenset({"ts", "level", "logger", "msg", *self._fields})
+        # (Unix second, its ISO form, an access line's start to it: b'{"ts":"2026-01-01T00:00:00'); one attribute:
+        # swapped atomically.
+        self._second: tuple[int, str, bytes] = (-1, "", b"")
+        self._heads: dict[str, bytes] = {}  # access_line's part after "ts", by logger name
+        self._own = frozenset(self._fields)  # the process's field names: an access field of one is set aside
         # What follows the message in an access line: the process's fields, then the access fields' opening comma.
-        own = orjson.dumps(self._fields, default=str, option=_ORJSON_OPTIONS).decode()[1:-1] if self._fields else ""
-        self._tail = f",{own}," if own else ","
+        own = orjson.dumps(self._fields, default=str, option=_ORJSON_OPTIONS)[1:-1] if self._fields else b""
+        self._tail = b"," + own + b"," if own else b","
 
-    def _stamp(self, second: int) -> tuple[int, str]:
-        """(``second``, its ISO 8601 UTC form to the second), kept for the lines of that second."""
-        cached = (second, datetime.fromtimestamp(second, UTC).strftime("%Y-%m-%dT%H:%M:%S"))
+    def _stamp(self, second: int) -> tuple[int, str, bytes]:
+        """(``second``, its ISO 8601 UTC form to the second, an access line's start: ``{"ts":"`` and that form),
+        kept for the lines of that second."""
+        iso = datetime.fromtimestamp(second, UTC).strftime("%Y-%m-%dT%H:%M:%S")
+        cached = (second, iso, f'{{"ts":"{iso}'.encode())
         self._second = cached
         return cached
 
@@ -105,37 +117,37 @@ class _JsonFormatter(logging.Formatter):
                           access=access if isinstance(access, dict) else None,
                           exc=self.formatException(record.exc_info) if record.exc_info else None)
 
-    def access_line(self, created: float, name: str, message: str, access: dict[str, object]) -> str | None:
-        """The line :meth:`format` makes of an INFO record of logger ``name`` with ``access`` as its fields.
+    def access_line(self, created: float, name: str, message: str, access: dict[str, object]) -> bytes:
+        """The line :meth:`format` makes of an INFO record of logger ``name`` with ``access`` as its fields,
+        encoded (ASCII).
 
-        The same text, spliced from the encoded ``access`` instead of encoding a merged copy of it: this runs once
-        per request (issue 15: the access log's budget). When ``access`` reuses a key of the line's own (``ts``,
-        ``level``, ``logger``, ``msg``) or of the process's fields, or holds non-ASCII text, the line is made
-        as :meth:`format` makes it (its value replaces the other, in place)."""
-        if not access.keys().isdisjoint(self._reserved):  # iterates the shorter: the few reserved names
-            return self._line(created, "info", name, message, access=access)
+        The same text, spliced as bytes from the encoded ``access`` instead of encoding a merged copy of it and
+        decoding it: this runs once per request (issue 15: the access log's budget). When ``access`` reuses a
+        key of the line's own (``ts``, ``level``, ``logger``, ``msg``) or of the process's fields, or holds
+        non-ASCII text, the line is made as :meth:`format` makes it (its value replaces the other, in place)."""
+        if "ts" in access or "level" in access or "logger" in access or "msg" in access \
+                or (self._own and not access.keys().isdisjoint(self._own)):  # iterates the few own names
+            return self._line(created, "info", name, message, access=access).encode()
         second = int(created)
         cached = self._second
         if cached[0] != second:
             cached = self._stamp(second)
         try:
             fields = orjson.dumps(access, default=str, option=_ORJSON_OPTIONS)
-            text = orjson.dumps(message)
         except (TypeError, orjson.JSONEncodeError):
-            return self._line(created, "info", name, message, access=access)
-        if not (fields.isascii() and text.isascii()):
-            return self._line(created, "info", name, message, access=access)
+            return self._line(created, "info", name, message, access=access).encode()
         head = self._heads.get(name)
         if head is None:
             head = self._heads[name] = self._head(name)
-        millis = _MILLIS[int((created - second) * 1000)]
-        rest = fields.decode()[1:]
-        tail = self._tail if len(rest) > 1 else self._tail[:-1]  # no access fields: no comma before "}"
-        return f"{{\"ts\":\"{cached[1]}{millis}\",{head}{text.decode()}{tail}{rest}"
+        # No access fields: no comma before "}".
+        tail = self._tail if len(fields) > 2 else self._tail[:-1]
+        line = b"".join((cached[2], _MILLIS[int((created - second) * 1000)], head, orjson.dumps(message), tail,
+                         fields[1:]))
+        return line if line.isascii() else self._line(created, "info", name, message, access=access).encode()
 
-    def _head(self, name: str) -> str:
+    def _head(self, name: str) -> bytes:
         """``"level":"info","logger":NAME,"msg":`` as orjson writes it."""
-        return f"\"level\":\"info\",\"logger\":{orjson.dumps(name).decode()},\"msg\":"
+        return b'"level":"info","logger":' + orjson.dumps(name) + b',"msg":'
 
 
 _PLAIN = re.compile(r"[!#-<>-\[\]-~]*")  # printable ASCII but space, '"', '=' and '\\'
@@ -169,17 +181,22 @@ class _TextFormatter(logging.Formatter):
         access = getattr(record, "access", None)
         return super().format(record) + self._tail(access if isinstance(access, dict) else None)
 
-    def access_line(self, created: float, name: str, message: str, access: dict[str, object]) -> str | None:
-        """As :meth:`_JsonFormatter.access_line`; None unless this formatter uses the default text format."""
+    def access_line(self, created: float, name: str, message: str, access: dict[str, object]) -> bytes | None:
+        """As :meth:`_JsonFormatter.access_line` (encoded by :func:`encode_line`); None unless this formatter
+        uses the default text format."""
         if self._fmt != _TEXT_FORMAT or self.datefmt is not None or self.default_msec_format is None:
             return None
         asctime = self.default_msec_format % (time.strftime(self.default_time_format, self.converter(created)),
                                               int((created - int(created)) * 1000))
-        return f"{asctime} INFO {name} {message}{self._tail(access)}"
+        return encode_line(f"{asctime} INFO {name} {message}{self._tail(access)}")
 
 
 class _BufferedStreamHandler(logging.StreamHandler[TextIO]):
     """A stream handler that writes once per event-loop iteration instead of once per line (module docstring).
+
+    Lines are kept as UTF-8 bytes (a JSON access line is made as bytes; others are encoded as the standard
+    streams do it, ``backslashreplace``) and go to a UTF-8 stream's binary buffer as they are; a stream without
+    one (a ``StringIO``) or in another encoding is given their text.
 
     Lines keep their order: every line, whatever its level or thread, goes through the one pending queue. Adding
     a line takes no lock (appending to a deque is atomic; a lock's acquire and release cost an access line an
@@ -188,9 +205,9 @@ class _BufferedStreamHandler(logging.StreamHandler[TextIO]):
 
     def __init__(self, stream: TextIO) -> None:
         super().__init__(stream)
-        self._pending: deque[str] = deque()
-        self._chars = 0  # characters queued, about (counted without the lock): when to write early
+        self._pending: deque[bytes] = deque()
         self._scheduled: asyncio.AbstractEventLoop | None = None  # the loop a flush is queued on
+        self._sink: tuple[TextIO, Callable[[bytes], object]] | None = None  # (stream, its write of bytes)
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
@@ -198,57 +215,104 @@ class _BufferedStreamHandler(logging.StreamHandler[TextIO]):
         except Exception:  # logging's contract: a bad record is reported on stderr, never raised
             self.handleError(record)
             return
-        self.add(line, urgent=record.levelno >= logging.WARNING)
+        self.add(encode_line(line), urgent=record.levelno >= logging.WARNING)
 
-    def add(self, line: str, *, urgent: bool = False) -> None:
-        """Queue ``line`` (no newline); written now when ``urgent``, off the event loop or past the size bound,
-        otherwise at the end of this loop iteration."""
-        self._pending.append(line)
-        self._chars += len(line) + 1
-        if urgent or self._chars >= _FLUSH_CHARS:
+    def add(self, line: bytes, *, urgent: bool = False) -> None:
+        """Queue ``line`` (UTF-8, no newline); written now when ``urgent``, off the event loop or past
+        ``_FLUSH_LINES`` pending, otherwise at the end of this loop iteration."""
+        pending = self._pending
+        pending.append(line)
+        if urgent or len(pending) >= _FLUSH_LINES:
             self._write()
             return
-        loop = asyncio._get_running_loop()
+        loop = _get_running_loop()
         if loop is None:
             self._write()
         elif self._scheduled is not loop:
             self._scheduled = loop
             loop.call_soon(self.flush)
 
+    def add_to_scheduled(self, line: bytes) -> None:
+        """:meth:`add` when this handler's flush is known to be queued on the running loop (:class:`_Trust`)."""
+        pending = self._pending
+        pending.append(line)
+        if len(pending) >= _FLUSH_LINES:
+            self._write()
+
     def _write(self) -> None:
         with self.lock:  # type: ignore[union-attr]  # created by Handler.__init__
             pending = self._pending
-            self._chars = 0
             lines = [pending.popleft() for _ in range(len(pending))]  # a line queued meanwhile waits its turn
             try:
                 if lines:
                     self._write_atomic(lines)
-                self.stream.flush()
+                else:
+                    self.stream.flush()
             except Exception:  # as StreamHandler.emit: reported on stderr; the proxy keeps serving
                 self.handleError(logging.makeLogRecord({"msg": "%d log lines could not be written",
                                                         "args": (len(lines),)}))
 
-    def _write_atomic(self, lines: list[str]) -> None:
-        """``lines`` in writes of whole lines, each at most ``_ATOMIC_WRITE`` characters when the lines allow."""
-        if sum(map(len, lines)) + len(lines) <= _ATOMIC_WRITE:  # most loop iterations: one write, no loop
-            self.stream.write("\n".join(lines) + "\n")
+    def _write_atomic(self, lines: list[bytes]) -> None:
+        """``lines`` in writes of whole lines, each at most ``_ATOMIC_WRITE`` bytes when the lines allow."""
+        sink = self._sink
+        if sink is None or sink[0] is not self.stream:  # the first write, or setStream() changed the stream
+            sink = self._sink = (self.stream, _bytes_writer(self.stream))
+        write = sink[1]
+        lines.append(b"")  # the last line's newline
+        data = b"\n".join(lines)
+        if len(data) <= _ATOMIC_WRITE:  # most loop iterations: one write, no loop
+            write(data)
             return
-        chunk: list[str] = []
+        chunk: list[bytes] = []
         size = 0
-        for line in lines:
+        for line in lines[:-1]:
             if chunk and size + len(line) + 1 > _ATOMIC_WRITE:
-                self.stream.write("\n".join(chunk) + "\n")
-                self.stream.flush()
+                chunk.append(b"")
+                write(b"\n".join(chunk))
                 chunk, size = [], 0
             chunk.append(line)
             size += len(line) + 1
-        if chunk:
-            self.stream.write("\n".join(chunk) + "\n")
+        chunk.append(b"")
+        write(b"\n".join(chunk))
 
     def flush(self) -> None:
-        """Write everything pending and flush the stream."""
+        """Write everything pending and flush the stream; from now on, :func:`log_access` checks logging's
+        configuration again."""
+        _trust.route = None
         self._scheduled = None
         self._write()
+
+
+def encode_line(text: str) -> bytes:
+    """A log line's text as the handler keeps it: UTF-8, a character UTF-8 can't hold (a lone surrogate, as a
+    header decoded with ``surrogateescape`` has) as ``\\udcXX``, as Python's stderr writes it."""
+    return text.encode(_UTF8, "backslashreplace")
+
+
+def _bytes_writer(stream: TextIO) -> Callable[[bytes], object]:
+    """A function writing UTF-8 bytes to ``stream``, out of the process when it returns: straight to its file
+    descriptor when it is a UTF-8 text stream with one (stderr; one ``write`` system call, without the text and
+    buffer layers' copies), after flushing what others wrote to ``stream`` itself; otherwise as text."""
+    encoding = getattr(stream, "encoding", None)
+    try:
+        fd: int | None = stream.fileno() if encoding and codecs.lookup(encoding).name == _UTF8 else None
+    except (AttributeError, OSError, ValueError):  # io.UnsupportedOperation: a StringIO, pytest's capture
+        fd = None
+    if fd is not None:
+        descriptor = fd
+
+        def write_fd(data: bytes) -> None:
+            stream.flush()  # the text written to the stream before goes out before these lines
+            written = os.write(descriptor, data)
+            while written < len(data):  # a short write (a signal, a full disk): the rest follows
+                data = data[written:]
+                written = os.write(descriptor, data)
+        return write_fd
+
+    def write_text(data: bytes) -> None:
+        stream.write(data.decode(_UTF8))
+        stream.flush()
+    return write_text
 
 
 def _only_handler(logger: logging.Logger) -> _BufferedStreamHandler | None:
@@ -271,6 +335,22 @@ def _only_handler(logger: logging.Logger) -> _BufferedStreamHandler | None:
     return None
 
 
+class _Trust:
+    """(the access logger, the root handler its lines go to straight, that handler's formatter), found by the
+    checks of :func:`log_access` and trusted for the rest of the event-loop iteration: until that handler's
+    flush, queued for the iteration's end, clears it (or a loop other than the one that flush is queued on
+    logs). Logging's configuration is read once per iteration instead of once per line (issue 15: a tenth of a
+    line's cost); a handler, filter or level an operator sets applies from the next iteration on."""
+
+    __slots__ = ("route",)
+
+    def __init__(self) -> None:
+        self.route: tuple[logging.Logger, _BufferedStreamHandler, _JsonFormatter | _TextFormatter] | None = None
+
+
+_trust = _Trust()
+
+
 def log_access(logger: logging.Logger, access: dict[str, object]) -> None:
     """One access line on ``logger`` at INFO: message ``METHOD HOST STATUS`` (from ``access``), the fields of
     ``access`` after it (values are converted with ``str`` where JSON has no type for them).
@@ -278,17 +358,26 @@ def log_access(logger: logging.Logger, access: dict[str, object]) -> None:
     Same output as ``logger.info("%s %s %s", method, host, status, extra={"access": access})``, cheaper when
     nothing but :func:`setup_logging`'s handler would see the record. Never raises for a write error (reported
     on stderr as logging does)."""
+    trusted = _trust.route
+    if trusted is not None and trusted[0] is logger and trusted[1]._scheduled is _get_running_loop():
+        message = f"{access.get('method')} {access.get('host')} {access.get('status')}"
+        line = trusted[2].access_line(time.time(), logger.name, message, access)
+        if line is not None:
+            trusted[1].add_to_scheduled(line)
+            return
     if not logger.isEnabledFor(logging.INFO):
         return
-    method, host, status = access.get("method"), access.get("host"), access.get("status")
+    message = f"{access.get('method')} {access.get('host')} {access.get('status')}"
     handler = _only_handler(logger)
     formatter = handler.formatter if handler is not None else None
     if handler is not None and isinstance(formatter, (_JsonFormatter, _TextFormatter)):
-        line = formatter.access_line(time.time(), logger.name, f"{method} {host} {status}", access)
+        line = formatter.access_line(time.time(), logger.name, message, access)
         if line is not None:
             handler.add(line)
+            if handler._scheduled is not None:  # in a loop iteration, whose end clears it
+                _trust.route = (logger, handler, formatter)
             return
-    logger.info("%s %s %s", method, host, status, extra={"access": access})
+    logger.info(message, extra={"access": access})
 
 
 def setup_logging(level: str = "info", fmt: Literal["json", "text", "auto"] = "auto",
@@ -302,6 +391,7 @@ def setup_logging(level: str = "info", fmt: Literal["json", "text", "auto"] = "a
     root = logging.getLogger()
     for old in root.handlers:
         old.flush()
+    _trust.route = None
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
     # Third-party chatter that could echo request details stays at WARNING.

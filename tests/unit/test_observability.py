@@ -13,7 +13,14 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from sigproxy.observability import _TEXT_FORMAT, _BufferedStreamHandler, _JsonFormatter, _TextFormatter, log_access
+from sigproxy.observability import (
+    _TEXT_FORMAT,
+    _BufferedStreamHandler,
+    _JsonFormatter,
+    _TextFormatter,
+    encode_line,
+    log_access,
+)
 
 FIELDS: dict[str, object] = {
     "request_id": "r-1", "client": "127.0.0.1", "method": "GET", "host": "bucket.s3.amazonaws.com",
@@ -66,7 +73,7 @@ def test_access_line_is_what_format_makes(formatter: _JsonFormatter | _TextForma
     access = {"status": 200, **fields}
     message = f"{access['method']} {access['host']} {access['status']}"
     fast = formatter.access_line(created, "sigproxy.access", message, access)
-    assert fast == formatter.format(_record(created, access))
+    assert fast == encode_line(formatter.format(_record(created, access)))
 
 
 def test_json_line_keeps_the_old_shape() -> None:
@@ -76,7 +83,7 @@ def test_json_line_keeps_the_old_shape() -> None:
     entry = json.loads(line)
     assert list(entry)[:4] == ["ts", "level", "logger", "msg"]
     assert entry["ts"] == "2025-12-01T00:00:01.123+00:00" and entry["level"] == "info"
-    assert '"logger":"sigproxy.access"' in line
+    assert b'"logger":"sigproxy.access"' in line
     assert {k: v for k, v in entry.items() if k in FIELDS} == {k: v if k != "expires" else str(v)
                                                                for k, v in FIELDS.items()}
 
