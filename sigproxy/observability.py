@@ -60,6 +60,8 @@ _MILLIS = [f".{ms:03d}+00:00\",".encode() for ms in range(1000)]
 # Where access lines are kept and written as bytes: UTF-8 (the encoding of a stream without one, and the one a
 # stream's buffer takes lines in as they are).
 _UTF8 = "utf-8"
+# Access-line messages kept encoded, at most (a few hundred bytes each).
+_MESSAGES_KEPT = 1024
 
 
 class _JsonFormatter(logging.Formatter):
@@ -70,6 +72,9 @@ class _JsonFormatter(logging.Formatter):
         # swapped atomically.
         self._second: tuple[int, str, bytes] = (-1, "", b"")
         self._heads: dict[str, bytes] = {}  # access_line's part after "ts", by logger name
+        # An access line's message as JSON, by (method, host, status): at most _MESSAGES_KEPT (the host is the
+        # client's to choose), then started again.
+        self._messages: dict[tuple[object, object, object], bytes] = {}
         self._own = frozenset(self._fields)  # the process's field names: an access field of one is set aside
         # What follows the message in an access line: the process's fields, then the access fields' opening comma.
         own = orjson.dumps(self._fields, default=str, option=_ORJSON_OPTIONS)[1:-1] if self._fields else b""
@@ -117,17 +122,18 @@ class _JsonFormatter(logging.Formatter):
                           access=access if isinstance(access, dict) else None,
                           exc=self.formatException(record.exc_info) if record.exc_info else None)
 
-    def access_line(self, created: float, name: str, message: str, access: dict[str, object]) -> bytes:
+    def access_line(self, created: float, name: str, access: dict[str, object]) -> bytes:
         """The line :meth:`format` makes of an INFO record of logger ``name`` with ``access`` as its fields,
         encoded (ASCII).
 
-        The same text, spliced as bytes from the encoded ``access`` instead of encoding a merged copy of it and
-        decoding it: this runs once per request (issue 15: the access log's budget). When ``access`` reuses a
+        The same text, spliced as bytes from the encoded ``access`` and the message's kept encoding instead of
+        encoding a merged copy of them and decoding it: this runs once per request (issue 15: the access log's
+        budget). The message is :func:`access_message`'s. When ``access`` reuses a
         key of the line's own (``ts``, ``level``, ``logger``, ``msg``) or of the process's fields, or holds
         non-ASCII text, the line is made as :meth:`format` makes it (its value replaces the other, in place)."""
         if "ts" in access or "level" in access or "logger" in access or "msg" in access \
                 or (self._own and not access.keys().isdisjoint(self._own)):  # iterates the few own names
-            return self._line(created, "info", name, message, access=access).encode()
+            return self._line(created, "info", name, access_message(access), access=access).encode()
         second = int(created)
         cached = self._second
         if cached[0] != second:
@@ -135,15 +141,29 @@ class _JsonFormatter(logging.Formatter):
         try:
             fields = orjson.dumps(access, default=str, option=_ORJSON_OPTIONS)
         except (TypeError, orjson.JSONEncodeError):
-            return self._line(created, "info", name, message, access=access).encode()
+            return self._line(created, "info", name, access_message(access), access=access).encode()
         head = self._heads.get(name)
         if head is None:
             head = self._heads[name] = self._head(name)
         # No access fields: no comma before "}".
         tail = self._tail if len(fields) > 2 else self._tail[:-1]
-        line = b"".join((cached[2], _MILLIS[int((created - second) * 1000)], head, orjson.dumps(message), tail,
-                         fields[1:]))
-        return line if line.isascii() else self._line(created, "info", name, message, access=access).encode()
+        key = (access.get("method"), access.get("host"), access.get("status"))
+        try:
+            text = self._messages.get(key)
+        except TypeError:  # a part that can't be a key: encoded for this line alone
+            text = orjson.dumps(access_message(access))
+        if text is None:
+            text = self._message(key)
+        line = b"".join((cached[2], _MILLIS[int((created - second) * 1000)], head, text, tail, fields[1:]))
+        return line if line.isascii() else self._line(created, "info", name, access_message(access),
+                                                      access=access).encode()
+
+    def _message(self, key: tuple[object, object, object]) -> bytes:
+        """The message of ``key`` (method, host, status) as JSON, kept."""
+        if len(self._messages) >= _MESSAGES_KEPT:
+            self._messages = {}
+        text = self._messages[key] = orjson.dumps("{} {} {}".format(*key))
+        return text
 
     def _head(self, name: str) -> bytes:
         """``"level":"info","logger":NAME,"msg":`` as orjson writes it."""
@@ -181,14 +201,14 @@ class _TextFormatter(logging.Formatter):
         access = getattr(record, "access", None)
         return super().format(record) + self._tail(access if isinstance(access, dict) else None)
 
-    def access_line(self, created: float, name: str, message: str, access: dict[str, object]) -> bytes | None:
+    def access_line(self, created: float, name: str, access: dict[str, object]) -> bytes | None:
         """As :meth:`_JsonFormatter.access_line` (encoded by :func:`encode_line`); None unless this formatter
         uses the default text format."""
         if self._fmt != _TEXT_FORMAT or self.datefmt is not None or self.default_msec_format is None:
             return None
         asctime = self.default_msec_format % (time.strftime(self.default_time_format, self.converter(created)),
                                               int((created - int(created)) * 1000))
-        return encode_line(f"{asctime} INFO {name} {message}{self._tail(access)}")
+        return encode_line(f"{asctime} INFO {name} {access_message(access)}{self._tail(access)}")
 
 
 class _BufferedStreamHandler(logging.StreamHandler[TextIO]):
@@ -351,6 +371,11 @@ class _Trust:
 _trust = _Trust()
 
 
+def access_message(access: dict[str, object]) -> str:
+    """An access line's message: ``METHOD HOST STATUS``, from ``access``."""
+    return f"{access.get('method')} {access.get('host')} {access.get('status')}"
+
+
 def log_access(logger: logging.Logger, access: dict[str, object]) -> None:
     """One access line on ``logger`` at INFO: message ``METHOD HOST STATUS`` (from ``access``), the fields of
     ``access`` after it (values are converted with ``str`` where JSON has no type for them).
@@ -360,24 +385,22 @@ def log_access(logger: logging.Logger, access: dict[str, object]) -> None:
     on stderr as logging does)."""
     trusted = _trust.route
     if trusted is not None and trusted[0] is logger and trusted[1]._scheduled is _get_running_loop():
-        message = f"{access.get('method')} {access.get('host')} {access.get('status')}"
-        line = trusted[2].access_line(time.time(), logger.name, message, access)
+        line = trusted[2].access_line(time.time(), logger.name, access)
         if line is not None:
             trusted[1].add_to_scheduled(line)
             return
     if not logger.isEnabledFor(logging.INFO):
         return
-    message = f"{access.get('method')} {access.get('host')} {access.get('status')}"
     handler = _only_handler(logger)
     formatter = handler.formatter if handler is not None else None
     if handler is not None and isinstance(formatter, (_JsonFormatter, _TextFormatter)):
-        line = formatter.access_line(time.time(), logger.name, message, access)
+        line = formatter.access_line(time.time(), logger.name, access)
         if line is not None:
             handler.add(line)
             if handler._scheduled is not None:  # in a loop iteration, whose end clears it
                 _trust.route = (logger, handler, formatter)
             return
-    logger.info(message, extra={"access": access})
+    logger.info("%s %s %s", access.get("method"), access.get("host"), access.get("status"), extra={"access": access})
 
 
 def setup_logging(level: str = "info", fmt: Literal["json", "text", "auto"] = "auto",

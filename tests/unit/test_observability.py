@@ -71,14 +71,13 @@ def test_access_line_is_what_format_makes(formatter: _JsonFormatter | _TextForma
     """Every field, the message, level, logger, timestamp and the process's own fields (a worker's number),
     also when an access field has the name of one of them: the fast line equals the formatted record."""
     access = {"status": 200, **fields}
-    message = f"{access['method']} {access['host']} {access['status']}"
-    fast = formatter.access_line(created, "sigproxy.access", message, access)
+    fast = formatter.access_line(created, "sigproxy.access", access)
     assert fast == encode_line(formatter.format(_record(created, access)))
 
 
 def test_json_line_keeps_the_old_shape() -> None:
     """The JSON line: ts (ISO 8601 UTC, milliseconds), level, logger, msg, then every field (str() if needed)."""
-    line = _JsonFormatter().access_line(1764547201.123456, "sigproxy.access", "GET h 200", FIELDS)
+    line = _JsonFormatter().access_line(1764547201.123456, "sigproxy.access", FIELDS)
     assert line is not None
     entry = json.loads(line)
     assert list(entry)[:4] == ["ts", "level", "logger", "msg"]
@@ -90,7 +89,7 @@ def test_json_line_keeps_the_old_shape() -> None:
 
 def test_text_formatter_with_another_format_takes_the_record_path() -> None:
     """A text format other than the default is not imitated: the record goes through logging."""
-    assert _TextFormatter("%(message)s").access_line(0.0, "sigproxy.access", "m", {}) is None
+    assert _TextFormatter("%(message)s").access_line(0.0, "sigproxy.access", {}) is None
 
 
 async def test_lines_are_written_once_per_loop_iteration(root_stream: Root,
