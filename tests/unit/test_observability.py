@@ -6,6 +6,7 @@ import asyncio
 import io
 import json
 import logging
+import os
 import select
 import sys
 import threading
@@ -227,3 +228,103 @@ def test_threads_lose_and_reorder_no_line(root_stream: Root) -> None:
     assert len(ids) == 2000 + 4 * 400
     for source, count in [("loop", 2000)] + [(f"t{n}", 400) for n in range(4)]:
         assert [i for i in ids if i.startswith(f"{source}-")] == [f"{source}-{i}" for i in range(count)]
+
+
+async def test_logging_changes_apply_from_the_next_loop_iteration(root_stream: Root) -> None:
+    """The routing checks run once per loop iteration: a handler an operator adds to sigproxy.access sees the
+    records of the next iteration on, and a level that silences it holds from then on too."""
+    stream, _ = root_stream()
+    access = logging.getLogger("sigproxy.access")
+    seen: list[logging.LogRecord] = []
+    extra = logging.Handler()
+    extra.emit = seen.append  # type: ignore[method-assign]
+    log_access(access, {**FIELDS, "request_id": "a"})  # checked: straight to the root handler, trusted
+    access.addHandler(extra)
+    try:
+        log_access(access, {**FIELDS, "request_id": "b"})  # the same iteration: still the straight path
+        await asyncio.sleep(0)  # the flush ends the trust
+        log_access(access, {**FIELDS, "request_id": "c"})
+        assert [r.access["request_id"] for r in seen] == ["c"]  # type: ignore[attr-defined]
+    finally:
+        access.removeHandler(extra)
+    await asyncio.sleep(0)
+    access.setLevel(logging.WARNING)
+    try:
+        log_access(access, {**FIELDS, "request_id": "d"})
+        await asyncio.sleep(0)
+    finally:
+        access.setLevel(logging.NOTSET)
+    assert [json.loads(x)["request_id"] for x in stream.getvalue().splitlines()] == ["a", "b", "c"]
+
+
+def test_a_new_loop_does_not_write_to_a_replaced_handler(root_stream: Root) -> None:
+    """A loop that stops before its flush runs leaves the trust behind; another loop logging after the root
+    handler was replaced must find the new handler, not write to the old one."""
+    old_stream, old = root_stream()
+    access = logging.getLogger("sigproxy.access")
+    first = asyncio.new_event_loop()
+
+    def log_then_stop() -> None:
+        log_access(access, {**FIELDS, "request_id": "old"})
+        first.stop()  # the flush it queued never runs
+
+    first.call_soon(log_then_stop)
+    first.run_forever()
+    first.close()
+    new_stream, _ = root_stream()
+
+    async def log() -> None:
+        log_access(access, {**FIELDS, "request_id": "new"})
+        await asyncio.sleep(0)
+
+    asyncio.run(log())
+    assert [json.loads(x)["request_id"] for x in new_stream.getvalue().splitlines()] == ["new"]
+    old.flush()
+    assert [json.loads(x)["request_id"] for x in old_stream.getvalue().splitlines()] == ["old"]
+
+
+async def test_a_burst_is_written_every_128_lines(root_stream: Root) -> None:
+    """Inside one loop iteration the queue is bounded: every 128th line writes what is pending."""
+    stream, _ = root_stream()
+    access = logging.getLogger("sigproxy.access")
+    for i in range(300):
+        log_access(access, {**FIELDS, "request_id": f"r-{i}"})
+    assert len(stream.getvalue().splitlines()) == 256
+    await asyncio.sleep(0)
+    assert [json.loads(x)["request_id"] for x in stream.getvalue().splitlines()] == [f"r-{i}" for i in range(300)]
+
+
+def test_lines_reach_a_file_descriptor_after_the_stream_own_text() -> None:
+    """On a UTF-8 text stream with a file descriptor (stderr: a file or a pipe) lines go to the descriptor; what
+    was written to the stream itself before them comes first, and a line's lone surrogate is written as Python's
+    stderr writes it (backslashreplace)."""
+    read_fd, write_fd = os.pipe()
+    with open(write_fd, "w", encoding="utf-8", errors="backslashreplace") as stream, \
+            open(read_fd, "rb") as reader:
+        handler = _BufferedStreamHandler(stream)
+        stream.write("before\n")  # buffered in the text layer, not yet written
+        handler.add(encode_line("caf\u00e9 \udce9"))
+        handler.add(b"second")
+        stream.close()
+        assert reader.read() == b"before\ncaf\xc3\xa9 \\udce9\nsecond\n"
+
+
+def test_a_stream_in_another_encoding_gets_text() -> None:
+    """A stream that is not UTF-8 is written text, which it encodes itself."""
+    raw = io.BytesIO()
+    stream = io.TextIOWrapper(raw, encoding="latin-1", errors="replace")
+    handler = _BufferedStreamHandler(stream)
+    handler.add(encode_line("caf\u00e9 \u20ac"))
+    assert raw.getvalue() == b"caf\xe9 ?\n"
+
+
+def test_access_messages_kept_are_bounded() -> None:
+    """The encoded messages kept by (method, host, status) start again past the bound (a client picks the host),
+    and a part that can't be a key is still written."""
+    formatter = _JsonFormatter()
+    for i in range(3000):
+        line = formatter.access_line(1764547200.0, "sigproxy.access", {"method": "GET", "host": f"h{i}", "status": 200})
+        assert json.loads(line)["msg"] == f"GET h{i} 200"
+        assert len(formatter._messages) <= 1024
+    line = formatter.access_line(1764547200.0, "sigproxy.access", {"method": "GET", "host": "h", "status": [1]})
+    assert json.loads(line)["msg"] == "GET h [1]"
