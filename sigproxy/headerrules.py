@@ -6,9 +6,10 @@ and :func:`is_signed_header`. Must not: do I/O, route, sign.
 
 from __future__ import annotations
 
+import operator
 from collections.abc import Iterable
 
-__all__ = ["HOP_BY_HOP", "is_signed_header", "upstream_headers", "upstream_headers_lower"]
+__all__ = ["HOP_BY_HOP", "has_header", "is_signed_header", "upstream_headers", "upstream_headers_lower"]
 
 HOP_BY_HOP = frozenset(
     {
@@ -22,6 +23,15 @@ _DROP = frozenset(
 )
 _NOT_FORWARDED = HOP_BY_HOP | _DROP
 _SIGNED_EXTRA = frozenset({"host", "content-type", "content-md5"})
+
+
+_NAME = operator.itemgetter(0)
+
+
+def has_header(headers: Iterable[tuple[str, str]], low: str) -> bool:
+    """Whether a header named ``low`` (lower case) is among ``headers``. The names are lowered and compared by
+    ``map`` and ``in``, in C, stopping at the first match: a third of a generator's instructions (issue 15)."""
+    return low in map(str.lower, map(_NAME, headers))
 
 
 def upstream_headers(headers: Iterable[tuple[str, str]]) -> list[tuple[str, str]]:

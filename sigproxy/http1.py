@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING
 from multidict import CIMultiDict
 
 from sigproxy.errors import BadRequest, TransferCodingNotImplemented
+from sigproxy.headerrules import has_header
 
 if TYPE_CHECKING:
     from sigproxy.intake.h1server import ClientProtocol
@@ -62,10 +63,7 @@ def response_head(status: int, reason: str | None, headers: Iterable[tuple[str, 
     """The status line and header section (RFC 9112 4, 5): ``headers`` in order, then the ``extra`` lines.
 
     Raises :class:`ValueError` when a name or value holds CR or LF (they would split the header section)."""
-    lines = [f"HTTP/1.1 {status} {_reason(status, reason)}"]
-    lines += [f"{name}: {value}" for name, value in headers]
-    lines += extra
-    lines.append("\r\n")
+    lines = [f"HTTP/1.1 {status} {_reason(status, reason)}", *map(": ".join, headers), *extra, "\r\n"]
     text = "\r\n".join(lines)
     if text.count("\n") != len(lines) or text.count("\r") != len(lines):
         raise ValueError("a response header name or value contains CR or LF")
@@ -271,7 +269,7 @@ class Response:
         head_only = request is not None and request.method == "HEAD"
         bodiless = self.status in _BODYLESS_STATUS or head_only
         if self.status not in _BODYLESS_STATUS and (self.body or not head_only) \
-                and not any(name.lower() == "content-length" for name, _ in self.headers):
+                and not has_header(self.headers, "content-length"):
             extra.append(f"Content-Length: {len(self.body)}")
         extra.append(_connection(request, keep_alive))
         head = response_head(self.status, self.reason, self.headers, [line for line in extra if line])
@@ -306,7 +304,7 @@ class StreamResponse:
         self._request = request
         self.prepared = True
         bodiless = self.status in _BODYLESS_STATUS or request.method == "HEAD"
-        length = any(name.lower() == "content-length" for name, _ in self.headers)
+        length = has_header(self.headers, "content-length")
         extra = []
         keep = protocol.may_keep_alive(request)
         if not bodiless and not length:
