@@ -39,7 +39,7 @@ from .errors import (
     UnsupportedRequest,
 )
 from .forwarding import Upstream
-from .headerrules import HOP_BY_HOP
+from .headerrules import end_to_end
 from .http1 import ClientRequest, Response, StreamResponse, http_date
 from .inbound import ReceivedRequest, verify_header_auth, verify_presigned
 from .metrics import Metrics
@@ -454,7 +454,7 @@ class Handler:
                 proxy = self._config.proxy
                 return await switch_and_relay(request, upstream, info, RelayLimits(
                     proxy.websocket_idle_timeout, proxy.websocket_max_message))
-            headers_out = [(k, v) for k, v in upstream.headers if k.lower() not in HOP_BY_HOP]
+            headers_out = end_to_end(upstream.headers)
             length = upstream.content_length
             if length is not None and length <= _SMALL_RESPONSE:
                 # One chunk's worth with a known length: read it whole and answer in one write.

@@ -9,7 +9,7 @@ from __future__ import annotations
 import operator
 from collections.abc import Iterable
 
-__all__ = ["HOP_BY_HOP", "has_header", "is_signed_header", "upstream_headers", "upstream_headers_lower"]
+__all__ = ["HOP_BY_HOP", "end_to_end", "has_header", "is_signed_header", "upstream_headers", "upstream_headers_lower"]
 
 HOP_BY_HOP = frozenset(
     {
@@ -32,6 +32,19 @@ def has_header(headers: Iterable[tuple[str, str]], low: str) -> bool:
     """Whether a header named ``low`` (lower case) is among ``headers``. The names are lowered and compared by
     ``map`` and ``in``, in C, stopping at the first match: a third of a generator's instructions (issue 15)."""
     return low in map(str.lower, map(_NAME, headers))
+
+
+def end_to_end(headers: Iterable[tuple[str, str]]) -> list[tuple[str, str]]:
+    """What a proxy forwards of a response's headers: without the hop-by-hop ones and those the ``Connection``
+    header names (RFC 9110 7.6.1: a proxy MUST remove both before forwarding). One pass when there is no
+    hop-by-hop header at all; a second only when there is (the ``Connection`` header's options)."""
+    pairs = headers if isinstance(headers, list | tuple) else list(headers)
+    kept = [(name, value) for name, value in pairs if name.lower() not in HOP_BY_HOP]
+    if len(kept) == len(pairs):
+        return kept
+    named = {tok.strip().lower() for name, value in pairs if name.lower() == "connection"
+             for tok in value.split(",")} - HOP_BY_HOP
+    return [(name, value) for name, value in kept if name.lower() not in named] if named else kept
 
 
 def upstream_headers(headers: Iterable[tuple[str, str]]) -> list[tuple[str, str]]:

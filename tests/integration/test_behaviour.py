@@ -55,8 +55,10 @@ def recorder() -> Iterator[Recorder]:
             payload = b"recorded"
             self.send_response(200)
             self.send_header("Content-Length", str(len(payload)))
-            self.send_header("Connection", "keep-alive")
+            named = self.path.startswith("/named")  # the Connection header names X-Hop-Trace: hop-by-hop
+            self.send_header("Connection", "keep-alive, X-Hop-Trace" if named else "keep-alive")
             self.send_header("X-Upstream", "yes")
+            self.send_header("X-Hop-Trace", "hop-1")
             self.end_headers()
             self.wfile.write(payload)
 
@@ -231,6 +233,21 @@ class TestOverridesAndHeaders:
         signed = (header(req, "authorization") or "").split("SignedHeaders=")[1].split(",")[0].split(";")
         assert "x-amz-meta-note" in signed and "host" in signed and "x-amz-content-sha256" in signed
         assert "user-agent" not in signed and "x-forwarded-for" not in signed
+
+    @pytest.mark.parametrize("path", ["/plain", "/named"])
+    def test_response_hop_by_hop_headers_not_forwarded(self, path: str, recorder: Recorder,
+                                                       sigproxy_factory: Callable[..., Proxy]) -> None:
+        """RFC 9110 7.6.1: the upstream's Connection header, and every header it names, stay between sigproxy and
+        the upstream; the other headers and the body reach the client."""
+        proxy = sigproxy_factory(config())
+        r = curl(proxy, "-D", "-", f"{recorder.url}{path}")
+        assert status_of(r) == 200, r
+        head, _, body = r.stdout.partition("\n\n")  # text mode: CRLF read as LF
+        names = {line.split(":", 1)[0].lower() for line in head.splitlines()[1:]}
+        assert "x-upstream" in names and body.startswith("recorded")
+        assert ("x-hop-trace" in names) is (path == "/plain")
+        assert not any(line.lower().startswith("connection:") and "x-hop-trace" in line.lower()
+                       for line in head.splitlines())
 
     def test_redirects_not_followed(self, recorder: Recorder, sigproxy_factory: Callable[..., Proxy]) -> None:
         """An upstream redirect goes back to the client as is."""

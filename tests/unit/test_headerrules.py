@@ -1,0 +1,37 @@
+"""What a proxy forwards of a response's headers (RFC 9110 7.6.1)."""
+
+from __future__ import annotations
+
+import pytest
+
+from sigproxy.headerrules import end_to_end, has_header
+
+END_TO_END = [("Server", "nginx"), ("Content-Type", "application/xml"), ("Content-Length", "12"), ("ETag", '"a"')]
+
+
+@pytest.mark.parametrize(("hop", "dropped"), [
+    ([], set()),
+    ([("Connection", "keep-alive")], set()),
+    ([("connection", "close")], set()),
+    ([("Keep-Alive", "timeout=5"), ("Connection", "keep-alive")], set()),
+    ([("Transfer-Encoding", "chunked"), ("Trailer", "X-Checksum"), ("Upgrade", "h2c"), ("TE", "trailers")], set()),
+    ([("Proxy-Authenticate", "Basic"), ("Proxy-Connection", "keep-alive")], set()),
+    ([("Connection", "close, X-Trace")], {"x-trace"}),
+    ([("CONNECTION", " keep-alive ,  x-trace,ETag ")], {"x-trace", "etag"}),
+    ([("Connection", "keep-alive"), ("Connection", "X-Trace")], {"x-trace"}),
+])
+def test_hop_by_hop_and_connection_named_headers_are_not_forwarded(hop: list[tuple[str, str]],
+                                                                     dropped: set[str]) -> None:
+    """The hop-by-hop headers go, and so does every header a Connection header names (any case, any spacing,
+    over several Connection lines); the rest keep their order and case."""
+    given = [*END_TO_END[:2], *hop, ("X-Trace", "1"), *END_TO_END[2:]]
+    kept = end_to_end(iter(given))  # any iterable
+    assert kept == [(k, v) for k, v in [*END_TO_END[:2], ("X-Trace", "1"), *END_TO_END[2:]]
+                    if k.lower() not in dropped]
+
+
+@pytest.mark.parametrize(("headers", "found"), [
+    ([("Content-Length", "1")], True), ([("content-LENGTH", "1")], True), ([("X-Content-Length", "1")], False),
+    ([], False), ([("Server", "s"), ("CONTENT-LENGTH", "0")], True)])
+def test_has_header_ignores_case(headers: list[tuple[str, str]], found: bool) -> None:
+    assert has_header(headers, "content-length") is found
