@@ -26,6 +26,7 @@ from collections.abc import AsyncIterator, Callable
 import httptools
 
 from .errors import SigproxyError, UpstreamError, UpstreamTimeout
+from .headerrules import connection_options
 from .transports import close
 
 __all__ = ["H1Connection", "UpstreamResponse"]
@@ -35,20 +36,22 @@ _LOW_WATER = 128 * 1024
 
 
 class UpstreamResponse:
-    """The response to one request: ``status``, ``reason``, ``headers`` (as received, in order) and
-    ``content_length`` (``None`` when absent or chunked). Read the body with :meth:`read` or
-    :meth:`iter_any`; leaving ``async with`` hands the connection back (or closes it when it can't carry
-    another request)."""
+    """The response to one request: ``status``, ``reason``, ``headers`` (as received, in order),
+    ``content_length`` (``None`` when absent or chunked) and ``connection_options`` (the header names its
+    ``Connection`` header lists, hop-by-hop ones aside: :func:`~sigproxy.headerrules.connection_options`).
+    Read the body with :meth:`read` or :meth:`iter_any`; leaving ``async with`` hands the connection back (or
+    closes it when it can't carry another request)."""
 
-    __slots__ = ("_conn", "content_length", "headers", "reason", "status")
+    __slots__ = ("_conn", "connection_options", "content_length", "headers", "reason", "status")
 
     def __init__(self, conn: H1Connection, status: int, reason: str, headers: list[tuple[str, str]],
-                 content_length: int | None) -> None:
+                 content_length: int | None, *, connection_options: frozenset[str] = frozenset()) -> None:
         self._conn = conn
         self.status = status
         self.reason = reason
         self.headers = headers
         self.content_length = content_length
+        self.connection_options = connection_options
 
     async def read(self) -> bytes:
         """The whole body. Raises :class:`~sigproxy.errors.UpstreamError` or
@@ -133,6 +136,7 @@ class H1Connection(asyncio.Protocol):
         self._head: asyncio.Future[UpstreamResponse] | None = None
         self._reason = b""
         self._headers: list[tuple[str, str]] = []
+        self._connection: list[str] = []  # the response's Connection header values
         self._framing = ""  # "none", "length", "chunked" or "close", once the final head is in
         self._body: deque[bytes] = deque()
         self._buffered = 0
@@ -213,12 +217,16 @@ class H1Connection(asyncio.Protocol):
             self._junk = True  # a second response to one request: ignored, and the connection is closed
         self._reason = b""
         self._headers = []
+        self._connection = []
 
     def on_status(self, status: bytes) -> None:
         self._reason += status
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        self._headers.append((name.decode("utf-8", "surrogateescape"), value.decode("utf-8", "surrogateescape")))
+        pair = (name.decode("utf-8", "surrogateescape"), value.decode("utf-8", "surrogateescape"))
+        self._headers.append(pair)
+        if len(name) == 10 and name.lower() == b"connection":  # the length first: most names are cut short
+            self._connection.append(pair[1])
 
     def on_headers_complete(self) -> None:
         if self._junk:
@@ -234,7 +242,8 @@ class H1Connection(asyncio.Protocol):
             self._cancel_timer()
             if self._head is not None and not self._head.done():
                 self._head.set_result(UpstreamResponse(self, status, self._reason.decode("latin-1"),
-                                                       self._headers, None))
+                                                       self._headers, None,
+                                                       connection_options=connection_options(self._connection)))
             return
         if 100 <= status < 200:
             self._interim = True  # 100 Continue, 103 Early Hints: the final response follows
@@ -257,7 +266,8 @@ class H1Connection(asyncio.Protocol):
         else:
             framing = "length" if length is not None else "close"
         self._framing = framing
-        response = UpstreamResponse(self, status, self._reason.decode("latin-1"), self._headers, length)
+        response = UpstreamResponse(self, status, self._reason.decode("latin-1"), self._headers, length,
+                                    connection_options=connection_options(self._connection))
         if self._head is not None and not self._head.done():
             self._head.set_result(response)
         if framing == "none" or (framing == "length" and length == 0):

@@ -454,7 +454,7 @@ class Handler:
                 proxy = self._config.proxy
                 return await switch_and_relay(request, upstream, info, RelayLimits(
                     proxy.websocket_idle_timeout, proxy.websocket_max_message))
-            headers_out = end_to_end(upstream.headers)
+            headers_out = end_to_end(upstream.headers, upstream.connection_options)
             length = upstream.content_length
             if length is not None and length <= _SMALL_RESPONSE:
                 # One chunk's worth with a known length: read it whole and answer in one write.

@@ -9,7 +9,8 @@ from __future__ import annotations
 import operator
 from collections.abc import Iterable
 
-__all__ = ["HOP_BY_HOP", "end_to_end", "has_header", "is_signed_header", "upstream_headers", "upstream_headers_lower"]
+__all__ = ["HOP_BY_HOP", "connection_options", "end_to_end", "has_header", "is_signed_header", "upstream_headers",
+           "upstream_headers_lower"]
 
 HOP_BY_HOP = frozenset(
     {
@@ -34,16 +35,28 @@ def has_header(headers: Iterable[tuple[str, str]], low: str) -> bool:
     return low in map(str.lower, map(_NAME, headers))
 
 
-def end_to_end(headers: Iterable[tuple[str, str]]) -> list[tuple[str, str]]:
+_NO_OPTIONS: frozenset[str] = frozenset()
+_PERSISTENCE = ("keep-alive", "close")
+_PERSISTENCE_AS_SENT = frozenset({"keep-alive", "close", "Keep-Alive", "Close"})  # looked up before any strip()
+# Options that name no header to remove: the hop-by-hop ones (removed anyway), "close" (RFC 9112 9.6: the
+# connection ends after this message; the reserved "Close" field is never sent) and empty list items.
+_NOT_NAMES = HOP_BY_HOP | {"close", ""}
+
+
+def connection_options(values: list[str]) -> frozenset[str]:
+    """The header names a message's ``Connection`` header lists (``values``: each ``Connection`` line's value),
+    lower case, the hop-by-hop ones aside: what a proxy must remove besides those (RFC 9110 7.6.1). Most
+    messages' ``Connection`` is ``keep-alive`` or ``close`` alone, answered without building a set."""
+    if not values or (len(values) == 1 and (values[0] in _PERSISTENCE_AS_SENT
+                                            or values[0].strip().lower() in _PERSISTENCE)):
+        return _NO_OPTIONS
+    return frozenset({tok.strip().lower() for value in values for tok in value.split(",")} - _NOT_NAMES)
+
+
+def end_to_end(headers: Iterable[tuple[str, str]], named: frozenset[str] = _NO_OPTIONS) -> list[tuple[str, str]]:
     """What a proxy forwards of a response's headers: without the hop-by-hop ones and those the ``Connection``
-    header names (RFC 9110 7.6.1: a proxy MUST remove both before forwarding). One pass when there is no
-    hop-by-hop header at all; a second only when there is (the ``Connection`` header's options)."""
-    pairs = headers if isinstance(headers, list | tuple) else list(headers)
-    kept = [(name, value) for name, value in pairs if name.lower() not in HOP_BY_HOP]
-    if len(kept) == len(pairs):
-        return kept
-    named = {tok.strip().lower() for name, value in pairs if name.lower() == "connection"
-             for tok in value.split(",")} - HOP_BY_HOP
+    header names, ``named`` (:func:`connection_options`; RFC 9110 7.6.1: a proxy MUST remove both)."""
+    kept = [(name, value) for name, value in headers if name.lower() not in HOP_BY_HOP]
     return [(name, value) for name, value in kept if name.lower() not in named] if named else kept
 
 

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from .errors import BadRequest, UnsupportedRequest
-from .headerrules import end_to_end
+from .headerrules import connection_options, end_to_end
 
 __all__ = ["PRESIGN_EXPIRES", "WebSocketSigning", "is_websocket_switch", "signing_for", "switch_response_headers",
            "token_after_signing", "upgrade_request_headers", "websocket_upgrade"]
@@ -106,7 +106,8 @@ def switch_response_headers(upstream_headers: Iterable[tuple[str, str]]) -> list
     ``-Protocol``, ``-Extensions``, ...) and ``Upgrade``/``Connection`` (RFC 9110 15.2.2)."""
     headers = list(upstream_headers)
     upgrade = next((v for k, v in headers if k.lower() == "upgrade"), "websocket")
-    return [*end_to_end(headers), ("Upgrade", upgrade), ("Connection", "Upgrade")]
+    named = connection_options([v for k, v in headers if k.lower() == "connection"])
+    return [*end_to_end(headers, named), ("Upgrade", upgrade), ("Connection", "Upgrade")]
 
 
 def is_websocket_switch(status: int, upstream_headers: Iterable[tuple[str, str]]) -> bool:

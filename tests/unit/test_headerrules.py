@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from sigproxy.headerrules import end_to_end, has_header
+from sigproxy.headerrules import connection_options, end_to_end, has_header
 
 END_TO_END = [("Server", "nginx"), ("Content-Type", "application/xml"), ("Content-Length", "12"), ("ETag", '"a"')]
 
@@ -25,7 +25,9 @@ def test_hop_by_hop_and_connection_named_headers_are_not_forwarded(hop: list[tup
     """The hop-by-hop headers go, and so does every header a Connection header names (any case, any spacing,
     over several Connection lines); the rest keep their order and case."""
     given = [*END_TO_END[:2], *hop, ("X-Trace", "1"), *END_TO_END[2:]]
-    kept = end_to_end(iter(given))  # any iterable
+    named = connection_options([v for k, v in given if k.lower() == "connection"])
+    assert named == dropped
+    kept = end_to_end(iter(given), named)  # any iterable
     assert kept == [(k, v) for k, v in [*END_TO_END[:2], ("X-Trace", "1"), *END_TO_END[2:]]
                     if k.lower() not in dropped]
 
@@ -35,3 +37,11 @@ def test_hop_by_hop_and_connection_named_headers_are_not_forwarded(hop: list[tup
     ([], False), ([("Server", "s"), ("CONTENT-LENGTH", "0")], True)])
 def test_has_header_ignores_case(headers: list[tuple[str, str]], found: bool) -> None:
     assert has_header(headers, "content-length") is found
+
+
+@pytest.mark.parametrize(("values", "named"), [
+    ([], set()), (["keep-alive"], set()), ([" Close "], set()), (["close, x-a"], {"x-a"}),
+    (["keep-alive", "close"], set()), (["X-A,, ,x-b"], {"x-a", "x-b"}), (["upgrade, te"], set())])
+def test_connection_options(values: list[str], named: set[str]) -> None:
+    """The names a Connection header lists, lower case, without the hop-by-hop ones and empty list items."""
+    assert connection_options(values) == named
