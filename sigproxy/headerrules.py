@@ -1,7 +1,8 @@
-"""Pure: which of a client's headers go upstream, and which of those are signed.
+"""Pure: which of a client's headers go upstream and which of those are signed; which of a response's go back.
 
-Owns: the hop-by-hop set (RFC 9110 7.6.1), what sigproxy removes and sets again itself, :func:`upstream_headers`
-and :func:`is_signed_header`. Must not: do I/O, route, sign.
+Owns: the hop-by-hop set and the ``Connection`` header's options (RFC 9110 7.6.1), what sigproxy removes and sets
+again itself, :func:`upstream_headers`, :func:`end_to_end` and :func:`is_signed_header`. Must not: do I/O, route,
+sign.
 """
 
 from __future__ import annotations
@@ -73,12 +74,10 @@ def upstream_headers_lower(
     names of every header given, those removed too (each name is lower-cased once)."""
     pairs = headers if isinstance(headers, list | tuple) else list(headers)
     lows = [name.lower() for name, _ in pairs]
-    named = {
-        tok.strip().lower()
-        for (_, value), low in zip(pairs, lows, strict=True)
-        if low == "connection"
-        for tok in value.split(",")
-    } if "connection" in lows else ()
+    named = _NO_OPTIONS
+    if "connection" in lows:
+        named = connection_options([value for (_, value), low in zip(pairs, lows, strict=True)
+                                    if low == "connection"])
     kept = [
         (name, value, low)
         for (name, value), low in zip(pairs, lows, strict=True)
