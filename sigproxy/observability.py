@@ -22,7 +22,7 @@ a fifth of the small-request throughput on one core (issue 15). Now:
 - An access line is made as bytes, its message's JSON kept per (method, host, status), and the lines of an
   iteration go to stderr's file descriptor in one ``os.write``: no decoding, no text or buffer layer.
 
-Measured with bench/instructions.py (issue 15): 28-30k instructions a line before, 20-21k now, 4.4-4.6 % of a
+Measured with bench/instructions.py (issue 15): 28-30k instructions a line before, 21-22k now, 4.7 % of a
 proxied small GET at ``info`` (8 and 64 connections).
 """
 
