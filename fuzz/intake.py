@@ -7,7 +7,8 @@ and bodies. Nothing valid is reachable: the only connection may sign for 127.0.0
 ports), so no request ever leaves the machine.
 
 Properties: every connection gets a well-formed HTTP response (its status line parses; sigproxy's own errors
-are 4xx/5xx with a JSON body whose ``code`` matches ``X-Sigproxy-Error``; a 5xx always comes from sigproxy)
+are 4xx/5xx with a JSON body whose ``code`` matches ``X-Sigproxy-Error``, or, for a request that speaks an AWS
+protocol, that protocol's error: JSON, or XML with a ``Code`` (S3, query); a 5xx always comes from sigproxy)
 or a clean close, within a deadline; the process never dies and never logs a traceback; afterwards its admin
 ``/healthz`` still answers 200.
 """
@@ -15,7 +16,6 @@ or a clean close, within a deadline; the process never dies and never logs a tra
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import queue
 import re
@@ -35,6 +35,7 @@ from hypothesis import strategies as st
 
 from fuzz.engine import Check, Target
 from fuzz.routing_parsers import absolute_targets
+from tests.errorbody import error_body
 
 ROOT = Path(__file__).resolve().parent.parent
 DEADLINE = 10.0
@@ -285,18 +286,16 @@ def check_response(raw: bytes, data: bytes, how: str) -> str:
     codes = headers.get("x-sigproxy-error")
     if codes is not None:
         assert 400 <= status < 600, f"X-Sigproxy-Error on a {status}"
-        assert any("application/json" in v for v in headers.get("content-type", [])), "error body is not JSON"
+        content_type = ",".join(headers.get("content-type", []))
+        assert "json" in content_type or "xml" in content_type, f"error body is neither JSON nor XML: {content_type}"
         length = headers.get("content-length")
         assert length is not None, "sigproxy error without Content-Length"
         if _is_head(raw):
             return f"{status} {codes[0]} (HEAD)"  # no body: what follows the head is the next response's
-        doc = json.loads(body[: int(length[0])])
-        assert isinstance(doc, dict)
-        code = doc.get("error", doc.get("code"))
-        if isinstance(code, dict):
-            code = code.get("code")
-        assert code is None or code == codes[0], (code, codes)
-        return f"{status} {codes[0]}"
+        # sigproxy's JSON, or the AWS dialect of a request that speaks one (handler.aws_dialect: S3's XML, ...)
+        error = error_body(body[: int(length[0])])
+        assert error["code"] == codes[0], (error, codes)
+        return f"{status} {codes[0]}" + ("" if error["format"] == "sigproxy-json" else f" ({error['format']})")
     if status == 200 and status_line.startswith(b"HTTP/1.1 200 Connection established"):
         assert raw[:8].upper() == b"CONNECT ", "a tunnel opened for a request that was not CONNECT"
         return "200 tunnel"
