@@ -14,7 +14,9 @@ off. The more connections, the more requests share an event-loop iteration and i
 (the access log's write, the system calls' wake-ups): 64 is bench/small_get.py's wrk, which keeps that many
 requests waiting on a saturated proxy. The upstream is
 nginx (bench/nginx.py), the config bench/small_get.py's. Rows: ``warning`` (forward proxy, no access log),
-``info`` (forward, an access line per request written to a file), ``reverse`` (a reverse listener, info).
+``info`` (forward, an access line per request written to a file), ``reverse`` (a reverse listener, info),
+``floor`` (bench/floor.py, the least a Python signing proxy on this interpreter, uvloop and httptools costs:
+callbacks only, no feature sigproxy adds; not run unless asked).
 
 Counts are user-space instructions of the whole process (every thread); system calls' kernel time is not in
 them, so compare them with each other (rows, or a checkout given with ``--checkout``), not with wall-clock time.
@@ -74,11 +76,12 @@ def measure(row: str, requests: int, up: Nginx, tmp: Path, checkout: Path, conns
         config += REVERSE.format(url=up.url)
     (tmp / f"{row}.toml").write_text(config)
     out = tmp / f"{row}.callgrind"
+    server = ([str(ROOT / "bench" / "floor.py")] if row == "floor" else
+              ["-m", "sigproxy", "run", "-c", str(tmp / f"{row}.toml"), "--log-level", level, "--workers", "1"])
     with (tmp / f"{row}.log").open("w") as log:
         proc = subprocess.Popen(
             [need("valgrind", "valgrind"), "--tool=callgrind", "--instr-atstart=no", f"--callgrind-out-file={out}",
-             sys.executable, "-m", "sigproxy", "run", "-c", str(tmp / f"{row}.toml"), "--log-level", level,
-             "--workers", "1"], cwd=checkout, stdout=subprocess.PIPE, stderr=log, text=True)
+             sys.executable, *server], cwd=checkout, stdout=subprocess.PIPE, stderr=log, text=True)
     assert proc.stdout is not None
     url = None
     for line in proc.stdout:
@@ -112,7 +115,8 @@ def measure(row: str, requests: int, up: Nginx, tmp: Path, checkout: Path, conns
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--requests", type=int, default=1000, help="measured GETs per row (default 1000)")
-    parser.add_argument("--rows", default="warning,info,reverse", help="comma-separated: warning, info, reverse")
+    parser.add_argument("--rows", default="warning,info,reverse",
+                        help="comma-separated: warning, info, reverse, floor")
     parser.add_argument("--connections", type=int, default=8,
                         help="keep-alive connections, each with one request in flight (default 8; 64: as "
                              "bench/small_get.py's wrk, whose 64 connections keep a saturated proxy's "
