@@ -243,8 +243,11 @@ class Handler:
                 self._failures.record(remote)
                 raise
         except asyncio.CancelledError:
-            if "ws_end" in info:  # a relayed WebSocket cut at shutdown (``ws_end: shutdown``): its line is owed
-                self._finish(info, started)
+            # Only the end of a SIGTERM drain cancels a request (ClientServer.shutdown): it is cut, and its line
+            # is owed all the same. A relayed WebSocket has said why it ended (``ws_end: shutdown``).
+            if "ws_end" not in info:
+                info["status"], info["error"] = "aborted", "shutdown"
+            self._finish(info, started)
             raise
         except SigproxyError as exc:
             info["error"], info["status"] = exc.code, exc.status

@@ -311,6 +311,38 @@ secret_access_key = "x-secret"
         assert results[0].stdout.startswith("slow but complete")
         assert proxy.proc.wait(15) == 0
 
+    def test_request_cut_at_the_drain_end_is_logged(self, slow_upstream: str,
+                                                   sigproxy_factory: Callable[..., Proxy]) -> None:
+        """A request still running when drain_seconds are over is cut, and still gets its one access line
+        (status ``aborted``, error ``shutdown``), written before the process exits."""
+        proxy = sigproxy_factory("""
+[proxy]
+default_connection = "x"
+drain_seconds = 1
+[connections.x]
+region = "us-east-1"
+service = "s3"
+hosts = ["127.0.0.1:*"]
+[connections.x.credentials]
+source = "static"
+access_key_id = "AKIDX"
+secret_access_key = "x-secret"
+""")
+        results: list[subprocess.CompletedProcess[str]] = []
+        worker = threading.Thread(target=lambda: results.append(curl(proxy, f"{slow_upstream}/cut?token=v")))
+        worker.start()
+        time.sleep(0.5)
+        proxy.proc.send_signal(signal.SIGTERM)
+        worker.join()
+        assert proxy.proc.wait(15) == 0
+        assert status_of(results[0]) != 200  # cut: no response, or not the upstream's
+        lines = [json.loads(x) for x in proxy.stop().splitlines()
+                 if x.startswith("{") and '"sigproxy.access"' in x]
+        cut = [x for x in lines if x.get("path") == "/cut?token"]
+        assert len(cut) == 1, lines
+        assert cut[0]["status"] == "aborted" and cut[0]["error"] == "shutdown"
+        assert cut[0]["connection"] == "x" and cut[0]["ms"] >= 900
+
     def test_idle_keepalive_connections_do_not_hold_the_drain(self, moto: Moto,
                                                              sigproxy_factory: Callable[..., Proxy]) -> None:
         """An idle keep-alive client connection (one request done, socket left open) is closed at SIGTERM at once:
