@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import asyncio
 import codecs
+import copy
 import json
 import logging
 import os
@@ -193,10 +194,34 @@ def _text_fields(access: dict[str, object]) -> str:
                     if v is not None and k not in ("method", "host"))
 
 
+# What would break a text line or drive the terminal it is read on: C0 and C1 controls but tab, DEL, and the
+# line and paragraph separators str.splitlines() also splits at.
+_UNSAFE_TEXT = re.compile(r"[\x00-\x08\x0a-\x1f\x7f-\x9f\u2028\u2029]")
+
+
+def _escape_controls(text: str) -> str:
+    """``text`` with each control character written as its Python escape (``\\n``, ``\\x1b``, ``\\u2028``)."""
+    return _UNSAFE_TEXT.sub(lambda m: ascii(m.group())[1:-1], text)
+
+
+def _text_access_message(access: dict[str, object]) -> str:
+    """:func:`access_message` for a text line: the host quoted as a field value is (``_text_value``), so a
+    client-chosen ``Host`` can't add fields or lines there either."""
+    return f"{access.get('method')} {_text_value(access.get('host'))} {access.get('status')}"
+
+
 class _TextFormatter(logging.Formatter):
+    """``asctime LEVEL logger message`` and then ``key=value`` fields. A message can carry what a client sent
+    (a host, the start of a refused request): its control characters are escaped, so it stays one line and
+    can't move the reader's terminal (a traceback, added after it, keeps its lines)."""
+
     def __init__(self, fmt: str, fields: Mapping[str, object] | None = None) -> None:
         super().__init__(fmt)
         self._fields = " ".join(f"{k}={_text_value(v)}" for k, v in (fields or {}).items())
+
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        record.message = _escape_controls(record.message)
+        return super().formatMessage(record)
 
     def _tail(self, access: dict[str, object] | None) -> str:
         """What follows the message: the access fields, then the process's own (``worker``)."""
@@ -205,7 +230,12 @@ class _TextFormatter(logging.Formatter):
 
     def format(self, record: logging.LogRecord) -> str:
         access = getattr(record, "access", None)
-        return super().format(record) + self._tail(access if isinstance(access, dict) else None)
+        if not isinstance(access, dict):
+            return super().format(record) + self._tail(None)
+        # An access record: its message from the fields, quoted (another handler may see the record: a copy).
+        record = copy.copy(record)
+        record.msg, record.args = _text_access_message(access), None
+        return super().format(record) + self._tail(access)
 
     def access_line(self, created: float, name: str, access: dict[str, object]) -> bytes | None:
         """As :meth:`_JsonFormatter.access_line` (encoded by :func:`encode_line`); None unless this formatter
@@ -214,7 +244,7 @@ class _TextFormatter(logging.Formatter):
             return None
         asctime = self.default_msec_format % (time.strftime(self.default_time_format, self.converter(created)),
                                               int((created - int(created)) * 1000))
-        return encode_line(f"{asctime} INFO {name} {access_message(access)}{self._tail(access)}")
+        return encode_line(f"{asctime} INFO {name} {_text_access_message(access)}{self._tail(access)}")
 
 
 class _BufferedStreamHandler(logging.StreamHandler[TextIO]):

@@ -7,7 +7,9 @@ import io
 import json
 import logging
 import os
+import re
 import select
+import shlex
 import sys
 import threading
 from collections.abc import Callable, Iterator
@@ -86,6 +88,47 @@ def test_json_line_keeps_the_old_shape() -> None:
     assert b'"logger":"sigproxy.access"' in line
     assert {k: v for k, v in entry.items() if k in FIELDS} == {k: v if k != "expires" else str(v)
                                                                for k, v in FIELDS.items()}
+
+
+FORGED_HOSTS = ["evil status=200 connection=admin",
+                "a\u2028" + "2025-12-01 00:00:00,000 INFO sigproxy.access GET x 200", "b\nc", "d\r\ne",
+                "\x1b[2J\x1b[31mred", "f\x85g\u2029h", 'q"uote', "back\\slash"]
+
+
+@pytest.mark.parametrize("host", FORGED_HOSTS)
+@pytest.mark.parametrize("fast", [True, False])
+def test_text_access_line_is_one_line_whatever_the_host(host: str, fast: bool) -> None:
+    """A client-chosen Host (``handler.reject`` logs it as sent) can neither add a line, nor a field, nor drive
+    a terminal: it is quoted as a field value is, on the fast path and on logging's."""
+    formatter = _TextFormatter(_TEXT_FORMAT)
+    access = {"method": "GET", "host": host, "status": 400, "error": "bad_request"}
+    line = (formatter.access_line(0.0, "sigproxy.access", access) if fast
+            else encode_line(formatter.format(_record(0.0, access))))
+    assert line is not None
+    text = line.decode()
+    assert len(text.splitlines()) == 1
+    assert not re.search(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u2028\u2029]", text)
+    message = text.split(" sigproxy.access ", 1)[1]
+    assert message.startswith(f"GET {json.dumps(host)} 400 ")  # the host one JSON string, as field values are
+    tokens = shlex.split(message)  # as a reader of key=value text splits it: quotes group
+    assert len(tokens) == 5 and tokens[3:] == ["status=400", "error=bad_request"]
+
+
+def test_text_messages_keep_to_one_line_and_tracebacks_keep_theirs() -> None:
+    """Any message may carry what a client sent (a refused request's start): its controls are escaped; a
+    traceback after it keeps its own lines; the process's fields (``worker``) still end a plain line."""
+    formatter = _TextFormatter(_TEXT_FORMAT, {"worker": 3})
+    record = logging.LogRecord("sigproxy.intake", logging.INFO, __file__, 1, "request head from %s refused: %s",
+                               ("127.0.0.1", "GET /\r\nX-Evil: 1\x1b[0m\u2028next"), None)
+    text = formatter.format(record)
+    assert len(text.splitlines()) == 1
+    assert text.endswith("refused: GET /\\r\\nX-Evil: 1\\x1b[0m\\u2028next worker=3")
+    try:
+        raise ValueError("boom")
+    except ValueError:
+        record = logging.LogRecord("sigproxy", logging.ERROR, __file__, 1, "bad\nthing", (), sys.exc_info())
+    lines = formatter.format(record).splitlines()
+    assert lines[0].endswith("bad\\nthing") and lines[-1] == "ValueError: boom worker=3"
 
 
 def test_text_formatter_with_another_format_takes_the_record_path() -> None:
