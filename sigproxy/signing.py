@@ -258,10 +258,19 @@ def normalize_s3_path(raw_path: str) -> str:
     return quote_from_bytes(raw, safe="/" + _UNRESERVED)
 
 
+def _recode(text: str) -> str:
+    """A raw query key or value percent-decoded once and encoded again with SigV4's UriEncode, byte for byte:
+    ``%e9`` (not UTF-8) stays the byte it names (``%E9``), never a replacement character."""
+    return quote_from_bytes(unquote_to_bytes(text.replace("+", " ").encode("utf-8", "surrogateescape")),
+                            safe=_UNRESERVED)
+
+
 def normalize_query(raw_query: str) -> tuple[tuple[str, str | None], ...]:
     """Split a raw query into pairs and re-encode each key and value with SigV4's UriEncode.
 
-    ``+`` is read as a space (form encoding), then sent as ``%20``, the only spelling AWS signs.
+    ``+`` is read as a space (form encoding), then sent as ``%20``, the only spelling AWS signs. Bytes are
+    kept as they are, as :func:`normalize_s3_path` keeps a path's: a value that is not UTF-8 reaches the
+    server unchanged for it to judge.
     """
     if not raw_query:
         return ()
@@ -270,9 +279,7 @@ def normalize_query(raw_query: str) -> tuple[tuple[str, str | None], ...]:
         if not part:
             continue
         key, eq, value = part.partition("=")
-        norm_key = uri_encode(unquote(key.replace("+", " ")))
-        norm_val = uri_encode(unquote(value.replace("+", " "))) if eq else None
-        pairs.append((norm_key, norm_val))
+        pairs.append((_recode(key), _recode(value) if eq else None))
     return tuple(pairs)
 
 

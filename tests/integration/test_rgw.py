@@ -277,6 +277,16 @@ def test_key_not_utf8_reaches_rgw_unchanged(rgw: RGW, bucket: str, rgw_proxy: Pr
     assert b"InvalidObjectName" in answer
 
 
+def test_query_not_utf8_reaches_rgw_unchanged(rgw: RGW, bucket: str, rgw_proxy: Proxy) -> None:
+    """A query value that is not UTF-8 (``%E9``) is sent and signed byte for byte: RGW, which decodes the
+    query and encodes it again to check the signature, accepts it and lists under the prefix it decoded.
+    Before, the value was decoded as UTF-8 with replacement characters: RGW got ``%EF%BF%BD``, a different
+    prefix, and answered the listing of that one."""
+    status, answer = raw_http(rgw_proxy, "GET", f"{rgw.endpoint}/{bucket}?list-type=2&prefix=spell-q%E9z")
+    assert status == 200, answer
+    assert b"<Prefix>spell-q\xe9z</Prefix>" in answer, answer
+
+
 def test_presign_encoded_slash(rgw: RGW, bucket: str, tmp_path: Path,
                                sigproxy_factory: Callable[..., Proxy]) -> None:
     """`sigproxy sign --presign` of a path with an encoded slash presigns the key RGW decodes: the URL carries
