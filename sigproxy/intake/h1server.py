@@ -9,7 +9,7 @@ httptools (llhttp, the parser of Node.js and of aiohttp's C parser) in strict mo
 
 What it enforces (RFC 9112, and the ``[proxy]`` keys named):
 
-* the head: ``max_request_line``, ``max_header_size`` (a name or a value), ``max_headers`` (over them: 400,
+* the head: ``max_request_line``, ``max_header_size`` (a name and its value), ``max_headers`` (over them: 400,
   without echoing the bytes); strict HTTP/1.x syntax (a bare CR, ``Content-Length`` with
   ``Transfer-Encoding``, a repeated or invalid ``Content-Length``: 400); HTTP/1.0 and 1.1 only (any other
   version: 400, answered as HTTP/1.1);
@@ -82,6 +82,8 @@ class ClientProtocol(ClientFlow):
         self._proxy = proxy
         self._loop = asyncio.get_running_loop()
         self._parser = httptools.HttpRequestParser(self)
+        # llhttp refuses versions it doesn't know (HTTP/1.2) before a head is read; on_headers_complete judges.
+        self._parser.set_dangerous_leniencies(lenient_version=True)
         self._transport: asyncio.Transport | None = None
         # Bytes that came before connection_made: start_tls hands a tunnel's first request over before it returns.
         self._early: list[bytes] | None = []
@@ -96,7 +98,7 @@ class ClientProtocol(ClientFlow):
         self._begun = 0  # heads begun on this connection
         self._head_since: float | None = None  # when the head being parsed began; None between heads
         self._head_began: float | None = None  # from the front door: when the first head's first byte came
-        self._max_head = proxy.max_request_line + 2 + proxy.max_headers * (2 * proxy.max_header_size + 4) + 2
+        self._max_head = proxy.max_request_line + 2 + proxy.max_headers * (proxy.max_header_size + 4) + 2
         # Serving: one task answers the requests in order; later ones wait in the queue.
         self._task: asyncio.Task[None] | None = None
         self._queue: deque[ClientRequest | SigproxyError] = deque()
@@ -173,6 +175,22 @@ class ClientProtocol(ClientFlow):
             if self._head_bytes > self._max_head:
                 self._refuse_head(_HeadRefused("the request head is over the head limits (max_request_line, "
                                                "max_header_size, max_headers)"))
+            elif self._head_bytes > 2 * self._proxy.max_header_size and self._line_cannot_fit():
+                self._refuse_head(self._too_long())
+
+    def _line_cannot_fit(self) -> bool:
+        """Whether the head's bytes past its last whole line are more than one header line may hold.
+
+        httptools joins an unfinished header value piece by piece (``bytes +=``), so a value trickled in small
+        reads costs time quadratic in its length until it ends: it is cut off once it can no longer fit, not at
+        the end of the head's whole budget. Counted only for a head still unfinished after a read (a head sent
+        whole never gets here): what the head's whole lines hold (the request line, each header's name and value
+        and its separators) against the head's bytes so far; the whitespace llhttp trims around values is not
+        in the lines, so up to one more line of it is allowed."""
+        lines = len(self._parser.get_method()) + self._url_size + 12
+        for name, value in self._headers:
+            lines += len(name) + len(value) + 4
+        return self._head_bytes - lines > 2 * self._proxy.max_header_size + 8
 
     def eof_received(self) -> bool:
         if self._upgraded is not None:
@@ -290,7 +308,7 @@ class ClientProtocol(ClientFlow):
 
     def on_header(self, name: bytes, value: bytes) -> None:
         proxy = self._proxy
-        if len(name) > proxy.max_header_size or len(value) > proxy.max_header_size:
+        if len(name) + len(value) > proxy.max_header_size:
             raise self._too_long()
         if len(self._headers) >= proxy.max_headers:
             raise _HeadRefused(f"the request has too many header lines (max_headers = {proxy.max_headers})")
@@ -300,6 +318,8 @@ class ClientProtocol(ClientFlow):
         parser = self._parser
         self._head_since = None
         version = parser.get_http_version()
+        if version not in _VERSIONS and version.startswith("1."):
+            version = "1.1"  # RFC 9112 2.3: a higher minor version is processed as the highest one known
         headers = CIMultiDict(self._headers)
         if version == "1.1" and len(headers.getall("Host", ())) != 1:
             raise _HeadRefused("an HTTP/1.1 request needs exactly one Host header (RFC 9112 3.2): send one, "

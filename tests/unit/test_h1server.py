@@ -92,6 +92,15 @@ async def test_keep_alive_and_pipelining_answer_in_order() -> None:
     assert b"X-Body: abcde" in got[2][0]
 
 
+async def test_a_higher_minor_version_is_served_as_http11() -> None:
+    """RFC 9112 2.3: HTTP/1.2 (or 1.9) is processed as 1.1: kept alive, answered in 1.1 (llhttp alone refuses
+    versions it does not know before the head is read)."""
+    async with serving() as (_, port):
+        got = await exchange(port, b"GET /a HTTP/1.2\r\nHost: h\r\n\r\nGET /b HTTP/1.9\r\nHost: h\r\n\r\n", 2)
+    assert [body for _, body in got] == [b"GET /a 0", b"GET /b 0"]
+    assert all(head.startswith(b"HTTP/1.1 200") and b"connection: close" not in head.lower() for head, _ in got)
+
+
 async def test_http10_closes_unless_kept_alive() -> None:
     async with serving() as (_, port):
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
@@ -140,11 +149,15 @@ async def test_streamed_response_framing() -> None:
 @pytest.mark.parametrize(("raw", "message"), [
     (b"GET /" + b"a" * 300 + b" HTTP/1.1\r\n\r\n", b"too long (max_request_line = 256"),
     (b"GET / HTTP/1.1\r\nHost: h\r\nX-A: " + b"a" * 300 + b"\r\n\r\n", b"too long"),
+    (b"GET / HTTP/1.1\r\nHost: h\r\nX-" + b"n" * 150 + b": " + b"v" * 150 + b"\r\n\r\n", b"too long"),  # together
     (b"GET / HTTP/1.1\r\n" + b"".join(b"X-%d: a\r\n" % i for i in range(9)) + b"\r\n", b"max_headers = 8"),
     (b"GET / HTTP/1.1\r\nHost: h\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n", b"malformed request head"),
     (b"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n", b"malformed"),
     (b"GET / HTTP/1.1\r\nHost: h\r\nX-A: a\rb\r\n\r\n", b"malformed"),
     (b"GET / HTTP/2.0\r\n\r\n", b"HTTP/2.0 is not spoken here"),
+    (b"GET / HTTP/3.0\r\nHost: h\r\n\r\n", b"HTTP/3.0 is not spoken here"),
+    (b"GET / HTTP/0.5\r\nHost: h\r\n\r\n", b"HTTP/0.5 is not spoken here"),
+    (b"GET / HTTP/1.2\r\n\r\n", b"needs exactly one Host header"),  # read as 1.1: its rules too
 ])
 async def test_bad_heads_get_400_and_close(raw: bytes, message: bytes) -> None:
     async with serving(max_request_line=256, max_header_size=256, max_headers=8) as (_, port):
@@ -167,6 +180,22 @@ async def test_a_head_trickled_past_the_limits_is_refused() -> None:
             await writer.drain()
         head, _ = await read_response(reader)
         assert head.startswith(b"HTTP/1.1 400 ")
+        writer.close()
+
+
+async def test_a_trickled_value_is_cut_once_it_cannot_fit_a_line() -> None:
+    """A header value sent in small pieces is refused once it is past what one header line may hold (the
+    pieces before: twice max_header_size), not only at the whole head's budget (here 2340 bytes): httptools
+    joins an unfinished value piece by piece, in time quadratic in its length."""
+    async with serving(max_request_line=256, max_header_size=256, max_headers=8) as (_, port):
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(b"GET / HTTP/1.1\r\nHost: h\r\nX-Ok: fine\r\nX-A: ")
+        for _ in range(9):  # 900 bytes of one value: well under the head's budget
+            writer.write(b"a" * 100)
+            await writer.drain()
+            await asyncio.sleep(0.01)  # one read each
+        head, body = await asyncio.wait_for(read_response(reader), 5)
+        assert head.startswith(b"HTTP/1.1 400 ") and b"too long" in body
         writer.close()
 
 
