@@ -1,6 +1,10 @@
-"""Reverse-proxy intake: origin-form requests on a ``[[reverse]]`` listener -> :class:`Exchange`.
+"""Reverse-proxy intake: requests on a ``[[reverse]]`` listener -> :class:`Exchange`.
 
-The target is the listener's upstream plus the request's raw path and query.
+The target is the listener's upstream plus the request's raw path and query. The origin form
+(``GET /path``) is what clients send; the absolute form naming the upstream itself is the same request (RFC
+9112 3.2.2: a server MUST accept it); one naming another host is a proxy request sent here by mistake, and
+refused rather than signed for this listener's upstream (RFC 9110 7.4: a server may refuse a target it does
+not serve).
 Must not: sign or forward.
 """
 
@@ -17,10 +21,15 @@ __all__ = ["reverse_exchange"]
 
 def reverse_exchange(request: ClientRequest, listener: ReverseListener) -> Exchange:
     raw = request.raw_path
-    if not raw.startswith("/"):
-        raise BadRequest("a reverse listener takes origin-form requests (GET /path), not proxy requests")
     base = parse_absolute_target(listener.upstream)
-    path, _, query = raw.partition("?")
+    if raw.startswith("/"):
+        path, _, query = raw.partition("?")
+    else:
+        asked = parse_absolute_target(raw) if "://" in raw else None
+        if asked is None or (asked.scheme, asked.host, asked.port) != (base.scheme, base.host, base.port):
+            raise BadRequest("a reverse listener takes origin-form requests (GET /path), not proxy requests "
+                             f"for other hosts: this one serves {base.scheme}://{base.authority}")
+        path, query = asked.path or "/", asked.query
     prefix = base.path.rstrip("/")
     target = Target(base.scheme, base.host, base.port, prefix + path, query)
     return Exchange(target=target, listener=listener)

@@ -411,6 +411,15 @@ connection = "main"
         get = subprocess.run(["curl", "-sS", f"{rev}/{moto.bucket}/rev.txt"], capture_output=True, text=True,
                              check=False)
         assert get.stdout == "via reverse"
+        # RFC 9112 3.2.2: the absolute form naming the upstream is the same request; naming another host it
+        # is a proxy request sent here by mistake, refused rather than answered by this listener's upstream.
+        absolute = subprocess.run(["curl", "-sS", "--request-target", f"{moto.endpoint}/{moto.bucket}/rev.txt",
+                                   f"{rev}/"], capture_output=True, text=True, check=False)
+        assert absolute.stdout == "via reverse"
+        other = subprocess.run(["curl", "-sS", "-w", "\n%{http_code}", "--request-target",
+                                f"http://elsewhere.example/{moto.bucket}/rev.txt", f"{rev}/"],
+                               capture_output=True, text=True, check=False)
+        assert status_of(other) == 400 and f"this one serves {moto.endpoint}" in other.stdout, other
 
 
 class TestPolicyAndShapes:
