@@ -37,7 +37,7 @@ from urllib.parse import urlsplit
 from .config import Address, Network
 from .dialing import Dial
 from .egress import EgressPolicy, EgressResolver, is_ip_literal, resolve_checked
-from .errors import BadRequest, ConfigError, UpstreamError, UpstreamTimeout
+from .errors import BadRequest, ConfigError, UpstreamClosed, UpstreamError, UpstreamTimeout
 from .h1conn import H1Connection, UpstreamResponse
 from .h1wire import request_head
 
@@ -170,15 +170,16 @@ class Upstream:
         except ValueError as exc:
             raise UpstreamError(f"cannot send the request to upstream {host}: {exc}") from exc
         key: _Key = (scheme, host, port, verify_tls, tls_name)
-        # A kept-alive connection the upstream closed as we sent: once more on a new one, when the request
-        # can be sent again unchanged (RFC 9112 9.3.1).
+        # A kept-alive connection the upstream closed as we sent, before a byte of an answer (UpstreamClosed):
+        # once more on a new one, when the request is idempotent and can be sent again unchanged (RFC 9112
+        # 9.3.1). Never after a timeout (the upstream may still be acting on it), nor after any of a response.
         retry = method in _IDEMPOTENT and (body is None or isinstance(body, bytes))
         while True:
             conn, reused = await self._acquire(key, policy)
             try:
                 return await conn.request(method, head, body, chunked, upgrade=upgrade)
-            except UpstreamError:
-                if not (reused and retry and not conn.received):
+            except UpstreamClosed:
+                if not (reused and retry):
                     raise
                 retry = False
 

@@ -13,8 +13,11 @@ A connection closed while bytes are still queued for the upstream (the last of a
 it, nor its place in the pool, for as long as it likes.
 
 Errors are sigproxy's own: :class:`~sigproxy.errors.UpstreamTimeout` when nothing arrives for ``read_timeout``
-seconds once the request is sent, :class:`~sigproxy.errors.UpstreamError` for everything else (a reset, a
-close before the end of the body, malformed HTTP, a body that failed while being sent).
+seconds once the request is sent, or the upstream takes none of a streamed body for as long (a write-side
+stall); :class:`~sigproxy.errors.UpstreamClosed` for a close or reset before a byte of the response (the only
+failure :mod:`sigproxy.forwarding` may send a request again after, RFC 9112 9.3.1);
+:class:`~sigproxy.errors.UpstreamError` for everything else (a close after part of the response, malformed
+HTTP, a body that failed while being sent).
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ from collections.abc import AsyncIterator, Callable
 
 import httptools
 
-from .errors import SigproxyError, UpstreamError, UpstreamTimeout
+from .errors import SigproxyError, UpstreamClosed, UpstreamError, UpstreamTimeout
 from .h1response import UpstreamResponse
 from .headerrules import connection_options
 from .transports import close
@@ -128,17 +131,22 @@ class H1Connection(asyncio.Protocol):
                 self._complete()  # RFC 9112 6.3 item 8: the close is the body's end (or the new protocol's)
             else:
                 why = f": {exc}" if exc is not None else ""
-                where = "before the end of the body" if self._framing else "before a response"
-                self._fail(UpstreamError(f"upstream {self.label} closed the connection {where}{why}"))
+                if not self.received:  # not a byte of a response: the one failure a request may be retried after
+                    self._fail(UpstreamClosed(f"upstream {self.label} closed the connection before a response{why}"))
+                else:
+                    where = "before the end of the body" if self._framing else "before a response"
+                    self._fail(UpstreamError(f"upstream {self.label} closed the connection {where}{why}"))
         self._wake_drain()
         if self._on_close is not None:
             self._on_close(self)
 
     def pause_writing(self) -> None:
         self._writing_paused = True
+        self._last_read = self._loop.time()  # a wait on the upstream to take what is queued starts
 
     def resume_writing(self) -> None:
         self._writing_paused = False
+        self._last_read = self._loop.time()  # the upstream took some: a sign of life, as a read is
         self._wake_drain()
 
     # ---------------------------------------------------------------- httptools callbacks
@@ -316,6 +324,7 @@ class H1Connection(asyncio.Protocol):
         self._arm()
 
     async def _drained(self) -> None:
+        self._arm()  # an upstream that takes nothing of a streamed body for read_timeout fails it (_expired)
         while self._writing_paused and not self.closed:
             self._drain = self._loop.create_future()
             await self._drain
@@ -424,16 +433,23 @@ class H1Connection(asyncio.Protocol):
         now = self._loop.time()
         head = self._head
         # Waiting on the upstream: the request is sent, and the head or more body is awaited (not while the
-        # body received is being passed on, nor while reading is paused because of it).
-        waiting = (self._active and self._sent and not self.body_done
-                   and (self._waiter is not None or (head is not None and not head.done())))
+        # body received is being passed on, nor while reading is paused because of it); or a streamed body
+        # waits for the upstream to take what is queued (a write-side stall).
+        sent = self._sent
+        waiting = self._active and not self.body_done and (
+            (sent and (self._waiter is not None or (head is not None and not head.done())))
+            or (not sent and self._writing_paused))
         if not waiting:
             self._last_read = max(self._last_read, now)
         due = self._last_read + self._read_timeout
         if now < due:
             self._timer = self._loop.call_at(due, self._expired)
             return
-        self._fail(UpstreamTimeout(f"upstream {self.label} timed out"))
+        if sent:
+            self._fail(UpstreamTimeout(f"upstream {self.label} timed out"))
+        else:
+            self._fail(UpstreamTimeout(f"upstream {self.label} took none of the request body for "
+                                       f"{self._read_timeout:g} s (read_timeout)"))
 
     def _cancel_timer(self) -> None:
         if self._timer is not None:

@@ -1,0 +1,171 @@
+"""The upstream client (sigproxy/h1conn.py, sigproxy/forwarding.py) against scripted upstreams on real sockets:
+when a request may be sent again (RFC 9112 9.3.1) and when never, when a connection that carried a streamed
+body goes back to the pool, and what of a response reaches the caller unchanged (trailer fields never as
+header fields, the reason phrase byte for byte, transfer codings other than chunked refused, interim 1xx
+responses handed over). The helpers are test_h1conn.py's."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import struct
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+
+import pytest
+
+from sigproxy.errors import UpstreamClosed, UpstreamError, UpstreamTimeout
+from tests.unit.test_h1conn import OK, Script, Server, get, pool, read_head, serving
+
+Action = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
+
+
+async def read_request(reader: asyncio.StreamReader, server: Server) -> bytes:
+    """A request's head and its Content-Length body (the head is recorded in ``server.heads``)."""
+    head = await read_head(reader, server)
+    for line in head.split(b"\r\n"):
+        name, _, value = line.partition(b":")
+        if name.strip().lower() == b"content-length":
+            return head + await reader.readexactly(int(value))
+    return head
+
+
+def warm_then(action: Action) -> Script:
+    """Each connection answers its first request with OK (a kept-alive connection for the pool), then meets
+    the second with ``action``."""
+    async def script(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, server: Server) -> None:
+        await read_request(reader, server)
+        writer.write(OK)
+        await writer.drain()
+        try:
+            await read_request(reader, server)
+        except (asyncio.IncompleteReadError, ConnectionError):
+            return
+        await action(reader, writer)
+    return script
+
+
+async def close(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    writer.close()
+
+
+async def reset(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    sock = writer.get_extra_info("socket")
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    writer.transport.abort()
+
+
+def send_then_close(data: bytes) -> Action:
+    async def action(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.write(data)
+        await writer.drain()
+        writer.close()
+    return action
+
+
+async def never_answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    await asyncio.sleep(3)
+
+
+async def stream(*pieces: bytes) -> AsyncIterator[bytes]:
+    for piece in pieces:
+        yield piece
+
+
+class TestRetry:
+    """Only a kept-alive connection closed or reset before a byte of the response, for an idempotent request
+    whose body can be sent again, is retried -- once, on a new connection (RFC 9112 9.3.1)."""
+
+    @pytest.mark.parametrize("action", [close, reset], ids=["close", "reset"])
+    @pytest.mark.parametrize(("method", "body"), [("GET", None), ("PUT", b"abc"), ("DELETE", None),
+                                                  ("HEAD", None)])
+    async def test_closed_before_any_byte_is_sent_again(self, action: Action, method: str,
+                                                        body: bytes | None) -> None:
+        async with serving(warm_then(action)) as (server, port), pool() as up:
+            assert await get(up, port) == (200, b"ok")
+            status, _ = await get(up, port, method, body)
+            assert status == 200
+        assert server.connections == 2
+        assert [h.split(b" ", 1)[0].decode() for h in server.heads] == ["GET", method, method]
+
+    @pytest.mark.parametrize(("method", "body", "why"), [
+        ("POST", b"abc", "not idempotent"),
+        ("PATCH", b"abc", "not idempotent"),
+        ("PUT", "stream", "a streamed body can't be sent again"),
+    ])
+    async def test_closed_before_any_byte_not_sent_again(self, method: str, body: bytes | str, why: str) -> None:
+        async with serving(warm_then(close)) as (server, port), pool() as up:
+            assert await get(up, port) == (200, b"ok")
+            sent = stream(b"abc") if body == "stream" else body
+            with pytest.raises(UpstreamClosed, match="before a response"):
+                await get(up, port, method, sent)  # type: ignore[arg-type]
+        assert server.connections == 1, why
+
+    async def test_a_new_connection_closed_is_not_retried(self) -> None:
+        """Not the keep-alive race: the upstream itself fails."""
+        async def script(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, server: Server) -> None:
+            await read_request(reader, server)
+
+        async with serving(script) as (server, port), pool() as up:
+            with pytest.raises(UpstreamClosed):
+                await get(up, port)
+        assert server.connections == 1
+
+    async def test_retried_once_only(self) -> None:
+        async def script(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, server: Server) -> None:
+            await read_request(reader, server)
+            if server.connections == 1:
+                writer.write(OK)
+                await writer.drain()
+                await read_request(reader, server)
+
+        async with serving(script) as (server, port), pool() as up:
+            assert await get(up, port) == (200, b"ok")
+            with pytest.raises(UpstreamClosed):
+                await get(up, port)
+        assert server.connections == 2
+
+    @pytest.mark.parametrize("method", ["GET", "PUT"])
+    async def test_read_timeout_is_never_retried(self, method: str) -> None:
+        """The upstream may still be acting on the request: one 504 after read_timeout, the request sent once."""
+        async with serving(warm_then(never_answer)) as (server, port), pool(read_timeout=0.3) as up:
+            assert await get(up, port) == (200, b"ok")
+            started = time.monotonic()
+            with pytest.raises(UpstreamTimeout):
+                await get(up, port, method, b"abc" if method == "PUT" else None)
+            assert time.monotonic() - started < 0.55  # one read_timeout, not two
+        assert server.connections == 1
+        assert len(server.heads) == 2
+
+    @pytest.mark.parametrize("sent", [
+        b"HTTP/1.1 200 OK\r\nContent-Le",  # part of a head
+        b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nab",  # part of a body
+        b"HTTP/1.1 2x0 OK\r\n\r\n",  # malformed
+        b"HTTP/1.1 100 Continue\r\n\r\n",  # an interim response, then the close
+    ])
+    async def test_any_byte_of_a_response_ends_it(self, sent: bytes) -> None:
+        async with serving(warm_then(send_then_close(sent))) as (server, port), pool() as up:
+            assert await get(up, port) == (200, b"ok")
+            with pytest.raises(UpstreamError) as caught:
+                await get(up, port, "PUT", b"abc")
+            assert not isinstance(caught.value, UpstreamClosed)
+        assert server.connections == 1
+
+    async def test_an_upstream_that_takes_none_of_a_streamed_body_times_out(self) -> None:
+        """A write-side stall is bounded by read_timeout too (it used to hang until the client gave up), and
+        is not retried."""
+        async def script(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, server: Server) -> None:
+            await read_head(reader, server)
+            await asyncio.sleep(3)  # reads none of the body
+
+        async def endless() -> AsyncIterator[bytes]:
+            while True:
+                yield b"x" * 65536
+
+        async with serving(script) as (server, port), pool(read_timeout=0.3) as up:
+            started = time.monotonic()
+            with pytest.raises(UpstreamTimeout, match="took none of the request body"):
+                await up.send("PUT", f"http://127.0.0.1:{port}/", [("Content-Length", str(2**40))], endless(),
+                              explicit_hosts=("127.0.0.1:*",))
+            assert time.monotonic() - started < 2
+        assert server.connections == 1
