@@ -162,6 +162,13 @@ class H1Connection(asyncio.Protocol):
         self._reason += status
 
     def on_header(self, name: bytes, value: bytes) -> None:
+        """A header field; or, once the final head is in (``_framing`` set), a trailer field of a chunked body,
+        which llhttp reports the same way: dropped. RFC 9110 6.5.1: a recipient must not merge trailer fields
+        into the header section, which has gone to the caller (and on to the client) already; a proxy that
+        removes the chunked coding -- sigproxy re-frames every body it forwards -- may discard them. The
+        client-side parser does the same with a request's (:mod:`sigproxy.intake.h1server`)."""
+        if self._framing:
+            return
         pair = (name.decode("utf-8", "surrogateescape"), value.decode("utf-8", "surrogateescape"))
         self._headers.append(pair)
         if len(name) == 10 and name.lower() == b"connection":  # the length first: most names are cut short

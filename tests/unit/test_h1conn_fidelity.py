@@ -11,6 +11,7 @@ import socket
 import struct
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
 
 import pytest
 
@@ -169,3 +170,39 @@ class TestRetry:
                               explicit_hosts=("127.0.0.1:*",))
             assert time.monotonic() - started < 2
         assert server.connections == 1
+
+
+async def head_and_body(up: Any, port: int, method: str = "GET") -> tuple[Any, bytes]:
+    resp = await up.send(method, f"http://127.0.0.1:{port}/", [], None, explicit_hosts=("127.0.0.1:*",))
+    async with resp:
+        return resp, await resp.read()
+
+
+class TestTrailers:
+    """RFC 9110 6.5.1: a chunked response's trailer fields never join its header fields; sigproxy re-frames the
+    body for its client, so it drops them."""
+
+    CHUNKED = (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nContent-Type: text/plain\r\n\r\n"
+               b"b\r\nhello world\r\n0\r\nContent-Encoding: gzip\r\nSet-Cookie: evil=1\r\n"
+               b"Connection: X-Keep\r\n\r\n")
+
+    @pytest.mark.parametrize("split", [0, 1, 7])
+    async def test_trailer_fields_are_not_header_fields(self, split: int) -> None:
+        """Sent whole (the trailer in the head's read, as in the tester's repro) or in pieces."""
+        response = self.CHUNKED
+
+        async def script(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, server: Server) -> None:
+            for _ in range(2):
+                await read_head(reader, server)
+                for i in range(0, len(response), split or len(response)):
+                    writer.write(response[i:i + (split or len(response))])
+                    await writer.drain()
+            await reader.read()
+
+        async with serving(script) as (server, port), pool() as up:
+            for _ in range(2):
+                resp, body = await head_and_body(up, port)
+                assert body == b"hello world"
+                assert resp.headers == [("Transfer-Encoding", "chunked"), ("Content-Type", "text/plain")]
+                assert (resp.content_length, resp.connection_options) == (None, frozenset())
+        assert server.connections == 1  # still kept alive
