@@ -169,6 +169,7 @@ class Upstream:
                              "sigproxy sends them as UTF-8: percent-encode or RFC 2047-encode them") from None
         except ValueError as exc:
             raise UpstreamError(f"cannot send the request to upstream {host}: {exc}") from exc
+        length = None if chunked or body is None or isinstance(body, bytes) else _content_length(headers)
         key: _Key = (scheme, host, port, verify_tls, tls_name)
         # A kept-alive connection the upstream closed as we sent, before a byte of an answer (UpstreamClosed):
         # once more on a new one, when the request is idempotent and can be sent again unchanged (RFC 9112
@@ -177,7 +178,7 @@ class Upstream:
         while True:
             conn, reused = await self._acquire(key, policy)
             try:
-                return await conn.request(method, head, body, chunked, upgrade=upgrade)
+                return await conn.request(method, head, body, chunked, length=length, upgrade=upgrade)
             except UpstreamClosed:
                 if not (reused and retry):
                     raise
@@ -325,6 +326,18 @@ def _usable(conn: H1Connection, now: float) -> bool:
         conn.close()
         return False
     return True
+
+
+def _content_length(headers: Sequence[tuple[str, str]]) -> int | None:
+    """The Content-Length a streamed body is sent with (:meth:`~sigproxy.h1conn.H1Connection.request` counts
+    its bytes against it), ``None`` when there is none."""
+    for name, value in headers:
+        if name.lower() == "content-length":
+            try:
+                return int(value)
+            except ValueError:
+                raise UpstreamError(f"cannot send a Content-Length of {value[:40]!r} upstream") from None
+    return None
 
 
 def _split(url: str) -> tuple[str, str, str]:

@@ -243,14 +243,18 @@ class H1Connection(asyncio.Protocol):
     # ---------------------------------------------------------------- the request
 
     async def request(self, method: str, head: bytes, body: bytes | AsyncIterator[bytes | memoryview] | None,
-                      chunked: bool, *, upgrade: bool = False) -> UpstreamResponse:
+                      chunked: bool, *, length: int | None = None, upgrade: bool = False) -> UpstreamResponse:
         """Send ``head`` (from :func:`request_head`) and ``body``; return once the final response head is in.
 
         ``upgrade``: the request asks to switch protocols; a ``101`` is then the response (not an error), after
         which the connection carries raw bytes: :meth:`UpstreamResponse.read_some`, :meth:`UpstreamResponse.send`.
 
         A streamed body is written by a task of its own, so a response that comes before the body's end (an
-        early refusal) is returned; the connection is then not reused. Raises
+        early refusal) is returned; the connection is then not reused. ``length``: the ``Content-Length`` the
+        head gives a streamed body. Once that many bytes are written the body is sent, whatever its source still
+        awaits before it ends (a spool file's last read, a client's last chunk framing): a response that comes
+        then is no early one, and the connection is reused. A stream that gives more or fewer bytes fails the
+        request (the upstream would read the next request into this one, or wait for the rest). Raises
         :class:`~sigproxy.errors.UpstreamError` / :class:`~sigproxy.errors.UpstreamTimeout`."""
         transport = self.transport
         if transport is None or self.closed or self._active:
@@ -274,39 +278,61 @@ class H1Connection(asyncio.Protocol):
         else:
             transport.write(head)
             # Held in self._writer until the response is finished with (which cancels it if still running).
-            self._writer = self._loop.create_task(self._write_stream(body, chunked), name=f"body to {self.label}")
+            self._writer = self._loop.create_task(self._write_stream(body, chunked, length),
+                                                  name=f"body to {self.label}")
         try:
             return await head_future
         except asyncio.CancelledError:
             self._close(abort=True)
             raise
 
-    async def _write_stream(self, body: AsyncIterator[bytes | memoryview], chunked: bool) -> None:
+    async def _write_stream(self, body: AsyncIterator[bytes | memoryview], chunked: bool, length: int | None) -> None:
+        """Write a streamed body, ``chunked`` (RFC 9112 7.1) or as it comes (``length``: its Content-Length, when
+        known). ``_sent`` once every byte is written; :meth:`finish` cancels a writer whose source has not ended."""
         transport = self.transport
         assert transport is not None
+        me = asyncio.current_task()
+        written = 0
+        whole = False  # every byte of the body is written
         try:
             async for piece in body:
+                if self._writer is not me:
+                    return  # finished with, and the connection perhaps another request's (finish)
                 if self.closed or self.body_done:
                     break  # the upstream answered or went away: the rest is not wanted
                 if not piece:
                     continue
+                written += len(piece)
                 if chunked:
                     transport.writelines((b"%x\r\n" % len(piece), piece, b"\r\n"))
+                elif length is not None:
+                    if written > length:
+                        raise UpstreamError(f"upstream {self.label}: the request body is longer than the "
+                                            f"{length} bytes its Content-Length says")
+                    transport.write(piece)
+                    if written == length:
+                        whole = True
+                        self._body_sent()  # all of it: whatever the source awaits before it ends is not ours
                 else:
                     transport.write(piece)
                 if self._writing_paused:
                     await self._drained()
             else:
+                if length is not None and written < length:
+                    raise UpstreamError(f"upstream {self.label}: the request body ended after {written} of the "
+                                        f"{length} bytes its Content-Length says")
                 if chunked and not self.closed:
                     transport.write(b"0\r\n\r\n")
-                self._body_sent()
+                if not whole:  # chunked, or a length of 0
+                    whole = True
+                    self._body_sent()
                 return
         except SigproxyError as exc:
             self._fail(exc)
         except Exception as exc:  # whatever the body's source raised ends this request
             self._fail(UpstreamError(f"upstream {self.label} failed: sending the body: {type(exc).__name__}: {exc}"))
         finally:
-            if not self._sent:
+            if not whole:  # the source is closed, not drained
                 aclose = getattr(body, "aclose", None)
                 if aclose is not None:
                     await aclose()
@@ -383,10 +409,11 @@ class H1Connection(asyncio.Protocol):
         self._head = None
         self._body.clear()
         self._buffered = 0
-        if self._writer is not None and not self._writer.done():
-            self._writer.cancel()
-            reusable = False
-        self._writer = None
+        writer, self._writer = self._writer, None
+        if writer is not None and not writer.done():
+            # When _sent (every byte of its Content-Length written) it only waits for its source to end; not
+            # sent, the connection is not reused (an early response, or one to a body cut short).
+            writer.cancel()
         self._sent = False
         if not reusable:
             self._close(abort=not self.body_done and not upgraded)  # the new protocol's last bytes go out

@@ -206,3 +206,60 @@ class TestTrailers:
                 assert resp.headers == [("Transfer-Encoding", "chunked"), ("Content-Type", "text/plain")]
                 assert (resp.content_length, resp.connection_options) == (None, frozenset())
         assert server.connections == 1  # still kept alive
+
+
+class TestStreamedBodyKeepAlive:
+    """A streamed body whose source still awaits something after its last byte (a spool file's read at its
+    end, a client's last chunk framing after an aws-chunked body) is sent once every byte of its
+    Content-Length is written: the response that comes then leaves the connection reusable."""
+
+    @staticmethod
+    async def answer_after_body(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, server: Server) -> None:
+        while True:
+            try:
+                await read_request(reader, server)
+            except (asyncio.IncompleteReadError, ConnectionError):
+                return
+            writer.write(OK)
+            await writer.drain()
+
+    async def test_a_source_that_ends_late_keeps_the_connection(self) -> None:
+        ended = asyncio.Event()
+        closed: list[bool] = []
+
+        async def body() -> AsyncIterator[bytes]:
+            try:
+                yield b"abc"
+                yield b"defg"
+                await asyncio.sleep(3)  # e.g. the spool's read of its end: the upstream answers meanwhile
+                ended.set()
+            finally:
+                closed.append(True)
+
+        async with serving(self.answer_after_body) as (server, port), pool() as up:
+            resp = await up.send("PUT", f"http://127.0.0.1:{port}/", [("Content-Length", "7")], body(),
+                                 explicit_hosts=("127.0.0.1:*",))
+            async with resp:
+                assert (resp.status, await resp.read()) == (200, b"ok")
+            await asyncio.sleep(0.05)
+            assert closed == [True] and not ended.is_set()  # its writer stopped, its source closed
+            assert await get(up, port, "PUT", b"x") == (200, b"ok")
+            assert await get(up, port) == (200, b"ok")
+        assert server.connections == 1
+        assert server.heads[0].endswith(b"Content-Length: 7\r\nHost: 127.0.0.1:%d\r\n\r\n" % port)
+
+    @pytest.mark.parametrize(("pieces", "why"), [
+        ((b"abc", b"defgh"), "longer than the 7 bytes its Content-Length says"),
+        ((b"abc",), "ended after 3 of the 7 bytes its Content-Length says"),
+    ])
+    async def test_a_body_unlike_its_length_fails(self, pieces: tuple[bytes, ...], why: str) -> None:
+        """More bytes would be read by the upstream as the next request; fewer would leave it waiting."""
+        async def script(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, server: Server) -> None:
+            await read_head(reader, server)
+            await reader.read()
+
+        async with serving(script) as (_, port), pool() as up:
+            with pytest.raises(UpstreamError, match=why):
+                await up.send("PUT", f"http://127.0.0.1:{port}/", [("Content-Length", "7")], stream(*pieces),
+                              explicit_hosts=("127.0.0.1:*",))
+            assert not up._idle
