@@ -38,7 +38,7 @@ from .config import Address, Network
 from .dialing import Dial
 from .egress import EgressPolicy, EgressResolver, is_ip_literal, resolve_checked
 from .errors import BadRequest, ConfigError, UpstreamClosed, UpstreamError, UpstreamTimeout
-from .h1conn import H1Connection, UpstreamResponse
+from .h1conn import H1Connection, Interim, UpstreamResponse
 from .h1wire import request_head
 
 __all__ = ["Upstream", "UpstreamResponse", "upstream_tls_context"]
@@ -127,7 +127,7 @@ class Upstream:
         self, method: str, url: str, headers: Sequence[tuple[str, str]],
         body: bytes | AsyncIterator[bytes | memoryview] | None, *,
         verify_tls: bool = True, explicit_hosts: tuple[str, ...] = (), private_networks: tuple[Network, ...] = (),
-        connection: str = "?", dial: Dial | None = None, upgrade: bool = False,
+        connection: str = "?", dial: Dial | None = None, upgrade: bool = False, interim: Interim | None = None,
     ) -> UpstreamResponse:
         """Send one request (``url`` absolute and already percent-encoded, its path and query sent as is) and
         return once the response head is in. The caller reads the body with
@@ -149,7 +149,10 @@ class Upstream:
 
         ``upgrade``: the request asks to switch protocols (a WebSocket handshake, RFC 6455 4.1); a ``101`` is
         then returned like any response, and its connection carries the new protocol until released (it is
-        never pooled again, and counts against the pool's limit while open)."""
+        never pooled again, and counts against the pool's limit while open).
+
+        ``interim``: told of each interim (1xx) response before the final one
+        (:meth:`~sigproxy.h1conn.H1Connection.request`)."""
         scheme, authority, target = _split(url)
         host, port, literal = _host_port(scheme, authority)
         tls_name = host
@@ -178,7 +181,8 @@ class Upstream:
         while True:
             conn, reused = await self._acquire(key, policy)
             try:
-                return await conn.request(method, head, body, chunked, length=length, upgrade=upgrade)
+                return await conn.request(method, head, body, chunked, length=length, upgrade=upgrade,
+                                          interim=interim)
             except UpstreamClosed:
                 if not (reused and retry):
                     raise

@@ -3,9 +3,11 @@ httptools (llhttp), hand its body over as it arrives under flow control, and say
 carry the next request.
 
 Owns: writing the request (its wire form is :func:`sigproxy.h1wire.request_head`'s), the response's framing
-(RFC 9112 6.3: 1xx skipped, no body for ``HEAD``/204/304, chunked, ``Content-Length``, or until the connection
-closes; a ``101`` to a request that asked to upgrade, after which raw bytes flow both ways), read flow control,
-the read timeout and keep-alive.
+(RFC 9112 6.3, :func:`sigproxy.h1wire.response_framing`: no body for ``HEAD``/204/304, chunked, ``Content-Length``,
+or until the connection closes; a transfer coding other than chunked refused; a ``101`` to a request that asked
+to upgrade, after which raw bytes flow both ways), interim 1xx responses (told to the caller, RFC 9110 15.2),
+trailer fields (dropped, :meth:`H1Connection.on_header`), read flow control, the read and write-stall timeout and
+keep-alive.
 Must not: pool, resolve names, check egress or retry (:mod:`sigproxy.forwarding` does).
 
 A connection closed while bytes are still queued for the upstream (the last of a relayed WebSocket) is given
@@ -30,11 +32,14 @@ import httptools
 
 from .errors import SigproxyError, UpstreamClosed, UpstreamError, UpstreamTimeout
 from .h1response import UpstreamResponse
+from .h1wire import response_framing
 from .headerrules import connection_options
 from .transports import close
 
-__all__ = ["H1Connection", "UpstreamResponse"]
+__all__ = ["H1Connection", "Interim", "UpstreamResponse"]
 
+Interim = Callable[[int, str, list[tuple[str, str]], frozenset[str]], None]
+"""What is told of an interim response: status, reason, headers, the names its ``Connection`` header lists."""
 _HIGH_WATER = 512 * 1024  # pause reading the upstream past this much unread body (a TLS read is up to 256 KiB)
 _LOW_WATER = 128 * 1024
 
@@ -67,6 +72,7 @@ class H1Connection(asyncio.Protocol):
         self._head_only = False
         self._upgrade = False  # the current request asks to switch protocols (a WebSocket handshake)
         self._interim = False
+        self._on_interim: Interim | None = None
         self._head: asyncio.Future[UpstreamResponse] | None = None
         self._reason = b""
         self._headers: list[tuple[str, str]] = []
@@ -159,6 +165,9 @@ class H1Connection(asyncio.Protocol):
         self._connection = []
 
     def on_status(self, status: bytes) -> None:
+        """The reason phrase (RFC 9112 4: any bytes but CR and LF). Decoded as header text is, UTF-8 with
+        surrogateescape (at :meth:`on_headers_complete`), so that :func:`~sigproxy.http1.response_head` sends the
+        bytes received (latin-1 here made a byte 0xE9 go out as 0xC3 0xA9)."""
         self._reason += status
 
     def on_header(self, name: bytes, value: bytes) -> None:
@@ -187,33 +196,24 @@ class H1Connection(asyncio.Protocol):
             self._framing = "upgraded"
             self._cancel_timer()
             if self._head is not None and not self._head.done():
-                self._head.set_result(UpstreamResponse(self, status, self._reason.decode("latin-1"),
-                                                       self._headers, None,
+                reason = self._reason.decode("utf-8", "surrogateescape")
+                self._head.set_result(UpstreamResponse(self, status, reason, self._headers, None,
                                                        connection_options=connection_options(self._connection)))
             return
         if 100 <= status < 200:
             self._interim = True  # 100 Continue, 103 Early Hints: the final response follows
+            if self._on_interim is not None:
+                self._on_interim(status, self._reason.decode("utf-8", "surrogateescape"), self._headers,
+                                 connection_options(self._connection))
             return
-        length: int | None = None
-        coding: str | None = None
-        for name, value in self._headers:
-            low = name.lower()
-            if low == "transfer-encoding":
-                coding = value.rsplit(",", 1)[-1].strip().lower()
-            elif low == "content-length" and length is None:
-                length = int(value)  # llhttp has checked it is digits and that repeats agree
-        if coding is not None:
-            length = None
-        if self._head_only or status in (204, 304):
-            framing = "none"
-        elif coding is not None:
-            # RFC 9112 6.3 items 3-4: Transfer-Encoding over Content-Length; chunked last, else until the close
-            framing = "chunked" if coding == "chunked" else "close"
-        else:
-            framing = "length" if length is not None else "close"
+        try:
+            framing, length = response_framing(self._headers, self._head_only or status in (204, 304))
+        except ValueError as exc:  # a transfer coding other than chunked: refused, not read and passed on encoded
+            self._fail(UpstreamError(f"upstream {self.label} {exc}"))
+            return
         self._framing = framing
-        response = UpstreamResponse(self, status, self._reason.decode("latin-1"), self._headers, length,
-                                    connection_options=connection_options(self._connection))
+        response = UpstreamResponse(self, status, self._reason.decode("utf-8", "surrogateescape"), self._headers,
+                                    length, connection_options=connection_options(self._connection))
         if self._head is not None and not self._head.done():
             self._head.set_result(response)
         if framing == "none" or (framing == "length" and length == 0):
@@ -243,11 +243,14 @@ class H1Connection(asyncio.Protocol):
     # ---------------------------------------------------------------- the request
 
     async def request(self, method: str, head: bytes, body: bytes | AsyncIterator[bytes | memoryview] | None,
-                      chunked: bool, *, length: int | None = None, upgrade: bool = False) -> UpstreamResponse:
+                      chunked: bool, *, length: int | None = None, upgrade: bool = False,
+                      interim: Interim | None = None) -> UpstreamResponse:
         """Send ``head`` (from :func:`request_head`) and ``body``; return once the final response head is in.
 
         ``upgrade``: the request asks to switch protocols; a ``101`` is then the response (not an error), after
         which the connection carries raw bytes: :meth:`UpstreamResponse.read_some`, :meth:`UpstreamResponse.send`.
+        ``interim``: called with each interim (1xx) response's status, reason, headers and their ``Connection``
+        options as it comes, before the final one (RFC 9110 15.2); it must not raise.
 
         A streamed body is written by a task of its own, so a response that comes before the body's end (an
         early refusal) is returned; the connection is then not reused. ``length``: the ``Content-Length`` the
@@ -264,6 +267,7 @@ class H1Connection(asyncio.Protocol):
             self._parser = httptools.HttpResponseParser(self)
         self._head_only = method == "HEAD"
         self._upgrade = upgrade
+        self._on_interim = interim
         self._framing = ""
         self.body_done = False
         self._error = None

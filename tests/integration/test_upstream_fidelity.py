@@ -211,3 +211,34 @@ def test_resigned_uploads_keep_their_upstream_connection(upstream: Upstream,
     assert len(seen) == 3
     assert len({s[0] for s in seen}) == 1
     assert proxy.written('"body":"resigned"')
+
+
+def test_the_reason_phrase_goes_byte_for_byte(upstream: Upstream, sigproxy_factory: Callable[..., Proxy]) -> None:
+    """The tester's repro 07c: a reason phrase byte 0xE9 reached the client as 0xC3 0xA9."""
+    proxy = sigproxy_factory(config(upstream))
+    out = raw(proxy, b"GET /reason HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    assert out.startswith(b"HTTP/1.1 299 My Reason \xe9\xff\r\n")
+
+
+@pytest.mark.parametrize(("path", "coding"), [("/te-gzip", b"gzip"), ("/te-gzip-chunked", b"gzip, chunked")])
+def test_a_transfer_coding_but_chunked_is_a_502(path: str, coding: bytes, upstream: Upstream,
+                                               sigproxy_factory: Callable[..., Proxy]) -> None:
+    """The tester's repro 07b: Transfer-Encoding: gzip was read until the close, the header removed (hop-by-hop)
+    and the gzip bytes passed on as the body. Now a 502 naming the coding."""
+    proxy = sigproxy_factory(config(upstream))
+    out = raw(proxy, b"GET %s HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n" % path.encode())
+    head, _, body = out.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 502 ") and b"X-Sigproxy-Error: upstream_error" in head
+    assert b"RAWGZ" not in body
+    assert b"Transfer-Encoding: " + coding in body
+
+
+def test_interim_responses_reach_http11_clients(upstream: Upstream, sigproxy_factory: Callable[..., Proxy]) -> None:
+    """The tester's repro 07a: 103 Early Hints was swallowed. RFC 9110 15.2: forwarded (its hop-by-hop fields
+    removed), never to an HTTP/1.0 client; the upstream's 100 is not (sigproxy answers Expect itself)."""
+    proxy = sigproxy_factory(config(upstream))
+    out = raw(proxy, b"GET /interim HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    assert out.startswith(b"HTTP/1.1 103 Early Hints\r\nLink: </a>; rel=preload\r\n\r\nHTTP/1.1 200 OK\r\n"), out
+    assert out.endswith(b"\r\n\r\nfinal")
+    out = raw(proxy, b"GET /interim HTTP/1.0\r\nHost: x\r\n\r\n")
+    assert out.startswith(b"HTTP/1.1 200 OK\r\n") and out.endswith(b"\r\n\r\nfinal")

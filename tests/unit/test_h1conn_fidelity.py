@@ -16,7 +16,8 @@ from typing import Any
 import pytest
 
 from sigproxy.errors import UpstreamClosed, UpstreamError, UpstreamTimeout
-from tests.unit.test_h1conn import OK, Script, Server, get, pool, read_head, serving
+from sigproxy.http1 import response_head
+from tests.unit.test_h1conn import OK, Script, Server, answer_each, get, pool, read_head, serving
 
 Action = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
 
@@ -263,3 +264,96 @@ class TestStreamedBodyKeepAlive:
                 await up.send("PUT", f"http://127.0.0.1:{port}/", [("Content-Length", "7")], stream(*pieces),
                               explicit_hosts=("127.0.0.1:*",))
             assert not up._idle
+
+
+class TestReasonPhrase:
+    @pytest.mark.parametrize("reason", [b"My Reason \xe9\xff", "Caf\u00e9 \u2603".encode(), b""])
+    async def test_sent_on_byte_for_byte(self, reason: bytes) -> None:
+        """RFC 9112 4: a reason phrase may hold any byte but CR and LF; the one received is the one the client
+        gets (it was decoded as latin-1 and encoded as UTF-8: 0xE9 went out as 0xC3 0xA9)."""
+        response = b"HTTP/1.1 299 " + reason + b"\r\nContent-Length: 2\r\n\r\nok"
+        async with serving(answer_each(response)) as (_, port), pool() as up:
+            resp, _ = await head_and_body(up, port)
+        assert response_head(resp.status, resp.reason, [], ()) == b"HTTP/1.1 299 %s\r\n\r\n" % (reason or b"Unknown")
+
+
+class TestTransferCodings:
+    """Chunked alone is read; any other transfer coding is refused (a 502 through the handler) and the
+    connection closed: it used to be read until the close with its Transfer-Encoding removed, the encoded
+    bytes passed on as the body."""
+
+    @pytest.mark.parametrize("lines", [
+        b"Transfer-Encoding: gzip\r\n",
+        b"Transfer-Encoding: gzip, chunked\r\n",
+        b"Transfer-Encoding: gzip\r\nTransfer-Encoding: chunked\r\n",
+        b"Transfer-Encoding: deflate\r\n",
+        b"Transfer-Encoding: identity\r\n",
+        b"Transfer-Encoding: chunked, chunked\r\n",
+    ])
+    async def test_another_coding_is_refused(self, lines: bytes) -> None:
+        response = b"HTTP/1.1 200 OK\r\n" + lines + b"\r\n5\r\nRAWGZ\r\n0\r\n\r\n"
+
+        async def script(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, server: Server) -> None:
+            await answer_each(response if server.connections == 1 else OK)(reader, writer, server)
+
+        async with serving(script) as (server, port), pool() as up:
+            with pytest.raises(UpstreamError, match="transfer coding sigproxy does not decode: Transfer-Encoding: ") \
+                    as caught:
+                await get(up, port)
+            assert lines.split(b": ", 1)[1].split(b"\r\n")[0].decode() in caught.value.message
+            assert await get(up, port) == (200, b"ok")
+        assert server.connections == 2  # not reused
+
+    @pytest.mark.parametrize("value", [b"chunked", b"Chunked", b" chunked "])
+    async def test_chunked_alone_is_read(self, value: bytes) -> None:
+        response = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: " + value + b"\r\n\r\n5\r\nhello\r\n0\r\n\r\n"
+        async with serving(answer_each(response)) as (server, port), pool() as up:
+            for _ in range(2):
+                assert await get(up, port) == (200, b"hello")
+        assert server.connections == 1
+
+    @pytest.mark.parametrize(("method", "status"), [("HEAD", b"200 OK"), ("GET", b"304 Not Modified"),
+                                                   ("GET", b"204 No Content")])
+    async def test_no_body_no_refusal(self, method: str, status: bytes) -> None:
+        """A response to HEAD, a 204 or a 304 has no body whatever its Transfer-Encoding says (RFC 9112 6.3
+        item 1)."""
+        response = b"HTTP/1.1 " + status + b"\r\nTransfer-Encoding: gzip\r\n\r\n"
+        async with serving(answer_each(response)) as (_, port), pool() as up:
+            resp, body = await head_and_body(up, port, method)
+        assert (resp.status, body) == (int(status[:3]), b"")
+
+
+class TestInterim:
+    RESPONSE = (b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 102 Processing\r\n\r\n"
+                b"HTTP/1.1 103 Early Hints\r\nLink: </a>; rel=preload\r\nConnection: X-Hop\r\nX-Hop: 1\r\n\r\n"
+                b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nfinal")
+
+    @pytest.mark.parametrize("split", [0, 1])
+    async def test_each_is_told_before_the_final_response(self, split: int) -> None:
+        """RFC 9110 15.2: the caller is told of every interim response (the handler passes them on); the
+        final one is the response, and the connection stays reusable."""
+        response = self.RESPONSE
+
+        async def script(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, server: Server) -> None:
+            for _ in range(2):
+                await read_head(reader, server)
+                for i in range(0, len(response), split or len(response)):
+                    writer.write(response[i:i + (split or len(response))])
+                    await writer.drain()
+            await reader.read()
+
+        told: list[tuple[int, str, list[tuple[str, str]], frozenset[str]]] = []
+        async with serving(script) as (server, port), pool() as up:
+            for _ in range(2):
+                told.clear()
+                resp = await up.send("GET", f"http://127.0.0.1:{port}/", [], None, explicit_hosts=("127.0.0.1:*",),
+                                     interim=lambda *args: told.append(args))
+                async with resp:
+                    assert (resp.status, resp.headers, await resp.read()) == (200, [("Content-Length", "5")],
+                                                                              b"final")
+                assert told == [
+                    (100, "Continue", [], frozenset()), (102, "Processing", [], frozenset()),
+                    (103, "Early Hints", [("Link", "</a>; rel=preload"), ("Connection", "X-Hop"), ("X-Hop", "1")],
+                     frozenset({"x-hop"})),
+                ]
+        assert server.connections == 1

@@ -578,3 +578,52 @@ async def test_an_endless_trailer_section_or_chunk_line_is_refused(endless: byte
         writer.close()
     assert head.startswith(b"HTTP/1.1 400"), head
     assert b"chunk framing or trailer section is over the head limits" in body
+
+
+HINTS = [("Link", "</a>; rel=preload"), ("Connection", "X-Hop"), ("X-Hop", "1"), ("Keep-Alive", "timeout=5")]
+
+
+@pytest.mark.parametrize("fails", [False, True])
+async def test_interim_responses_go_to_http11_clients_before_the_answer(fails: bool) -> None:
+    """An upstream's 103 goes on without its hop-by-hop fields (RFC 9110 15.2), not an upstream's 100 (sigproxy
+    answers Expect itself), and nothing to an HTTP/1.0 client. A 1xx is no part of the answer: a handler that
+    fails after one (or after its own 100 Continue) is still answered 500, the connection not just cut."""
+    async def entry(request: ClientRequest) -> Response:
+        request.write_continue()
+        request.forward_interim(100, "Continue", [], frozenset())
+        request.forward_interim(103, "Early Hints", HINTS, frozenset({"x-hop"}))
+        if fails:
+            raise RuntimeError("boom")
+        return Response(200, None, [], b"final")
+
+    async with serving(entry) as (_, port):
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(b"GET / HTTP/1.1\r\nHost: h\r\n\r\n")
+        assert await reader.readuntil(b"\r\n\r\n") == b"HTTP/1.1 100 Continue\r\n\r\n"
+        assert await reader.readuntil(b"\r\n\r\n") == b"HTTP/1.1 103 Early Hints\r\nLink: </a>; rel=preload\r\n\r\n"
+        head, body = await read_response(reader)
+        assert head.startswith(b"HTTP/1.1 500" if fails else b"HTTP/1.1 200"), head
+        assert fails or body == b"final"
+        writer.close()
+        [(head, body)] = await exchange(port, b"GET / HTTP/1.0\r\n\r\n")  # the first head is the answer's
+        assert head.startswith(b"HTTP/1.1 500" if fails else b"HTTP/1.1 200"), head
+        assert fails or body == b"final"
+
+
+async def test_interim_responses_to_a_client_that_reads_nothing_are_dropped() -> None:
+    """Advice an upstream sends on and on is not queued without bound for a client that takes none of it."""
+    buffered: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+
+    async def entry(request: ClientRequest) -> Response:
+        for _ in range(1000):
+            request.forward_interim(103, "Early Hints", [("Link", "x" * 60_000)], frozenset())
+            await asyncio.sleep(0)
+        assert request.protocol is not None and request.protocol.transport is not None
+        buffered.set_result(request.protocol.transport.get_write_buffer_size())
+        return Response(200)
+
+    async with serving(entry) as (_, port):
+        _, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(b"GET / HTTP/1.1\r\nHost: h\r\n\r\n")
+        assert await asyncio.wait_for(buffered, 5) < 1_000_000  # 60 MB were sent at it
+        writer.close()
