@@ -17,7 +17,7 @@ import pytest
 
 from sigproxy.errors import UpstreamClosed, UpstreamError, UpstreamTimeout
 from sigproxy.http1 import response_head
-from tests.unit.test_h1conn import OK, Script, Server, answer_each, get, pool, read_head, serving
+from tests.unit.test_h1conn import OK, Script, Server, answer_each, get, in_pieces, pool, read_head, serving
 
 Action = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
 
@@ -190,17 +190,7 @@ class TestTrailers:
     @pytest.mark.parametrize("split", [0, 1, 7])
     async def test_trailer_fields_are_not_header_fields(self, split: int) -> None:
         """Sent whole (the trailer in the head's read, as in the tester's repro) or in pieces."""
-        response = self.CHUNKED
-
-        async def script(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, server: Server) -> None:
-            for _ in range(2):
-                await read_head(reader, server)
-                for i in range(0, len(response), split or len(response)):
-                    writer.write(response[i:i + (split or len(response))])
-                    await writer.drain()
-            await reader.read()
-
-        async with serving(script) as (server, port), pool() as up:
+        async with serving(in_pieces(self.CHUNKED, split)) as (server, port), pool() as up:
             for _ in range(2):
                 resp, body = await head_and_body(up, port)
                 assert body == b"hello world"
@@ -332,18 +322,9 @@ class TestInterim:
     async def test_each_is_told_before_the_final_response(self, split: int) -> None:
         """RFC 9110 15.2: the caller is told of every interim response (the handler passes them on); the
         final one is the response, and the connection stays reusable."""
-        response = self.RESPONSE
-
-        async def script(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, server: Server) -> None:
-            for _ in range(2):
-                await read_head(reader, server)
-                for i in range(0, len(response), split or len(response)):
-                    writer.write(response[i:i + (split or len(response))])
-                    await writer.drain()
-            await reader.read()
 
         told: list[tuple[int, str, list[tuple[str, str]], frozenset[str]]] = []
-        async with serving(script) as (server, port), pool() as up:
+        async with serving(in_pieces(self.RESPONSE, split)) as (server, port), pool() as up:
             for _ in range(2):
                 told.clear()
                 resp = await up.send("GET", f"http://127.0.0.1:{port}/", [], None, explicit_hosts=("127.0.0.1:*",),
