@@ -312,11 +312,11 @@ class UpstreamError(SigproxyError, ConnectionError):
 
 class UpstreamClosed(UpstreamError):
     """The upstream closed or reset the connection before a byte of the response came. On a kept-alive
-    connection this is the race RFC 9112 9.3.1 allows a client to recover from: the upstream closed the idle
-    connection as the request went out, so it did not act on it, and an idempotent request with a body that can
-    be sent again goes once more on a new connection (:mod:`sigproxy.forwarding`). Any other failure --
-    a timeout (the upstream may still be executing the request), a malformed or partial response, a body that
-    failed -- is never retried."""
+    connection this is the race RFC 9112 9.3.1 lets a client recover from (the upstream closed the idle
+    connection as the request went out): an idempotent request (RFC 9110 9.2.2: sending it twice has the effect
+    of sending it once) whose body can be sent again goes once more, on a new connection
+    (:mod:`sigproxy.forwarding`). Any other failure -- a timeout (the upstream may still be acting on the
+    request), a malformed, partial or interim response, a body that failed -- is never retried."""
 
 
 class UpstreamTimeout(UpstreamError, TimeoutError):

@@ -470,24 +470,25 @@ class H1Connection(asyncio.Protocol):
             return
         now = self._loop.time()
         head = self._head
-        # Waiting on the upstream: the request is sent, and the head or more body is awaited (not while the
-        # body received is being passed on, nor while reading is paused because of it); or a streamed body
-        # waits for the upstream to take what is queued (a write-side stall).
-        sent = self._sent
+        # Waiting on the upstream: more of the response's body is awaited (not while the body received is being
+        # passed on, nor while reading is paused because of it); or its head, once the request is sent, or while
+        # a streamed body waits for the upstream to take what is queued (a write-side stall). Not while a
+        # streamed body waits for its source (the client's body_timeout bounds that).
+        awaited = head is not None and not head.done()  # the response's head
+        stalled = awaited and not self._sent
         waiting = self._active and not self.body_done and (
-            (sent and (self._waiter is not None or (head is not None and not head.done())))
-            or (not sent and self._writing_paused))
+            self._waiter is not None or (awaited and (self._sent or self._writing_paused)))
         if not waiting:
             self._last_read = max(self._last_read, now)
         due = self._last_read + self._read_timeout
         if now < due:
             self._timer = self._loop.call_at(due, self._expired)
             return
-        if sent:
-            self._fail(UpstreamTimeout(f"upstream {self.label} timed out"))
-        else:
+        if stalled:
             self._fail(UpstreamTimeout(f"upstream {self.label} took none of the request body for "
                                        f"{self._read_timeout:g} s (read_timeout)"))
+        else:
+            self._fail(UpstreamTimeout(f"upstream {self.label} timed out"))
 
     def _cancel_timer(self) -> None:
         if self._timer is not None:

@@ -338,3 +338,52 @@ class TestInterim:
                      frozenset({"x-hop"})),
                 ]
         assert server.connections == 1
+
+
+class TestStalls:
+    async def test_an_early_response_whose_body_stalls_times_out(self) -> None:
+        """The upstream answers before the upload's end, then sends nothing more and reads nothing: the
+        response's body read fails after read_timeout (it waited for ever: the request was not sent whole)."""
+        async def script(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, server: Server) -> None:
+            await read_head(reader, server)
+            writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nabc")
+            await writer.drain()
+            await asyncio.sleep(3)
+
+        async def endless() -> AsyncIterator[bytes]:
+            while True:
+                yield b"x" * 65536
+
+        async with serving(script) as (_, port), pool(read_timeout=0.3) as up:
+            resp = await up.send("PUT", f"http://127.0.0.1:{port}/", [("Content-Length", str(2**40))], endless(),
+                                 explicit_hosts=("127.0.0.1:*",))
+            started = time.monotonic()
+            async with resp:
+                with pytest.raises(UpstreamTimeout, match="timed out"):
+                    await resp.read()
+            assert time.monotonic() - started < 2
+
+    async def test_an_early_response_read_slowly_does_not_time_out(self) -> None:
+        """The same upstream reading none of the upload, with a large early response the caller reads slowly:
+        no timeout (the upload's stall is no longer what is waited for once the response is in)."""
+        big = b"b" * (1536 * 1024)
+
+        async def script(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, server: Server) -> None:
+            await read_head(reader, server)
+            writer.write(b"HTTP/1.1 413 Too Large\r\nContent-Length: %d\r\n\r\n" % len(big) + big)
+            await writer.drain()
+            await asyncio.sleep(5)
+
+        async def endless() -> AsyncIterator[bytes]:
+            while True:
+                yield b"x" * 65536
+
+        async with serving(script) as (_, port), pool(read_timeout=0.3) as up:
+            resp = await up.send("PUT", f"http://127.0.0.1:{port}/", [("Content-Length", str(2**40))], endless(),
+                                 explicit_hosts=("127.0.0.1:*",))
+            got = []
+            async with resp:
+                async for chunk in resp.iter_any():
+                    got.append(chunk)
+                    await asyncio.sleep(0.4)  # longer than read_timeout: reading pauses meanwhile
+            assert resp.status == 413 and b"".join(got) == big
