@@ -12,7 +12,8 @@ What it enforces (RFC 9112, and the ``[proxy]`` keys named):
 * the head: ``max_request_line``, ``max_header_size`` (a name or a value), ``max_headers`` (over them: 400,
   without echoing the bytes); strict HTTP/1.x syntax (a bare CR, ``Content-Length`` with
   ``Transfer-Encoding``, a repeated or invalid ``Content-Length``: 400); HTTP/1.0 and 1.1 only (any other
-  version: 400, answered as HTTP/1.1);
+  version: 400, answered as HTTP/1.1); a chunked body's trailer fields are dropped, never header fields (RFC 9110
+  6.5.1), and its trailer section and chunk lines are bounded by the same limits (over them: 400);
 * ``header_timeout``: every head, the first and each later keep-alive one, must be complete within it of its
   first byte, however steadily it trickles in (a slowloris is cut off); ``idle_timeout``: a connection with no
   request in progress or arriving is closed;
@@ -94,7 +95,7 @@ class ClientProtocol(ClientFlow):
         self._headers: list[tuple[str, str]] = []
         self._head_bytes = 0
         self._fed = 0  # body bytes the parser gave since the last look (_count_framing)
-        self._framing = 0  # bytes of a body's chunk framing and trailer section since its last body byte
+        self._framing_bytes = 0  # bytes of a body's chunk framing and trailer section since its last body byte
         self._begun = 0  # heads begun on this connection
         self._head_since: float | None = None  # when the head being parsed began; None between heads
         self._head_began: float | None = None  # from the front door: when the first head's first byte came
@@ -179,7 +180,7 @@ class ClientProtocol(ClientFlow):
             if self._begun == begun:
                 self._count_framing(len(data))
             else:  # its head came in this read: counting starts with the next
-                self._fed = self._framing = 0
+                self._fed = self._framing_bytes = 0
 
     def _count_framing(self, size: int) -> None:
         """A read that was all a request body's: what of it was not body -- chunk-size lines, chunk extensions,
@@ -187,8 +188,8 @@ class ClientProtocol(ClientFlow):
         a read). httptools gathers a trailer field whole before it hands it over, as it does a header; the head
         limits bound a head, and this bounds a trailer section, which no body byte follows."""
         fed, self._fed = self._fed, 0
-        self._framing = size - fed if fed else self._framing + size
-        if self._framing > self._max_head:
+        self._framing_bytes = size - fed if fed else self._framing_bytes + size
+        if self._framing_bytes > self._max_head:
             self._refuse_head(_HeadRefused("the request body's chunk framing or trailer section is over the head "
                                            "limits (max_request_line, max_header_size, max_headers)"))
 
