@@ -69,6 +69,18 @@ async def never_answer(reader: asyncio.StreamReader, writer: asyncio.StreamWrite
     await asyncio.sleep(3)
 
 
+async def endless() -> AsyncIterator[bytes]:
+    """An upload that never ends."""
+    while True:
+        yield b"x" * 65536
+
+
+async def upload(up: Any, port: int) -> Any:
+    """A PUT of :func:`endless`, its response once its head is in."""
+    return await up.send("PUT", f"http://127.0.0.1:{port}/", [("Content-Length", str(2**40))], endless(),
+                         explicit_hosts=("127.0.0.1:*",))
+
+
 async def stream(*pieces: bytes) -> AsyncIterator[bytes]:
     for piece in pieces:
         yield piece
@@ -160,15 +172,10 @@ class TestRetry:
             await read_head(reader, server)
             await asyncio.sleep(3)  # reads none of the body
 
-        async def endless() -> AsyncIterator[bytes]:
-            while True:
-                yield b"x" * 65536
-
         async with serving(script) as (server, port), pool(read_timeout=0.3) as up:
             started = time.monotonic()
             with pytest.raises(UpstreamTimeout, match="took none of the request body"):
-                await up.send("PUT", f"http://127.0.0.1:{port}/", [("Content-Length", str(2**40))], endless(),
-                              explicit_hosts=("127.0.0.1:*",))
+                await upload(up, port)
             assert time.monotonic() - started < 2
         assert server.connections == 1
 
@@ -350,13 +357,8 @@ class TestStalls:
             await writer.drain()
             await asyncio.sleep(3)
 
-        async def endless() -> AsyncIterator[bytes]:
-            while True:
-                yield b"x" * 65536
-
         async with serving(script) as (_, port), pool(read_timeout=0.3) as up:
-            resp = await up.send("PUT", f"http://127.0.0.1:{port}/", [("Content-Length", str(2**40))], endless(),
-                                 explicit_hosts=("127.0.0.1:*",))
+            resp = await upload(up, port)
             started = time.monotonic()
             async with resp:
                 with pytest.raises(UpstreamTimeout, match="timed out"):
@@ -374,13 +376,8 @@ class TestStalls:
             await writer.drain()
             await asyncio.sleep(5)
 
-        async def endless() -> AsyncIterator[bytes]:
-            while True:
-                yield b"x" * 65536
-
         async with serving(script) as (_, port), pool(read_timeout=0.3) as up:
-            resp = await up.send("PUT", f"http://127.0.0.1:{port}/", [("Content-Length", str(2**40))], endless(),
-                                 explicit_hosts=("127.0.0.1:*",))
+            resp = await upload(up, port)
             got = []
             async with resp:
                 async for chunk in resp.iter_any():
