@@ -323,8 +323,15 @@ async def _spool_plan(request: ClientRequest, proxy: ProxyConfig, spool_dir: Pat
     plan.length = size
 
     async def stream(_: ChunkSigner | None) -> AsyncIterator[bytes]:
+        # Its ``size`` bytes and no read after them: the stream ends as its last byte goes (the upstream may
+        # answer at once, and h1conn hands a connection back only once its body is sent).
+        left = size
         await asyncio.to_thread(file.seek, 0)
-        while piece := await asyncio.to_thread(file.read, _SPOOL_IO):
+        while left > 0:
+            piece = await asyncio.to_thread(file.read, min(left, _SPOOL_IO))
+            if not piece:
+                raise OSError(f"the spool file ended {left} bytes short of the {size} spooled")
+            left -= len(piece)
             yield piece
 
     plan._stream = stream

@@ -31,6 +31,9 @@
     ├── TooManyConnections              503    too_many_connections        SigproxyTooManyConnections   yes
     │                                          (at accept: a connection limit; answered before any request)
     └── UpstreamError (ConnectionError) 502    upstream_error              SigproxyUpstreamError        yes
+        ├── UpstreamClosed              502    upstream_error              SigproxyUpstreamError        yes
+        │                                      (closed or reset before a byte of the response: the one
+        │                                      failure sigproxy itself may send a request again after)
         └── UpstreamTimeout (TimeoutError) 504 upstream_timeout            SigproxyUpstreamTimeout      yes
 
     The AWS code (``aws_code``) is what an SDK or the AWS CLI shows (``An error occurred
@@ -90,6 +93,7 @@ __all__ = [
     "CredentialsUnavailable",
     "TooManyConnections",
     "UpstreamError",
+    "UpstreamClosed",
     "UpstreamTimeout",
     "ConfigError",
     "ListenError",
@@ -304,6 +308,15 @@ class UpstreamError(SigproxyError, ConnectionError):
     status = 502
     code = "upstream_error"
     aws_code = "SigproxyUpstreamError"
+
+
+class UpstreamClosed(UpstreamError):
+    """The upstream closed or reset the connection before a byte of the response came. On a kept-alive
+    connection this is the race RFC 9112 9.3.1 lets a client recover from (the upstream closed the idle
+    connection as the request went out): an idempotent request (RFC 9110 9.2.2: sending it twice has the effect
+    of sending it once) whose body can be sent again goes once more, on a new connection
+    (:mod:`sigproxy.forwarding`). Any other failure -- a timeout (the upstream may still be acting on the
+    request), a malformed, partial or interim response, a body that failed -- is never retried."""
 
 
 class UpstreamTimeout(UpstreamError, TimeoutError):

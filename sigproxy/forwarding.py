@@ -37,8 +37,8 @@ from urllib.parse import urlsplit
 from .config import Address, Network
 from .dialing import Dial
 from .egress import EgressPolicy, EgressResolver, is_ip_literal, resolve_checked
-from .errors import BadRequest, ConfigError, UpstreamError, UpstreamTimeout
-from .h1conn import H1Connection, UpstreamResponse
+from .errors import BadRequest, ConfigError, UpstreamClosed, UpstreamError, UpstreamTimeout
+from .h1conn import H1Connection, Interim, UpstreamResponse
 from .h1wire import request_head
 
 __all__ = ["Upstream", "UpstreamResponse", "upstream_tls_context"]
@@ -127,7 +127,7 @@ class Upstream:
         self, method: str, url: str, headers: Sequence[tuple[str, str]],
         body: bytes | AsyncIterator[bytes | memoryview] | None, *,
         verify_tls: bool = True, explicit_hosts: tuple[str, ...] = (), private_networks: tuple[Network, ...] = (),
-        connection: str = "?", dial: Dial | None = None, upgrade: bool = False,
+        connection: str = "?", dial: Dial | None = None, upgrade: bool = False, interim: Interim | None = None,
     ) -> UpstreamResponse:
         """Send one request (``url`` absolute and already percent-encoded, its path and query sent as is) and
         return once the response head is in. The caller reads the body with
@@ -149,7 +149,10 @@ class Upstream:
 
         ``upgrade``: the request asks to switch protocols (a WebSocket handshake, RFC 6455 4.1); a ``101`` is
         then returned like any response, and its connection carries the new protocol until released (it is
-        never pooled again, and counts against the pool's limit while open)."""
+        never pooled again, and counts against the pool's limit while open).
+
+        ``interim``: told of each interim (1xx) response before the final one
+        (:meth:`~sigproxy.h1conn.H1Connection.request`)."""
         scheme, authority, target = _split(url)
         host, port, literal = _host_port(scheme, authority)
         tls_name = host
@@ -169,16 +172,19 @@ class Upstream:
                              "sigproxy sends them as UTF-8: percent-encode or RFC 2047-encode them") from None
         except ValueError as exc:
             raise UpstreamError(f"cannot send the request to upstream {host}: {exc}") from exc
+        length = None if chunked or body is None or isinstance(body, bytes) else _content_length(headers)
         key: _Key = (scheme, host, port, verify_tls, tls_name)
-        # A kept-alive connection the upstream closed as we sent: once more on a new one, when the request
-        # can be sent again unchanged (RFC 9112 9.3.1).
+        # A kept-alive connection the upstream closed as we sent, before a byte of an answer (UpstreamClosed):
+        # once more on a new one, when the request is idempotent and can be sent again unchanged (RFC 9112
+        # 9.3.1). Never after a timeout (the upstream may still be acting on it), nor after any of a response.
         retry = method in _IDEMPOTENT and (body is None or isinstance(body, bytes))
         while True:
             conn, reused = await self._acquire(key, policy)
             try:
-                return await conn.request(method, head, body, chunked, upgrade=upgrade)
-            except UpstreamError:
-                if not (reused and retry and not conn.received):
+                return await conn.request(method, head, body, chunked, length=length, upgrade=upgrade,
+                                          interim=interim)
+            except UpstreamClosed:
+                if not (reused and retry):
                     raise
                 retry = False
 
@@ -324,6 +330,18 @@ def _usable(conn: H1Connection, now: float) -> bool:
         conn.close()
         return False
     return True
+
+
+def _content_length(headers: Sequence[tuple[str, str]]) -> int | None:
+    """The Content-Length a streamed body is sent with (:meth:`~sigproxy.h1conn.H1Connection.request` counts
+    its bytes against it), ``None`` when there is none."""
+    for name, value in headers:
+        if name.lower() == "content-length":
+            try:
+                return int(value)
+            except ValueError:
+                raise UpstreamError(f"cannot send a Content-Length of {value[:40]!r} upstream") from None
+    return None
 
 
 def _split(url: str) -> tuple[str, str, str]:

@@ -3,9 +3,11 @@ httptools (llhttp), hand its body over as it arrives under flow control, and say
 carry the next request.
 
 Owns: writing the request (its wire form is :func:`sigproxy.h1wire.request_head`'s), the response's framing
-(RFC 9112 6.3: 1xx skipped, no body for ``HEAD``/204/304, chunked, ``Content-Length``, or until the connection
-closes; a ``101`` to a request that asked to upgrade, after which raw bytes flow both ways), read flow control,
-the read timeout and keep-alive.
+(RFC 9112 6.3, :func:`sigproxy.h1wire.response_framing`: no body for ``HEAD``/204/304, chunked, ``Content-Length``,
+or until the connection closes; a transfer coding other than chunked refused; a ``101`` to a request that asked
+to upgrade, after which raw bytes flow both ways), interim 1xx responses (told to the caller, RFC 9110 15.2),
+trailer fields (dropped, :meth:`H1Connection.on_header`), read flow control, the read and write-stall timeout and
+keep-alive.
 Must not: pool, resolve names, check egress or retry (:mod:`sigproxy.forwarding` does).
 
 A connection closed while bytes are still queued for the upstream (the last of a relayed WebSocket) is given
@@ -13,8 +15,11 @@ A connection closed while bytes are still queued for the upstream (the last of a
 it, nor its place in the pool, for as long as it likes.
 
 Errors are sigproxy's own: :class:`~sigproxy.errors.UpstreamTimeout` when nothing arrives for ``read_timeout``
-seconds once the request is sent, :class:`~sigproxy.errors.UpstreamError` for everything else (a reset, a
-close before the end of the body, malformed HTTP, a body that failed while being sent).
+seconds once the request is sent, or the upstream takes none of a streamed body for as long (a write-side
+stall); :class:`~sigproxy.errors.UpstreamClosed` for a close or reset before a byte of the response (the only
+failure :mod:`sigproxy.forwarding` may send a request again after, RFC 9112 9.3.1);
+:class:`~sigproxy.errors.UpstreamError` for everything else (a close after part of the response, malformed
+HTTP, a body that failed while being sent).
 """
 
 from __future__ import annotations
@@ -25,84 +30,18 @@ from collections.abc import AsyncIterator, Callable
 
 import httptools
 
-from .errors import SigproxyError, UpstreamError, UpstreamTimeout
+from .errors import SigproxyError, UpstreamClosed, UpstreamError, UpstreamTimeout
+from .h1response import UpstreamResponse
+from .h1wire import response_framing
 from .headerrules import connection_options
 from .transports import close
 
-__all__ = ["H1Connection", "UpstreamResponse"]
+__all__ = ["H1Connection", "Interim", "UpstreamResponse"]
 
+Interim = Callable[[int, str, list[tuple[str, str]], frozenset[str]], None]
+"""What is told of an interim response: status, reason, headers, the names its ``Connection`` header lists."""
 _HIGH_WATER = 512 * 1024  # pause reading the upstream past this much unread body (a TLS read is up to 256 KiB)
 _LOW_WATER = 128 * 1024
-
-
-class UpstreamResponse:
-    """The response to one request: ``status``, ``reason``, ``headers`` (as received, in order),
-    ``content_length`` (``None`` when absent or chunked) and ``connection_options`` (the header names its
-    ``Connection`` header lists, hop-by-hop ones aside: :func:`~sigproxy.headerrules.connection_options`).
-    Read the body with :meth:`read` or :meth:`iter_any`; leaving ``async with`` hands the connection back (or
-    closes it when it can't carry another request)."""
-
-    __slots__ = ("_conn", "connection_options", "content_length", "headers", "reason", "status")
-
-    def __init__(self, conn: H1Connection, status: int, reason: str, headers: list[tuple[str, str]],
-                 content_length: int | None, *, connection_options: frozenset[str] = frozenset()) -> None:
-        self._conn = conn
-        self.status = status
-        self.reason = reason
-        self.headers = headers
-        self.content_length = content_length
-        self.connection_options = connection_options
-
-    async def read(self) -> bytes:
-        """The whole body. Raises :class:`~sigproxy.errors.UpstreamError` or
-        :class:`~sigproxy.errors.UpstreamTimeout`."""
-        conn = self._conn
-        parts = []
-        while True:
-            chunk = conn.take_body()
-            if chunk:
-                parts.append(chunk)
-            elif conn.body_done:
-                return parts[0] if len(parts) == 1 else b"".join(parts)
-            else:
-                await conn.wait_body()
-
-    async def iter_any(self) -> AsyncIterator[bytes]:
-        """The body as it arrives: all that is buffered, at each step. Raises as :meth:`read`."""
-        conn = self._conn
-        while True:
-            chunk = conn.take_body()
-            if chunk:
-                yield chunk
-            elif conn.body_done:
-                return
-            else:
-                await conn.wait_body()
-
-    async def read_some(self) -> bytes:
-        """What has arrived since the last call, waiting for something; ``b""`` at the end. Raises as
-        :meth:`read`."""
-        conn = self._conn
-        while True:
-            chunk = conn.take_body()
-            if chunk or conn.body_done:
-                return chunk
-            await conn.wait_body()
-
-    def send(self, data: bytes) -> None:
-        """After a ``101``: send raw bytes of the new protocol (then :meth:`drain`)."""
-        self._conn.write(data)
-
-    async def drain(self) -> None:
-        """Wait while the upstream's socket buffer is full. Raises :class:`~sigproxy.errors.UpstreamError` once
-        the connection is closed."""
-        await self._conn.drain()
-
-    async def __aenter__(self) -> UpstreamResponse:
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        self._conn.finish()
 
 
 class H1Connection(asyncio.Protocol):
@@ -133,6 +72,7 @@ class H1Connection(asyncio.Protocol):
         self._head_only = False
         self._upgrade = False  # the current request asks to switch protocols (a WebSocket handshake)
         self._interim = False
+        self._on_interim: Interim | None = None
         self._head: asyncio.Future[UpstreamResponse] | None = None
         self._reason = b""
         self._headers: list[tuple[str, str]] = []
@@ -197,17 +137,22 @@ class H1Connection(asyncio.Protocol):
                 self._complete()  # RFC 9112 6.3 item 8: the close is the body's end (or the new protocol's)
             else:
                 why = f": {exc}" if exc is not None else ""
-                where = "before the end of the body" if self._framing else "before a response"
-                self._fail(UpstreamError(f"upstream {self.label} closed the connection {where}{why}"))
+                if not self.received:  # not a byte of a response: the one failure a request may be retried after
+                    self._fail(UpstreamClosed(f"upstream {self.label} closed the connection before a response{why}"))
+                else:
+                    where = "before the end of the body" if self._framing else "before a response"
+                    self._fail(UpstreamError(f"upstream {self.label} closed the connection {where}{why}"))
         self._wake_drain()
         if self._on_close is not None:
             self._on_close(self)
 
     def pause_writing(self) -> None:
         self._writing_paused = True
+        self._last_read = self._loop.time()  # a wait on the upstream to take what is queued starts
 
     def resume_writing(self) -> None:
         self._writing_paused = False
+        self._last_read = self._loop.time()  # the upstream took some: a sign of life, as a read is
         self._wake_drain()
 
     # ---------------------------------------------------------------- httptools callbacks
@@ -220,9 +165,19 @@ class H1Connection(asyncio.Protocol):
         self._connection = []
 
     def on_status(self, status: bytes) -> None:
+        """The reason phrase (RFC 9112 4: any bytes but CR and LF). Decoded as header text is, UTF-8 with
+        surrogateescape (at :meth:`on_headers_complete`), so that :func:`~sigproxy.http1.response_head` sends the
+        bytes received (latin-1 here made a byte 0xE9 go out as 0xC3 0xA9)."""
         self._reason += status
 
     def on_header(self, name: bytes, value: bytes) -> None:
+        """A header field; or, once the final head is in (``_framing`` set), a trailer field of a chunked body,
+        which llhttp reports the same way: dropped. RFC 9110 6.5.1: a recipient must not merge trailer fields
+        into the header section, which has gone to the caller (and on to the client) already; a proxy that
+        removes the chunked coding -- sigproxy re-frames every body it forwards -- may discard them. The
+        client-side parser does the same with a request's (:mod:`sigproxy.intake.h1server`)."""
+        if self._framing:
+            return
         pair = (name.decode("utf-8", "surrogateescape"), value.decode("utf-8", "surrogateescape"))
         self._headers.append(pair)
         if len(name) == 10 and name.lower() == b"connection":  # the length first: most names are cut short
@@ -241,33 +196,24 @@ class H1Connection(asyncio.Protocol):
             self._framing = "upgraded"
             self._cancel_timer()
             if self._head is not None and not self._head.done():
-                self._head.set_result(UpstreamResponse(self, status, self._reason.decode("latin-1"),
-                                                       self._headers, None,
+                reason = self._reason.decode("utf-8", "surrogateescape")
+                self._head.set_result(UpstreamResponse(self, status, reason, self._headers, None,
                                                        connection_options=connection_options(self._connection)))
             return
         if 100 <= status < 200:
             self._interim = True  # 100 Continue, 103 Early Hints: the final response follows
+            if self._on_interim is not None:
+                self._on_interim(status, self._reason.decode("utf-8", "surrogateescape"), self._headers,
+                                 connection_options(self._connection))
             return
-        length: int | None = None
-        coding: str | None = None
-        for name, value in self._headers:
-            low = name.lower()
-            if low == "transfer-encoding":
-                coding = value.rsplit(",", 1)[-1].strip().lower()
-            elif low == "content-length" and length is None:
-                length = int(value)  # llhttp has checked it is digits and that repeats agree
-        if coding is not None:
-            length = None
-        if self._head_only or status in (204, 304):
-            framing = "none"
-        elif coding is not None:
-            # RFC 9112 6.3 items 3-4: Transfer-Encoding over Content-Length; chunked last, else until the close
-            framing = "chunked" if coding == "chunked" else "close"
-        else:
-            framing = "length" if length is not None else "close"
+        try:
+            framing, length = response_framing(self._headers, self._head_only or status in (204, 304))
+        except ValueError as exc:  # a transfer coding other than chunked: refused, not read and passed on encoded
+            self._fail(UpstreamError(f"upstream {self.label} {exc}"))
+            return
         self._framing = framing
-        response = UpstreamResponse(self, status, self._reason.decode("latin-1"), self._headers, length,
-                                    connection_options=connection_options(self._connection))
+        response = UpstreamResponse(self, status, self._reason.decode("utf-8", "surrogateescape"), self._headers,
+                                    length, connection_options=connection_options(self._connection))
         if self._head is not None and not self._head.done():
             self._head.set_result(response)
         if framing == "none" or (framing == "length" and length == 0):
@@ -297,14 +243,21 @@ class H1Connection(asyncio.Protocol):
     # ---------------------------------------------------------------- the request
 
     async def request(self, method: str, head: bytes, body: bytes | AsyncIterator[bytes | memoryview] | None,
-                      chunked: bool, *, upgrade: bool = False) -> UpstreamResponse:
+                      chunked: bool, *, length: int | None = None, upgrade: bool = False,
+                      interim: Interim | None = None) -> UpstreamResponse:
         """Send ``head`` (from :func:`request_head`) and ``body``; return once the final response head is in.
 
         ``upgrade``: the request asks to switch protocols; a ``101`` is then the response (not an error), after
         which the connection carries raw bytes: :meth:`UpstreamResponse.read_some`, :meth:`UpstreamResponse.send`.
+        ``interim``: called with each interim (1xx) response's status, reason, headers and their ``Connection``
+        options as it comes, before the final one (RFC 9110 15.2); it must not raise.
 
         A streamed body is written by a task of its own, so a response that comes before the body's end (an
-        early refusal) is returned; the connection is then not reused. Raises
+        early refusal) is returned; the connection is then not reused. ``length``: the ``Content-Length`` the
+        head gives a streamed body. Once that many bytes are written the body is sent, whatever its source still
+        awaits before it ends (a spool file's last read, a client's last chunk framing): a response that comes
+        then is no early one, and the connection is reused. A stream that gives more or fewer bytes fails the
+        request (the upstream would read the next request into this one, or wait for the rest). Raises
         :class:`~sigproxy.errors.UpstreamError` / :class:`~sigproxy.errors.UpstreamTimeout`."""
         transport = self.transport
         if transport is None or self.closed or self._active:
@@ -314,6 +267,7 @@ class H1Connection(asyncio.Protocol):
             self._parser = httptools.HttpResponseParser(self)
         self._head_only = method == "HEAD"
         self._upgrade = upgrade
+        self._on_interim = interim
         self._framing = ""
         self.body_done = False
         self._error = None
@@ -328,39 +282,61 @@ class H1Connection(asyncio.Protocol):
         else:
             transport.write(head)
             # Held in self._writer until the response is finished with (which cancels it if still running).
-            self._writer = self._loop.create_task(self._write_stream(body, chunked), name=f"body to {self.label}")
+            self._writer = self._loop.create_task(self._write_stream(body, chunked, length),
+                                                  name=f"body to {self.label}")
         try:
             return await head_future
         except asyncio.CancelledError:
             self._close(abort=True)
             raise
 
-    async def _write_stream(self, body: AsyncIterator[bytes | memoryview], chunked: bool) -> None:
+    async def _write_stream(self, body: AsyncIterator[bytes | memoryview], chunked: bool, length: int | None) -> None:
+        """Write a streamed body, ``chunked`` (RFC 9112 7.1) or as it comes (``length``: its Content-Length, when
+        known). ``_sent`` once every byte is written; :meth:`finish` cancels a writer whose source has not ended."""
         transport = self.transport
         assert transport is not None
+        me = asyncio.current_task()
+        written = 0
+        whole = False  # every byte of the body is written
         try:
             async for piece in body:
+                if self._writer is not me:
+                    return  # finished with, and the connection perhaps another request's (finish)
                 if self.closed or self.body_done:
                     break  # the upstream answered or went away: the rest is not wanted
                 if not piece:
                     continue
+                written += len(piece)
                 if chunked:
                     transport.writelines((b"%x\r\n" % len(piece), piece, b"\r\n"))
+                elif length is not None:
+                    if written > length:
+                        raise UpstreamError(f"upstream {self.label}: the request body is longer than the "
+                                            f"{length} bytes its Content-Length says")
+                    transport.write(piece)
+                    if written == length:
+                        whole = True
+                        self._body_sent()  # all of it: whatever the source awaits before it ends is not ours
                 else:
                     transport.write(piece)
                 if self._writing_paused:
                     await self._drained()
             else:
+                if length is not None and written < length:
+                    raise UpstreamError(f"upstream {self.label}: the request body ended after {written} of the "
+                                        f"{length} bytes its Content-Length says")
                 if chunked and not self.closed:
                     transport.write(b"0\r\n\r\n")
-                self._body_sent()
+                if not whole:  # chunked, or a length of 0
+                    whole = True
+                    self._body_sent()
                 return
         except SigproxyError as exc:
             self._fail(exc)
         except Exception as exc:  # whatever the body's source raised ends this request
             self._fail(UpstreamError(f"upstream {self.label} failed: sending the body: {type(exc).__name__}: {exc}"))
         finally:
-            if not self._sent:
+            if not whole:  # the source is closed, not drained
                 aclose = getattr(body, "aclose", None)
                 if aclose is not None:
                     await aclose()
@@ -385,6 +361,7 @@ class H1Connection(asyncio.Protocol):
         self._arm()
 
     async def _drained(self) -> None:
+        self._arm()  # an upstream that takes nothing of a streamed body for read_timeout fails it (_expired)
         while self._writing_paused and not self.closed:
             self._drain = self._loop.create_future()
             await self._drain
@@ -436,10 +413,11 @@ class H1Connection(asyncio.Protocol):
         self._head = None
         self._body.clear()
         self._buffered = 0
-        if self._writer is not None and not self._writer.done():
-            self._writer.cancel()
-            reusable = False
-        self._writer = None
+        writer, self._writer = self._writer, None
+        if writer is not None and not writer.done():
+            # When _sent (every byte of its Content-Length written) it only waits for its source to end; not
+            # sent, the connection is not reused (an early response, or one to a body cut short).
+            writer.cancel()
         self._sent = False
         if not reusable:
             self._close(abort=not self.body_done and not upgraded)  # the new protocol's last bytes go out
@@ -492,17 +470,25 @@ class H1Connection(asyncio.Protocol):
             return
         now = self._loop.time()
         head = self._head
-        # Waiting on the upstream: the request is sent, and the head or more body is awaited (not while the
-        # body received is being passed on, nor while reading is paused because of it).
-        waiting = (self._active and self._sent and not self.body_done
-                   and (self._waiter is not None or (head is not None and not head.done())))
+        # Waiting on the upstream: more of the response's body is awaited (not while the body received is being
+        # passed on, nor while reading is paused because of it); or its head, once the request is sent, or while
+        # a streamed body waits for the upstream to take what is queued (a write-side stall). Not while a
+        # streamed body waits for its source (the client's body_timeout bounds that).
+        awaited = head is not None and not head.done()  # the response's head
+        stalled = awaited and not self._sent
+        waiting = self._active and not self.body_done and (
+            self._waiter is not None or (awaited and (self._sent or self._writing_paused)))
         if not waiting:
             self._last_read = max(self._last_read, now)
         due = self._last_read + self._read_timeout
         if now < due:
             self._timer = self._loop.call_at(due, self._expired)
             return
-        self._fail(UpstreamTimeout(f"upstream {self.label} timed out"))
+        if stalled:
+            self._fail(UpstreamTimeout(f"upstream {self.label} took none of the request body for "
+                                       f"{self._read_timeout:g} s (read_timeout)"))
+        else:
+            self._fail(UpstreamTimeout(f"upstream {self.label} timed out"))
 
     def _cancel_timer(self) -> None:
         if self._timer is not None:

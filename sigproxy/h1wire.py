@@ -1,6 +1,8 @@
-"""Pure: an HTTP/1.1 request's wire form as sigproxy sends it upstream (:mod:`sigproxy.h1conn` writes it).
+"""Pure: an HTTP/1.1 request's wire form as sigproxy sends it upstream (:mod:`sigproxy.h1conn` writes it), and
+how the response's body is delimited.
 
-Owns: the request line and header section (RFC 9112 3, 5) and the body's framing headers (RFC 9112 6, 7.1).
+Owns: the request line and header section (RFC 9112 3, 5), the body's framing headers (RFC 9112 6, 7.1), and
+the response body's length rules (RFC 9112 6.3: :func:`response_framing`).
 Must not: do I/O, or change a header it was given.
 """
 
@@ -8,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Sequence
 
-__all__ = ["request_head"]
+__all__ = ["request_head", "response_framing"]
 
 # Methods whose request without a body carries no Content-Length; aiohttp's rule (client_reqrep GET_METHODS),
 # kept so that what upstreams see does not change.
@@ -53,3 +55,34 @@ def request_head(method: str, target: str, authority: str, headers: Sequence[tup
     if text.count("\n") != len(lines) or text.count("\r") != len(lines):
         raise ValueError("a request header name or value contains CR or LF")
     return text.encode("utf-8"), chunked
+
+
+def response_framing(headers: list[tuple[str, str]], bodiless: bool) -> tuple[str, int | None]:
+    """How a final response's body is delimited (RFC 9112 6.3), from its header fields (after llhttp's checks:
+    ``Content-Length`` digits whose repeats agree, not with ``Transfer-Encoding``), and its ``Content-Length``
+    (``None`` when absent or with ``Transfer-Encoding``). ``bodiless``: a response to HEAD, a 204 or a 304
+    (item 1). Framing: ``"none"``, ``"chunked"`` (item 4), ``"length"`` (item 6) or ``"close"`` (item 8).
+
+    Raises :class:`ValueError` naming the coding for a body in a transfer coding other than chunked alone
+    (item 4 would read it until the close). RFC 9112 6.1: a recipient that does not understand a coding
+    answers 501 (a gateway, 502). None was asked for -- sigproxy sends no ``TE``, and without it chunked is the
+    only coding a server may use (RFC 9112 7.4) -- and relaying one would pass the encoded bytes on as the body
+    (``Transfer-Encoding`` is hop-by-hop, removed on the way). Refused, not decoded: no upstream sigproxy signs
+    for sends one.
+    """
+    length: int | None = None
+    coding: str | None = None  # the Transfer-Encoding lines, as one list (RFC 9110 5.3)
+    for name, value in headers:
+        low = name.lower()
+        if low == "transfer-encoding":
+            coding = value if coding is None else f"{coding}, {value}"
+        elif low == "content-length" and length is None:
+            length = int(value)
+    if coding is not None:
+        if not bodiless and coding.strip().lower() != "chunked":
+            raise ValueError(f"sent its body in a transfer coding sigproxy does not decode: Transfer-Encoding: "
+                             f"{coding[:100]} (only chunked is read; sigproxy asks for no other)")
+        return ("none" if bodiless else "chunked"), None
+    if bodiless:
+        return "none", length
+    return ("length" if length is not None else "close"), length

@@ -446,7 +446,7 @@ class Handler:
             upstream = await self._upstream.send(request.method, url, headers, plan.body(chunk_signer),
                                                  verify_tls=conn.verify_tls, explicit_hosts=conn.hosts,
                                                  private_networks=conn.private_networks, connection=conn.name,
-                                                 dial=dial, upgrade=upgrade)
+                                                 dial=dial, upgrade=upgrade, interim=request.forward_interim)
         except SigproxyError as exc:
             if plan.error is not None:
                 raise plan.error from exc

@@ -3,7 +3,7 @@ requests and writes answers is :mod:`sigproxy.intake.h1server`).
 
 * :class:`ClientRequest`: method, request-target, headers (case-insensitive, in order, repeats kept), the
   body as a :class:`RequestBody`, and the few things a handler may do to the connection (send
-  ``100 Continue``, abort a response that broke off).
+  ``100 Continue``, pass on an upstream's interim response, abort a response that broke off).
 * :class:`Response`: a whole answer (status, headers, body bytes), written in one ``write``.
 * :class:`StreamResponse`: an answer whose body is streamed: the head goes at :meth:`~StreamResponse.prepare`,
   then :meth:`~StreamResponse.write` each piece (waiting while the client's socket buffer is full) and
@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING
 from multidict import CIMultiDict
 
 from sigproxy.errors import BadRequest, TransferCodingNotImplemented
-from sigproxy.headerrules import has_header
+from sigproxy.headerrules import end_to_end, has_header
 
 if TYPE_CHECKING:
     from sigproxy.intake.h1server import ClientProtocol
@@ -231,7 +231,20 @@ class ClientRequest:
         """Send ``100 Continue`` (RFC 9110 15.2.1): the client may send the body it held back. Not to an
         HTTP/1.0 client (RFC 9110 10.1.1: the expectation is ignored)."""
         if self.protocol is not None and self.version == "1.1":
-            self.protocol.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+            self.protocol.write_interim(b"HTTP/1.1 100 Continue\r\n\r\n")
+
+    def forward_interim(self, status: int, reason: str, headers: list[tuple[str, str]], named: frozenset[str]) -> None:
+        """Pass on an upstream's interim response, 103 Early Hints and the like (RFC 9110 15.2: a proxy MUST
+        forward 1xx responses unless it asked for them itself, and MUST NOT send one to an HTTP/1.0 client),
+        without its hop-by-hop fields and those its ``Connection`` header names (``named``). Not ``100
+        Continue``: sigproxy answers a client's ``Expect`` itself (:meth:`write_continue`) and sends none
+        upstream. Dropped while the client takes nothing of what it is sent."""
+        if self.protocol is not None and self.version == "1.1" and status != 100:
+            try:
+                head = response_head(status, reason, end_to_end(headers, named), ())
+            except ValueError:  # CR or LF in a field: llhttp lets none through, but never split a head
+                return
+            self.protocol.write_interim(head, optional=True)
 
     def stop_reading(self) -> None:
         """Read no more of this request's body; the connection closes once the answer is out."""

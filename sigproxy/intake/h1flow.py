@@ -66,6 +66,13 @@ class ClientFlow(asyncio.Protocol):
             self._wrote = True
             self._transport.write(data)
 
+    def write_interim(self, data: bytes, *, optional: bool = False) -> None:
+        """An interim (1xx) response (RFC 9110 15.2): no part of the answer, so ``_wrote`` stays as it was and a
+        failure after it is still answered. ``optional`` (one forwarded from the upstream, advice such as 103
+        Early Hints): dropped while the client's socket buffer is full rather than queued without bound."""
+        if self._transport is not None and not (optional and self._write_paused):
+            self._transport.write(data)
+
     def write_many(self, parts: Iterable[bytes]) -> None:
         if self._transport is not None:
             self._wrote = True

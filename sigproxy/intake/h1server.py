@@ -12,7 +12,8 @@ What it enforces (RFC 9112, and the ``[proxy]`` keys named):
 * the head: ``max_request_line``, ``max_header_size`` (a name and its value), ``max_headers`` (over them: 400,
   without echoing the bytes); strict HTTP/1.x syntax (a bare CR, ``Content-Length`` with
   ``Transfer-Encoding``, a repeated or invalid ``Content-Length``: 400); HTTP/1.0 and 1.1 only (any other
-  version: 400, answered as HTTP/1.1);
+  version: 400, answered as HTTP/1.1); a chunked body's trailer fields are dropped, never header fields (RFC 9110
+  6.5.1), and its trailer section and chunk lines are bounded by the same limits (over them: 400);
 * ``header_timeout``: every head, the first and each later keep-alive one, must be complete within it of its
   first byte, however steadily it trickles in (a slowloris is cut off); ``idle_timeout``: a connection with no
   request in progress or arriving is closed;
@@ -95,6 +96,8 @@ class ClientProtocol(ClientFlow):
         self._url_size = 0
         self._headers: list[tuple[str, str]] = []
         self._head_bytes = 0
+        self._fed = 0  # body bytes the parser gave since the last look (_count_framing)
+        self._framing_bytes = 0  # bytes of a body's chunk framing and trailer section since its last body byte
         self._begun = 0  # heads begun on this connection
         self._head_since: float | None = None  # when the head being parsed began; None between heads
         self._head_began: float | None = None  # from the front door: when the first head's first byte came
@@ -177,6 +180,11 @@ class ClientProtocol(ClientFlow):
                                                "max_header_size, max_headers)"))
             elif self._head_bytes > 2 * self._proxy.max_header_size and self._line_cannot_fit():
                 self._refuse_head(self._too_long())
+        elif self._parsing is not None:  # a body still arriving
+            if self._begun == begun:
+                self._count_framing(len(data))
+            else:  # its head came in this read: counting starts with the next
+                self._fed = self._framing_bytes = 0
 
     def _line_cannot_fit(self) -> bool:
         """Whether the head's bytes past its last whole line are more than one header line may hold.
@@ -191,6 +199,17 @@ class ClientProtocol(ClientFlow):
         for name, value in self._headers:
             lines += len(name) + len(value) + 4
         return self._head_bytes - lines > 2 * self._proxy.max_header_size + 8
+
+    def _count_framing(self, size: int) -> None:
+        """A read that was all a request body's: what of it was not body -- chunk-size lines, chunk extensions,
+        the trailer section (RFC 9112 7.1) -- is bounded by the head limits since the last body byte (to within
+        a read). httptools gathers a trailer field whole before it hands it over, as it does a header; the head
+        limits bound a head, and this bounds a trailer section, which no body byte follows."""
+        fed, self._fed = self._fed, 0
+        self._framing_bytes = size - fed if fed else self._framing_bytes + size
+        if self._framing_bytes > self._max_head:
+            self._refuse_head(_HeadRefused("the request body's chunk framing or trailer section is over the head "
+                                           "limits (max_request_line, max_header_size, max_headers)"))
 
     def eof_received(self) -> bool:
         if self._upgraded is not None:
@@ -307,6 +326,12 @@ class ClientProtocol(ClientFlow):
             raise self._too_long()
 
     def on_header(self, name: bytes, value: bytes) -> None:
+        """A header field; or, while a chunked body is read (``_parsing`` set), a field of its trailer section,
+        which llhttp reports the same way: dropped. RFC 9110 6.5.1: trailer fields are never merged into the
+        header section; a proxy that removes the chunked coding (the body goes upstream framed anew) may
+        discard them. Their bytes are bounded by :meth:`_count_framing`."""
+        if self._parsing is not None:
+            return
         proxy = self._proxy
         if len(name) + len(value) > proxy.max_header_size:
             raise self._too_long()
@@ -341,6 +366,7 @@ class ClientProtocol(ClientFlow):
     def on_body(self, body: bytes) -> None:
         if self._parsing is not None:
             self._parsing.body.feed(body)
+            self._fed += len(body)
 
     def on_message_complete(self) -> None:
         request, self._parsing = self._parsing, None
@@ -358,7 +384,8 @@ class ClientProtocol(ClientFlow):
         error = cause if isinstance(cause, SigproxyError) else BadRequest(bad_head_message(self._start, str(exc)))
         if self._parsing is not None and not self._parsing.complete:
             # The head was fine, its body's framing is not: that request is answered 400, then the connection ends.
-            self._parsing.body.fail(BadRequest("the request body's chunked framing is malformed (RFC 9112 7.1)"))
+            self._parsing.body.fail(cause if isinstance(cause, SigproxyError)
+                                    else BadRequest("the request body's chunked framing is malformed (RFC 9112 7.1)"))
             self._parsing = None
             return
         logger.info("request head from %s refused: %s", self._remote, error.message)

@@ -181,6 +181,7 @@ AWS_CODES = {
                                           "SigproxyCredentialsTemporarilyUnavailable"),
     "TooManyConnections": (503, "too_many_connections", "SigproxyTooManyConnections"),
     "UpstreamError": (502, "upstream_error", "SigproxyUpstreamError"),
+    "UpstreamClosed": (502, "upstream_error", "SigproxyUpstreamError"),
     "UpstreamTimeout": (504, "upstream_timeout", "SigproxyUpstreamTimeout"),
 }
 

@@ -566,3 +566,93 @@ async def test_expect_100_continue_is_ignored_for_http10() -> None:
         assert await reader.readuntil(b"\r\n\r\n") == b"HTTP/1.1 100 Continue\r\n\r\n"
         assert (await read_response(reader))[1] == b"PUT / 5"
         writer.close()
+
+
+async def reading_entry(request: ClientRequest) -> Response:
+    """Reads the body; answers its size and the request's header names, or the error that ended the body."""
+    size = 0
+    try:
+        while piece := await request.body.next_piece():
+            size += len(piece)
+    except SigproxyError as exc:
+        return error_response(exc, "-")
+    return Response(200, None, [("X-Names", ",".join(request.headers))], b"%d" % size)
+
+
+async def test_a_chunked_body_s_trailer_fields_are_dropped() -> None:
+    """RFC 9110 6.5.1: trailer fields never join the header section -- neither this request's nor the next
+    one's -- and are not header lines either: more of them than max_headers is no refusal (their bytes are
+    bounded, see the next test)."""
+    trailer = b"Host: evil\r\nX-Trailer: t\r\n" + b"".join(b"X-T%d: v\r\n" % i for i in range(20))
+    raw = (b"POST /a HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n" + trailer + b"\r\n"
+           b"GET /b HTTP/1.1\r\nHost: h\r\n\r\n")
+    async with serving(reading_entry, max_headers=8) as (_, port):
+        (head1, body1), (head2, body2) = await exchange(port, raw, 2)
+    assert head1.startswith(b"HTTP/1.1 200") and b"X-Names: Host,Transfer-Encoding\r\n" in head1 and body1 == b"3"
+    assert head2.startswith(b"HTTP/1.1 200") and b"X-Names: Host\r\n" in head2 and body2 == b"0"
+
+
+@pytest.mark.parametrize("endless", [b"0\r\nX-Trailer: ", b"0\r\n", b"1;ext="], ids=["value", "fields", "extension"])
+async def test_an_endless_trailer_section_or_chunk_line_is_refused(endless: bytes) -> None:
+    """httptools gathers a trailer field whole before handing it over: the trailer section (and a chunk line's
+    extensions) are bounded by the head limits, not read until body_timeout."""
+    filler = b"a" * 1000 if endless != b"0\r\n" else b"X-A: b\r\n" * 125
+    async with serving(reading_entry, max_header_size=256, max_headers=8) as (_, port):
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(b"PUT / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n" + endless)
+        for _ in range(20):
+            writer.write(filler)
+            await asyncio.sleep(0.01)
+        head, body = await asyncio.wait_for(read_response(reader), 2)
+        writer.close()
+    assert head.startswith(b"HTTP/1.1 400"), head
+    assert b"chunk framing or trailer section is over the head limits" in body
+
+
+HINTS = [("Link", "</a>; rel=preload"), ("Connection", "X-Hop"), ("X-Hop", "1"), ("Keep-Alive", "timeout=5")]
+
+
+@pytest.mark.parametrize("fails", [False, True])
+async def test_interim_responses_go_to_http11_clients_before_the_answer(fails: bool) -> None:
+    """An upstream's 103 goes on without its hop-by-hop fields (RFC 9110 15.2), not an upstream's 100 (sigproxy
+    answers Expect itself), and nothing to an HTTP/1.0 client. A 1xx is no part of the answer: a handler that
+    fails after one (or after its own 100 Continue) is still answered 500, the connection not just cut."""
+    async def entry(request: ClientRequest) -> Response:
+        request.write_continue()
+        request.forward_interim(100, "Continue", [], frozenset())
+        request.forward_interim(103, "Early Hints", HINTS, frozenset({"x-hop"}))
+        if fails:
+            raise RuntimeError("boom")
+        return Response(200, None, [], b"final")
+
+    async with serving(entry) as (_, port):
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(b"GET / HTTP/1.1\r\nHost: h\r\n\r\n")
+        assert await reader.readuntil(b"\r\n\r\n") == b"HTTP/1.1 100 Continue\r\n\r\n"
+        assert await reader.readuntil(b"\r\n\r\n") == b"HTTP/1.1 103 Early Hints\r\nLink: </a>; rel=preload\r\n\r\n"
+        head, body = await read_response(reader)
+        assert head.startswith(b"HTTP/1.1 500" if fails else b"HTTP/1.1 200"), head
+        assert fails or body == b"final"
+        writer.close()
+        [(head, body)] = await exchange(port, b"GET / HTTP/1.0\r\n\r\n")  # the first head is the answer's
+        assert head.startswith(b"HTTP/1.1 500" if fails else b"HTTP/1.1 200"), head
+        assert fails or body == b"final"
+
+
+async def test_interim_responses_to_a_client_that_reads_nothing_are_dropped() -> None:
+    """Advice an upstream sends on and on is not queued without bound for a client that takes none of it."""
+    buffered: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+
+    async def entry(request: ClientRequest) -> Response:
+        for _ in range(1000):
+            request.forward_interim(103, "Early Hints", [("Link", "x" * 60_000)], frozenset())
+            await asyncio.sleep(0)
+        assert request.protocol is not None and request.protocol.transport is not None
+        buffered.set_result(request.protocol.transport.get_write_buffer_size())
+        return Response(200)
+
+    async with serving(entry) as (_, port):
+        _, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(b"GET / HTTP/1.1\r\nHost: h\r\n\r\n")
+        assert await asyncio.wait_for(buffered, 5) < 1_000_000  # 60 MB were sent at it
+        writer.close()
