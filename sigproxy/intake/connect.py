@@ -36,8 +36,9 @@ from sigproxy.routing import Target, parse_absolute_target, select_connection
 from sigproxy.tasks import TaskSet
 from sigproxy.tls import CertStore, TlsError
 
+from .clientserver import ClientServer
 from .gate import Gate, Ticket, peer_address
-from .h1server import ClientServer, Entry
+from .h1server import Entry
 
 __all__ = ["ConnectIntake", "FrontDoor"]
 

@@ -22,7 +22,7 @@ from sigproxy.errors import ClientNotAllowed, SigproxyError, TooManyConnections
 from sigproxy.handler import error_bytes
 
 if TYPE_CHECKING:
-    from .h1server import ClientServer
+    from .clientserver import ClientServer
 
 __all__ = ["LINGER", "Door", "Gate", "Ticket", "peer_address", "refuse"]
 

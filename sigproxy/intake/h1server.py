@@ -1,19 +1,19 @@
 """The HTTP/1.1 server of every client listener (forward, reverse, inside intercepted CONNECT tunnels), on
 httptools (llhttp, the parser of Node.js and of aiohttp's C parser) in strict mode.
 
-* :class:`ClientServer` makes one :class:`ClientProtocol` per accepted connection, with the limits of the
-  config current then (a reload applies to new connections), and drains them all on shutdown.
-* :class:`ClientProtocol` parses requests (pipelined ones are answered in order), hands each to the entry
-  point as a :class:`~sigproxy.http1.ClientRequest` and writes what it returns. Its byte side (writing, flow
-  control, closing, the one timer) is its base, :class:`~sigproxy.intake.h1flow.ClientFlow`.
+* :class:`ClientProtocol` (one per accepted connection, made by
+  :class:`~sigproxy.intake.clientserver.ClientServer`) parses requests (pipelined ones are answered in order),
+  hands each to the entry point as a :class:`~sigproxy.http1.ClientRequest` and writes what it returns. Its byte
+  side (writing, flow control, closing, the one timer) is its base, :class:`~sigproxy.intake.h1flow.ClientFlow`.
 
 What it enforces (RFC 9112, and the ``[proxy]`` keys named):
 
 * the head: ``max_request_line``, ``max_header_size`` (a name and its value), ``max_headers`` (over them: 400,
   without echoing the bytes); strict HTTP/1.x syntax (a bare CR, ``Content-Length`` with
-  ``Transfer-Encoding``, a repeated or invalid ``Content-Length``: 400); HTTP/1.0 and 1.1 only (any other
-  version: 400, answered as HTTP/1.1); a chunked body's trailer fields are dropped, never header fields (RFC 9110
-  6.5.1), and its trailer section and chunk lines are bounded by the same limits (over them: 400);
+  ``Transfer-Encoding``, a repeated or invalid ``Content-Length``: 400); HTTP/1.0 and 1.1 (a later 1.x is
+  served as 1.1, RFC 9112 2.3; any other version: 400, answered as HTTP/1.1); a chunked body's trailer fields
+  are dropped, never header fields (RFC 9110 6.5.1), and its trailer section and chunk lines are bounded by the
+  same limits (over them: 400);
 * ``header_timeout``: every head, the first and each later keep-alive one, must be complete within it of its
   first byte, however steadily it trickles in (a slowloris is cut off); ``idle_timeout``: a connection with no
   request in progress or arriving is closed;
@@ -35,7 +35,7 @@ import asyncio
 import logging
 from collections import deque
 from collections.abc import Awaitable, Callable
-from typing import cast
+from typing import TYPE_CHECKING, cast
 
 import httptools
 from multidict import CIMultiDict
@@ -55,14 +55,16 @@ from sigproxy.http1 import (
 from .gate import LINGER, Ticket, peer_address
 from .h1flow import ClientFlow
 
-__all__ = ["ClientProtocol", "ClientServer", "Entry", "answered"]
+if TYPE_CHECKING:
+    from .clientserver import ClientServer
+
+__all__ = ["ClientProtocol", "Entry", "answered"]
 
 logger = logging.getLogger(__name__)
 
 Entry = Callable[[ClientRequest], Awaitable[Response | StreamResponse]]
 _VERSIONS = frozenset({"1.1", "1.0"})
 _MAX_QUEUED = 16  # pipelined requests waiting for their answer past which reading pauses
-_CANCEL_GRACE = 2.0  # seconds a cancelled answer gets to end (a WebSocket's close frames) before its connection is cut
 
 
 async def answered(response: Response) -> Response:
@@ -471,42 +473,3 @@ class ClientProtocol(ClientFlow):
     def _send(self, response: Response, request: ClientRequest | None) -> None:
         keep = request is not None and self.may_keep_alive(request) and not response.close
         self.write(response.encode(request, keep_alive=keep))
-
-
-class ClientServer:
-    """Makes each client connection's protocol and drains them all on shutdown."""
-
-    def __init__(self, entry: Entry, *, proxy: Callable[[], ProxyConfig]) -> None:
-        self.entry = entry
-        self._current = proxy
-        self._connections: set[ClientProtocol] = set()
-        self.draining = False
-
-    def __call__(self) -> ClientProtocol:
-        return ClientProtocol(self, self._current())
-
-    def opened(self, protocol: ClientProtocol) -> None:
-        self._connections.add(protocol)
-        if self.draining:
-            protocol.begin_drain()
-
-    def lost(self, protocol: ClientProtocol) -> None:
-        self._connections.discard(protocol)
-
-    def pre_shutdown(self) -> None:
-        """Start the drain: connections with no request being answered close now, the others after it."""
-        self.draining = True
-        for protocol in list(self._connections):
-            protocol.begin_drain()
-
-    async def shutdown(self, grace: float) -> None:
-        """Give the requests being answered up to ``grace`` seconds, then cancel what is left and close."""
-        self.pre_shutdown()
-        busy = [task for p in self._connections if (task := p.task) is not None]
-        if busy:
-            await asyncio.wait(busy, timeout=grace)
-        cancelled = [task for protocol in list(self._connections) if (task := protocol.cancel()) is not None]
-        if cancelled:
-            await asyncio.wait(cancelled, timeout=_CANCEL_GRACE)
-            for protocol in list(self._connections):
-                protocol.abort()

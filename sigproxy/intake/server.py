@@ -48,10 +48,11 @@ from sigproxy.signing import Signer
 from sigproxy.tasks import TaskSet
 from sigproxy.tls import CertStore
 
+from .clientserver import ClientServer
 from .connect import ConnectIntake
 from .forward import forward_exchange
 from .gate import Door, Gate
-from .h1server import ClientServer, Entry, answered
+from .h1server import Entry, answered
 from .reverse import reverse_exchange
 from .tlsdoor import TlsAcceptor, reload_all, tls_acceptor
 

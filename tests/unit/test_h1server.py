@@ -19,7 +19,7 @@ from sigproxy.config import ProxyConfig
 from sigproxy.errors import BadRequest, SigproxyError
 from sigproxy.handler import error_response
 from sigproxy.http1 import ClientRequest, Response, StreamResponse
-from sigproxy.intake.h1server import ClientServer
+from sigproxy.intake.clientserver import ClientServer
 
 Entry = Callable[[ClientRequest], Awaitable[Response | StreamResponse]]
 

@@ -311,7 +311,8 @@ def test_text_access_line_quotes_what_clients_choose() -> None:
 
     hostile = 'alice status=200 role_arn=arn:aws:iam::1:role/admin "x\u2028forged line'
     record = logging.LogRecord("sigproxy.access", logging.INFO, __file__, 1, "POST h 403", None, None)
-    record.access = {"user": hostile, "status": 403, "session_name": "alice_status_200-0123456789abcdef"}
+    record.access = {"method": "POST", "host": "h", "user": hostile, "status": 403,
+                     "session_name": "alice_status_200-0123456789abcdef"}  # as log_access makes it
     line = _TextFormatter("%(message)s").format(record)
     assert line == ("POST h 403 user=" + json.dumps(hostile) + " status=403"
                     " session_name=alice_status_200-0123456789abcdef")
