@@ -517,11 +517,25 @@ class TestHostileInput:
         assert reply[9:12] == b"400" and b"X-Sigproxy-Error: bad_request" in reply, reply
         assert len(recorder.requests) == before
 
-    @pytest.mark.parametrize("version", [b"2.0", b"1.2", b"0.9", b"3.1"])
+    def test_a_later_http1_minor_is_served_as_http11(self, recorder: Recorder,
+                                                     sigproxy_factory: Callable[..., Proxy]) -> None:
+        """RFC 9112 2.3: `HTTP/1.2` is processed as 1.1: forwarded (as 1.1) and answered in 1.1."""
+        import socket as socketlib
+
+        proxy = sigproxy_factory(config())
+        before = len(recorder.requests)
+        host, port = proxy.address.rsplit(":", 1)
+        with socketlib.create_connection((host, int(port)), timeout=10) as sock:
+            sock.sendall(b"GET " + recorder.url.encode() + b"/v12 HTTP/1.2\r\nHost: h\r\nConnection: close\r\n\r\n")
+            reply = sock.recv(300)
+        assert reply[:13] == b"HTTP/1.1 200 ", reply
+        assert len(recorder.requests) == before + 1
+
+    @pytest.mark.parametrize("version", [b"2.0", b"0.9", b"3.1"])
     def test_other_http_versions_answered_as_http11(self, version: bytes, recorder: Recorder,
                                                     sigproxy_factory: Callable[..., Proxy]) -> None:
         """Found by fuzzing the intake: `GET / HTTP/2.0` was answered `HTTP/2.0 400` (aiohttp echoes the
-        version). Any version but 1.0/1.1 is refused with a 400 in HTTP/1.x, nothing forwarded."""
+        version). Any version but 1.x is refused with a 400 in HTTP/1.1, nothing forwarded."""
         import socket as socketlib
 
         proxy = sigproxy_factory(config())
@@ -531,7 +545,7 @@ class TestHostileInput:
             with socketlib.create_connection((host, int(port)), timeout=10) as sock:
                 sock.sendall(b"GET " + target + b" HTTP/" + version + b"\r\nHost: h\r\n\r\n")
                 reply = sock.recv(300)
-            # llhttp refuses most odd versions as malformed; 2.0 and 0.9 parse and are refused by version.
+            # llhttp is told to parse any version: h1server refuses it by version.
             assert reply[:13] == b"HTTP/1.1 400 ", reply
         assert len(recorder.requests) == before
 
