@@ -25,7 +25,6 @@ Must not: do I/O, read the clock, import aiohttp, fetch credentials.
 from __future__ import annotations
 
 import base64
-import binascii
 import fnmatch
 import functools
 import hmac
@@ -240,7 +239,7 @@ def _basic(value: str | None) -> tuple[str, str] | None:
         raise BadProxyToken("Proxy-Authorization must use the Basic scheme: NAME:TOKEN")
     try:
         user, sep, password = base64.b64decode(encoded.strip(), validate=True).decode("utf-8").partition(":")
-    except (binascii.Error, UnicodeDecodeError) as exc:
+    except ValueError as exc:  # not base64 (binascii.Error), not ASCII, not UTF-8 (UnicodeDecodeError)
         raise BadProxyToken("Proxy-Authorization is not valid Basic credentials") from exc
     if not sep:
         raise BadProxyToken("Proxy-Authorization must be NAME:TOKEN")
@@ -355,6 +354,12 @@ def check_host(conn: ConnectionConfig, target: Target) -> None:
         )
 
 
+# AWS signing names, and region names or SigV4A region sets (names or patterns with "*", comma-separated: the
+# alphabet of sigv4a.region_set_value).
+_SIGNING_NAME = re.compile(r"[a-z0-9][a-z0-9-]*")
+_REGION_NAME = re.compile(r"[a-z0-9*][a-z0-9*-]*(?:,[a-z0-9*][a-z0-9*-]*)*")
+
+
 def resolve_service_region(
     conn: ConnectionConfig,
     target: Target,
@@ -390,7 +395,17 @@ def resolve_service_region(
             f"cannot tell which region {target.host} is in: set region on connection {conn.name!r} "
             f"or {overrides[1]}"
         )
-    return service.strip().lower(), region.strip().lower()
+    service, region = service.strip().lower(), region.strip().lower()
+    # What a client chose (an override, its own credential scope) is signed into the scope and the key: a name
+    # in AWS's alphabet, or refused (a byte that is not UTF-8 could not even be hashed).
+    if (service_header or client_scope is not None) and not _SIGNING_NAME.fullmatch(service):
+        raise UnresolvableTarget(f"the service given is not an AWS signing name (letters, digits and '-', such "
+                                 f"as s3 or execute-api): {overrides[0]} with one")
+    if (region_header or client_scope is not None) and not _REGION_NAME.fullmatch(region):
+        raise UnresolvableTarget(f"the region given is not an AWS region name (letters, digits and '-', such as "
+                                 f"us-east-1; a SigV4A region set: such names or '*', comma-separated): "
+                                 f"{overrides[1]} with one")
+    return service, region
 
 
 def check_policy(conn: ConnectionConfig, method: str, service: str, region: str,

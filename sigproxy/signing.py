@@ -45,6 +45,7 @@ __all__ = [
     "Signature",
     "Signer",
     "amz_date",
+    "hash_text",
     "sha256_hex",
     "uri_encode",
     "canonical_path",
@@ -205,6 +206,13 @@ def amz_date(now: datetime) -> str:
 
 def sha256_hex(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
+
+
+def hash_text(text: str) -> str:
+    """The hex SHA-256 of a canonical request: its UTF-8 bytes, where a header value that was not UTF-8 (held as
+    surrogate escapes, as sigproxy decodes what it receives) counts as the bytes that came: the signature
+    covers what was sent and a client's can be checked, where a strict encode would fail."""
+    return hashlib.sha256(text.encode("utf-8", "surrogateescape")).hexdigest()
 
 
 def uri_encode(text: str, safe: str = "") -> str:
@@ -407,7 +415,7 @@ class Signer:
         date = stamp[:8]
         scope = f"{date}/{region}/{service}/aws4_request"
         creq, signed = canonical_request(req, query, policy)
-        sts = f"{ALGORITHM}\n{stamp}\n{scope}\n{hashlib.sha256(creq.encode()).hexdigest()}"
+        sts = f"{ALGORITHM}\n{stamp}\n{scope}\n{hash_text(creq)}"
         sig = self._keys(creds.secret_access_key, date, region, service)[1](sts.encode())
         return creq, sts, scope, signed, sig
 

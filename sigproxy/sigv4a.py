@@ -39,6 +39,7 @@ from .signing import (
     amz_date,
     canonical_headers,
     canonical_request,
+    hash_text,
     presign_auth_params,
     without_presign_params,
 )
@@ -114,7 +115,7 @@ def public_key(creds: Credentials) -> ec.EllipticCurvePublicKey:
 def string_to_sign(creq: str, stamp: str, scope: str) -> str:
     """``AWS4-ECDSA-P256-SHA256\\n<amz date>\\n<scope>\\n<hex SHA-256 of the canonical request>``
     (aws-c-auth ``aws_signing_build_string_to_sign``)."""
-    return f"{ALGORITHM}\n{stamp}\n{scope}\n{hashlib.sha256(creq.encode()).hexdigest()}"
+    return f"{ALGORITHM}\n{stamp}\n{scope}\n{hash_text(creq)}"
 
 
 def _sign(req: CanonicalInput, query: tuple[tuple[str, str | None], ...], creds: Credentials, *, service: str,

@@ -517,6 +517,31 @@ class TestHostileInput:
         assert reply[9:12] == b"400" and b"X-Sigproxy-Error: bad_request" in reply, reply
         assert len(recorder.requests) == before
 
+    @pytest.mark.parametrize(("header", "status", "code"), [
+        (b"Proxy-Authorization: Basic \xc3\xa9\xc3\xa9", 407, b"bad_proxy_token"),  # not ASCII: b64decode's ValueError
+        (b"X-Sigproxy-Region: \xff", 400, b"unresolvable_target"),  # hashed into the key: could not be encoded
+        (b"X-Sigproxy-Service: s3 x", 400, b"unresolvable_target"),
+        (b"Content-Type: \xff", 400, b"bad_request"),  # signed, then refused as not UTF-8 (hashing it failed)
+    ])
+    def test_client_bytes_never_make_a_500(self, header: bytes, status: int, code: bytes, recorder: Recorder,
+                                           sigproxy_factory: Callable[..., Proxy]) -> None:
+        """Found by a tester sending bytes that are not ASCII or not UTF-8 in each header sigproxy reads: these
+        were answered 500 with an "unexpected error" traceback. Each is the client's error, with its code."""
+        import socket as socketlib
+
+        proxy = sigproxy_factory(config())
+        before = len(recorder.requests)
+        host, port = proxy.address.rsplit(":", 1)
+        with socketlib.create_connection((host, int(port)), timeout=10) as sock:
+            sock.sendall(b"GET " + recorder.url.encode() + b"/x HTTP/1.1\r\nHost: h\r\n" + header
+                         + b"\r\nConnection: close\r\n\r\n")
+            reply = b""
+            while chunk := sock.recv(65536):
+                reply += chunk
+        assert reply.startswith(b"HTTP/1.1 %d " % status) and b"X-Sigproxy-Error: " + code in reply, reply
+        assert len(recorder.requests) == before
+        assert "unexpected error" not in proxy.stop()
+
     def test_a_later_http1_minor_is_served_as_http11(self, recorder: Recorder,
                                                      sigproxy_factory: Callable[..., Proxy]) -> None:
         """RFC 9112 2.3: `HTTP/1.2` is processed as 1.1: forwarded (as 1.1) and answered in 1.1."""

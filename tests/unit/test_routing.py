@@ -373,7 +373,7 @@ class TestSelectConnection:
     @pytest.mark.parametrize(
         "value",
         ["Bearer abc", "Basic !!!notbase64", "Basic " + base64.b64encode(b"no-colon").decode(),
-         "Basic " + base64.b64encode(b"\xff\xfe:x").decode()],
+         "Basic " + base64.b64encode(b"\xff\xfe:x").decode(), "Basic \u00e9\u00e9", "Basic \udcc3\udca9"],
     )
     def test_malformed_proxy_auth(self, config: Config, value: str) -> None:
         """Proxy-Authorization that is not Basic NAME:TOKEN is a BadProxyToken."""
@@ -509,6 +509,25 @@ class TestResolveServiceRegion:
         """Override headers are stripped and lower-cased."""
         assert self.resolve(config.connections["bare"], service=" SQS ", region="EU-West-2 ") == (
             "sqs", "eu-west-2")
+
+    @pytest.mark.parametrize(("service", "region", "client"), [
+        ("s3 x", None, None), ("\udcff", None, None), ("\u00e9", None, None), ("s3/x", None, None),
+        (None, "us east", None), (None, "\udcff", None), (None, "us-east-1,", None), (None, "us-east-1\tx", None),
+        (None, None, ("\udcff", "s3")), (None, None, ("us-east-1", "s\u00e9")),
+    ])
+    def test_what_a_client_chose_must_be_a_name(self, config: Config, service: str | None, region: str | None,
+                                               client: tuple[str, str] | None) -> None:
+        """A service or region a client chose (override header, its own credential scope) goes into the
+        signature's scope and key: one that is not an AWS name is a 400, never a 500 where it could not be
+        hashed (a tester's find: X-Sigproxy-Region with a byte that is not UTF-8)."""
+        scoped = scope("x", region=client[0], service=client[1]) if client else None
+        with pytest.raises(UnresolvableTarget) as info:
+            self.resolve(config.connections["bare"], service=service, region=region, client=scoped)
+        assert info.value.status == 400
+
+    @pytest.mark.parametrize("region", ["us-east-1", "*", "us-*,eu-west-1", "ap-southeast-2,*"])
+    def test_region_sets_and_names_pass(self, config: Config, region: str) -> None:
+        assert self.resolve(config.connections["bare"], region=region)[1] == region
 
     def test_unresolvable_service(self, config: Config) -> None:
         """No service anywhere: 400 unresolvable_target naming the connection setting and the header."""

@@ -17,6 +17,7 @@ and, for S3, ``X-Amz-Content-SHA256`` itself, and we add the same to our input.
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from types import SimpleNamespace
@@ -43,6 +44,7 @@ from sigproxy.signing import (
     amz_date,
     canonical_path,
     encode_query,
+    hash_text,
     normalize_query,
     normalize_s3_path,
     sha256_hex,
@@ -489,3 +491,13 @@ def test_normalize_query_keeps_bytes(raw: str, sent: str) -> None:
     a backend gets the data the client sent, and a server re-encoding what it decodes signs the same."""
     assert encode_query(normalize_query(raw)) == sent
     assert normalize_query(sent) == normalize_query(raw)
+
+
+def test_a_canonical_request_hashes_the_bytes_that_came() -> None:
+    """A header value that was not UTF-8 is held as surrogate escapes (h1server decodes with surrogateescape):
+    the canonical request's hash is over the bytes received, not a crash (a tester's find: a 500)."""
+    creq = "GET\n/\n\ncontent-type:\udcff\udcfe\nhost:h\n\ncontent-type;host\n" + EMPTY_SHA256
+    raw = creq.encode("utf-8", "surrogateescape")
+    assert b"\xff\xfe" in raw
+    assert hash_text(creq) == hashlib.sha256(raw).hexdigest()
+    assert hash_text("caf\u00e9") == hashlib.sha256("caf\u00e9".encode()).hexdigest()
