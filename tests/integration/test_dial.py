@@ -128,6 +128,7 @@ def recorder() -> Iterator[tuple[int, list[bytes]]]:
     try:
         yield srv.getsockname()[1], heads
     finally:
+        srv.shutdown(socket.SHUT_RDWR)  # wakes the accept() (close alone does not: the join waited its 5 s)
         srv.close()
         thread.join(5)
 

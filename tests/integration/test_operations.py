@@ -99,7 +99,7 @@ def _slow_upstreams(tmp_path: Path) -> Iterator[tuple[str, str, Path, list[str]]
     servers = [ThreadingHTTPServer(("127.0.0.1", 0), Handler) for _ in range(2)]
     servers[1].socket = context.wrap_socket(servers[1].socket, server_side=True)
     for server in servers:
-        threading.Thread(target=server.serve_forever, daemon=True).start()
+        threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True).start()
     try:
         yield (f"http://127.0.0.1:{servers[0].server_address[1]}",
                f"https://127.0.0.1:{servers[1].server_address[1]}", ca_file, arrived)
