@@ -29,6 +29,12 @@ from tests.servers.postgres import Postgres, postgres_bin, start_postgres
 from tests.servers.recording_sts import start_recording_sts
 from tests.servers.rgw import RGW, rgw_available, start_rgw
 
+# PYTHONDONTWRITEBYTECODE (set in some environments) also stops pytest from caching the test modules it rewrites
+# for its assertions: every run parsed, rewrote and compiled all of them again, 5-6 s of CPU at collection. As
+# the Makefile writes sigproxy's bytecode whatever that variable says (compileall), the test modules imported
+# after this file get theirs (pytest checks each cached file against its source's mtime and size).
+sys.dont_write_bytecode = False
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
