@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import queue
+import re
 import shutil
 import subprocess
 import sys
@@ -27,6 +28,12 @@ from tests.servers.moto_server import Moto, start_moto
 from tests.servers.postgres import Postgres, postgres_bin, start_postgres
 from tests.servers.recording_sts import start_recording_sts
 from tests.servers.rgw import RGW, rgw_available, start_rgw
+
+# PYTHONDONTWRITEBYTECODE (set in some environments) also stops pytest from caching the test modules it rewrites
+# for its assertions: every run parsed, rewrote and compiled all of them again, 5-6 s of CPU at collection. As
+# the Makefile writes sigproxy's bytecode whatever that variable says (compileall), the test modules imported
+# after this file get theirs (pytest checks each cached file against its source's mtime and size).
+sys.dont_write_bytecode = False
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -98,7 +105,8 @@ def slow_upstream() -> Iterator[str]:
             pass
 
     server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
+    # Polling every 0.05 s, not 0.5 s: shutdown() waits for the next poll (here and in the other test servers).
+    threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True).start()
     yield f"http://127.0.0.1:{server.server_address[1]}"
     server.shutdown()
     server.server_close()
@@ -135,11 +143,30 @@ class Proxy:
     reverse: list[str]
     config: Path
     output: list[str] = field(default_factory=list)
-    admin: str | None = None
+    admin_url: str | None = None
+    store_off: str = ""  # what sigproxy_factory appended to the config text to turn the store off
+
+    def rewrite(self, text: str) -> None:
+        """Write a new config text (for a reload) as the factory wrote the first: the store stays off if it
+        was (a reload that turned it on would be refused: the store changes only with a restart)."""
+        self.config.write_text(text + self.store_off if self.store_off and not _STORE_TABLE.search(text) else text)
 
     @property
     def address(self) -> str:
         return self.url.removeprefix("http://")
+
+    @property
+    def admin(self) -> str:
+        """The admin listener's URL. AssertionError if the process was started without one: a test that uses
+        it asks for it (``sigproxy_factory(..., admin=True)``)."""
+        if self.admin_url is None:
+            raise AssertionError("this sigproxy was started without its admin listener: "
+                                 "start it with sigproxy_factory(..., admin=True)")
+        return self.admin_url
+
+    @admin.setter
+    def admin(self, url: str) -> None:
+        self.admin_url = url
 
     def written(self, text: str, timeout: float = 10.0) -> str:
         """Everything the process wrote so far, once ``text`` is in it. A request's log lines go out in the
@@ -167,7 +194,9 @@ class Proxy:
         return "".join(self.output)
 
 
-def _start_proxy(config_path: Path, env: dict[str, str], extra_args: list[str]) -> Proxy:
+def _start_proxy(config_path: Path, env: dict[str, str], extra_args: list[str], *, admin: bool = True) -> Proxy:
+    """Start ``sigproxy run`` and wait for its listener lines; ``admin``: wait for the admin listener's too (the
+    arguments or the file turn it on; ``False`` when ``--admin-listen ""`` turns it off)."""
     proc = subprocess.Popen(
         [sys.executable, "-m", "sigproxy", "run", "-c", str(config_path), "--log-format", "json",
          *extra_args],
@@ -189,12 +218,12 @@ def _start_proxy(config_path: Path, env: dict[str, str], extra_args: list[str]) 
 
     threading.Thread(target=pump, daemon=True).start()
     forward: str | None = None
-    admin: str | None = None
+    admin_url: str | None = None
     reverse: list[str] = []
     text = config_path.read_text()
     expected_reverse = text.count("[[reverse]]")
     # Listener lines come together once all are bound: forward, reverse ones, then admin (when on).
-    while forward is None or len(reverse) < expected_reverse or admin is None:
+    while forward is None or len(reverse) < expected_reverse or (admin and admin_url is None):
         try:
             line = lines.get(timeout=20)
         except queue.Empty:
@@ -207,26 +236,46 @@ def _start_proxy(config_path: Path, env: dict[str, str], extra_args: list[str]) 
         elif "reverse proxy listening on " in line:
             reverse.append(line.split("listening on ", 1)[1].split()[0])
         elif "admin listening on " in line:
-            admin = line.split("listening on ", 1)[1].split()[0]
-    return Proxy(proc, forward, reverse, config_path, output, admin)
+            admin_url = line.split("listening on ", 1)[1].split()[0]
+    return Proxy(proc, forward, reverse, config_path, output, admin_url)
+
+
+# A [store] table in a config text (``[store]`` itself, not ``[store.x]`` or a key named store).
+_STORE_TABLE = re.compile(r"^[ \t]*\[[ \t]*store[ \t]*\]", re.MULTILINE)
 
 
 @pytest.fixture
 def sigproxy_factory(tmp_path: Path) -> Iterator[Callable[..., Proxy]]:
     """Start ``sigproxy run`` with a config text; listens on 127.0.0.1:0 unless the text says otherwise; one
-    process unless ``workers`` says more (``None``: as the config text says)."""
+    process unless ``workers`` says more (``None``: as the config text says).
+
+    The admin listener and the connection store are off unless asked for (each costs a start about half a
+    second, a fresh store more; most tests use neither):
+
+    - ``admin=True``: the admin listener on 127.0.0.1:0 (``proxy.admin``; without it, reading ``proxy.admin``
+      fails the test).
+    - ``store=True``: the store as the config text says, by default SQLite in the state directory (created on
+      this first start). Without it a text with no ``[store]`` table gets ``[store] url = ""`` appended (the
+      store off: a write through the admin API is refused; a reload writes its text with ``proxy.rewrite``,
+      which appends it too, as a text without it would change the store and be refused); a text with its
+      own ``[store]`` table is left as it is.
+    """
     started: list[Proxy] = []
 
     def factory(config_text: str, *, env: dict[str, str] | None = None, listen: str = "127.0.0.1:0",
-                log_level: str = "info", workers: int | None = 1) -> Proxy:
+                log_level: str = "info", workers: int | None = 1, admin: bool = False,
+                store: bool = False) -> Proxy:
         path = tmp_path / f"sigproxy-{len(started)}.toml"
-        path.write_text(config_text)
+        store_off = "" if store or _STORE_TABLE.search(config_text) else '\n[store]\nurl = ""\n'
+        path.write_text(config_text + store_off)
         # The CA and spool live in a per-test state directory unless the config names one.
         full_env = {**os.environ, "STATE_DIRECTORY": str(tmp_path / "state"), **(env or {})}
         # One process unless a test is about `workers = N` (the default is a worker per CPU); None: as the file says.
         proxy = _start_proxy(path, full_env, ["--listen", listen, "--log-level", log_level,
-                                              "--admin-listen", "127.0.0.1:0",
-                                              *(["--workers", str(workers)] if workers else [])])
+                                              "--admin-listen", "127.0.0.1:0" if admin else "",
+                                              *(["--workers", str(workers)] if workers else [])],
+                             admin=admin)
+        proxy.store_off = store_off
         started.append(proxy)
         return proxy
 

@@ -37,7 +37,7 @@ class _Ok(BaseHTTPRequestHandler):
 def upstream() -> Iterator[str]:
     """A plain HTTP server on 127.0.0.1 answering every GET with 200 "ok"."""
     server = ThreadingHTTPServer(("127.0.0.1", 0), _Ok)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
     thread.start()
     yield f"127.0.0.1:{server.server_address[1]}"
     server.shutdown()

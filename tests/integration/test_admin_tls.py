@@ -52,7 +52,7 @@ def test_admin_over_tls(moto: Moto, admin_pair: tuple[Path, Path, Path], workers
     """/healthz and the token-guarded /v1 API answer over HTTPS (one process, and the supervisor of two
     workers); the token is still required; a client without the CA fails on the certificate."""
     cert, key, ca = admin_pair
-    proxy = sigproxy_factory(_config(moto, cert, key), workers=workers)
+    proxy = sigproxy_factory(_config(moto, cert, key), workers=workers, admin=True)
     assert proxy.admin is not None
     assert proxy.admin.startswith("https://127.0.0.1:"), proxy.admin
     r = _curl("--cacert", str(ca), f"{proxy.admin}/healthz")
@@ -81,7 +81,7 @@ def test_admin_over_tls(moto: Moto, admin_pair: tuple[Path, Path, Path], workers
 def test_plain_http_to_tls_admin_is_closed_and_logged(moto: Moto, admin_pair: tuple[Path, Path, Path],
                                                       sigproxy_factory: Callable[..., Proxy]) -> None:
     cert, key, _ca = admin_pair
-    proxy = sigproxy_factory(_config(moto, cert, key))
+    proxy = sigproxy_factory(_config(moto, cert, key), admin=True)
     assert proxy.admin is not None
     port = int(proxy.admin.rsplit(":", 1)[1])
     with socket.create_connection(("127.0.0.1", port), timeout=10) as raw:

@@ -235,8 +235,9 @@ def test_boto3_retries_what_a_retry_can_fix(name: str, service: str, mode: str, 
 @pytest.fixture
 def limits_proxy(moto: Moto, closed_port: int, slow_upstream: str,
                  sigproxy_factory: Callable[..., Proxy]) -> Proxy:
-    """A 1-second read timeout (slow_upstream answers after 2) and a 1 KiB max_body."""
-    return sigproxy_factory(errors_config(moto, closed_port, proxy='read_timeout = 1\nmax_body = "1KiB"'))
+    """A half-second read timeout (slow_upstream answers after 2: each of the retried attempts waits it out) and
+    a 1 KiB max_body."""
+    return sigproxy_factory(errors_config(moto, closed_port, proxy='read_timeout = 0.5\nmax_body = "1KiB"'))
 
 
 def test_upstream_timeout_is_retried(aws_cli: str, slow_upstream: str, limits_proxy: Proxy) -> None:

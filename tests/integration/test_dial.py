@@ -128,6 +128,7 @@ def recorder() -> Iterator[tuple[int, list[bytes]]]:
     try:
         yield srv.getsockname()[1], heads
     finally:
+        srv.shutdown(socket.SHUT_RDWR)  # wakes the accept() (close alone does not: the join waited its 5 s)
         srv.close()
         thread.join(5)
 
@@ -208,7 +209,7 @@ def test_a_reload_changes_a_routes_dial(moto: Moto, sigproxy_factory: Callable[.
     with pytest.raises(ClientError) as info:
         client.head_bucket(Bucket=moto.bucket)
     assert info.value.response["ResponseMetadata"]["HTTPStatusCode"] == 502
-    proxy.config.write_text(text(port_of(moto.endpoint)))
+    proxy.rewrite(text(port_of(moto.endpoint)))
     proxy.proc.send_signal(signal.SIGHUP)
     proxy.written("config reloaded")
     assert f"route for {SERVICE_HOST}: dial 127.0.0.1:{port_of(moto.endpoint)}" in "".join(proxy.output)

@@ -219,7 +219,7 @@ def tls_origin(tmp_path: Path) -> Iterator[tuple[int, Path]]:
     ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     cert.configure_cert(ctx)
     server.socket = ctx.wrap_socket(server.socket, server_side=True)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
+    threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True).start()
     yield server.server_address[1], ca_file
     server.shutdown()
     server.server_close()

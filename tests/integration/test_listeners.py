@@ -107,7 +107,7 @@ def test_second_instance_names_the_admin_listener(tmp_path: Path,
                                                   sigproxy_factory: Callable[..., Proxy]) -> None:
     """The reported case with a real second process: it takes its own forward port but the first one's admin
     address, and says the admin listener is the problem (and how to turn it off)."""
-    first = sigproxy_factory(CONN)
+    first = sigproxy_factory(CONN, admin=True)
     assert first.admin is not None
     admin = first.admin.removeprefix("http://")
     err = failed(launch(tmp_path, f'[proxy]\nlisten = "127.0.0.1:0"\nadmin_listen = "{admin}"\n' + CONN))

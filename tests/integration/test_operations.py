@@ -99,7 +99,7 @@ def _slow_upstreams(tmp_path: Path) -> Iterator[tuple[str, str, Path, list[str]]
     servers = [ThreadingHTTPServer(("127.0.0.1", 0), Handler) for _ in range(2)]
     servers[1].socket = context.wrap_socket(servers[1].socket, server_side=True)
     for server in servers:
-        threading.Thread(target=server.serve_forever, daemon=True).start()
+        threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True).start()
     try:
         yield (f"http://127.0.0.1:{servers[0].server_address[1]}",
                f"https://127.0.0.1:{servers[1].server_address[1]}", ca_file, arrived)
@@ -154,7 +154,7 @@ class TestAdmin:
         """/healthz answers; /readyz says the process can serve; /health/connections checks every connection's
         credentials; /metrics parses as Prometheus text and counts requests, bytes, latency and credential
         cache use, and shows each connection's state."""
-        proxy = sigproxy_factory(moto_config(moto, connection='service = "s3"'))
+        proxy = sigproxy_factory(moto_config(moto, connection='service = "s3"'), admin=True)
         assert proxy.admin is not None
         assert get(f"{proxy.admin}/healthz") == (200, '{"status": "ok"}')
         status, body = get(f"{proxy.admin}/readyz")
@@ -199,7 +199,7 @@ class TestAdmin:
 hosts = ["127.0.0.1:*"]
 [connections.nocreds.credentials]
 source = "chain"
-"""))
+"""), admin=True)
         assert proxy.admin is not None
         status, body = get(f"{proxy.admin}/readyz")
         assert (status, json.loads(body)["status"]) == (200, "ready")
@@ -219,7 +219,7 @@ source = "chain"
         (no `connection` label anywhere, no per-connection gauge) -- both parse as Prometheus text."""
         text = moto_config(moto, connection='service = "s3"', proxy=f'metrics_connection_label = "{label}"',
                            extra=CLONE.format(name="second", access_key=moto.access_key, secret=moto.secret_key))
-        proxy = sigproxy_factory(text)
+        proxy = sigproxy_factory(text, admin=True)
         assert proxy.admin is not None
         for name in ("main", "second", "second"):
             assert status_of(curl(proxy, "-H", f"X-Sigproxy-Connection: {name}", f"{moto.endpoint}/")) == 200
@@ -252,7 +252,7 @@ class TestReload:
         worker = threading.Thread(target=lambda: in_flight.append(curl(proxy, f"{slow_upstream}/x")))
         worker.start()
         time.sleep(0.5)
-        proxy.config.write_text(text + """
+        proxy.rewrite(text + """
 [connections.newcomer]
 region = "eu-west-1"
 hosts = ["127.0.0.1:*"]
@@ -294,7 +294,7 @@ hosts = ["127.0.0.1:*"]
 source = "static"
 access_key_id = "AKIDX"
 secret_access_key = "x-secret"
-""")
+""", admin=True)
         results: list[subprocess.CompletedProcess[str]] = []
         worker = threading.Thread(target=lambda: results.append(curl(proxy, f"{slow_upstream}/inflight")))
         worker.start()
@@ -476,7 +476,8 @@ role_arn = "arn:aws:iam::123456789012:role/customer"
 auth = "api_key"
 api_key = "api-key-SECRET-123"
 """ + tenant(moto)
-        proxy = sigproxy_factory(text, log_level="debug")
+        # The whole default setup (admin listener, store): every path that logs.
+        proxy = sigproxy_factory(text, log_level="debug", admin=True, store=True)
         auth = "main:proxy-token-SECRET-321"
         bundle = tmp_path / "bundle.pem"
         subprocess.run([*_sigproxy_cmd(), "ca", "-c", str(proxy.config), "--bundle", str(bundle)], check=True,

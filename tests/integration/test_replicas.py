@@ -59,8 +59,8 @@ encryption_keys = ["{generate_key()}"]
 [admin]
 token = "{TOKEN}"
 """
-    a = sigproxy_factory(config)
-    b = sigproxy_factory(config)
+    a = sigproxy_factory(config, admin=True)
+    b = sigproxy_factory(config, admin=True)
     assert through(b, moto, "acme") == (407, "no_connection")
     status, created = api(a, "POST", "/v1/connections", {
         "name": "acme", "region": "us-east-1", "service": "s3", "hosts": ["127.0.0.1:*"],

@@ -41,7 +41,7 @@ def test_sighup_reloads_certificate_files(moto: Moto, tmp_path: Path, workers: i
     reverse = f'[[reverse]]\nlisten = "127.0.0.1:0"\nupstream = "{moto.endpoint}"\nconnection = "main"\n{pair}'
     proxy = sigproxy_factory(moto_config(moto, proxy=pair + f'admin_tls_cert_file = "{cert}"\n'
                                                              f'admin_tls_key_file = "{key}"', extra=reverse),
-                             workers=workers)
+                             workers=workers, admin=True)
     assert proxy.admin is not None
     s3 = ("-H", "X-Sigproxy-Service: s3")
 

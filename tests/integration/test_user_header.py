@@ -108,7 +108,7 @@ def bad_request(r: Any) -> dict[str, Any]:
 class TestMoto:
     def test_session_per_user_cached_per_user(self, moto: Moto, sigproxy_factory: Callable[..., Proxy]) -> None:
         """alice and bob each act as their own role session (two AssumeRole calls); alice again is a cache hit."""
-        proxy = sigproxy_factory(moto_tenant(moto))
+        proxy = sigproxy_factory(moto_tenant(moto), admin=True)
         account = moto.account_id
         r = whoami(proxy, moto.endpoint, "tenant", "alice")
         assert status_of(r) == 200, r
@@ -146,7 +146,7 @@ class TestMoto:
         """An Auth0 subject, an email address and a non-ASCII name (UTF-8 header bytes) each act as their own
         role session at moto; the session name is the id where STS takes it, else a readable form plus the
         first 16 hex of SHA-256 of the id; the access log has the exact id."""
-        proxy = sigproxy_factory(moto_tenant(moto))
+        proxy = sigproxy_factory(moto_tenant(moto), admin=True)
         users = {
             AUTH0: f"google-oauth2_113015401123457192604-{sha(AUTH0)}",
             "jane.doe+aws@example.com": "jane.doe+aws@example.com",
@@ -168,7 +168,7 @@ class TestMoto:
         """No X-Sigproxy-User, an empty one, one sent twice, over 1024 bytes, with a control character or not
         UTF-8: 400 bad_request, and STS is never asked. Ids refused before (spaces, 65 characters, non-ASCII,
         one character) now pass."""
-        proxy = sigproxy_factory(moto_tenant(moto))
+        proxy = sigproxy_factory(moto_tenant(moto), admin=True)
         err = bad_request(whoami(proxy, moto.endpoint, "tenant"))
         assert err["message"] == "connection 'tenant' needs X-Sigproxy-User: ID (user_header = true)"
         empty = whoami(proxy, moto.endpoint, "tenant", extra=("-H", "X-Sigproxy-User;"))
@@ -189,7 +189,7 @@ class TestMoto:
     def test_other_connections_ignore_the_header(self, moto: Moto, sigproxy_factory: Callable[..., Proxy]) -> None:
         """Without user_header the header changes nothing (and is never forwarded); the connections' health
         check resolves a user_header connection without a user."""
-        proxy = sigproxy_factory(moto_tenant(moto))
+        proxy = sigproxy_factory(moto_tenant(moto), admin=True)
         r = whoami(proxy, moto.endpoint, "platform", "alice")
         assert status_of(r) == 200 and moto.user_arn in r.stdout
         assert "user" not in access_log(proxy, 1)[-1]

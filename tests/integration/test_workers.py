@@ -141,7 +141,7 @@ def test_one_sts_call_for_the_group(recording_sts: tuple[str, list[dict[str, Any
     worker (one more AssumeRole, for it); a second group can't share the address; a refused reload changes
     nothing anywhere."""
     sts, calls = recording_sts
-    proxy = sigproxy_factory(config(sts, verifier), workers=None)  # `workers = 2` from the file
+    proxy = sigproxy_factory(config(sts, verifier), workers=None, admin=True)  # `workers = 2` from the file
     (rev,) = proxy.reverse
     statuses = burst(rev, 200)
     assert statuses == [200] * 200
@@ -150,7 +150,7 @@ def test_one_sts_call_for_the_group(recording_sts: tuple[str, list[dict[str, Any
     assert {e["worker"] for e in access(proxy, "acme")} == {0, 1}
     assert requests_total(proxy) == 200
 
-    proxy.config.write_text(config(sts, verifier, extra=SECOND.format(sts=sts)))
+    proxy.rewrite(config(sts, verifier, extra=SECOND.format(sts=sts)))
     proxy.proc.send_signal(signal.SIGHUP)
     until(lambda: sum('"config reloaded' in line for line in proxy.output) == 3, "supervisor and workers reload")
     assert burst(rev, 40, {"X-Sigproxy-Connection": "second"}) == [200] * 40
@@ -165,7 +165,7 @@ def test_one_sts_call_for_the_group(recording_sts: tuple[str, list[dict[str, Any
     assert second.returncode == 2 and "Address already in use" in second.stderr, second.stderr
     assert "[proxy] listen (or --listen)" in second.stderr
 
-    proxy.config.write_text(config(sts, verifier).replace("workers = 2", "workers = 3"))
+    proxy.rewrite(config(sts, verifier).replace("workers = 2", "workers = 3"))
     proxy.proc.send_signal(signal.SIGHUP)
     until(lambda: any("reload refused" in line for line in proxy.output), "the reload is refused")
     assert any("proxy.workers change only with a restart" in line for line in proxy.output)
@@ -181,7 +181,7 @@ def test_a_killed_worker_is_restarted(recording_sts: tuple[str, list[dict[str, A
     """kill -9 of a worker: logged with its pid and signal, started again; the proxy answers meanwhile and after,
     and the dead worker's counts stay in ``/metrics``. SIGTERM then drains a request in flight and exits 0."""
     sts, _ = recording_sts
-    proxy = sigproxy_factory(config(sts, verifier), workers=2)
+    proxy = sigproxy_factory(config(sts, verifier), workers=2, admin=True)
     (rev,) = proxy.reverse
     assert burst(rev, 20) == [200] * 20
     assert requests_total(proxy) == 20
@@ -225,7 +225,7 @@ def test_notify_and_store_feed(recording_sts: tuple[str, list[dict[str, Any]]], 
         return message
 
     try:
-        proxy = sigproxy_factory(config(sts, verifier), workers=2,
+        proxy = sigproxy_factory(config(sts, verifier), workers=2, admin=True, store=True,
                                  env={"NOTIFY_SOCKET": path, "WATCHDOG_USEC": "400000"})
         assert receive().startswith("READY=1")
         assert receive() == "WATCHDOG=1"

@@ -61,7 +61,7 @@ def start_recording_sts() -> tuple[str, list[dict[str, Any]], Callable[[], None]
             pass
 
     server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
+    threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True).start()
 
     def stop() -> None:
         server.shutdown()

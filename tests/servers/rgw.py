@@ -179,9 +179,13 @@ def start_rgw(workdir: Path, *, timeout: float = 60) -> tuple[RGW, Callable[[], 
     procs: list[subprocess.Popen[bytes]] = []
 
     def stop() -> None:
-        # One at a time, radosgw then osd then mon: a stopping OSD waits (5 s) for the mon's ack.
+        # One at a time, radosgw then osd then mon: a stopping OSD waits (5 s) for the mon's ack. radosgw is
+        # killed: at SIGTERM it waits for its lifecycle threads' 5 s sleep (then our timeout killed it anyway),
+        # and the cluster (memstore, a fresh workdir) is thrown away.
         for p in reversed(procs):
-            if p.poll() is None:
+            if p.poll() is None and p.args[0] == "radosgw":
+                p.kill()
+            elif p.poll() is None:
                 p.terminate()
             try:
                 p.wait(timeout=5)

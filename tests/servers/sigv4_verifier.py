@@ -205,7 +205,7 @@ def start_verifier(access_key: str, secret_key: str, *,
 
     server = _Server(("127.0.0.1", 0), Handler)
     verifier.url = f"http://127.0.0.1:{server.server_address[1]}"
-    threading.Thread(target=server.serve_forever, daemon=True).start()
+    threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True).start()
 
     def stop() -> None:
         server.shutdown()
