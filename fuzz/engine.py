@@ -99,9 +99,11 @@ def signature_of(exc: BaseException) -> str:
 def fuzz(target: Target, seconds: float, *, batch: int = 2000, save: bool = True,
          log: Callable[[str], None] = print) -> Stats:
     stats = Stats(target.name)
-    start = time.monotonic()
-    deadline = start + seconds
     with target.open() as check:
+        # ``seconds`` of fuzzing: the clock starts once the target is up (a target that starts a proxy may take
+        # most of a short budget to start on a busy machine, and leave it one execution).
+        start = time.monotonic()
+        deadline = start + seconds
         while time.monotonic() < deadline:
             failing: list[tuple[Any, BaseException]] = []
             prop = _property(check, stats, failing, deadline)
