@@ -279,13 +279,12 @@ secret_access_key = "new-secret-value"
         assert proxy.proc.poll() is None
 
 
-class TestDrain:
-    def test_sigterm_drains_in_flight(self, slow_upstream: str, sigproxy_factory: Callable[..., Proxy]) -> None:
-        """SIGTERM: no new connections; /readyz answers 503 while the request in flight completes; exit 0."""
-        proxy = sigproxy_factory("""
+def drain_config(seconds: float) -> str:
+    """Connection ``x`` (static keys, S3, any port on 127.0.0.1), the default, with ``drain_seconds``."""
+    return f"""
 [proxy]
 default_connection = "x"
-drain_seconds = 10
+drain_seconds = {seconds}
 [connections.x]
 region = "us-east-1"
 service = "s3"
@@ -294,7 +293,13 @@ hosts = ["127.0.0.1:*"]
 source = "static"
 access_key_id = "AKIDX"
 secret_access_key = "x-secret"
-""", admin=True)
+"""
+
+
+class TestDrain:
+    def test_sigterm_drains_in_flight(self, slow_upstream: str, sigproxy_factory: Callable[..., Proxy]) -> None:
+        """SIGTERM: no new connections; /readyz answers 503 while the request in flight completes; exit 0."""
+        proxy = sigproxy_factory(drain_config(10), admin=True)
         results: list[subprocess.CompletedProcess[str]] = []
         worker = threading.Thread(target=lambda: results.append(curl(proxy, f"{slow_upstream}/inflight")))
         worker.start()
@@ -315,19 +320,7 @@ secret_access_key = "x-secret"
                                                    sigproxy_factory: Callable[..., Proxy]) -> None:
         """A request still running when drain_seconds are over is cut, and still gets its one access line
         (status ``aborted``, error ``shutdown``), written before the process exits."""
-        proxy = sigproxy_factory("""
-[proxy]
-default_connection = "x"
-drain_seconds = 1
-[connections.x]
-region = "us-east-1"
-service = "s3"
-hosts = ["127.0.0.1:*"]
-[connections.x.credentials]
-source = "static"
-access_key_id = "AKIDX"
-secret_access_key = "x-secret"
-""")
+        proxy = sigproxy_factory(drain_config(1))
         results: list[subprocess.CompletedProcess[str]] = []
         worker = threading.Thread(target=lambda: results.append(curl(proxy, f"{slow_upstream}/cut?token=v")))
         worker.start()
