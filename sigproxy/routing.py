@@ -49,7 +49,7 @@ from .errors import (
 from .records import record
 from .signing import policy_for
 from .sigv4a import ALGORITHM as SIGV4A_ALGORITHM
-from .sigv4a import region_set_value
+from .sigv4a import REGION_PATTERN, region_set_value
 from .urlparts import http_scheme
 
 __all__ = [
@@ -354,10 +354,10 @@ def check_host(conn: ConnectionConfig, target: Target) -> None:
         )
 
 
-# AWS signing names, and region names or SigV4A region sets (names or patterns with "*", comma-separated: the
-# alphabet of sigv4a.region_set_value).
+# AWS signing names, and region names or SigV4A region sets (entries as sigv4a.region_set_value takes them,
+# comma-separated).
 _SIGNING_NAME = re.compile(r"[a-z0-9][a-z0-9-]*")
-_REGION_NAME = re.compile(r"[a-z0-9*][a-z0-9*-]*(?:,[a-z0-9*][a-z0-9*-]*)*")
+_REGION_NAME = re.compile(rf"{REGION_PATTERN}(?:,{REGION_PATTERN})*")
 
 
 def resolve_service_region(

@@ -46,6 +46,7 @@ from .signing import (
 
 __all__ = [
     "ALGORITHM",
+    "REGION_PATTERN",
     "REGION_SET_HEADER",
     "derive_private_key",
     "public_key",
@@ -62,8 +63,9 @@ _N_MINUS_2 = 0xFFFFFFFF00000000FFFFFFFFFFFFFFFFBCE6FAADA7179E84F3B9CAC2FC632551 
 _MAX_COUNTER = 254  # key_derivation.c MAX_KEY_DERIVATION_COUNTER_VALUE
 # One derived key per credential in use; derivation is one or two HMACs plus an EC point multiplication.
 _KEY_CACHE_SIZE = 1024
-# A region (us-east-1) or a wildcard pattern (*, us-*): the values AWS documents for a region set.
-_REGION = re.compile(r"[a-z0-9*][a-z0-9*-]*")
+REGION_PATTERN = r"[a-z0-9*][a-z0-9*-]*"
+"""A region (us-east-1) or a wildcard pattern (*, us-*): the values AWS documents for a region set's entries."""
+_REGION = re.compile(REGION_PATTERN)
 _ECDSA = ec.ECDSA(hashes.SHA256())
 
 
