@@ -6,7 +6,8 @@ Owns: writing the request (its wire form is :func:`sigproxy.h1wire.request_head`
 (RFC 9112 6.3, :func:`sigproxy.h1wire.response_framing`: no body for ``HEAD``/204/304, chunked, ``Content-Length``,
 or until the connection closes; a transfer coding other than chunked refused; a ``101`` to a request that asked
 to upgrade, after which raw bytes flow both ways), interim 1xx responses (told to the caller, RFC 9110 15.2),
-trailer fields (dropped, :meth:`H1Connection.on_header`), read flow control, the read and write-stall timeout and
+trailer fields (dropped, :meth:`H1Connection.on_header`), the bounds on what of a response is not body
+(:data:`MAX_RESPONSE_LINE`, :data:`MAX_RESPONSE_HEAD`), read flow control, the read and write-stall timeout and
 keep-alive.
 Must not: pool, resolve names, check egress or retry (:mod:`sigproxy.forwarding` does).
 
@@ -36,12 +37,22 @@ from .h1wire import response_framing
 from .headerrules import connection_options
 from .transports import close
 
-__all__ = ["H1Connection", "Interim", "UpstreamResponse"]
+__all__ = ["MAX_RESPONSE_HEAD", "MAX_RESPONSE_LINE", "H1Connection", "Interim", "UpstreamResponse"]
 
 Interim = Callable[[int, str, list[tuple[str, str]], frozenset[str]], None]
 """What is told of an interim response: status, reason, headers, the names its ``Connection`` header lists."""
 _HIGH_WATER = 512 * 1024  # pause reading the upstream past this much unread body (a TLS read is up to 256 KiB)
 _LOW_WATER = 128 * 1024
+MAX_RESPONSE_LINE = 64 * 1024
+"""The longest status line, or header or trailer field (name and value), an upstream may send: http.client's
+``_MAXLINE``, which botocore's transport (urllib3) applies to AWS's responses."""
+MAX_RESPONSE_HEAD = 256 * 1024
+"""The most bytes of a response that are not body, counted since its last body byte: its head (interim heads
+included), or a chunked body's chunk-size lines, extensions and trailer section (RFC 9112 7.1). Four times Envoy's
+default for a header section (60 KiB); an AWS response head is a few KiB."""
+# A line still unfinished after a read may hold this much besides its field: the status line's version and code,
+# the separators, and whitespace llhttp trims around values.
+_LINE_SLACK = 64
 
 
 class H1Connection(asyncio.Protocol):
@@ -92,6 +103,11 @@ class H1Connection(asyncio.Protocol):
         self._writing_paused = False
         self._last_read = 0.0
         self._timer: asyncio.TimerHandle | None = None
+        # What is not body (_count): its bytes since the last body byte, the bytes of the whole lines among them,
+        # and the body bytes the parser gave in the current read.
+        self._unframed = 0
+        self._lines = 0
+        self._fed = 0
 
     # ---------------------------------------------------------------- asyncio.Protocol
 
@@ -110,10 +126,13 @@ class H1Connection(asyncio.Protocol):
             self._junk = True
             self._close(abort=True)
             return
+        self._fed = 0
         try:
             self._parser.feed_data(data)
             if self._junk:
                 self._close(abort=True)
+            elif not self.body_done:
+                self._count(len(data))
         except httptools.HttpParserUpgrade as exc:
             if self._framing != "upgraded":
                 self._fail(UpstreamError(f"upstream {self.label} switched protocols unasked"))
@@ -123,7 +142,30 @@ class H1Connection(asyncio.Protocol):
             if rest:
                 self.on_body(rest)
         except httptools.HttpParserError as exc:
-            self._fail(UpstreamError(f"upstream {self.label} sent malformed HTTP: {exc}"))
+            cause = exc.__context__  # what a callback raised (a bound, _too_long)
+            self._fail(cause if isinstance(cause, UpstreamError) else
+                       UpstreamError(f"upstream {self.label} sent malformed HTTP: {exc}"))
+
+    def _count(self, size: int) -> None:
+        """Bound what of a response is not body (:data:`MAX_RESPONSE_HEAD`), to within a read: httptools gathers a
+        line whole before it hands it over, joining an unfinished one piece by piece (``bytes +=``), so an endless
+        head or trailer section would grow without bound while the read timeout never fires, and a trickled one
+        cost time quadratic in its length. A line still unfinished after a read is cut once it can no longer fit
+        :data:`MAX_RESPONSE_LINE` (it would be refused when whole), not at the end of the whole budget."""
+        fed, self._fed = self._fed, 0
+        if fed:  # body came in this read: counting starts again from the next
+            self._unframed = self._lines = 0
+            return
+        self._unframed += size
+        if self._unframed > MAX_RESPONSE_HEAD:
+            self._fail(UpstreamError(f"upstream {self.label} sent over {MAX_RESPONSE_HEAD} bytes of response head, "
+                                     "chunk framing or trailer section"))
+        elif self._unframed - self._lines > MAX_RESPONSE_LINE + _LINE_SLACK:
+            self._fail(self._too_long())
+
+    def _too_long(self) -> UpstreamError:
+        return UpstreamError(f"upstream {self.label} sent a line over {MAX_RESPONSE_LINE} bytes (the status line, "
+                             "a header or trailer field, or a chunk-size line)")
 
     def eof_received(self) -> bool:
         return False  # close our side too: HTTP/1.1 has no half-closed requests
@@ -169,13 +211,21 @@ class H1Connection(asyncio.Protocol):
         surrogateescape (at :meth:`on_headers_complete`), so that :func:`~sigproxy.http1.response_head` sends the
         bytes received (latin-1 here made a byte 0xE9 go out as 0xC3 0xA9)."""
         self._reason += status
+        self._lines += len(status)
+        if len(self._reason) > MAX_RESPONSE_LINE:
+            raise self._too_long()
 
     def on_header(self, name: bytes, value: bytes) -> None:
         """A header field; or, once the final head is in (``_framing`` set), a trailer field of a chunked body,
         which llhttp reports the same way: dropped. RFC 9110 6.5.1: a recipient must not merge trailer fields
         into the header section, which has gone to the caller (and on to the client) already; a proxy that
         removes the chunked coding -- sigproxy re-frames every body it forwards -- may discard them. The
-        client-side parser does the same with a request's (:mod:`sigproxy.intake.h1server`)."""
+        client-side parser does the same with a request's (:mod:`sigproxy.intake.h1server`). Either is bounded by
+        :data:`MAX_RESPONSE_LINE`."""
+        size = len(name) + len(value)
+        if size > MAX_RESPONSE_LINE:
+            raise self._too_long()
+        self._lines += size + 4
         if self._framing:
             return
         pair = (name.decode("utf-8", "surrogateescape"), value.decode("utf-8", "surrogateescape"))
@@ -184,6 +234,7 @@ class H1Connection(asyncio.Protocol):
             self._connection.append(pair[1])
 
     def on_headers_complete(self) -> None:
+        self._lines += 17  # the status line's version, code and line end, and the empty line (_count)
         if self._junk:
             return
         status = self._parser.get_status_code()
@@ -226,6 +277,7 @@ class H1Connection(asyncio.Protocol):
             return
         self._body.append(body)
         self._buffered += len(body)
+        self._fed += len(body)
         if self._buffered > _HIGH_WATER and not self._reading_paused and self.transport is not None:
             self._reading_paused = True
             self.transport.pause_reading()
@@ -271,6 +323,7 @@ class H1Connection(asyncio.Protocol):
         self._framing = ""
         self.body_done = False
         self._error = None
+        self._unframed = self._lines = 0
         self._junk = self._interim = self._keep_alive = self.received = False
         head_future: asyncio.Future[UpstreamResponse] = self._loop.create_future()
         self._head = head_future

@@ -2,7 +2,8 @@
 often a request reaches the upstream. A read timeout is answered 504 once, the request sent once; trailer
 fields never reach the client as header fields; spooled and re-signed uploads keep their upstream connection;
 the reason phrase goes byte for byte; a transfer coding sigproxy does not decode is a 502; interim responses
-reach HTTP/1.1 clients. The upstream client's own tests are tests/unit/test_h1conn_fidelity.py."""
+reach HTTP/1.1 clients; a head that never ends is a 502. The upstream client's own tests are
+tests/unit/test_h1conn_fidelity.py."""
 
 from __future__ import annotations
 
@@ -63,7 +64,7 @@ async def _read_request(reader: asyncio.StreamReader) -> tuple[str, str, int]:
 @pytest.fixture(scope="module")
 def upstream() -> Iterator[Upstream]:
     """Answers by the target's first path segment: SCRIPTS' raw bytes (closing when they have no length), or
-    ``/slow`` after 3 s, or ``200 ok``."""
+    ``/slow`` after 3 s, or ``/endless`` a header value that never ends, or ``200 ok``."""
     up = Upstream("")
     numbers = itertools.count(1)
     loop = asyncio.new_event_loop()
@@ -77,6 +78,11 @@ def upstream() -> Iterator[Upstream]:
                 name = target.split("?")[0].strip("/").split("/")[0]
                 if name == "slow":
                     await asyncio.sleep(3)
+                if name == "endless":
+                    writer.write(b"HTTP/1.1 200 OK\r\nX-Big: ")
+                    while True:  # until sigproxy closes the connection
+                        writer.write(b"a" * 65536)
+                        await writer.drain()
                 writer.write(SCRIPTS.get(name, b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"))
                 await writer.drain()
                 if name == "te-gzip":
@@ -242,3 +248,15 @@ def test_interim_responses_reach_http11_clients(upstream: Upstream, sigproxy_fac
     assert out.endswith(b"\r\n\r\nfinal")
     out = raw(proxy, b"GET /interim HTTP/1.0\r\nHost: x\r\n\r\n")
     assert out.startswith(b"HTTP/1.1 200 OK\r\n") and out.endswith(b"\r\n\r\nfinal")
+
+
+def test_a_head_that_never_ends_is_a_502(upstream: Upstream, sigproxy_factory: Callable[..., Proxy]) -> None:
+    """The last stop's note: an upstream that never ended a header value grew sigproxy's memory for as long as it
+    sent (the read timeout never fires while bytes come). Now a 502 once the line is over its bound, and the
+    proxy goes on serving."""
+    proxy = sigproxy_factory(config(upstream))
+    out = raw(proxy, b"GET /endless HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    head, _, body = out.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 502 ") and b"X-Sigproxy-Error: upstream_error" in head
+    assert b"sent a line over 65536 bytes" in body
+    assert raw(proxy, b"GET /ok HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").endswith(b"\r\n\r\nok")

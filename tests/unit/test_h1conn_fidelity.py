@@ -384,3 +384,93 @@ class TestStalls:
                     got.append(chunk)
                     await asyncio.sleep(0.4)  # longer than read_timeout: reading pauses meanwhile
             assert resp.status == 413 and b"".join(got) == big
+
+
+def pour(prefix: bytes, filler: bytes, *, piece: int = 65536) -> Script:
+    """Answer the first request with ``prefix``, then ``filler`` repeated in writes of ``piece`` bytes, a loop
+    iteration apart, until the connection is gone: a response that never ends its head (or trailer section)."""
+    async def script(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, server: Server) -> None:
+        await read_head(reader, server)
+        chunk = (filler * (piece // len(filler) + 1))[:piece]
+        try:
+            writer.write(prefix)
+            while not writer.is_closing():
+                writer.write(chunk)
+                await writer.drain()
+                await asyncio.sleep(0)
+        except ConnectionError:
+            return
+    return script
+
+
+class TestResponseBounds:
+    """What of a response is not body is bounded (h1conn.MAX_RESPONSE_LINE, MAX_RESPONSE_HEAD): httptools gathers
+    an unfinished line without bound, so an upstream that never ends its status line, a field, its head or its
+    trailer section grew sigproxy's memory for as long as it kept sending (the read timeout never fires while
+    bytes come), and a trickled field cost time quadratic in its length. Each of these hung until the guard
+    below before the bound."""
+
+    LINE = "a line over 65536 bytes"
+    HEAD = "over 262144 bytes of response head, chunk framing or trailer section"
+    CHUNKED = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n"
+
+    @pytest.mark.parametrize(("prefix", "filler", "piece", "message"), [
+        (b"HTTP/1.1 200 ", b"a", 65536, LINE),  # an endless reason phrase
+        (b"HTTP/1.1 200 OK\r\nX-Big: ", b"a", 65536, LINE),  # an endless field value
+        (b"HTTP/1.1 200 OK\r\n", b"X-Endless-Name-", 65536, LINE),  # an endless field name
+        (b"HTTP/1.1 200 OK\r\nX-Big: ", b"a", 1000, LINE),  # trickled: cut at the line's bound, not the head's
+        (b"HTTP/1.1 200 OK\r\n", b"X-Many: v\r\n", 65536, HEAD),  # endless small fields
+        (b"", b"HTTP/1.1 103 Early Hints\r\nLink: </s.css>; rel=preload\r\n\r\n", 4096, HEAD),  # endless 1xx
+    ], ids=["reason", "value", "name", "trickled-value", "many-fields", "interim-heads"])
+    async def test_an_endless_head_fails_the_request(self, prefix: bytes, filler: bytes, piece: int,
+                                                      message: str) -> None:
+        async with asyncio.timeout(30), serving(pour(prefix, filler, piece=piece)) as (_, port), pool() as up:
+            with pytest.raises(UpstreamError, match=message):
+                await head_and_body(up, port)
+
+    @pytest.mark.parametrize(("filler", "piece", "message"), [
+        (b"a", 65536, LINE),  # after "0\r\nX-T: ": an endless trailer value
+        (b"a", 1000, LINE),  # the same trickled
+        (b"X-T: v\r\n", 65536, HEAD),  # endless trailer fields
+    ], ids=["trailer-value", "trickled-trailer-value", "trailer-fields"])
+    async def test_an_endless_trailer_section_fails_the_body(self, filler: bytes, piece: int, message: str) -> None:
+        prefix = self.CHUNKED + b"0\r\n" + (b"X-T: " if filler == b"a" else b"")
+        async with asyncio.timeout(30), serving(pour(prefix, filler, piece=piece)) as (_, port), pool() as up:
+            resp = await up.send("GET", f"http://127.0.0.1:{port}/", [], None, explicit_hosts=("127.0.0.1:*",))
+            async with resp:
+                with pytest.raises(UpstreamError, match=message):
+                    await resp.read()
+
+    async def test_an_endless_chunk_extension_fails_the_body(self) -> None:
+        async with asyncio.timeout(30), serving(pour(self.CHUNKED + b"5;ext=", b"a")) as (_, port), pool() as up:
+            resp = await up.send("GET", f"http://127.0.0.1:{port}/", [], None, explicit_hosts=("127.0.0.1:*",))
+            async with resp:
+                with pytest.raises(UpstreamError, match=self.LINE):
+                    await resp.read()
+
+    @pytest.mark.parametrize("split", [0, 1000])
+    async def test_a_field_at_the_line_bound_passes_and_one_byte_more_fails(self, split: int) -> None:
+        at = b"X-Big: " + b"a" * (65536 - 5)  # name and value: 65536 bytes
+        ok = b"HTTP/1.1 200 OK\r\n" + at + b"\r\nContent-Length: 2\r\n\r\nok"
+        over = b"HTTP/1.1 200 OK\r\n" + at + b"a\r\nContent-Length: 2\r\n\r\nok"
+        async with serving(in_pieces(ok, split, times=2)) as (server, port), pool() as up:
+            for _ in range(2):
+                resp, body = await head_and_body(up, port)
+                assert (body, dict(resp.headers)["X-Big"]) == (b"ok", "a" * (65536 - 5))
+        assert server.connections == 1
+        async with serving(in_pieces(over, split, times=1)) as (_, port), pool() as up:
+            with pytest.raises(UpstreamError, match=self.LINE):
+                await head_and_body(up, port)
+
+    @pytest.mark.parametrize("split", [0, 1000])
+    async def test_a_large_head_and_trailer_section_within_the_bounds_pass(self, split: int) -> None:
+        """200 KiB of 4 KiB fields, in the head and in the trailer section, whole or in pieces: read, and the
+        connection kept for the next request (the count starts again for each)."""
+        fields = b"".join(b"X-F%03d: %s\r\n" % (i, b"v" * 4090) for i in range(50))
+        response = (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n" + fields + b"\r\n"
+                    b"5\r\nhello\r\n0\r\n" + fields + b"\r\n")
+        async with serving(in_pieces(response, split, times=3)) as (server, port), pool() as up:
+            for _ in range(3):
+                resp, body = await head_and_body(up, port)
+                assert body == b"hello" and len(resp.headers) == 51
+        assert server.connections == 1
