@@ -227,10 +227,9 @@ class Upstream:
         idle = self._idle.get(key)
         if not idle:
             return None
-        now = asyncio.get_running_loop().time()
         while idle:
             conn, peer = idle.pop()
-            if not _usable(conn, now):
+            if not _usable(conn):
                 continue
             refusal = policy.refusal(key[1], key[2], peer)
             if refusal is not None:
@@ -307,9 +306,8 @@ class Upstream:
     def _sweep(self) -> None:
         """Close connections idle past the keep-alive time; again while any stay idle."""
         self._sweeper = None
-        now = asyncio.get_running_loop().time()
         for key in list(self._idle):
-            kept = [(conn, peer) for conn, peer in self._idle[key] if _usable(conn, now)]
+            kept = [(conn, peer) for conn, peer in self._idle[key] if _usable(conn)]
             if kept:
                 self._idle[key] = kept
             else:
@@ -321,12 +319,12 @@ class Upstream:
 _Key = tuple[str, str, int, bool, str]  # scheme, host, port (where to connect), verify_tls, TLS server name
 
 
-def _usable(conn: H1Connection, now: float) -> bool:
+def _usable(conn: H1Connection) -> bool:
     """Whether an idle connection may still carry a request: open, and idle no longer than the keep-alive time
     (past it, it is closed here)."""
     if conn.closed:
         return False
-    if now - conn.idle_since > _KEEPALIVE:
+    if conn.idle_for() > _KEEPALIVE:
         conn.close()
         return False
     return True

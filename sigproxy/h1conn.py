@@ -479,6 +479,11 @@ class H1Connection(asyncio.Protocol):
         if self._on_idle is not None:
             self._on_idle(self)
 
+    def idle_for(self) -> float:
+        """Seconds since the connection was last handed back (:meth:`finish`), by its loop's clock (asking the
+        running loop instead costs a ``getpid`` system call: CPython checks the loop's process on every ask)."""
+        return self._loop.time() - self.idle_since
+
     def close(self) -> None:
         """Close the connection (an idle one, or at shutdown)."""
         self._close(abort=False)

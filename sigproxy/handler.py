@@ -11,6 +11,7 @@ Must not: know which listener mode produced the request beyond the :class:`Excha
 from __future__ import annotations
 
 import asyncio
+import functools
 import itertools
 import json
 import logging
@@ -73,6 +74,8 @@ access_logger = logging.getLogger("sigproxy.access")
 # Responses with a known length up to one chunk are read whole and sent in one write (a streaming copy
 # would cost more syscalls and awaits than the bytes are worth); larger ones stream.
 _SMALL_RESPONSE = 64 * 1024
+# The signing clock: an aware UTC now, without a Python frame of its own (it runs once per request).
+_utc_now = functools.partial(datetime.now, UTC)
 
 
 @record
@@ -187,7 +190,7 @@ class Handler:
 
     def __init__(self, config: Config, providers: Providers, upstream: Upstream, signer: Signer, *,
                  metrics: Metrics, ids: RequestIds, failures: AuthFailures | None = None,
-                 clock: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
+                 clock: Callable[[], datetime] = _utc_now) -> None:
         self._config = config
         self._spool_dir = config.proxy.state_dir / "spool"
         self._providers = providers
