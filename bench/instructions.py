@@ -16,7 +16,9 @@ requests waiting on a saturated proxy. The upstream is
 nginx (bench/nginx.py), the config bench/small_get.py's. Rows: ``warning`` (forward proxy, no access log),
 ``info`` (forward, an access line per request written to a file), ``reverse`` (a reverse listener, info),
 ``floor`` (bench/floor.py, the least a Python signing proxy on this interpreter, uvloop and httptools costs:
-callbacks only, no feature sigproxy adds; not run unless asked).
+callbacks only, no feature sigproxy adds; not run unless asked), ``skeleton`` and ``skeleton-warning``
+(bench/skeleton.py at info and at warning: sigproxy's per-request functions called from the floor's callbacks;
+not run unless asked).
 
 Counts are user-space instructions of the whole process (every thread); system calls' kernel time is not in
 them, so compare them with each other (rows, or a checkout given with ``--checkout``), not with wall-clock time.
@@ -69,7 +71,7 @@ def _lockstep(address: tuple[str, int], request: bytes, count: int, conns: int =
 
 def measure(row: str, requests: int, up: Nginx, tmp: Path, checkout: Path, conns: int = 8) -> float:
     """Thousands of instructions per request for ``row``."""
-    level = "warning" if row == "warning" else "info"
+    level = "warning" if row in ("warning", "skeleton-warning") else "info"
     config = CONFIG.format(tmp=tmp, ca="/dev/null", tls_port=up.port, extra="").replace(
         'upstream_ca_file = "/dev/null"\n', "")
     if row == "reverse":
@@ -77,6 +79,7 @@ def measure(row: str, requests: int, up: Nginx, tmp: Path, checkout: Path, conns
     (tmp / f"{row}.toml").write_text(config)
     out = tmp / f"{row}.callgrind"
     server = ([str(ROOT / "bench" / "floor.py")] if row == "floor" else
+              [str(ROOT / "bench" / "skeleton.py"), "--log-level", level] if row.startswith("skeleton") else
               ["-m", "sigproxy", "run", "-c", str(tmp / f"{row}.toml"), "--log-level", level, "--workers", "1"])
     with (tmp / f"{row}.log").open("w") as log:
         proc = subprocess.Popen(
@@ -116,7 +119,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--requests", type=int, default=1000, help="measured GETs per row (default 1000)")
     parser.add_argument("--rows", default="warning,info,reverse",
-                        help="comma-separated: warning, info, reverse, floor")
+                        help="comma-separated: warning, info, reverse, floor, skeleton, skeleton-warning")
     parser.add_argument("--connections", type=int, default=8,
                         help="keep-alive connections, each with one request in flight (default 8; 64: as "
                              "bench/small_get.py's wrk, whose 64 connections keep a saturated proxy's "

@@ -17,6 +17,10 @@ would be, JSON lines since it is not a terminal; never /dev/null):
 - ``floor``: wrk through bench/floor.py, pinned like sigproxy: the least a Python signing proxy on this
   interpreter, uvloop and httptools costs (protocol callbacks, SigV4 header signing, none of sigproxy's
   features). Not a product: what sigproxy's rows are read against to see how far from Python's limit they are.
+- ``skeleton``: wrk through bench/skeleton.py, pinned like sigproxy, log level ``info``: sigproxy's own
+  per-request functions (routing, policy, signing, egress check, metrics, access line) called from the floor's
+  protocol callbacks. Not a product: read against ``floor`` and ``forward``, it splits sigproxy's cost into its
+  functions' and its skeleton's.
 - ``forward``: wrk through the forward listener (absolute-form request lines), default log level ``info``:
   one access line per request is written.
 - ``warning``: the same at ``--log-level warning`` (no access lines): ``forward``/``warning`` is what access
@@ -83,6 +87,7 @@ REVERSE = '[[reverse]]\nlisten = "127.0.0.1:0"\nupstream = "{url}"\nconnection =
 LABELS = {
     "direct": "direct (nginx)",
     "floor": "floor (bench/floor.py)",
+    "skeleton": "skeleton (bench/skeleton.py)",
     "forward": "forward, info",
     "warning": "forward, warning",
     "reverse": "reverse, info",
@@ -160,14 +165,15 @@ class Sigproxy:
 
 
 def start_sigproxy(tmp: Path, name: str, config: str, level: str, core: int | None,
-                   checkout: Path = ROOT, *, floor: bool = False) -> Sigproxy | str:
-    """``sigproxy run`` from ``checkout`` with ``config`` (``floor``: bench/floor.py instead, which takes no
-    config); the Sigproxy once its listeners are up, or why it did not start."""
+                   checkout: Path = ROOT, *, yardstick: str | None = None) -> Sigproxy | str:
+    """``sigproxy run`` from ``checkout`` with ``config`` (``yardstick``: ``floor`` or ``skeleton``, that script of
+    bench/ instead, which takes no config); the Sigproxy once its listeners are up, or why it did not start."""
     cfg = tmp / f"{name}.toml"
     cfg.write_text(config)
     log = tmp / f"{name}.log"
-    cmd = ([sys.executable, str(ROOT / "bench" / "floor.py")] if floor else
-           [sys.executable, "-m", "sigproxy", "run", "-c", str(cfg), "--log-level", level])
+    cmd = ([sys.executable, str(ROOT / "bench" / f"{yardstick}.py"), *(["--log-level", level]
+                                                                        if yardstick == "skeleton" else [])]
+           if yardstick else [sys.executable, "-m", "sigproxy", "run", "-c", str(cfg), "--log-level", level])
     with log.open("a") as err:
         proc = subprocess.Popen(cmd if core is None else pinned(core, cmd), stdout=subprocess.PIPE, stderr=err,
                                 text=True, cwd=checkout, start_new_session=True)
@@ -200,7 +206,7 @@ def _client(row: str, proxy: Sigproxy | None, up: Nginx, tmp: Path, conns: int, 
     if row == "direct-py":
         return lambda d: py_load(address(up.url), origin, None, None, d, conns)
     assert proxy is not None
-    if row in ("forward", "warning", "workers", "floor"):
+    if row in ("forward", "warning", "workers", "floor", "skeleton"):
         return lambda d: wrk(wrk_bin, proxy.forward, d, conns, script)
     if row == "reverse":
         return lambda d: wrk(wrk_bin, f"{proxy.reverse}{PATH}", d, conns, None)
@@ -241,7 +247,7 @@ def run_once(args: argparse.Namespace, tmp: Path, up: Nginx, ca: Path, rows: lis
         config = CONFIG.format(**base, extra=proxy_extra) + extra
         level = "warning" if row == "warning" else "info"
         started = start_sigproxy(tmp, f"{row}-{run}", config, level, None if row == "workers" else 0,
-                                 args.checkout, floor=row == "floor")
+                                 args.checkout, yardstick=row if row in ("floor", "skeleton") else None)
         if isinstance(started, str):
             out[row] = f"n/a: {started}"
             continue

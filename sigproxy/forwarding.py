@@ -350,11 +350,12 @@ def _split(url: str) -> tuple[str, str, str]:
         raise UpstreamError("cannot send upstream: not an absolute URL")
     if scheme not in _DEFAULT_PORTS:
         raise UpstreamError(f"cannot send a {scheme[:16]!r} URL upstream: only http and https")
-    end = len(rest)
-    for ch in "/?":
-        at = rest.find(ch)
-        if 0 <= at < end:
-            end = at
+    end = rest.find("/")
+    if end < 0:
+        end = len(rest)
+    query = rest.find("?", 0, end)  # a query straight after the authority: "http://host?q"
+    if query >= 0:
+        end = query
     target = rest[end:]
     return scheme, rest[:end], target if target.startswith("/") else "/" + target
 

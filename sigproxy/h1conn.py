@@ -53,6 +53,7 @@ default for a header section (60 KiB); an AWS response head is a few KiB."""
 # A line still unfinished after a read may hold this much besides its field: the status line's version and code,
 # the separators, and whitespace llhttp trims around values.
 _LINE_SLACK = 64
+_NOTED_LENGTHS = (10, 14, 17)  # len("Connection"), len("Content-Length"), len("Transfer-Encoding")
 
 
 class H1Connection(asyncio.Protocol):
@@ -87,7 +88,9 @@ class H1Connection(asyncio.Protocol):
         self._head: asyncio.Future[UpstreamResponse] | None = None
         self._reason = b""
         self._headers: list[tuple[str, str]] = []
-        self._connection: list[str] = []  # the response's Connection header values
+        # Fields whose names are as long as Connection, Content-Length or Transfer-Encoding: (lower-case name,
+        # value), read once the head is in (most names are told apart by their length alone).
+        self._noted: list[tuple[bytes, str]] = []
         self._framing = ""  # "none", "length", "chunked" or "close", once the final head is in
         self._body: deque[bytes] = deque()
         self._buffered = 0
@@ -153,15 +156,25 @@ class H1Connection(asyncio.Protocol):
         cost time quadratic in its length. A line still unfinished after a read is cut once it can no longer fit
         :data:`MAX_RESPONSE_LINE` (it would be refused when whole), not at the end of the whole budget."""
         fed, self._fed = self._fed, 0
-        if fed:  # body came in this read: counting starts again from the next
+        if fed:  # body came in this read, or the final head ended: counting starts again from the next
             self._unframed = self._lines = 0
             return
         self._unframed += size
         if self._unframed > MAX_RESPONSE_HEAD:
             self._fail(UpstreamError(f"upstream {self.label} sent over {MAX_RESPONSE_HEAD} bytes of response head, "
                                      "chunk framing or trailer section"))
-        elif self._unframed - self._lines > MAX_RESPONSE_LINE + _LINE_SLACK:
+            return
+        lines = self._lines if self._framing else self._lines + self._head_lines()
+        if self._unframed - lines > MAX_RESPONSE_LINE + _LINE_SLACK:
             self._fail(self._too_long())
+
+    def _head_lines(self) -> int:
+        """The bytes of the whole lines of the head being read, but their line ends: its reason phrase, and each
+        field's name and value with their separators."""
+        lines = len(self._reason)
+        for name, value in self._headers:
+            lines += len(name.encode("utf-8", "surrogateescape")) + len(value.encode("utf-8", "surrogateescape")) + 4
+        return lines
 
     def _too_long(self) -> UpstreamError:
         return UpstreamError(f"upstream {self.label} sent a line over {MAX_RESPONSE_LINE} bytes (the status line, "
@@ -204,14 +217,13 @@ class H1Connection(asyncio.Protocol):
             self._junk = True  # a second response to one request: ignored, and the connection is closed
         self._reason = b""
         self._headers = []
-        self._connection = []
+        self._noted = []
 
     def on_status(self, status: bytes) -> None:
         """The reason phrase (RFC 9112 4: any bytes but CR and LF). Decoded as header text is, UTF-8 with
         surrogateescape (at :meth:`on_headers_complete`), so that :func:`~sigproxy.http1.response_head` sends the
         bytes received (latin-1 here made a byte 0xE9 go out as 0xC3 0xA9)."""
         self._reason += status
-        self._lines += len(status)
         if len(self._reason) > MAX_RESPONSE_LINE:
             raise self._too_long()
 
@@ -225,19 +237,19 @@ class H1Connection(asyncio.Protocol):
         size = len(name) + len(value)
         if size > MAX_RESPONSE_LINE:
             raise self._too_long()
-        self._lines += size + 4
         if self._framing:
+            self._lines += size + 4  # a trailer section's whole lines (_count)
             return
-        pair = (name.decode("utf-8", "surrogateescape"), value.decode("utf-8", "surrogateescape"))
-        self._headers.append(pair)
-        if len(name) == 10 and name.lower() == b"connection":  # the length first: most names are cut short
-            self._connection.append(pair[1])
+        text = value.decode("utf-8", "surrogateescape")
+        self._headers.append((name.decode("utf-8", "surrogateescape"), text))
+        if len(name) in _NOTED_LENGTHS:
+            self._noted.append((name.lower(), text))
 
     def on_headers_complete(self) -> None:
-        self._lines += 17  # the status line's version, code and line end, and the empty line (_count)
         if self._junk:
             return
         status = self._parser.get_status_code()
+        connection = [value for name, value in self._noted if name == b"connection"]
         if status == 101:
             if not self._upgrade:
                 self._fail(UpstreamError(f"upstream {self.label} switched protocols unasked"))
@@ -249,22 +261,24 @@ class H1Connection(asyncio.Protocol):
             if self._head is not None and not self._head.done():
                 reason = self._reason.decode("utf-8", "surrogateescape")
                 self._head.set_result(UpstreamResponse(self, status, reason, self._headers, None,
-                                                       connection_options=connection_options(self._connection)))
+                                                       connection_options=connection_options(connection)))
             return
         if 100 <= status < 200:
             self._interim = True  # 100 Continue, 103 Early Hints: the final response follows
+            self._lines += self._head_lines() + 17  # its head's bytes stay counted with the next's (_count)
             if self._on_interim is not None:
                 self._on_interim(status, self._reason.decode("utf-8", "surrogateescape"), self._headers,
-                                 connection_options(self._connection))
+                                 connection_options(connection))
             return
+        self._fed += 1  # the final head is in: like a body byte, it starts the count again (_count)
         try:
-            framing, length = response_framing(self._headers, self._head_only or status in (204, 304))
+            framing, length = response_framing(self._noted, self._head_only or status in (204, 304))
         except ValueError as exc:  # a transfer coding other than chunked: refused, not read and passed on encoded
             self._fail(UpstreamError(f"upstream {self.label} {exc}"))
             return
         self._framing = framing
         response = UpstreamResponse(self, status, self._reason.decode("utf-8", "surrogateescape"), self._headers,
-                                    length, connection_options=connection_options(self._connection))
+                                    length, connection_options=connection_options(connection))
         if self._head is not None and not self._head.done():
             self._head.set_result(response)
         if framing == "none" or (framing == "length" and length == 0):

@@ -8,7 +8,7 @@ Must not: do I/O, or change a header it was given.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Iterable, Sequence
 
 __all__ = ["request_head", "response_framing"]
 
@@ -57,11 +57,13 @@ def request_head(method: str, target: str, authority: str, headers: Sequence[tup
     return text.encode("utf-8"), chunked
 
 
-def response_framing(headers: list[tuple[str, str]], bodiless: bool) -> tuple[str, int | None]:
+def response_framing(fields: Iterable[tuple[bytes, str]], bodiless: bool) -> tuple[str, int | None]:
     """How a final response's body is delimited (RFC 9112 6.3), from its header fields (after llhttp's checks:
     ``Content-Length`` digits whose repeats agree, not with ``Transfer-Encoding``), and its ``Content-Length``
-    (``None`` when absent or with ``Transfer-Encoding``). ``bodiless``: a response to HEAD, a 204 or a 304
-    (item 1). Framing: ``"none"``, ``"chunked"`` (item 4), ``"length"`` (item 6) or ``"close"`` (item 8).
+    (``None`` when absent or with ``Transfer-Encoding``). ``fields``: ``(lower-case name, value)``, at least every
+    ``Content-Length`` and ``Transfer-Encoding`` field (others are passed over). ``bodiless``: a response to HEAD,
+    a 204 or a 304 (item 1). Framing: ``"none"``, ``"chunked"`` (item 4), ``"length"`` (item 6) or ``"close"``
+    (item 8).
 
     Raises :class:`ValueError` naming the coding for a body in a transfer coding other than chunked alone
     (item 4 would read it until the close). RFC 9112 6.1: a recipient that does not understand a coding
@@ -72,11 +74,10 @@ def response_framing(headers: list[tuple[str, str]], bodiless: bool) -> tuple[st
     """
     length: int | None = None
     coding: str | None = None  # the Transfer-Encoding lines, as one list (RFC 9110 5.3)
-    for name, value in headers:
-        low = name.lower()
-        if low == "transfer-encoding":
+    for name, value in fields:
+        if name == b"transfer-encoding":
             coding = value if coding is None else f"{coding}, {value}"
-        elif low == "content-length" and length is None:
+        elif name == b"content-length" and length is None:
             length = int(value)
     if coding is not None:
         if not bodiless and coding.strip().lower() != "chunked":

@@ -555,3 +555,24 @@ class TestUpgrade:
             async with resp:
                 with pytest.raises(UpstreamError, match="closed the connection"):
                     await drain_all()
+
+
+@pytest.mark.parametrize(("url", "parts"), [
+    ("http://h/p?q", ("http", "h", "/p?q")),
+    ("http://h:8080/a/b?c/d?e", ("http", "h:8080", "/a/b?c/d?e")),
+    ("http://h?q/x", ("http", "h", "/?q/x")),  # a query straight after the authority, a slash inside it
+    ("http://h", ("http", "h", "/")),
+    ("https://[::1]:8443/x", ("https", "[::1]:8443", "/x")),
+    ("http://h/", ("http", "h", "/")),
+    ("http://h//double", ("http", "h", "//double")),
+])
+def test_an_absolute_url_splits_into_scheme_authority_and_target_as_written(url: str,
+                                                                          parts: tuple[str, str, str]) -> None:
+    assert forwarding._split(url) == parts
+
+
+@pytest.mark.parametrize("url", ["h/p", "ftp://h/p", "://h"])
+def test_a_url_upstream_cannot_take_is_refused_without_itself_in_the_message(url: str) -> None:
+    with pytest.raises(UpstreamError) as err:
+        forwarding._split(url + "?X-Amz-Signature=secret")
+    assert "secret" not in err.value.message
