@@ -12,13 +12,18 @@ Listeners: each is bound N times on one address with ``SO_REUSEPORT`` (the first
 for, port 0 included; the rest the port it got), so the kernel spreads new connections evenly over the
 workers and a listener that can't bind fails once, naming its key, before any worker starts. The supervisor
 keeps every socket open, so when a worker dies the connections the kernel queues on its socket wait for its
-replacement instead of being refused.
+replacement instead of being refused -- while one is coming: a slot whose worker dies before it serves (or
+does not serve within :data:`_START_TIMEOUT`) gives its sockets up until its next start, so that the kernel sends
+new connections to the workers that serve instead of queueing them where nobody accepts (those already queued
+there are reset). Draining, the supervisor closes its copies at once: each listener stops taking
+connections as its workers close theirs, and new ones are refused, as in one process.
 
 Workers are fresh interpreters (``python -m sigproxy.workers.worker``, no fork of a process holding an event loop),
 without ``NOTIFY_SOCKET``: only the supervisor speaks to systemd. READY once every worker serves; WATCHDOG only
 while every live worker's event loop answers (a worker silent for :data:`_STALE` seconds is killed and
 restarted); STOPPING when draining. A worker that exits unasked is logged with its pid and exit status and
-started again, at once if it had run a while, else after a back-off doubling from half a second to 30 s.
+started again, at once if it had run a while, else after a back-off doubling from half a second to 30 s (a start
+that fails, its sockets not bound again included, is tried again the same way).
 
 SIGHUP: the supervisor reads the file and decides (restart-only keys refused as in one process); only a
 config it took is sent -- the same text -- to every worker. SIGTERM/SIGINT: every worker drains its requests
@@ -85,6 +90,23 @@ class ConfigFile:
         return config
 
 
+def _join(family: socket.AddressFamily, address: Any) -> socket.socket:
+    """A listening socket joining the ``SO_REUSEPORT`` group bound at ``address`` (as :func:`_bind` binds).
+    Raises :class:`OSError`."""
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        if family == socket.AF_INET6:
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        sock.bind(address)
+        sock.listen(_BACKLOG)
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
 def _bind(address: Address, count: int, listener: str, key: str) -> list[socket.socket]:
     """``count`` listening sockets sharing ``address`` through ``SO_REUSEPORT``. Raises :class:`ListenError`."""
     socks: list[socket.socket] = []
@@ -100,14 +122,8 @@ def _bind(address: Address, count: int, listener: str, key: str) -> list[socket.
             probe.bind(sockaddr)
             port = probe.getsockname()[1]
         for _ in range(count):
-            sock = socket.socket(family, socket.SOCK_STREAM)
+            sock = _join(family, (sockaddr[0], port, *sockaddr[2:]))
             socks.append(sock)
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-            if family == socket.AF_INET6:
-                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
-            sock.bind((sockaddr[0], port, *sockaddr[2:]))
-            sock.listen(_BACKLOG)
             port = sock.getsockname()[1]
     except OSError as exc:
         for sock in socks:
@@ -152,7 +168,9 @@ class Supervisor:
         self._file = file
         self._log = (log_level, log_format)
         self._key = os.urandom(32)
-        self._sockets: dict[str, list[socket.socket]] = {}
+        self._sockets: dict[str, list[socket.socket | None]] = {}
+        """Per listener, the socket of each slot; ``None`` while a slot has given its up (:meth:`_leave`)."""
+        self._addresses: dict[str, tuple[socket.AddressFamily, Any]] = {}  # per listener: family, bound address
         self._slots = [_Slot(i) for i in range(count)]
         self._tasks = TaskSet()
         self._stopping = False
@@ -166,20 +184,37 @@ class Supervisor:
     def bind(self) -> None:
         """Bind every client listener ``count`` times. Raises :class:`ListenError` naming the key."""
         try:
-            self._sockets["forward"] = _bind(self._config.proxy.listen, self._count, "forward proxy",
-                                             "[proxy] listen (or --listen)")
+            self._sockets["forward"] = [*_bind(self._config.proxy.listen, self._count, "forward proxy",
+                                               "[proxy] listen (or --listen)")]
             for i, rev in enumerate(self._config.reverse):
-                self._sockets[f"reverse{i}"] = _bind(rev.listen, self._count, f"reverse listener for {rev.upstream}",
-                                                     f"[[reverse]] listen (reverse[{i}].listen)")
+                self._sockets[f"reverse{i}"] = [*_bind(rev.listen, self._count,
+                                                       f"reverse listener for {rev.upstream}",
+                                                       f"[[reverse]] listen (reverse[{i}].listen)")]
         except ListenError:
             self.close_sockets()
             raise
+        self._addresses = {key: (sock.family, sock.getsockname())
+                           for key, (sock, *_) in self._sockets.items() if sock is not None}
 
     def close_sockets(self) -> None:
         for socks in self._sockets.values():
             for sock in socks:
-                sock.close()
+                if sock is not None:
+                    sock.close()
         self._sockets.clear()
+
+    def _leave(self, slot: _Slot) -> None:
+        """Close ``slot``'s listening sockets: new connections go to the other workers' (module docstring)."""
+        for socks in self._sockets.values():
+            sock, socks[slot.index] = socks[slot.index], None
+            if sock is not None:
+                sock.close()
+
+    def _rejoin(self, slot: _Slot) -> None:
+        """Bind ``slot``'s listening sockets again where :meth:`_leave` closed them. Raises :class:`OSError`."""
+        for key, socks in self._sockets.items():
+            if socks[slot.index] is None:
+                socks[slot.index] = _join(*self._addresses[key])
 
     # ------------------------------------------------------------------ Group
 
@@ -226,10 +261,8 @@ class Supervisor:
         self._tasks.spawn(self._check_heartbeats(), name="worker-heartbeats")
         logger.info("%d workers serving (pids %s)", self._count,
                     ", ".join(str(s.proc.pid) for s in self._slots if s.proc is not None))
-        bound = [Listening.at(self._sockets["forward"][0].getsockname(), "forward",
-                              tls=self._config.proxy.tls is not None)]
-        bound += [Listening.at(self._sockets[f"reverse{i}"][0].getsockname(), "reverse", rev.upstream,
-                               tls=rev.tls is not None)
+        bound = [Listening.at(self._addresses["forward"][1], "forward", tls=self._config.proxy.tls is not None)]
+        bound += [Listening.at(self._addresses[f"reverse{i}"][1], "reverse", rev.upstream, tls=rev.tls is not None)
                   for i, rev in enumerate(self._config.reverse)]
         return bound
 
@@ -294,6 +327,9 @@ class Supervisor:
             with contextlib.suppress(ProcessLookupError):
                 assert slot.proc is not None
                 slot.proc.send_signal(signal.SIGTERM)
+        # Each listener closes once its workers close their copies (drain's first step): new connections are
+        # refused, not queued where nobody will accept them until the group exits.
+        self.close_sockets()
         limit = self._config.proxy.drain_seconds + _STOP_GRACE
         for slot in live:
             assert slot.proc is not None
@@ -328,6 +364,9 @@ class Supervisor:
         op = message.get("op")
         if op == "alive":
             slot.last_alive = time.monotonic()
+            report = message.get("report")
+            if isinstance(report, dict):  # its latest counts, kept should it die unasked (_watch)
+                slot.report = report
         elif op == "auth_failure":  # the group counts failed authentication together
             for other in self._slots:
                 if other is not slot and other.peer is not None and other.ready.is_set():
@@ -352,12 +391,13 @@ class Supervisor:
             slot.proc.kill()
 
     async def _spawn(self, slot: _Slot) -> None:
+        self._rejoin(slot)
+        socks = {k: sock for k, socks in self._sockets.items() if (sock := socks[slot.index]) is not None}
         parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
-        keys = list(self._sockets)
-        fds = [child.fileno(), *(self._sockets[k][slot.index].fileno() for k in keys)]
+        fds = [child.fileno(), *(sock.fileno() for sock in socks.values())]
         argv = [sys.executable, "-m", "sigproxy.workers.worker", "--index", str(slot.index),
                 "--channel", str(child.fileno()),
-                *(f"--socket={k}={self._sockets[k][slot.index].fileno()}" for k in keys)]
+                *(f"--socket={k}={sock.fileno()}" for k, sock in socks.items())]
         env = {k: v for k, v in os.environ.items() if k not in _NOT_INHERITED}
         try:
             slot.proc = await asyncio.create_subprocess_exec(*argv, pass_fds=fds, env=env,
@@ -396,20 +436,34 @@ class Supervisor:
         if slot.peer is not None:
             with contextlib.suppress(ChannelClosed):
                 slot.peer.notice("bye")
+        if not slot.ready.is_set():  # it died before it served: the workers that serve take its connections
+            self._leave(slot)
         await asyncio.sleep(delay)
-        if not self._stopping:
+        while not self._stopping:
             slot.restarts += 1
             try:
                 await self._spawn(slot)
+                return
             except OSError as exc:
-                logger.error("worker %d could not be started again: %s", slot.index, exc)
+                self._leave(slot)
+                slot.quick_deaths += 1
+                delay = min(_BACKOFF_CAP, _BACKOFF_BASE * 2 ** (slot.quick_deaths - 1))
+                logger.error("worker %d could not be started again (%s); trying again in %.1f s", slot.index, exc,
+                             delay)
+                await asyncio.sleep(delay)
 
     async def _check_heartbeats(self) -> None:
         while True:
             await asyncio.sleep(1.0)
             now = time.monotonic()
             for slot in self._slots:
-                if slot.alive and slot.ready.is_set() and now - slot.last_alive >= _STALE and slot.proc is not None:
+                if not slot.alive or slot.proc is None:
+                    continue
+                if slot.ready.is_set() and now - slot.last_alive >= _STALE:
                     logger.error("worker %d (pid %d) has not answered for %.0f s (its event loop is stuck): killed",
                                  slot.index, slot.proc.pid, now - slot.last_alive)
+                    slot.proc.kill()
+                elif not slot.ready.is_set() and now - slot.started >= _START_TIMEOUT:
+                    logger.error("worker %d (pid %d) did not serve within %.0f s of its start: killed", slot.index,
+                                 slot.proc.pid, _START_TIMEOUT)
                     slot.proc.kill()

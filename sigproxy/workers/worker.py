@@ -6,8 +6,9 @@ supervisor passed). The first message on the channel is ``hello``: the config fi
 ``--listen``/``--admin-listen``/``--workers`` overrides, the log settings and the group's fingerprint key;
 nothing secret is ever on the command line or in the environment.
 
-What the worker tells the supervisor: ``ready`` once it serves, ``alive`` every second from its event loop (a
-blocked loop stops them), and ``credentials`` requests. What it answers: ``metrics`` (its counts), ``reload``
+What the worker tells the supervisor: ``ready`` once it serves, ``alive`` every second from its event loop (with
+its counts when it answered requests since the last one; a blocked loop stops them), and ``credentials``
+requests. What it answers: ``metrics`` (its counts), ``reload``
 (the text the supervisor already took: parsed and applied here too), the ``refresh`` notice (the store
 changed), and ``auth_failure`` both ways (a failed proxy token or client signature here, passed on to the
 siblings by the supervisor: ``auth_failures`` counts the group's failures per address). SIGTERM/SIGINT drain
@@ -88,15 +89,20 @@ async def _run(index: int, channel: socket.socket, sockets: dict[str, socket.soc
         return loads(text, source=settings["path"], listen=settings["listen"], admin_listen=settings["admin_listen"],
                      workers=settings["workers"])
 
+    def report() -> dict[str, Any] | None:
+        """This worker's counts, as ``metrics`` answers and ``alive`` carries them."""
+        runtime = state.runtime
+        if runtime is None or state.intake is None:
+            return None
+        return {"metrics": runtime.metrics.snapshot(), "open_tunnels": state.intake.open_tunnels,
+                "client_connections": state.intake.gate.open, "cache_hits": client.stats.hits,
+                "cache_misses": client.stats.misses}
+
     async def answer(message: Message) -> Any:
         op = message.get("op")
         runtime = state.runtime
         if op == "metrics":
-            if runtime is None or state.intake is None:
-                return None
-            return {"metrics": runtime.metrics.snapshot(), "open_tunnels": state.intake.open_tunnels,
-                    "client_connections": state.intake.gate.open, "cache_hits": client.stats.hits,
-                    "cache_misses": client.stats.misses}
+            return report()
         if op == "reload":
             if runtime is None:
                 return False
@@ -151,8 +157,17 @@ async def _run(index: int, channel: socket.socket, sockets: dict[str, socket.soc
         runtime.applied = applied
 
     async def heartbeat() -> None:
+        # Each heartbeat carries the counts when requests were answered since the last: a worker killed
+        # without a word (SIGKILL, the OOM killer) loses at most its last second from /metrics.
+        reported = -1
         while True:
-            peer.notice("alive")
+            runtime = state.runtime
+            recorded = -1 if runtime is None else runtime.metrics.recorded
+            if recorded != reported and (counts := report()) is not None:
+                peer.notice("alive", report=counts)
+                reported = recorded
+            else:
+                peer.notice("alive")
             await asyncio.sleep(_HEARTBEAT)
 
     def ready(_: list[Listening]) -> None:
