@@ -11,9 +11,13 @@ client no upload):
   re-framed into ``chunk_size`` chunks and re-signed with the real key, trailer signature included.
 * S3 (the signing names whose ``SigningPolicy.chunked`` is set), a known length over ``max_buffered_body``:
   ``UNSIGNED-PAYLOAD`` over TLS when the connection sets ``s3_payload = "unsigned"``, else aws-chunked with
-  signed chunks -- unless the client labelled the body with a ``Content-Encoding`` of its own: aws-chunked
-  would have to be added to that header, and S3-compatible servers differ in whether they strip it again
-  (AWS S3 does; Ceph RGW 16 stores ``aws-chunked,gzip`` as the object's encoding), so such a body is spooled.
+  signed chunks, announced by ``x-amz-content-sha256`` and ``x-amz-decoded-content-length`` alone: the
+  client's ``Content-Encoding`` (or its absence) is left as it is. ``aws-chunked`` is never added to it:
+  S3-compatible servers differ in whether they strip it again (AWS S3 does; Ceph RGW 16 stores it as the
+  object's encoding, so every later GET said ``Content-Encoding: aws-chunked`` of an object uploaded with
+  none), and nothing needs it: the S3 API reference ("Transferring Payload in Multiple Chunks") requires
+  ``x-amz-decoded-content-length`` with the length header, AWS's SDK for Java (``AWSS3V4Signer``) sends no
+  ``Content-Encoding`` with signed chunks, and moto and RGW tell the framing by ``x-amz-content-sha256``.
 * anything else (another service's large body, an unknown length): spooled to an unnamed temporary file
   while hashed, then streamed from it.
 
@@ -188,14 +192,9 @@ async def plan_body(request: ClientRequest, conn: ConnectionConfig, proxy: Proxy
         if conn.s3_payload == "unsigned" and upstream_tls:
             return BodyPlan(payload_hash=UNSIGNED_PAYLOAD, length=length, mode="unsigned",
                             _stream=lambda _: _client_pieces(request, proxy.max_body, proxy.body_timeout))
-        if chunk_signing and not _own_content_coding(headers.get("Content-Encoding")):
+        if chunk_signing:
             return _signed_chunks_plan(request, proxy, length)
     return await _spool_plan(request, proxy, spool_dir)
-
-
-def _own_content_coding(content_encoding: str | None) -> bool:
-    """Whether the client's Content-Encoding names a coding other than identity (RFC 9110 8.4.1)."""
-    return any(part.strip().lower() not in ("", "identity") for part in (content_encoding or "").split(","))
 
 
 def _signed_chunks_plan(request: ClientRequest, proxy: ProxyConfig, length: int) -> BodyPlan:
@@ -217,7 +216,7 @@ def _signed_chunks_plan(request: ClientRequest, proxy: ProxyConfig, length: int)
         payload_hash=STREAMING_SIGNED,
         length=signed_encoded_length(length, chunk_size),
         mode="signed-chunks",
-        headers=[("Content-Encoding", "aws-chunked"), ("X-Amz-Decoded-Content-Length", str(length))],
+        headers=[("X-Amz-Decoded-Content-Length", str(length))],
         _stream=stream,
         needs_chunk_signer=True,
     )
@@ -248,11 +247,16 @@ def _resign_plan(request: ClientRequest, conn: ConnectionConfig, proxy: ProxyCon
         assert signer is not None  # needs_chunk_signer: the handler passes one
         decoder = ChunkDecoder(signed=True, trailer=trailer)
         framer = SignedFramer(signer, chunk_size)
+        received = 0
         async for piece in _client_pieces(request, max_wire, proxy.body_timeout):
             for event in decoder.feed(piece):
                 if isinstance(event, Chunk):
                     if verify is not None:
                         verify.check(event.data, event.signature or "")
+                    received += len(event.data)
+                    if received > decoded:  # refused before a byte past it goes upstream: the client's fault
+                        raise ChunkError(f"the chunks hold over the {decoded} bytes x-amz-decoded-content-length "
+                                         "says")
                     for frame in framer.feed(event.data):
                         yield frame
                 elif isinstance(event, Trailer) or (isinstance(event, End) and not trailer):

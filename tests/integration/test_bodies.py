@@ -83,11 +83,14 @@ def crc32_b64(data: bytes) -> str:
 
 def chunk_signed_request(proxy: Proxy, url: str, data: bytes, *, connection: str, chunk: int = 10_000,
                          trailer: bool = False, corrupt: Callable[[bytes], bytes] | None = None,
-                         secret: str = PLACEHOLDER, content_encoding: str = "aws-chunked") -> tuple[int, bytes]:
+                         secret: str = PLACEHOLDER, content_encoding: str = "aws-chunked",
+                         decoded_length: int | None = None) -> tuple[int, bytes]:
     """What an SDK talking plain HTTP sends: a STREAMING-AWS4-HMAC-SHA256-PAYLOAD[-TRAILER] upload signed
-    with its (placeholder) key, whose key id names the connection. Sent to the proxy, absolute-form."""
+    with its (placeholder) key, whose key id names the connection (``decoded_length``: another
+    x-amz-decoded-content-length than the data's). Sent to the proxy, absolute-form."""
     mode = STREAMING_SIGNED_TRAILER if trailer else STREAMING_SIGNED
-    headers = [("Content-Encoding", content_encoding), ("X-Amz-Decoded-Content-Length", str(len(data))),
+    decoded = len(data) if decoded_length is None else decoded_length
+    headers = [("Content-Encoding", content_encoding), ("X-Amz-Decoded-Content-Length", str(decoded)),
                ("X-Amz-Content-SHA256", mode), ("Content-Type", "application/octet-stream")]
     if trailer:
         headers.append(("X-Amz-Trailer", "x-amz-checksum-crc32"))
@@ -255,6 +258,23 @@ class TestSignedChunksToRgw:
         assert status in (0, 400), answer
         assert needle in answer
         assert stored(rgw, f"bad-{name}.bin") is None
+
+    @pytest.mark.parametrize("trailer", [False, True])
+    @pytest.mark.parametrize("declared", [40_000, 60_000])
+    def test_chunks_that_do_not_hold_the_decoded_length_are_a_400(self, declared: int, trailer: bool, rgw: RGW,
+                                                                  bucket: str,
+                                                                  sigproxy_factory: Callable[..., Proxy]) -> None:
+        """The tester's repro 04: chunks holding more than x-amz-decoded-content-length were sent upstream until
+        the upstream client's length check failed them, a 502 upstream_error (which SDKs retry, and dashboards
+        blame on the upstream); fewer were a 400 already. Both are the client's: 400 naming the header, refused
+        before a byte past it goes upstream, nothing stored."""
+        proxy = sigproxy_factory(rgw_config(rgw))
+        key = f"decoded-{declared}-{trailer}.bin"
+        status, answer = chunk_signed_request(proxy, f"{rgw.endpoint}/{bucket}/{key}", os.urandom(50_000),
+                                              connection="ceph", trailer=trailer, decoded_length=declared)
+        assert status == 400, answer
+        assert error_body(answer)["code"] == "bad_request" and b"x-amz-decoded-content-length" in answer
+        assert stored(rgw, key) is None
 
     def test_unknown_length_is_spooled(self, rgw: RGW, bucket: str, tmp_path: Path,
                                        sigproxy_factory: Callable[..., Proxy]) -> None:

@@ -68,13 +68,14 @@ def encoding_of(rgw: RGW, key: str) -> str | None:
 
 
 @pytest.mark.parametrize("body", list(BODIES))
-@pytest.mark.parametrize(("case", "mode"), [("small", "buffered"), ("large", "spooled"), ("unknown-length", "spooled"),
-                                            ("client-hash", "passthrough"), ("unsigned-payload", "passthrough")])
+@pytest.mark.parametrize(("case", "mode"), [("small", "buffered"), ("large", "signed-chunks"),
+                                            ("unknown-length", "spooled"), ("client-hash", "passthrough"),
+                                            ("unsigned-payload", "passthrough")])
 def test_forward_modes_keep_gzip_bytes(case: str, mode: str, body: str, rgw: RGW, bucket: str, tmp_path: Path,
                                        sigproxy_factory: Callable[..., Proxy]) -> None:
     """Each body mode through the forward proxy: RGW (which hashes the body) stores exactly the bytes sent,
-    with Content-Encoding: gzip kept. A large gzip body is spooled rather than sent aws-chunked: that would
-    put aws-chunked into the Content-Encoding RGW 16 stores."""
+    with Content-Encoding: gzip kept. A large gzip body goes aws-chunked like any other: sigproxy adds nothing
+    to its Content-Encoding (RGW 16 would store an added aws-chunked as the object's encoding)."""
     proxy = sigproxy_factory(rgw_config(rgw, extra_proxy='default_connection = "ceph"'))
     data = BODIES[body](3 * MIB if case in ("large", "unknown-length") else 40_000)
     key = f"coding/{case}-{body}.bin"
@@ -90,14 +91,20 @@ def test_forward_modes_keep_gzip_bytes(case: str, mode: str, body: str, rgw: RGW
     proxy.written(f'"body":"{mode}"')
 
 
-def test_large_identity_body_still_goes_signed_chunks(rgw: RGW, bucket: str, tmp_path: Path,
-                                                      sigproxy_factory: Callable[..., Proxy]) -> None:
-    """Content-Encoding: identity is no coding of the client's own: the large body goes aws-chunked as usual."""
+@pytest.mark.parametrize("coding", [None, "identity"])
+def test_a_large_body_is_stored_with_the_coding_it_came_with(coding: str | None, rgw: RGW, bucket: str,
+                                                              tmp_path: Path,
+                                                              sigproxy_factory: Callable[..., Proxy]) -> None:
+    """The tester's repro 07: a large body sent aws-chunked with signed chunks had Content-Encoding: aws-chunked
+    added, which RGW 16 stored as the object's encoding: every later GET and HEAD said aws-chunked of an object
+    uploaded with none. Now its encoding is what the client sent, or none."""
     proxy = sigproxy_factory(rgw_config(rgw, extra_proxy='default_connection = "ceph"'))
     data = os.urandom(3 * MIB)
-    assert put(proxy, f"{rgw.endpoint}/{bucket}/coding/identity.bin", data, tmp_path,
-               "Content-Encoding: identity") == 200
-    assert stored(rgw, "coding/identity.bin") == data
+    key = f"coding/large-{coding}.bin"
+    assert put(proxy, f"{rgw.endpoint}/{bucket}/{key}", data, tmp_path,
+               *([f"Content-Encoding: {coding}"] if coding else [])) == 200
+    assert stored(rgw, key) == data
+    assert encoding_of(rgw, key) == coding
     proxy.written('"body":"signed-chunks"')
 
 
