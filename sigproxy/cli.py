@@ -162,8 +162,8 @@ def _run(args: argparse.Namespace) -> int:
     file = ConfigFile(str(find_config(args.config)), listen=args.listen, admin_listen=args.admin_listen,
                       workers=args.workers)
     config = file.load()
-    setup_logging(args.log_level, args.log_format)
     workers = config.proxy.workers or available_cpus()
+    setup_logging(args.log_level, args.log_format, shared=workers > 1)  # a group's processes share stderr
     supervisor: Supervisor | None = None
     if workers > 1:
         supervisor = Supervisor(config, workers, file, log_level=args.log_level, log_format=args.log_format)

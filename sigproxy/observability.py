@@ -8,9 +8,10 @@ its caller lookup, the handler lock, the formatter, then a ``write`` and a ``flu
 a fifth of the small-request throughput on one core (issue 15). Now:
 
 - the root handler (:class:`_BufferedStreamHandler`) queues lines as UTF-8 bytes and writes them once per
-  event-loop iteration (``loop.call_soon``), whole lines in ``write`` calls of at most ``PIPE_BUF`` bytes
-  (atomic on a pipe, so processes sharing stderr never interleave mid-line); at once for WARNING and above,
-  from a thread without an event loop, past 128 lines pending, at ``flush()`` and at exit (``logging.shutdown``,
+  event-loop iteration (``loop.call_soon``) through :class:`~sigproxy.logsink.LineSink`: whole lines, each
+  exactly once, also when the processes of a ``workers = N`` group share stderr (a lock per batch: why is that
+  module's docstring) and when the pipe is full or ``O_NONBLOCK``; at once for WARNING and above, from a
+  thread without an event loop, past 128 lines pending, at ``flush()`` and at exit (``logging.shutdown``,
   registered by :mod:`logging` with ``atexit``, runs after a SIGTERM drain and after an unhandled exception).
   A process killed outright (SIGKILL, a fatal signal) loses at most the lines of its last loop iteration.
 - :func:`log_access` formats the line straight from the request's fields, without a ``LogRecord``, whenever the
@@ -20,7 +21,8 @@ a fifth of the small-request throughput on one core (issue 15). Now:
   (``--log-level warning`` turns it off); the line's text is the same either way. Those checks run once per
   loop iteration (:class:`_Trust`): a change to logging's configuration applies from the next iteration on.
 - An access line is made as bytes, its message's JSON kept per (method, host, status), and the lines of an
-  iteration go to stderr's file descriptor in one ``os.write``: no decoding, no text or buffer layer.
+  iteration go to stderr's file descriptor in one ``os.write`` when they fit: no decoding, no text or buffer
+  layer.
 
 Measured with bench/instructions.py (issue 15): 28-30k instructions a line before, 21-22k now, 4.7 % of a
 proxied small GET at ``info`` (8 and 64 connections).
@@ -29,11 +31,9 @@ proxied small GET at ``info`` (8 and 64 connections).
 from __future__ import annotations
 
 import asyncio
-import codecs
 import copy
 import json
 import logging
-import os
 import re
 import select
 import sys
@@ -42,20 +42,19 @@ import time
 # The running loop or None, as asyncio's own code asks (get_running_loop raises without one).
 from asyncio.events import _get_running_loop
 from collections import deque
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Literal, TextIO
 
 import orjson
+
+from .logsink import LineSink
 
 __all__ = ["log_access", "setup_logging"]
 
 _TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s %(message)s"
 # Past this many lines pending, write even inside one loop iteration: bounds memory under a burst.
 _FLUSH_LINES = 128
-# One write() of whole lines at most this long: a pipe writes up to PIPE_BUF bytes atomically, so lines of
-# processes sharing one stderr (workers) never interleave mid-line.
-_ATOMIC_WRITE = select.PIPE_BUF
 
 
 # The standard library's encoder, compact like orjson's output and ASCII only: for what orjson can't encode (an
@@ -251,19 +250,23 @@ class _BufferedStreamHandler(logging.StreamHandler[TextIO]):
     """A stream handler that writes once per event-loop iteration instead of once per line (module docstring).
 
     Lines are kept as UTF-8 bytes (a JSON access line is made as bytes; others are encoded as the standard
-    streams do it, ``backslashreplace``) and go to a UTF-8 stream's file descriptor as they are; a stream
-    without one (a ``StringIO``, pytest's capture) or in another encoding is given their text.
+    streams do it, ``backslashreplace``) and go to the stream's file descriptor as they are (in the stream's
+    encoding when it is another); a stream without one (a ``StringIO``, pytest's capture) is given their text.
 
     Lines keep their order: every line, whatever its level or thread, goes through the one pending queue. Adding
     a line takes no lock (appending to a deque is atomic; a lock's acquire and release cost an access line an
     eighth of its instructions, issue 15); writing does: :meth:`_write` takes the handler's lock, then pops and
-    writes the lines queued so far, so two threads writing at once can't reorder them."""
+    writes the lines queued so far, so two threads writing at once can't reorder them.
 
-    def __init__(self, stream: TextIO) -> None:
+    ``shared``: other processes write to the same stream (a ``workers = N`` group's supervisor and workers);
+    each batch is then written under a lock (:mod:`sigproxy.logsink`)."""
+
+    def __init__(self, stream: TextIO, *, shared: bool = False) -> None:
         super().__init__(stream)
         self._pending: deque[bytes] = deque()
         self._scheduled: asyncio.AbstractEventLoop | None = None  # the loop a flush is queued on
-        self._sink: tuple[TextIO, Callable[[bytes], object]] | None = None  # (stream, its write of bytes)
+        self._shared = shared
+        self.sink = LineSink(stream, shared=shared)  # made again when setStream() changes the stream
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
@@ -301,35 +304,15 @@ class _BufferedStreamHandler(logging.StreamHandler[TextIO]):
             lines = [pending.popleft() for _ in range(len(pending))]  # a line queued meanwhile waits its turn
             try:
                 if lines:
-                    self._write_atomic(lines)
+                    sink = self.sink
+                    if sink.stream is not self.stream:
+                        sink = self.sink = LineSink(self.stream, shared=self._shared)
+                    sink.write(lines)
                 else:
                     self.stream.flush()
             except Exception:  # as StreamHandler.emit: reported on stderr; the proxy keeps serving
                 self.handleError(logging.makeLogRecord({"msg": "%d log lines could not be written",
                                                         "args": (len(lines),)}))
-
-    def _write_atomic(self, lines: list[bytes]) -> None:
-        """``lines`` in writes of whole lines, each at most ``_ATOMIC_WRITE`` bytes when the lines allow."""
-        sink = self._sink
-        if sink is None or sink[0] is not self.stream:  # the first write, or setStream() changed the stream
-            sink = self._sink = (self.stream, _bytes_writer(self.stream))
-        write = sink[1]
-        lines.append(b"")  # the last line's newline
-        data = b"\n".join(lines)
-        if len(data) <= _ATOMIC_WRITE:  # most loop iterations: one write, no loop
-            write(data)
-            return
-        chunk: list[bytes] = []
-        size = 0
-        for line in lines[:-1]:
-            if chunk and size + len(line) + 1 > _ATOMIC_WRITE:
-                chunk.append(b"")
-                write(b"\n".join(chunk))
-                chunk, size = [], 0
-            chunk.append(line)
-            size += len(line) + 1
-        chunk.append(b"")
-        write(b"\n".join(chunk))
 
     def flush(self) -> None:
         """Write everything pending and flush the stream; from now on, :func:`log_access` checks logging's
@@ -343,34 +326,6 @@ def encode_line(text: str) -> bytes:
     """A log line's text as the handler keeps it: UTF-8, a character UTF-8 can't hold (a lone surrogate, as a
     header decoded with ``surrogateescape`` has) as ``\\udcXX``, as Python's stderr writes it."""
     return text.encode(_UTF8, "backslashreplace")
-
-
-def _bytes_writer(stream: TextIO) -> Callable[[bytes], object]:
-    """A function writing UTF-8 bytes to ``stream``, out of the process when it returns: straight to its file
-    descriptor when it is a UTF-8 text stream with one (stderr; one ``write`` system call, without the text and
-    buffer layers' copies), after flushing what others wrote to ``stream`` itself; otherwise as text."""
-    encoding = getattr(stream, "encoding", None)
-    try:
-        fd: int | None = stream.fileno() if encoding and codecs.lookup(encoding).name == _UTF8 else None
-    except (AttributeError, OSError, ValueError):  # io.UnsupportedOperation: a StringIO, pytest's capture
-        fd = None
-    if fd is not None:
-        descriptor = fd
-
-        def write_fd(data: bytes) -> None:
-            stream.flush()  # the text written to the stream before goes out before these lines
-            written = os.write(descriptor, data)
-            while 0 < written < len(data):  # a short write (a signal, a full disk): the rest follows
-                data = data[written:]
-                written = os.write(descriptor, data)
-            if written == 0 and data:
-                raise OSError(f"log stream took none of {len(data)} bytes")
-        return write_fd
-
-    def write_text(data: bytes) -> None:
-        stream.write(data.decode(_UTF8))
-        stream.flush()
-    return write_text
 
 
 def _only_handler(logger: logging.Logger) -> _BufferedStreamHandler | None:
@@ -442,12 +397,13 @@ def log_access(logger: logging.Logger, access: dict[str, object]) -> None:
 
 
 def setup_logging(level: str = "info", fmt: Literal["json", "text", "auto"] = "auto",
-                  fields: Mapping[str, object] | None = None) -> None:
+                  fields: Mapping[str, object] | None = None, *, shared: bool = False) -> None:
     """Configure the root logger once, writing to stderr (buffered per event-loop iteration, see above).
-    ``fields`` go into every line (a worker of ``workers = N`` adds ``worker``: its number, 0 to N-1)."""
+    ``fields`` go into every line (a worker of ``workers = N`` adds ``worker``: its number, 0 to N-1).
+    ``shared``: this process is one of a ``workers = N`` group, whose processes all write to this stderr."""
     if fmt == "auto":
         fmt = "text" if sys.stderr.isatty() else "json"
-    handler = _BufferedStreamHandler(sys.stderr)
+    handler = _BufferedStreamHandler(sys.stderr, shared=shared)
     handler.setFormatter(_JsonFormatter(fields) if fmt == "json" else _TextFormatter(_TEXT_FORMAT, fields))
     root = logging.getLogger()
     for old in root.handlers:
@@ -459,3 +415,7 @@ def setup_logging(level: str = "info", fmt: Literal["json", "text", "auto"] = "a
     # alembic's migration steps ("Context impl SQLiteImpl.", "Running upgrade ...") are routine at each start.
     for name in ("botocore", "aiobotocore", "urllib3", "aiohttp.access", "alembic"):
         logging.getLogger(name).setLevel(logging.WARNING)
+    if handler.sink.lock_error is not None:
+        logging.getLogger(__name__).warning(
+            "stderr can't be locked (%s): log lines longer than %d bytes from the processes of this group may "
+            "interleave", handler.sink.lock_error.strerror or handler.sink.lock_error, select.PIPE_BUF)

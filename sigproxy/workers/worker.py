@@ -136,7 +136,7 @@ async def _run(index: int, channel: socket.socket, sockets: dict[str, socket.soc
     first = hello.result()
     settings.update(path=first["path"], listen=first.get("listen"), admin_listen=first.get("admin_listen"),
                     workers=first.get("workers"))
-    setup_logging(first["log_level"], first["log_format"], fields={"worker": index})
+    setup_logging(first["log_level"], first["log_format"], fields={"worker": index}, shared=True)
     config = parse(str(first["text"]))
     client = BrokerClient(peer, bytes.fromhex(first["key"]))
     client.configure(connections=len(config.connections), users=config.proxy.credential_cache_users)

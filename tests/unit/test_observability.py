@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
+from sigproxy import logsink
 from sigproxy.observability import (
     _TEXT_FORMAT,
     _BufferedStreamHandler,
@@ -214,24 +215,38 @@ def _record_writes(handler: _BufferedStreamHandler) -> list[str]:
     return writes
 
 
-def test_writes_are_whole_lines_within_pipe_buf(root_stream: Root) -> None:
-    """Each write() holds whole lines and at most PIPE_BUF bytes (atomic on a pipe shared by worker processes)."""
+def test_writes_are_whole_lines_within_pipe_buf(root_stream: Root, monkeypatch: pytest.MonkeyPatch) -> None:
+    """One process: each write() to stderr's descriptor holds whole lines and at most PIPE_BUF bytes (atomic on
+    a pipe, which another program may share)."""
     _, handler = root_stream()
-    writes = _record_writes(handler)
-    loop = asyncio.new_event_loop()
+    writes: list[bytes] = []
+    write_all = logsink.write_all
 
-    def burst() -> None:
-        for i in range(100):
-            log_access(logging.getLogger("sigproxy.access"), {**FIELDS, "request_id": f"r-{i}"})
+    def recording(fd: int, data: bytes) -> None:
+        writes.append(data)
+        write_all(fd, data)
 
-    loop.call_soon(burst)
-    loop.call_soon(loop.stop)
-    loop.run_forever()
-    loop.close()
-    handler.flush()
+    monkeypatch.setattr(logsink, "write_all", recording)
+    read_fd, write_fd = os.pipe()
+    with open(read_fd, "rb") as reader:
+        with open(write_fd, "w", encoding="utf-8") as stream:
+            handler.setStream(stream)
+            loop = asyncio.new_event_loop()
+
+            def burst() -> None:
+                for i in range(100):
+                    log_access(logging.getLogger("sigproxy.access"), {**FIELDS, "request_id": f"r-{i}"})
+
+            loop.call_soon(burst)
+            loop.call_soon(loop.stop)
+            loop.run_forever()
+            loop.close()
+            handler.flush()
+        written = reader.read()
     assert 1 < len(writes) < 100
-    assert all(w.endswith("\n") and len(w.encode()) <= select.PIPE_BUF for w in writes)
-    assert [json.loads(x)["request_id"] for w in writes for x in w.splitlines()] == [f"r-{i}" for i in range(100)]
+    assert all(w.endswith(b"\n") and len(w) <= select.PIPE_BUF for w in writes)
+    assert b"".join(writes) == written
+    assert [json.loads(x)["request_id"] for x in written.splitlines()] == [f"r-{i}" for i in range(100)]
 
 
 def test_threads_lose_and_reorder_no_line(root_stream: Root) -> None:
@@ -350,6 +365,18 @@ def test_lines_reach_a_file_descriptor_after_the_stream_own_text() -> None:
         handler.add(b"second")
         stream.close()
         assert reader.read() == b"before\ncaf\xc3\xa9 \\udce9\nsecond\n"
+
+
+def test_a_descriptor_in_another_encoding_gets_its_bytes() -> None:
+    """stderr with a file descriptor in another encoding (a Latin-1 locale) is written bytes in that encoding
+    and with its error handler, straight to the descriptor as a UTF-8 one is."""
+    read_fd, write_fd = os.pipe()
+    with open(read_fd, "rb") as reader:
+        with open(write_fd, "w", encoding="latin-1", errors="replace") as stream:
+            handler = _BufferedStreamHandler(stream)
+            stream.write("before\n")
+            handler.add(encode_line("caf\u00e9 \u20ac"))
+        assert reader.read() == b"before\ncaf\xe9 ?\n"
 
 
 def test_a_stream_in_another_encoding_gets_text() -> None:
