@@ -22,7 +22,6 @@ from sigproxy.clientcert import Subject, peer_subject
 from sigproxy.config import Config, ProxyConfig
 from sigproxy.egress import EgressPolicy, resolve_checked
 from sigproxy.errors import (
-    AddressNotAllowed,
     BadProxyToken,
     BadRequest,
     Forbidden,
@@ -169,9 +168,14 @@ class ConnectIntake:
     async def handle_connect(self, transport: asyncio.Transport, head: bytes, early: bytes,
                              ticket: Ticket | None = None) -> None:
         """Answer a CONNECT and serve its tunnel; ``ticket`` (the connection's place in the gate) is released
-        when the tunnel is over."""
+        when the tunnel is over. A bug once the tunnel is open (the ``200`` sent) cuts it, its traceback logged
+        once; before, it is answered (:meth:`_refuse`): the client is never left waiting on a task that died."""
         try:
             await self._handle_connect(transport, head, early)
+        except Exception:
+            logger.exception("unexpected error in the CONNECT tunnel from %s; connection closed",
+                             peer_address(transport))
+            transport.abort()
         finally:
             if ticket is not None:
                 ticket.release()
@@ -203,10 +207,8 @@ class ConnectIntake:
                     "[proxy] passthrough; add it to a connection's hosts to sign for it, to [proxy] passthrough to "
                     "tunnel it untouched, or to the client's NO_PROXY to bypass sigproxy"
                 )
-        except SigproxyError as exc:
-            logger.info("CONNECT refused: %s", exc.message)
-            transport.write(error_bytes(exc, "-"))
-            transport.close()
+        except Exception as exc:  # a refusal, or a bug
+            _refuse(transport, exc)
             return
         if intercept:
             await self._intercept(transport, connect)
@@ -232,8 +234,10 @@ class ConnectIntake:
         try:
             ctx = await self._certs.context_for_async(connect.host)
         except TlsError as exc:
-            transport.write(error_bytes(BadRequest(f"cannot intercept {connect.host!r}: {exc}"), "-"))
-            transport.close()
+            _refuse(transport, BadRequest(f"cannot intercept {connect.host!r}: {exc}"))
+            return
+        except Exception as exc:  # a bug
+            _refuse(transport, exc)
             return
         server = ClientServer(self._tunnel_entry(connect), proxy=self.proxy)
         self._tunnels.add(server)
@@ -269,7 +273,7 @@ class ConnectIntake:
                     target = parse_absolute_target(raw)
                     if (target.host, target.port) != (connect.host, connect.port):
                         raise BadRequest("a request inside a tunnel must go to the tunnel's host")
-            except SigproxyError as exc:
+            except Exception as exc:  # a refusal, or a bug: answered with its access line all the same
                 return handler.reject(request, exc)
             return await handler(request, Exchange(target=target, tunnel_authorization=connect.proxy_authorization,
                                                    client_cert=connect.client_cert))
@@ -284,15 +288,11 @@ class ConnectIntake:
                 # One lookup, every answer checked by the SSRF guard; connect only to those addresses.
                 addresses = await resolve_checked(connect.host, connect.port, policy)
                 up_reader, up_writer = await _open_first(addresses, connect.port)
-        except AddressNotAllowed as exc:
-            logger.info("passthrough tunnel refused: %s", exc.message)
-            transport.write(error_bytes(exc, "-"))
-            transport.close()
-            return
         except (OSError, TimeoutError) as exc:
-            err = UpstreamError(f"cannot connect to {connect.host}:{connect.port}: {exc}")
-            transport.write(error_bytes(err, "-"))
-            transport.close()
+            _refuse(transport, UpstreamError(f"cannot connect to {connect.host}:{connect.port}: {exc}"))
+            return
+        except Exception as exc:  # the SSRF guard's refusal (AddressNotAllowed), or a bug
+            _refuse(transport, exc)
             return
         loop = asyncio.get_running_loop()
         reader = asyncio.StreamReader(limit=_RELAY_CHUNK, loop=loop)
@@ -314,6 +314,18 @@ class ConnectIntake:
             self._relays -= 1
             for w in (writer, up_writer):
                 w.close()
+
+
+def _refuse(transport: asyncio.Transport, exc: Exception) -> None:
+    """Answer a CONNECT that gets no tunnel, then close: a :class:`SigproxyError` with its status (logged at info);
+    anything else is a bug: ``500 internal_error``, its traceback logged once, here."""
+    if isinstance(exc, SigproxyError):
+        logger.info("CONNECT refused: %s", exc.message)
+    else:
+        logger.error("unexpected error answering a CONNECT from %s", peer_address(transport), exc_info=exc)
+        exc = SigproxyError("sigproxy failed on this request (see its log)")
+    transport.write(error_bytes(exc, "-"))
+    transport.close()
 
 
 async def _open_first(addresses: list[str], port: int) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:

@@ -434,6 +434,11 @@ class ClientProtocol(ClientFlow):
             if response is None:  # it broke off mid-response and the connection was closed
                 return
             if not response.prepared:
+                if self._wrote or self._transport is None or self._transport.is_closing():
+                    # Part of an answer went out already, or the handler cut the connection (it answered a failure
+                    # after its response began, or found the client gone): nothing may follow.
+                    self.abort()
+                    return
                 self._send(cast(Response, response), item)
             if self._write_paused and self._transport is not None:
                 try:

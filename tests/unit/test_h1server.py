@@ -290,6 +290,28 @@ async def test_failing_handler_gets_500_and_close() -> None:
     assert head.startswith(b"HTTP/1.1 500") and b"Connection: close" in head and b"boom" not in body
 
 
+@pytest.mark.parametrize("cut", [False, True])
+async def test_no_whole_answer_follows_an_answer_begun(cut: bool) -> None:
+    """A handler whose streamed answer broke off and which then returns a whole one (an error answer, with or
+    without cutting the connection itself, as sigproxy's handler does for a bug): nothing of the second is
+    written; the connection is cut after the part that went out. Before, the second answer's head and body
+    followed the first one's bytes on the wire."""
+    async def breaks_off(request: ClientRequest) -> Response:
+        response = StreamResponse(200, None, [("Content-Length", "100")])
+        await response.prepare(request)
+        await response.write(b"partial")
+        if cut:
+            request.abort()
+        return error_response(SigproxyError("a bug"), "-", close=True)
+
+    async with serving(breaks_off) as (_, port):
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(b"GET / HTTP/1.1\r\nHost: h\r\n\r\n")
+        out = await asyncio.wait_for(reader.read(), 5)
+        writer.close()
+    assert out.startswith(b"HTTP/1.1 200 ") and out.endswith(b"\r\n\r\npartial"), out
+
+
 async def test_drain_closes_idle_at_once_and_lets_the_busy_finish() -> None:
     release = asyncio.Event()
 
