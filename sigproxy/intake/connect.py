@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import logging
+import re
 import ssl
 from collections.abc import Coroutine
 from dataclasses import dataclass, replace
@@ -63,44 +65,74 @@ def _max_head(proxy: ProxyConfig) -> int:
     return proxy.max_request_line + 2 + proxy.max_headers * (proxy.max_header_size + 4) + 2
 
 
-def _check_head_limits(lines: list[str], proxy: ProxyConfig) -> None:
-    """A CONNECT head against the limits the HTTP server applies to every other head."""
+def _check_head_limits(lines: list[bytes], proxy: ProxyConfig) -> None:
+    """A CONNECT head against the limits the HTTP server applies to every other head (in bytes, as it counts)."""
     if len(lines[0]) > proxy.max_request_line:
         raise BadRequest(f"the request line is too long (max_request_line = {proxy.max_request_line})")
     if len(lines) - 1 > proxy.max_headers:
         raise BadRequest(f"the request has too many header lines (max_headers = {proxy.max_headers})")
     for line in lines[1:]:
-        name, _, value = line.partition(":")
+        name, _, value = line.partition(b":")
         if len(name) + len(value.strip()) > proxy.max_header_size:
             raise BadRequest(f"a header line is too long (max_header_size = {proxy.max_header_size})")
 
 
-def _parse_connect(head: bytes, proxy: ProxyConfig) -> _ConnectHead:
-    try:
-        text = head.decode("latin-1")
-    except UnicodeDecodeError as exc:  # pragma: no cover - latin-1 decodes any byte
-        raise BadRequest("unreadable CONNECT request") from exc
-    lines = text.split("\r\n")
-    _check_head_limits(lines, proxy)
-    parts = lines[0].split(" ")
-    if len(parts) != 3 or not parts[2].startswith("HTTP/1."):
-        raise BadRequest("malformed CONNECT request line")
-    authority = parts[1]
+# RFC 9112 2.3 (HTTP/1.x; a later minor version is served as 1.1); RFC 9110 5.1, 5.5: a field name is a token, a
+# value visible characters, spaces, tabs and obs-text (bytes 0x80-0xFF), never CR, LF or another control.
+_VERSION = re.compile(r"HTTP/1\.[0-9]")
+_TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+_FIELD_VALUE = re.compile(rb"[\t\x20-\x7e\x80-\xff]*")
+# RFC 9110 9.3.6: the target is uri-host ":" port. A name must be one sigproxy can resolve, sign for and mint a
+# certificate for: a DNS name (RFC 1035 2.3.4: labels of 1 to 63 characters, 253 in all; "_", which resolvers take,
+# too); an IPv6 address goes in brackets (RFC 3986 3.2.2). Anything else, a byte that is not ASCII among it (a
+# name that is not an A-label), is refused before it is looked up, compared or minted for.
+_HOST_NAME = re.compile(r"(?=.{1,253}\.?\Z)[A-Za-z0-9_-]{1,63}(?:\.[A-Za-z0-9_-]{1,63})*\.?", re.ASCII)
+
+
+def _connect_target(authority: str) -> tuple[str, int]:
+    """Host (lower-case; an IPv6 address without its brackets) and port of a CONNECT target. Raises
+    :class:`BadRequest`, whose message shows the target escaped (``repr``), as it came."""
     if authority.startswith("["):
-        host, _, rest = authority[1:].partition("]")
+        host, bracket, rest = authority[1:].partition("]")
         port_s = rest[1:] if rest.startswith(":") else ""
+        try:
+            ok = bool(bracket) and ipaddress.ip_address(host).version == 6
+        except ValueError:
+            ok = False
     else:
         host, _, port_s = authority.rpartition(":")
+        ok = _HOST_NAME.fullmatch(host) is not None
     if not host or not port_s:
-        raise BadRequest(f"CONNECT needs host:port, got {authority!r}")
+        raise BadRequest(f"CONNECT needs host:port, got {authority[:300]!r}")
+    if not ok:
+        raise BadRequest(f"bad host in CONNECT target {authority[:300]!r}: send a DNS name (an internationalised "
+                         "one as its A-label, xn--...) or an IP address, and a port")
     if not (port_s.isascii() and port_s.isdigit() and len(port_s) <= 5) or not 0 < int(port_s) < 65536:
         raise BadRequest(f"bad port in CONNECT target {authority[:300]!r}")
+    return host.lower(), int(port_s)
+
+
+def _parse_connect(head: bytes, proxy: ProxyConfig) -> _ConnectHead:
+    """A CONNECT request head (without its final blank line), judged as the HTTP server judges every other: the
+    head limits, strict syntax (RFC 9112 3, 5: a malformed field line is a 400, not skipped) and its text decoded
+    from UTF-8 with ``surrogateescape``, so what is checked, compared with a tunnelled request's host and logged
+    (escaped) is the bytes that came. Raises :class:`BadRequest`."""
+    lines = head.split(b"\r\n")
+    _check_head_limits(lines, proxy)
+    parts = lines[0].decode("utf-8", "surrogateescape").split(" ")
+    if len(parts) != 3 or not _VERSION.fullmatch(parts[2]):
+        raise BadRequest("malformed CONNECT request line: send CONNECT host:port HTTP/1.1")
+    host, port = _connect_target(parts[1])
     auth = None
     for line in lines[1:]:
-        name, sep, value = line.partition(":")
-        if sep and name.strip().lower() == "proxy-authorization":
-            auth = value.strip()
-    return _ConnectHead(host.lower(), int(port_s), auth)
+        name, sep, value = line.partition(b":")
+        if not sep or not _TOKEN.fullmatch(name) or not _FIELD_VALUE.fullmatch(value):
+            raise BadRequest("malformed header line in the CONNECT request: send NAME: VALUE (RFC 9112 5)")
+        if name.lower() == b"proxy-authorization":
+            if auth is not None:
+                raise BadRequest("Proxy-Authorization is given twice in the CONNECT request; send it once")
+            auth = value.strip(b" \t").decode("utf-8", "surrogateescape")
+    return _ConnectHead(host, port, auth)
 
 
 class _HasHandler(Protocol):
