@@ -260,6 +260,7 @@ def _resign_plan(request: ClientRequest, conn: ConnectionConfig, proxy: ProxyCon
                     for frame in framer.feed(event.data):
                         yield frame
                 elif isinstance(event, Trailer) or (isinstance(event, End) and not trailer):
+                    _content_ended(request)
                     for frame in framer.flush():
                         yield frame
                     if framer.sent != decoded:
@@ -285,6 +286,14 @@ def _resign_plan(request: ClientRequest, conn: ConnectionConfig, proxy: ProxyCon
         _stream=stream,
         needs_chunk_signer=True,
     )
+
+
+def _content_ended(request: ClientRequest) -> None:
+    """The aws-chunked body is decoded to its end: the upstream may answer once its last frame is sent, and what
+    the client still sends of the request is its HTTP framing (a chunked body's last chunk and trailer section),
+    which the client's connection may then read and drop, staying open (:mod:`sigproxy.intake.h1rest`)."""
+    if request.protocol is not None:
+        request.protocol.content_ended(request)
 
 
 def _client_chain(request: ClientRequest, conn: ConnectionConfig) -> ChunkSigner:

@@ -282,9 +282,16 @@ _AI_ADDRCONFIG = getattr(socket, "AI_ADDRCONFIG", 0)
 
 
 async def system_lookup(host: str, family: int) -> list[tuple[int, str]]:
-    """The loop's ``getaddrinfo`` (a thread), as aiohttp's own resolver calls it: ``[(family, address)]``."""
+    """The loop's ``getaddrinfo`` (a thread), as aiohttp's own resolver calls it: ``[(family, address)]``.
+
+    A name that can't even be asked for (Python encodes it with the ``idna`` codec, which refuses an empty label,
+    one over 63 characters (RFC 1035 2.3.4) or a character IDNA forbids, with :class:`UnicodeError`) does not
+    resolve: :class:`socket.gaierror`, as for any other name that does not, never an error of another kind."""
     loop = asyncio.get_running_loop()
-    infos = await loop.getaddrinfo(host, None, family=family, type=socket.SOCK_STREAM, flags=_AI_ADDRCONFIG)
+    try:
+        infos = await loop.getaddrinfo(host, None, family=family, type=socket.SOCK_STREAM, flags=_AI_ADDRCONFIG)
+    except UnicodeError as exc:
+        raise socket.gaierror(socket.EAI_NONAME, f"{host[:80]!r} is not a name that can be looked up: {exc}") from exc
     out: list[tuple[int, str]] = []
     for fam, _, _, _, sockaddr in infos:
         if fam not in (socket.AF_INET, socket.AF_INET6):

@@ -3,6 +3,8 @@
 ::
 
     SigproxyError                      status  code (X-Sigproxy-Error)    AWS code                     retried
+    │                                   500    internal_error              SigproxyInternalError        yes
+    │                                          (itself: a bug, any exception no code path answers)
     ├── BadRequest                      400    bad_request                 SigproxyBadRequest           no
     │   ├── UnresolvableTarget          400    unresolvable_target         SigproxyUnresolvableTarget   no
     │   └── UnsupportedRequest          400    unsupported_request         SigproxyUnsupportedRequest   no

@@ -4,7 +4,8 @@ select connection -> redirect (``dial``/``sign_host``, :mod:`sigproxy.dialing`) 
 
 Errors from the proxy itself become responses in exactly one place (:func:`error_response`): in the error format
 of the AWS protocol the request speaks (:mod:`sigproxy.awserrors`), else sigproxy's JSON; once response bytes
-have gone to the client, a failure aborts the connection instead (never a second response).
+have gone to the client, a failure aborts the connection instead (never a second response). A bug (any other
+exception) is answered there too, ``500 internal_error``; whatever ends a request, it gets exactly one access line.
 Must not: know which listener mode produced the request beyond the :class:`Exchange` it is given.
 """
 
@@ -12,10 +13,8 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import itertools
 import json
 import logging
-import secrets
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, replace
@@ -34,6 +33,7 @@ from .errors import (
     BadProxyToken,
     BadRequest,
     BodyTooLarge,
+    ClientAborted,
     ClientSignatureInvalid,
     SigproxyError,
     TooManyAuthFailures,
@@ -44,7 +44,7 @@ from .headerrules import end_to_end
 from .http1 import ClientRequest, Response, StreamResponse, http_date
 from .inbound import ReceivedRequest, verify_header_auth, verify_presigned
 from .metrics import Metrics
-from .observability import log_access
+from .observability import RequestIds, audit_path, log_access
 from .prepare import sign_handshake, sign_request, untouched_request
 from .records import record
 from .routing import (
@@ -161,27 +161,6 @@ def _once(headers: CIMultiDict[str], name: str) -> str | None:
     return values[0] if values else None
 
 
-def audit_path(target: Target) -> str:
-    """The path with the query's keys but not its values (they may carry tokens or personal data)."""
-    if not target.query:
-        return target.path
-    keys = [part.partition("=")[0] for part in target.query.split("&") if part]
-    return f"{target.path}?{'&'.join(keys)}"
-
-
-class RequestIds:
-    """Request ids: a random per-process prefix and a counter (a uuid4 per request costs a syscall)."""
-
-    __slots__ = ("_counter", "_prefix")
-
-    def __init__(self) -> None:
-        self._prefix = secrets.token_hex(4) + "-"
-        self._counter = itertools.count(1)
-
-    def next(self) -> str:
-        return f"{self._prefix}{next(self._counter):x}"
-
-
 class Handler:
     """Signs and forwards requests; shared by every listener. Holds no per-request state."""
 
@@ -252,25 +231,43 @@ class Handler:
                 info["status"], info["error"] = "aborted", "shutdown"
             self._finish(info, started)
             raise
-        except SigproxyError as exc:
-            info["error"], info["status"] = exc.code, exc.status
-            self._finish(info, started)
-            service = info.get("service")
-            dialect = aws_dialect(request, exchange.target.host, exchange.target.query,
-                                  service if isinstance(service, str) else None)
-            return error_response(exc, request_id, dialect=dialect)
+        except Exception as exc:  # a refusal, the client gone, or a bug: each gets its line (_failed)
+            return self._failed(request, exc, info, started, host=exchange.target.host, query=exchange.target.query)
         info.setdefault("status", response.status)
         self._finish(info, started)
         return response
 
-    def reject(self, request: ClientRequest, exc: SigproxyError) -> Response:
-        """Answer a request that intake could not even turn into an :class:`Exchange`."""
-        request_id = self._next_id()
-        info: dict[str, object] = {"request_id": request_id, "client": request.remote, "method": request.method,
-                                   "host": request.host, "error": exc.code, "status": exc.status}
-        self._finish(info, time.monotonic())
-        query = request.raw_path.partition("?")[2]
-        return error_response(exc, request_id, dialect=aws_dialect(request, request.host or "", query, None))
+    def reject(self, request: ClientRequest, exc: Exception) -> Response:
+        """Answer a request that intake could not even turn into an :class:`Exchange`: ``exc`` is a
+        :class:`SigproxyError`, or a bug in intake (answered as :meth:`_failed` answers one)."""
+        info: dict[str, object] = {"request_id": self._next_id(), "client": request.remote, "method": request.method,
+                                   "host": request.host}
+        return self._failed(request, exc, info, time.monotonic(), host=request.host or "",
+                            query=request.raw_path.partition("?")[2])
+
+    def _failed(self, request: ClientRequest, exc: Exception, info: dict[str, object], started: float, *, host: str,
+                query: str) -> Response:
+        """A failed request's access line and error answer (:func:`error_response`). ``exc``: a :class:`SigproxyError`
+        (its status and code), a bare :class:`ConnectionError` (the client went away), or a bug: anything else is
+        ``500 internal_error``, its traceback logged here, once, and the connection closed after the answer. Once
+        part of an answer has gone out, none can follow: the connection is cut and the line says ``aborted``."""
+        request_id = str(info["request_id"])
+        error = exc if isinstance(exc, SigproxyError) else None
+        if error is None and not isinstance(exc, ConnectionError):
+            logger.error("request %s: unexpected error answering %s %s", request_id, request.method, host,
+                         exc_info=exc)
+            error = SigproxyError("sigproxy failed on this request (see its log)")
+        protocol = request.protocol
+        if error is None or (protocol is not None and protocol.answer_begun):
+            info["status"], info["error"] = "aborted", error.code if error is not None else "client_disconnected"
+            self._finish(info, started)
+            request.abort()
+            return error_response(error or ClientAborted("the client went away"), request_id, close=True)
+        info["error"], info["status"] = error.code, error.status
+        self._finish(info, started)
+        service = info.get("service")
+        dialect = aws_dialect(request, host, query, service if isinstance(service, str) else None)
+        return error_response(error, request_id, close=type(error) is SigproxyError, dialect=dialect)
 
     async def _handle(self, request: ClientRequest, exchange: Exchange,
                       info: dict[str, object]) -> Response | StreamResponse:

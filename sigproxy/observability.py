@@ -1,6 +1,7 @@
 """Logging set-up: JSON lines when stderr is not a terminal, readable text on one; the access log's fast path.
 
-Owns: :func:`setup_logging`, the only code that configures logging; the access-log format; :func:`log_access`.
+Owns: :func:`setup_logging`, the only code that configures logging; the access-log format (:func:`audit_path`: what
+of a request's path it shows); :func:`log_access`; request ids (:class:`RequestIds`).
 Must not: run at import time; log a secret (callers pass names, never values).
 
 Cost. One access line per request used to go through the whole :mod:`logging` machinery (a ``LogRecord`` with
@@ -32,9 +33,11 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import itertools
 import json
 import logging
 import re
+import secrets
 import select
 import sys
 import time
@@ -44,13 +47,16 @@ from asyncio.events import _get_running_loop
 from collections import deque
 from collections.abc import Mapping
 from datetime import UTC, datetime
-from typing import Literal, TextIO
+from typing import TYPE_CHECKING, Literal, TextIO
 
 import orjson
 
 from .logsink import LineSink
 
-__all__ = ["log_access", "setup_logging"]
+if TYPE_CHECKING:
+    from .routing import Target
+
+__all__ = ["RequestIds", "audit_path", "log_access", "setup_logging"]
 
 _TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s %(message)s"
 # Past this many lines pending, write even inside one loop iteration: bounds memory under a burst.
@@ -362,6 +368,27 @@ class _Trust:
 
 
 _trust = _Trust()
+
+
+def audit_path(target: Target) -> str:
+    """The path with the query's keys but not its values (they may carry tokens or personal data)."""
+    if not target.query:
+        return target.path
+    keys = [part.partition("=")[0] for part in target.query.split("&") if part]
+    return f"{target.path}?{'&'.join(keys)}"
+
+
+class RequestIds:
+    """Request ids: a random per-process prefix and a counter (a uuid4 per request costs a syscall)."""
+
+    __slots__ = ("_counter", "_prefix")
+
+    def __init__(self) -> None:
+        self._prefix = secrets.token_hex(4) + "-"
+        self._counter = itertools.count(1)
+
+    def next(self) -> str:
+        return f"{self._prefix}{next(self._counter):x}"
 
 
 def access_message(access: dict[str, object]) -> str:

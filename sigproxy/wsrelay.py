@@ -167,6 +167,7 @@ class _Relay:
                 if not pump.cancelled() and (exc := pump.exception()) is not None:  # a bug: never silent
                     logger.error("websocket %s: %s failed", self._info.get("request_id"), pump.get_name(),
                                  exc_info=exc)
+                    self._end = self._info["error"] = "internal_error"  # what ended it, whatever came after
             self._record()
 
     async def _refuse(self, pumps: TaskSet) -> None:
@@ -205,7 +206,8 @@ async def relay(client_in: RequestBody, client_out: StreamResponse, upstream: Up
     Adds to ``info`` (the access line): ``bytes_up``/``bytes_down`` (frame bytes), ``ws_messages_up``/
     ``ws_messages_down``, ``ws_close_client``/``ws_close_upstream`` (the close codes each side sent) and
     ``ws_end`` (``client_closed``, ``upstream_closed``, ``client_gone``, ``upstream_gone``, ``idle_timeout``,
-    ``message_too_big``, ``protocol_error``, ``shutdown``). Raises only :class:`asyncio.CancelledError`."""
+    ``message_too_big``, ``protocol_error``, ``shutdown``; ``internal_error``, with ``error`` too, when a copy
+    failed on a bug, logged with its traceback). Raises only :class:`asyncio.CancelledError`."""
     await _Relay(client_in, client_out, upstream, limits, info).run()
 
 

@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import logging
+import re
 import ssl
 from collections.abc import Coroutine
 from dataclasses import dataclass, replace
@@ -22,7 +24,6 @@ from sigproxy.clientcert import Subject, peer_subject
 from sigproxy.config import Config, ProxyConfig
 from sigproxy.egress import EgressPolicy, resolve_checked
 from sigproxy.errors import (
-    AddressNotAllowed,
     BadProxyToken,
     BadRequest,
     Forbidden,
@@ -64,44 +65,74 @@ def _max_head(proxy: ProxyConfig) -> int:
     return proxy.max_request_line + 2 + proxy.max_headers * (proxy.max_header_size + 4) + 2
 
 
-def _check_head_limits(lines: list[str], proxy: ProxyConfig) -> None:
-    """A CONNECT head against the limits the HTTP server applies to every other head."""
+def _check_head_limits(lines: list[bytes], proxy: ProxyConfig) -> None:
+    """A CONNECT head against the limits the HTTP server applies to every other head (in bytes, as it counts)."""
     if len(lines[0]) > proxy.max_request_line:
         raise BadRequest(f"the request line is too long (max_request_line = {proxy.max_request_line})")
     if len(lines) - 1 > proxy.max_headers:
         raise BadRequest(f"the request has too many header lines (max_headers = {proxy.max_headers})")
     for line in lines[1:]:
-        name, _, value = line.partition(":")
+        name, _, value = line.partition(b":")
         if len(name) + len(value.strip()) > proxy.max_header_size:
             raise BadRequest(f"a header line is too long (max_header_size = {proxy.max_header_size})")
 
 
-def _parse_connect(head: bytes, proxy: ProxyConfig) -> _ConnectHead:
-    try:
-        text = head.decode("latin-1")
-    except UnicodeDecodeError as exc:  # pragma: no cover - latin-1 decodes any byte
-        raise BadRequest("unreadable CONNECT request") from exc
-    lines = text.split("\r\n")
-    _check_head_limits(lines, proxy)
-    parts = lines[0].split(" ")
-    if len(parts) != 3 or not parts[2].startswith("HTTP/1."):
-        raise BadRequest("malformed CONNECT request line")
-    authority = parts[1]
+# RFC 9112 2.3 (HTTP/1.x; a later minor version is served as 1.1); RFC 9110 5.1, 5.5: a field name is a token, a
+# value visible characters, spaces, tabs and obs-text (bytes 0x80-0xFF), never CR, LF or another control.
+_VERSION = re.compile(r"HTTP/1\.[0-9]")
+_TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+_FIELD_VALUE = re.compile(rb"[\t\x20-\x7e\x80-\xff]*")
+# RFC 9110 9.3.6: the target is uri-host ":" port. A name must be one sigproxy can resolve, sign for and mint a
+# certificate for: a DNS name (RFC 1035 2.3.4: labels of 1 to 63 characters, 253 in all; "_", which resolvers take,
+# too); an IPv6 address goes in brackets (RFC 3986 3.2.2). Anything else, a byte that is not ASCII among it (a
+# name that is not an A-label), is refused before it is looked up, compared or minted for.
+_HOST_NAME = re.compile(r"(?=.{1,253}\.?\Z)[A-Za-z0-9_-]{1,63}(?:\.[A-Za-z0-9_-]{1,63})*\.?", re.ASCII)
+
+
+def _connect_target(authority: str) -> tuple[str, int]:
+    """Host (lower-case; an IPv6 address without its brackets) and port of a CONNECT target. Raises
+    :class:`BadRequest`, whose message shows the target escaped (``repr``), as it came."""
     if authority.startswith("["):
-        host, _, rest = authority[1:].partition("]")
+        host, bracket, rest = authority[1:].partition("]")
         port_s = rest[1:] if rest.startswith(":") else ""
+        try:
+            ok = bool(bracket) and ipaddress.ip_address(host).version == 6
+        except ValueError:
+            ok = False
     else:
         host, _, port_s = authority.rpartition(":")
+        ok = _HOST_NAME.fullmatch(host) is not None
     if not host or not port_s:
-        raise BadRequest(f"CONNECT needs host:port, got {authority!r}")
+        raise BadRequest(f"CONNECT needs host:port, got {authority[:300]!r}")
+    if not ok:
+        raise BadRequest(f"bad host in CONNECT target {authority[:300]!r}: send a DNS name (an internationalised "
+                         "one as its A-label, xn--...) or an IP address, and a port")
     if not (port_s.isascii() and port_s.isdigit() and len(port_s) <= 5) or not 0 < int(port_s) < 65536:
         raise BadRequest(f"bad port in CONNECT target {authority[:300]!r}")
+    return host.lower(), int(port_s)
+
+
+def _parse_connect(head: bytes, proxy: ProxyConfig) -> _ConnectHead:
+    """A CONNECT request head (without its final blank line), judged as the HTTP server judges every other: the
+    head limits, strict syntax (RFC 9112 3, 5: a malformed field line is a 400, not skipped) and its text decoded
+    from UTF-8 with ``surrogateescape``, so what is checked, compared with a tunnelled request's host and logged
+    (escaped) is the bytes that came. Raises :class:`BadRequest`."""
+    lines = head.split(b"\r\n")
+    _check_head_limits(lines, proxy)
+    parts = lines[0].decode("utf-8", "surrogateescape").split(" ")
+    if len(parts) != 3 or not _VERSION.fullmatch(parts[2]):
+        raise BadRequest("malformed CONNECT request line: send CONNECT host:port HTTP/1.1")
+    host, port = _connect_target(parts[1])
     auth = None
     for line in lines[1:]:
-        name, sep, value = line.partition(":")
-        if sep and name.strip().lower() == "proxy-authorization":
-            auth = value.strip()
-    return _ConnectHead(host.lower(), int(port_s), auth)
+        name, sep, value = line.partition(b":")
+        if not sep or not _TOKEN.fullmatch(name) or not _FIELD_VALUE.fullmatch(value):
+            raise BadRequest("malformed header line in the CONNECT request: send NAME: VALUE (RFC 9112 5)")
+        if name.lower() == b"proxy-authorization":
+            if auth is not None:
+                raise BadRequest("Proxy-Authorization is given twice in the CONNECT request; send it once")
+            auth = value.strip(b" \t").decode("utf-8", "surrogateescape")
+    return _ConnectHead(host, port, auth)
 
 
 class _HasHandler(Protocol):
@@ -169,9 +200,14 @@ class ConnectIntake:
     async def handle_connect(self, transport: asyncio.Transport, head: bytes, early: bytes,
                              ticket: Ticket | None = None) -> None:
         """Answer a CONNECT and serve its tunnel; ``ticket`` (the connection's place in the gate) is released
-        when the tunnel is over."""
+        when the tunnel is over. A bug once the tunnel is open (the ``200`` sent) cuts it, its traceback logged
+        once; before, it is answered (:meth:`_refuse`): the client is never left waiting on a task that died."""
         try:
             await self._handle_connect(transport, head, early)
+        except Exception:
+            logger.exception("unexpected error in the CONNECT tunnel from %s; connection closed",
+                             peer_address(transport))
+            transport.abort()
         finally:
             if ticket is not None:
                 ticket.release()
@@ -203,10 +239,8 @@ class ConnectIntake:
                     "[proxy] passthrough; add it to a connection's hosts to sign for it, to [proxy] passthrough to "
                     "tunnel it untouched, or to the client's NO_PROXY to bypass sigproxy"
                 )
-        except SigproxyError as exc:
-            logger.info("CONNECT refused: %s", exc.message)
-            transport.write(error_bytes(exc, "-"))
-            transport.close()
+        except Exception as exc:  # a refusal, or a bug
+            _refuse(transport, exc)
             return
         if intercept:
             await self._intercept(transport, connect)
@@ -232,8 +266,10 @@ class ConnectIntake:
         try:
             ctx = await self._certs.context_for_async(connect.host)
         except TlsError as exc:
-            transport.write(error_bytes(BadRequest(f"cannot intercept {connect.host!r}: {exc}"), "-"))
-            transport.close()
+            _refuse(transport, BadRequest(f"cannot intercept {connect.host!r}: {exc}"))
+            return
+        except Exception as exc:  # a bug
+            _refuse(transport, exc)
             return
         server = ClientServer(self._tunnel_entry(connect), proxy=self.proxy)
         self._tunnels.add(server)
@@ -269,7 +305,7 @@ class ConnectIntake:
                     target = parse_absolute_target(raw)
                     if (target.host, target.port) != (connect.host, connect.port):
                         raise BadRequest("a request inside a tunnel must go to the tunnel's host")
-            except SigproxyError as exc:
+            except Exception as exc:  # a refusal, or a bug: answered with its access line all the same
                 return handler.reject(request, exc)
             return await handler(request, Exchange(target=target, tunnel_authorization=connect.proxy_authorization,
                                                    client_cert=connect.client_cert))
@@ -284,15 +320,11 @@ class ConnectIntake:
                 # One lookup, every answer checked by the SSRF guard; connect only to those addresses.
                 addresses = await resolve_checked(connect.host, connect.port, policy)
                 up_reader, up_writer = await _open_first(addresses, connect.port)
-        except AddressNotAllowed as exc:
-            logger.info("passthrough tunnel refused: %s", exc.message)
-            transport.write(error_bytes(exc, "-"))
-            transport.close()
-            return
         except (OSError, TimeoutError) as exc:
-            err = UpstreamError(f"cannot connect to {connect.host}:{connect.port}: {exc}")
-            transport.write(error_bytes(err, "-"))
-            transport.close()
+            _refuse(transport, UpstreamError(f"cannot connect to {connect.host}:{connect.port}: {exc}"))
+            return
+        except Exception as exc:  # the SSRF guard's refusal (AddressNotAllowed), or a bug
+            _refuse(transport, exc)
             return
         loop = asyncio.get_running_loop()
         reader = asyncio.StreamReader(limit=_RELAY_CHUNK, loop=loop)
@@ -314,6 +346,18 @@ class ConnectIntake:
             self._relays -= 1
             for w in (writer, up_writer):
                 w.close()
+
+
+def _refuse(transport: asyncio.Transport, exc: Exception) -> None:
+    """Answer a CONNECT that gets no tunnel, then close: a :class:`SigproxyError` with its status (logged at info);
+    anything else is a bug: ``500 internal_error``, its traceback logged once, here."""
+    if isinstance(exc, SigproxyError):
+        logger.info("CONNECT refused: %s", exc.message)
+    else:
+        logger.error("unexpected error answering a CONNECT from %s", peer_address(transport), exc_info=exc)
+        exc = SigproxyError("sigproxy failed on this request (see its log)")
+    transport.write(error_bytes(exc, "-"))
+    transport.close()
 
 
 async def _open_first(addresses: list[str], port: int) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:

@@ -61,6 +61,12 @@ class ClientFlow(asyncio.Protocol):
 
     # ------------------------------------------------------------------ writing and flow control
 
+    @property
+    def answer_begun(self) -> bool:
+        """Whether part of the answer to the request being answered has gone to the client (interim responses
+        aside): from then on no other answer can be given to it, only the connection cut."""
+        return self._wrote
+
     def write(self, data: bytes) -> None:
         if self._transport is not None:
             self._wrote = True

@@ -4,7 +4,8 @@ httptools (llhttp, the parser of Node.js and of aiohttp's C parser) in strict mo
 * :class:`ClientProtocol` (one per accepted connection, made by
   :class:`~sigproxy.intake.clientserver.ClientServer`) parses requests (pipelined ones are answered in order),
   hands each to the entry point as a :class:`~sigproxy.http1.ClientRequest` and writes what it returns. Its byte
-  side (writing, flow control, closing, the one timer) is its base, :class:`~sigproxy.intake.h1flow.ClientFlow`.
+  side (writing, flow control, closing, the one timer) is its bases' (:class:`~sigproxy.intake.h1flow.ClientFlow`,
+  and :class:`~sigproxy.intake.h1rest.ClientRest` for the rest of a request answered early).
 
 What it enforces (RFC 9112, and the ``[proxy]`` keys named):
 
@@ -22,9 +23,11 @@ What it enforces (RFC 9112, and the ``[proxy]`` keys named):
   an answer waits on it, or once its connection is being closed with bytes still queued) is cut off with a
   reset, not held open until it reads;
 * the connection is kept open after a response only when the client allows it (RFC 9112 9.3), the request was
-  received whole and the server is not draining; otherwise it is closed, and where the client may still be
-  sending (a body not read to its end, a head refused) gracefully: our side shut for writing, what the client
-  still sends read and dropped for up to a second, so the answer is not lost to a reset (RFC 9112 9.6).
+  received whole, or what is left of it is small enough to read and drop after an early answer (its base
+  :class:`~sigproxy.intake.h1rest.ClientRest`), and the server is not draining; otherwise it is closed, and where
+  the client may still be sending (a body not read to its end, a head refused) gracefully: our side shut for
+  writing, what the client still sends read and dropped for up to a second, so the answer is not lost to a
+  reset (RFC 9112 9.6).
 
 Must not: sign, route or choose connections.
 """
@@ -53,7 +56,7 @@ from sigproxy.http1 import (
 )
 
 from .gate import LINGER, Ticket, peer_address
-from .h1flow import ClientFlow
+from .h1rest import ClientRest
 
 if TYPE_CHECKING:
     from .clientserver import ClientServer
@@ -76,7 +79,7 @@ class _HeadRefused(BadRequest):
     """A request head over a limit (raised inside the parser's callbacks)."""
 
 
-class ClientProtocol(ClientFlow):
+class ClientProtocol(ClientRest):
     """One client connection."""
 
     def __init__(self, server: ClientServer, proxy: ProxyConfig) -> None:
@@ -99,6 +102,12 @@ class ClientProtocol(ClientFlow):
         self._headers: list[tuple[str, str]] = []
         self._head_bytes = 0
         self._fed = 0  # body bytes the parser gave since the last look (_count_framing)
+        self._body_got = 0  # body bytes of the request being parsed, so far
+        self._content_ended: ClientRequest | None = None  # its content read to the end; framing may follow
+        # After an early answer: the request whose rest is being read and dropped, and what waits for its end.
+        self._dropping: ClientRequest | None = None
+        self._drop_limit = 0  # the body bytes (_body_got) past which the rest is not read
+        self._rest: asyncio.Future[None] | None = None
         self._framing_bytes = 0  # bytes of a body's chunk framing and trailer section since its last body byte
         self._begun = 0  # heads begun on this connection
         self._head_since: float | None = None  # when the head being parsed began; None between heads
@@ -217,8 +226,7 @@ class ClientProtocol(ClientFlow):
         if self._upgraded is not None:
             self._upgraded.feed_eof()
         if self._parsing is not None and not self._parsing.complete:
-            self._parsing.body.fail(ConnectionResetError("the client closed the connection mid-request"))
-            self._parsing = None
+            self._fail_parsing(ConnectionResetError("the client closed the connection mid-request"))
         self._client_done = True
         # Half-closed: the answers owed may still go out (True keeps our side open; TLS can't stay half-open).
         return (self._task is not None and not self._lingering and self._transport is not None
@@ -235,7 +243,7 @@ class ClientProtocol(ClientFlow):
         self._cancel_timer()
         lost = ConnectionResetError("the client closed the connection")
         if self._parsing is not None:
-            self._parsing.body.fail(lost)
+            self._fail_parsing(lost)
         if self._upgraded is not None:
             self._upgraded.fail(lost)
         for queued in self._queue:
@@ -264,6 +272,7 @@ class ClientProtocol(ClientFlow):
     def begin_drain(self) -> None:
         """Shutdown: read no more requests; close now if none is being answered, else after its answer."""
         self._closing = True
+        self._end_rest()  # a rest being read after an early answer is not waited for
         if self._task is None or self._lingering:
             self._close()
 
@@ -296,10 +305,12 @@ class ClientProtocol(ClientFlow):
         self._loop.call_later(LINGER, self._close)
 
     def may_keep_alive(self, request: ClientRequest) -> bool:
-        """Whether the connection may serve another request after this one's answer."""
+        """Whether the connection may serve another request after this one's answer: the request came whole, or
+        what is left of it is small enough to read and drop after the answer (:meth:`_rest_is_small`)."""
         more = bool(self._queue)  # answers owed to requests already received (or a refusal queued)
-        return (request.keep_alive and request.complete and not request.upgrade and not self._closing
-                and (more or not (self._broken or self._client_done)) and self._transport is not None)
+        return (request.keep_alive and (request.complete or self._rest_is_small(request)) and not request.upgrade
+                and not self._closing and (more or not (self._broken or self._client_done))
+                and self._transport is not None)
 
     # ------------------------------------------------------------------ parser callbacks (httptools)
 
@@ -363,18 +374,25 @@ class ClientProtocol(ClientFlow):
         if version not in _VERSIONS:
             request.unsupported_version = version
         self._parsing = request
+        self._body_got = 0
         self._dispatch(request)
 
     def on_body(self, body: bytes) -> None:
         if self._parsing is not None:
-            self._parsing.body.feed(body)
             self._fed += len(body)
+            self._body_got += len(body)
+            if self._dropping is not self._parsing:
+                self._parsing.body.feed(body)
+            elif self._body_got > self._drop_limit:
+                raise _HeadRefused("more body came after the answer than the request has (RFC 9112 6.3)")
 
     def on_message_complete(self) -> None:
         request, self._parsing = self._parsing, None
+        self._content_ended = None
         if request is not None:
             request.complete = True
             request.body.feed_eof()
+        self._end_rest()
 
     # ------------------------------------------------------------------ serving
 
@@ -386,9 +404,8 @@ class ClientProtocol(ClientFlow):
         error = cause if isinstance(cause, SigproxyError) else BadRequest(bad_head_message(self._start, str(exc)))
         if self._parsing is not None and not self._parsing.complete:
             # The head was fine, its body's framing is not: that request is answered 400, then the connection ends.
-            self._parsing.body.fail(cause if isinstance(cause, SigproxyError)
-                                    else BadRequest("the request body's chunked framing is malformed (RFC 9112 7.1)"))
-            self._parsing = None
+            self._fail_parsing(cause if isinstance(cause, SigproxyError)
+                               else BadRequest("the request body's chunked framing is malformed (RFC 9112 7.1)"))
             return
         logger.info("request head from %s refused: %s", self._remote, error.message)
         self._dispatch(error)
@@ -434,6 +451,11 @@ class ClientProtocol(ClientFlow):
             if response is None:  # it broke off mid-response and the connection was closed
                 return
             if not response.prepared:
+                if self._wrote or self._transport is None or self._transport.is_closing():
+                    # Part of an answer went out already, or the handler cut the connection (it answered a failure
+                    # after its response began, or found the client gone): nothing may follow.
+                    self.abort()
+                    return
                 self._send(cast(Response, response), item)
             if self._write_paused and self._transport is not None:
                 try:
@@ -442,6 +464,8 @@ class ClientProtocol(ClientFlow):
                     return
             keep = self.may_keep_alive(item) and (
                 cast(StreamResponse, response).keep_alive if response.prepared else not cast(Response, response).close)
+            if keep and not item.complete:  # answered early: the rest is small (may_keep_alive), read and dropped
+                keep = await self._read_rest(item)
             if not keep:
                 self._close_gracefully(linger=not item.complete)
                 return

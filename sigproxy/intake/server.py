@@ -36,7 +36,7 @@ from sigproxy.control import Control, open_store
 from sigproxy.credcache import CredentialCache
 from sigproxy.credentials import Providers
 from sigproxy.credprobe import warn_missing_credentials
-from sigproxy.errors import ConfigError, ListenError, SigproxyError
+from sigproxy.errors import ConfigError, ListenError
 from sigproxy.exposure import open_listener_warnings
 from sigproxy.forwarding import Upstream
 from sigproxy.handler import Exchange, Handler, RequestIds
@@ -254,11 +254,11 @@ def _entry(runtime: Runtime, reverse_index: int | None
                 forward_exchange(request) if reverse_index is None
                 else reverse_exchange(request, handler.config.reverse[reverse_index])
             )
-        except SigproxyError as exc:
+            if mtls:  # the client's certificate may select the connection (sigproxy.clientcert)
+                exchange = replace(exchange, client_cert=peer_subject(request.protocol.transport
+                                                                      if request.protocol is not None else None))
+        except Exception as exc:  # a refusal, or a bug: answered with its access line all the same
             return answered(handler.reject(request, exc))
-        if mtls:  # the client's certificate may select the connection (sigproxy.clientcert)
-            exchange = replace(exchange, client_cert=peer_subject(request.protocol.transport
-                                                                  if request.protocol is not None else None))
         return handler(request, exchange)
 
     return entry

@@ -3,8 +3,10 @@ over TLS (trusted through upstream_ca_file), moto's signature checks the judge; 
 
 from __future__ import annotations
 
+import base64
 import json
 import os
+import re
 import socket
 import ssl
 import stat
@@ -20,7 +22,7 @@ import pytest
 import trustme
 from botocore.config import Config as BotoConfig
 
-from tests.conftest import ROOT, Proxy
+from tests.conftest import ROOT, Proxy, _start_proxy
 from tests.servers.moto_server import Moto
 
 
@@ -288,3 +290,100 @@ def test_upstream_tls_is_verified(moto: Moto, tmp_path: Path, bundle: Path,
     ok = curl(lax.url, "--cacert", str(bundle), "-H", "X-Sigproxy-Service: s3", f"{moto.tls_endpoint}/")
     assert ok.stdout.endswith("\n200"), ok
     assert "does not verify upstream TLS certificates" in lax.stop()
+
+
+HOSTILE_CONFIG = """
+[proxy]
+default_connection = "main"
+connect_ports = [443]
+passthrough = ["*.pass.example:443"]
+
+[connections.main]
+region = "us-east-1"
+service = "s3"
+hosts = ["*.sign.example:*", "127.0.0.1:*"]
+[connections.main.credentials]
+source = "static"
+access_key_id = "AKIDEXAMPLE"
+secret_access_key = "not-a-real-secret"
+"""
+
+_LABEL_64 = b"a" * 64  # one over RFC 1035's 63: Python's idna codec refuses to look it up (UnicodeError)
+
+
+def _connect_head(target: bytes, *fields: bytes, version: bytes = b"HTTP/1.1") -> bytes:
+    return b"\r\n".join([b"CONNECT " + target + b" " + version, *fields]) + b"\r\n\r\n"
+
+
+def _status_and_code(reply: bytes) -> tuple[int, str | None]:
+    head = reply.partition(b"\r\n\r\n")[0].decode("utf-8", "surrogateescape")
+    code = next((line.split(":", 1)[1].strip() for line in head.split("\r\n")
+                 if line.lower().startswith("x-sigproxy-error:")), None)
+    return int(head.split(" ", 2)[1]), code
+
+
+class TestConnectHeadBytes:
+    """A CONNECT head is read by the front door, not the HTTP server: it used to be decoded as latin-1 (a UTF-8
+    ``é`` became ``Ã©``), every other head as UTF-8 with surrogateescape. Now the same: the bytes that came are
+    what is judged and logged; a byte that is not ASCII where a consumer reads it (the target's host, port and
+    version, a field name, Proxy-Authorization) is a clear 4xx, never a 500, a 2xx or a client left waiting."""
+
+    CASES = [  # (head, status, code)
+        # The target's host: as latin-1 these passed the hosts glob and were intercepted (200), a certificate
+        # minted for the mojibake; now the host is not a DNS name.
+        (_connect_head(b"caf\xc3\xa9.sign.example:443"), 400, "bad_request"),
+        (_connect_head(b"caf\xe9.sign.example:443"), 400, "bad_request"),
+        (_connect_head(b"a\xe2\x80\xa8b.sign.example:443"), 400, "bad_request"),  # U+2028: a line break to readers
+        (_connect_head(b"a\nforged.sign.example:443"), 400, "bad_request"),
+        # A passthrough host with a label over 63 characters: the lookup raised UnicodeError in the CONNECT's
+        # task, which died, the client left waiting (a 500 since bugs there are answered); now refused first.
+        (_connect_head(_LABEL_64 + b".pass.example:443"), 400, "bad_request"),
+        (_connect_head(b"127.0.0.1:44\xd9\xa3"), 400, "bad_request"),  # ARABIC-INDIC DIGIT THREE
+        (_connect_head(b"127.0.0.1:443", version=b"HTTP/1.\xff"), 400, "bad_request"),
+        (_connect_head(b"127.0.0.1:443", b"X-\xff: v"), 400, "bad_request"),
+        (_connect_head(b"127.0.0.1:443", b"a line with no colon"), 400, "bad_request"),
+        (_connect_head(b"127.0.0.1:443", b"Proxy-Authorization: Basic \xff\xfe"), 407, "bad_proxy_token"),
+        (_connect_head(b"127.0.0.1:443", b"Proxy-Authorization: Basic " + base64.b64encode(b"main:t\xe9")),
+         407, "bad_proxy_token"),
+        # A value nothing reads may hold obs-text (RFC 9110 5.5), as on every other head: the tunnel opens.
+        (_connect_head(b"127.0.0.1:443", b"User-Agent: caf\xe9 \xff"), 200, None),
+    ]
+
+    @pytest.mark.parametrize("fmt", ["json", "text"])
+    def test_each_byte_is_a_clear_4xx_and_the_log_is_not_forged(self, fmt: str, tmp_path: Path) -> None:
+        """Every case over a raw socket to a real `sigproxy run`: its status and code, an answer within
+        seconds. Then the log: every line is one whole line (JSON, or text starting with its timestamp); the
+        client's U+2028 and LF are escaped, never written."""
+        config = tmp_path / "sigproxy.toml"
+        config.write_text(HOSTILE_CONFIG + '\n[store]\nurl = ""\n')
+        env = {**os.environ, "STATE_DIRECTORY": str(tmp_path / "state")}
+        proxy = _start_proxy(config, env, ["--listen", "127.0.0.1:0", "--admin-listen", "", "--workers", "1",
+                                           "--log-format", fmt], admin=False)
+        try:
+            got = []
+            for head, _, _ in self.CASES:
+                with socket.create_connection(("127.0.0.1", int(proxy.address.rsplit(":", 1)[1])), timeout=10) as s:
+                    s.sendall(head)
+                    got.append(_status_and_code(s.recv(65536)))
+            assert got == [(status, code) for _, status, code in self.CASES]
+        finally:
+            output = proxy.stop()
+        lines = [line for line in output.split("\n")[:-1] if not line.startswith("sigproxy: ")]  # stdout's
+        assert lines and "\u2028" not in output and "\u2029" not in output
+        if fmt == "json":
+            messages = "\n".join(json.loads(line)["msg"] for line in lines)
+        else:
+            assert all(re.match(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} [A-Z]+ ", line) for line in lines), output
+            messages = output
+        assert "target 'a\\u2028b.sign.example" in messages and "target 'a\\nforged.sign.example" in messages
+        assert "unexpected error" not in output and "Traceback" not in output
+
+    def test_a_host_that_cannot_be_looked_up_is_a_502_not_a_500(self, sigproxy_factory: Callable[..., Proxy]) -> None:
+        """The same name, absolute form through the forward proxy, on a host the connection signs for: the
+        lookup's UnicodeError was an unexpected error (500, a traceback). Now the name does not resolve: 502."""
+        proxy = sigproxy_factory(HOSTILE_CONFIG)
+        host = _LABEL_64.decode() + ".sign.example"
+        reply = raw_connect(proxy, f"GET http://{host}/k HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
+                            .encode())
+        assert _status_and_code(reply) == (502, "upstream_error"), reply[:300]
+        assert "unexpected error" not in proxy.stop()

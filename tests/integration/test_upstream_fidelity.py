@@ -10,12 +10,14 @@ from __future__ import annotations
 import asyncio
 import http.client
 import itertools
+import re
 import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import BinaryIO
 
 import pytest
 
@@ -192,6 +194,31 @@ def test_spooled_uploads_keep_their_upstream_connection(upstream: Upstream,
     assert proxy.written('"body":"spooled"')
 
 
+def resigned_put(path: bytes) -> tuple[bytes, bytes]:
+    """A STREAMING-AWS4-HMAC-SHA256-PAYLOAD upload framed chunked by the client: its head with the whole
+    aws-chunked body in one HTTP chunk (sigproxy re-signs it; the upstream has it whole once its final chunk is
+    sent and may answer at once), and the last chunk framing that ends the request."""
+    signer = Signer()
+    key = signer.signing_key("placeholder", datetime.now(UTC).strftime("%Y%m%d"), "us-east-1", "s3")
+    chain = ChunkSigner(key, "20250101T000000Z", "20250101/us-east-1/s3/aws4_request", "0" * 64)
+    data = chain.frame(b"x" * 1000) + chain.frame(b"")
+    head = (b"PUT %s HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nX-Amz-Content-SHA256: %s\r\n"
+            b"X-Amz-Decoded-Content-Length: 1000\r\n\r\n" % (path, STREAMING_SIGNED.encode()))
+    return head + b"%x\r\n%s\r\n" % (len(data), data), b"0\r\n\r\n"
+
+
+def read_response(stream: BinaryIO) -> tuple[bytes, bytes]:
+    """One response with a Content-Length from ``stream``; AssertionError when the connection closes first."""
+    head = b""
+    while not head.endswith(b"\r\n\r\n"):
+        line = stream.readline()
+        if not line:
+            raise AssertionError(f"the connection closed after {head!r}")
+        head += line
+    length = re.search(rb"(?im)^content-length: *([0-9]+)", head)
+    return head, stream.read(int(length[1])) if length else b""
+
+
 def test_resigned_uploads_keep_their_upstream_connection(upstream: Upstream,
                                                          sigproxy_factory: Callable[..., Proxy]) -> None:
     """A STREAMING-AWS4-HMAC-SHA256-PAYLOAD body framed chunked by the client, whose last chunk framing comes a
@@ -201,22 +228,67 @@ def test_resigned_uploads_keep_their_upstream_connection(upstream: Upstream,
     mark = len(upstream.seen)
     host, port = proxy.reverse[0].removeprefix("http://").rsplit(":", 1)
     for i in range(3):
-        signer = Signer()
-        key = signer.signing_key("placeholder", datetime.now(UTC).strftime("%Y%m%d"), "us-east-1", "s3")
-        chain = ChunkSigner(key, "20250101T000000Z", "20250101/us-east-1/s3/aws4_request", "0" * 64)
-        data = chain.frame(b"x" * 1000) + chain.frame(b"")
+        put, end = resigned_put(b"/resigned/%d" % i)
         with socket.create_connection((host, int(port))) as sock:
-            sock.sendall(b"PUT /resigned/%d HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n"
-                         b"X-Amz-Content-SHA256: %s\r\nX-Amz-Decoded-Content-Length: 1000\r\n\r\n"
-                         b"%x\r\n%s\r\n" % (i, STREAMING_SIGNED.encode(), len(data), data))
+            sock.sendall(put)
             time.sleep(0.3)  # the client's last chunk framing comes later
-            sock.sendall(b"0\r\n\r\n")
+            sock.sendall(end)
             sock.settimeout(5)
             assert sock.recv(65536).startswith(b"HTTP/1.1 200 ")
     seen = seen_since(upstream, mark, "/resigned")
     assert len(seen) == 3
     assert len({s[0] for s in seen}) == 1
     assert proxy.written('"body":"resigned"')
+
+
+def test_an_upload_answered_before_its_last_chunk_keeps_the_client_connection(
+        upstream: Upstream, sigproxy_factory: Callable[..., Proxy]) -> None:
+    """The same upload, the client sending its last chunk framing only once it has the answer: the answer does
+    not say close, the framing is read and dropped, and the GET that follows it is answered on the same client
+    connection (three times over, one upstream connection). RFC 9112 9.6: a server that answers early may keep
+    the connection when it reads the rest. Before, the answer said ``Connection: close`` and the connection
+    closed (the GET was never answered)."""
+    proxy = sigproxy_factory(config(upstream))
+    mark = len(upstream.seen)
+    host, port = proxy.reverse[0].removeprefix("http://").rsplit(":", 1)
+    with socket.create_connection((host, int(port)), timeout=10) as sock, sock.makefile("rb") as stream:
+        for i in range(3):
+            put, end = resigned_put(b"/early/%d" % i)
+            sock.sendall(put)
+            head, body = read_response(stream)
+            assert head.startswith(b"HTTP/1.1 200 ") and b"connection: close" not in head.lower(), head
+            assert body == b"ok"
+            sock.sendall(end)
+            sock.sendall(b"GET /early-get/%d HTTP/1.1\r\nHost: x\r\n\r\n" % i)
+            assert read_response(stream)[1] == b"ok"
+    seen = seen_since(upstream, mark, "/early")
+    assert [s[1:3] for s in seen] == [pair for i in range(3)
+                                      for pair in (("PUT", f"/early/{i}"), ("GET", f"/early-get/{i}"))]
+    assert len({s[0] for s in seen}) == 1
+
+
+@pytest.mark.parametrize("early", [True, False])
+def test_requests_pipelined_behind_an_upload_are_answered_in_order(early: bool, upstream: Upstream,
+                                                                   sigproxy_factory: Callable[..., Proxy]) -> None:
+    """Two GETs pipelined right behind the upload's last chunk framing: sent with the upload itself, or in one
+    write with the framing after the upload's early answer. Three answers, in order, on one connection."""
+    proxy = sigproxy_factory(config(upstream))
+    mark = len(upstream.seen)
+    host, port = proxy.reverse[0].removeprefix("http://").rsplit(":", 1)
+    put, end = resigned_put(b"/piped/put")
+    gets = b"GET /piped/a HTTP/1.1\r\nHost: x\r\n\r\nGET /piped/b HTTP/1.1\r\nHost: x\r\n\r\n"
+    with socket.create_connection((host, int(port)), timeout=10) as sock, sock.makefile("rb") as stream:
+        if early:
+            sock.sendall(put)
+            answers = [read_response(stream)]
+            sock.sendall(end + gets)
+        else:
+            sock.sendall(put + end + gets)
+            answers = []
+        answers += [read_response(stream) for _ in range(3 - len(answers))]
+    assert all(head.startswith(b"HTTP/1.1 200 ") and body == b"ok" for head, body in answers)
+    assert [s[1:3] for s in seen_since(upstream, mark, "/piped")] == [
+        ("PUT", "/piped/put"), ("GET", "/piped/a"), ("GET", "/piped/b")]
 
 
 def test_the_reason_phrase_goes_byte_for_byte(upstream: Upstream, sigproxy_factory: Callable[..., Proxy]) -> None:

@@ -214,6 +214,13 @@ class TestResolveChecked:
         got = await resolve_checked("localhost", 9000, EgressPolicy.for_passthrough(["localhost:9000"]))
         assert got and all(address_class(a) == "loopback" for a in got)
 
+    @pytest.mark.parametrize("name", ["a" * 64 + ".example", "a..example", "\udcff.example"])
+    async def test_a_name_that_cannot_be_asked_for_does_not_resolve(self, name: str) -> None:
+        """A label over 63 characters, an empty one, a byte that was not UTF-8: Python's idna codec refuses to
+        look them up with UnicodeError, which callers took for a bug (500); it is the lookup failing, an OSError."""
+        with pytest.raises(socket.gaierror, match="not a name that can be looked up"):
+            await resolve_checked(name, 443, EgressPolicy.for_passthrough(["*"]), resolver=EgressResolver())
+
 
 def test_private_networks_permit_any_name_inside_them() -> None:
     policy = EgressPolicy.for_connection("vpc", ["*.amazonaws.com"], [ipaddress.ip_network("10.0.0.0/8")])

@@ -241,6 +241,99 @@ async def test_answer_before_the_body_closes_the_connection() -> None:
         writer.close()
 
 
+async def refuse_or_echo(request: ClientRequest) -> Response:
+    """``/refuse``: 403 at once, not a byte of the body read (an early answer); anything else: :func:`echo`."""
+    if request.raw_path == "/refuse":
+        return Response(403, None, [], b"no")
+    return await echo(request)
+
+
+async def test_an_early_answer_reads_a_small_rest_and_keeps_the_connection() -> None:
+    """RFC 9112 9.6: a server that answers before the whole request came may keep the connection if it reads the
+    rest. A rest within the head limits is read and dropped after the answer, and the next request is served on
+    the same connection; the answer said nothing of closing. Before, it was ``Connection: close``, and closed."""
+    async with serving(refuse_or_echo) as (_, port):
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(b"PUT /refuse HTTP/1.1\r\nHost: h\r\nContent-Length: 10\r\n\r\n0123")
+        head, body = await asyncio.wait_for(read_response(reader), 5)
+        assert head.startswith(b"HTTP/1.1 403") and b"connection: close" not in head.lower() and body == b"no"
+        writer.write(b"456789PUT /next HTTP/1.1\r\nHost: h\r\nContent-Length: 5\r\n\r\nhello")  # in one read
+        head, body = await asyncio.wait_for(read_response(reader), 5)
+        assert body == b"PUT /next 5" and b"X-Body: hello" in head
+        writer.close()
+
+
+async def test_a_rest_that_does_not_come_closes_after_body_timeout() -> None:
+    """The rest of the body is awaited for ``body_timeout``, no longer: then the connection closes."""
+    async with serving(refuse_or_echo, body_timeout=0.5) as (_, port):
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(b"PUT /refuse HTTP/1.1\r\nHost: h\r\nContent-Length: 10\r\n\r\n")
+        await asyncio.wait_for(read_response(reader), 5)
+        started = time.monotonic()
+        assert await asyncio.wait_for(reader.read(), 5) == b""
+        assert 0.4 < time.monotonic() - started < 2.5
+        writer.close()
+
+
+@pytest.mark.parametrize("head", [
+    b"PUT /refuse HTTP/1.1\r\nHost: h\r\nContent-Length: 10000000\r\n\r\n",  # over the head limits
+    b"PUT /refuse HTTP/1.1\r\nHost: h\r\nContent-Length: 10\r\nExpect: 100-continue\r\n\r\n",  # held back: no 100
+    b"PUT /refuse HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n",  # a rest of unknown size
+])
+async def test_an_early_answer_closes_when_the_rest_is_large_or_unknown(head: bytes) -> None:
+    """As before: a rest over the head limits, a body the client holds back (``Expect: 100-continue``, no
+    ``100`` sent), a chunked body the handler did not read to the end of its content: ``Connection: close``."""
+    async with serving(refuse_or_echo) as (_, port):
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(head)
+        answer, _ = await asyncio.wait_for(read_response(reader), 5)
+        assert answer.startswith(b"HTTP/1.1 403") and b"Connection: close" in answer
+        assert await asyncio.wait_for(reader.read(), 5) == b""
+        writer.close()
+
+
+def content_then(after: bytes) -> Entry:
+    """Reads a chunked body's content up to ``hello``, says its content ended (as an aws-chunked decoder does at
+    its final chunk), and answers before the HTTP framing that ends it."""
+    async def entry(request: ClientRequest) -> Response:
+        if request.method == "GET":
+            return await echo(request)
+        got = b""
+        while got != b"hello":
+            got += await request.body.next_piece()
+        assert request.protocol is not None
+        request.protocol.content_ended(request)
+        return Response(200, None, [], after)
+
+    return entry
+
+
+async def test_a_chunked_body_whose_content_ended_keeps_the_connection() -> None:
+    """The last chunk and the trailer section come after the answer: read and dropped, then the next request
+    (pipelined right behind them) is answered on the same connection."""
+    async with serving(content_then(b"stored")) as (_, port):
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(b"PUT / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n")
+        head, body = await asyncio.wait_for(read_response(reader), 5)
+        assert b"connection: close" not in head.lower() and body == b"stored"
+        writer.write(b"0\r\nX-Checksum: abc\r\n\r\nGET /a HTTP/1.1\r\nHost: h\r\n\r\n"
+                     b"PUT /b HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n")
+        assert [(await asyncio.wait_for(read_response(reader), 5))[1] for _ in range(2)] == [b"GET /a 0", b"stored"]
+        writer.close()
+
+
+async def test_body_after_the_content_ended_closes() -> None:
+    """After the content ended only framing may come (its trailer section bounded by the head limits, as ever):
+    a chunk of body closes the connection, and no next request is read."""
+    async with serving(content_then(b"stored")) as (_, port):
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(b"PUT / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n")
+        await asyncio.wait_for(read_response(reader), 5)
+        writer.write(b"3\r\nabc\r\n0\r\n\r\nGET /a HTTP/1.1\r\nHost: h\r\n\r\n")
+        assert await asyncio.wait_for(reader.read(), 5) == b""
+        writer.close()
+
+
 async def test_large_body_is_flow_controlled() -> None:
     seen: list[int] = []
 
@@ -288,6 +381,28 @@ async def test_failing_handler_gets_500_and_close() -> None:
     async with serving(broken) as (_, port):
         [(head, body)] = await exchange(port, b"GET / HTTP/1.1\r\nHost: h\r\n\r\n")
     assert head.startswith(b"HTTP/1.1 500") and b"Connection: close" in head and b"boom" not in body
+
+
+@pytest.mark.parametrize("cut", [False, True])
+async def test_no_whole_answer_follows_an_answer_begun(cut: bool) -> None:
+    """A handler whose streamed answer broke off and which then returns a whole one (an error answer, with or
+    without cutting the connection itself, as sigproxy's handler does for a bug): nothing of the second is
+    written; the connection is cut after the part that went out. Before, the second answer's head and body
+    followed the first one's bytes on the wire."""
+    async def breaks_off(request: ClientRequest) -> Response:
+        response = StreamResponse(200, None, [("Content-Length", "100")])
+        await response.prepare(request)
+        await response.write(b"partial")
+        if cut:
+            request.abort()
+        return error_response(SigproxyError("a bug"), "-", close=True)
+
+    async with serving(breaks_off) as (_, port):
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(b"GET / HTTP/1.1\r\nHost: h\r\n\r\n")
+        out = await asyncio.wait_for(reader.read(), 5)
+        writer.close()
+    assert out.startswith(b"HTTP/1.1 200 ") and out.endswith(b"\r\n\r\npartial"), out
 
 
 async def test_drain_closes_idle_at_once_and_lets_the_busy_finish() -> None:
