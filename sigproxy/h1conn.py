@@ -7,7 +7,7 @@ Owns: writing the request (its wire form is :func:`sigproxy.h1wire.request_head`
 or until the connection closes; a transfer coding other than chunked refused; a ``101`` to a request that asked
 to upgrade, after which raw bytes flow both ways), interim 1xx responses (told to the caller, RFC 9110 15.2),
 trailer fields (dropped, :meth:`H1Connection.on_header`), the bounds on what of a response is not body
-(:data:`MAX_RESPONSE_LINE`, :data:`MAX_RESPONSE_HEAD`), read flow control, the read and write-stall timeout and
+(:class:`~sigproxy.h1wire.ResponseBudget`), read flow control, the read and write-stall timeout and
 keep-alive.
 Must not: pool, resolve names, check egress or retry (:mod:`sigproxy.forwarding` does).
 
@@ -33,27 +33,16 @@ import httptools
 
 from .errors import SigproxyError, UpstreamClosed, UpstreamError, UpstreamTimeout
 from .h1response import UpstreamResponse
-from .h1wire import response_framing
+from .h1wire import MAX_RESPONSE_LINE, ResponseBudget, line_too_long, response_framing
 from .headerrules import connection_options
 from .transports import close
 
-__all__ = ["MAX_RESPONSE_HEAD", "MAX_RESPONSE_LINE", "H1Connection", "Interim", "UpstreamResponse"]
+__all__ = ["H1Connection", "Interim", "UpstreamResponse"]
 
 Interim = Callable[[int, str, list[tuple[str, str]], frozenset[str]], None]
 """What is told of an interim response: status, reason, headers, the names its ``Connection`` header lists."""
 _HIGH_WATER = 512 * 1024  # pause reading the upstream past this much unread body (a TLS read is up to 256 KiB)
 _LOW_WATER = 128 * 1024
-MAX_RESPONSE_LINE = 64 * 1024
-"""The longest status line, or header or trailer field (name and value), an upstream may send: http.client's
-``_MAXLINE``, which botocore's transport (urllib3) applies to AWS's responses."""
-MAX_RESPONSE_HEAD = 256 * 1024
-"""The most bytes of a response that are not body, counted since its last body byte: its head (interim heads
-included), or a chunked body's chunk-size lines, extensions and trailer section (RFC 9112 7.1). Four times Envoy's
-default for a header section (60 KiB); an AWS response head is a few KiB."""
-# A line still unfinished after a read may hold this much besides its field: the status line's version and code,
-# the separators, and whitespace llhttp trims around values.
-_LINE_SLACK = 64
-_NOTED_LENGTHS = (10, 14, 17)  # len("Connection"), len("Content-Length"), len("Transfer-Encoding")
 
 
 class H1Connection(asyncio.Protocol):
@@ -88,9 +77,7 @@ class H1Connection(asyncio.Protocol):
         self._head: asyncio.Future[UpstreamResponse] | None = None
         self._reason = b""
         self._headers: list[tuple[str, str]] = []
-        # Fields whose names are as long as Connection, Content-Length or Transfer-Encoding: (lower-case name,
-        # value), read once the head is in (most names are told apart by their length alone).
-        self._noted: list[tuple[bytes, str]] = []
+        self._connection: list[str] = []  # the response's Connection header values
         self._framing = ""  # "none", "length", "chunked" or "close", once the final head is in
         self._body: deque[bytes] = deque()
         self._buffered = 0
@@ -106,11 +93,7 @@ class H1Connection(asyncio.Protocol):
         self._writing_paused = False
         self._last_read = 0.0
         self._timer: asyncio.TimerHandle | None = None
-        # What is not body (_count): its bytes since the last body byte, the bytes of the whole lines among them,
-        # and the body bytes the parser gave in the current read.
-        self._unframed = 0
-        self._lines = 0
-        self._fed = 0
+        self._budget = ResponseBudget()  # what of the response is not body, bounded
 
     # ---------------------------------------------------------------- asyncio.Protocol
 
@@ -129,13 +112,14 @@ class H1Connection(asyncio.Protocol):
             self._junk = True
             self._close(abort=True)
             return
-        self._fed = 0
         try:
             self._parser.feed_data(data)
             if self._junk:
                 self._close(abort=True)
             elif not self.body_done:
-                self._count(len(data))
+                why = self._budget.read(len(data), None if self._framing else (self._reason, self._headers))
+                if why is not None:
+                    self._fail(UpstreamError(f"upstream {self.label} sent {why}"))
         except httptools.HttpParserUpgrade as exc:
             if self._framing != "upgraded":
                 self._fail(UpstreamError(f"upstream {self.label} switched protocols unasked"))
@@ -145,40 +129,12 @@ class H1Connection(asyncio.Protocol):
             if rest:
                 self.on_body(rest)
         except httptools.HttpParserError as exc:
-            cause = exc.__context__  # what a callback raised (a bound, _too_long)
+            cause = exc.__context__  # what a callback raised (a bound: _too_long)
             self._fail(cause if isinstance(cause, UpstreamError) else
                        UpstreamError(f"upstream {self.label} sent malformed HTTP: {exc}"))
 
-    def _count(self, size: int) -> None:
-        """Bound what of a response is not body (:data:`MAX_RESPONSE_HEAD`), to within a read: httptools gathers a
-        line whole before it hands it over, joining an unfinished one piece by piece (``bytes +=``), so an endless
-        head or trailer section would grow without bound while the read timeout never fires, and a trickled one
-        cost time quadratic in its length. A line still unfinished after a read is cut once it can no longer fit
-        :data:`MAX_RESPONSE_LINE` (it would be refused when whole), not at the end of the whole budget."""
-        fed, self._fed = self._fed, 0
-        if fed:  # body came in this read, or the final head ended: counting starts again from the next
-            self._unframed = self._lines = 0
-            return
-        self._unframed += size
-        if self._unframed > MAX_RESPONSE_HEAD:
-            self._fail(UpstreamError(f"upstream {self.label} sent over {MAX_RESPONSE_HEAD} bytes of response head, "
-                                     "chunk framing or trailer section"))
-            return
-        lines = self._lines if self._framing else self._lines + self._head_lines()
-        if self._unframed - lines > MAX_RESPONSE_LINE + _LINE_SLACK:
-            self._fail(self._too_long())
-
-    def _head_lines(self) -> int:
-        """The bytes of the whole lines of the head being read, but their line ends: its reason phrase, and each
-        field's name and value with their separators."""
-        lines = len(self._reason)
-        for name, value in self._headers:
-            lines += len(name.encode("utf-8", "surrogateescape")) + len(value.encode("utf-8", "surrogateescape")) + 4
-        return lines
-
     def _too_long(self) -> UpstreamError:
-        return UpstreamError(f"upstream {self.label} sent a line over {MAX_RESPONSE_LINE} bytes (the status line, "
-                             "a header or trailer field, or a chunk-size line)")
+        return UpstreamError(f"upstream {self.label} sent {line_too_long()}")
 
     def eof_received(self) -> bool:
         return False  # close our side too: HTTP/1.1 has no half-closed requests
@@ -217,7 +173,7 @@ class H1Connection(asyncio.Protocol):
             self._junk = True  # a second response to one request: ignored, and the connection is closed
         self._reason = b""
         self._headers = []
-        self._noted = []
+        self._connection = []
 
     def on_status(self, status: bytes) -> None:
         """The reason phrase (RFC 9112 4: any bytes but CR and LF). Decoded as header text is, UTF-8 with
@@ -238,18 +194,18 @@ class H1Connection(asyncio.Protocol):
         if size > MAX_RESPONSE_LINE:
             raise self._too_long()
         if self._framing:
-            self._lines += size + 4  # a trailer section's whole lines (_count)
+            self._budget.lines += size + 4  # a trailer section's whole lines
             return
-        text = value.decode("utf-8", "surrogateescape")
-        self._headers.append((name.decode("utf-8", "surrogateescape"), text))
-        if len(name) in _NOTED_LENGTHS:
-            self._noted.append((name.lower(), text))
+        pair = (name.decode("utf-8", "surrogateescape"), value.decode("utf-8", "surrogateescape"))
+        self._headers.append(pair)
+        if len(name) == 10 and name.lower() == b"connection":  # the length first: most names are cut short
+            self._connection.append(pair[1])
 
     def on_headers_complete(self) -> None:
         if self._junk:
             return
         status = self._parser.get_status_code()
-        connection = [value for name, value in self._noted if name == b"connection"]
+        connection = self._connection
         if status == 101:
             if not self._upgrade:
                 self._fail(UpstreamError(f"upstream {self.label} switched protocols unasked"))
@@ -265,14 +221,14 @@ class H1Connection(asyncio.Protocol):
             return
         if 100 <= status < 200:
             self._interim = True  # 100 Continue, 103 Early Hints: the final response follows
-            self._lines += self._head_lines() + 17  # its head's bytes stay counted with the next's (_count)
+            self._budget.interim(self._reason, self._headers)
             if self._on_interim is not None:
                 self._on_interim(status, self._reason.decode("utf-8", "surrogateescape"), self._headers,
                                  connection_options(connection))
             return
-        self._fed += 1  # the final head is in: like a body byte, it starts the count again (_count)
+        self._budget.fed += 1  # the final head is in: like a body byte, it starts the count again
         try:
-            framing, length = response_framing(self._noted, self._head_only or status in (204, 304))
+            framing, length = response_framing(self._headers, self._head_only or status in (204, 304))
         except ValueError as exc:  # a transfer coding other than chunked: refused, not read and passed on encoded
             self._fail(UpstreamError(f"upstream {self.label} {exc}"))
             return
@@ -291,7 +247,7 @@ class H1Connection(asyncio.Protocol):
             return
         self._body.append(body)
         self._buffered += len(body)
-        self._fed += len(body)
+        self._budget.fed += len(body)
         if self._buffered > _HIGH_WATER and not self._reading_paused and self.transport is not None:
             self._reading_paused = True
             self.transport.pause_reading()
@@ -337,7 +293,7 @@ class H1Connection(asyncio.Protocol):
         self._framing = ""
         self.body_done = False
         self._error = None
-        self._unframed = self._lines = 0
+        self._budget.reset()
         self._junk = self._interim = self._keep_alive = self.received = False
         head_future: asyncio.Future[UpstreamResponse] = self._loop.create_future()
         self._head = head_future

@@ -8,9 +8,10 @@ Must not: do I/O, or change a header it was given.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import AsyncIterator, Sequence
 
-__all__ = ["request_head", "response_framing"]
+__all__ = ["MAX_RESPONSE_HEAD", "MAX_RESPONSE_LINE", "ResponseBudget", "line_too_long", "request_head",
+           "response_framing"]
 
 # Methods whose request without a body carries no Content-Length; aiohttp's rule (client_reqrep GET_METHODS),
 # kept so that what upstreams see does not change.
@@ -57,13 +58,11 @@ def request_head(method: str, target: str, authority: str, headers: Sequence[tup
     return text.encode("utf-8"), chunked
 
 
-def response_framing(fields: Iterable[tuple[bytes, str]], bodiless: bool) -> tuple[str, int | None]:
+def response_framing(headers: list[tuple[str, str]], bodiless: bool) -> tuple[str, int | None]:
     """How a final response's body is delimited (RFC 9112 6.3), from its header fields (after llhttp's checks:
     ``Content-Length`` digits whose repeats agree, not with ``Transfer-Encoding``), and its ``Content-Length``
-    (``None`` when absent or with ``Transfer-Encoding``). ``fields``: ``(lower-case name, value)``, at least every
-    ``Content-Length`` and ``Transfer-Encoding`` field (others are passed over). ``bodiless``: a response to HEAD,
-    a 204 or a 304 (item 1). Framing: ``"none"``, ``"chunked"`` (item 4), ``"length"`` (item 6) or ``"close"``
-    (item 8).
+    (``None`` when absent or with ``Transfer-Encoding``). ``bodiless``: a response to HEAD, a 204 or a 304
+    (item 1). Framing: ``"none"``, ``"chunked"`` (item 4), ``"length"`` (item 6) or ``"close"`` (item 8).
 
     Raises :class:`ValueError` naming the coding for a body in a transfer coding other than chunked alone
     (item 4 would read it until the close). RFC 9112 6.1: a recipient that does not understand a coding
@@ -74,10 +73,11 @@ def response_framing(fields: Iterable[tuple[bytes, str]], bodiless: bool) -> tup
     """
     length: int | None = None
     coding: str | None = None  # the Transfer-Encoding lines, as one list (RFC 9110 5.3)
-    for name, value in fields:
-        if name == b"transfer-encoding":
+    for name, value in headers:
+        low = name.lower()
+        if low == "transfer-encoding":
             coding = value if coding is None else f"{coding}, {value}"
-        elif name == b"content-length" and length is None:
+        elif low == "content-length" and length is None:
             length = int(value)
     if coding is not None:
         if not bodiless and coding.strip().lower() != "chunked":
@@ -87,3 +87,73 @@ def response_framing(fields: Iterable[tuple[bytes, str]], bodiless: bool) -> tup
     if bodiless:
         return "none", length
     return ("length" if length is not None else "close"), length
+
+
+MAX_RESPONSE_LINE = 64 * 1024
+"""The longest status line, or header or trailer field (name and value), an upstream may send: http.client's
+``_MAXLINE``, which botocore's transport (urllib3) applies to AWS's responses."""
+MAX_RESPONSE_HEAD = 256 * 1024
+"""The most bytes of a response that are not body, counted since its last body byte: its head (interim heads
+included), or a chunked body's chunk-size lines, extensions and trailer section (RFC 9112 7.1). Four times Envoy's
+default for a header section (60 KiB); an AWS response head is a few KiB."""
+# A line still unfinished after a read may hold this much besides its field: the status line's version and code,
+# the separators, and whitespace llhttp trims around values.
+_LINE_SLACK = 64
+
+
+class ResponseBudget:
+    """What of a response is not body, bounded to within a read (:data:`MAX_RESPONSE_HEAD`): a parser such as
+    httptools gathers a line whole before it hands it over, joining an unfinished one piece by piece, so an endless
+    head or trailer section would grow without bound while a read timeout never fires, and a trickled one cost
+    time quadratic in its length. A line still unfinished after a read is cut once it can no longer fit
+    :data:`MAX_RESPONSE_LINE` (it would be refused when whole), not at the end of the whole budget.
+
+    The parser's callbacks add to :attr:`fed` (body bytes, and 1 when the final head ends: both start the count
+    again) and :attr:`lines` (a trailer field's bytes), and hand over each interim head (:meth:`interim`); after
+    each read, :meth:`read` says whether the response is still within bounds."""
+
+    __slots__ = ("fed", "lines", "unframed")
+
+    def __init__(self) -> None:
+        self.unframed = 0
+        """Bytes that were not body since the last body byte."""
+        self.lines = 0
+        self.fed = 0
+
+    def reset(self) -> None:
+        """A new response is awaited."""
+        self.unframed = self.lines = self.fed = 0
+
+    def interim(self, reason: bytes, headers: list[tuple[str, str]]) -> None:
+        """An interim (1xx) head has ended: its bytes stay counted with the next head's."""
+        self.lines += _head_lines(reason, headers) + 17  # its version, code and line end, and the empty line
+
+    def read(self, size: int, head: tuple[bytes, list[tuple[str, str]]] | None) -> str | None:
+        """After a read of ``size`` bytes: ``None``, or what went over a bound. ``head``: while a head is being
+        read, its reason phrase and fields so far (counted only when it spans reads)."""
+        fed, self.fed = self.fed, 0
+        if fed:  # body came in this read, or the final head ended: counting starts again from the next
+            self.unframed = self.lines = 0
+            return None
+        self.unframed += size
+        if self.unframed > MAX_RESPONSE_HEAD:
+            return f"over {MAX_RESPONSE_HEAD} bytes of response head, chunk framing or trailer section"
+        lines = self.lines if head is None else self.lines + _head_lines(*head)
+        if self.unframed - lines > MAX_RESPONSE_LINE + _LINE_SLACK:
+            return line_too_long()
+        return None
+
+
+def _head_lines(reason: bytes, headers: list[tuple[str, str]]) -> int:
+    """The bytes of a head's whole lines, but their line ends: its reason phrase, and each field's name and value
+    (decoded as UTF-8 with surrogateescape) with their separators."""
+    lines = len(reason)
+    for name, value in headers:
+        lines += len(name.encode("utf-8", "surrogateescape")) + len(value.encode("utf-8", "surrogateescape")) + 4
+    return lines
+
+
+def line_too_long() -> str:
+    """What an upstream sent that no line may hold (:data:`MAX_RESPONSE_LINE`)."""
+    return (f"a line over {MAX_RESPONSE_LINE} bytes (the status line, a header or trailer field, or a chunk-size "
+            "line)")

@@ -404,7 +404,7 @@ def pour(prefix: bytes, filler: bytes, *, piece: int = 65536) -> Script:
 
 
 class TestResponseBounds:
-    """What of a response is not body is bounded (h1conn.MAX_RESPONSE_LINE, MAX_RESPONSE_HEAD): httptools gathers
+    """What of a response is not body is bounded (h1wire.MAX_RESPONSE_LINE, MAX_RESPONSE_HEAD): httptools gathers
     an unfinished line without bound, so an upstream that never ends its status line, a field, its head or its
     trailer section grew sigproxy's memory for as long as it kept sending (the read timeout never fires while
     bytes come), and a trickled field cost time quadratic in its length. Each of these hung until the guard
