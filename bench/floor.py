@@ -72,7 +72,7 @@ def signed_head(method: str, authority: str, path: str, query: str, headers: lis
     return "\r\n".join(lines).encode()
 
 
-class _Upstream(asyncio.Protocol):
+class Upstream(asyncio.Protocol):
     """One kept-alive upstream connection, answering into its client's transport."""
 
     def __init__(self, client: asyncio.Transport) -> None:
@@ -120,13 +120,13 @@ class _Upstream(asyncio.Protocol):
         self.client.write(b"".join(parts))
 
 
-class _Client(asyncio.Protocol):
+class Client(asyncio.Protocol):
     """One client connection of the forward listener."""
 
     def __init__(self) -> None:
         self.parser = httptools.HttpRequestParser(self)
         self.transport: asyncio.Transport | None = None
-        self.upstream: _Upstream | None = None
+        self.upstream: Upstream | None = None
         self.url = b""
         self.headers: list[tuple[str, str]] = []
 
@@ -164,7 +164,7 @@ class _Client(asyncio.Protocol):
         query = url.query.decode() if url.query else ""
         head = signed_head(method, f"{host}:{port}", (url.path or b"/").decode(), query, self.headers)
         if self.upstream is None:
-            self.upstream = _Upstream(self.transport)
+            self.upstream = Upstream(self.transport)
             upstream = self.upstream
             asyncio.get_running_loop().create_task(
                 asyncio.get_running_loop().create_connection(lambda: upstream, host, port))
@@ -173,7 +173,7 @@ class _Client(asyncio.Protocol):
 
 async def serve(host: str, port: int) -> None:
     """Listen until killed."""
-    server = await asyncio.get_running_loop().create_server(_Client, host, port)
+    server = await asyncio.get_running_loop().create_server(Client, host, port)
     bound = server.sockets[0].getsockname()
     print(f"floor: forward proxy listening on http://{bound[0]}:{bound[1]}", flush=True)
     await server.serve_forever()

@@ -30,18 +30,18 @@ import logging
 import time
 from datetime import UTC, datetime
 
-import httptools
+import floor
 import uvloop
+from common import BENCH_CONNECTION
 from multidict import CIMultiDict
 
 from sigproxy.config import loads
 from sigproxy.egress import EgressPolicy
 from sigproxy.h1wire import request_head
-from sigproxy.handler import RequestIds, audit_path
 from sigproxy.headerrules import connection_options, end_to_end
 from sigproxy.http1 import Response
 from sigproxy.metrics import Metrics
-from sigproxy.observability import log_access, setup_logging
+from sigproxy.observability import RequestIds, audit_path, log_access, setup_logging
 from sigproxy.prepare import sign_request
 from sigproxy.routing import (
     check_host,
@@ -57,120 +57,58 @@ from sigproxy.routing import (
 )
 from sigproxy.signing import EMPTY_SHA256, Credentials, Signer
 
-# bench/common.py's connection.
-CONFIG = """
-[proxy]
-admin_listen = ""
-default_connection = "bench"
-[store]
-url = ""
-[connections.bench]
-region = "us-east-1"
-service = "s3"
-hosts = ["127.0.0.1:*"]
-[connections.bench.credentials]
-source = "static"
-access_key_id = "AKIDBENCH"
-secret_access_key = "bench-secret-not-real"
-"""
-_config = loads(CONFIG)
-_creds = Credentials("AKIDBENCH", "bench-secret-not-real")
+_config = loads('[proxy]\nadmin_listen = ""\ndefault_connection = "bench"\n[store]\nurl = ""\n' + BENCH_CONNECTION)
+_creds = Credentials("AKIDBENCH", "bench-secret-not-real")  # BENCH_CONNECTION's static keys
 _signer = Signer()
 _metrics = Metrics()
 _ids = RequestIds()
 _access = logging.getLogger("sigproxy.access")
 _policies: dict[str, EgressPolicy] = {}
-
-
 _utc_now = functools.partial(datetime.now, UTC)  # the handler's clock
 _connecting: set[asyncio.Task[object]] = set()
 
 
-class _Upstream(asyncio.Protocol):
-    """One kept-alive upstream connection, answering into its client."""
+class Upstream(floor.Upstream):
+    """bench/floor.py's upstream connection, its response's headers read and answered as sigproxy does."""
 
-    def __init__(self, client: _Client) -> None:
-        self.client = client
-        self.transport: asyncio.Transport | None = None
-        self.pending: list[bytes] = []
-        self.parser = httptools.HttpResponseParser(self)
-        self.headers: list[tuple[str, str]] = []
+    def __init__(self, client: Client) -> None:
+        assert client.transport is not None
+        super().__init__(client.transport)
+        self.owner = client
+        self.fields: list[tuple[str, str]] = []
         self.connection: list[str] = []
-        self.body: list[bytes] = []
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]
-        for data in self.pending:
-            self.transport.write(data)  # type: ignore[union-attr]
-        self.pending.clear()
-
-    def send(self, data: bytes) -> None:
-        if self.transport is None:
-            self.pending.append(data)
-        else:
-            self.transport.write(data)
-
-    def data_received(self, data: bytes) -> None:
-        self.parser.feed_data(data)
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        if self.client.transport is not None:
-            self.client.transport.close()
 
     def on_message_begin(self) -> None:
-        self.headers, self.connection, self.body = [], [], []
+        super().on_message_begin()
+        self.fields, self.connection = [], []
 
     def on_header(self, name: bytes, value: bytes) -> None:
         pair = (name.decode("utf-8", "surrogateescape"), value.decode("utf-8", "surrogateescape"))
-        self.headers.append(pair)
+        self.fields.append(pair)
         if len(name) == 10 and name.lower() == b"connection":
             self.connection.append(pair[1])
-
-    def on_body(self, body: bytes) -> None:
-        self.body.append(body)
 
     def on_message_complete(self) -> None:
         status = self.parser.get_status_code()
         body = b"".join(self.body)
-        out = end_to_end(self.headers, connection_options(self.connection))
-        assert self.client.transport is not None
-        self.client.transport.write(Response(status, None, out, body).encode(None, keep_alive=True))
-        self.client.done(status, len(body))
+        out = end_to_end(self.fields, connection_options(self.connection))
+        self.client.write(Response(status, None, out, body).encode(None, keep_alive=True))
+        self.owner.done(status, len(body))
 
 
-class _Client(asyncio.Protocol):
-    """One client connection of the forward listener."""
+class Client(floor.Client):
+    """bench/floor.py's client connection, its request routed, checked, signed, logged and counted with
+    sigproxy's functions."""
 
     def __init__(self) -> None:
-        self.parser = httptools.HttpRequestParser(self)
-        self.transport: asyncio.Transport | None = None
-        self.upstream: _Upstream | None = None
-        self.url = b""
-        self.headers: list[tuple[str, str]] = []
+        super().__init__()
         self.remote = "-"
         self.info: dict[str, object] = {}
         self.started = 0.0
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]
+        super().connection_made(transport)
         self.remote = transport.get_extra_info("peername")[0]
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        if self.upstream is not None and self.upstream.transport is not None:
-            self.upstream.transport.close()
-
-    def data_received(self, data: bytes) -> None:
-        try:
-            self.parser.feed_data(data)
-        except httptools.HttpParserError:
-            assert self.transport is not None
-            self.transport.close()
-
-    def on_message_begin(self) -> None:
-        self.url, self.headers = b"", []
-
-    def on_url(self, url: bytes) -> None:
-        self.url += url
 
     def on_header(self, name: bytes, value: bytes) -> None:
         self.headers.append((name.decode("utf-8", "surrogateescape"), value.decode("utf-8", "surrogateescape")))
@@ -211,7 +149,7 @@ class _Client(asyncio.Protocol):
         origin = target.path + ("?" + target.query if target.query else "")
         head, _ = request_head(method, origin, target.authority, out.headers, None)
         if self.upstream is None:
-            self.upstream = upstream = _Upstream(self)
+            self.upstream = upstream = Upstream(self)
             loop = asyncio.get_running_loop()
             task = loop.create_task(loop.create_connection(lambda: upstream, target.host, target.port))
             _connecting.add(task)
@@ -231,7 +169,7 @@ class _Client(asyncio.Protocol):
 
 async def serve(host: str, port: int) -> None:
     """Listen until killed."""
-    server = await asyncio.get_running_loop().create_server(_Client, host, port)
+    server = await asyncio.get_running_loop().create_server(Client, host, port)
     bound = server.sockets[0].getsockname()
     print(f"skeleton: forward proxy listening on http://{bound[0]}:{bound[1]}", flush=True)
     await server.serve_forever()

@@ -256,6 +256,28 @@ def test_notify_and_store_feed(recording_sts: tuple[str, list[dict[str, Any]]], 
         sock.close()
 
 
+def static(upstream: str, secret: str, *, key: str, proxy: str = "") -> str:
+    """``workers = 2``, a reverse listener to ``upstream`` for a static connection signing with ``key`` and
+    ``secret`` (as written in the config: a ``${file:...}`` reference too)."""
+    return f"""
+[proxy]
+workers = 2
+{proxy}
+[connections.main]
+region = "us-east-1"
+service = "execute-api"
+hosts = ["127.0.0.1:*"]
+[connections.main.credentials]
+source = "static"
+access_key_id = "{key}"
+secret_access_key = "{secret}"
+[[reverse]]
+listen = "127.0.0.1:0"
+upstream = "{upstream}"
+connection = "main"
+"""
+
+
 def test_a_worker_that_cannot_start_gives_its_sockets_up(sigproxy_factory: Callable[..., Proxy],
                                                          tmp_path: Path) -> None:
     """The tester's repro 09: the secret's file went away, then a worker died. Its replacements exit at once (the
@@ -266,22 +288,7 @@ def test_a_worker_that_cannot_start_gives_its_sockets_up(sigproxy_factory: Calla
     secret.write_text("file-secret")
     server, stop = start_verifier("AKIDFILE", "file-secret")
     try:
-        proxy = sigproxy_factory(f"""
-[proxy]
-workers = 2
-[connections.main]
-region = "us-east-1"
-service = "execute-api"
-hosts = ["127.0.0.1:*"]
-[connections.main.credentials]
-source = "static"
-access_key_id = "AKIDFILE"
-secret_access_key = "${{file:{secret}}}"
-[[reverse]]
-listen = "127.0.0.1:0"
-upstream = "{server.url}"
-connection = "main"
-""", workers=2)
+        proxy = sigproxy_factory(static(server.url, f"${{file:{secret}}}", key="AKIDFILE"), workers=2)
         (rev,) = proxy.reverse
         assert burst(rev, 20) == [200] * 20
         secret.unlink()
@@ -301,23 +308,8 @@ def test_draining_refuses_new_connections(slow_upstream: str, sigproxy_factory: 
     """The tester's repro 10: with workers, SIGTERM left the supervisor's copies of the listening sockets open, so
     new connections were accepted by the kernel, their requests sent, and reset when the group exited (up to
     drain_seconds later). Now they are refused at once, as in one process, while the request in flight ends."""
-    proxy = sigproxy_factory(f"""
-[proxy]
-workers = 2
-drain_seconds = 10
-[connections.main]
-region = "us-east-1"
-service = "s3"
-hosts = ["127.0.0.1:*"]
-[connections.main.credentials]
-source = "static"
-access_key_id = "AKIDDRAIN"
-secret_access_key = "drain-secret"
-[[reverse]]
-listen = "127.0.0.1:0"
-upstream = "{slow_upstream}"
-connection = "main"
-""", workers=2)
+    proxy = sigproxy_factory(static(slow_upstream, "drain-secret", key="AKIDDRAIN", proxy="drain_seconds = 10"),
+                             workers=2)
     results: list[subprocess.CompletedProcess[str]] = []
     client = threading.Thread(target=lambda: results.append(subprocess.run(
         ["curl", "-sS", "-w", "\n%{http_code}", f"{proxy.reverse[0]}/inflight"], capture_output=True, text=True,
