@@ -27,6 +27,7 @@ import asyncio
 import hashlib
 import hmac
 import time
+from collections.abc import Callable
 
 import httptools
 import uvloop
@@ -171,11 +172,11 @@ class Client(asyncio.Protocol):
         self.upstream.send(head)
 
 
-async def serve(host: str, port: int) -> None:
-    """Listen until killed."""
-    server = await asyncio.get_running_loop().create_server(Client, host, port)
+async def serve(host: str, port: int, protocol: Callable[[], asyncio.Protocol] = Client, name: str = "floor") -> None:
+    """Listen with ``protocol`` until killed (bench/skeleton.py passes its own)."""
+    server = await asyncio.get_running_loop().create_server(protocol, host, port)
     bound = server.sockets[0].getsockname()
-    print(f"floor: forward proxy listening on http://{bound[0]}:{bound[1]}", flush=True)
+    print(f"{name}: forward proxy listening on http://{bound[0]}:{bound[1]}", flush=True)
     await server.serve_forever()
 
 

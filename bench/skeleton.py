@@ -167,14 +167,6 @@ class Client(floor.Client):
                         bytes_down=sent, error=None)
 
 
-async def serve(host: str, port: int) -> None:
-    """Listen until killed."""
-    server = await asyncio.get_running_loop().create_server(Client, host, port)
-    bound = server.sockets[0].getsockname()
-    print(f"skeleton: forward proxy listening on http://{bound[0]}:{bound[1]}", flush=True)
-    await server.serve_forever()
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--listen", default="127.0.0.1:0", help="HOST:PORT (default 127.0.0.1:0)")
@@ -182,7 +174,7 @@ def main() -> None:
     args = parser.parse_args()
     setup_logging(args.log_level, "json")
     host, port = args.listen.rsplit(":", 1)
-    uvloop.run(serve(host, int(port)))
+    uvloop.run(floor.serve(host, int(port), Client, "skeleton"))
 
 
 if __name__ == "__main__":
