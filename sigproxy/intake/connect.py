@@ -429,8 +429,8 @@ class FrontDoor(asyncio.Protocol):
                 self._timer.cancel()
             self._timer = loop.call_at(self._began + proxy.header_timeout, self._expired, True)
         self._buffer += data
-        start = bytes(self._buffer[:8]).upper()
-        if not b"CONNECT ".startswith(start):
+        start = bytes(self._buffer[:8])
+        if not b"CONNECT ".startswith(start):  # the method is case-sensitive (RFC 9110 9.1): "connect" is not it
             self._hand_to_server(transport)
             return
         if len(start) < 8:

@@ -347,6 +347,10 @@ class TestConnectHeadBytes:
          407, "bad_proxy_token"),
         # A value nothing reads may hold obs-text (RFC 9110 5.5), as on every other head: the tunnel opens.
         (_connect_head(b"127.0.0.1:443", b"User-Agent: caf\xe9 \xff"), 200, None),
+        # The method is case-sensitive (RFC 9110 9.1): "connect" and "Connect" are no CONNECT; the front door took
+        # them for one and opened the tunnel. Now the HTTP server reads them: no method it knows.
+        (_connect_head(b"127.0.0.1:443").replace(b"CONNECT", b"connect", 1), 400, "bad_request"),
+        (_connect_head(b"127.0.0.1:443").replace(b"CONNECT", b"Connect", 1), 400, "bad_request"),
     ]
 
     @pytest.mark.parametrize("fmt", ["json", "text"])
