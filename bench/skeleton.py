@@ -58,7 +58,10 @@ from sigproxy.routing import (
 from sigproxy.signing import EMPTY_SHA256, Credentials, Signer
 
 _config = loads('[proxy]\nadmin_listen = ""\ndefault_connection = "bench"\n[store]\nurl = ""\n' + BENCH_CONNECTION)
-_creds = Credentials("AKIDBENCH", "bench-secret-not-real")  # BENCH_CONNECTION's static keys
+_static = _config.connections["bench"].credentials  # BENCH_CONNECTION's static keys, used as a cache hit would
+assert _static.access_key_id is not None
+assert _static.secret_access_key is not None
+_creds = Credentials(_static.access_key_id, _static.secret_access_key.reveal())
 _signer = Signer()
 _metrics = Metrics()
 _ids = RequestIds()

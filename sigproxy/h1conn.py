@@ -205,7 +205,6 @@ class H1Connection(asyncio.Protocol):
         if self._junk:
             return
         status = self._parser.get_status_code()
-        connection = self._connection
         if status == 101:
             if not self._upgrade:
                 self._fail(UpstreamError(f"upstream {self.label} switched protocols unasked"))
@@ -217,14 +216,14 @@ class H1Connection(asyncio.Protocol):
             if self._head is not None and not self._head.done():
                 reason = self._reason.decode("utf-8", "surrogateescape")
                 self._head.set_result(UpstreamResponse(self, status, reason, self._headers, None,
-                                                       connection_options=connection_options(connection)))
+                                                       connection_options=connection_options(self._connection)))
             return
         if 100 <= status < 200:
             self._interim = True  # 100 Continue, 103 Early Hints: the final response follows
             self._budget.interim(self._reason, self._headers)
             if self._on_interim is not None:
                 self._on_interim(status, self._reason.decode("utf-8", "surrogateescape"), self._headers,
-                                 connection_options(connection))
+                                 connection_options(self._connection))
             return
         self._budget.fed += 1  # the final head is in: like a body byte, it starts the count again
         try:
@@ -234,7 +233,7 @@ class H1Connection(asyncio.Protocol):
             return
         self._framing = framing
         response = UpstreamResponse(self, status, self._reason.decode("utf-8", "surrogateescape"), self._headers,
-                                    length, connection_options=connection_options(connection))
+                                    length, connection_options=connection_options(self._connection))
         if self._head is not None and not self._head.done():
             self._head.set_result(response)
         if framing == "none" or (framing == "length" and length == 0):
