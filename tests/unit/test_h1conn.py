@@ -58,6 +58,16 @@ def answer_each(*responses: bytes, close: bool = False) -> Script:
     return script
 
 
+def answer_then_stall(response: bytes, seconds: float) -> Script:
+    """Read a request head, send ``response`` (``b""``: none), then neither read nor send for ``seconds``."""
+    async def script(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, server: Server) -> None:
+        await read_head(reader, server)
+        writer.write(response)
+        await writer.drain()
+        await asyncio.sleep(seconds)
+    return script
+
+
 def in_pieces(response: bytes, split: int, times: int = 2) -> Script:
     """Answer ``times`` requests on a connection with ``response``, written whole (``split`` 0) or in pieces
     of ``split`` bytes."""
@@ -301,22 +311,13 @@ class TestKeepAlive:
 
 class TestTimeoutsAndFlow:
     async def test_no_response_times_out(self) -> None:
-        async def script(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, server: Server) -> None:
-            await read_head(reader, server)
-            await asyncio.sleep(5)
-
-        async with serving(script) as (_, port), pool(read_timeout=0.2) as up:
+        async with serving(answer_then_stall(b"", 5)) as (_, port), pool(read_timeout=0.2) as up:
             with pytest.raises(UpstreamTimeout):
                 await get(up, port)
 
     async def test_stalled_body_times_out_but_a_slow_reader_does_not(self) -> None:
-        async def script(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, server: Server) -> None:
-            await read_head(reader, server)
-            writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nabc")
-            await writer.drain()
-            await asyncio.sleep(5)
-
-        async with serving(script) as (_, port), pool(read_timeout=0.3) as up:
+        stall = answer_then_stall(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nabc", 5)
+        async with serving(stall) as (_, port), pool(read_timeout=0.3) as up:
             resp = await up.send("GET", f"http://127.0.0.1:{port}/", [], None, explicit_hosts=("127.0.0.1:*",))
             async with resp:
                 chunks = aiter(resp.iter_any())

@@ -17,7 +17,18 @@ import pytest
 
 from sigproxy.errors import UpstreamClosed, UpstreamError, UpstreamTimeout
 from sigproxy.http1 import response_head
-from tests.unit.test_h1conn import OK, Script, Server, answer_each, get, in_pieces, pool, read_head, serving
+from tests.unit.test_h1conn import (
+    OK,
+    Script,
+    Server,
+    answer_each,
+    answer_then_stall,
+    get,
+    in_pieces,
+    pool,
+    read_head,
+    serving,
+)
 
 Action = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
 
@@ -351,13 +362,8 @@ class TestStalls:
     async def test_an_early_response_whose_body_stalls_times_out(self) -> None:
         """The upstream answers before the upload's end, then sends nothing more and reads nothing: the
         response's body read fails after read_timeout (it waited for ever: the request was not sent whole)."""
-        async def script(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, server: Server) -> None:
-            await read_head(reader, server)
-            writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nabc")
-            await writer.drain()
-            await asyncio.sleep(3)
-
-        async with serving(script) as (_, port), pool(read_timeout=0.3) as up:
+        stall = answer_then_stall(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nabc", 3)
+        async with serving(stall) as (_, port), pool(read_timeout=0.3) as up:
             resp = await upload(up, port)
             started = time.monotonic()
             async with resp:
@@ -370,13 +376,8 @@ class TestStalls:
         no timeout (the upload's stall is no longer what is waited for once the response is in)."""
         big = b"b" * (1536 * 1024)
 
-        async def script(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, server: Server) -> None:
-            await read_head(reader, server)
-            writer.write(b"HTTP/1.1 413 Too Large\r\nContent-Length: %d\r\n\r\n" % len(big) + big)
-            await writer.drain()
-            await asyncio.sleep(5)
-
-        async with serving(script) as (_, port), pool(read_timeout=0.3) as up:
+        stall = answer_then_stall(b"HTTP/1.1 413 Too Large\r\nContent-Length: %d\r\n\r\n" % len(big) + big, 5)
+        async with serving(stall) as (_, port), pool(read_timeout=0.3) as up:
             resp = await upload(up, port)
             got = []
             async with resp:
