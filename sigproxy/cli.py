@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 from urllib.parse import quote
 
-from . import __version__, admincli, eventloop, signapi, storecli
+from . import __version__, admincli, compiled, eventloop, signapi, storecli
 from .config import Address, Config, ProxyConfig, default_state_dir, find_config, load, load_proxy
 from .errors import (
     ApiError,
@@ -403,7 +403,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         if args.command == "version":
-            print(f"sigproxy {__version__}")
+            print(f"sigproxy {__version__}, {compiled.describe()}")
             return EXIT_OK
         if args.command == "run":
             return _run(args)

@@ -94,6 +94,7 @@ class H1Connection(asyncio.Protocol):
         self._last_read = 0.0
         self._timer: asyncio.TimerHandle | None = None
         self._budget = ResponseBudget()  # what of the response is not body, bounded
+        self._stopped: UpstreamError | None = None  # what a parser callback raised (_too_long)
 
     # ---------------------------------------------------------------- asyncio.Protocol
 
@@ -129,12 +130,15 @@ class H1Connection(asyncio.Protocol):
             if rest:
                 self.on_body(rest)
         except httptools.HttpParserError as exc:
-            cause = exc.__context__  # what a callback raised (a bound: _too_long)
-            self._fail(cause if isinstance(cause, UpstreamError) else
-                       UpstreamError(f"upstream {self.label} sent malformed HTTP: {exc}"))
+            stopped, self._stopped = self._stopped, None  # a callback's own error (a bound: _too_long)
+            self._fail(stopped or UpstreamError(f"upstream {self.label} sent malformed HTTP: {exc}"))
 
     def _too_long(self) -> UpstreamError:
-        return UpstreamError(f"upstream {self.label} sent {line_too_long()}")
+        """The error a callback raises for a line over the bound, kept for :meth:`data_received`: httptools
+        passes a callback's exception on only as the ``__context__`` of its own, which Python replaces with
+        the thread's current exception, if there is one, as httptools raises it."""
+        self._stopped = UpstreamError(f"upstream {self.label} sent {line_too_long()}")
+        return self._stopped
 
     def eof_received(self) -> bool:
         return False  # close our side too: HTTP/1.1 has no half-closed requests
@@ -314,16 +318,24 @@ class H1Connection(asyncio.Protocol):
 
     async def _write_stream(self, body: AsyncIterator[bytes | memoryview], chunked: bool, length: int | None) -> None:
         """Write a streamed body, ``chunked`` (RFC 9112 7.1) or as it comes (``length``: its Content-Length, when
-        known). ``_sent`` once every byte is written; :meth:`finish` cancels a writer whose source has not ended."""
+        known). ``_sent`` once every byte is written; :meth:`finish` cancels a writer whose source has not ended.
+
+        Its source is closed (``aclose``) when not drained, after the ``try`` statement rather than in a
+        ``finally``: a compiled coroutine (:mod:`sigproxy` is built with mypyc) that suspends while it handles an
+        exception leaves that exception set as the thread's current one, where every later exception raised in
+        the event loop takes it as its ``__context__`` (``tests/unit/test_compiled.py`` holds the rule)."""
         transport = self.transport
         assert transport is not None
         me = asyncio.current_task()
         written = 0
         whole = False  # every byte of the body is written
+        close = True  # the connection is given up once the writer ends (the body broke off or failed)
+        cancelled: BaseException | None = None
         try:
             async for piece in body:
                 if self._writer is not me:
-                    return  # finished with, and the connection perhaps another request's (finish)
+                    close = False  # finished with, and the connection perhaps another request's (finish)
+                    break
                 if self.closed or self.body_done:
                     break  # the upstream answered or went away: the rest is not wanted
                 if not piece:
@@ -352,17 +364,21 @@ class H1Connection(asyncio.Protocol):
                 if not whole:  # chunked, or a length of 0
                     whole = True
                     self._body_sent()
-                return
+                close = False
         except SigproxyError as exc:
             self._fail(exc)
         except Exception as exc:  # whatever the body's source raised ends this request
             self._fail(UpstreamError(f"upstream {self.label} failed: sending the body: {type(exc).__name__}: {exc}"))
-        finally:
-            if not whole:  # the source is closed, not drained
-                aclose = getattr(body, "aclose", None)
-                if aclose is not None:
-                    await aclose()
-        self._close(abort=True)
+        except BaseException as exc:  # cancelled (finish): the source is closed first, then it goes on
+            cancelled = exc
+        if not whole:  # the source is closed, not drained
+            aclose = getattr(body, "aclose", None)
+            if aclose is not None:
+                await aclose()
+        if cancelled is not None:
+            raise cancelled
+        if close:
+            self._close(abort=True)
 
     def write(self, data: bytes) -> None:
         """Send raw bytes (after a ``101``)."""

@@ -24,6 +24,7 @@ import pytest
 # for this process and every sigproxy, moto and boto3 it starts: the tests run the signers users run.
 os.environ["BOTO_DISABLE_CRT"] = "true"
 
+from sigproxy.compiled import MODULES, pure_python
 from tests.servers.moto_server import Moto, start_moto
 from tests.servers.postgres import Postgres, postgres_bin, start_postgres
 from tests.servers.recording_sts import start_recording_sts
@@ -36,6 +37,19 @@ from tests.servers.rgw import RGW, rgw_available, start_rgw
 sys.dont_write_bytecode = False
 
 ROOT = Path(__file__).resolve().parent.parent
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """Stop before the first test when a compiled module (sigproxy/compiled.py) is older than a source: the suite
+    would test code built from an older source than the one read."""
+    if pure_python():
+        return
+    newest = max(path.stat().st_mtime for path in (ROOT / "sigproxy").rglob("*.py"))
+    stale = [path.name for name in MODULES for path in (ROOT / name.replace(".", "/")).parent.glob(
+        f"{name.rpartition('.')[2]}.*.so") if path.stat().st_mtime < newest]
+    if stale:
+        pytest.exit(f"compiled modules older than the source ({', '.join(sorted(stale))}): build them again with "
+                    "`make setup` (or `pip install -e .`), or run the source with SIGPROXY_PURE_PYTHON=1", returncode=2)
 
 
 @pytest.fixture(autouse=True)

@@ -120,6 +120,7 @@ class ClientProtocol(ClientRest):
         self._timer: asyncio.TimerHandle | None = None
         self._closing = False  # draining: no more requests are read; close once the one in progress is answered
         self._start = b""  # the first bytes of the latest head
+        self._stopped: SigproxyError | None = None  # what a parser callback raised (_stop)
         self._broken = False  # the parser failed, or the connection was upgraded: nothing more is parsed
         # After a request that asked to switch protocols (RFC 9110 7.8): the client's bytes past its head.
         self._upgraded: RequestBody | None = None
@@ -326,10 +327,17 @@ class ClientProtocol(ClientRest):
         if self._timer is None or self._timer.when() > due:
             self._arm(due)
 
-    def _too_long(self) -> _HeadRefused:
+    def _stop(self, error: SigproxyError) -> SigproxyError:
+        """``error``, kept as what stops the parser, for :meth:`_refuse_head`: httptools passes a callback's
+        exception on only as the ``__context__`` of its own, which Python replaces with the thread's current
+        exception, if there is one, as httptools raises it."""
+        self._stopped = error
+        return error
+
+    def _too_long(self) -> SigproxyError:
         proxy = self._proxy
-        return _HeadRefused("the request line or a header line is too long (max_request_line = "
-                            f"{proxy.max_request_line}, max_header_size = {proxy.max_header_size})")
+        return self._stop(_HeadRefused("the request line or a header line is too long (max_request_line = "
+                                       f"{proxy.max_request_line}, max_header_size = {proxy.max_header_size})"))
 
     def on_url(self, url: bytes) -> None:
         self._url.append(url)
@@ -349,7 +357,8 @@ class ClientProtocol(ClientRest):
         if len(name) + len(value) > proxy.max_header_size:
             raise self._too_long()
         if len(self._headers) >= proxy.max_headers:
-            raise _HeadRefused(f"the request has too many header lines (max_headers = {proxy.max_headers})")
+            raise self._stop(_HeadRefused(f"the request has too many header lines (max_headers = "
+                                          f"{proxy.max_headers})"))
         self._headers.append((name.decode("utf-8", "surrogateescape"), value.decode("utf-8", "surrogateescape")))
 
     def on_headers_complete(self) -> None:
@@ -360,10 +369,13 @@ class ClientProtocol(ClientRest):
             version = "1.1"  # RFC 9112 2.3: a higher minor version is processed as the highest one known
         headers = CIMultiDict(self._headers)
         if version == "1.1" and len(headers.getall("Host", ())) != 1:
-            raise _HeadRefused("an HTTP/1.1 request needs exactly one Host header (RFC 9112 3.2): send one, "
-                               "naming the host the request is for")
+            raise self._stop(_HeadRefused("an HTTP/1.1 request needs exactly one Host header (RFC 9112 3.2): send "
+                                          "one, naming the host the request is for"))
         if "Transfer-Encoding" in headers:
-            check_transfer_coding(headers.getall("Transfer-Encoding"))
+            try:
+                check_transfer_coding(headers.getall("Transfer-Encoding"))
+            except SigproxyError as exc:
+                raise self._stop(exc) from None
         request = ClientRequest(
             self, parser.get_method().decode("ascii", "replace"),
             b"".join(self._url).decode("utf-8", "surrogateescape"), version, headers,
@@ -384,7 +396,8 @@ class ClientProtocol(ClientRest):
             if self._dropping is not self._parsing:
                 self._parsing.body.feed(body)
             elif self._body_got > self._drop_limit:
-                raise _HeadRefused("more body came after the answer than the request has (RFC 9112 6.3)")
+                raise self._stop(_HeadRefused("more body came after the answer than the request has (RFC 9112 "
+                                              "6.3)"))
 
     def on_message_complete(self) -> None:
         request, self._parsing = self._parsing, None
@@ -400,7 +413,8 @@ class ClientProtocol(ClientRest):
         """The parser refused what the client sent: a 400 after the answers owed, then the connection closes."""
         self._broken = True
         self._head_since = None
-        cause = exc.__context__ if isinstance(exc, httptools.HttpParserCallbackError) else exc
+        stopped, self._stopped = self._stopped, None
+        cause = stopped if stopped is not None and isinstance(exc, httptools.HttpParserCallbackError) else exc
         error = cause if isinstance(cause, SigproxyError) else BadRequest(bad_head_message(self._start, str(exc)))
         if self._parsing is not None and not self._parsing.complete:
             # The head was fine, its body's framing is not: that request is answered 400, then the connection ends.

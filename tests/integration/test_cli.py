@@ -14,6 +14,7 @@ from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials as BotoCredentials
 
 from sigproxy import __version__
+from sigproxy.compiled import MODULES, pure_python
 from tests.conftest import ROOT, moto_config
 from tests.servers.moto_server import Moto
 
@@ -32,10 +33,11 @@ def write(tmp_path: Path, text: str) -> str:
 
 
 def test_version() -> None:
-    """`sigproxy version` prints the package version."""
+    """`sigproxy version` prints the package version, and whether it runs compiled (sigproxy/compiled.py)."""
     r = sigproxy("version")
     assert r.returncode == 0
-    assert r.stdout.strip() == f"sigproxy {__version__}"
+    how = "pure Python (SIGPROXY_PURE_PYTHON is set)" if pure_python() else f"compiled (mypyc, {len(MODULES)} modules)"
+    assert r.stdout.strip() == f"sigproxy {__version__}, {how}"
 
 
 class TestCheck:

@@ -1,6 +1,6 @@
-"""`python -m build` makes an sdist and a wheel that hold what sigproxy needs, and the wheel installs and runs
-(`sigproxy version`) in a clean virtualenv. Needs PyPI (or pip's cache) for the build backend and the
-dependencies."""
+"""`python -m build` makes an sdist and a wheel that hold what sigproxy needs (the wheel its compiled
+modules, sigproxy/compiled.py), and the wheel installs and runs (`sigproxy version`) in a clean virtualenv.
+Needs PyPI (or pip's cache) for the build backend and the dependencies."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ import zipfile
 from pathlib import Path
 
 from sigproxy import __version__
+from sigproxy.compiled import MODULES
 from tests.conftest import ROOT
 
 
@@ -35,7 +36,7 @@ def test_build_install_and_run(tmp_path: Path) -> None:
     dist = tmp_path / "dist"
     _run(sys.executable, "-m", "build", "--outdir", dist, ".")
     sdist, = dist.glob(f"sigproxy-{__version__}.tar.gz")
-    wheel, = dist.glob(f"sigproxy-{__version__}-py3-none-any.whl")
+    wheel, = dist.glob(f"sigproxy-{__version__}-cp3*.whl")  # with the modules compiled for this interpreter
     package = _package_files()
     assert {"sigproxy/api/openapi.json", "sigproxy/connectpage/templates/page.html"} <= package
 
@@ -47,6 +48,8 @@ def test_build_install_and_run(tmp_path: Path) -> None:
         in_wheel = set(whl.namelist())
         metadata = whl.read(f"sigproxy-{__version__}.dist-info/METADATA").decode()
     assert package <= in_wheel, sorted(package - in_wheel)
+    extensions = {name.split(".")[0] for name in in_wheel if name.endswith(".so")}
+    assert extensions == {name.replace(".", "/") for name in MODULES} | {"sigproxy__mypyc"}, sorted(extensions)
     assert f"sigproxy-{__version__}.dist-info/licenses/LICENSE" in in_wheel
     assert "License-Expression: Apache-2.0" in metadata
     assert "Requires-Python: >=3.11" in metadata
@@ -57,7 +60,7 @@ def test_build_install_and_run(tmp_path: Path) -> None:
     _run(sys.executable, "-m", "pip", "--python", target / "bin/python", "install", "-q",
          "--disable-pip-version-check", wheel)
     version = _run(target / "bin/sigproxy", "version")
-    assert version.stdout.strip() == f"sigproxy {__version__}"
+    assert version.stdout.strip() == f"sigproxy {__version__}, compiled (mypyc, {len(MODULES)} modules)"
     # From the venv, not this checkout (cwd elsewhere): the files sigproxy loads at runtime came with the wheel.
     # The head as Alembic reads it from the installed migrations/versions (migrate.head() is a constant).
     code = ("import importlib.resources as res, sigproxy.api.routes as api, sigproxy.store.migrate as migrate\n"

@@ -1,0 +1,31 @@
+"""Builds the modules in ``sigproxy.compiled.MODULES`` with mypyc; everything else about the package is in
+pyproject.toml. ``SIGPROXY_PURE_PYTHON=1`` builds none (sigproxy then runs as plain Python)."""
+
+import os
+import runpy
+from pathlib import Path
+
+from setuptools import setup
+
+compiled = runpy.run_path(str(Path(__file__).parent / "sigproxy" / "compiled.py"))
+
+
+def extensions() -> list:
+    if compiled["pure_python"]():
+        return []
+    from mypyc.build import mypycify  # noqa: PLC0415 -- a build requirement, not needed for a pure build
+
+    # The build environment holds mypy and setuptools only: the libraries sigproxy imports are not installed
+    # there, so mypy sees them as untyped (`make typecheck` checks them with their types).
+    flags = ["--ignore-missing-imports", "--allow-subclassing-any", "--no-warn-return-any", "--no-warn-unused-ignores"]
+    paths = [name.replace(".", "/") + ".py" for name in compiled["MODULES"]]
+    # One C file per module (multi_file), compiled in parallel (build_ext's parallel, below).
+    extensions = mypycify([*flags, *paths], opt_level="3", group_name="sigproxy", multi_file=True)
+    for extension in extensions:
+        # Without a C compiler or Python's headers nothing is compiled and sigproxy runs as plain Python, slower;
+        # `sigproxy version` says which.
+        extension.optional = True
+    return extensions
+
+
+setup(ext_modules=extensions(), options={"build_ext": {"parallel": os.cpu_count() or 1}})
