@@ -1,7 +1,6 @@
 """Builds the modules in ``sigproxy.compiled.MODULES`` with mypyc; everything else about the package is in
 pyproject.toml. ``SIGPROXY_PURE_PYTHON=1`` builds none (sigproxy then runs as plain Python)."""
 
-import os
 import runpy
 from pathlib import Path
 
@@ -19,8 +18,7 @@ def extensions() -> list:
     # there, so mypy sees them as untyped (`make typecheck` checks them with their types).
     flags = ["--ignore-missing-imports", "--allow-subclassing-any", "--no-warn-return-any", "--no-warn-unused-ignores"]
     paths = [name.replace(".", "/") + ".py" for name in compiled["MODULES"]]
-    # One C file per module (multi_file), compiled in parallel (build_ext's parallel, below).
-    extensions = mypycify([*flags, *paths], opt_level="3", group_name="sigproxy", multi_file=True)
+    extensions = mypycify([*flags, *paths], opt_level="3", group_name="sigproxy")
     for extension in extensions:
         # Without a C compiler or Python's headers nothing is compiled and sigproxy runs as plain Python, slower;
         # `sigproxy version` says which.
@@ -28,4 +26,4 @@ def extensions() -> list:
     return extensions
 
 
-setup(ext_modules=extensions(), options={"build_ext": {"parallel": os.cpu_count() or 1}})
+setup(ext_modules=extensions())
