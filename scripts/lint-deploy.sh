@@ -241,7 +241,8 @@ for rest in ins(builder, "COPY"):
         for f in files:
             rel = f.relative_to(ROOT).as_posix()
             if excluded(rel):
-                if "__pycache__" not in rel and not rel.endswith((".pyc", ".pyo")):
+                # Build output in a checkout (bytecode; modules compiled in place) is left out on purpose.
+                if "__pycache__" not in rel and not rel.endswith((".pyc", ".pyo", ".so")):
                     bad(".dockerignore", f"excludes {rel}, which the Dockerfile COPYs")
                 continue
             dest = context / rel
@@ -249,15 +250,17 @@ for rest in ins(builder, "COPY"):
             dest.write_bytes(f.read_bytes())
             copied.append(rel)
 for rel in (".git/HEAD", ".venv/bin/python", ".venv-lint/bin/python", ".venv-tools/bin/aws", "tests/conftest.py",
-            "sigproxy.toml", "sigproxy/__pycache__/cli.cpython-311.pyc", "htmlcov/index.html", ".coverage"):
+            "sigproxy.toml", "sigproxy/__pycache__/cli.cpython-311.pyc", "htmlcov/index.html", ".coverage",
+            "sigproxy/handler.cpython-311-x86_64-linux-gnu.so"):
     if not excluded(rel):
         bad(".dockerignore", f"lets {rel} into the build context")
 
-# The wheel built from exactly that context (no dependencies: that is the image build's job).
+# The wheel built from exactly that context (no dependencies: that is the image build's job). Its files are
+# what is checked: nothing compiled (SIGPROXY_PURE_PYTHON), which the image build does, from the same files.
 wheels = TMP / "wheels"
 build = subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation",
                         "--disable-pip-version-check", "-w", str(wheels), str(context)],
-                       capture_output=True, text=True, check=False)
+                       capture_output=True, text=True, check=False, env={**os.environ, "SIGPROXY_PURE_PYTHON": "1"})
 if build.returncode != 0:
     bad("Dockerfile", "the wheel does not build from the COPYed files:\n" + build.stderr[-2000:])
 else:
