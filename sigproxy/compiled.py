@@ -12,6 +12,9 @@ What compiled code must not do, beyond what mypy checks (``tests/unit/test_compi
 * a coroutine must not suspend while it handles an exception (an ``await`` in an ``except`` or ``finally``
   block, or an ``async with`` whose exit awaits): mypyc then leaves that exception set as the thread's current
   one, where every later exception raised in the event loop takes it as its ``__context__``;
+* nothing may depend on the thread's exception state: the HTTP parsers' callbacks keep the error they raise
+  (``_stopped``) rather than read it back from httptools' error, which carries it only as its ``__context__``
+  (which Python replaces with the thread's current exception, if any, as httptools raises it);
 * nothing may rely on a module attribute being replaced at run time (compiled calls within a module are bound
   when it is built), and a class of these modules takes no attribute it does not declare.
 

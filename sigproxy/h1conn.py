@@ -134,9 +134,8 @@ class H1Connection(asyncio.Protocol):
             self._fail(stopped or UpstreamError(f"upstream {self.label} sent malformed HTTP: {exc}"))
 
     def _too_long(self) -> UpstreamError:
-        """The error a callback raises for a line over the bound, kept for :meth:`data_received`: httptools
-        passes a callback's exception on only as the ``__context__`` of its own, which Python replaces with
-        the thread's current exception, if there is one, as httptools raises it."""
+        """The error a callback raises for a line over the bound, kept for :meth:`data_received` (not read back
+        from httptools' error: :mod:`sigproxy.compiled`)."""
         self._stopped = UpstreamError(f"upstream {self.label} sent {line_too_long()}")
         return self._stopped
 
@@ -319,11 +318,7 @@ class H1Connection(asyncio.Protocol):
     async def _write_stream(self, body: AsyncIterator[bytes | memoryview], chunked: bool, length: int | None) -> None:
         """Write a streamed body, ``chunked`` (RFC 9112 7.1) or as it comes (``length``: its Content-Length, when
         known). ``_sent`` once every byte is written; :meth:`finish` cancels a writer whose source has not ended.
-
-        Its source is closed (``aclose``) when not drained, after the ``try`` statement rather than in a
-        ``finally``: a compiled coroutine (:mod:`sigproxy` is built with mypyc) that suspends while it handles an
-        exception leaves that exception set as the thread's current one, where every later exception raised in
-        the event loop takes it as its ``__context__`` (``tests/unit/test_compiled.py`` holds the rule)."""
+        A source not drained is closed after the ``try`` statement, not in a ``finally`` (:mod:`sigproxy.compiled`)."""
         transport = self.transport
         assert transport is not None
         me = asyncio.current_task()

@@ -328,9 +328,8 @@ class ClientProtocol(ClientRest):
             self._arm(due)
 
     def _stop(self, error: SigproxyError) -> SigproxyError:
-        """``error``, kept as what stops the parser, for :meth:`_refuse_head`: httptools passes a callback's
-        exception on only as the ``__context__`` of its own, which Python replaces with the thread's current
-        exception, if there is one, as httptools raises it."""
+        """``error``, kept as what stops the parser, for :meth:`_refuse_head` (not read back from httptools' error:
+        :mod:`sigproxy.compiled`)."""
         self._stopped = error
         return error
 

@@ -25,7 +25,7 @@ import pytest
 
 from sigproxy.config import loads
 from sigproxy.credentials import Providers
-from sigproxy.http1 import StreamResponse
+from sigproxy.h1response import UpstreamResponse
 from sigproxy.intake import connect as connect_module
 from sigproxy.intake import server as server_module
 from sigproxy.intake.connect import ConnectIntake
@@ -191,21 +191,26 @@ async def test_a_bug_is_a_500_with_one_access_line(where: str, listener: str, tm
 
 async def test_a_bug_after_the_answer_began_cuts_the_connection_with_one_access_line(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
-    """A streamed response (1 MiB from the upstream) whose third write fails on a bug: the head went out, so no
-    500 can follow; the connection is cut short of the Content-Length, the access line says ``aborted`` with
-    error internal_error, the traceback is logged once. Before, there was no access line."""
+    """A streamed response (1 MiB from the upstream) whose copy fails on a bug at its second piece (reading
+    pauses past 512 KiB unread, so 1 MiB comes in two at least): the head went out, so no 500 can follow; the
+    connection is cut short of the Content-Length, the access line says ``aborted`` with error internal_error,
+    the traceback is logged once. Before, there was no access line.
+
+    The bug is put into the upstream response's iterator (sigproxy.h1response, plain Python): a compiled
+    module's functions call each other directly, so replacing one at run time changes nothing (as replacing
+    ``StreamResponse.write``, this test's first way in, stopped doing once sigproxy.http1 was compiled)."""
     caplog.set_level(logging.INFO)
-    real_write = StreamResponse.write
-    writes = 0
+    real_iter_any = UpstreamResponse.iter_any
 
-    async def failing_write(self: StreamResponse, data: bytes) -> None:
-        nonlocal writes
-        writes += 1
-        if writes == 3:
-            raise RuntimeError(BOOM)
-        await real_write(self, data)
+    async def failing_iter_any(self: UpstreamResponse) -> AsyncIterator[bytes]:
+        pieces = 0
+        async for chunk in real_iter_any(self):
+            pieces += 1
+            if pieces == 2:
+                raise RuntimeError(BOOM)
+            yield chunk
 
-    monkeypatch.setattr(StreamResponse, "write", failing_write)
+    monkeypatch.setattr(UpstreamResponse, "iter_any", failing_iter_any)
     async with upstream_server(big_answer) as up, running(config_text(up, tmp_path / "state")) as ports:
         raw = await asyncio.to_thread(exchange, ports["reverse"], b"GET /big HTTP/1.1\r\nHost: x\r\n\r\n")
     head, _, body = raw.partition(b"\r\n\r\n")
