@@ -69,13 +69,13 @@ check-systemd: $(STAMP)
 typecheck: $(STAMP)
 	$(VENV)/bin/mypy
 
-# compileall first: the suite starts sigproxy and the test servers in a few hundred subprocesses, and where
-# PYTHONDONTWRITEBYTECODE is set (or the .pyc files are stale) each one compiled the modules it imports again:
-# 0.8G instructions, about a fifth of a start. compileall writes them whatever that variable says.
 # The suite runs the compiled modules, as shipped. Coverage cannot trace compiled code: its report leaves them
 # out; `make coverage` runs the suite on the source (SIGPROXY_PURE_PYTHON=1) and reports every module.
 COMPILED = $(shell $(PYTHON) -c 'import runpy; print(",".join(m.replace(".", "/") + ".py" for m in runpy.run_path("sigproxy/compiled.py")["MODULES"]))')
 
+# compileall first: the suite starts sigproxy and the test servers in a few hundred subprocesses, and where
+# PYTHONDONTWRITEBYTECODE is set (or the .pyc files are stale) each one compiled the modules it imports again:
+# 0.8G instructions, about a fifth of a start. compileall writes them whatever that variable says.
 test: sysdeps $(STAMP) $(TOOLS)/bin/aws lint typecheck lint-deploy check-systemd
 	$(VENV)/bin/python -m compileall -q sigproxy tests
 	SIGPROXY_REQUIRE_RGW=1 SIGPROXY_AWS_CLI=$(abspath $(TOOLS)/bin/aws) \

@@ -9,7 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-__all__ = ["BENCH_CONNECTION", "ROOT", "pinned", "start", "wrk"]
+__all__ = ["BENCH_CONNECTION", "ROOT", "built", "pinned", "start", "wrk"]
 
 ROOT = Path(__file__).resolve().parent.parent
 BENCH_CONNECTION = """
@@ -63,3 +63,12 @@ def wrk(binary: str, url: str, duration: float, conns: int, script: str | None, 
     sock = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
     return {"rps": rps, "p50": ms("50%"), "p99": ms("99%"), "non2xx": float(non2xx.group(1)) if non2xx else 0,
             "errors": float(sum(int(g) for g in sock.groups())) if sock else 0, "requests": requests}
+
+
+def built(checkout: Path) -> str:
+    """How ``python -m sigproxy`` runs from ``checkout``: ``compiled (mypyc, N modules)``, ``pure Python`` or
+    ``partly compiled (...)`` (sigproxy/compiled.py). A checkout made for a comparison (``git worktree add``)
+    runs pure until its modules are built in place there: ``.venv/bin/python setup.py build_ext --inplace``."""
+    done = subprocess.run([sys.executable, "-c", "from sigproxy.compiled import describe; print(describe())"],
+                          cwd=checkout, capture_output=True, text=True, check=False)
+    return done.stdout.strip() or f"unknown ({done.stderr.strip()[-200:]})"

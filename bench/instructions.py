@@ -36,7 +36,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from common import ROOT
+from common import ROOT, built
 from nginx import Nginx, need
 from small_get import CONFIG, PATH, REVERSE
 
@@ -131,8 +131,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as t:
         tmp = Path(t)
         with Nginx(tmp, 1) as up:
-            print(f"{args.requests} GETs per row on {args.connections} connections through {args.checkout}; "
-                  "k instructions per request:")
+            print(f"{args.requests} GETs per row on {args.connections} connections through {args.checkout} "
+                  f"({built(args.checkout)}); k instructions per request:")
             for row in rows:
                 cost = measure(row, args.requests, up, tmp, args.checkout, args.connections)
                 print(f"  {row:<8} {cost:8.1f}", flush=True)

@@ -64,7 +64,7 @@ from pathlib import Path
 
 import trustme
 import uvloop
-from common import BENCH_CONNECTION, ROOT, pinned, wrk
+from common import BENCH_CONNECTION, ROOT, built, pinned, wrk
 from nginx import Nginx, need
 from pyload import load
 
@@ -331,7 +331,7 @@ def main() -> None:
                 runs.append(run_once(args, tmp, up, ca_pem, rows, run, notes))
                 print(f"run {run + 1}/{args.runs} done in {time.monotonic() - t0:.0f} s", file=sys.stderr)
     print(f"{args.runs} run(s), {args.connections} connections, {args.duration:g} s per row; "
-          "sigproxy on core 0, nginx and the client on core 1")
+          f"sigproxy on core 0, nginx and the client on core 1; sigproxy {built(args.checkout)}")
     print_table(rows, runs)
     for note in notes:
         print(note)

@@ -25,10 +25,10 @@ Pure: no import but the standard library's, so that ``setup.py`` can read it bef
 
 from __future__ import annotations
 
-import importlib
 import os
 import sys
 from importlib.machinery import BYTECODE_SUFFIXES, SOURCE_SUFFIXES, FileFinder, SourceFileLoader, SourcelessFileLoader
+from importlib.util import find_spec
 from pathlib import Path
 
 __all__ = ["MODULES", "PURE_ENV", "describe", "pure_python", "use_source"]
@@ -75,8 +75,9 @@ def use_source() -> None:
 
 def describe() -> str:
     """How this sigproxy runs, for ``sigproxy version``: ``compiled (mypyc, 17 modules)``, ``pure Python``, or
-    ``partly compiled (...)`` naming the modules that are not (an install without a C compiler builds none)."""
-    source = [name for name in MODULES if not str(importlib.import_module(name).__file__).endswith(".so")]
+    ``partly compiled (...)`` naming the modules that are not (an install without a C compiler builds none).
+    Found as an import would find them, without importing them."""
+    source = [name for name in MODULES if not str(getattr(find_spec(name), "origin", "")).endswith(".so")]
     if not source:
         return f"compiled (mypyc, {len(MODULES)} modules)"
     if len(source) == len(MODULES):
