@@ -53,7 +53,7 @@ demo: $(DEMO_STAMP)
 	$(VENV)/bin/python scripts/demo.py
 
 sysdeps:
-	bash scripts/sysdeps.sh
+	PYTHON=$(PYTHON) bash scripts/sysdeps.sh
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check sigproxy tests bench fuzz scripts

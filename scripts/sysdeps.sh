@@ -4,11 +4,14 @@
 #   radosgw ceph-mon ceph-osd ceph-common  - Ceph RADOS Gateway, a real SigV4 verifier (tests/servers/rgw.py)
 #   postgresql                             - the connection store's shared database (tests/servers/postgres.py)
 #   chromium chromium-driver               - a real headless browser for the connect page (Selenium)
+#   gcc python3-dev                        - a C compiler and Python's headers: the install compiles the hot
+#                                            modules with mypyc (setup.py), and the suite tests them compiled
 # Prints nothing and exits 0 when everything is already there.
 set -euo pipefail
 
-PACKAGES=(curl radosgw ceph-mon ceph-osd ceph-common postgresql chromium chromium-driver)
-COMMANDS=(curl radosgw ceph-mon ceph-osd ceph monmaptool ceph-authtool radosgw-admin chromium chromedriver)
+PACKAGES=(curl radosgw ceph-mon ceph-osd ceph-common postgresql chromium chromium-driver gcc python3-dev)
+COMMANDS=(curl radosgw ceph-mon ceph-osd ceph monmaptool ceph-authtool radosgw-admin chromium chromedriver gcc)
+PYTHON=${PYTHON:-python3}
 
 missing() {
     local c out=()
@@ -17,6 +20,9 @@ missing() {
     done
     # PostgreSQL's server binaries live under /usr/lib/postgresql/VERSION/bin, not on PATH.
     compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null || out+=(initdb)
+    # The headers of the Python the virtualenv is made from (a Debian python3 needs python3-dev).
+    "$PYTHON" -c 'import os, sysconfig; assert os.path.exists(os.path.join(sysconfig.get_path("include"), "Python.h"))' \
+        2>/dev/null || out+=(Python.h)
     echo "${out[*]}"
 }
 
