@@ -71,7 +71,7 @@ typecheck: $(STAMP)
 
 # The suite runs the compiled modules, as shipped. Coverage cannot trace compiled code: its report leaves them
 # out; `make coverage` runs the suite on the source (SIGPROXY_PURE_PYTHON=1) and reports every module.
-COMPILED = $(shell $(PYTHON) -c 'import runpy; print(",".join(m.replace(".", "/") + ".py" for m in runpy.run_path("sigproxy/compiled.py")["MODULES"]))')
+COMPILED = $(shell $(PYTHON) -c 'import runpy; print(",".join(runpy.run_path("sigproxy/compiled.py")["SOURCES"]))')
 
 # compileall first: the suite starts sigproxy and the test servers in a few hundred subprocesses, and where
 # PYTHONDONTWRITEBYTECODE is set (or the .pyc files are stale) each one compiled the modules it imports again:

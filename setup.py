@@ -17,8 +17,7 @@ def extensions() -> list:
     # The build environment holds mypy and setuptools only: the libraries sigproxy imports are not installed
     # there, so mypy sees them as untyped (`make typecheck` checks them with their types).
     flags = ["--ignore-missing-imports", "--allow-subclassing-any", "--no-warn-return-any", "--no-warn-unused-ignores"]
-    paths = [name.replace(".", "/") + ".py" for name in compiled["MODULES"]]
-    extensions = mypycify([*flags, *paths], opt_level="3", group_name="sigproxy")
+    extensions = mypycify([*flags, *compiled["SOURCES"]], opt_level="3", group_name="sigproxy")
     for extension in extensions:
         # Without a C compiler or Python's headers nothing is compiled and sigproxy runs as plain Python, slower;
         # `sigproxy version` says which.

@@ -1,7 +1,7 @@
 """Instructions per proxied small GET: a cost figure that does not move with the machine's load.
 
     .venv/bin/python bench/instructions.py [--requests 1000] [--rows warning,info,reverse] [--connections 8]
-                                           [--checkout DIR]
+                                           [--checkout DIR] [--keep DIR]
 
 Wall-clock requests/s on a shared 2-core machine swing by 30 % between runs; the number of instructions
 sigproxy executes per request barely does: two runs on a quiet machine agree within 0.2 %, within about 1 % when
@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import re
+import shutil
 import socket
 import subprocess
 import sys
@@ -69,8 +70,9 @@ def _lockstep(address: tuple[str, int], request: bytes, count: int, conns: int =
     return done
 
 
-def measure(row: str, requests: int, up: Nginx, tmp: Path, checkout: Path, conns: int = 8) -> float:
-    """Thousands of instructions per request for ``row``."""
+def measure(row: str, requests: int, up: Nginx, tmp: Path, checkout: Path, conns: int = 8,
+            keep: Path | None = None) -> float:
+    """Thousands of instructions per request for ``row``; its callgrind output copied into ``keep`` if given."""
     level = "warning" if row in ("warning", "skeleton-warning") else "info"
     config = CONFIG.format(tmp=tmp, ca="/dev/null", tls_port=up.port, extra="").replace(
         'upstream_ca_file = "/dev/null"\n', "")
@@ -110,6 +112,9 @@ def measure(row: str, requests: int, up: Nginx, tmp: Path, checkout: Path, conns
         proc.wait(120)
     total = 0
     for dump in tmp.glob(f"{row}.callgrind*"):
+        if keep is not None:
+            keep.mkdir(parents=True, exist_ok=True)
+            shutil.copy(dump, keep / dump.name)
         for m in re.finditer(r"^(?:summary|totals): (\d+)", dump.read_text(errors="replace"), re.M):
             total = max(total, int(m.group(1)))
     return total / sent / 1000
@@ -126,6 +131,8 @@ def main() -> None:
                              "event loop iterations full)")
     parser.add_argument("--checkout", type=Path, default=ROOT,
                         help="run sigproxy from this checkout (e.g. `git worktree add DIR REV`)")
+    parser.add_argument("--keep", type=Path, metavar="DIR",
+                        help="copy each row's callgrind output here (read it with callgrind_annotate)")
     args = parser.parse_args()
     rows = [r for r in args.rows.split(",") if r]
     with tempfile.TemporaryDirectory() as t:
@@ -134,7 +141,7 @@ def main() -> None:
             print(f"{args.requests} GETs per row on {args.connections} connections through {args.checkout} "
                   f"({built(args.checkout)}); k instructions per request:")
             for row in rows:
-                cost = measure(row, args.requests, up, tmp, args.checkout, args.connections)
+                cost = measure(row, args.requests, up, tmp, args.checkout, args.connections, args.keep)
                 print(f"  {row:<8} {cost:8.1f}", flush=True)
 
 

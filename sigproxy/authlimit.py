@@ -25,7 +25,7 @@ __all__ = ["AuthFailures"]
 class AuthFailures:
     """Per-address failure counter; shared by every listener and kept across config reloads."""
 
-    __slots__ = ("_clock", "_entries", "limit", "on_record", "window")
+    __slots__ = ("_clock", "_entries", "_recorded", "limit", "on_record", "window")
 
     def __init__(self, limit: int, window: float, *, max_addresses: int = 65536,
                  clock: Callable[[], float] = time.monotonic) -> None:
@@ -33,6 +33,7 @@ class AuthFailures:
         self.window = window
         self._clock = clock
         self._entries: LRUCache[str, tuple[int, float]] = LRUCache(maxsize=max_addresses)
+        self._recorded = False  # whether any failure was ever recorded: until then, check() has nothing to look up
         self.on_record: Callable[[str], None] | None = None
         """Told of each failure recorded here (a worker of ``workers = N`` tells its siblings, so the limit
         counts the group's failures, not one process's)."""
@@ -50,7 +51,7 @@ class AuthFailures:
 
     def check(self, address: str | None) -> None:
         """Raise :class:`TooManyAuthFailures` when ``address`` is over the limit."""
-        if address is None:
+        if address is None or not self._recorded:
             return
         entry = self._current(address)
         if entry is not None and entry[0] >= self.limit:
@@ -67,5 +68,6 @@ class AuthFailures:
             return
         entry = self._current(address)
         self._entries[address] = (1, self._clock()) if entry is None else (entry[0] + 1, entry[1])
+        self._recorded = True
         if self.on_record is not None and not elsewhere:
             self.on_record(address)

@@ -31,7 +31,7 @@ from importlib.machinery import BYTECODE_SUFFIXES, SOURCE_SUFFIXES, FileFinder, 
 from importlib.util import find_spec
 from pathlib import Path
 
-__all__ = ["MODULES", "PURE_ENV", "describe", "pure_python", "use_source"]
+__all__ = ["MODULES", "PURE_ENV", "SOURCES", "describe", "pure_python", "use_source"]
 
 MODULES = (
     "sigproxy.egress",
@@ -43,16 +43,24 @@ MODULES = (
     "sigproxy.headerrules",
     "sigproxy.hostglobs",
     "sigproxy.http1",
+    "sigproxy.inbound",
+    "sigproxy.jsonlines",
+    "sigproxy.intake.forward",
     "sigproxy.intake.h1flow",
     "sigproxy.intake.h1rest",
     "sigproxy.intake.h1server",
+    "sigproxy.intake.reverse",
     "sigproxy.metrics",
     "sigproxy.prepare",
+    "sigproxy.records",
     "sigproxy.routing",
     "sigproxy.signing",
     "sigproxy.urlparts",
 )
 """The compiled modules, by name."""
+
+SOURCES = tuple(name.replace(".", "/") + ".py" for name in MODULES)
+"""Their source files, relative to the project's root, in :data:`MODULES`' order."""
 
 PURE_ENV = "SIGPROXY_PURE_PYTHON"
 

@@ -23,7 +23,6 @@ Must not: do I/O.
 
 from __future__ import annotations
 
-import dataclasses
 import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -80,7 +79,7 @@ class Redirect:
         name, sign_port = self.sign_host
         if sign_port is None:
             sign_port = 443 if target.scheme == "https" else 80
-        return dataclasses.replace(target, host=name, port=sign_port), dial
+        return target.at(name, sign_port), dial
 
     def describe(self) -> str:
         """``dial 127.0.0.1:9000, sign_host s3.amazonaws.com``: for the start-up log."""

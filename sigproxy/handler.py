@@ -17,8 +17,9 @@ import json
 import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Final
 
 from multidict import CIMultiDict
 
@@ -43,10 +44,11 @@ from .forwarding import Upstream
 from .headerrules import end_to_end
 from .http1 import ClientRequest, Response, StreamResponse, http_date
 from .inbound import ReceivedRequest, verify_header_auth, verify_presigned
+from .jsonlines import RequestIds, audit_path
 from .metrics import Metrics
-from .observability import RequestIds, audit_path, log_access
+from .observability import log_access
 from .prepare import sign_handshake, sign_request, untouched_request
-from .records import record
+from .records import Record
 from .routing import (
     Target,
     check_host,
@@ -78,17 +80,25 @@ _SMALL_RESPONSE = 64 * 1024
 _utc_now = functools.partial(datetime.now, UTC)
 
 
-@record
-class Exchange:
-    """What intake hands over: the target as the client meant it, and where the request came from."""
+class Exchange(Record):
+    """What intake hands over: the ``target`` as the client meant it, and where the request came from: the
+    reverse ``listener`` that received it (``None`` for the forward proxy), the ``Proxy-Authorization`` of the
+    CONNECT that opened the tunnel it came through (``tunnel_authorization``), the subject of the client's
+    certificate on a listener with ``client_ca_file`` (``client_cert``)."""
 
-    target: Target
-    listener: ReverseListener | None = None
-    """The reverse listener that received it, or ``None`` for the forward proxy."""
-    tunnel_authorization: str | None = None
-    """The ``Proxy-Authorization`` of the CONNECT that opened the tunnel this request came through."""
-    client_cert: Subject | None = None
-    """The subject of the client's certificate, on a listener with ``client_ca_file`` (else ``None``)."""
+    __match_args__ = ("target", "listener", "tunnel_authorization", "client_cert")
+
+    def __init__(self, target: Target, listener: ReverseListener | None = None, tunnel_authorization: str | None = None,
+                 client_cert: Subject | None = None) -> None:
+        self.target: Final = target
+        self.listener: Final = listener
+        self.tunnel_authorization: Final = tunnel_authorization
+        self.client_cert: Final = client_cert
+
+    def with_target(self, target: Target) -> Exchange:
+        """This exchange with ``target`` instead (a request signed for another host, or its query without the
+        client's presign parameters)."""
+        return Exchange(target, self.listener, self.tunnel_authorization, self.client_cert)
 
 
 @dataclass(frozen=True, slots=True)
@@ -295,7 +305,7 @@ class Handler:
             if dial is not None:
                 if target.host != exchange.target.host:
                     info["sign_host"] = target.authority
-                exchange = replace(exchange, target=target)
+                exchange = exchange.with_target(target)
                 info["dial"] = str(dial)
         check_host(conn, target)
         region_set = sigv4a_region_set(conn, target, headers)
@@ -318,8 +328,8 @@ class Handler:
             if presigned:
                 query = verify_presigned(received, secret=conn.client_secret.reveal(), expected_key_id=conn.name,
                                          now=self._clock(), signer=self._signer)
-                target = replace(target, query=query)
-                exchange = replace(exchange, target=target)
+                target = Target(target.scheme, target.host, target.port, target.path, query)
+                exchange = exchange.with_target(target)
                 presigned = False
                 received = None
             elif "Authorization" not in headers:

@@ -21,10 +21,11 @@ import hmac
 import re
 from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime, timedelta
+from typing import Final
 from urllib.parse import unquote
 
 from .errors import ClientSignatureInvalid
-from .records import record
+from .records import Record
 from .signing import (
     ALGORITHM,
     EMPTY_SHA256,
@@ -59,29 +60,33 @@ _MAX_AUTHORIZATION = 8192
 _Pairs = tuple[tuple[str, str | None], ...]
 
 
-@record
-class ClientAuthorization:
-    """The parts of a client's SigV4 signature (header ``Authorization`` or presign parameters)."""
+class ClientAuthorization(Record):
+    """The parts of a client's SigV4 signature (header ``Authorization`` or presign parameters); ``date`` is
+    the credential scope's ``YYYYMMDD``."""
 
-    access_key_id: str
-    date: str
-    """``YYYYMMDD`` of the credential scope."""
-    region: str
-    service: str
-    signed_headers: tuple[str, ...]
-    signature: str
+    __match_args__ = ("access_key_id", "date", "region", "service", "signed_headers", "signature")
+
+    def __init__(self, access_key_id: str, date: str, region: str, service: str,  # noqa: PLR0917  # as a dataclass
+                 signed_headers: tuple[str, ...], signature: str) -> None:
+        self.access_key_id: Final = access_key_id
+        self.date: Final = date
+        self.region: Final = region
+        self.service: Final = service
+        self.signed_headers: Final = signed_headers
+        self.signature: Final = signature
 
 
-@record
-class ReceivedRequest:
-    """A request exactly as the client sent it to sigproxy."""
+class ReceivedRequest(Record):
+    """A request exactly as the client sent it to sigproxy: ``path`` raw and percent-encoded as received (origin
+    form), ``query`` raw as received, without ``?``."""
 
-    method: str
-    path: str
-    """Raw, percent-encoded path as received (origin form)."""
-    query: str
-    """Raw query as received, without ``?``."""
-    headers: Sequence[tuple[str, str]]
+    __match_args__ = ("method", "path", "query", "headers")
+
+    def __init__(self, method: str, path: str, query: str, headers: Sequence[tuple[str, str]]) -> None:
+        self.method: Final = method
+        self.path: Final = path
+        self.query: Final = query
+        self.headers: Final = headers
 
 
 def _invalid(message: str) -> ClientSignatureInvalid:

@@ -1,7 +1,7 @@
 """Logging set-up: JSON lines when stderr is not a terminal, readable text on one; the access log's fast path.
 
-Owns: :func:`setup_logging`, the only code that configures logging; the access-log format (:func:`audit_path`: what
-of a request's path it shows); :func:`log_access`; request ids (:class:`RequestIds`).
+Owns: :func:`setup_logging`, the only code that configures logging; :func:`log_access`. The lines' text is
+:mod:`sigproxy.jsonlines`' (compiled) and this module's text formatter's.
 Must not: run at import time; log a secret (callers pass names, never values).
 
 Cost. One access line per request used to go through the whole :mod:`logging` machinery (a ``LogRecord`` with
@@ -21,9 +21,9 @@ a fifth of the small-request throughput on one core (issue 15). Now:
   ``logger.info(...)`` path, so ``sigproxy.access`` stays a normal logger to configure or silence
   (``--log-level warning`` turns it off); the line's text is the same either way. Those checks run once per
   loop iteration (:class:`_Trust`): a change to logging's configuration applies from the next iteration on.
-- An access line is made as bytes, its message's JSON kept per (method, host, status), and the lines of an
-  iteration go to stderr's file descriptor in one ``os.write`` when they fit: no decoding, no text or buffer
-  layer.
+- An access line is made as bytes (:meth:`~sigproxy.jsonlines.JsonLines.access_line`, compiled), its
+  message's JSON kept per (method, host, status), and the lines of an iteration go to stderr's file descriptor
+  in one ``os.write`` when they fit: no decoding, no text or buffer layer.
 
 Measured with bench/instructions.py (issue 15): 28-30k instructions a line before, 21-22k now, 4.7 % of a
 proxied small GET at ``info`` (8 and 64 connections).
@@ -33,11 +33,9 @@ from __future__ import annotations
 
 import asyncio
 import copy
-import itertools
 import json
 import logging
 import re
-import secrets
 import select
 import sys
 import time
@@ -46,140 +44,36 @@ import time
 from asyncio.events import _get_running_loop
 from collections import deque
 from collections.abc import Mapping
-from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Literal, TextIO
+from typing import Literal, TextIO
 
-import orjson
-
+from .jsonlines import JsonLines
 from .logsink import LineSink
 
-if TYPE_CHECKING:
-    from .routing import Target
-
-__all__ = ["RequestIds", "audit_path", "log_access", "setup_logging"]
+__all__ = ["log_access", "setup_logging"]
 
 _TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s %(message)s"
 # Past this many lines pending, write even inside one loop iteration: bounds memory under a burst.
 _FLUSH_LINES = 128
 
 
-# The standard library's encoder, compact like orjson's output and ASCII only: for what orjson can't encode (an
-# integer past 64 bits) and for lines with non-ASCII text.
-_std_dumps = json.JSONEncoder(default=str, separators=(",", ":")).encode
-_ORJSON_OPTIONS = orjson.OPT_PASSTHROUGH_DATETIME | orjson.OPT_PASSTHROUGH_DATACLASS  # both to default=str, as json
-# A line's milliseconds and UTC offset after its second, by millisecond, with the quote and comma after them.
-_MILLIS = [f".{ms:03d}+00:00\",".encode() for ms in range(1000)]
 # Where access lines are kept and written as bytes: UTF-8 (the encoding of a stream without one, and the one a
 # stream's buffer takes lines in as they are).
 _UTF8 = "utf-8"
-# Access-line messages kept encoded, at most (a few hundred bytes each).
-_MESSAGES_KEPT = 1024
 
 
 class _JsonFormatter(logging.Formatter):
+    """JSON lines (:class:`~sigproxy.jsonlines.JsonLines`: the process's ``fields`` in each)."""
+
     def __init__(self, fields: Mapping[str, object] | None = None) -> None:
         super().__init__()
-        self._fields = dict(fields or {})
-        # (Unix second, its ISO form, an access line's start to it: b'{"ts":"2026-01-01T00:00:00'); one attribute:
-        # swapped atomically.
-        self._second: tuple[int, str, bytes] = (-1, "", b"")
-        self._heads: dict[str, bytes] = {}  # access_line's part after "ts", by logger name
-        # An access line's message as JSON, by (method, host, status): at most _MESSAGES_KEPT (the host is the
-        # client's to choose), then started again.
-        self._messages: dict[tuple[object, object, object], bytes] = {}
-        self._own = frozenset(self._fields)  # the process's field names: an access field of one is set aside
-        # What follows the message in an access line: the process's fields, then the access fields' opening comma.
-        own = orjson.dumps(self._fields, default=str, option=_ORJSON_OPTIONS)[1:-1] if self._fields else b""
-        self._tail = b"," + own + b"," if own else b","
-
-    def _stamp(self, second: int) -> tuple[int, str, bytes]:
-        """(``second``, its ISO 8601 UTC form to the second, an access line's start: ``{"ts":"`` and that form),
-        kept for the lines of that second."""
-        iso = datetime.fromtimestamp(second, UTC).strftime("%Y-%m-%dT%H:%M:%S")
-        cached = (second, iso, f'{{"ts":"{iso}'.encode())
-        self._second = cached
-        return cached
-
-    def _line(self, created: float, level: str, name: str, message: str, *, access: dict[str, object] | None,
-              exc: str | None = None) -> str:
-        """One compact JSON line (``{"ts":"2026-01-01T00:00:00.123+00:00","level":...}``), ASCII only, objects
-        JSON has no type for as ``str()``.
-
-        orjson writes it (a fifth of the standard encoder's cost: issue 15's access-log budget). A line with a
-        non-ASCII character is written again by the standard encoder, which escapes it as ``\\uXXXX``: then
-        U+2028, U+2029 and the like can't break a line for readers that split on them, and a line's length in
-        characters is its length in bytes (whole lines up to ``PIPE_BUF`` per write). Kept in one function: this
-        runs once per request."""
-        second = int(created)
-        cached = self._second
-        if cached[0] != second:
-            cached = self._stamp(second)
-        entry: dict[str, object] = {"ts": f"{cached[1]}.{int((created - second) * 1000):03d}+00:00",
-                                    "level": level, "logger": name, "msg": message}
-        if self._fields:
-            entry.update(self._fields)
-        if access is not None:
-            entry.update(access)
-        if exc is not None:
-            entry["exc"] = exc
-        try:
-            line = orjson.dumps(entry, default=str, option=_ORJSON_OPTIONS).decode()
-        except (TypeError, orjson.JSONEncodeError):  # e.g. an int past 64 bits
-            return _std_dumps(entry)
-        return line if line.isascii() else _std_dumps(entry)
+        self.lines = JsonLines(fields)
+        self.access_line = self.lines.access_line
 
     def format(self, record: logging.LogRecord) -> str:
         access = getattr(record, "access", None)
-        return self._line(record.created, record.levelname.lower(), record.name, record.getMessage(),
-                          access=access if isinstance(access, dict) else None,
-                          exc=self.formatException(record.exc_info) if record.exc_info else None)
-
-    def access_line(self, created: float, name: str, access: dict[str, object]) -> bytes:
-        """The line :meth:`format` makes of an INFO record of logger ``name`` with ``access`` as its fields,
-        encoded (ASCII).
-
-        The same text, spliced as bytes from the encoded ``access`` and the message's kept encoding instead of
-        encoding a merged copy of them and decoding it: this runs once per request (issue 15: the access log's
-        budget). The message is :func:`access_message`'s. When ``access`` reuses a key of the line's own
-        (``ts``, ``level``, ``logger``, ``msg``) or of the process's fields, or holds non-ASCII text, the line is
-        made as :meth:`format` makes it (its value replaces the other, in place)."""
-        if "ts" in access or "level" in access or "logger" in access or "msg" in access \
-                or (self._own and not access.keys().isdisjoint(self._own)):  # iterates the few own names
-            return self._line(created, "info", name, access_message(access), access=access).encode()
-        second = int(created)
-        cached = self._second
-        if cached[0] != second:
-            cached = self._stamp(second)
-        try:
-            fields = orjson.dumps(access, default=str, option=_ORJSON_OPTIONS)
-        except (TypeError, orjson.JSONEncodeError):
-            return self._line(created, "info", name, access_message(access), access=access).encode()
-        head = self._heads.get(name)
-        if head is None:
-            head = self._heads[name] = self._head(name)
-        # No access fields: no comma before "}".
-        tail = self._tail if len(fields) > 2 else self._tail[:-1]
-        key = (access.get("method"), access.get("host"), access.get("status"))
-        try:
-            text = self._messages.get(key)
-        except TypeError:  # a part that can't be a key: encoded for this line alone
-            text = orjson.dumps(access_message(access))
-        if text is None:
-            text = self._message(key)
-        line = b"".join((cached[2], _MILLIS[int((created - second) * 1000)], head, text, tail, fields[1:]))
-        return line if line.isascii() else self._line(created, "info", name, access_message(access),
-                                                      access=access).encode()
-
-    def _message(self, key: tuple[object, object, object]) -> bytes:
-        """The message of ``key`` (method, host, status) as JSON, kept."""
-        if len(self._messages) >= _MESSAGES_KEPT:
-            self._messages = {}
-        text = self._messages[key] = orjson.dumps("{} {} {}".format(*key))
-        return text
-
-    def _head(self, name: str) -> bytes:
-        """``"level":"info","logger":NAME,"msg":`` as orjson writes it."""
-        return b'"level":"info","logger":' + orjson.dumps(name) + b',"msg":'
+        return self.lines.line(record.created, record.levelname.lower(), record.name, record.getMessage(),
+                               access=access if isinstance(access, dict) else None,
+                               exc=self.formatException(record.exc_info) if record.exc_info else None)
 
 
 _PLAIN = re.compile(r"[!#-<>-\[\]-~]*")  # printable ASCII but space, '"', '=' and '\\'
@@ -243,8 +137,8 @@ class _TextFormatter(logging.Formatter):
         return super().format(record) + self._tail(access)
 
     def access_line(self, created: float, name: str, access: dict[str, object]) -> bytes | None:
-        """As :meth:`_JsonFormatter.access_line` (encoded by :func:`encode_line`); None unless this formatter
-        uses the default text format."""
+        """As :meth:`sigproxy.jsonlines.JsonLines.access_line` (encoded by :func:`encode_line`); None unless this
+        formatter uses the default text format."""
         if self._fmt != _TEXT_FORMAT or self.datefmt is not None or self.default_msec_format is None:
             return None
         asctime = self.default_msec_format % (time.strftime(self.default_time_format, self.converter(created)),
@@ -368,32 +262,6 @@ class _Trust:
 
 
 _trust = _Trust()
-
-
-def audit_path(target: Target) -> str:
-    """The path with the query's keys but not its values (they may carry tokens or personal data)."""
-    if not target.query:
-        return target.path
-    keys = [part.partition("=")[0] for part in target.query.split("&") if part]
-    return f"{target.path}?{'&'.join(keys)}"
-
-
-class RequestIds:
-    """Request ids: a random per-process prefix and a counter (a uuid4 per request costs a syscall)."""
-
-    __slots__ = ("_counter", "_prefix")
-
-    def __init__(self) -> None:
-        self._prefix = secrets.token_hex(4) + "-"
-        self._counter = itertools.count(1)
-
-    def next(self) -> str:
-        return f"{self._prefix}{next(self._counter):x}"
-
-
-def access_message(access: dict[str, object]) -> str:
-    """An access line's message: ``METHOD HOST STATUS``, from ``access``."""
-    return f"{access.get('method')} {access.get('host')} {access.get('status')}"
 
 
 def log_access(logger: logging.Logger, access: dict[str, object]) -> None:

@@ -13,12 +13,12 @@ import re
 from collections.abc import Iterable
 from dataclasses import replace
 from datetime import datetime
-from typing import Literal
+from typing import Final, Literal
 
 from . import sigv4a, websocket
 from .errors import UnsupportedRequest
 from .headerrules import is_signed_header, upstream_headers, upstream_headers_lower
-from .records import record
+from .records import Record
 from .routing import Target
 from .signing import (
     EMPTY_SHA256,
@@ -54,13 +54,16 @@ _SIGV4A_STREAMING = frozenset(
 )
 
 
-@record
-class SignedRequest:
-    method: str
-    url: str
-    """Scheme, authority, path and query exactly as they go on the wire."""
-    headers: tuple[tuple[str, str], ...]
-    signature: Signature
+class SignedRequest(Record):
+    """A request signed: ``url`` is its scheme, authority, path and query exactly as they go on the wire."""
+
+    __match_args__ = ("method", "url", "headers", "signature")
+
+    def __init__(self, method: str, url: str, headers: tuple[tuple[str, str], ...], signature: Signature) -> None:
+        self.method: Final = method
+        self.url: Final = url
+        self.headers: Final = headers
+        self.signature: Final = signature
 
 
 def payload_mode(claimed: str) -> Literal["none", "keep", "resign", "other"]:

@@ -30,6 +30,7 @@ import functools
 import hmac
 import re
 from collections.abc import Iterable, Mapping, Sized
+from typing import Final
 from urllib.parse import unquote
 
 from .clientcert import Subject, connection_for_certificate
@@ -46,7 +47,7 @@ from .errors import (
     UnresolvableTarget,
     UnsupportedRequest,
 )
-from .records import record
+from .records import Record
 from .signing import policy_for
 from .sigv4a import ALGORITHM as SIGV4A_ALGORITHM
 from .sigv4a import REGION_PATTERN, region_set_value
@@ -81,15 +82,21 @@ _AUTHORITY_CACHE = 512
 _AUTHORITY_CACHED_LEN = 270
 
 
-@record
-class Target:
+class Target(Record):
     """Where a request goes, as the client meant it (raw path and query as sent)."""
 
-    scheme: str
-    host: str
-    port: int
-    path: str
-    query: str
+    __match_args__ = ("scheme", "host", "port", "path", "query")
+
+    def __init__(self, scheme: str, host: str, port: int, path: str, query: str) -> None:
+        self.scheme: Final = scheme
+        self.host: Final = host
+        self.port: Final = port
+        self.path: Final = path
+        self.query: Final = query
+
+    def at(self, host: str, port: int) -> Target:
+        """This target on another host and port (the same scheme, path and query)."""
+        return Target(self.scheme, host, port, self.path, self.query)
 
     @property
     def authority(self) -> str:
@@ -97,20 +104,26 @@ class Target:
         return host if _PORTS.get(self.scheme) == self.port else f"{host}:{self.port}"
 
 
-@record
-class ClientScope:
+class ClientScope(Record):
     """What the client's own SigV4 credential said: key id, region, service."""
 
-    access_key_id: str
-    region: str
-    service: str
+    __match_args__ = ("access_key_id", "region", "service")
+
+    def __init__(self, access_key_id: str, region: str, service: str) -> None:
+        self.access_key_id: Final = access_key_id
+        self.region: Final = region
+        self.service: Final = service
 
 
-@record
-class Selection:
-    connection: ConnectionConfig
-    how: str
-    """``header``, ``proxy-auth``, ``client-key``, ``listener``, ``route`` or ``default``."""
+class Selection(Record):
+    """The connection a request is signed for, and ``how`` it was chosen: ``header``, ``proxy-auth``,
+    ``client-key``, ``listener``, ``route`` or ``default``."""
+
+    __match_args__ = ("connection", "how")
+
+    def __init__(self, connection: ConnectionConfig, how: str) -> None:
+        self.connection: Final = connection
+        self.how: Final = how
 
 
 def _split_authority(authority: str, scheme: str) -> tuple[str, int]:

@@ -28,9 +28,10 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from types import MappingProxyType
+from typing import Final
 from urllib.parse import quote, quote_from_bytes, unquote, unquote_to_bytes
 
-from .records import record
+from .records import Record
 
 __all__ = [
     "ALGORITHM",
@@ -146,8 +147,7 @@ def policy_for(service: str) -> SigningPolicy:
     return SIGNING_POLICIES.get(service, _DEFAULT_POLICY)
 
 
-@record
-class CanonicalInput:
+class CanonicalInput(Record):
     """A request exactly as it will go on the wire.
 
     ``path`` is the raw, percent-encoded path as sent; ``query`` the raw pairs as sent (encoded, in order,
@@ -155,27 +155,36 @@ class CanonicalInput:
     (lower-case or not, repeated names allowed) and must include ``host``.
     """
 
-    method: str
-    path: str
-    query: tuple[tuple[str, str | None], ...]
-    headers: tuple[tuple[str, str], ...]
-    payload_hash: str
+    __match_args__ = ("method", "path", "query", "headers", "payload_hash")
+
+    def __init__(self, method: str, path: str, query: tuple[tuple[str, str | None], ...],
+                 headers: tuple[tuple[str, str], ...], payload_hash: str) -> None:
+        self.method: Final = method
+        self.path: Final = path
+        self.query: Final = query
+        self.headers: Final = headers
+        self.payload_hash: Final = payload_hash
 
 
-@record
-class Signature:
-    """The outcome of signing, with every intermediate (no secret among them)."""
+class Signature(Record):
+    """The outcome of signing, with every intermediate (no secret among them). ``authorization``: the
+    ``Authorization`` header value (header auth) or ``""`` (query auth); ``query``: for query auth, the full
+    query to send, presign parameters included."""
 
-    canonical_request: str
-    string_to_sign: str
-    credential_scope: str
-    signed_headers: str
-    signature: str
-    amz_date: str
-    authorization: str
-    """The ``Authorization`` header value (header auth) or ``""`` (query auth)."""
-    query: tuple[tuple[str, str | None], ...] = ()
-    """For query auth: the full query to send, presign parameters included."""
+    __match_args__ = ("canonical_request", "string_to_sign", "credential_scope", "signed_headers", "signature",
+                      "amz_date", "authorization", "query")
+
+    def __init__(self, canonical_request: str, string_to_sign: str,  # noqa: PLR0917  # as a dataclass
+                 credential_scope: str, signed_headers: str, signature: str, amz_date: str, authorization: str,
+                 query: tuple[tuple[str, str | None], ...] = ()) -> None:
+        self.canonical_request: Final = canonical_request
+        self.string_to_sign: Final = string_to_sign
+        self.credential_scope: Final = credential_scope
+        self.signed_headers: Final = signed_headers
+        self.signature: Final = signature
+        self.amz_date: Final = amz_date
+        self.authorization: Final = authorization
+        self.query: Final = query
 
 
 # The second amz_date formatted last: (its start, the next second's start, its stamp), all UTC. Empty at first.

@@ -24,7 +24,7 @@ import pytest
 # for this process and every sigproxy, moto and boto3 it starts: the tests run the signers users run.
 os.environ["BOTO_DISABLE_CRT"] = "true"
 
-from sigproxy.compiled import MODULES, pure_python
+from sigproxy.compiled import SOURCES, pure_python
 from tests.servers.moto_server import Moto, start_moto
 from tests.servers.postgres import Postgres, postgres_bin, start_postgres
 from tests.servers.recording_sts import start_recording_sts
@@ -45,8 +45,8 @@ def pytest_sessionstart(session: pytest.Session) -> None:
     if pure_python():
         return
     newest = max(path.stat().st_mtime for path in (ROOT / "sigproxy").rglob("*.py"))
-    stale = [path.name for name in MODULES for path in (ROOT / name.replace(".", "/")).parent.glob(
-        f"{name.rpartition('.')[2]}.*.so") if path.stat().st_mtime < newest]
+    stale = [so.name for source in map(ROOT.joinpath, SOURCES) for so in source.parent.glob(f"{source.stem}.*.so")
+             if so.stat().st_mtime < newest]
     if stale:
         pytest.exit(f"compiled modules older than the source ({', '.join(sorted(stale))}): build them again with "
                     "`make setup` (or `pip install -e .`), or run the source with SIGPROXY_PURE_PYTHON=1", returncode=2)

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from sigproxy.compiled import MODULES, pure_python
+from sigproxy.compiled import MODULES, SOURCES, pure_python
 from sigproxy.h1conn import H1Connection
 from sigproxy.h1wire import request_head
 
@@ -24,10 +24,6 @@ _EXITS_WITHOUT_AWAIT = {
     "asyncio.timeout": "asyncio.Timeout.__aexit__ awaits nothing",
     "upstream": "UpstreamResponse.__aexit__ (sigproxy/h1response.py) calls H1Connection.finish and awaits nothing",
 }
-
-
-def _source(module: str) -> Path:
-    return ROOT / (module.replace(".", "/") + ".py")
 
 
 @pytest.mark.skipif(pure_python(), reason="SIGPROXY_PURE_PYTHON runs the source")
@@ -59,13 +55,13 @@ def _suspends_while_handling(tree: ast.AST) -> Iterator[tuple[int, str]]:
                     yield node.lineno, f"async with {name}"
 
 
-@pytest.mark.parametrize("module", MODULES)
-def test_no_compiled_coroutine_suspends_while_handling_an_exception(module: str) -> None:
+@pytest.mark.parametrize(("module", "source"), zip(MODULES, SOURCES, strict=True))
+def test_no_compiled_coroutine_suspends_while_handling_an_exception(module: str, source: str) -> None:
     """A mypyc coroutine that suspends while it handles an exception (the CancelledError of a cancelled task,
     thrown into it) leaves that exception set as the thread's current one after it suspends: every exception
     raised later in the event loop takes it as its ``__context__`` (wrong chains in logged tracebacks, and
     objects kept alive). Await after the ``try`` statement instead (``H1Connection._write_stream``)."""
-    found = list(_suspends_while_handling(ast.parse(_source(module).read_text())))
+    found = list(_suspends_while_handling(ast.parse((ROOT / source).read_text())))
     assert not found, f"{module}: " + "; ".join(f"line {line}: {text}" for line, text in found)
 
 

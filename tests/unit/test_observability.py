@@ -395,6 +395,6 @@ def test_access_messages_kept_are_bounded() -> None:
     for i in range(3000):
         line = formatter.access_line(1764547200.0, "sigproxy.access", {"method": "GET", "host": f"h{i}", "status": 200})
         assert json.loads(line)["msg"] == f"GET h{i} 200"
-        assert len(formatter._messages) <= 1024
+        assert len(formatter.lines._messages) <= 1024
     line = formatter.access_line(1764547200.0, "sigproxy.access", {"method": "GET", "host": "h", "status": [1]})
     assert json.loads(line)["msg"] == "GET h [1]"
