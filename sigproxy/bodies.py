@@ -156,6 +156,17 @@ def _trailer_length(names: Sequence[str]) -> int | None:
     return total
 
 
+def bodiless_plan(request: ClientRequest) -> BodyPlan | None:
+    """:func:`plan_body`'s plan for a request without a body, or ``None`` when it has one: nothing to read, so
+    no coroutine to make (most requests: issue 15). Raises :class:`UnsupportedRequest` (SigV4A chunk signing
+    claimed, :func:`~sigproxy.prepare.payload_mode`)."""
+    if request.body_exists or request.chunked:
+        return None
+    claimed = request.headers.get("X-Amz-Content-SHA256", "").strip()
+    return BodyPlan(payload_hash=claimed if payload_mode(claimed) == "keep" else EMPTY_SHA256,
+                    length=0 if request.method in ("PUT", "POST", "PATCH") else None, mode="empty")
+
+
 async def plan_body(request: ClientRequest, conn: ConnectionConfig, proxy: ProxyConfig, *, aws_chunked: bool,
                     upstream_tls: bool, spool_dir: Path, chunk_signing: bool = True) -> BodyPlan:
     """Decide how the body goes and prepare what must be read first (small bodies, spools). ``aws_chunked``:
@@ -166,16 +177,14 @@ async def plan_body(request: ClientRequest, conn: ConnectionConfig, proxy: Proxy
 
     Raises :class:`BodyTooLarge`, :class:`BadRequest`, :class:`ClientAborted`.
     """
-    headers = request.headers
-    claimed = headers.get("X-Amz-Content-SHA256", "").strip()
+    bodiless = bodiless_plan(request)
+    if bodiless is not None:
+        return bodiless
+    claimed = request.headers.get("X-Amz-Content-SHA256", "").strip()
     mode = payload_mode(claimed)
     length = request.content_length
-    chunked = request.chunked
     if length is not None and length > proxy.max_body:
         raise BodyTooLarge(f"request body of {length} bytes is over max_body ({proxy.max_body} bytes)")
-    if not request.body_exists and not chunked:
-        return BodyPlan(payload_hash=claimed if mode == "keep" else EMPTY_SHA256,
-                        length=0 if request.method in ("PUT", "POST", "PATCH") else None, mode="empty")
 
     if mode == "keep":
         return BodyPlan(payload_hash=claimed, length=length, mode="passthrough",

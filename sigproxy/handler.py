@@ -25,7 +25,7 @@ from multidict import CIMultiDict
 
 from .authlimit import AuthFailures
 from .awserrors import protocol_for, render, signing_name_for
-from .bodies import BodyPlan, plan_body, untouched_plan
+from .bodies import BodyPlan, bodiless_plan, plan_body, untouched_plan
 from .clientcert import Subject
 from .config import Config, ConnectionConfig, ReverseListener
 from .credentials import Providers
@@ -382,9 +382,9 @@ class Handler:
         if presigned:
             plan = untouched_plan(request, config.proxy)
         else:
-            plan = await plan_body(request, conn, config.proxy, aws_chunked=policy_for(service).chunked,
-                                   upstream_tls=scheme == "https", spool_dir=self._spool_dir,
-                                   chunk_signing=region_set is None)
+            plan = bodiless_plan(request) or await plan_body(
+                request, conn, config.proxy, aws_chunked=policy_for(service).chunked, upstream_tls=scheme == "https",
+                spool_dir=self._spool_dir, chunk_signing=region_set is None)
         info["body"] = plan.mode
         try:
             if region_set is not None and plan.needs_chunk_signer:
