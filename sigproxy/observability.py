@@ -191,13 +191,6 @@ class _BufferedStreamHandler(logging.StreamHandler[TextIO]):
             self._scheduled = loop
             loop.call_soon(self.flush)
 
-    def add_to_scheduled(self, line: bytes) -> None:
-        """:meth:`add` when this handler's flush is known to be queued on the running loop (:class:`_Trust`)."""
-        pending = self._pending
-        pending.append(line)
-        if len(pending) >= _FLUSH_LINES:
-            self._write()
-
     def _write(self) -> None:
         with self.lock:  # type: ignore[union-attr]  # created by Handler.__init__
             pending = self._pending
@@ -275,7 +268,12 @@ def log_access(logger: logging.Logger, access: dict[str, object]) -> None:
     if trusted is not None and trusted[0] is logger and trusted[1]._scheduled is _get_running_loop():
         line = trusted[2].access_line(time.time(), logger.name, access)
         if line is not None:
-            trusted[1].add_to_scheduled(line)
+            # The handler's add() when its flush is known to be queued on the running loop, inlined (a call less
+            # per request).
+            pending = trusted[1]._pending
+            pending.append(line)
+            if len(pending) >= _FLUSH_LINES:
+                trusted[1]._write()
             return
     if not logger.isEnabledFor(logging.INFO):
         return

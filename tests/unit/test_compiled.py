@@ -55,7 +55,7 @@ def _suspends_while_handling(tree: ast.AST) -> Iterator[tuple[int, str]]:
                     yield node.lineno, f"async with {name}"
 
 
-@pytest.mark.parametrize(("module", "source"), zip(MODULES, SOURCES, strict=True))
+@pytest.mark.parametrize(("module", "source"), list(zip(MODULES, SOURCES, strict=True)))
 def test_no_compiled_coroutine_suspends_while_handling_an_exception(module: str, source: str) -> None:
     """A mypyc coroutine that suspends while it handles an exception (the CancelledError of a cancelled task,
     thrown into it) leaves that exception set as the thread's current one after it suspends: every exception
