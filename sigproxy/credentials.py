@@ -422,8 +422,6 @@ class Providers:
         ``user`` (an id :func:`sigproxy.users.parse_user` accepted) counts only on a ``user_header`` connection.
         """
         conn = self._connections[name]
-        if conn.credentials.source in ("static", "chain"):  # as _identity says, two calls less per request
-            return _NO_ROLE
         return _identity(conn, _effective_user(conn, user))
 
     async def get(self, name: str, *, user: str | None = None) -> tuple[Credentials, bool]:
@@ -432,7 +430,7 @@ class Providers:
 
         Raises :class:`CredentialsUnavailable`.
         """
-        provider = self._by_name.get(name) or self._provider_for(name)
+        provider = self._provider_for(name)
         if isinstance(provider, _Static):
             return provider.creds, True  # not through fetch(): a coroutine less per request
         conn = self._connections[name]

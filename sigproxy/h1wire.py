@@ -1,8 +1,9 @@
 """Pure: an HTTP/1.1 request's wire form as sigproxy sends it upstream (:mod:`sigproxy.h1conn` writes it), and
 how the response's body is delimited.
 
-Owns: the request line and header section (RFC 9112 3, 5), the body's framing headers (RFC 9112 6, 7.1), and
-the response body's length rules (RFC 9112 6.3: :func:`response_framing`).
+Owns: the request line and header section (RFC 9112 3, 5), the body's framing headers (RFC 9112 6, 7.1), the
+response body's length rules (RFC 9112 6.3: :func:`response_framing`), and any header section's bytes with the
+CR/LF check on them (:func:`head_bytes`: also the answers :mod:`sigproxy.http1` writes to clients).
 Must not: do I/O, or change a header it was given.
 """
 
@@ -10,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Sequence
 
-__all__ = ["MAX_RESPONSE_HEAD", "MAX_RESPONSE_LINE", "ResponseBudget", "line_too_long", "request_head",
+__all__ = ["MAX_RESPONSE_HEAD", "MAX_RESPONSE_LINE", "ResponseBudget", "head_bytes", "line_too_long", "request_head",
            "response_framing"]
 
 # Methods whose request without a body carries no Content-Length; aiohttp's rule (client_reqrep GET_METHODS),
@@ -50,13 +51,20 @@ def request_head(method: str, target: str, authority: str, headers: Sequence[tup
         else:
             lines.append("Transfer-Encoding: chunked")
             chunked = True
-    # No CR or LF inside a name or value: looked for (memchr) in the lines without their ends, which costs a
-    # head less than half of counting them in the whole (0.37 against 0.85 us for a signed GET's).
+    return head_bytes(lines, "request", "strict"), chunked
+
+
+def head_bytes(lines: list[str], what: str, errors: str) -> bytes:
+    """A header section as sent (RFC 9112 2.1): ``lines`` (the start line, then the fields, without their ends)
+    each ended by CRLF, then the empty line; encoded as UTF-8 with ``errors`` (:meth:`str.encode`'s).
+
+    Raises :class:`ValueError` naming ``what`` (``request``, ``response``) when a line holds CR or LF (RFC 9110
+    5.5: it would split the section). They are looked for (memchr) in the lines without their ends: half the cost
+    of counting them in the whole (0.37 against 0.85 us for a signed GET's head, timed as plain Python)."""
     inside = "".join(lines)
     if "\r" in inside or "\n" in inside:
-        raise ValueError("a request header name or value contains CR or LF")
-    lines.append("\r\n")
-    return "\r\n".join(lines).encode("utf-8"), chunked
+        raise ValueError(f"a {what} header name or value contains CR or LF")
+    return ("\r\n".join(lines) + "\r\n\r\n").encode("utf-8", errors)
 
 
 def response_framing(headers: list[tuple[str, str]], bodiless: bool) -> tuple[str, int | None]:
