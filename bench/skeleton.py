@@ -41,7 +41,8 @@ from sigproxy.h1wire import request_head
 from sigproxy.headerrules import connection_options, end_to_end
 from sigproxy.http1 import Response
 from sigproxy.metrics import Metrics
-from sigproxy.observability import RequestIds, audit_path, log_access, setup_logging
+from sigproxy.jsonlines import RequestIds, audit_path
+from sigproxy.observability import log_access, setup_logging
 from sigproxy.prepare import sign_request
 from sigproxy.routing import (
     check_host,

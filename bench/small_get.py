@@ -37,7 +37,8 @@ would be, JSON lines since it is not a terminal; never /dev/null):
 Columns: requests/s, the ratio to ``direct`` in the same run, p50 and p99 latency (ms, as the client measures
 them), responses outside 2xx, socket errors (wrk's connect/read/write/timeout counts), sigproxy's CPU time
 (user + system, over its process group) per request answered in the measured window, in microseconds (steadier
-than req/s when other work shares the machine), and sigproxy's peak RSS (VmHWM from /proc/PID/status, summed
+than req/s when other work shares the machine), the kernel's share of that CPU time (system calls: the socket
+reads and writes, epoll, the log's writes), and sigproxy's peak RSS (VmHWM from /proc/PID/status, summed
 over its process group for ``workers``), in MB (10^6 bytes). Under the table: access lines written for
 ``forward`` against requests answered (wrk counts only the completed ones, the proxy also logs the warm-up and
 what was in flight at the end), and per run forward/warning in req/s and in CPU per request: what the access
@@ -141,9 +142,9 @@ class Sigproxy:
             total_kb += int(m.group(1)) if m else 0
         return total_kb * 1024 / 1e6
 
-    def cpu_seconds(self) -> float:
-        """User + system CPU time used so far by the process group (the supervisor and any workers), s."""
-        ticks = 0
+    def cpu_seconds(self) -> tuple[float, float]:
+        """(user, system) CPU time used so far by the process group (the supervisor and any workers), s."""
+        user = system = 0
         for entry in Path("/proc").iterdir():
             if not entry.name.isdigit():
                 continue
@@ -152,8 +153,10 @@ class Sigproxy:
             except (OSError, IndexError):
                 continue
             if int(fields[2]) == self.proc.pid:
-                ticks += int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15 of proc(5))
-        return ticks / os.sysconf("SC_CLK_TCK")
+                user += int(fields[11])  # utime, stime: fields 14 and 15 of proc(5)
+                system += int(fields[12])
+        tick = os.sysconf("SC_CLK_TCK")
+        return user / tick, system / tick
 
     def stop(self) -> None:
         self.proc.terminate()  # SIGTERM: drains; a supervisor passes it to its workers
@@ -232,10 +235,13 @@ def run_once(args: argparse.Namespace, tmp: Path, up: Nginx, ca: Path, rows: lis
 
     def measure(fn: Callable[[int], Result], proxy: Sigproxy | None = None) -> Result:
         fn(args.warmup)
-        cpu = proxy.cpu_seconds() if proxy else 0.0
+        user, system = proxy.cpu_seconds() if proxy else (0.0, 0.0)
         result = fn(args.duration)
         if proxy:
-            result["cpu_us"] = (proxy.cpu_seconds() - cpu) / max(result["requests"], 1) * 1e6
+            user_after, system_after = proxy.cpu_seconds()
+            spent = (user_after - user) + (system_after - system)
+            result["cpu_us"] = spent / max(result["requests"], 1) * 1e6
+            result["sys_pct"] = 100 * (system_after - system) / max(spent, 1e-9)
         return result
 
     for row in rows:
@@ -278,7 +284,7 @@ def _span(values: list[float], fmt: str) -> str:
 def print_table(rows: list[str], runs: list[dict[str, Result | str]]) -> None:
     cols = (("req/s", "rps", ".0f"), ("x direct", "ratio", ".3f"), ("p50 ms", "p50", ".2f"),
             ("p99 ms", "p99", ".2f"), ("non-2xx", "non2xx", ".0f"), ("errors", "errors", ".0f"),
-            ("CPU us/req", "cpu_us", ".0f"), ("RSS MB", "rss", ".1f"))
+            ("CPU us/req", "cpu_us", ".0f"), ("kernel %", "sys_pct", ".0f"), ("RSS MB", "rss", ".1f"))
     print(f"{'':22}" + "".join(f"{title:>15}" for title, _, _ in cols))
     for row in rows:
         pairs = [(r[row], r["direct"]) for r in runs if isinstance(r.get(row), dict)]
