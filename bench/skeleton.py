@@ -40,8 +40,8 @@ from sigproxy.egress import EgressPolicy
 from sigproxy.h1wire import request_head
 from sigproxy.headerrules import connection_options, end_to_end
 from sigproxy.http1 import Response
-from sigproxy.metrics import Metrics
 from sigproxy.jsonlines import RequestIds, audit_path
+from sigproxy.metrics import Metrics
 from sigproxy.observability import log_access, setup_logging
 from sigproxy.prepare import sign_request
 from sigproxy.routing import (

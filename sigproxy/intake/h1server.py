@@ -113,8 +113,11 @@ class ClientProtocol(ClientRest):
         self._head_since: float | None = None  # when the head being parsed began; None between heads
         self._head_began: float | None = None  # from the front door: when the first head's first byte came
         self._max_head = proxy.max_request_line + 2 + proxy.max_headers * (proxy.max_header_size + 4) + 2
-        # Serving: one task answers the requests in order; later ones wait in the queue.
+        # Serving: one task answers the requests in order; later ones wait in the queue. It lives as long as the
+        # connection (_serve): between requests it waits on _next, and _task (answering) is None.
         self._task: asyncio.Task[None] | None = None
+        self._next: asyncio.Future[ClientRequest | SigproxyError | None] | None = None
+        self._serving: asyncio.Task[None] | None = None  # the serving task, answering or idle
         self._queue: deque[ClientRequest | SigproxyError] = deque()
         self._idle_since = self._loop.time()
         self._timer: asyncio.TimerHandle | None = None
@@ -252,6 +255,7 @@ class ClientProtocol(ClientRest):
                 queued.body.fail(lost)
         self._queue.clear()
         self._wake_drain(lost)
+        self._end_serving()
         if self._ticket is not None:
             self._ticket.release()
             self._ticket = None
@@ -276,6 +280,7 @@ class ClientProtocol(ClientRest):
         self._end_rest()  # a rest being read after an early answer is not waited for
         if self._task is None or self._lingering:
             self._close()
+            self._end_serving()
 
     def cancel(self) -> asyncio.Task[None] | None:
         """Shutdown's grace is over: stop answering and close. The task answering, when one is, is returned
@@ -283,6 +288,7 @@ class ClientProtocol(ClientRest):
         task = self._task
         if task is None:
             self._close()
+            self._end_serving()
             return None
         task.cancel()
         return task
@@ -425,17 +431,45 @@ class ClientProtocol(ClientRest):
 
     def _dispatch(self, item: ClientRequest | SigproxyError) -> None:
         if self._task is None:
-            self._task = self._loop.create_task(self._serve(item))
+            waiting, self._next = self._next, None
+            if waiting is not None and not waiting.done():  # the serving task, idle since its last answer
+                self._task = self._serving
+                waiting.set_result(item)
+            else:
+                self._task = self._serving = self._loop.create_task(self._serve(item))
         else:
             self._queue.append(item)
             if len(self._queue) >= _MAX_QUEUED:
                 self._pause("queue")  # a client pipelining without reading is not buffered without bound
 
     async def _serve(self, item: ClientRequest | SigproxyError) -> None:
-        """Answer ``item`` and then each queued one, in order, while the connection stays open."""
+        """Answer ``item`` and then each later request, in order, while the connection stays open.
+
+        One task for the connection's life rather than one per request (issue 15: a task's creation, its context
+        copy and its entry in asyncio's weak set of tasks were a tenth of the per-request work this skeleton
+        adds): between answers it waits for :meth:`_dispatch` to hand it the next request, with :attr:`_task`
+        ``None`` (nothing being answered, which is what draining, cancelling and the idle timer look at). It ends
+        with the connection (:meth:`_end_serving`)."""
+        me = asyncio.current_task()
+        waiting: asyncio.Future[ClientRequest | SigproxyError | None] | None = None
         try:
-            await self._answer_in_order(item)
-        except asyncio.CancelledError:  # shutdown's grace is over
+            while True:
+                await self._answer_in_order(item)
+                self._task = None
+                if self._lingering or self._transport is None:
+                    return
+                if self._closing:
+                    self._close()
+                    return
+                self._idle_since = self._loop.time()
+                if self._timer is None:
+                    self._arm(self._idle_since + self._proxy.idle_timeout)
+                self._next = waiting = self._loop.create_future()
+                upcoming = await waiting
+                if upcoming is None:
+                    return
+                item = upcoming
+        except asyncio.CancelledError:  # shutdown's grace is over (or the loop is closing)
             self._task = None
             self._close()
             raise
@@ -443,15 +477,17 @@ class ClientProtocol(ClientRest):
             logger.exception("unexpected error writing an answer to %s; connection closed", self._remote)
             self._task = None
             self.abort()
-            return
-        self._task = None
-        if not self._lingering and self._transport is not None:
-            if self._closing:
-                self._close()
-            else:
-                self._idle_since = self._loop.time()
-                if self._timer is None:
-                    self._arm(self._idle_since + self._proxy.idle_timeout)
+        finally:
+            if self._serving is me:
+                self._serving = None
+                if self._next is waiting:
+                    self._next = None
+
+    def _end_serving(self) -> None:
+        """The connection takes no more requests: the serving task, if idle, ends."""
+        waiting, self._next = self._next, None
+        if waiting is not None and not waiting.done():
+            waiting.set_result(None)
 
     async def _answer_in_order(self, item: ClientRequest | SigproxyError) -> None:
         while True:

@@ -430,6 +430,44 @@ async def test_drain_closes_idle_at_once_and_lets_the_busy_finish() -> None:
         busy_writer.close()
 
 
+async def test_one_task_serves_a_connection_and_ends_with_it() -> None:
+    """A keep-alive connection's requests are answered by one task (not one each: issue 15), which is not
+    "answering" between them (``task`` None: drain and the idle timer rely on it) and ends when the client
+    closes, when the drain closes the connection idle, or after the last answer of a draining connection."""
+    tasks: list[asyncio.Task[object] | None] = []
+
+    async def records(request: ClientRequest) -> Response:
+        tasks.append(asyncio.current_task())
+        return Response(200, None, [], b"ok")
+
+    async with serving(records) as (server, port):
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        for _ in range(3):
+            writer.write(b"GET / HTTP/1.1\r\nHost: h\r\n\r\n")
+            assert (await read_response(reader))[1] == b"ok"
+            await asyncio.sleep(0.02)
+            [protocol] = server._connections
+            assert protocol.task is None  # idle between requests
+        first = tasks[0]
+        assert len(tasks) == 3 and first is not None and tasks.count(first) == 3
+        writer.close()
+        await asyncio.wait_for(asyncio.shield(first), 2)  # ends with the connection
+
+        # Closed idle by the drain: its task ends too, and shutdown does not wait out the grace for it.
+        idle_reader, idle_writer = await asyncio.open_connection("127.0.0.1", port)
+        idle_writer.write(b"GET / HTTP/1.1\r\nHost: h\r\n\r\n")
+        await read_response(idle_reader)
+        await asyncio.sleep(0.02)
+        idle_task = tasks[-1]
+        assert idle_task is not None and not idle_task.done()
+        started = time.monotonic()
+        await server.shutdown(5)
+        assert time.monotonic() - started < 1
+        await asyncio.wait_for(asyncio.shield(idle_task), 2)
+        assert await asyncio.wait_for(idle_reader.read(), 2) == b""
+        idle_writer.close()
+
+
 async def test_shutdown_grace_cancels_what_is_left() -> None:
     async def forever(request: ClientRequest) -> Response:
         await asyncio.sleep(3600)
