@@ -38,6 +38,7 @@ MODULES = (
     "sigproxy.endpoints",
     "sigproxy.forwarding",
     "sigproxy.h1conn",
+    "sigproxy.h1response",
     "sigproxy.h1wire",
     "sigproxy.handler",
     "sigproxy.headerrules",
@@ -82,7 +83,7 @@ def use_source() -> None:
 
 
 def describe() -> str:
-    """How this sigproxy runs, for ``sigproxy version``: ``compiled (mypyc, 22 modules)``, ``pure Python``, or
+    """How this sigproxy runs, for ``sigproxy version``: ``compiled (mypyc, 23 modules)``, ``pure Python``, or
     ``partly compiled (...)`` naming the modules that are not (an install without a C compiler builds none).
     Found as an import would find them, without importing them."""
     source = [name for name in MODULES if not str(getattr(find_spec(name), "origin", "")).endswith(".so")]

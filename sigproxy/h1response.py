@@ -2,12 +2,17 @@
 handler sees it: status, reason, headers, the body read as it arrives, and the raw bytes after a ``101``.
 
 Owns: nothing of the wire; every call goes to the connection. Must not: parse, pool or retry.
+
+Compiled (:mod:`sigproxy.compiled`): every answer goes through it. The body as an async iterator is an async
+generator, which mypyc does not compile: it is :func:`sigproxy.h1chunks.iter_chunks`, looked up at each call.
 """
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Final
+
+from .h1chunks import iter_chunks
 
 if TYPE_CHECKING:
     from .h1conn import H1Connection
@@ -22,16 +27,14 @@ class UpstreamResponse:
     Read the body with :meth:`read` or :meth:`iter_any`; leaving ``async with`` hands the connection back (or
     closes it when it can't carry another request)."""
 
-    __slots__ = ("_conn", "connection_options", "content_length", "headers", "reason", "status")
-
     def __init__(self, conn: H1Connection, status: int, reason: str, headers: list[tuple[str, str]],
                  content_length: int | None, *, connection_options: frozenset[str] = frozenset()) -> None:
-        self._conn = conn
-        self.status = status
-        self.reason = reason
-        self.headers = headers
-        self.content_length = content_length
-        self.connection_options = connection_options
+        self._conn: Final = conn
+        self.status: Final = status
+        self.reason: Final = reason
+        self.headers: Final = headers
+        self.content_length: Final = content_length
+        self.connection_options: Final = connection_options
 
     async def read(self) -> bytes:
         """The whole body. Raises :class:`~sigproxy.errors.UpstreamError` or
@@ -47,17 +50,10 @@ class UpstreamResponse:
             else:
                 await conn.wait_body()
 
-    async def iter_any(self) -> AsyncIterator[bytes]:
-        """The body as it arrives: all that is buffered, at each step. Raises as :meth:`read`."""
-        conn = self._conn
-        while True:
-            chunk = conn.take_body()
-            if chunk:
-                yield chunk
-            elif conn.body_done:
-                return
-            else:
-                await conn.wait_body()
+    def iter_any(self) -> AsyncIterator[bytes]:
+        """The body as it arrives: all that is buffered, at each step (:func:`sigproxy.h1chunks.iter_chunks`).
+        Raises as :meth:`read`."""
+        return iter_chunks(self._conn)
 
     async def read_some(self) -> bytes:
         """What has arrived since the last call, waiting for something; ``b""`` at the end. Raises as

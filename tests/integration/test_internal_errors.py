@@ -23,9 +23,11 @@ from typing import Any
 
 import pytest
 
+from sigproxy import h1response
 from sigproxy.config import loads
 from sigproxy.credentials import Providers
-from sigproxy.h1response import UpstreamResponse
+from sigproxy.h1chunks import iter_chunks
+from sigproxy.h1conn import H1Connection
 from sigproxy.intake import connect as connect_module
 from sigproxy.intake import server as server_module
 from sigproxy.intake.connect import ConnectIntake
@@ -196,21 +198,22 @@ async def test_a_bug_after_the_answer_began_cuts_the_connection_with_one_access_
     connection is cut short of the Content-Length, the access line says ``aborted`` with error internal_error,
     the traceback is logged once. Before, there was no access line.
 
-    The bug is put into the upstream response's iterator (sigproxy.h1response, plain Python): a compiled
-    module's functions call each other directly, so replacing one at run time changes nothing (as replacing
-    ``StreamResponse.write``, this test's first way in, stopped doing once sigproxy.http1 was compiled)."""
+    The bug is put into the upstream response's body iterator (sigproxy.h1chunks, plain Python), as the compiled
+    sigproxy.h1response looks it up at each call: a compiled module's own functions call each other directly, so
+    replacing one at run time changes nothing (as replacing ``StreamResponse.write``, this test's first way in,
+    stopped doing once sigproxy.http1 was compiled, and ``UpstreamResponse.iter_any`` once sigproxy.h1response
+    was)."""
     caplog.set_level(logging.INFO)
-    real_iter_any = UpstreamResponse.iter_any
 
-    async def failing_iter_any(self: UpstreamResponse) -> AsyncIterator[bytes]:
+    async def failing_iter_chunks(conn: H1Connection) -> AsyncIterator[bytes]:
         pieces = 0
-        async for chunk in real_iter_any(self):
+        async for chunk in iter_chunks(conn):
             pieces += 1
             if pieces == 2:
                 raise RuntimeError(BOOM)
             yield chunk
 
-    monkeypatch.setattr(UpstreamResponse, "iter_any", failing_iter_any)
+    monkeypatch.setattr(h1response, "iter_chunks", failing_iter_chunks)
     async with upstream_server(big_answer) as up, running(config_text(up, tmp_path / "state")) as ports:
         raw = await asyncio.to_thread(exchange, ports["reverse"], b"GET /big HTTP/1.1\r\nHost: x\r\n\r\n")
     head, _, body = raw.partition(b"\r\n\r\n")
