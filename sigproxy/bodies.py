@@ -33,11 +33,11 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import tempfile
-from collections.abc import AsyncIterator, Callable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 from typing import IO
 
+from .bodyplan import BodyPlan, Stream, bodiless_plan
 from .chunkframing import SignedFramer, signed_encoded_length
 from .config import ConnectionConfig, ProxyConfig
 from .errors import BadRequest, BodyTimeout, BodyTooLarge, ClientAborted, SigproxyError
@@ -56,7 +56,7 @@ from .streaming import (
     Trailer,
 )
 
-__all__ = ["BodyPlan", "plan_body", "untouched_plan", "clean_spool"]
+__all__ = ["BodyPlan", "bodiless_plan", "clean_spool", "plan_body", "untouched_plan"]
 
 # Spool files are written and read in pieces this big, each in a worker thread (disk I/O off the loop).
 _SPOOL_IO = 1024 * 1024
@@ -65,49 +65,23 @@ _CHECKSUM_B64 = {"x-amz-checksum-crc32": 8, "x-amz-checksum-crc32c": 8, "x-amz-c
                  "x-amz-checksum-sha1": 28, "x-amz-checksum-sha256": 44}
 
 
-@dataclass
-class BodyPlan:
-    """How one request body goes upstream.
+def _streamed(plan: BodyPlan, stream: Stream) -> BodyPlan:
+    """``plan``, sending what ``stream`` yields; a failure of it is recorded as ``plan.error`` for the handler to
+    answer after the upstream send breaks."""
+    plan.stream = lambda signer: _guard(plan, stream(signer))
+    return plan
 
-    ``payload_hash`` is signed; ``headers`` replace the client's of the same name; ``length`` is the
-    Content-Length to send (``None``: chunked). After signing, :meth:`body` gives what to send.
-    """
 
-    payload_hash: str
-    length: int | None
-    mode: str
-    """How the body goes: empty, buffered, passthrough, resigned, signed-chunks, unsigned or spooled."""
-    headers: list[tuple[str, str]] = field(default_factory=list)
-    data: bytes | None = None
-    _stream: Callable[[ChunkSigner | None], AsyncIterator[bytes | memoryview]] | None = None
-    needs_chunk_signer: bool = False
-    error: SigproxyError | None = None
-    """Set when the body failed while streaming (malformed input, client gone): the handler answers it."""
-    cleanup: list[Callable[[], None]] = field(default_factory=list)
-
-    def body(self, chunk_signer: ChunkSigner | None) -> bytes | AsyncIterator[bytes | memoryview] | None:
-        """What to send: ``bytes``, ``None``, or the body's buffers as they come (signed chunks are sent as
-        their size line, views of the client's own pieces, and CRLF: no copy of the data)."""
-        if self._stream is not None:
-            return self._guard(self._stream(chunk_signer))
-        return self.data
-
-    async def _guard(self, source: AsyncIterator[bytes | memoryview]) -> AsyncIterator[bytes | memoryview]:
-        """Record why a stream failed, so the handler can answer it after the upstream send breaks."""
-        try:
-            async for piece in source:
-                yield piece
-        except ChunkError as exc:
-            self.error = BadRequest(f"malformed aws-chunked body: {exc}")
-            raise
-        except SigproxyError as exc:
-            self.error = exc
-            raise
-
-    def close(self) -> None:
-        for fn in self.cleanup:
-            fn()
-        self.cleanup.clear()
+async def _guard(plan: BodyPlan, source: AsyncIterator[bytes | memoryview]) -> AsyncIterator[bytes | memoryview]:
+    try:
+        async for piece in source:
+            yield piece
+    except ChunkError as exc:
+        plan.error = BadRequest(f"malformed aws-chunked body: {exc}")
+        raise
+    except SigproxyError as exc:
+        plan.error = exc
+        raise
 
 
 async def _client_pieces(request: ClientRequest, limit: int, silence: float) -> AsyncIterator[bytes]:
@@ -141,8 +115,8 @@ def untouched_plan(request: ClientRequest, proxy: ProxyConfig) -> BodyPlan:
     length = request.content_length
     if length is not None and length > proxy.max_body:
         raise BodyTooLarge(f"request body of {length} bytes is over max_body ({proxy.max_body} bytes)")
-    return BodyPlan(payload_hash="", length=length, mode="presigned",
-                    _stream=lambda _: _client_pieces(request, proxy.max_body, proxy.body_timeout))
+    return _streamed(BodyPlan("", length, "presigned"),
+                     lambda _: _client_pieces(request, proxy.max_body, proxy.body_timeout))
 
 
 def _trailer_length(names: Sequence[str]) -> int | None:
@@ -154,17 +128,6 @@ def _trailer_length(names: Sequence[str]) -> int | None:
             return None
         total += len(name) + 1 + b64 + 2
     return total
-
-
-def bodiless_plan(request: ClientRequest) -> BodyPlan | None:
-    """:func:`plan_body`'s plan for a request without a body, or ``None`` when it has one: nothing to read, so
-    no coroutine to make (most requests: issue 15). Raises :class:`UnsupportedRequest` (SigV4A chunk signing
-    claimed, :func:`~sigproxy.prepare.payload_mode`)."""
-    if request.body_exists or request.chunked:
-        return None
-    claimed = request.headers.get("X-Amz-Content-SHA256", "").strip()
-    return BodyPlan(payload_hash=claimed if payload_mode(claimed) == "keep" else EMPTY_SHA256,
-                    length=0 if request.method in ("PUT", "POST", "PATCH") else None, mode="empty")
 
 
 async def plan_body(request: ClientRequest, conn: ConnectionConfig, proxy: ProxyConfig, *, aws_chunked: bool,
@@ -187,8 +150,8 @@ async def plan_body(request: ClientRequest, conn: ConnectionConfig, proxy: Proxy
         raise BodyTooLarge(f"request body of {length} bytes is over max_body ({proxy.max_body} bytes)")
 
     if mode == "keep":
-        return BodyPlan(payload_hash=claimed, length=length, mode="passthrough",
-                        _stream=lambda _: _client_pieces(request, proxy.max_body, proxy.body_timeout))
+        return _streamed(BodyPlan(claimed, length, "passthrough"),
+                         lambda _: _client_pieces(request, proxy.max_body, proxy.body_timeout))
     if mode == "resign":
         return _resign_plan(request, conn, proxy, claimed, length)
     if mode == "other":
@@ -196,11 +159,11 @@ async def plan_body(request: ClientRequest, conn: ConnectionConfig, proxy: Proxy
 
     if length is not None and length <= proxy.max_buffered_body:
         data = b"".join([piece async for piece in _client_pieces(request, proxy.max_body, proxy.body_timeout)])
-        return BodyPlan(payload_hash=hashlib.sha256(data).hexdigest(), length=len(data), mode="buffered", data=data)
+        return BodyPlan(hashlib.sha256(data).hexdigest(), len(data), "buffered", data=data)
     if aws_chunked and length is not None:
         if conn.s3_payload == "unsigned" and upstream_tls:
-            return BodyPlan(payload_hash=UNSIGNED_PAYLOAD, length=length, mode="unsigned",
-                            _stream=lambda _: _client_pieces(request, proxy.max_body, proxy.body_timeout))
+            return _streamed(BodyPlan(UNSIGNED_PAYLOAD, length, "unsigned"),
+                             lambda _: _client_pieces(request, proxy.max_body, proxy.body_timeout))
         if chunk_signing:
             return _signed_chunks_plan(request, proxy, length)
     return await _spool_plan(request, proxy, spool_dir)
@@ -221,14 +184,9 @@ def _signed_chunks_plan(request: ClientRequest, proxy: ProxyConfig, length: int)
             raise ClientAborted(f"the client sent {framer.sent} of the {length} bytes it announced")
         yield signer.frame(b"")
 
-    return BodyPlan(
-        payload_hash=STREAMING_SIGNED,
-        length=signed_encoded_length(length, chunk_size),
-        mode="signed-chunks",
-        headers=[("X-Amz-Decoded-Content-Length", str(length))],
-        _stream=stream,
-        needs_chunk_signer=True,
-    )
+    return _streamed(BodyPlan(STREAMING_SIGNED, signed_encoded_length(length, chunk_size), "signed-chunks",
+                              headers=[("X-Amz-Decoded-Content-Length", str(length))], needs_chunk_signer=True),
+                     stream)
 
 
 def _resign_plan(request: ClientRequest, conn: ConnectionConfig, proxy: ProxyConfig, claimed: str,
@@ -287,14 +245,10 @@ def _resign_plan(request: ClientRequest, conn: ConnectionConfig, proxy: ProxyCon
                         yield signer.frame(b"")
         decoder.close()
 
-    return BodyPlan(
-        payload_hash=claimed,
-        length=signed_encoded_length(decoded, chunk_size, trailer_len if trailer else None),
-        mode="resigned",
-        headers=[("X-Amz-Decoded-Content-Length", str(decoded))],
-        _stream=stream,
-        needs_chunk_signer=True,
-    )
+    return _streamed(BodyPlan(claimed, signed_encoded_length(decoded, chunk_size, trailer_len if trailer else None),
+                              "resigned", headers=[("X-Amz-Decoded-Content-Length", str(decoded))],
+                              needs_chunk_signer=True),
+                     stream)
 
 
 def _content_ended(request: ClientRequest) -> None:
@@ -322,7 +276,7 @@ async def _spool_plan(request: ClientRequest, proxy: ProxyConfig, spool_dir: Pat
     stream it from there. Closing the file frees it; nothing is left on disk even after a crash."""
     await asyncio.to_thread(spool_dir.mkdir, mode=0o700, parents=True, exist_ok=True)
     file: IO[bytes] = await asyncio.to_thread(tempfile.TemporaryFile, dir=spool_dir)
-    plan = BodyPlan(payload_hash=EMPTY_SHA256, length=0, mode="spooled")
+    plan = BodyPlan(EMPTY_SHA256, 0, "spooled")
     plan.cleanup.append(file.close)
     try:
         digest = hashlib.sha256()
@@ -356,8 +310,7 @@ async def _spool_plan(request: ClientRequest, proxy: ProxyConfig, spool_dir: Pat
             left -= len(piece)
             yield piece
 
-    plan._stream = stream
-    return plan
+    return _streamed(plan, stream)
 
 
 def clean_spool(spool_dir: Path) -> int:

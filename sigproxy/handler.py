@@ -25,7 +25,8 @@ from multidict import CIMultiDict
 
 from .authlimit import AuthFailures
 from .awserrors import protocol_for, render, signing_name_for
-from .bodies import BodyPlan, bodiless_plan, plan_body, untouched_plan
+from .bodies import plan_body, untouched_plan
+from .bodyplan import BodyPlan, bodiless_plan
 from .clientcert import Subject
 from .config import Config, ConnectionConfig, ReverseListener
 from .credentials import Providers
