@@ -16,7 +16,10 @@ What compiled code must not do, beyond what mypy checks (``tests/unit/test_compi
   (``_stopped``) rather than read it back from httptools' error, which carries it only as its ``__context__``
   (which Python replaces with the thread's current exception, if any, as httptools raises it);
 * nothing may rely on a module attribute being replaced at run time (compiled calls within a module are bound
-  when it is built), and a class of these modules takes no attribute it does not declare.
+  when it is built), and a class of these modules takes no attribute it does not declare;
+* a module's constants are declared ``Final``: mypyc keeps them in C variables (literals it inlines), where any
+  other module-level name is a lookup in the module's dictionary at every use. A value a test needs to change
+  is a parameter (``Upstream(keepalive=...)``), not a module attribute to replace.
 
 ``SIGPROXY_PURE_PYTHON=1`` in the environment runs the source instead of the compiled modules beside it (to
 debug, profile or measure coverage); set when sigproxy is installed, it builds nothing.

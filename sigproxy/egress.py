@@ -36,6 +36,7 @@ import re
 import socket
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
+from typing import Final
 
 from cachetools import TTLCache
 
@@ -61,7 +62,7 @@ Lookup = Callable[[str, int], Awaitable[list[tuple[int, str]]]]
 """``(host, family) -> [(family, address), ...]``: a raw name lookup (:func:`system_lookup` in production)."""
 
 # First match wins. Everything not listed is public IPv4.
-_V4: tuple[tuple[ipaddress.IPv4Network, str], ...] = tuple((ipaddress.IPv4Network(net), cls) for net, cls in (
+_V4: Final[tuple[tuple[ipaddress.IPv4Network, str], ...]] = tuple((ipaddress.IPv4Network(net), cls) for net, cls in (
     ("0.0.0.0/32", "unspecified"),
     ("0.0.0.0/8", "reserved"),           # "this network"; Linux connects 0.x to the local host
     ("127.0.0.0/8", "loopback"),
@@ -81,7 +82,7 @@ _V4: tuple[tuple[ipaddress.IPv4Network, str], ...] = tuple((ipaddress.IPv4Networ
 ))
 
 # First match wins, after embedded IPv4 forms are unwrapped. Anything else outside 2000::/3 is reserved.
-_V6: tuple[tuple[ipaddress.IPv6Network, str], ...] = tuple((ipaddress.IPv6Network(net), cls) for net, cls in (
+_V6: Final[tuple[tuple[ipaddress.IPv6Network, str], ...]] = tuple((ipaddress.IPv6Network(net), cls) for net, cls in (
     ("::/128", "unspecified"),
     ("::1/128", "loopback"),
     ("fd00:ec2::254/128", "link-local"),  # the instance metadata service over IPv6 (inside fc00::/7)
@@ -95,10 +96,10 @@ _V6: tuple[tuple[ipaddress.IPv6Network, str], ...] = tuple((ipaddress.IPv6Networ
     ("3fff::/20", "reserved"),            # documentation
     ("2001::/23", "reserved"),            # IETF protocol assignments
 ))
-_V6_GLOBAL = ipaddress.IPv6Network("2000::/3")
-_NAT64 = ipaddress.IPv6Network("64:ff9b::/96")
-_SIIT = ipaddress.IPv6Network("::ffff:0:0:0/96")  # IPv4-translated
-_TEREDO = ipaddress.IPv6Network("2001::/32")
+_V6_GLOBAL: Final = ipaddress.IPv6Network("2000::/3")
+_NAT64: Final = ipaddress.IPv6Network("64:ff9b::/96")
+_SIIT: Final = ipaddress.IPv6Network("::ffff:0:0:0/96")  # IPv4-translated
+_TEREDO: Final = ipaddress.IPv6Network("2001::/32")
 
 
 def _embedded(ip: ipaddress.IPv6Address) -> tuple[ipaddress.IPv4Address, ...]:
@@ -178,7 +179,7 @@ def _norm_name(host: str) -> str:
 
 
 # Decisions remembered per policy (a policy lives as long as its connection's settings).
-_DECISIONS = 1024
+_DECISIONS: Final = 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -278,7 +279,7 @@ class EgressPolicy:
 
 # ---------------------------------------------------------------------------- I/O
 
-_AI_ADDRCONFIG = getattr(socket, "AI_ADDRCONFIG", 0)
+_AI_ADDRCONFIG: Final = getattr(socket, "AI_ADDRCONFIG", 0)
 
 
 async def system_lookup(host: str, family: int) -> list[tuple[int, str]]:

@@ -13,13 +13,14 @@ from __future__ import annotations
 import functools
 import re
 from dataclasses import dataclass
+from typing import Final
 
 __all__ = ["Endpoint", "MRAP_SIGNING_REGION_SET", "is_mrap_host", "parse_host"]
 
-_REGION = re.compile(r"^(?:[a-z]{2}|us-gov|us-iso[a-z]?|eu-isoe?)-[a-z]+-\d{1,2}$")
+_REGION: Final = re.compile(r"^(?:[a-z]{2}|us-gov|us-iso[a-z]?|eu-isoe?)-[a-z]+-\d{1,2}$")
 
 # (suffix, partition's signing region for global endpoints); longest first.
-_SUFFIXES: tuple[tuple[str, str], ...] = (
+_SUFFIXES: Final[tuple[tuple[str, str], ...]] = (
     (".amazonaws.com.cn", "cn-north-1"),
     (".api.amazonwebservices.com.cn", "cn-north-1"),
     (".amazonaws.com", "us-east-1"),
@@ -28,7 +29,7 @@ _SUFFIXES: tuple[tuple[str, str], ...] = (
 )
 
 # Endpoint prefix -> signing name, where they differ.
-_SIGNING_NAMES: dict[str, str] = {
+_SIGNING_NAMES: Final[dict[str, str]] = {
     "bedrock-runtime": "bedrock",
     "bedrock-agent-runtime": "bedrock",
     "bedrock-agent": "bedrock",
@@ -111,7 +112,7 @@ _SIGNING_NAMES: dict[str, str] = {
 }
 
 # Global endpoints (no region in the name) and where they sign, per partition suffix.
-_GLOBAL: dict[str, dict[str, str]] = {
+_GLOBAL: Final[dict[str, dict[str, str]]] = {
     ".amazonaws.com": {
         "iam": "us-east-1", "sts": "us-east-1", "route53": "us-east-1", "cloudfront": "us-east-1",
         "organizations": "us-east-1", "waf": "us-east-1", "shield": "us-east-1",
@@ -126,12 +127,12 @@ _GLOBAL: dict[str, dict[str, str]] = {
     ".api.aws": {"iam.global": "us-east-1"},
 }
 # `iam.us-gov.amazonaws.com`: GovCloud's global IAM endpoint.
-_GOV_GLOBAL = {"iam": "us-gov-west-1", "route53": "us-gov-west-1", "organizations": "us-gov-west-1"}
-_SKIP = frozenset({"dualstack", "fips"})
+_GOV_GLOBAL: Final = {"iam": "us-gov-west-1", "route53": "us-gov-west-1", "organizations": "us-gov-west-1"}
+_SKIP: Final = frozenset({"dualstack", "fips"})
 # Host names whose answer is kept (a proxy signs for a handful of hosts, again and again), and the longest kept:
 # a DNS name has at most 253 characters, so anything longer is worked out each time and never held.
-_CACHE_SIZE = 1024
-_CACHED_LEN = 254
+_CACHE_SIZE: Final = 1024
+_CACHED_LEN: Final = 254
 
 
 @dataclass(frozen=True, slots=True)
@@ -175,7 +176,7 @@ def _s3(labels: list[str], suffix_region: str) -> Endpoint | None:
     return None
 
 
-MRAP_SIGNING_REGION_SET = "*"
+MRAP_SIGNING_REGION_SET: Final = "*"
 """S3 Multi-Region Access Points (``ALIAS.mrap.accesspoint.s3-global.amazonaws.com``) take SigV4A signed for every
 region ("Multi-Region Access Point restrictions and limitations", S3 user guide; botocore's S3 endpoint rules give
 ``signingRegionSet: ["*"]``)."""
@@ -247,4 +248,4 @@ def _parse_host(host: str) -> Endpoint:
     return Endpoint(_signing_name(before[-1]), region)
 
 
-_parse_host_cached = functools.lru_cache(maxsize=_CACHE_SIZE)(_parse_host)
+_parse_host_cached: Final = functools.lru_cache(maxsize=_CACHE_SIZE)(_parse_host)

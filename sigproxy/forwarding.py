@@ -32,6 +32,7 @@ import sys
 from collections import deque
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
+from typing import Final
 from urllib.parse import urlsplit
 
 from .config import Address, Network
@@ -43,11 +44,11 @@ from .h1wire import request_head
 
 __all__ = ["Upstream", "UpstreamResponse", "upstream_tls_context"]
 
-logger = logging.getLogger(__name__)
+logger: Final = logging.getLogger(__name__)
 
-_KEEPALIVE = 15.0  # seconds an idle upstream connection is kept (aiohttp's default keepalive_timeout)
-_IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"})  # RFC 9110 9.2.2
-_DEFAULT_PORTS = {"http": 80, "https": 443}
+KEEPALIVE: Final = 15.0  # seconds an idle upstream connection is kept (aiohttp's default keepalive_timeout)
+_IDEMPOTENT: Final = frozenset({"GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"})  # RFC 9110 9.2.2
+_DEFAULT_PORTS: Final = {"http": 80, "https": 443}
 
 
 def upstream_tls_context(extra_ca_file: Path | None) -> ssl.SSLContext:
@@ -90,17 +91,19 @@ class Upstream:
     """Owner of the upstream connection pool; an async context manager.
 
     ``limit`` caps the open connections (idle ones to other upstreams are closed to make room, then requests
-    wait, within ``connect_timeout``); idle connections are kept for 15 s. ``read_timeout`` (s) is the longest
-    wait for the upstream's next bytes once a request is sent. ``resolver`` (default: a fresh
-    :class:`~sigproxy.egress.EgressResolver`) looks upstream names up.
+    wait, within ``connect_timeout``); idle connections are kept for ``keepalive`` s (:data:`KEEPALIVE`).
+    ``read_timeout`` (s) is the longest wait for the upstream's next bytes once a request is sent. ``resolver``
+    (default: a fresh :class:`~sigproxy.egress.EgressResolver`) looks upstream names up.
     """
 
-    __slots__ = ("_all", "_connect_timeout", "_idle", "_insecure", "_limit", "_read_timeout", "_resolver",
-                 "_ssl", "_sweeper", "_waiters")
+    __slots__ = ("_all", "_connect_timeout", "_idle", "_insecure", "_keepalive", "_limit", "_read_timeout",
+                 "_resolver", "_ssl", "_sweeper", "_waiters")
 
     def __init__(self, *, connect_timeout: float, read_timeout: float, limit: int,
-                 extra_ca_file: Path | None = None, resolver: EgressResolver | None = None) -> None:
+                 extra_ca_file: Path | None = None, resolver: EgressResolver | None = None,
+                 keepalive: float = KEEPALIVE) -> None:
         self._resolver = resolver or EgressResolver()
+        self._keepalive = keepalive
         self._connect_timeout = connect_timeout
         self._read_timeout = read_timeout
         self._limit = max(1, limit)
@@ -229,7 +232,7 @@ class Upstream:
             return None
         while idle:
             conn, peer = idle.pop()
-            if not _usable(conn):
+            if not _usable(conn, self._keepalive):
                 continue
             refusal = policy.refusal(key[1], key[2], peer)
             if refusal is not None:
@@ -273,7 +276,7 @@ class Upstream:
             return
         self._idle.setdefault(key, []).append((conn, conn.peer))
         if self._sweeper is None:
-            self._sweeper = asyncio.get_running_loop().call_later(_KEEPALIVE, self._sweep)
+            self._sweeper = asyncio.get_running_loop().call_later(self._keepalive, self._sweep)
         self._wake()
 
     def _closed(self, conn: H1Connection) -> None:
@@ -307,24 +310,24 @@ class Upstream:
         """Close connections idle past the keep-alive time; again while any stay idle."""
         self._sweeper = None
         for key in list(self._idle):
-            kept = [(conn, peer) for conn, peer in self._idle[key] if _usable(conn)]
+            kept = [(conn, peer) for conn, peer in self._idle[key] if _usable(conn, self._keepalive)]
             if kept:
                 self._idle[key] = kept
             else:
                 del self._idle[key]
         if self._idle:
-            self._sweeper = asyncio.get_running_loop().call_later(_KEEPALIVE, self._sweep)
+            self._sweeper = asyncio.get_running_loop().call_later(self._keepalive, self._sweep)
 
 
 _Key = tuple[str, str, int, bool, str]  # scheme, host, port (where to connect), verify_tls, TLS server name
 
 
-def _usable(conn: H1Connection) -> bool:
-    """Whether an idle connection may still carry a request: open, and idle no longer than the keep-alive time
-    (past it, it is closed here)."""
+def _usable(conn: H1Connection, keepalive: float) -> bool:
+    """Whether an idle connection may still carry a request: open, and idle no longer than ``keepalive`` s (past
+    it, it is closed here)."""
     if conn.closed:
         return False
-    if conn.idle_for() > _KEEPALIVE:
+    if conn.idle_for() > keepalive:
         conn.close()
         return False
     return True

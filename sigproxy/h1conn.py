@@ -28,6 +28,7 @@ from __future__ import annotations
 import asyncio
 from collections import deque
 from collections.abc import AsyncIterator, Callable
+from typing import Final
 
 import httptools
 
@@ -41,8 +42,8 @@ __all__ = ["H1Connection", "Interim", "UpstreamResponse"]
 
 Interim = Callable[[int, str, list[tuple[str, str]], frozenset[str]], None]
 """What is told of an interim response: status, reason, headers, the names its ``Connection`` header lists."""
-_HIGH_WATER = 512 * 1024  # pause reading the upstream past this much unread body (a TLS read is up to 256 KiB)
-_LOW_WATER = 128 * 1024
+_HIGH_WATER: Final = 512 * 1024  # pause reading the upstream past this much unread body (a TLS read is up to 256 KiB)
+_LOW_WATER: Final = 128 * 1024
 
 
 class H1Connection(asyncio.Protocol):

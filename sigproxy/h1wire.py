@@ -10,13 +10,14 @@ Must not: do I/O, or change a header it was given.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Sequence
+from typing import Final
 
 __all__ = ["MAX_RESPONSE_HEAD", "MAX_RESPONSE_LINE", "ResponseBudget", "head_bytes", "line_too_long", "request_head",
            "response_framing"]
 
 # Methods whose request without a body carries no Content-Length; aiohttp's rule (client_reqrep GET_METHODS),
 # kept so that what upstreams see does not change.
-_NO_LENGTH_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "CONNECT", "TRACE"})
+_NO_LENGTH_METHODS: Final = frozenset({"GET", "HEAD", "OPTIONS", "CONNECT", "TRACE"})
 
 
 def request_head(method: str, target: str, authority: str, headers: Sequence[tuple[str, str]],
@@ -98,16 +99,16 @@ def response_framing(headers: list[tuple[str, str]], bodiless: bool) -> tuple[st
     return ("length" if length is not None else "close"), length
 
 
-MAX_RESPONSE_LINE = 64 * 1024
+MAX_RESPONSE_LINE: Final = 64 * 1024
 """The longest status line, or header or trailer field (name and value), an upstream may send: http.client's
 ``_MAXLINE``, which botocore's transport (urllib3) applies to AWS's responses."""
-MAX_RESPONSE_HEAD = 256 * 1024
+MAX_RESPONSE_HEAD: Final = 256 * 1024
 """The most bytes of a response that are not body, counted since its last body byte: its head (interim heads
 included), or a chunked body's chunk-size lines, extensions and trailer section (RFC 9112 7.1). Four times Envoy's
 default for a header section (60 KiB); an AWS response head is a few KiB."""
 # A line still unfinished after a read may hold this much besides its field: the status line's version and code,
 # the separators, and whitespace llhttp trims around values.
-_LINE_SLACK = 64
+_LINE_SLACK: Final = 64
 
 
 class ResponseBudget:

@@ -71,14 +71,14 @@ from .wsrelay import RelayLimits, switch_and_relay
 
 __all__ = ["AwsDialect", "Exchange", "Handler", "RequestIds", "aws_dialect", "error_bytes", "error_response"]
 
-logger = logging.getLogger(__name__)
-access_logger = logging.getLogger("sigproxy.access")
+logger: Final = logging.getLogger(__name__)
+access_logger: Final = logging.getLogger("sigproxy.access")
 
 # Responses with a known length up to one chunk are read whole and sent in one write (a streaming copy
 # would cost more syscalls and awaits than the bytes are worth); larger ones stream.
-_SMALL_RESPONSE = 64 * 1024
+_SMALL_RESPONSE: Final = 64 * 1024
 # The signing clock: an aware UTC now, without a Python frame of its own (it runs once per request).
-_utc_now = functools.partial(datetime.now, UTC)
+_utc_now: Final = functools.partial(datetime.now, UTC)
 
 
 class Exchange(Record):

@@ -9,25 +9,26 @@ from __future__ import annotations
 
 import operator
 from collections.abc import Iterable
+from typing import Final
 
 __all__ = ["HOP_BY_HOP", "connection_options", "end_to_end", "has_header", "is_signed_header", "upstream_headers",
            "upstream_headers_lower"]
 
-HOP_BY_HOP = frozenset(
+HOP_BY_HOP: Final = frozenset(
     {
         "connection", "keep-alive", "proxy-connection", "te", "trailer", "transfer-encoding", "upgrade",
         "proxy-authorization", "proxy-authenticate",
     }
 )
 # Removed before forwarding: the client's own auth, what we recompute, and what only the proxy reads.
-_DROP = frozenset(
+_DROP: Final = frozenset(
     {"authorization", "x-amz-date", "x-amz-security-token", "expect", "host", "content-length"}
 )
-_NOT_FORWARDED = HOP_BY_HOP | _DROP
-_SIGNED_EXTRA = frozenset({"host", "content-type", "content-md5"})
+_NOT_FORWARDED: Final = HOP_BY_HOP | _DROP
+_SIGNED_EXTRA: Final = frozenset({"host", "content-type", "content-md5"})
 
 
-_NAME = operator.itemgetter(0)
+_NAME: Final = operator.itemgetter(0)
 
 
 def has_header(headers: Iterable[tuple[str, str]], low: str) -> bool:
@@ -36,12 +37,12 @@ def has_header(headers: Iterable[tuple[str, str]], low: str) -> bool:
     return low in map(str.lower, map(_NAME, headers))
 
 
-_NO_OPTIONS: frozenset[str] = frozenset()
-_PERSISTENCE = ("keep-alive", "close")
-_PERSISTENCE_AS_SENT = frozenset({"keep-alive", "close", "Keep-Alive", "Close"})  # looked up before any strip()
+_NO_OPTIONS: Final[frozenset[str]] = frozenset()
+_PERSISTENCE: Final = ("keep-alive", "close")
+_PERSISTENCE_AS_SENT: Final = frozenset({"keep-alive", "close", "Keep-Alive", "Close"})  # looked up before any strip()
 # Options that name no header to remove: the hop-by-hop ones (removed anyway), "close" (RFC 9112 9.6: the
 # connection ends after this message; the reserved "Close" field is never sent) and empty list items.
-_NOT_NAMES = HOP_BY_HOP | {"close", ""}
+_NOT_NAMES: Final = HOP_BY_HOP | {"close", ""}
 
 
 def connection_options(values: list[str]) -> frozenset[str]:

@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import fnmatch
 import re
+from typing import Final
 
 from .errors import ConfigError
 
 __all__ = ["compile_host_globs", "host_matches", "parse_host_glob", "split_host_entry"]
 
-_HOST_GLOB = re.compile(r"^[A-Za-z0-9*?.\-\[\]]+(:[0-9*?]+)?$|^\[[0-9A-Fa-f:.*?]+\](:[0-9*?]+)?$")
+_HOST_GLOB: Final = re.compile(r"^[A-Za-z0-9*?.\-\[\]]+(:[0-9*?]+)?$|^\[[0-9A-Fa-f:.*?]+\](:[0-9*?]+)?$")
 
 
 def _glob_re(glob: str) -> str:

@@ -23,7 +23,7 @@ from collections import deque
 from collections.abc import Iterable, Sequence
 from email.utils import formatdate
 from http import HTTPStatus
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Final
 
 from multidict import CIMultiDict
 
@@ -37,10 +37,10 @@ if TYPE_CHECKING:
 __all__ = ["ClientRequest", "RequestBody", "Response", "StreamResponse", "bad_head_message", "check_transfer_coding",
            "http_date", "response_head"]
 
-_BODYLESS_STATUS = frozenset({204, 304})
+_BODYLESS_STATUS: Final = frozenset({204, 304})
 # Unread request body buffered past this pauses reading the client (resumed at a quarter of it).
-_BODY_HIGH_WATER = 256 * 1024
-_date_cache = [0, ""]
+_BODY_HIGH_WATER: Final = 256 * 1024
+_date_cache: Final = [0, ""]
 
 
 def http_date() -> str:
@@ -85,8 +85,8 @@ def check_transfer_coding(lines: list[str]) -> None:
 
 # What a client that does not speak HTTP/1.1 to us sends first: the HTTP/2 connection preface (RFC 9113 3.4,
 # "prior knowledge"), and a TLS record holding a ClientHello (RFC 8446 5.1: content type 22, version 3.x).
-_H2_PREFACE = b"PRI * HTTP/2.0\r\n"
-_TLS_HANDSHAKE = b"\x16\x03"
+_H2_PREFACE: Final = b"PRI * HTTP/2.0\r\n"
+_TLS_HANDSHAKE: Final = b"\x16\x03"
 
 
 def bad_head_message(start: bytes, reason: str) -> str:

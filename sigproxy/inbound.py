@@ -50,13 +50,13 @@ __all__ = [
     "verify_presigned",
 ]
 
-MAX_SKEW = timedelta(minutes=15)
+MAX_SKEW: Final = timedelta(minutes=15)
 """How far a client's ``X-Amz-Date`` may be from our clock (AWS's own window)."""
-MAX_PRESIGN_EXPIRES = 604800
-_SCOPE = re.compile(r"^([^/\s]+)/(\d{8})/([a-z0-9-]+)/([a-z0-9-]+)/aws4_request$")
-_HEX64 = re.compile(r"^[0-9a-f]{64}$")
-_HEADER_NAME = re.compile(r"^[a-z0-9!#$%&'*+.^_`|~-]+$")
-_MAX_AUTHORIZATION = 8192
+MAX_PRESIGN_EXPIRES: Final = 604800
+_SCOPE: Final = re.compile(r"^([^/\s]+)/(\d{8})/([a-z0-9-]+)/([a-z0-9-]+)/aws4_request$")
+_HEX64: Final = re.compile(r"^[0-9a-f]{64}$")
+_HEADER_NAME: Final = re.compile(r"^[a-z0-9!#$%&'*+.^_`|~-]+$")
+_MAX_AUTHORIZATION: Final = 8192
 _Pairs = tuple[tuple[str, str | None], ...]
 
 

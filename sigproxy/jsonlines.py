@@ -17,7 +17,7 @@ import json
 import secrets
 from collections.abc import Mapping
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Final
 
 import orjson
 
@@ -28,12 +28,13 @@ __all__ = ["JsonLines", "RequestIds", "access_message", "audit_path"]
 
 # The standard library's encoder, compact like orjson's output and ASCII only: for what orjson can't encode (an
 # integer past 64 bits) and for lines with non-ASCII text.
-_std_dumps = json.JSONEncoder(default=str, separators=(",", ":")).encode
-_ORJSON_OPTIONS = orjson.OPT_PASSTHROUGH_DATETIME | orjson.OPT_PASSTHROUGH_DATACLASS  # both to default=str, as json
+_std_dumps: Final = json.JSONEncoder(default=str, separators=(",", ":")).encode
+# Both to default=str, as json does.
+_ORJSON_OPTIONS: Final = orjson.OPT_PASSTHROUGH_DATETIME | orjson.OPT_PASSTHROUGH_DATACLASS
 # A line's milliseconds and UTC offset after its second, by millisecond, with the quote and comma after them.
-_MILLIS = [f".{ms:03d}+00:00\",".encode() for ms in range(1000)]
+_MILLIS: Final = [f".{ms:03d}+00:00\",".encode() for ms in range(1000)]
 # Access-line messages kept encoded, at most (a few hundred bytes each).
-_MESSAGES_KEPT = 1024
+_MESSAGES_KEPT: Final = 1024
 
 
 class JsonLines:

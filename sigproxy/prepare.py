@@ -42,14 +42,14 @@ from .streaming import STREAMING_SIGNED, STREAMING_SIGNED_TRAILER, STREAMING_UNS
 __all__ = ["SignedRequest", "payload_mode", "payload_hash_for", "presign_request", "sign_handshake", "sign_request",
            "untouched_request"]
 
-_HEX64 = re.compile(r"^[0-9a-f]{64}$")
+_HEX64: Final = re.compile(r"^[0-9a-f]{64}$")
 # Payload hashes a client may have chosen that are kept as they are (the body goes through untouched).
-_KEEP_PAYLOAD = frozenset({UNSIGNED_PAYLOAD, STREAMING_UNSIGNED_TRAILER})
+_KEEP_PAYLOAD: Final = frozenset({UNSIGNED_PAYLOAD, STREAMING_UNSIGNED_TRAILER})
 # Client headers the signer sets itself (their values come from the payload hash and the region set).
-_SIGNER_SET = frozenset({"x-amz-content-sha256", "x-amz-region-set"})
-_SIGNED_STREAMING = frozenset({STREAMING_SIGNED, STREAMING_SIGNED_TRAILER})
+_SIGNER_SET: Final = frozenset({"x-amz-content-sha256", "x-amz-region-set"})
+_SIGNED_STREAMING: Final = frozenset({STREAMING_SIGNED, STREAMING_SIGNED_TRAILER})
 # SigV4A chunk signing (ECDSA) is not re-signed: refused, never forwarded unsigned or signed wrongly.
-_SIGV4A_STREAMING = frozenset(
+_SIGV4A_STREAMING: Final = frozenset(
     {"STREAMING-AWS4-ECDSA-P256-SHA256-PAYLOAD", "STREAMING-AWS4-ECDSA-P256-SHA256-PAYLOAD-TRAILER"}
 )
 

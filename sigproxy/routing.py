@@ -72,14 +72,14 @@ __all__ = [
     "presigned_by_client",
 ]
 
-_CREDENTIAL = re.compile(r"Credential=([^/,\s]+)/(\d{8})/([^/,\s]+)/([^/,\s]+)/aws4_request")
-_PORTS = {"http": 80, "https": 443}
-_WRITE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
-_MAX_SUGGEST = 2000  # more connections than this: an unknown name gets no "closest" suggestions
+_CREDENTIAL: Final = re.compile(r"Credential=([^/,\s]+)/(\d{8})/([^/,\s]+)/([^/,\s]+)/aws4_request")
+_PORTS: Final = {"http": 80, "https": 443}
+_WRITE_METHODS: Final = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+_MAX_SUGGEST: Final = 2000  # more connections than this: an unknown name gets no "closest" suggestions
 # Request-target authorities whose split is kept (most clients talk to a handful of hosts), and the longest
 # kept: a host name has at most 253 characters, so a longer authority is split each time instead.
-_AUTHORITY_CACHE = 512
-_AUTHORITY_CACHED_LEN = 270
+_AUTHORITY_CACHE: Final = 512
+_AUTHORITY_CACHED_LEN: Final = 270
 
 
 class Target(Record):
@@ -143,7 +143,7 @@ def _split_authority(authority: str, scheme: str) -> tuple[str, int]:
     return host.lower(), _PORTS[scheme]
 
 
-_split_authority_cached = functools.lru_cache(maxsize=_AUTHORITY_CACHE)(_split_authority)
+_split_authority_cached: Final = functools.lru_cache(maxsize=_AUTHORITY_CACHE)(_split_authority)
 
 
 def parse_absolute_target(raw: str) -> Target:
@@ -189,8 +189,8 @@ def parse_client_scope(authorization: str | None, query: str) -> ClientScope | N
     return None
 
 
-_KEY_ID_V4 = re.compile(r"Credential=([^/,\s]*)")
-_KEY_ID_V2 = re.compile(r"AWS ([^:\s]*):", re.IGNORECASE)
+_KEY_ID_V4: Final = re.compile(r"Credential=([^/,\s]*)")
+_KEY_ID_V2: Final = re.compile(r"AWS ([^:\s]*):", re.IGNORECASE)
 
 
 def parse_client_key_id(authorization: str | None, query: str) -> str | None:
@@ -369,8 +369,8 @@ def check_host(conn: ConnectionConfig, target: Target) -> None:
 
 # AWS signing names, and region names or SigV4A region sets (entries as sigv4a.region_set_value takes them,
 # comma-separated).
-_SIGNING_NAME = re.compile(r"[a-z0-9][a-z0-9-]*")
-_REGION_NAME = re.compile(rf"{REGION_PATTERN}(?:,{REGION_PATTERN})*")
+_SIGNING_NAME: Final = re.compile(r"[a-z0-9][a-z0-9-]*")
+_REGION_NAME: Final = re.compile(rf"{REGION_PATTERN}(?:,{REGION_PATTERN})*")
 
 
 def resolve_service_region(

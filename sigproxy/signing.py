@@ -60,11 +60,11 @@ __all__ = [
     "without_presign_params",
 ]
 
-ALGORITHM = "AWS4-HMAC-SHA256"
-EMPTY_SHA256 = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
-UNSIGNED_PAYLOAD = "UNSIGNED-PAYLOAD"
+ALGORITHM: Final = "AWS4-HMAC-SHA256"
+EMPTY_SHA256: Final = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
+UNSIGNED_PAYLOAD: Final = "UNSIGNED-PAYLOAD"
 # Query parameters that carry a presigned request's own auth; a re-signed request must not keep them.
-PRESIGN_PARAMS = frozenset(
+PRESIGN_PARAMS: Final = frozenset(
     {
         "x-amz-algorithm",
         "x-amz-credential",
@@ -77,12 +77,12 @@ PRESIGN_PARAMS = frozenset(
     }
 )
 # Characters SigV4's UriEncode leaves alone besides ASCII letters and digits.
-_UNRESERVED = "-_.~"
+_UNRESERVED: Final = "-_.~"
 # A path :func:`normalize_s3_path` gives back as it is: nothing to decode, nothing to encode.
-_PLAIN_PATH = re.compile(r"[A-Za-z0-9/_.~-]+")
-_SECOND = timedelta(seconds=1)
+_PLAIN_PATH: Final = re.compile(r"[A-Za-z0-9/_.~-]+")
+_SECOND: Final = timedelta(seconds=1)
 # Bound on derived keys kept: one per (secret, date, region, service) in use; a day's worth for many tenants.
-_KEY_CACHE_SIZE = 4096
+_KEY_CACHE_SIZE: Final = 4096
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,7 +110,7 @@ class SigningPolicy:
     as ``UNSIGNED-PAYLOAD`` over TLS where the connection says so."""
 
 
-_DEFAULT_POLICY = SigningPolicy()
+_DEFAULT_POLICY: Final = SigningPolicy()
 # botocore signs every one of S3's signing names with S3SigV4Auth (handlers.S3_SIGNING_NAMES, read by
 # handlers.set_operation_specific_signer; client._resolve_signature_version gives s3 and s3control "s3v4").
 # S3SigV4Auth: X-Amz-Content-SHA256 always set (_modify_request_before_signing), the path not normalised
@@ -119,10 +119,10 @@ _DEFAULT_POLICY = SigningPolicy()
 # request": each path segment is URI-encoded twice "except for Amazon S3 which only gets URI-encoded
 # once", and S3 paths are not normalised. aws-chunked uploads: "Transferring Payload in Multiple Chunks"
 # (S3 API reference).
-_S3 = SigningPolicy(s3=True, payload_header=True, chunked=True)
-_HASH_HEADER = SigningPolicy(payload_header=True)
+_S3: Final = SigningPolicy(s3=True, payload_header=True, chunked=True)
+_HASH_HEADER: Final = SigningPolicy(payload_header=True)
 
-SIGNING_POLICIES: Mapping[str, SigningPolicy] = MappingProxyType({
+SIGNING_POLICIES: Final[Mapping[str, SigningPolicy]] = MappingProxyType({
     # S3, including S3 Control (botocore's s3control model signs as "s3").
     "s3": _S3,
     # S3 on Outposts, S3 Object Lambda, S3 Express One Zone: botocore handlers.S3_SIGNING_NAMES.
@@ -188,7 +188,7 @@ class Signature(Record):
 
 
 # The second amz_date formatted last: (its start, the next second's start, its stamp), all UTC. Empty at first.
-_NEVER = datetime.max.replace(tzinfo=UTC)
+_NEVER: Final = datetime.max.replace(tzinfo=UTC)
 _last_stamp: tuple[datetime, datetime, str] = (_NEVER, _NEVER, "")
 
 
@@ -365,9 +365,9 @@ def _hmac(key: bytes, msg: str) -> bytes:
 
 
 # HMAC's inner and outer pads (RFC 2104) as byte translation tables, as the hmac module builds them.
-_IPAD = bytes(b ^ 0x36 for b in range(256))
-_OPAD = bytes(b ^ 0x5C for b in range(256))
-_SHA256_BLOCK = 64
+_IPAD: Final = bytes(b ^ 0x36 for b in range(256))
+_OPAD: Final = bytes(b ^ 0x5C for b in range(256))
+_SHA256_BLOCK: Final = 64
 
 
 def _derive_key(secret: str, date: str, region: str, service: str) -> tuple[bytes, Callable[[bytes], str]]:

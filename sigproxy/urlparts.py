@@ -7,11 +7,12 @@ unexpected exception (found by the config fuzzer, issue 15).
 
 from __future__ import annotations
 
+from typing import Final
 from urllib.parse import SplitResult, urlsplit
 
 __all__ = ["http_scheme", "split_url"]
 
-_WS_SCHEMES = {"ws": "http", "wss": "https"}
+_WS_SCHEMES: Final = {"ws": "http", "wss": "https"}
 
 
 def split_url(value: str) -> SplitResult | None:

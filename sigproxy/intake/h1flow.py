@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Iterable
+from typing import Final
 
 from sigproxy.config import ProxyConfig
 from sigproxy.transports import close, reset
@@ -24,7 +25,7 @@ from sigproxy.transports import close, reset
 __all__ = ["ClientFlow"]
 
 # ClientProtocol's logger: a client connection's messages keep one logger name.
-logger = logging.getLogger("sigproxy.intake.h1server")
+logger: Final = logging.getLogger("sigproxy.intake.h1server")
 
 
 class ClientFlow(asyncio.Protocol):

@@ -38,7 +38,7 @@ import asyncio
 import logging
 from collections import deque
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING, Final, cast
 
 import httptools
 from multidict import CIMultiDict
@@ -63,11 +63,11 @@ if TYPE_CHECKING:
 
 __all__ = ["ClientProtocol", "Entry", "answered"]
 
-logger = logging.getLogger(__name__)
+logger: Final = logging.getLogger(__name__)
 
 Entry = Callable[[ClientRequest], Awaitable[Response | StreamResponse]]
-_VERSIONS = frozenset({"1.1", "1.0"})
-_MAX_QUEUED = 16  # pipelined requests waiting for their answer past which reading pauses
+_VERSIONS: Final = frozenset({"1.1", "1.0"})
+_MAX_QUEUED: Final = 16  # pipelined requests waiting for their answer past which reading pauses
 
 
 async def answered(response: Response) -> Response:
@@ -446,10 +446,10 @@ class ClientProtocol(ClientRest):
         """Answer ``item`` and then each later request, in order, while the connection stays open.
 
         One task for the connection's life rather than one per request (issue 15: a task's creation, its context
-        copy and its entry in asyncio's weak set of tasks were a tenth of the per-request work this skeleton
-        adds): between answers it waits for :meth:`_dispatch` to hand it the next request, with :attr:`_task`
-        ``None`` (nothing being answered, which is what draining, cancelling and the idle timer look at). It ends
-        with the connection (:meth:`_end_serving`)."""
+        copy, its entry in asyncio's weak set of tasks and its end were 5.7 k of the 295.5 k instructions of a
+        small GET): between answers it waits for :meth:`_dispatch` to hand it the next request, with
+        :attr:`_task` ``None`` (nothing being answered, which is what draining, cancelling and the idle timer look
+        at). It ends with the connection (:meth:`_end_serving`)."""
         me = asyncio.current_task()
         waiting: asyncio.Future[ClientRequest | SigproxyError | None] | None = None
         try:

@@ -65,6 +65,48 @@ def test_no_compiled_coroutine_suspends_while_handling_an_exception(module: str,
     assert not found, f"{module}: " + "; ".join(f"line {line}: {text}" for line, text in found)
 
 
+# Module-level names of compiled modules that are not Final constants, and why.
+_NOT_FINAL = {
+    ("sigproxy/bodyplan.py", "Stream"): "a type alias",
+    ("sigproxy/egress.py", "IPAddress"): "a type alias",
+    ("sigproxy/egress.py", "Lookup"): "a type alias",
+    ("sigproxy/egress.py", "_shared"): "made on first use (global)",
+    ("sigproxy/forwarding.py", "_Key"): "a type alias",
+    ("sigproxy/h1conn.py", "Interim"): "a type alias",
+    ("sigproxy/inbound.py", "_Pairs"): "a type alias",
+    ("sigproxy/intake/h1server.py", "Entry"): "a type alias",
+    ("sigproxy/metrics.py", "Snapshot"): "a type alias",
+    ("sigproxy/metrics.py", "Sampled"): "a type alias",
+    ("sigproxy/signing.py", "_last_stamp"): "swapped whole each second (global)",
+}
+
+
+def _module_names(tree: ast.Module) -> Iterator[tuple[str, bool]]:
+    """(name, declared Final) of each module-level assignment but the dunders."""
+    for node in tree.body:
+        if isinstance(node, ast.Assign):
+            for target in node.targets:
+                if isinstance(target, ast.Name) and not target.id.startswith("__"):
+                    yield target.id, False
+        elif isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name) and node.value is not None:
+            yield node.target.id, "Final" in ast.unparse(node.annotation)
+
+
+@pytest.mark.parametrize("source", SOURCES)
+def test_module_constants_are_final(source: str) -> None:
+    """A compiled module's constants are declared ``Final``: mypyc keeps those in C variables (or inlines them),
+    where any other module-level name is looked up in the module's dictionary at every use -- a third of the
+    dictionary lookups of a small GET before (issue 15). mypy checks that nothing rebinds them."""
+    found = [name for name, final in _module_names(ast.parse((ROOT / source).read_text()))
+             if not final and (source, name) not in _NOT_FINAL]
+    assert not found, f"{source}: declare Final (or list in _NOT_FINAL with why): {', '.join(found)}"
+
+
+def test_the_constants_rule_finds_what_it_is_about() -> None:
+    tree = ast.parse("A = 1\nB: Final = 2\nC: int = 3\nD: Final[int] = 4\n__all__ = []\nE: int\n")
+    assert list(_module_names(tree)) == [("A", False), ("B", True), ("C", False), ("D", True)]
+
+
 def test_the_rule_finds_what_it_is_about() -> None:
     source = """
 async def f(x):

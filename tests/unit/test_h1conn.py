@@ -21,7 +21,7 @@ import trustme
 
 from sigproxy import forwarding
 from sigproxy.errors import AddressNotAllowed, UpstreamError, UpstreamTimeout
-from sigproxy.forwarding import Upstream
+from sigproxy.forwarding import KEEPALIVE, Upstream
 from sigproxy.h1conn import _HIGH_WATER
 from sigproxy.h1wire import request_head
 
@@ -101,7 +101,7 @@ async def serving(script: Script, tls: ssl.SSLContext | None = None) -> AsyncIte
 
 def pool(**kw: float) -> Upstream:
     return Upstream(connect_timeout=kw.get("connect_timeout", 2), read_timeout=kw.get("read_timeout", 5),
-                    limit=int(kw.get("limit", 10)))
+                    limit=int(kw.get("limit", 10)), keepalive=kw.get("keepalive", KEEPALIVE))
 
 
 async def get(up: Upstream, port: int, method: str = "GET", body: bytes | AsyncIterator[bytes] | None = None,
@@ -285,9 +285,8 @@ class TestKeepAlive:
                 await get(up, port, "POST", b"data")
         assert server.connections == 2
 
-    async def test_idle_connections_expire(self, monkeypatch: pytest.MonkeyPatch) -> None:
-        monkeypatch.setattr(forwarding, "_KEEPALIVE", 0.1)
-        async with serving(answer_each(OK)) as (server, port), pool() as up:
+    async def test_idle_connections_expire(self) -> None:
+        async with serving(answer_each(OK)) as (server, port), pool(keepalive=0.1) as up:
             assert await get(up, port) == (200, b"ok")
             await asyncio.sleep(0.3)
             assert not up._idle  # swept
