@@ -442,7 +442,7 @@ class ClientProtocol(ClientRest):
             if len(self._queue) >= _MAX_QUEUED:
                 self._pause("queue")  # a client pipelining without reading is not buffered without bound
 
-    async def _serve(self, item: ClientRequest | SigproxyError) -> None:
+    async def _serve(self, item: ClientRequest | SigproxyError | None) -> None:
         """Answer ``item`` and then each later request, in order, while the connection stays open.
 
         One task for the connection's life rather than one per request (issue 15: a task's creation, its context
@@ -453,8 +453,9 @@ class ClientProtocol(ClientRest):
         me = asyncio.current_task()
         waiting: asyncio.Future[ClientRequest | SigproxyError | None] | None = None
         try:
-            while True:
+            while item is not None:
                 await self._answer_in_order(item)
+                item = None  # an idle connection holds on to no request
                 self._task = None
                 if self._lingering or self._transport is None:
                     return
@@ -465,10 +466,7 @@ class ClientProtocol(ClientRest):
                 if self._timer is None:
                     self._arm(self._idle_since + self._proxy.idle_timeout)
                 self._next = waiting = self._loop.create_future()
-                upcoming = await waiting
-                if upcoming is None:
-                    return
-                item = upcoming
+                item = await waiting  # None: the connection takes no more requests
         except asyncio.CancelledError:  # shutdown's grace is over (or the loop is closing)
             self._task = None
             self._close()

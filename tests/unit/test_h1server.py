@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import socket
+import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -435,9 +436,11 @@ async def test_one_task_serves_a_connection_and_ends_with_it() -> None:
     "answering" between them (``task`` None: drain and the idle timer rely on it) and ends when the client
     closes, when the drain closes the connection idle, or after the last answer of a draining connection."""
     tasks: list[asyncio.Task[object] | None] = []
+    requests: list[ClientRequest] = []
 
     async def records(request: ClientRequest) -> Response:
         tasks.append(asyncio.current_task())
+        requests.append(request)
         return Response(200, None, [], b"ok")
 
     async with serving(records) as (server, port):
@@ -448,6 +451,10 @@ async def test_one_task_serves_a_connection_and_ends_with_it() -> None:
             await asyncio.sleep(0.02)
             [protocol] = server._connections
             assert protocol.task is None  # idle between requests
+            # ... and holding on to no request: only the list and getrefcount's argument refer to the last one
+            # (counted outside the assert, whose rewriting by pytest keeps a reference of its own)
+            holders = sys.getrefcount(requests[-1])
+            assert holders == 2
         first = tasks[0]
         assert len(tasks) == 3 and first is not None and tasks.count(first) == 3
         writer.close()
