@@ -166,10 +166,12 @@ def _received(request: ClientRequest, target: Target) -> ReceivedRequest:
 def _once(headers: CIMultiDict[str], name: str) -> str | None:
     """A header that names a connection, or ``None``; given more than once it is refused (first-wins would
     let a second, mistyped name pass unnoticed). Raises :class:`BadRequest`."""
-    values = headers.getall(name, [])
+    if name not in headers:  # most requests name none: a lookup, not a list (issue 15)
+        return None
+    values = headers.getall(name)
     if len(values) > 1:
         raise BadRequest(f"{name} is given {len(values)} times; send it once")
-    return values[0] if values else None
+    return values[0]
 
 
 class Handler:
