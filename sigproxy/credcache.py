@@ -29,7 +29,7 @@ import asyncio
 import logging
 import random
 import time
-from collections.abc import Awaitable, Callable, Hashable
+from collections.abc import Awaitable, Callable, Hashable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Literal
@@ -66,10 +66,31 @@ class CacheStats:
     failures: int = 0
 
 
+class CacheKey(tuple[Hashable, ...]):
+    """A cache key: the tuple of its parts (equal to it, hashed as it is), its hash computed once.
+
+    A connection's key holds its frozen credentials configuration, whose generated ``__hash__`` hashes every
+    field at each call, and cachetools' LRU hashes a key three times a hit: an ``assume_role`` connection's
+    cache hit cost 11.9 µs, against 1.0 µs for static keys that skip the cache (issue 15)."""
+
+    _hash: int
+
+    def __new__(cls, parts: Iterable[Hashable]) -> CacheKey:
+        key = super().__new__(cls, parts)
+        key._hash = tuple.__hash__(key)
+        return key
+
+    def __hash__(self) -> int:
+        return self._hash
+
+
 @dataclass
 class _Entry:
     creds: Credentials | None = None
     fetched_at: datetime | None = None
+    windows: tuple[datetime, datetime] | None = None
+    """(advisory start, mandatory start) of ``creds``' refresh (:meth:`CredentialCache._windows`), ``None``
+    when they do not expire; set with them."""
     task: asyncio.Task[None] | None = None
     failures: int = 0
     retry_at: datetime | None = None
@@ -158,10 +179,10 @@ class CredentialCache:
         now = self._clock()
         creds = entry.creds
         if creds is not None:
-            if creds.expires_at is None:
+            if entry.windows is None:  # they do not expire
                 self.stats.hits += 1
                 return creds, True
-            advisory_at, mandatory_at = self._windows(entry, creds.expires_at)
+            advisory_at, mandatory_at = entry.windows
             if now < advisory_at:
                 self.stats.hits += 1
                 return creds, True
@@ -208,6 +229,7 @@ class CredentialCache:
             logger.warning("credentials for %s refreshed after %d failed attempt(s)", label, entry.failures)
         entry.creds = creds
         entry.fetched_at = self._clock()
+        entry.windows = None if creds.expires_at is None else self._windows(entry, creds.expires_at)
         entry.failures = 0
         entry.retry_at = None
         entry.last_error = None
@@ -242,9 +264,7 @@ class CredentialCache:
         """(advisory start, mandatory start) of the credentials ``key`` holds now, or ``None`` when they do not
         expire or there are none: when a holder of a copy (a worker of ``workers = N``) should ask again."""
         entry = (self._user_entries if per_user else self._entries).get(key)
-        if entry is None or entry.creds is None or entry.creds.expires_at is None:
-            return None
-        return self._windows(entry, entry.creds.expires_at)
+        return None if entry is None or entry.creds is None else entry.windows
 
     def retry_at(self, key: Hashable) -> datetime | None:
         """When the next fetch for ``key`` may start (back-off), for tests and diagnostics."""

@@ -35,8 +35,8 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from .brokered import Brokered as _Brokered
 from .brokered import CredentialBroker
-from .config import ConnectionConfig, CredentialsConfig
-from .credcache import CredentialCache, EntryState
+from .config import ConnectionConfig
+from .credcache import CacheKey, CredentialCache, EntryState
 from .errors import CredentialsUnavailable
 from .signing import Credentials
 from .stsendpoint import StsEndpoint
@@ -322,6 +322,8 @@ class Providers:
         self._default_chain = _Chain("(default chain)", None)
         # Made on first use: a fleet of 10,000 store connections, swapped on every change, builds none upfront.
         self._by_name: dict[str, CredentialProvider] = {}
+        self._keys: dict[str, CacheKey] = {}  # each connection's cache key (_key)
+        self._identities: dict[str, Identity] = {}  # each connection's identity, when it is not per end user
 
     def successor(self, connections: Mapping[str, ConnectionConfig], *,
                   cached_users: int | None = None) -> Providers:
@@ -341,6 +343,8 @@ class Providers:
         new._http = None
         new._default_chain = self._default_chain
         new._by_name = {}
+        new._keys = {}
+        new._identities = {}
         return new
 
     def _provider_for(self, name: str) -> CredentialProvider:
@@ -397,16 +401,21 @@ class Providers:
     def source(self, name: str) -> str:
         return self._connections[name].credentials.source
 
-    def _key(self, name: str) -> tuple[str, CredentialsConfig, str | None, str | None]:
-        conn = self._connections[name]
-        return (name, conn.credentials, conn.region, conn.sts_endpoint_url)
+    def _key(self, name: str) -> CacheKey:
+        """The cache key of connection ``name``'s credentials: its name and everything they are fetched with
+        (so a connection whose credentials change gets a new entry), made once (:class:`CacheKey`)."""
+        key = self._keys.get(name)
+        if key is None:
+            conn = self._connections[name]
+            key = self._keys[name] = CacheKey((name, conn.credentials, conn.region, conn.sts_endpoint_url))
+        return key
 
-    def _entry_key(self, name: str, user: str | None) -> tuple[tuple[object, ...], bool]:
+    def _entry_key(self, name: str, user: str | None) -> tuple[CacheKey, bool]:
         """(cache key, per user) of ``name``'s credentials: end user ``user``'s own on a ``user_header``
-        connection, else the connection's."""
+        connection (the connection's name, its key, the id), else the connection's."""
         if user is None or not self._connections[name].user_header:
             return self._key(name), False
-        return (*self._key(name), user), True
+        return CacheKey((name, self._key(name), user)), True
 
     def state(self, name: str) -> EntryState:
         """Whether connection ``name`` can sign now, from what the cache holds (no fetch): ``"up"``, ``"down"``
@@ -422,7 +431,12 @@ class Providers:
         ``user`` (an id :func:`sigproxy.users.parse_user` accepted) counts only on a ``user_header`` connection.
         """
         conn = self._connections[name]
-        return _identity(conn, _effective_user(conn, user))
+        if conn.user_header:
+            return _identity(conn, _effective_user(conn, user))
+        identity = self._identities.get(name)
+        if identity is None:
+            identity = self._identities[name] = _identity(conn, None)
+        return identity
 
     async def get(self, name: str, *, user: str | None = None) -> tuple[Credentials, bool]:
         """The connection's current credentials (end user ``user``'s on a ``user_header`` connection, cached

@@ -91,10 +91,6 @@ _TAG_KEY_MAX = 128
 _RESERVED = "aws:"
 
 
-def _session_char(c: str) -> bool:
-    return c in _SESSION_CHARS
-
-
 def _tag_char(c: str) -> bool:
     if c in _TAG_SYMBOLS:
         return True
@@ -113,6 +109,10 @@ def _tag_readable(user: str) -> str:
     return "".join(c if _tag_char(c) else "_" for c in user)
 
 
+def _tag_text(value: str) -> bool:
+    return all(map(_tag_char, value))
+
+
 @dataclass(frozen=True, slots=True)
 class Field:
     """One STS field's rule: length bounds, the characters it takes, and the lossy readable form of an id."""
@@ -122,20 +122,22 @@ class Field:
     """The characters it takes, in words."""
     min_len: int
     max_len: int
-    allowed: Callable[[str], bool]
+    takes: Callable[[str], bool]
+    """Whether every character of a text is one the field takes (whole texts: a per-user identity is rendered
+    for every request, issue 15)."""
     readable: Callable[[str], str]
 
     def legal(self, value: str) -> bool:
         """Whether STS takes ``value`` in this field (length, characters, no ``aws:`` prefix)."""
-        return (self.min_len <= len(value) <= self.max_len and all(map(self.allowed, value))
+        return (self.min_len <= len(value) <= self.max_len and self.takes(value)
                 and not value.lower().startswith(_RESERVED))
 
 
 ROLE_SESSION = Field("role session name / source identity", "characters of [A-Za-z0-9_+=,.@-]", 2, 64,
-                     _session_char, _session_readable)
+                     _SESSION_CHARS.issuperset, _session_readable)
 """``RoleSessionName`` and ``SourceIdentity``: 2-64 of ``[\\w+=,.@-]`` (ASCII), not beginning ``aws:``."""
 TAG_VALUE = Field("session tag value", "letters, numbers, spaces or _ . : / = + - @", 0, 256,
-                  _tag_char, _tag_readable)
+                  _tag_text, _tag_readable)
 """A session tag's ``Value``: 0-256 of ``[\\p{L}\\p{Z}\\p{N}_.:/=+\\-@]`` (here: Unicode 3.2, BMP, ``Zs``)."""
 
 
@@ -211,7 +213,7 @@ def template_problem(template: str, field: Field) -> str | None:
     rule = f"{field.min_len}-{field.max_len} {field.chars}, not beginning 'aws:'"
     if len(parts) == 1:
         return None if field.legal(template) else f"expected {rule}, got {template!r}"
-    if not all(map(field.allowed, fixed)) or template.lower().startswith(_RESERVED):
+    if not field.takes(fixed) or template.lower().startswith(_RESERVED):
         return f"expected {rule} around {USER_VAR}, got {template!r}"
     room = (field.max_len - len(fixed)) // (len(parts) - 1)
     if room < _HASHED_LEN:
