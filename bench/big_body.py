@@ -290,7 +290,7 @@ async def upload(addr: tuple[str, int], target: str, host: str, size: int, block
         got = json.loads(text)
     except ValueError:
         return Result(status, seconds, sent, False, f"HTTP 200 but not the sink's JSON: {text[:200]!r}")
-    chunked = "aws-chunked" in (got.get("content_encoding") or "").lower()
+    chunked = bool(got.get("aws_chunked"))
     payload = got["decoded_bytes"] if chunked else got["bytes"]
     wire = (f"x-amz-content-sha256 {got.get('content_sha256') or '(none)'}"
             + (f", aws-chunked: {got['bytes']} bytes on the wire for {payload}" if chunked else ""))

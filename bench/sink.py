@@ -2,7 +2,8 @@
 
 PUT/POST: reads the body in 64 KiB reads and discards it, answering 200 with a JSON body
 ``{"bytes": RAW, "sha256": HEX, "decoded_length": N|null, "decoded_bytes": N|null, "content_encoding": ...,
-"content_sha256": ...}`` so the caller can verify integrity. ``Content-Encoding: aws-chunked`` bodies are
+"aws_chunked": BOOL, "content_sha256": ...}`` so the caller can verify integrity. aws-chunked bodies (an
+``x-amz-content-sha256`` of ``STREAMING-...``, or ``Content-Encoding: aws-chunked``) are
 counted raw (``bytes``) and their framing is undone on the fly (signatures not checked) so ``sha256`` and
 ``decoded_bytes`` are the payload's; ``decoded_length`` is the ``x-amz-decoded-content-length`` header.
 GET /big?size=N: N bytes of :func:`pattern` (a 1 MiB seeded pseudo-random block, repeated) with
@@ -90,7 +91,11 @@ async def main(tls_chain: str | None) -> None:
     async def handle(request: web.BaseRequest) -> web.StreamResponse:
         if request.method in {"PUT", "POST"}:
             encoding = request.headers.get("Content-Encoding")
-            chunked = AwsChunked() if "aws-chunked" in (encoding or "").lower() else None
+            content_sha256 = request.headers.get("x-amz-content-sha256") or ""
+            # aws-chunked framing, told as S3, moto and Ceph RGW tell it: by x-amz-content-sha256 (sigproxy adds
+            # no Content-Encoding for its own signed chunks: sigproxy/bodies.py), or by the encoding.
+            framed = content_sha256.upper().startswith("STREAMING-") or "aws-chunked" in (encoding or "").lower()
+            chunked = AwsChunked() if framed else None
             digest = hashlib.sha256()
             raw = 0
             while chunk := await request.content.read(_READ):
@@ -107,8 +112,9 @@ async def main(tls_chain: str | None) -> None:
                 "decoded_bytes": chunked.decoded if chunked else None,
                 "aws_chunked_error": (chunked.error or (None if chunked.done else "no final chunk"))
                 if chunked else None,
+                "aws_chunked": framed,
                 "content_encoding": encoding,
-                "content_sha256": request.headers.get("x-amz-content-sha256"),
+                "content_sha256": content_sha256 or None,
             }))
         if request.method == "GET" and request.path.endswith("/big"):
             size = int(request.query.get("size", "0"))
