@@ -27,6 +27,16 @@ from sigproxy.config import loads
 from sigproxy.credentials import Providers
 from sigproxy.signing import Credentials
 
+_ROLE = """
+[connections.{name}]
+hosts = ["*.amazonaws.com"]
+region = "us-east-1"
+{extra}
+[connections.{name}.credentials]
+source = "assume_role"
+role_arn = "arn:aws:iam::111122223333:role/tenant"
+external_id = "tenant-external-id-0001"
+"""
 CONFIG = """
 [connections.static]
 hosts = ["*.amazonaws.com"]
@@ -34,25 +44,8 @@ hosts = ["*.amazonaws.com"]
 source = "static"
 access_key_id = "AKIDBENCH"
 secret_access_key = "bench-secret-not-real"
-
-[connections.assume_role]
-hosts = ["*.amazonaws.com"]
-region = "us-east-1"
-[connections.assume_role.credentials]
-source = "assume_role"
-role_arn = "arn:aws:iam::111122223333:role/tenant"
-external_id = "tenant-external-id-0001"
-
-[connections.per_user]
-hosts = ["*.amazonaws.com"]
-region = "us-east-1"
-user_header = true
-[connections.per_user.credentials]
-source = "assume_role"
-role_arn = "arn:aws:iam::111122223333:role/tenant"
-external_id = "tenant-external-id-0001"
-session_name = "app-${sigproxy:user}"
-"""
+""" + _ROLE.format(name="assume_role", extra="") + _ROLE.format(name="per_user", extra="user_header = true") + \
+    'session_name = "app-${sigproxy:user}"\n'
 ROWS = {"static": None, "assume_role": None, "per_user": "alice@example.com"}
 
 
