@@ -73,6 +73,8 @@ def _streamed(plan: BodyPlan, stream: Stream) -> BodyPlan:
 
 
 async def _guard(plan: BodyPlan, source: AsyncIterator[bytes | memoryview]) -> AsyncIterator[bytes | memoryview]:
+    """``source``'s pieces; why it failed, if it does, kept as ``plan.error`` (a malformed aws-chunked body
+    is the client's 400) before the failure goes on."""
     try:
         async for piece in source:
             yield piece
