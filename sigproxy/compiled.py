@@ -37,6 +37,7 @@ from pathlib import Path
 __all__ = ["MODULES", "PURE_ENV", "SOURCES", "describe", "pure_python", "use_source"]
 
 MODULES = (
+    "sigproxy.accesslog",
     "sigproxy.bodyplan",
     "sigproxy.egress",
     "sigproxy.endpoints",
@@ -87,7 +88,7 @@ def use_source() -> None:
 
 
 def describe() -> str:
-    """How this sigproxy runs, for ``sigproxy version``: ``compiled (mypyc, 24 modules)``, ``pure Python``, or
+    """How this sigproxy runs, for ``sigproxy version``: ``compiled (mypyc, 25 modules)``, ``pure Python``, or
     ``partly compiled (...)`` naming the modules that are not (an install without a C compiler builds none).
     Found as an import would find them, without importing them."""
     source = [name for name in MODULES if not str(getattr(find_spec(name), "origin", "")).endswith(".so")]

@@ -23,6 +23,7 @@ from typing import Final
 
 from multidict import CIMultiDict
 
+from .accesslog import log_access
 from .authlimit import AuthFailures
 from .awserrors import protocol_for, render, signing_name_for
 from .bodies import plan_body, untouched_plan
@@ -47,7 +48,6 @@ from .http1 import ClientRequest, Response, StreamResponse, http_date
 from .inbound import ReceivedRequest, verify_header_auth, verify_presigned
 from .jsonlines import RequestIds, audit_path
 from .metrics import Metrics
-from .observability import log_access
 from .prepare import sign_handshake, sign_request, untouched_request
 from .records import Record
 from .routing import (

@@ -1,6 +1,7 @@
 """Logging set-up: JSON lines when stderr is not a terminal, readable text on one; the access log's fast path.
 
-Owns: :func:`setup_logging`, the only code that configures logging; :func:`log_access`. The lines' text is
+Owns: :func:`setup_logging`, the only code that configures logging; the checks behind the access log's fast
+path (:func:`~sigproxy.accesslog.log_access`, compiled, re-exported here). The lines' text is
 :mod:`sigproxy.jsonlines`' (compiled) and this module's text formatter's.
 Must not: run at import time; log a secret (callers pass names, never values).
 
@@ -20,7 +21,8 @@ a fifth of the small-request throughput on one core (issue 15). Now:
   filter of its own or on an ancestor, propagation on). When an operator adds one, it takes the ordinary
   ``logger.info(...)`` path, so ``sigproxy.access`` stays a normal logger to configure or silence
   (``--log-level warning`` turns it off); the line's text is the same either way. Those checks run once per
-  loop iteration (:class:`_Trust`): a change to logging's configuration applies from the next iteration on.
+  loop iteration (:data:`sigproxy.accesslog.ROUTING`): a change to logging's configuration applies from the
+  next iteration on.
 - An access line is made as bytes (:meth:`~sigproxy.jsonlines.JsonLines.access_line`, compiled), its
   message's JSON kept per (method, host, status), and the lines of an iteration go to stderr's file descriptor
   in one ``os.write`` when they fit: no decoding, no text or buffer layer.
@@ -47,14 +49,13 @@ from collections import deque
 from collections.abc import Mapping
 from typing import Literal, TextIO
 
+from .accesslog import FLUSH_LINES, ROUTING, AccessRoute, log_access, log_record
 from .jsonlines import JsonLines
 from .logsink import LineSink
 
 __all__ = ["log_access", "setup_logging"]
 
 _TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s %(message)s"
-# Past this many lines pending, write even inside one loop iteration: bounds memory under a burst.
-_FLUSH_LINES = 128
 
 
 # Where access lines are kept and written as bytes: UTF-8 (the encoding of a stream without one, and the one a
@@ -179,10 +180,10 @@ class _BufferedStreamHandler(logging.StreamHandler[TextIO]):
 
     def add(self, line: bytes, *, urgent: bool = False) -> None:
         """Queue ``line`` (UTF-8, no newline); written now when ``urgent``, off the event loop or past
-        ``_FLUSH_LINES`` pending, otherwise at the end of this loop iteration."""
+        ``FLUSH_LINES`` pending, otherwise at the end of this loop iteration."""
         pending = self._pending
         pending.append(line)
-        if urgent or len(pending) >= _FLUSH_LINES:
+        if urgent or len(pending) >= FLUSH_LINES:
             self._write()
             return
         loop = _get_running_loop()
@@ -211,7 +212,7 @@ class _BufferedStreamHandler(logging.StreamHandler[TextIO]):
     def flush(self) -> None:
         """Write everything pending and flush the stream; from now on, :func:`log_access` checks logging's
         configuration again."""
-        _trust.route = None
+        ROUTING.route = None
         self._scheduled = None
         self._write()
 
@@ -242,40 +243,13 @@ def _only_handler(logger: logging.Logger) -> _BufferedStreamHandler | None:
     return None
 
 
-class _Trust:
-    """(the access logger, the root handler its lines go to straight, that handler's formatter), found by the
-    checks of :func:`log_access` and trusted for the rest of the event-loop iteration: until that handler's
-    flush, queued for the iteration's end, clears it (or a loop other than the one that flush is queued on
-    logs). Logging's configuration is read once per iteration instead of once per line (issue 15: a tenth of a
-    line's cost); a handler, filter or level an operator sets applies from the next iteration on."""
-
-    __slots__ = ("route",)
-
-    def __init__(self) -> None:
-        self.route: tuple[logging.Logger, _BufferedStreamHandler, _JsonFormatter | _TextFormatter] | None = None
-
-
-_trust = _Trust()
-
-
-def log_access(logger: logging.Logger, access: dict[str, object]) -> None:
-    """One access line on ``logger`` at INFO: message ``METHOD HOST STATUS`` (from ``access``), the fields of
-    ``access`` after it (values are converted with ``str`` where JSON has no type for them).
-
-    Same output as ``logger.info("%s %s %s", method, host, status, extra={"access": access})``, cheaper when
-    nothing but :func:`setup_logging`'s handler would see the record. Never raises for a write error (reported
-    on stderr as logging does)."""
-    trusted = _trust.route
-    if trusted is not None and trusted[0] is logger and trusted[1]._scheduled is _get_running_loop():
-        line = trusted[2].access_line(time.time(), logger.name, access)
-        if line is not None:
-            # The handler's add() when its flush is known to be queued on the running loop, inlined (a call less
-            # per request).
-            pending = trusted[1]._pending
-            pending.append(line)
-            if len(pending) >= _FLUSH_LINES:
-                trusted[1]._write()
-            return
+def _log_access_checked(logger: logging.Logger, access: dict[str, object]) -> None:
+    """:func:`~sigproxy.accesslog.log_access` when no route is trusted: logging's configuration checked. When
+    only our root handler would see the line, it is made and queued straight, and that route trusted until the
+    handler's flush, queued for the end of this loop iteration, clears it (or a loop other than the one that
+    flush is queued on logs): logging's configuration is read once per iteration instead of once per line
+    (issue 15: a tenth of a line's cost); a handler, filter or level an operator sets applies from the next
+    iteration on. Otherwise the line is an ordinary record."""
     if not logger.isEnabledFor(logging.INFO):
         return
     handler = _only_handler(logger)
@@ -285,9 +259,12 @@ def log_access(logger: logging.Logger, access: dict[str, object]) -> None:
         if line is not None:
             handler.add(line)
             if handler._scheduled is not None:  # in a loop iteration, whose end clears it
-                _trust.route = (logger, handler, formatter)
+                ROUTING.route = AccessRoute(logger, handler, formatter.access_line)
             return
-    logger.info("%s %s %s", access.get("method"), access.get("host"), access.get("status"), extra={"access": access})
+    log_record(logger, access)
+
+
+ROUTING.slow = _log_access_checked
 
 
 def setup_logging(level: str = "info", fmt: Literal["json", "text", "auto"] = "auto",
@@ -302,7 +279,7 @@ def setup_logging(level: str = "info", fmt: Literal["json", "text", "auto"] = "a
     root = logging.getLogger()
     for old in root.handlers:
         old.flush()
-    _trust.route = None
+    ROUTING.route = None
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
     # Third-party chatter that could echo request details stays at WARNING.
