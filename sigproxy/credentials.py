@@ -33,6 +33,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
+from cachetools import LRUCache
+
 from .brokered import Brokered as _Brokered
 from .brokered import CredentialBroker
 from .config import ConnectionConfig
@@ -324,6 +326,8 @@ class Providers:
         self._by_name: dict[str, CredentialProvider] = {}
         self._keys: dict[str, CacheKey] = {}  # each connection's cache key (_key)
         self._identities: dict[str, Identity] = {}  # each connection's identity, when it is not per end user
+        # Per end user: (connection, id) -> identity, as many as the cache keeps end users' credentials.
+        self._user_identities: LRUCache[tuple[str, str | None], Identity] = LRUCache(self.cache.capacity[1])
 
     def successor(self, connections: Mapping[str, ConnectionConfig], *,
                   cached_users: int | None = None) -> Providers:
@@ -345,6 +349,7 @@ class Providers:
         new._by_name = {}
         new._keys = {}
         new._identities = {}
+        new._user_identities = LRUCache(new.cache.capacity[1])
         return new
 
     def _provider_for(self, name: str) -> CredentialProvider:
@@ -431,8 +436,12 @@ class Providers:
         ``user`` (an id :func:`sigproxy.users.parse_user` accepted) counts only on a ``user_header`` connection.
         """
         conn = self._connections[name]
-        if conn.user_header:
-            return _identity(conn, _effective_user(conn, user))
+        if conn.user_header:  # rendered once per id while it is kept (the templates' rules cost microseconds)
+            key = (name, user)
+            identity = self._user_identities.get(key)
+            if identity is None:
+                identity = self._user_identities[key] = _identity(conn, _effective_user(conn, user))
+            return identity
         identity = self._identities.get(name)
         if identity is None:
             identity = self._identities[name] = _identity(conn, None)

@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from sigproxy import credentials as credentials_module
 from sigproxy.config import USER_VAR, loads
 from sigproxy.credcache import CredentialCache
 from sigproxy.credentials import NO_USER, Identity, Providers
@@ -160,6 +161,29 @@ secret_access_key = "SK"
 
 
 class TestIdentity:
+    def test_rendered_once_per_user_while_kept(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        """A per-user identity is rendered once per (connection, id) and kept as long as the cache keeps end
+        users (its templates' STS rules cost microseconds a request, issue 15); each id gets its own; the
+        least recently used go past the bound."""
+        rendered: list[str | None] = []
+        real = credentials_module._identity
+
+        def counting(conn: Any, user: str | None) -> Identity:
+            rendered.append(user)
+            return real(conn, user)
+
+        monkeypatch.setattr(credentials_module, "_identity", counting)
+        p = providers_for(f'session_name = "app-{USER_VAR}"', cache=CredentialCache(max_user_keys=2))
+        p.cache.configure(connections=2, users=2)
+        p = p.successor(p.connections)  # sized from the cache's bound, as a reload makes them
+        for _ in range(3):
+            assert p.identity("t", user="alice") == Identity(ROLE, "app-alice", None)
+            assert p.identity("t", user="bob") == Identity(ROLE, "app-bob", None)
+        assert rendered == ["alice", "bob"]
+        p.identity("t", user="carol")  # a third id: the least recently used (alice) goes
+        p.identity("t", user="alice")
+        assert rendered == ["alice", "bob", "carol", "alice"]
+
     def test_rendered_per_user(self) -> None:
         p = providers_for(f'session_name = "app-{USER_VAR}"\nsource_identity = "{USER_VAR}"')
         assert p.identity("t", user="alice") == Identity(ROLE, "app-alice", "alice")
