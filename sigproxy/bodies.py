@@ -56,7 +56,7 @@ from .streaming import (
     Trailer,
 )
 
-__all__ = ["BodyPlan", "bodiless_plan", "clean_spool", "plan_body", "untouched_plan"]
+__all__ = ["clean_spool", "plan_body", "untouched_plan"]
 
 # Spool files are written and read in pieces this big, each in a worker thread (disk I/O off the loop).
 _SPOOL_IO = 1024 * 1024

@@ -123,8 +123,8 @@ class Field:
     min_len: int
     max_len: int
     takes: Callable[[str], bool]
-    """Whether every character of a text is one the field takes (whole texts: a per-user identity is rendered
-    for every request, issue 15)."""
+    """Whether every character of a text is one the field takes (one call per text, not per character: issue
+    15)."""
     readable: Callable[[str], str]
 
     def legal(self, value: str) -> bool:

@@ -280,7 +280,6 @@ class ClientProtocol(ClientRest):
         self._end_rest()  # a rest being read after an early answer is not waited for
         if self._task is None or self._lingering:
             self._close()
-            self._end_serving()
 
     def cancel(self) -> asyncio.Task[None] | None:
         """Shutdown's grace is over: stop answering and close. The task answering, when one is, is returned
@@ -288,7 +287,6 @@ class ClientProtocol(ClientRest):
         task = self._task
         if task is None:
             self._close()
-            self._end_serving()
             return None
         task.cancel()
         return task
@@ -480,6 +478,10 @@ class ClientProtocol(ClientRest):
                 self._serving = None
                 if self._next is waiting:
                     self._next = None
+
+    def _close(self) -> None:
+        super()._close()
+        self._end_serving()  # an idle serving task ends with the connection, not at its loss only
 
     def _end_serving(self) -> None:
         """The connection takes no more requests: the serving task, if idle, ends."""
