@@ -38,6 +38,7 @@ __all__ = ["MODULES", "PURE_ENV", "SOURCES", "describe", "pure_python", "use_sou
 
 MODULES = (
     "sigproxy.accesslog",
+    "sigproxy.authlimit",
     "sigproxy.bodyplan",
     "sigproxy.egress",
     "sigproxy.endpoints",
@@ -51,6 +52,7 @@ MODULES = (
     "sigproxy.http1",
     "sigproxy.inbound",
     "sigproxy.jsonlines",
+    "sigproxy.intake.entry",
     "sigproxy.intake.forward",
     "sigproxy.intake.h1flow",
     "sigproxy.intake.h1rest",

@@ -24,7 +24,7 @@ from typing import Any, Literal
 from .clientcert import parse_subjects
 from .configtable import Secret, Table
 from .errors import ConfigError
-from .hostglobs import compile_host_globs, parse_host_glob
+from .hostglobs import HostSet, parse_host_glob
 from .sigv4a import region_set_value
 from .urlparts import split_url
 from .users import ROLE_SESSION, TAG_VALUE, USER_VAR, policy_problem, tag_key_problem, template_problem
@@ -89,9 +89,6 @@ class CredentialsConfig:
     password: Secret | None = None
 
 
-# Host and port answers ConnectionConfig.allows keeps per connection.
-_ALLOWED_KEPT = 1024
-
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ConnectionConfig:
@@ -149,24 +146,15 @@ class ConnectionConfig:
     """``"pending"``: an ``assume_role`` store connection still onboarding (no ``role_arn`` yet): it signs
     nothing until its role is validated (``PATCH`` with ``credentials.role_arn``)."""
 
-    _hosts_re: re.Pattern[str] = field(init=False, repr=False, compare=False)
-    _allowed: dict[tuple[str, int], bool] = field(init=False, repr=False, compare=False)
-    """:meth:`allows`'s answers so far (a request's regex match cost it 5.5k instructions, issue 15); emptied
-    when full, so hosts a client makes up can't grow it without bound."""
+    host_set: HostSet = field(init=False, repr=False, compare=False)
+    """:attr:`hosts` compiled, with the answers given so far kept (what :meth:`allows` asks)."""
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "_hosts_re", compile_host_globs(self.hosts))
-        object.__setattr__(self, "_allowed", {})
+        object.__setattr__(self, "host_set", HostSet(self.hosts))
 
     def allows(self, host: str, port: int) -> bool:
-        """Whether this connection may sign for ``host:port``."""
-        key = (host, port)
-        allowed = self._allowed.get(key)
-        if allowed is None:
-            if len(self._allowed) >= _ALLOWED_KEPT:
-                self._allowed.clear()
-            allowed = self._allowed[key] = self._hosts_re.fullmatch(f"{host.lower()}:{port}") is not None
-        return allowed
+        """Whether this connection may sign for ``host:port`` (:meth:`HostSet.allows`)."""
+        return self.host_set.allows(host, port)
 
 
 # ---------------------------------------------------------------------------- helpers

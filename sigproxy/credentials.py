@@ -447,6 +447,30 @@ class Providers:
             identity = self._identities[name] = _identity(conn, None)
         return identity
 
+    def ready(self, name: str, *, user: str | None = None) -> tuple[Credentials, Identity] | None:
+        """Connection ``name``'s credentials for end user ``user`` and its :meth:`identity`, when they can be had
+        now without waiting or starting a refresh: static keys, or cached ones before their advisory window (a
+        cache hit, :meth:`CredentialCache.fresh`). ``None``: await :meth:`get` and ask :meth:`identity`.
+
+        A request's one call on a hit, where ``get``, the provider's and the identity's look-ups were three
+        interpreted calls and a coroutine (issue 15). A worker's brokered credentials are always ``None``."""
+        provider = self._by_name.get(name)
+        if provider is None:
+            provider = self._provider_for(name)
+        conn = self._connections[name]
+        if isinstance(provider, _Static):
+            creds: Credentials | None = provider.creds
+        elif isinstance(provider, _Brokered):
+            return None
+        elif user is None or not conn.user_header:
+            creds = self.cache.fresh(self._key(name))
+        else:
+            creds = self.cache.fresh(self._entry_key(name, user)[0], per_user=True)
+        if creds is None:
+            return None
+        identity = None if conn.user_header else self._identities.get(name)
+        return creds, self.identity(name, user=user) if identity is None else identity
+
     async def get(self, name: str, *, user: str | None = None) -> tuple[Credentials, bool]:
         """The connection's current credentials (end user ``user``'s on a ``user_header`` connection, cached
         under the exact id) and whether the cache answered without waiting.

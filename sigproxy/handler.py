@@ -351,9 +351,15 @@ class Handler:
         user = parse_user(headers.getall("X-Sigproxy-User", []), conn.name) if conn.user_header else None
         if user is not None:
             info["user"] = user
-        creds, cache_hit = await self._providers.get(conn.name, user=user)
-        info["cred_cache"] = "hit" if cache_hit else "miss"
-        identity = self._providers.identity(conn.name, user=user)
+        providers = self._providers
+        ready = providers.ready(conn.name, user=user)  # a hit: one call, no coroutine
+        if ready is not None:
+            creds, identity = ready
+            info["cred_cache"] = "hit"
+        else:
+            creds, cache_hit = await providers.get(conn.name, user=user)
+            info["cred_cache"] = "hit" if cache_hit else "miss"
+            identity = providers.identity(conn.name, user=user)
         if identity.role_arn is not None:
             info["role_arn"], info["session_name"] = identity.role_arn, identity.session_name
             if identity.source_identity is not None:

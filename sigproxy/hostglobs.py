@@ -14,7 +14,7 @@ from typing import Final
 
 from .errors import ConfigError
 
-__all__ = ["compile_host_globs", "host_matches", "parse_host_glob", "split_host_entry"]
+__all__ = ["ANSWERS_KEPT", "HostSet", "compile_host_globs", "host_matches", "parse_host_glob", "split_host_entry"]
 
 _HOST_GLOB: Final = re.compile(r"^[A-Za-z0-9*?.\-\[\]]+(:[0-9*?]+)?$|^\[[0-9A-Fa-f:.*?]+\](:[0-9*?]+)?$")
 
@@ -45,6 +45,40 @@ def compile_host_globs(patterns: tuple[str, ...]) -> re.Pattern[str]:
         host, port = split_host_entry(raw)
         parts.append(f"(?:{_glob_re(host)}):(?:{_glob_re(port)})")
     return re.compile("|".join(parts) or "(?!)")
+
+
+ANSWERS_KEPT: Final = 1024
+"""How many ``host:port`` answers a :class:`HostSet` keeps before it starts over."""
+
+
+class HostSet:
+    """A connection's ``hosts`` compiled (:func:`compile_host_globs`), with the answers given so far kept.
+
+    Each proxied request asks whether its connection may sign for its target: a regex match cost 5.5k
+    instructions a request (issue 15), a kept answer a dict lookup. At most :data:`ANSWERS_KEPT` are kept (then
+    emptied), so hosts a client makes up can't grow it without bound. Compiled (:mod:`sigproxy.compiled`): the
+    routing code asks it directly, with no interpreted frame between."""
+
+    __slots__ = ("_answers", "pattern")
+
+    def __init__(self, patterns: tuple[str, ...]) -> None:
+        self.pattern: Final = compile_host_globs(patterns)
+        self._answers: Final[dict[tuple[str, int], bool]] = {}
+
+    def allows(self, host: str, port: int) -> bool:
+        """Whether ``host:port`` matches one of the globs (the host case-insensitively; IPv6 unbracketed)."""
+        key = (host, port)
+        allowed = self._answers.get(key)
+        if allowed is None:
+            if len(self._answers) >= ANSWERS_KEPT:
+                self._answers.clear()
+            allowed = self._answers[key] = self.pattern.fullmatch(f"{host.lower()}:{port}") is not None
+        return allowed
+
+    @property
+    def kept(self) -> int:
+        """How many answers are kept now."""
+        return len(self._answers)
 
 
 def host_matches(pattern: str, host: str, port: int) -> bool:

@@ -360,7 +360,7 @@ def redirect_target(config: Config, target: Target, listener: ReverseListener | 
 
 def check_host(conn: ConnectionConfig, target: Target) -> None:
     """Refuse targets outside the connection's ``hosts``."""
-    if not conn.allows(target.host, target.port):
+    if not conn.host_set.allows(target.host, target.port):  # not conn.allows: no interpreted frame between
         raise HostNotAllowed(
             f"connection {conn.name!r} may not sign for {target.host}:{target.port}; "
             "add it to the connection's hosts"

@@ -10,6 +10,9 @@ Must not: sign or forward.
 
 from __future__ import annotations
 
+import functools
+from typing import Final
+
 from sigproxy.config import ReverseListener
 from sigproxy.errors import BadRequest
 from sigproxy.handler import Exchange
@@ -18,10 +21,13 @@ from sigproxy.routing import Target, parse_absolute_target
 
 __all__ = ["reverse_exchange"]
 
+# Each listener's upstream parsed once (a reload may change them: a few listeners, a few reloads' worth kept).
+_upstream_target: Final = functools.lru_cache(maxsize=64)(parse_absolute_target)
+
 
 def reverse_exchange(request: ClientRequest, listener: ReverseListener) -> Exchange:
     raw = request.raw_path
-    base = parse_absolute_target(listener.upstream)
+    base = _upstream_target(listener.upstream)
     if raw.startswith("/"):
         path, _, query = raw.partition("?")
     else:

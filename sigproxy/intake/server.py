@@ -22,7 +22,7 @@ import contextlib
 import gc
 import logging
 import socket
-from collections.abc import Awaitable, Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, Protocol
@@ -30,7 +30,6 @@ from typing import TYPE_CHECKING, Any, Protocol
 from sigproxy.authlimit import AuthFailures
 from sigproxy.bodies import clean_spool
 from sigproxy.brokered import CredentialBroker
-from sigproxy.clientcert import peer_subject
 from sigproxy.config import Address, Config, Network, ProxyConfig
 from sigproxy.control import Control, open_store
 from sigproxy.credcache import CredentialCache
@@ -39,8 +38,7 @@ from sigproxy.credprobe import warn_missing_credentials
 from sigproxy.errors import ConfigError, ListenError
 from sigproxy.exposure import open_listener_warnings
 from sigproxy.forwarding import Upstream
-from sigproxy.handler import Exchange, Handler, RequestIds
-from sigproxy.http1 import ClientRequest, Response, StreamResponse
+from sigproxy.handler import Handler, RequestIds
 from sigproxy.listentls import ListenerTls
 from sigproxy.metrics import GroupMetrics, Metrics
 from sigproxy.sdnotify import Notifier
@@ -50,9 +48,10 @@ from sigproxy.tls import CertStore
 
 from .clientserver import ClientServer
 from .connect import ConnectIntake
+from .entry import ListenerEntry
 from .forward import forward_exchange
 from .gate import Door, Gate
-from .h1server import Entry, answered
+from .h1server import Entry
 from .reverse import reverse_exchange
 from .tlsdoor import TlsAcceptor, reload_all, tls_acceptor
 
@@ -243,28 +242,13 @@ async def _reload(runtime: Runtime, load: Callable[[], Config]) -> bool:
     return runtime.reload(new)
 
 
-def _entry(runtime: Runtime, reverse_index: int | None
-           ) -> Entry:
+def _entry(runtime: Runtime, reverse_index: int | None) -> Entry:
+    """The entry point of the forward listener (``reverse_index`` ``None``) or of ``[[reverse]]`` listener
+    ``reverse_index``."""
     config = runtime.config  # a listener's TLS settings change only with a restart
     tls = config.proxy.tls if reverse_index is None else config.reverse[reverse_index].tls
-    mtls = tls is not None and tls.client_ca_file is not None
-
-    def entry(request: ClientRequest) -> Awaitable[Response | StreamResponse]:
-        # Not a coroutine of its own: the handler's is awaited directly (one frame less on every resume).
-        handler = runtime.handler  # the handler current when the request arrived serves all of it
-        try:
-            exchange: Exchange = (
-                forward_exchange(request) if reverse_index is None
-                else reverse_exchange(request, handler.config.reverse[reverse_index])
-            )
-            if mtls:  # the client's certificate may select the connection (sigproxy.clientcert)
-                cert = peer_subject(request.protocol.transport if request.protocol is not None else None)
-                exchange = Exchange(exchange.target, exchange.listener, exchange.tunnel_authorization, cert)
-        except Exception as exc:  # a refusal, or a bug: answered with its access line all the same
-            return answered(handler.reject(request, exc))
-        return handler(request, exchange)
-
-    return entry
+    return ListenerEntry(runtime, reverse_index, mtls=tls is not None and tls.client_ca_file is not None,
+                         forward=forward_exchange, reverse=reverse_exchange)
 
 
 @contextlib.contextmanager

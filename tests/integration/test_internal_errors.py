@@ -147,9 +147,9 @@ async def boom_async(*_: object, **__: object) -> Any:
 # Where the bug is: in the handler (the credentials provider) or in intake, before the handler has an Exchange
 # (each listener's own target parser).
 BUGS = {
-    ("handler", "forward"): (Providers, "get", boom_async),
-    ("handler", "reverse"): (Providers, "get", boom_async),
-    ("handler", "tunnel"): (Providers, "get", boom_async),
+    ("handler", "forward"): (Providers, "ready", boom),
+    ("handler", "reverse"): (Providers, "ready", boom),
+    ("handler", "tunnel"): (Providers, "ready", boom),
     ("intake", "forward"): (server_module, "forward_exchange", boom),
     ("intake", "reverse"): (server_module, "reverse_exchange", boom),
     ("intake", "tunnel"): (connect_module, "parse_absolute_target", boom),

@@ -9,7 +9,6 @@ from typing import Any
 
 import pytest
 
-from sigproxy import connection
 from sigproxy.config import loads
 from sigproxy.configtable import Table
 from sigproxy.connection import (
@@ -21,7 +20,7 @@ from sigproxy.connection import (
 )
 from sigproxy.control import merge_patch
 from sigproxy.errors import ConfigError
-from sigproxy.hostglobs import compile_host_globs
+from sigproxy.hostglobs import ANSWERS_KEPT, compile_host_globs
 
 SECRETS = {
     ("token",): "proxy-password-123456",
@@ -194,8 +193,8 @@ def test_merge_patch_rfc7396(target: dict[str, Any], patch: dict[str, Any], resu
 
 
 def test_allows_keeps_its_answers_and_stays_bounded() -> None:
-    """ConnectionConfig.allows answers from what it kept as the glob match would, case-insensitively, and
-    keeps at most _ALLOWED_KEPT answers however many hosts a client makes up."""
+    """ConnectionConfig.allows answers from what its HostSet kept as the glob match would, case-insensitively,
+    and keeps at most ANSWERS_KEPT answers however many hosts a client makes up."""
     conn = loads('[connections.c]\nregion = "us-east-1"\nhosts = ["*.s3.amazonaws.com", "127.0.0.1:9000", '
                  '"[::1]:*"]\n[connections.c.credentials]\nsource = "chain"\n').connections["c"]
     pattern: re.Pattern[str] = compile_host_globs(conn.hosts)
@@ -205,7 +204,8 @@ def test_allows_keeps_its_answers_and_stays_bounded() -> None:
         for host, port in cases:
             assert conn.allows(host, port) is (pattern.fullmatch(f"{host.lower()}:{port}") is not None)
     assert conn.allows("B.S3.AMAZONAWS.COM", 443) and not conn.allows("evil.com", 443)
-    for n in range(3 * connection._ALLOWED_KEPT):
+    assert conn.host_set.kept == len(cases)
+    for n in range(3 * ANSWERS_KEPT):
         conn.allows(f"h{n}.example", 443)
-        assert len(conn._allowed) <= connection._ALLOWED_KEPT
+        assert conn.host_set.kept <= ANSWERS_KEPT
     assert conn.allows("b.s3.amazonaws.com", 443) and not conn.allows("evil.com", 443)
