@@ -38,8 +38,8 @@ from common import BENCH_CONNECTION  # bench/, this script's directory
 from sigproxy.authlimit import AuthFailures
 from sigproxy.config import loads
 from sigproxy.credentials import Providers
+from sigproxy.jsonlines import audit_path
 from sigproxy.metrics import Metrics
-from sigproxy.observability import audit_path
 from sigproxy.prepare import sign_request
 from sigproxy.routing import (
     Selection,

@@ -180,6 +180,7 @@ def _norm_name(host: str) -> str:
 
 # Decisions remembered per policy (a policy lives as long as its connection's settings).
 _DECISIONS: Final = 1024
+_UNDECIDED: Final = "\0undecided"  # refusal()'s "not in _decisions" (no message is this text)
 
 
 @dataclass(frozen=True, slots=True)
@@ -239,9 +240,8 @@ class EgressPolicy:
     def refusal(self, host: str, port: int, address: str | IPAddress) -> AddressNotAllowed | None:
         """``None`` when sigproxy may connect to ``address`` for the target ``host:port``, else the error."""
         key = (host, port, str(address))
-        if key in self._decisions:
-            message = self._decisions[key]
-        else:
+        message = self._decisions.get(key, _UNDECIDED)  # one look-up: the key's hash is most of its cost
+        if message is _UNDECIDED:
             message = self._decide(host, port, address)
             if len(self._decisions) >= _DECISIONS:
                 self._decisions.clear()

@@ -280,7 +280,7 @@ class Response:
         head_only = request is not None and request.method == "HEAD"
         bodiless = self.status in _BODYLESS_STATUS or head_only
         if self.status not in _BODYLESS_STATUS and (self.body or not head_only) \
-                and not has_header(self.headers, "content-length"):
+                and not has_header(self.headers, "content-length", "Content-Length"):
             extra.append(f"Content-Length: {len(self.body)}")
         extra.append(_connection(request, keep_alive))
         head = response_head(self.status, self.reason, self.headers, [line for line in extra if line])
@@ -315,7 +315,7 @@ class StreamResponse:
         self._request = request
         self.prepared = True
         bodiless = self.status in _BODYLESS_STATUS or request.method == "HEAD"
-        length = has_header(self.headers, "content-length")
+        length = has_header(self.headers, "content-length", "Content-Length")
         extra = []
         keep = protocol.may_keep_alive(request)
         if not bodiless and not length:

@@ -122,7 +122,7 @@ _DEFAULT_POLICY: Final = SigningPolicy()
 _S3: Final = SigningPolicy(s3=True, payload_header=True, chunked=True)
 _HASH_HEADER: Final = SigningPolicy(payload_header=True)
 
-SIGNING_POLICIES: Final[Mapping[str, SigningPolicy]] = MappingProxyType({
+_POLICIES: Final[dict[str, SigningPolicy]] = {
     # S3, including S3 Control (botocore's s3control model signs as "s3").
     "s3": _S3,
     # S3 on Outposts, S3 Object Lambda, S3 Express One Zone: botocore handlers.S3_SIGNING_NAMES.
@@ -138,13 +138,14 @@ SIGNING_POLICIES: Final[Mapping[str, SigningPolicy]] = MappingProxyType({
     # (x-aoss-response-hint X01:gw-helper-deny: aws-es-proxy issue #132, fixed by adding the header in
     # aws-es-proxy #133, opensearch-java #339, opensearch-js #366). Plain SigV4 otherwise.
     "aoss": _HASH_HEADER,
-})
+}
+SIGNING_POLICIES: Final[Mapping[str, SigningPolicy]] = MappingProxyType(_POLICIES)
 """Signing names that sign differently from plain SigV4. Every other service: :class:`SigningPolicy()`."""
 
 
 def policy_for(service: str) -> SigningPolicy:
     """How requests for the signing name ``service`` are signed (the one place that decides it)."""
-    return SIGNING_POLICIES.get(service, _DEFAULT_POLICY)
+    return _POLICIES.get(service, _DEFAULT_POLICY)  # the dict itself: a mappingproxy's get is a method call
 
 
 class CanonicalInput(Record):
@@ -316,7 +317,7 @@ def canonical_headers(headers: Iterable[tuple[str, str]]) -> tuple[str, str]:
     merged: dict[str, str] = {}
     for name, value in headers:
         key = name.strip().lower()
-        text = " ".join(value.split())
+        text = " ".join(value.split())  # trimmed, runs of whitespace as one space (SigV4's Trimall)
         if key in merged:
             merged[key] += "," + text
         else:

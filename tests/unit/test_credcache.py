@@ -387,3 +387,65 @@ async def test_a_cache_hit_hashes_no_configuration(clock: Clock, monkeypatch: py
     assert hashes == 0 and source.calls == 2
     assert cache.forget({"t0"}) == 2
     await cache.close()
+
+
+async def test_fresh_answers_only_what_get_would_hand_out_at_once(cache: CredentialCache, clock: Clock) -> None:
+    """fresh() is get()'s hit without its coroutine: the credentials while they are before their advisory
+    window (counted as hits), ``None`` before any fetch, from the advisory window on (get() then starts the
+    refresh) and for expired ones; it never fetches. Per-user entries are looked up in their own LRU."""
+    src = Source(clock)
+    assert cache.fresh("k") is None and cache.fresh("k", per_user=True) is None
+    creds, _ = await cache.get("k", src.fetch, "k")
+    hits = cache.stats.hits
+    assert cache.fresh("k") is creds and cache.stats.hits == hits + 1
+    assert cache.fresh("k", per_user=True) is None  # the connection's entry is not an end user's
+    clock.advance(HOUR - timedelta(minutes=16))  # 16 min left: before the 15 min advisory window
+    assert cache.fresh("k") is creds
+    clock.advance(timedelta(minutes=2))  # 14 min left: advisory
+    assert cache.fresh("k") is None and src.calls == 1
+    assert (await cache.get("k", src.fetch, "k"))[1]  # a hit, and get() starts the refresh
+    await settle()
+    assert src.calls == 2
+    assert cache.fresh("k") is not creds and cache.fresh("k") is not None  # the refreshed ones
+    clock.advance(2 * HOUR)
+    assert cache.fresh("k") is None  # expired
+    user = await cache.get(("k", "alice"), src.fetch, "k alice", per_user=True)
+    assert cache.fresh(("k", "alice"), per_user=True) is user[0] and cache.fresh(("k", "alice")) is None
+
+
+async def test_ready_is_a_hit_in_one_call(clock: Clock) -> None:
+    """Providers.ready: static keys and their identity at once; an expiring connection's (its own or an end
+    user's) only once fetched and before the advisory window, with the identity get() + identity() give;
+    otherwise None, and the request awaits get()."""
+    config = loads('[connections.keys]\nhosts = ["*.amazonaws.com"]\n[connections.keys.credentials]\n'
+                   'source = "static"\naccess_key_id = "AKIDSTATIC"\nsecret_access_key = "s"\n'
+                   '[connections.t0]\nhosts = ["*.amazonaws.com"]\nuser_header = true\n'
+                   '[connections.t0.credentials]\nsource = "assume_role"\n'
+                   'role_arn = "arn:aws:iam::111122223333:role/t0"\n'
+                   '[connections.t1]\nhosts = ["*.amazonaws.com"]\n[connections.t1.credentials]\n'
+                   'source = "assume_role"\nrole_arn = "arn:aws:iam::111122223333:role/t1"\n', env={})
+    cache = CredentialCache(clock=clock)
+    providers = Providers(config.connections, cache=cache)
+    source = Source(clock)
+
+    class Scripted:  # the scripted source in place of STS, with a provider's fetch(user)
+        async def fetch(self, user: str | None = None) -> Credentials:
+            return await source.fetch()
+
+    providers._by_name["t0"] = providers._by_name["t1"] = Scripted()
+    ready = providers.ready("keys")
+    assert ready is not None and ready[0].access_key_id == "AKIDSTATIC"
+    assert ready[1] is providers.identity("keys")
+    assert providers.ready("t1") is None and providers.ready("t0", user="alice") is None and source.calls == 0
+    t1, _ = await providers.get("t1")
+    alice, _ = await providers.get("t0", user="alice")
+    assert providers.ready("t1") == (t1, providers.identity("t1"))
+    ready = providers.ready("t0", user="alice")
+    assert ready is not None and ready[0] is alice
+    assert ready[1] == providers.identity("t0", user="alice") and ready[1].session_name is not None
+    assert "alice" in ready[1].session_name
+    assert providers.ready("t0", user="bob") is None  # not fetched for bob yet
+    clock.advance(HOUR - timedelta(minutes=10))  # advisory: get() must see it, to start the refresh
+    assert providers.ready("t1") is None and providers.ready("t0", user="alice") is None
+    assert source.calls == 2
+    await cache.close()

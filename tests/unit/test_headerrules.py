@@ -34,9 +34,10 @@ def test_hop_by_hop_and_connection_named_headers_are_not_forwarded(hop: list[tup
 
 @pytest.mark.parametrize(("headers", "found"), [
     ([("Content-Length", "1")], True), ([("content-LENGTH", "1")], True), ([("X-Content-Length", "1")], False),
-    ([], False), ([("Server", "s"), ("CONTENT-LENGTH", "0")], True)])
+    ([], False), ([("Server", "s"), ("CONTENT-LENGTH", "0")], True), ([("content-length", "2")], True),
+    ([("Server", "s"), ("Content-Type", "t")], False)])
 def test_has_header_ignores_case(headers: list[tuple[str, str]], found: bool) -> None:
-    assert has_header(headers, "content-length") is found
+    assert has_header(headers, "content-length", "Content-Length") is found
 
 
 @pytest.mark.parametrize(("values", "named"), [

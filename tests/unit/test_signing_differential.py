@@ -42,6 +42,7 @@ from sigproxy.signing import (
     Signer,
     SigningPolicy,
     amz_date,
+    canonical_headers,
     canonical_path,
     encode_query,
     hash_text,
@@ -370,6 +371,20 @@ def test_s3_presign_matches_botocore(g: Generated, expires: int) -> None:
 
 raw_text = st.text(max_size=30)
 key_text = st.text(st.characters(exclude_categories=("Cs",)), max_size=20)
+
+
+# Values a header may carry: any text, whitespace of every kind (tabs, NBSP, U+3000, vertical tab, U+0085) likely.
+header_value = st.text(st.one_of(st.characters(exclude_categories=("Cs",)),
+                                 st.sampled_from(" \t\x0b\x0c\x1c\x85\xa0\u2003\u3000")), max_size=24)
+
+
+@PROP_SETTINGS
+@given(value=header_value)
+def test_canonical_header_values_are_trimmed_as_sigv4_says(value: str) -> None:
+    """A value as the canonical request has it: trimmed, each run of whitespace one space (SigV4's Trimall,
+    what botocore's _header_value does: ``" ".join(value.split())``), whatever whitespace it holds."""
+    block, signed = canonical_headers([("X-Amz-Meta-A", value), ("Host", "h")])
+    assert block == f"host:h\nx-amz-meta-a:{' '.join(value.split())}\n" and signed == "host;x-amz-meta-a"
 
 
 @PROP_SETTINGS
