@@ -328,6 +328,7 @@ class Providers:
         self._identities: dict[str, Identity] = {}  # each connection's identity, when it is not per end user
         # Per end user: (connection, id) -> identity, as many as the cache keeps end users' credentials.
         self._user_identities: LRUCache[tuple[str, str | None], Identity] = LRUCache(self.cache.capacity[1])
+        self._user_keys: LRUCache[tuple[str, str], CacheKey] = LRUCache(self.cache.capacity[1])  # (_entry_key)
 
     def successor(self, connections: Mapping[str, ConnectionConfig], *,
                   cached_users: int | None = None) -> Providers:
@@ -350,6 +351,7 @@ class Providers:
         new._keys = {}
         new._identities = {}
         new._user_identities = LRUCache(new.cache.capacity[1])
+        new._user_keys = LRUCache(new.cache.capacity[1])
         return new
 
     def _provider_for(self, name: str) -> CredentialProvider:
@@ -417,10 +419,14 @@ class Providers:
 
     def _entry_key(self, name: str, user: str | None) -> tuple[CacheKey, bool]:
         """(cache key, per user) of ``name``'s credentials: end user ``user``'s own on a ``user_header``
-        connection (the connection's name, its key, the id), else the connection's."""
+        connection (the connection's name, its key, the id), else the connection's. An end user's key is kept
+        while the cache keeps that many end users (made per request, it was half a per-user hit's cost)."""
         if user is None or not self._connections[name].user_header:
             return self._key(name), False
-        return CacheKey((name, self._key(name), user)), True
+        key = self._user_keys.get((name, user))
+        if key is None:
+            key = self._user_keys[(name, user)] = CacheKey((name, self._key(name), user))
+        return key, True
 
     def state(self, name: str) -> EntryState:
         """Whether connection ``name`` can sign now, from what the cache holds (no fetch): ``"up"``, ``"down"``
