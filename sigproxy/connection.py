@@ -89,7 +89,6 @@ class CredentialsConfig:
     password: Secret | None = None
 
 
-
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ConnectionConfig:
     """``[connections.NAME]``: one set of credentials and where they may be used."""

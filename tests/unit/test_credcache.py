@@ -50,6 +50,20 @@ class Source:
         return Credentials(f"AKID{self.calls}", "secret", "token", self.clock() + self.lifetime)
 
 
+class AsProvider:
+    """A scripted :class:`Source` in place of STS behind :class:`Providers` (a provider's ``fetch(user)``)."""
+
+    def __init__(self, source: Source) -> None:
+        self.source = source
+
+    async def fetch(self, user: str | None = None) -> Credentials:
+        return await self.source.fetch()
+
+
+TENANT = ('[connections.t0]\nhosts = ["*.amazonaws.com"]\nuser_header = true\n'
+          '[connections.t0.credentials]\nsource = "assume_role"\nrole_arn = "arn:aws:iam::111122223333:role/t0"\n')
+
+
 @pytest.fixture
 def clock() -> Clock:
     return Clock()
@@ -359,18 +373,10 @@ async def test_a_cache_hit_hashes_no_configuration(clock: Clock, monkeypatch: py
     """A hit on an assume_role connection's credentials, its own or an end user's, hashes none of its
     frozen configuration (each hash walks every field; three of them made most of an 11.6 us hit before,
     issue 15); forget() still finds both kinds of entry by the connection's name."""
-    config = loads('[connections.t0]\nhosts = ["*.amazonaws.com"]\nuser_header = true\n'
-                   '[connections.t0.credentials]\nsource = "assume_role"\n'
-                   'role_arn = "arn:aws:iam::111122223333:role/t0"\n', env={})
     cache = CredentialCache(clock=clock)
-    providers = Providers(config.connections, cache=cache)
+    providers = Providers(loads(TENANT, env={}).connections, cache=cache)
     source = Source(clock)
-
-    class PerUser:  # the scripted source in place of STS, with a provider's fetch(user)
-        async def fetch(self, user: str | None = None) -> Credentials:
-            return await source.fetch()
-
-    providers._by_name["t0"] = PerUser()
+    providers._by_name["t0"] = AsProvider(source)
     await providers.get("t0")
     await providers.get("t0", user="alice")
     hashes = 0
@@ -418,21 +424,13 @@ async def test_ready_is_a_hit_in_one_call(clock: Clock) -> None:
     user's) only once fetched and before the advisory window, with the identity get() + identity() give;
     otherwise None, and the request awaits get()."""
     config = loads('[connections.keys]\nhosts = ["*.amazonaws.com"]\n[connections.keys.credentials]\n'
-                   'source = "static"\naccess_key_id = "AKIDSTATIC"\nsecret_access_key = "s"\n'
-                   '[connections.t0]\nhosts = ["*.amazonaws.com"]\nuser_header = true\n'
-                   '[connections.t0.credentials]\nsource = "assume_role"\n'
-                   'role_arn = "arn:aws:iam::111122223333:role/t0"\n'
+                   'source = "static"\naccess_key_id = "AKIDSTATIC"\nsecret_access_key = "s"\n' + TENANT +
                    '[connections.t1]\nhosts = ["*.amazonaws.com"]\n[connections.t1.credentials]\n'
                    'source = "assume_role"\nrole_arn = "arn:aws:iam::111122223333:role/t1"\n', env={})
     cache = CredentialCache(clock=clock)
     providers = Providers(config.connections, cache=cache)
     source = Source(clock)
-
-    class Scripted:  # the scripted source in place of STS, with a provider's fetch(user)
-        async def fetch(self, user: str | None = None) -> Credentials:
-            return await source.fetch()
-
-    providers._by_name["t0"] = providers._by_name["t1"] = Scripted()
+    providers._by_name["t0"] = providers._by_name["t1"] = AsProvider(source)
     ready = providers.ready("keys")
     assert ready is not None and ready[0].access_key_id == "AKIDSTATIC"
     assert ready[1] is providers.identity("keys")
