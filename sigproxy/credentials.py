@@ -460,21 +460,21 @@ class Providers:
 
         A request's one call on a hit, where ``get``, the provider's and the identity's look-ups were three
         interpreted calls and a coroutine (issue 15). A worker's brokered credentials are always ``None``."""
+        # The provider's and the identity's kept values read here, not through _provider_for and identity():
+        # an interpreted call each saved on every request.
         provider = self._by_name.get(name)
         if provider is None:
             provider = self._provider_for(name)
-        conn = self._connections[name]
         if isinstance(provider, _Static):
             creds: Credentials | None = provider.creds
         elif isinstance(provider, _Brokered):
             return None
-        elif user is None or not conn.user_header:
-            creds = self.cache.fresh(self._key(name))
         else:
-            creds = self.cache.fresh(self._entry_key(name, user)[0], per_user=True)
+            key, per_user = self._entry_key(name, user)
+            creds = self.cache.fresh(key, per_user=per_user)
         if creds is None:
             return None
-        identity = None if conn.user_header else self._identities.get(name)
+        identity = None if self._connections[name].user_header else self._identities.get(name)
         return creds, self.identity(name, user=user) if identity is None else identity
 
     async def get(self, name: str, *, user: str | None = None) -> tuple[Credentials, bool]:
