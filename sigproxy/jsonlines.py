@@ -31,6 +31,8 @@ __all__ = ["JsonLines", "RequestIds", "access_message", "audit_path"]
 _std_dumps: Final = json.JSONEncoder(default=str, separators=(",", ":")).encode
 # Both to default=str, as json does.
 _ORJSON_OPTIONS: Final = orjson.OPT_PASSTHROUGH_DATETIME | orjson.OPT_PASSTHROUGH_DATACLASS
+# orjson's encoder, looked up once: compiled, ``orjson.dumps`` is a module attribute look-up at every call.
+_dumps: Final = orjson.dumps
 # A line's milliseconds and UTC offset after its second, by millisecond, with the quote and comma after them.
 _MILLIS: Final = [f".{ms:03d}+00:00\",".encode() for ms in range(1000)]
 # Access-line messages kept encoded, at most (a few hundred bytes each).
@@ -86,7 +88,7 @@ class JsonLines:
         if exc is not None:
             entry["exc"] = exc
         try:
-            line: str = orjson.dumps(entry, default=str, option=_ORJSON_OPTIONS).decode()
+            line: str = _dumps(entry, default=str, option=_ORJSON_OPTIONS).decode()
         except (TypeError, orjson.JSONEncodeError):  # e.g. an int past 64 bits
             return str(_std_dumps(entry))
         return line if line.isascii() else str(_std_dumps(entry))
@@ -107,7 +109,7 @@ class JsonLines:
         if cached[0] != second:
             cached = self._stamp(second)
         try:
-            fields: bytes = orjson.dumps(access, default=str, option=_ORJSON_OPTIONS)
+            fields: bytes = _dumps(access, default=str, option=_ORJSON_OPTIONS)
         except (TypeError, orjson.JSONEncodeError):
             return self._whole(created, name, access)
         head = self._heads.get(name)
@@ -119,7 +121,7 @@ class JsonLines:
         try:
             text = self._messages.get(key)
         except TypeError:  # a part that can't be a key: encoded for this line alone
-            text = orjson.dumps(access_message(access))
+            text = _dumps(access_message(access))
         if text is None:
             text = self._message(key)
         line = b"".join((cached[2], _MILLIS[int((created - second) * 1000)], head, text, tail, fields[1:]))
@@ -132,7 +134,7 @@ class JsonLines:
         """The message of ``key`` (method, host, status) as JSON, kept."""
         if len(self._messages) >= _MESSAGES_KEPT:
             self._messages = {}
-        text: bytes = orjson.dumps("{} {} {}".format(*key))
+        text: bytes = _dumps("{} {} {}".format(*key))
         self._messages[key] = text
         return text
 

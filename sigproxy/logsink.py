@@ -49,7 +49,10 @@ lock is let go. Why this way:
 
 One process (``workers = 1``) takes no lock, as before: whole lines in writes of at most ``PIPE_BUF`` bytes (one
 write() when the batch fits, as in most loop iterations), so another program sharing the pipe can't come
-between them either; a partial write is finished the same way. Lines are written once: only what a write did
+between them either; a partial write is finished the same way. A regular file (``2>>sigproxy.log``) gets each
+batch in one write() whatever its size, since its writes are whole already (above): a busy loop iteration's
+lines pass ``PIPE_BUF`` (17 access lines of about 400 bytes), and splitting them cost a loop over the lines and
+more system calls (issue 15: the access log's budget). Lines are written once: only what a write did
 not take is written again.
 """
 
@@ -113,7 +116,7 @@ class LineSink:
     """Writes batches of log lines to ``stream`` (module docstring); ``shared``: its file is written by other
     processes of the group too, so each batch is written under a lock unless it is a regular file."""
 
-    __slots__ = ("_fd", "_locked", "_recode", "lock_error", "stream")
+    __slots__ = ("_fd", "_locked", "_recode", "_regular", "lock_error", "stream")
 
     def __init__(self, stream: TextIO, *, shared: bool = False) -> None:
         self.stream = stream
@@ -121,14 +124,17 @@ class LineSink:
         """Why the batches of a shared stream go unlocked (the stream can't be locked), or None."""
         self._fd, self._recode = _target(stream)
         self._locked = False
-        if shared and self._fd is not None:
+        self._regular = False  # a regular file: each batch in one write(), any size (module docstring)
+        if self._fd is not None:
             try:
-                if not stat.S_ISREG(os.fstat(self._fd).st_mode):
+                self._regular = stat.S_ISREG(os.fstat(self._fd).st_mode)
+                if shared and not self._regular:
                     fcntl.lockf(self._fd, fcntl.LOCK_EX)  # can it be locked? (waits while another writes)
                     fcntl.lockf(self._fd, fcntl.LOCK_UN)
                     self._locked = True
             except OSError as exc:
-                self.lock_error = exc
+                if shared:
+                    self.lock_error = exc
 
     def write(self, lines: list[bytes]) -> None:
         """Write ``lines`` (UTF-8, no newline), each followed by a newline; out of the process when it returns.
@@ -146,7 +152,7 @@ class LineSink:
         data = b"\n".join(lines)
         if self._locked:
             self._write_locked(fd, data, lines)
-        elif len(data) <= _PIPE_BUF:  # one process, most loop iterations: one write, no loop, no further call
+        elif len(data) <= _PIPE_BUF or self._regular:  # one write, no loop, no further call
             self.stream.flush()
             write_all(fd, data)
         else:

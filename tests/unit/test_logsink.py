@@ -11,6 +11,7 @@ import json
 import logging
 import os
 import pty
+import select
 import socket
 import subprocess
 import sys
@@ -205,3 +206,31 @@ def test_a_stream_that_cannot_be_locked_is_still_written_and_said_once(pipe: tup
     lines = [json.loads(line) for line in os.read(read_fd, 65536).splitlines()]
     assert [e["level"] for e in lines] == ["warning", "info"]
     assert "stderr can't be locked" in lines[0]["msg"] and lines[1]["msg"] == "after"
+
+
+@pytest.mark.parametrize("regular", [True, False], ids=["regular-file", "pipe"])
+def test_one_process_writes_a_batch_to_a_file_at_once_and_to_a_pipe_by_pipe_buf(
+        tmp_path: Path, pipe: tuple[int, int], monkeypatch: pytest.MonkeyPatch, regular: bool) -> None:
+    """One process, a batch past PIPE_BUF: a regular file takes it in one write() (its writes are whole at any
+    size); a pipe in writes of whole lines of at most PIPE_BUF bytes each (atomic there). Every line once."""
+    writes: list[bytes] = []
+    write_all = logsink.write_all
+
+    def recording(fd: int, data: bytes) -> None:
+        writes.append(data)
+        write_all(fd, data)
+
+    monkeypatch.setattr(logsink, "write_all", recording)
+    lines = [b'{"n":%d,"pad":"%s"}' % (i, b"x" * 400) for i in range(40)]  # 40 lines, about 17 KB
+    read_fd, write_fd = pipe
+    reader = SlowReader(read_fd) if not regular else None
+    path = tmp_path / "log"
+    with (open(path, "a", encoding="utf-8") if regular else open(write_fd, "w", encoding="utf-8")) as stream:
+        logsink.LineSink(stream).write(list(lines))
+    if regular:
+        assert len(writes) == 1
+        assert path.read_bytes() == b"\n".join(lines) + b"\n"
+    else:
+        assert reader is not None
+        assert len(writes) > 1 and all(len(w) <= select.PIPE_BUF and w.endswith(b"\n") for w in writes)
+        assert reader.lines()[:-1] == lines
