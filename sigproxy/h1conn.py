@@ -35,7 +35,7 @@ import httptools
 from .errors import SigproxyError, UpstreamClosed, UpstreamError, UpstreamTimeout
 from .h1response import UpstreamResponse
 from .h1wire import MAX_RESPONSE_LINE, ResponseBudget, line_too_long, response_framing
-from .headerrules import connection_options
+from .headerrules import connection_options, field_name
 from .transports import close
 
 __all__ = ["H1Connection", "Interim", "UpstreamResponse"]
@@ -200,7 +200,7 @@ class H1Connection(asyncio.Protocol):
         if self._framing:
             self._budget.lines += size + 4  # a trailer section's whole lines
             return
-        pair = (name.decode("utf-8", "surrogateescape"), value.decode("utf-8", "surrogateescape"))
+        pair = (field_name(name), value.decode("utf-8", "surrogateescape"))
         self._headers.append(pair)
         if len(name) == 10 and name.lower() == b"connection":  # the length first: most names are cut short
             self._connection.append(pair[1])

@@ -12,6 +12,8 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Sequence
 from typing import Final
 
+from .headerrules import lower_name
+
 __all__ = ["MAX_RESPONSE_HEAD", "MAX_RESPONSE_LINE", "ResponseBudget", "head_bytes", "line_too_long", "request_head",
            "response_framing"]
 
@@ -35,7 +37,7 @@ def request_head(method: str, target: str, authority: str, headers: Sequence[tup
     has_host = has_length = chunked = False
     lines = [f"{method} {target or '/'} HTTP/1.1"]
     for name, value in headers:
-        low = name.lower()
+        low = lower_name(name)
         if low == "host":
             has_host = True
         elif low == "content-length":
@@ -84,7 +86,7 @@ def response_framing(headers: list[tuple[str, str]], bodiless: bool) -> tuple[st
     length: int | None = None
     coding: str | None = None  # the Transfer-Encoding lines, as one list (RFC 9110 5.3)
     for name, value in headers:
-        low = name.lower()
+        low = lower_name(name)
         if low == "transfer-encoding":
             coding = value if coding is None else f"{coding}, {value}"
         elif low == "content-length" and length is None:

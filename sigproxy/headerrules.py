@@ -1,7 +1,8 @@
 """Pure: which of a client's headers go upstream and which of those are signed; which of a response's go back.
 
 Owns: the hop-by-hop set and the ``Connection`` header's options (RFC 9110 7.6.1), what sigproxy removes and sets
-again itself, :func:`upstream_headers`, :func:`end_to_end` and :func:`is_signed_header`. Must not: do I/O, route,
+again itself, :func:`upstream_headers`, :func:`end_to_end` and :func:`is_signed_header`; a field name's text
+(:func:`field_name`) and lower case (:func:`lower_name`), kept for the names seen last. Must not: do I/O, route,
 sign.
 """
 
@@ -11,8 +12,8 @@ import operator
 from collections.abc import Iterable, Sequence
 from typing import Final
 
-__all__ = ["HOP_BY_HOP", "connection_options", "end_to_end", "has_header", "is_signed_header", "upstream_headers",
-           "upstream_headers_lower"]
+__all__ = ["HOP_BY_HOP", "NAMES_KEPT", "connection_options", "end_to_end", "field_name", "has_header",
+           "is_signed_header", "lower_name", "upstream_headers", "upstream_headers_lower"]
 
 HOP_BY_HOP: Final = frozenset(
     {
@@ -29,6 +30,36 @@ _SIGNED_EXTRA: Final = frozenset({"host", "content-type", "content-md5"})
 
 
 _NAME: Final = operator.itemgetter(0)
+
+NAMES_KEPT: Final = 256
+"""Field names kept decoded (:func:`field_name`) and lower-cased (:func:`lower_name`), each, at most; then those
+kept are dropped and kept again as they come (a peer chooses the names: bounded memory whatever it sends)."""
+# A field name as received -> its text; a name's text -> its lower case. The same few names come in every
+# message: a kept one is a dict look-up, against a decode (about 450 instructions) or a lower-cased copy whose
+# hash is computed again at each set look-up (issue 15: 3 % of a small GET).
+_texts: Final[dict[bytes, str]] = {}
+_lowers: Final[dict[str, str]] = {}
+
+
+def field_name(raw: bytes) -> str:
+    """A field name as received (``raw``, llhttp's: a token, RFC 9110 5.6.2, so ASCII) as text, decoded as
+    header text is (UTF-8, surrogateescape), the same ``str`` for the same name while it is kept."""
+    text = _texts.get(raw)
+    if text is None:
+        if len(_texts) >= NAMES_KEPT:
+            _texts.clear()
+        text = _texts[raw] = raw.decode("utf-8", "surrogateescape")
+    return text
+
+
+def lower_name(name: str) -> str:
+    """``name`` in lower case (field names are case-insensitive, RFC 9110 5.1), kept while ``name`` is."""
+    low = _lowers.get(name)
+    if low is None:
+        if len(_lowers) >= NAMES_KEPT:
+            _lowers.clear()
+        low = _lowers[name] = name.lower()
+    return low
 
 
 def has_header(headers: Sequence[tuple[str, str]], low: str, usual: str) -> bool:
@@ -63,8 +94,8 @@ def connection_options(values: list[str]) -> frozenset[str]:
 def end_to_end(headers: Iterable[tuple[str, str]], named: frozenset[str] = _NO_OPTIONS) -> list[tuple[str, str]]:
     """What a proxy forwards of a response's headers: without the hop-by-hop ones and those the ``Connection``
     header names, ``named`` (:func:`connection_options`; RFC 9110 7.6.1: a proxy MUST remove both)."""
-    kept = [(name, value) for name, value in headers if name.lower() not in HOP_BY_HOP]
-    return [(name, value) for name, value in kept if name.lower() not in named] if named else kept
+    kept = [(name, value) for name, value in headers if lower_name(name) not in HOP_BY_HOP]
+    return [(name, value) for name, value in kept if lower_name(name) not in named] if named else kept
 
 
 def upstream_headers(headers: Iterable[tuple[str, str]]) -> list[tuple[str, str]]:
@@ -80,7 +111,7 @@ def upstream_headers_lower(
     names of every header given, those removed too (each name is lower-cased once)."""
     # (list, tuple), not list | tuple: compiled, a union is a new object at every call
     pairs = headers if isinstance(headers, (list, tuple)) else list(headers)
-    lows = [name.lower() for name, _ in pairs]
+    lows = [lower_name(name) for name, _ in pairs]
     named = _NO_OPTIONS
     if "connection" in lows:
         named = connection_options([value for (_, value), low in zip(pairs, lows, strict=True)
@@ -94,5 +125,5 @@ def upstream_headers_lower(
 
 
 def is_signed_header(name: str) -> bool:
-    low = name.lower()
+    low = lower_name(name)
     return low in _SIGNED_EXTRA or low.startswith("x-amz-")

@@ -64,8 +64,11 @@ def response_head(status: int, reason: str | None, headers: Iterable[tuple[str, 
     """The status line and header section (RFC 9112 4, 5): ``headers`` in order, then the ``extra`` lines.
 
     Raises :class:`ValueError` when a name or value holds CR or LF (they would split the header section)."""
-    return head_bytes([f"HTTP/1.1 {status} {_reason(status, reason)}", *map(": ".join, headers), *extra], "response",
-                      "surrogateescape")
+    lines = [f"HTTP/1.1 {status} {_reason(status, reason)}"]
+    for name, value in headers:  # compiled: one string built per field (a list unpacked from map() cost twice)
+        lines.append(f"{name}: {value}")
+    lines.extend(extra)
+    return head_bytes(lines, "response", "surrogateescape")
 
 
 def check_transfer_coding(lines: list[str]) -> None:

@@ -31,6 +31,7 @@ from types import MappingProxyType
 from typing import Final
 from urllib.parse import quote, quote_from_bytes, unquote, unquote_to_bytes
 
+from .headerrules import lower_name
 from .records import Record
 
 __all__ = [
@@ -316,7 +317,7 @@ def canonical_headers(headers: Iterable[tuple[str, str]]) -> tuple[str, str]:
     """``(canonical headers block, signed headers list)``."""
     merged: dict[str, str] = {}
     for name, value in headers:
-        key = name.strip().lower()
+        key = lower_name(name.strip())
         text = " ".join(value.split())  # trimmed, runs of whitespace as one space (SigV4's Trimall)
         if key in merged:
             merged[key] += "," + text

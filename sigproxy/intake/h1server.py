@@ -46,6 +46,7 @@ from multidict import CIMultiDict
 from sigproxy.config import ProxyConfig
 from sigproxy.errors import BadRequest, SigproxyError
 from sigproxy.handler import error_response
+from sigproxy.headerrules import field_name
 from sigproxy.http1 import (
     ClientRequest,
     RequestBody,
@@ -362,7 +363,7 @@ class ClientProtocol(ClientRest):
         if len(self._headers) >= proxy.max_headers:
             raise self._stop(_HeadRefused(f"the request has too many header lines (max_headers = "
                                           f"{proxy.max_headers})"))
-        self._headers.append((name.decode("utf-8", "surrogateescape"), value.decode("utf-8", "surrogateescape")))
+        self._headers.append((field_name(name), value.decode("utf-8", "surrogateescape")))
 
     def on_headers_complete(self) -> None:
         parser = self._parser
