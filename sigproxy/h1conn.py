@@ -34,8 +34,8 @@ import httptools
 
 from .errors import SigproxyError, UpstreamClosed, UpstreamError, UpstreamTimeout
 from .h1response import UpstreamResponse
-from .h1wire import MAX_RESPONSE_LINE, ResponseBudget, line_too_long, response_framing
-from .headerrules import connection_options, field_name
+from .h1wire import MAX_RESPONSE_LINE, ResponseBudget, line_too_long, response_framing, wire_text
+from .headerrules import connection_options
 from .transports import close
 
 __all__ = ["H1Connection", "Interim", "UpstreamResponse"]
@@ -200,7 +200,7 @@ class H1Connection(asyncio.Protocol):
         if self._framing:
             self._budget.lines += size + 4  # a trailer section's whole lines
             return
-        pair = (field_name(name), value.decode("utf-8", "surrogateescape"))
+        pair = (wire_text(name), wire_text(value))
         self._headers.append(pair)
         if len(name) == 10 and name.lower() == b"connection":  # the length first: most names are cut short
             self._connection.append(pair[1])
@@ -218,7 +218,7 @@ class H1Connection(asyncio.Protocol):
             self._framing = "upgraded"
             self._cancel_timer()
             if self._head is not None and not self._head.done():
-                reason = self._reason.decode("utf-8", "surrogateescape")
+                reason = wire_text(self._reason)
                 self._head.set_result(UpstreamResponse(self, status, reason, self._headers, None,
                                                        connection_options=connection_options(self._connection)))
             return
@@ -226,7 +226,7 @@ class H1Connection(asyncio.Protocol):
             self._interim = True  # 100 Continue, 103 Early Hints: the final response follows
             self._budget.interim(self._reason, self._headers)
             if self._on_interim is not None:
-                self._on_interim(status, self._reason.decode("utf-8", "surrogateescape"), self._headers,
+                self._on_interim(status, wire_text(self._reason), self._headers,
                                  connection_options(self._connection))
             return
         self._budget.fed += 1  # the final head is in: like a body byte, it starts the count again
@@ -236,7 +236,7 @@ class H1Connection(asyncio.Protocol):
             self._fail(UpstreamError(f"upstream {self.label} {exc}"))
             return
         self._framing = framing
-        response = UpstreamResponse(self, status, self._reason.decode("utf-8", "surrogateescape"), self._headers,
+        response = UpstreamResponse(self, status, wire_text(self._reason), self._headers,
                                     length, connection_options=connection_options(self._connection))
         if self._head is not None and not self._head.done():
             self._head.set_result(response)

@@ -1,9 +1,8 @@
 """Pure: which of a client's headers go upstream and which of those are signed; which of a response's go back.
 
 Owns: the hop-by-hop set and the ``Connection`` header's options (RFC 9110 7.6.1), what sigproxy removes and sets
-again itself, :func:`upstream_headers`, :func:`end_to_end` and :func:`is_signed_header`; a field name's text
-(:func:`field_name`) and lower case (:func:`lower_name`), kept for the names seen last. Must not: do I/O, route,
-sign.
+again itself, :func:`upstream_headers`, :func:`end_to_end` and :func:`is_signed_header`; a field name's lower
+case (:func:`lower_name`), kept for the names seen last. Must not: do I/O, route, sign.
 """
 
 from __future__ import annotations
@@ -12,8 +11,8 @@ import operator
 from collections.abc import Iterable, Sequence
 from typing import Final
 
-__all__ = ["HOP_BY_HOP", "NAMES_KEPT", "connection_options", "end_to_end", "field_name", "has_header",
-           "is_signed_header", "lower_name", "upstream_headers", "upstream_headers_lower"]
+__all__ = ["HOP_BY_HOP", "NAMES_KEPT", "connection_options", "end_to_end", "has_header", "is_signed_header",
+           "lower_name", "upstream_headers", "upstream_headers_lower"]
 
 HOP_BY_HOP: Final = frozenset(
     {
@@ -32,24 +31,12 @@ _SIGNED_EXTRA: Final = frozenset({"host", "content-type", "content-md5"})
 _NAME: Final = operator.itemgetter(0)
 
 NAMES_KEPT: Final = 256
-"""Field names kept decoded (:func:`field_name`) and lower-cased (:func:`lower_name`), each, at most; then those
-kept are dropped and kept again as they come (a peer chooses the names: bounded memory whatever it sends)."""
-# A field name as received -> its text; a name's text -> its lower case. The same few names come in every
-# message: a kept one is a dict look-up, against a decode (about 450 instructions) or a lower-cased copy whose
-# hash is computed again at each set look-up (issue 15: 3 % of a small GET).
-_texts: Final[dict[bytes, str]] = {}
+"""Field names kept lower-cased (:func:`lower_name`), at most; then those kept are dropped and kept again as
+they come (a peer chooses the names: bounded memory whatever it sends)."""
+# A name's text -> its lower case. The same few names come in every message: a kept one is a dict look-up (the
+# name's hash computed once, kept by the str), against a lower-cased copy whose hash is computed again at each set
+# look-up (issue 15: 3 % of a small GET with the response head's other costs).
 _lowers: Final[dict[str, str]] = {}
-
-
-def field_name(raw: bytes) -> str:
-    """A field name as received (``raw``, llhttp's: a token, RFC 9110 5.6.2, so ASCII) as text, decoded as
-    header text is (UTF-8, surrogateescape), the same ``str`` for the same name while it is kept."""
-    text = _texts.get(raw)
-    if text is None:
-        if len(_texts) >= NAMES_KEPT:
-            _texts.clear()
-        text = _texts[raw] = raw.decode("utf-8", "surrogateescape")
-    return text
 
 
 def lower_name(name: str) -> str:

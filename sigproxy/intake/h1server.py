@@ -45,8 +45,8 @@ from multidict import CIMultiDict
 
 from sigproxy.config import ProxyConfig
 from sigproxy.errors import BadRequest, SigproxyError
+from sigproxy.h1wire import wire_text
 from sigproxy.handler import error_response
-from sigproxy.headerrules import field_name
 from sigproxy.http1 import (
     ClientRequest,
     RequestBody,
@@ -363,7 +363,7 @@ class ClientProtocol(ClientRest):
         if len(self._headers) >= proxy.max_headers:
             raise self._stop(_HeadRefused(f"the request has too many header lines (max_headers = "
                                           f"{proxy.max_headers})"))
-        self._headers.append((field_name(name), value.decode("utf-8", "surrogateescape")))
+        self._headers.append((wire_text(name), wire_text(value)))
 
     def on_headers_complete(self) -> None:
         parser = self._parser
@@ -382,7 +382,7 @@ class ClientProtocol(ClientRest):
                 raise self._stop(exc) from None
         request = ClientRequest(
             self, parser.get_method().decode("ascii", "replace"),
-            b"".join(self._url).decode("utf-8", "surrogateescape"), version, headers,
+            wire_text(b"".join(self._url)), version, headers,
             keep_alive=parser.should_keep_alive(), upgrade=parser.should_upgrade(), remote=self._remote,
             body=RequestBody(self))
         self._headers = []

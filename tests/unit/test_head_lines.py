@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from sigproxy.h1wire import request_head
+from sigproxy.h1wire import head_bytes, request_head, wire_text
 from sigproxy.http1 import response_head
 
 _BREAKS = ["\r", "\n", "\r\n", "\n\r", "\r\n\r\n"]
@@ -54,3 +54,19 @@ def test_clean_heads_are_written_line_by_line() -> None:
     assert response_head(200, None, [("X-A", "v\udce9")], ["Content-Length: 0"]) == (
         b"HTTP/1.1 200 OK\r\nX-A: v\xe9\r\nContent-Length: 0\r\n\r\n")
     assert response_head(204, "No Content", [], []) == b"HTTP/1.1 204 No Content\r\n\r\n"
+
+
+@pytest.mark.parametrize("raw", [b"text/plain", b"caf\xc3\xa9", b"caf\xe9", b"\xff\xfe", b"\xed\xa0\x80", b"",
+                                 b"\xf0\x9f\x98\x80 ok"])
+def test_head_bytes_received_go_out_unchanged(raw: bytes) -> None:
+    """A value as received -- UTF-8, obs-text that is not UTF-8 (a lone 0xE9), an encoded surrogate -- becomes
+    text as the surrogateescape decoder makes it, and goes out as the same bytes; a request's head (strict)
+    refuses what it can't encode."""
+    text = wire_text(raw)
+    assert text == raw.decode("utf-8", "surrogateescape")
+    assert head_bytes([f"X-V: {text}"], "response", "surrogateescape") == b"X-V: " + raw + b"\r\n\r\n"
+    if text == raw.decode("utf-8", "replace"):  # valid UTF-8
+        assert head_bytes([f"X-V: {text}"], "request", "strict") == b"X-V: " + raw + b"\r\n\r\n"
+    else:
+        with pytest.raises(UnicodeEncodeError):
+            head_bytes([f"X-V: {text}"], "request", "strict")
