@@ -14,6 +14,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Callable
 from typing import TYPE_CHECKING, Final
 
+from .fieldnames import X_AMZ_CONTENT_SHA256
 from .prepare import payload_mode
 from .signing import EMPTY_SHA256
 
@@ -74,6 +75,6 @@ def bodiless_plan(request: ClientRequest) -> BodyPlan | None:
     :class:`~sigproxy.errors.UnsupportedRequest` (SigV4A chunk signing claimed)."""
     if request.body_exists or request.chunked:
         return None
-    claimed = request.headers.get("X-Amz-Content-SHA256", "").strip()
+    claimed = request.headers.get(X_AMZ_CONTENT_SHA256, "").strip()
     return BodyPlan(claimed if payload_mode(claimed) == "keep" else EMPTY_SHA256,
                     0 if request.method in ("PUT", "POST", "PATCH") else None, "empty")

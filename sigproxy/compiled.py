@@ -42,6 +42,7 @@ MODULES = (
     "sigproxy.bodyplan",
     "sigproxy.egress",
     "sigproxy.endpoints",
+    "sigproxy.fieldnames",
     "sigproxy.forwarding",
     "sigproxy.h1conn",
     "sigproxy.h1response",
@@ -90,7 +91,7 @@ def use_source() -> None:
 
 
 def describe() -> str:
-    """How this sigproxy runs, for ``sigproxy version``: ``compiled (mypyc, 27 modules)``, ``pure Python``, or
+    """How this sigproxy runs, for ``sigproxy version``: ``compiled (mypyc, 28 modules)``, ``pure Python``, or
     ``partly compiled (...)`` naming the modules that are not (an install without a C compiler builds none).
     Found as an import would find them, without importing them."""
     source = [name for name in MODULES if not str(getattr(find_spec(name), "origin", "")).endswith(".so")]

@@ -42,6 +42,17 @@ from .errors import (
     TooManyAuthFailures,
     UnsupportedRequest,
 )
+from .fieldnames import (
+    AUTHORIZATION,
+    EXPECT,
+    PROXY_AUTHORIZATION,
+    UPGRADE,
+    X_AMZ_CONTENT_SHA256,
+    X_SIGPROXY_CONNECTION,
+    X_SIGPROXY_REGION,
+    X_SIGPROXY_SERVICE,
+    X_SIGPROXY_USER,
+)
 from .forwarding import Upstream
 from .headerrules import end_to_end
 from .http1 import ClientRequest, Response, StreamResponse, http_date
@@ -115,7 +126,7 @@ def aws_dialect(request: ClientRequest, target_host: str, query: str, service: s
     """The AWS protocol ``request`` speaks (``service``: the signing name, once routing resolved it), or ``None``
     when it can't be told: see :func:`sigproxy.awserrors.protocol_for`."""
     headers = request.headers
-    signing_name = signing_name_for(service, headers.get("Authorization"), query, target_host)
+    signing_name = signing_name_for(service, headers.get(AUTHORIZATION), query, target_host)
     protocol = protocol_for(headers, request.method, query, signing_name)
     return None if protocol is None else AwsDialect(protocol, signing_name)
 
@@ -287,13 +298,13 @@ class Handler:
         config = self._config
         target = exchange.target
         headers = request.headers
-        authorization = _once(headers, "Authorization")
+        authorization = _once(headers, AUTHORIZATION)
         client_scope = parse_client_scope(authorization, target.query)
         selection = select_connection(
             config,
             target,
-            connection_header=_once(headers, "X-Sigproxy-Connection"),
-            proxy_authorization=_once(headers, "Proxy-Authorization") or exchange.tunnel_authorization,
+            connection_header=_once(headers, X_SIGPROXY_CONNECTION),
+            proxy_authorization=_once(headers, PROXY_AUTHORIZATION) or exchange.tunnel_authorization,
             client_scope=client_scope,
             listener=exchange.listener,
             client_key_id=parse_client_key_id(authorization, target.query),
@@ -315,12 +326,12 @@ class Handler:
         service, region = resolve_service_region(
             conn,
             target,
-            service_header=headers.get("X-Sigproxy-Service"),
-            region_header=region_set or headers.get("X-Sigproxy-Region"),  # SigV4A: the region set is the region
+            service_header=headers.get(X_SIGPROXY_SERVICE),
+            region_header=region_set or headers.get(X_SIGPROXY_REGION),  # SigV4A: the region set is the region
             client_scope=client_scope,
         )
         info["service"], info["region"] = service, region
-        websocket = "Upgrade" in headers and websocket_upgrade(request.method, request.version, headers,
+        websocket = UPGRADE in headers and websocket_upgrade(request.method, request.version, headers,
                                                                body=request.body_exists)
         check_shape(target, headers, service)
         check_policy(conn, request.method, service, region, headers.items(), websocket=websocket)
@@ -335,20 +346,20 @@ class Handler:
                 exchange = exchange.with_target(target)
                 presigned = False
                 received = None
-            elif "Authorization" not in headers:
+            elif AUTHORIZATION not in headers:
                 raise ClientSignatureInvalid(
                     f"connection {conn.name!r} takes only requests signed with its client secret: set "
                     f"AWS_ACCESS_KEY_ID={conn.name} and AWS_SECRET_ACCESS_KEY to that secret in the client"
                 )
-            elif headers.get("x-amz-content-sha256"):
-                self._verify_client(conn, received, [headers["x-amz-content-sha256"]])
+            elif headers.get(X_AMZ_CONTENT_SHA256):
+                self._verify_client(conn, received, [headers[X_AMZ_CONTENT_SHA256]])
                 received = None
         if presigned and conn.presigned != "passthrough":
             raise UnsupportedRequest(
                 "the request is already presigned; sigproxy does not re-sign someone else's presigned URL "
                 f"(set presigned = \"passthrough\" on connection {conn.name!r} to forward it untouched)"
             )
-        user = parse_user(headers.getall("X-Sigproxy-User", []), conn.name) if conn.user_header else None
+        user = parse_user(headers.getall(X_SIGPROXY_USER, []), conn.name) if conn.user_header else None
         if user is not None:
             info["user"] = user
         providers = self._providers
@@ -382,7 +393,7 @@ class Handler:
             return await self._exchange(request, info, BodyPlan(EMPTY_SHA256, None, "websocket"), url=url,
                                         headers=out, chunk_signer=None, conn=conn, dial=dial, upgrade=True)
         scheme = conn.upstream_scheme or target.scheme
-        if headers.get("Expect", "").lower() == "100-continue":
+        if headers.get(EXPECT, "").lower() == "100-continue":
             if (request.content_length or 0) > config.proxy.max_body:
                 raise BodyTooLarge(f"request body of {request.content_length} bytes is over max_body "
                                    f"({config.proxy.max_body} bytes)")

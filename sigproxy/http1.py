@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Final
 from multidict import CIMultiDict
 
 from sigproxy.errors import BadRequest, TransferCodingNotImplemented
+from sigproxy.fieldnames import CONTENT_LENGTH, HOST, TRANSFER_ENCODING
 from sigproxy.h1wire import head_bytes
 from sigproxy.headerrules import end_to_end, has_header
 
@@ -211,13 +212,13 @@ class ClientRequest:
     @property
     def content_length(self) -> int | None:
         """``Content-Length`` (the parser has already refused an invalid or repeated one), or ``None``."""
-        value = self.headers.get("Content-Length")
+        value = self.headers.get(CONTENT_LENGTH)
         return int(value) if value is not None else None
 
     @property
     def chunked(self) -> bool:
         """Whether the body is chunked (the server accepts no Transfer-Encoding but ``chunked``)."""
-        return "Transfer-Encoding" in self.headers
+        return TRANSFER_ENCODING in self.headers
 
     @property
     def body_exists(self) -> bool:
@@ -226,7 +227,7 @@ class ClientRequest:
 
     @property
     def host(self) -> str | None:
-        return self.headers.get("Host")
+        return self.headers.get(HOST)
 
     def write_continue(self) -> None:
         """Send ``100 Continue`` (RFC 9110 15.2.1): the client may send the body it held back. Not to an

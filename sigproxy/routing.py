@@ -47,6 +47,7 @@ from .errors import (
     UnresolvableTarget,
     UnsupportedRequest,
 )
+from .fieldnames import AUTHORIZATION, X_AMZ_REGION_SET
 from .records import Record
 from .signing import policy_for
 from .sigv4a import ALGORITHM as SIGV4A_ALGORITHM
@@ -488,9 +489,9 @@ def sigv4a_region_set(conn: ConnectionConfig, target: Target, headers: Mapping[s
     sent one, else the connection's ``sigv4a_signing_region_set`` (default ``*``). Raises
     :class:`UnsupportedRequest` for an ``X-Amz-Region-Set`` that is not a region set.
     """
-    asked = headers.get("X-Amz-Region-Set")
+    asked = headers.get(X_AMZ_REGION_SET)
     if not (asked is not None or conn.signature_version == "v4a" or is_mrap_host(target.host)
-            or headers.get("Authorization", "").startswith(SIGV4A_ALGORITHM)):
+            or headers.get(AUTHORIZATION, "").startswith(SIGV4A_ALGORITHM)):
         return None
     if asked is None:
         return ",".join(conn.sigv4a_signing_region_set)

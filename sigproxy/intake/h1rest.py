@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 
+from sigproxy.fieldnames import EXPECT
 from sigproxy.http1 import ClientRequest
 
 from .h1flow import ClientFlow, logger
@@ -56,7 +57,7 @@ class ClientRest(ClientFlow):
         a chunked body's framing once its reader has the content (:meth:`content_ended`). Not a body the client
         holds back until ``100 Continue`` (RFC 9110 10.1.1), nor one of unknown length."""
         if request is not self._parsing or (self._body_got == 0 and "100-continue" in request.headers.get(
-                "Expect", "").lower()):
+                EXPECT, "").lower()):
             return False
         length = request.content_length
         if length is not None:

@@ -45,6 +45,7 @@ from multidict import CIMultiDict
 
 from sigproxy.config import ProxyConfig
 from sigproxy.errors import BadRequest, SigproxyError
+from sigproxy.fieldnames import HOST, TRANSFER_ENCODING
 from sigproxy.h1wire import wire_text
 from sigproxy.handler import error_response
 from sigproxy.http1 import (
@@ -372,12 +373,12 @@ class ClientProtocol(ClientRest):
         if version not in _VERSIONS and version.startswith("1."):
             version = "1.1"  # RFC 9112 2.3: a higher minor version is processed as the highest one known
         headers = CIMultiDict(self._headers)
-        if version == "1.1" and len(headers.getall("Host", ())) != 1:
+        if version == "1.1" and len(headers.getall(HOST, ())) != 1:
             raise self._stop(_HeadRefused("an HTTP/1.1 request needs exactly one Host header (RFC 9112 3.2): send "
                                           "one, naming the host the request is for"))
-        if "Transfer-Encoding" in headers:
+        if TRANSFER_ENCODING in headers:
             try:
-                check_transfer_coding(headers.getall("Transfer-Encoding"))
+                check_transfer_coding(headers.getall(TRANSFER_ENCODING))
             except SigproxyError as exc:
                 raise self._stop(exc) from None
         request = ClientRequest(

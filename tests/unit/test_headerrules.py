@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import pytest
+from multidict import CIMultiDict, istr
 
-from sigproxy import headerrules
+from sigproxy import fieldnames, headerrules
 from sigproxy.headerrules import NAMES_KEPT, connection_options, end_to_end, has_header, lower_name
 
 END_TO_END = [("Server", "nginx"), ("Content-Type", "application/xml"), ("Content-Length", "12"), ("ETag", '"a"')]
@@ -59,3 +60,14 @@ def test_lower_names_are_as_before_and_kept_within_bounds() -> None:
         assert lower_name(f"X-Name-{i}") == f"x-name-{i}"
         assert len(headerrules._lowers) <= NAMES_KEPT
     assert lower_name("Server") == "server"  # after the drop, as before
+
+
+def test_field_name_constants_are_istr_and_find_any_spelling() -> None:
+    """Each name in sigproxy.fieldnames is an istr (its case-folded form ready for a CIMultiDict look-up; compiled,
+    it stays one), written as its constant's name says, and finds a header however the client spelled it."""
+    for constant in fieldnames.__all__:
+        name = getattr(fieldnames, constant)
+        assert isinstance(name, istr)
+        assert constant == name.upper().replace("-", "_")
+        headers = CIMultiDict([(name.lower(), "a"), (name.upper(), "b")])
+        assert headers.getall(name) == ["a", "b"] and name in headers and headers.get(name) == "a"
