@@ -15,9 +15,13 @@ from __future__ import annotations
 
 import logging
 import time
+from asyncio import AbstractEventLoop
 from asyncio.events import _get_running_loop
+from collections import deque
 from collections.abc import Callable
 from typing import Any, Final
+
+from .jsonlines import JsonLines
 
 __all__ = ["FLUSH_LINES", "ROUTING", "AccessRoute", "Routing", "log_access", "log_record"]
 
@@ -26,17 +30,26 @@ FLUSH_LINES: Final = 128
 
 # The running loop or None, as asyncio's own code asks (get_running_loop raises without one).
 _running_loop: Final = _get_running_loop
+# Looked up once: compiled, ``time.time`` is a module attribute look-up at every call.
+_now: Final = time.time
 
 class AccessRoute:
     """Access lines of ``logger`` go straight to ``handler`` (sigproxy.observability's buffered root handler:
-    its ``_pending`` lines, ``_scheduled`` loop and ``_write``), made by ``make`` (its formatter's
-    ``access_line``), while the handler's flush is queued on the running loop."""
+    its ``pending`` lines, written by its ``_write``), made by ``make`` (its formatter's ``access_line``; ``lines``
+    when that is a :class:`~sigproxy.jsonlines.JsonLines`', called directly), while ``loop`` runs the handler's
+    flush queued on it (the handler's ``_scheduled``): what the route needs (the logger's ``name`` too) is kept
+    here, in C fields, not looked up on the handler's or the logger's instance dictionary per line (issue 15)."""
 
     def __init__(self, logger: logging.Logger, handler: Any,
-                 make: Callable[[float, str, dict[str, object]], bytes | None]) -> None:
+                 make: Callable[[float, str, dict[str, object]], bytes | None], *, pending: deque[bytes],
+                 loop: AbstractEventLoop, lines: JsonLines | None = None) -> None:
         self.logger: Final = logger
+        self.name: Final = logger.name  # a Logger's attribute, looked up per line otherwise
         self.handler: Final = handler
         self.make: Final = make
+        self.pending: Final = pending
+        self.loop: Final = loop
+        self.lines: Final = lines
 
 
 def log_record(logger: logging.Logger, access: dict[str, object]) -> None:
@@ -65,14 +78,14 @@ def log_access(logger: logging.Logger, access: dict[str, object]) -> None:
     :func:`~sigproxy.observability.setup_logging`'s handler would see the record. Never raises for a write
     error (reported on stderr as logging does)."""
     route = ROUTING.route
-    if route is not None and route.logger is logger:
-        handler = route.handler
-        if handler._scheduled is _running_loop():
-            line = route.make(time.time(), logger.name, access)
-            if line is not None:
-                pending = handler._pending
-                pending.append(line)
-                if len(pending) >= FLUSH_LINES:
-                    handler._write()
-                return
+    if route is not None and route.logger is logger and route.loop is _running_loop():
+        lines = route.lines
+        line = lines.access_line(_now(), route.name, access) if lines is not None \
+            else route.make(_now(), route.name, access)
+        if line is not None:
+            pending = route.pending
+            pending.append(line)
+            if len(pending) >= FLUSH_LINES:
+                route.handler._write()
+            return
     ROUTING.slow(logger, access)

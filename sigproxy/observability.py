@@ -260,8 +260,11 @@ def _log_access_checked(logger: logging.Logger, access: dict[str, object]) -> No
         line = formatter.access_line(time.time(), logger.name, access)
         if line is not None:
             handler.add(line)
-            if handler._scheduled is not None:  # in a loop iteration, whose end clears it
-                ROUTING.route = AccessRoute(logger, handler, formatter.access_line)
+            loop = handler._scheduled
+            if loop is not None:  # in a loop iteration, whose end clears it
+                ROUTING.route = AccessRoute(logger, handler, formatter.access_line, pending=handler._pending,
+                                            loop=loop,
+                                            lines=formatter.lines if isinstance(formatter, _JsonFormatter) else None)
             return
     log_record(logger, access)
 

@@ -7,6 +7,7 @@ import io
 import json
 import logging
 import os
+import random
 import re
 import select
 import shlex
@@ -17,6 +18,7 @@ from collections.abc import Callable, Iterator
 import pytest
 
 from sigproxy import logsink
+from sigproxy.handler import _millis
 from sigproxy.observability import (
     _TEXT_FORMAT,
     _BufferedStreamHandler,
@@ -398,3 +400,13 @@ def test_access_messages_kept_are_bounded() -> None:
         assert len(formatter.lines._messages) <= 1024
     line = formatter.access_line(1764547200.0, "sigproxy.access", {"method": "GET", "host": "h", "status": [1]})
     assert json.loads(line)["msg"] == "GET h [1]"
+
+
+def test_access_line_milliseconds_are_rounded_as_round_does() -> None:
+    """The access line's ``ms`` (handler._millis): round(seconds * 1000, 2) for durations from microseconds to
+    hours, without its decimal-string detour."""
+    rng = random.Random(15)
+    durations = [0.0, 1e-6, 0.000_004_99, 0.012_345, 0.999_995, 1.0, 59.123_456, 3600.0]
+    durations += [rng.random() * rng.choice((1e-4, 1e-2, 1.0, 100.0, 10_000.0)) for _ in range(100_000)]
+    for seconds in durations:
+        assert _millis(seconds) == round(seconds * 1000, 2), seconds
