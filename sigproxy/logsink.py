@@ -51,7 +51,7 @@ One process (``workers = 1``) takes no lock, as before: whole lines in writes of
 write() when the batch fits, as in most loop iterations), so another program sharing the pipe can't come
 between them either; a partial write is finished the same way. A regular file (``2>>sigproxy.log``) gets each
 batch in one write() whatever its size, since its writes are whole already (above): a busy loop iteration's
-lines pass ``PIPE_BUF`` (17 access lines of about 400 bytes), and splitting them cost a loop over the lines and
+lines pass ``PIPE_BUF`` (ten access lines of about 400 bytes do), and splitting them cost a loop over the lines and
 more system calls (issue 15: the access log's budget). Lines are written once: only what a write did
 not take is written again.
 """

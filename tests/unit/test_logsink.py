@@ -210,17 +210,10 @@ def test_a_stream_that_cannot_be_locked_is_still_written_and_said_once(pipe: tup
 
 @pytest.mark.parametrize("regular", [True, False], ids=["regular-file", "pipe"])
 def test_one_process_writes_a_batch_to_a_file_at_once_and_to_a_pipe_by_pipe_buf(
-        tmp_path: Path, pipe: tuple[int, int], monkeypatch: pytest.MonkeyPatch, regular: bool) -> None:
+        tmp_path: Path, pipe: tuple[int, int], sink_writes: list[bytes], regular: bool) -> None:
     """One process, a batch past PIPE_BUF: a regular file takes it in one write() (its writes are whole at any
     size); a pipe in writes of whole lines of at most PIPE_BUF bytes each (atomic there). Every line once."""
-    writes: list[bytes] = []
-    write_all = logsink.write_all
-
-    def recording(fd: int, data: bytes) -> None:
-        writes.append(data)
-        write_all(fd, data)
-
-    monkeypatch.setattr(logsink, "write_all", recording)
+    writes = sink_writes
     lines = [b'{"n":%d,"pad":"%s"}' % (i, b"x" * 400) for i in range(40)]  # 40 lines, about 17 KB
     read_fd, write_fd = pipe
     reader = SlowReader(read_fd) if not regular else None

@@ -17,8 +17,7 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from sigproxy import logsink
-from sigproxy.handler import _millis
+from sigproxy.jsonlines import access_millis
 from sigproxy.observability import (
     _TEXT_FORMAT,
     _BufferedStreamHandler,
@@ -217,18 +216,11 @@ def _record_writes(handler: _BufferedStreamHandler) -> list[str]:
     return writes
 
 
-def test_writes_are_whole_lines_within_pipe_buf(root_stream: Root, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_writes_are_whole_lines_within_pipe_buf(root_stream: Root, sink_writes: list[bytes]) -> None:
     """One process: each write() to stderr's descriptor holds whole lines and at most PIPE_BUF bytes (atomic on
     a pipe, which another program may share)."""
     _, handler = root_stream()
-    writes: list[bytes] = []
-    write_all = logsink.write_all
-
-    def recording(fd: int, data: bytes) -> None:
-        writes.append(data)
-        write_all(fd, data)
-
-    monkeypatch.setattr(logsink, "write_all", recording)
+    writes = sink_writes
     read_fd, write_fd = os.pipe()
     with open(read_fd, "rb") as reader:
         with open(write_fd, "w", encoding="utf-8") as stream:
@@ -403,10 +395,10 @@ def test_access_messages_kept_are_bounded() -> None:
 
 
 def test_access_line_milliseconds_are_rounded_as_round_does() -> None:
-    """The access line's ``ms`` (handler._millis): round(seconds * 1000, 2) for durations from microseconds to
+    """The access line's ``ms`` (access_millis): round(seconds * 1000, 2) for durations from microseconds to
     hours, without its decimal-string detour."""
     rng = random.Random(15)
     durations = [0.0, 1e-6, 0.000_004_99, 0.012_345, 0.999_995, 1.0, 59.123_456, 3600.0]
     durations += [rng.random() * rng.choice((1e-4, 1e-2, 1.0, 100.0, 10_000.0)) for _ in range(100_000)]
     for seconds in durations:
-        assert _millis(seconds) == round(seconds * 1000, 2), seconds
+        assert access_millis(seconds) == round(seconds * 1000, 2), seconds
