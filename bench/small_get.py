@@ -24,7 +24,9 @@ would be, JSON lines since it is not a terminal; never /dev/null):
 - ``forward``: wrk through the forward listener (absolute-form request lines), default log level ``info``:
   one access line per request is written.
 - ``warning``: the same at ``--log-level warning`` (no access lines): ``forward``/``warning`` is what access
-  logging costs.
+  logging costs. The two swap places every other run (whichever runs first pays for what ran before it: a
+  measured order effect of several percent), so an even ``--runs`` balances the order; the mean over the runs
+  is printed under the table.
 - ``reverse``: wrk to a ``[[reverse]]`` listener bound to nginx, log level ``info``.
 - ``direct-py``, ``forward-py``, ``tunnel``: wrk can't speak CONNECT, so these three use bench/pyload.py, a lean
   asyncio + uvloop client on core 1 (same 64 connections). ``tunnel`` is HTTPS through ``CONNECT`` with
@@ -244,7 +246,11 @@ def run_once(args: argparse.Namespace, tmp: Path, up: Nginx, ca: Path, rows: lis
             result["sys_pct"] = 100 * (system_after - system) / max(spent, 1e-9)
         return result
 
-    for row in rows:
+    order = list(rows)
+    if run % 2 and "forward" in order and "warning" in order:  # every other run, warning first
+        i, j = order.index("forward"), order.index("warning")
+        order[i], order[j] = order[j], order[i]
+    for row in order:
         if row in ("direct", "direct-py"):
             out[row] = measure(_client(row, None, up, tmp, args.connections, wrk_bin, str(script)))
             continue
@@ -271,9 +277,25 @@ def run_once(args: argparse.Namespace, tmp: Path, up: Nginx, ca: Path, rows: lis
         out[row] = result
     forward, warning = out.get("forward"), out.get("warning")
     if isinstance(forward, dict) and isinstance(warning, dict):
+        first = "info" if order.index("forward") < order.index("warning") else "warning"
         notes.append(f"run {run + 1}: forward at info / at warning = {forward['rps'] / warning['rps']:.3f} "
-                     f"req/s, {forward['cpu_us'] / warning['cpu_us']:.3f} sigproxy CPU per request")
+                     f"req/s, {forward['cpu_us'] / warning['cpu_us']:.3f} sigproxy CPU per request ({first} first)")
     return out
+
+
+def access_log_cost(runs: list[dict[str, Result | str]]) -> str | None:
+    """forward (info) against warning, the mean of each run's ratio (req/s, CPU per request), or None."""
+    pairs: list[tuple[Result, Result]] = []
+    for r in runs:
+        forward, warning = r.get("forward"), r.get("warning")
+        if isinstance(forward, dict) and isinstance(warning, dict):
+            pairs.append((forward, warning))
+    if not pairs:
+        return None
+    rps = sum(f["rps"] / w["rps"] for f, w in pairs) / len(pairs)
+    cpu = sum(f["cpu_us"] / w["cpu_us"] for f, w in pairs) / len(pairs)
+    return (f"access log (forward at info / at warning, mean of {len(pairs)} run(s), order alternated): "
+            f"{rps:.3f} req/s, {cpu:.3f} CPU per request")
 
 
 def _span(values: list[float], fmt: str) -> str:
@@ -341,6 +363,9 @@ def main() -> None:
     print_table(rows, runs)
     for note in notes:
         print(note)
+    cost = access_log_cost(runs)
+    if cost is not None:
+        print(cost)
 
 
 if __name__ == "__main__":
