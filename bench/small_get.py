@@ -24,9 +24,8 @@ would be, JSON lines since it is not a terminal; never /dev/null):
 - ``forward``: wrk through the forward listener (absolute-form request lines), default log level ``info``:
   one access line per request is written.
 - ``warning``: the same at ``--log-level warning`` (no access lines): ``forward``/``warning`` is what access
-  logging costs. The two swap places every other run (whichever runs first pays for what ran before it: a
-  measured order effect of several percent), so an even ``--runs`` balances the order; the mean over the runs
-  is printed under the table.
+  logging costs. The two swap places every other run (whichever runs first may pay for what ran before it), so
+  an even ``--runs`` balances the order; the mean over the runs is printed under the table.
 - ``reverse``: wrk to a ``[[reverse]]`` listener bound to nginx, log level ``info``.
 - ``direct-py``, ``forward-py``, ``tunnel``: wrk can't speak CONNECT, so these three use bench/pyload.py, a lean
   asyncio + uvloop client on core 1 (same 64 connections). ``tunnel`` is HTTPS through ``CONNECT`` with
