@@ -17,7 +17,7 @@ from typing import Final, Literal
 
 from . import sigv4a, websocket
 from .errors import UnsupportedRequest
-from .headerrules import is_signed_header, lower_name, upstream_headers, upstream_headers_lower
+from .headerrules import is_signed_header, upstream_headers, upstream_headers_lower
 from .records import Record
 from .routing import Target
 from .signing import (
@@ -161,8 +161,9 @@ def sign_request(
 def untouched_request(*, method: str, target: Target, headers: Iterable[tuple[str, str]], body_length: int | None,
                       upstream_scheme: str | None = None) -> tuple[str, tuple[tuple[str, str], ...]]:
     """A presigned request forwarded as the client sent it: raw path and query, its own headers minus
-    hop-by-hop and proxy ones. Returns (url, headers)."""
-    out = [(k, v) for k, v in upstream_headers(headers) if lower_name(k) != "authorization"]
+    hop-by-hop and proxy ones (``Authorization`` among them: :func:`~sigproxy.headerrules.upstream_headers`).
+    Returns (url, headers)."""
+    out = upstream_headers(headers)
     out.append(("Host", target.authority))
     if body_length:
         out.append(("Content-Length", str(body_length)))
@@ -194,7 +195,7 @@ def presign_request(
     ``omit_session_token``); otherwise it is signed like every presign parameter."""
     policy = policy_for(service)
     authority = target.authority
-    out = [(k, v) for k, v in upstream_headers(headers) if lower_name(k) not in _SIGNER_SET]
+    out = [(k, v) for k, v, low in upstream_headers_lower(headers)[0] if low not in _SIGNER_SET]
     out.append(("Host", authority))
     path, query = _wire(target, policy)
     origin = f"{upstream_scheme or target.scheme}://{authority}"

@@ -13,7 +13,7 @@ from botocore.credentials import Credentials as BotoCredentials
 from botocore.handlers import S3_SIGNING_NAMES
 
 from sigproxy.errors import UnsupportedRequest
-from sigproxy.prepare import SignedRequest, payload_hash_for, presign_request, sign_request
+from sigproxy.prepare import SignedRequest, payload_hash_for, presign_request, sign_request, untouched_request
 from sigproxy.routing import parse_absolute_target
 from sigproxy.signing import (
     EMPTY_SHA256,
@@ -400,3 +400,16 @@ class TestServiceTable:
         botocore.auth.S3SigV4QueryAuth(BotoCredentials(KEY_ID, SECRET), service, "us-east-1",
                                        expires=60).add_auth(boto)
         assert dict(parse_qsl(urlsplit(ours.url).query)) == dict(parse_qsl(urlsplit(boto.url).query))
+
+
+def test_a_presigned_request_passed_through_keeps_its_own_headers_but_no_auth_or_hop_by_hop() -> None:
+    """presigned = "passthrough": the URL as the client sent it; its headers without Authorization, proxy and
+    hop-by-hop ones; Host and the body's length set again."""
+    url = "https://bucket.s3.us-east-1.amazonaws.com/k%20ey?X-Amz-Signature=abc&x-id=GetObject"
+    headers = [("Authorization", "AWS4-HMAC-SHA256 Credential=x"), ("authorization", "again"),
+               ("Proxy-Authorization", "Basic eA=="), ("Connection", "keep-alive, X-Hop"), ("X-Hop", "1"),
+               ("Host", "client.example"), ("Range", "bytes=0-9"), ("X-Amz-Meta-A", "b")]
+    wire, out = untouched_request(method="PUT", target=parse_absolute_target(url), headers=headers, body_length=5)
+    assert wire == url
+    assert out == (("Range", "bytes=0-9"), ("X-Amz-Meta-A", "b"), ("Host", "bucket.s3.us-east-1.amazonaws.com"),
+                   ("Content-Length", "5"))
