@@ -25,7 +25,9 @@ a fifth of the small-request throughput on one core (issue 15). Now:
   next iteration on.
 - An access line is made as bytes (:meth:`~sigproxy.jsonlines.JsonLines.access_line`, compiled), its
   message's JSON kept per (method, host, status), and the lines of an iteration go to stderr's file descriptor
-  in one ``os.write`` when they fit: no decoding, no text or buffer layer.
+  in one ``os.write`` when they fit: no decoding, no text or buffer layer. A JSON line is queued as the
+  request's fields (:class:`~sigproxy.accesslog.DeferredLine`) and made when the iteration's lines are written,
+  one after another, while orjson's code is in the CPU's instruction cache (:mod:`sigproxy.accesslog` says why).
 
 Measured with bench/instructions.py (issue 15): 28-30k instructions a line before, 21-22k with the above, 15.8k
 with the line made in compiled code (:mod:`sigproxy.jsonlines`), 15.2k with the fast path compiled too
@@ -51,7 +53,7 @@ from collections import deque
 from collections.abc import Mapping
 from typing import Literal, TextIO
 
-from .accesslog import FLUSH_LINES, ROUTING, AccessRoute, log_access, log_record
+from .accesslog import FLUSH_LINES, ROUTING, AccessRoute, DeferredLine, log_access, log_record, made
 from .jsonlines import JsonLines
 from .logsink import LineSink
 
@@ -167,7 +169,7 @@ class _BufferedStreamHandler(logging.StreamHandler[TextIO]):
 
     def __init__(self, stream: TextIO, *, shared: bool = False) -> None:
         super().__init__(stream)
-        self._pending: deque[bytes] = deque()
+        self._pending: deque[bytes | DeferredLine] = deque()
         self._scheduled: asyncio.AbstractEventLoop | None = None  # the loop a flush is queued on
         self._shared = shared
         self.sink = LineSink(stream, shared=shared)  # made again when setStream() changes the stream
@@ -180,9 +182,10 @@ class _BufferedStreamHandler(logging.StreamHandler[TextIO]):
             return
         self.add(encode_line(line), urgent=record.levelno >= logging.WARNING)
 
-    def add(self, line: bytes, *, urgent: bool = False) -> None:
-        """Queue ``line`` (UTF-8, no newline); written now when ``urgent``, off the event loop or past
-        ``FLUSH_LINES`` pending, otherwise at the end of this loop iteration."""
+    def add(self, line: bytes | DeferredLine, *, urgent: bool = False) -> None:
+        """Queue ``line`` (UTF-8, no newline; or an access line to be made when written); written now when
+        ``urgent``, off the event loop or past ``FLUSH_LINES`` pending, otherwise at the end of this loop
+        iteration."""
         pending = self._pending
         pending.append(line)
         if urgent or len(pending) >= FLUSH_LINES:
@@ -197,8 +200,7 @@ class _BufferedStreamHandler(logging.StreamHandler[TextIO]):
 
     def _write(self) -> None:
         with self.lock:  # type: ignore[union-attr]  # created by Handler.__init__
-            pending = self._pending
-            lines = [pending.popleft() for _ in range(len(pending))]  # a line queued meanwhile waits its turn
+            lines = made(self._pending, self._unmade)  # a line queued meanwhile waits its turn
             try:
                 if lines:
                     sink = self.sink
@@ -210,6 +212,11 @@ class _BufferedStreamHandler(logging.StreamHandler[TextIO]):
             except Exception:  # as StreamHandler.emit: reported on stderr; the proxy keeps serving
                 self.handleError(logging.makeLogRecord({"msg": "%d log lines could not be written",
                                                         "args": (len(lines),)}))
+
+    def _unmade(self) -> None:
+        """An access line could not be made (called in the ``except`` block): reported as a record that can't be
+        formatted is."""
+        self.handleError(logging.makeLogRecord({"msg": "an access line could not be made"}))
 
     def flush(self) -> None:
         """Write everything pending and flush the stream; from now on, :func:`log_access` checks logging's
@@ -257,7 +264,9 @@ def _log_access_checked(logger: logging.Logger, access: dict[str, object]) -> No
     handler = _only_handler(logger)
     formatter = handler.formatter if handler is not None else None
     if handler is not None and isinstance(formatter, (_JsonFormatter, _TextFormatter)):
-        line = formatter.access_line(time.time(), logger.name, access)
+        # A JSON line is made when written, with the iteration's others (sigproxy.accesslog says why).
+        line = DeferredLine(formatter.lines, time.time(), logger.name, access) \
+            if isinstance(formatter, _JsonFormatter) else formatter.access_line(time.time(), logger.name, access)
         if line is not None:
             handler.add(line)
             loop = handler._scheduled

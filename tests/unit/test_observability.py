@@ -14,6 +14,7 @@ import shlex
 import sys
 import threading
 from collections.abc import Callable, Iterator
+from datetime import datetime
 
 import pytest
 
@@ -153,6 +154,50 @@ async def test_lines_are_written_once_per_loop_iteration(root_stream: Root,
     logging.getLogger("sigproxy.test").warning("now")
     lines = stream.getvalue().splitlines()
     assert len(lines) == 5 and json.loads(lines[3])["request_id"] == "r-3" and "now" in lines[4]
+
+
+async def test_a_json_access_line_is_made_when_written(root_stream: Root) -> None:
+    """Inside the loop a JSON access line is queued as the request's fields and made with the iteration's other
+    lines when they are written (sigproxy.accesslog: the instruction cache), from the dict as it is then: the
+    first line of an iteration (logging's checks) and the rest (the route) alike. The text is what the formatter
+    makes of the same fields and time."""
+    stream, handler = root_stream()
+    access = logging.getLogger("sigproxy.access")
+    fields = [{**FIELDS, "request_id": f"r-{i}"} for i in range(3)]
+    for one in fields:
+        log_access(access, one)
+    for one in fields:
+        one["status"] = 503  # after logging: the line is the dict's from then on
+    await asyncio.sleep(0)
+    await asyncio.sleep(0)
+    lines = stream.getvalue().splitlines()
+    assert [json.loads(x)["status"] for x in lines] == [503, 503, 503]
+    assert isinstance(handler.formatter, _JsonFormatter)
+    for line, one in zip(lines, fields, strict=True):
+        created = datetime.fromisoformat(json.loads(line)["ts"]).timestamp() + 0.0005  # within its millisecond
+        assert line == handler.formatter.access_line(created, "sigproxy.access", one).decode()
+
+
+async def test_an_access_line_that_cannot_be_made_is_reported_and_the_rest_written(
+        root_stream: Root, capsys: pytest.CaptureFixture[str]) -> None:
+    """A field whose ``str()`` raises (JSON has no type for it) fails that line alone, when the lines are made:
+    reported on stderr with its traceback, as logging reports a record it can't format; the lines before and
+    after it are written."""
+    stream, _ = root_stream()
+    access = logging.getLogger("sigproxy.access")
+
+    class Unprintable:
+        def __str__(self) -> str:
+            raise RuntimeError("no text for this field")
+
+    for i, extra in enumerate(({}, {"odd": Unprintable()}, {}, {"odd": Unprintable()}, {})):
+        log_access(access, {**FIELDS, "request_id": f"r-{i}", **extra})
+    await asyncio.sleep(0)
+    await asyncio.sleep(0)
+    assert [json.loads(x)["request_id"] for x in stream.getvalue().splitlines()] == ["r-0", "r-2", "r-4"]
+    err = capsys.readouterr().err
+    assert err.count("--- Logging error ---") == 2 and "no text for this field" in err
+    assert "an access line could not be made" in err
 
 
 def test_outside_a_loop_lines_are_written_at_once(root_stream: Root) -> None:
