@@ -121,10 +121,10 @@ def made(pending: deque[bytes | DeferredLine], failed: Callable[[], None]) -> li
     """Everything ``pending`` holds now, taken from it in order, each :class:`DeferredLine` made into its line
     (the module docstring says why here). A line whose making raises is left out, and ``failed`` called in the
     ``except`` block (the handler reports it as :meth:`logging.Handler.handleError` does: on stderr, with the
-    traceback). A line queued meanwhile by another thread stays for the next write."""
+    traceback). A line queued meanwhile -- by another thread, or by a field's ``str()`` that logs, whose line
+    may then be written first -- stays for the next write."""
     out: list[bytes] = []
-    for _ in range(len(pending)):
-        item = pending.popleft()
+    for item in [pending.popleft() for _ in range(len(pending))]:  # all taken before any is made
         if isinstance(item, bytes):
             out.append(item)
             continue

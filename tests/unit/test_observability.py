@@ -200,6 +200,27 @@ async def test_an_access_line_that_cannot_be_made_is_reported_and_the_rest_writt
     assert "an access line could not be made" in err
 
 
+async def test_a_field_that_logs_while_its_line_is_made_loses_no_line(root_stream: Root) -> None:
+    """A field whose ``str()`` logs a warning: that warning is written while the batch is being made (the
+    handler's lock is re-entrant), and every access line still comes out once."""
+    stream, _ = root_stream()
+    access = logging.getLogger("sigproxy.access")
+
+    class Chatty:
+        def __str__(self) -> str:
+            logging.getLogger("sigproxy.test").warning("made into text")
+            return "chatty"
+
+    for i in range(4):
+        log_access(access, {**FIELDS, "request_id": f"r-{i}", "odd": Chatty()})
+    await asyncio.sleep(0)
+    await asyncio.sleep(0)
+    lines = [json.loads(x) for x in stream.getvalue().splitlines()]
+    assert sorted(x["request_id"] for x in lines if "request_id" in x) == ["r-0", "r-1", "r-2", "r-3"]
+    assert all(x["odd"] == "chatty" for x in lines if "request_id" in x)
+    assert sum(x["msg"] == "made into text" for x in lines) >= 4
+
+
 def test_outside_a_loop_lines_are_written_at_once(root_stream: Root) -> None:
     """A thread without an event loop writes through."""
     stream, _ = root_stream()
