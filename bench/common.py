@@ -9,7 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-__all__ = ["BENCH_CONNECTION", "ROOT", "built", "pinned", "start", "wrk"]
+__all__ = ["BENCH_CONNECTION", "ROOT", "built", "group_cpu_seconds", "pinned", "start", "wrk"]
 
 ROOT = Path(__file__).resolve().parent.parent
 BENCH_CONNECTION = """
@@ -30,6 +30,24 @@ def pinned(core: int | str, cmd: list[str]) -> list[str]:
     if shutil.which("taskset") and (os.cpu_count() or 1) > 1:
         return ["taskset", "-c", str(core), *cmd]
     return cmd
+
+
+def group_cpu_seconds(leader: int) -> tuple[float, float]:
+    """(user, system) CPU time used so far by the processes of ``leader``'s process group (a ``sigproxy run``
+    started in a session of its own: the supervisor and any workers), s."""
+    user = system = 0
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if int(fields[2]) == leader:
+            user += int(fields[11])  # utime, stime: fields 14 and 15 of proc(5)
+            system += int(fields[12])
+    tick = os.sysconf("SC_CLK_TCK")
+    return user / tick, system / tick
 
 
 def start(cmd: list[str], marker: str) -> tuple[subprocess.Popen[str], str]:

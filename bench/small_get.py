@@ -66,7 +66,7 @@ from pathlib import Path
 
 import trustme
 import uvloop
-from common import BENCH_CONNECTION, ROOT, built, pinned, wrk
+from common import BENCH_CONNECTION, ROOT, built, group_cpu_seconds, pinned, wrk
 from nginx import Nginx, need
 from pyload import load
 
@@ -145,19 +145,7 @@ class Sigproxy:
 
     def cpu_seconds(self) -> tuple[float, float]:
         """(user, system) CPU time used so far by the process group (the supervisor and any workers), s."""
-        user = system = 0
-        for entry in Path("/proc").iterdir():
-            if not entry.name.isdigit():
-                continue
-            try:
-                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-            except (OSError, IndexError):
-                continue
-            if int(fields[2]) == self.proc.pid:
-                user += int(fields[11])  # utime, stime: fields 14 and 15 of proc(5)
-                system += int(fields[12])
-        tick = os.sysconf("SC_CLK_TCK")
-        return user / tick, system / tick
+        return group_cpu_seconds(self.proc.pid)
 
     def stop(self) -> None:
         self.proc.terminate()  # SIGTERM: drains; a supervisor passes it to its workers
