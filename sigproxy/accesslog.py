@@ -56,8 +56,9 @@ class DeferredLine:
 
 class AccessRoute:
     """Access lines of ``logger`` go straight to ``handler`` (sigproxy.observability's buffered root handler:
-    its ``pending`` lines, written by its ``_write``), made by ``make`` (its formatter's ``access_line``; ``lines``
-    when that is a :class:`~sigproxy.jsonlines.JsonLines`', called directly), while ``loop`` runs the handler's
+    its ``pending`` lines, written by its ``_write``), made by ``make`` (its formatter's ``access_line``) or, when
+    that is ``lines``' (a :class:`~sigproxy.jsonlines.JsonLines`), queued as a :class:`DeferredLine` for ``lines``
+    to make when written, while ``loop`` runs the handler's
     flush queued on it (the handler's ``_scheduled``): what the route needs (the logger's ``name`` too) is kept
     here, in C fields, not looked up on the handler's or the logger's instance dictionary per line (issue 15)."""
 
@@ -120,10 +121,11 @@ def log_access(logger: logging.Logger, access: dict[str, object]) -> None:
 
 def made(pending: deque[bytes | DeferredLine], failed: Callable[[], None]) -> list[bytes]:
     """Everything ``pending`` holds now, taken from it in order, each :class:`DeferredLine` made into its line
-    (the module docstring says why here). A line whose making raises is left out, and ``failed`` called in the
-    ``except`` block (the handler reports it as :meth:`logging.Handler.handleError` does: on stderr, with the
-    traceback). A line queued meanwhile -- by another thread, or by a field's ``str()`` that logs, whose line
-    may then be written first -- stays for the next write."""
+    (the module docstring says why here). When making one raises (a field JSON has no type for, whose ``str()``
+    raises), ``failed`` is called in the ``except`` block (the handler reports it as
+    :meth:`logging.Handler.handleError` does: on stderr, with the traceback) and the line is made with such
+    fields as ``<TYPE>``: every request keeps its one line. A line queued meanwhile -- by another thread, or by a
+    field's ``str()`` that logs, whose line may then be written first -- stays for the next write."""
     out: list[bytes] = []
     for item in [pending.popleft() for _ in range(len(pending))]:  # all taken before any is made
         if isinstance(item, bytes):
@@ -133,4 +135,11 @@ def made(pending: deque[bytes | DeferredLine], failed: Callable[[], None]) -> li
             out.append(item.lines.access_line(item.created, item.name, item.access))
         except Exception:  # reported by ``failed``, as logging reports a record it can't format
             failed()
+            out.append(item.lines.access_line(item.created, item.name, _plain(item.access)))
     return out
+
+
+def _plain(access: dict[str, object]) -> dict[str, object]:
+    """``access`` with each value JSON has no type for (and whose ``str()`` may raise) as ``<TYPE>``."""
+    return {k: v if v is None or isinstance(v, (str, int, float)) else f"<{type(v).__name__}>"
+            for k, v in access.items()}

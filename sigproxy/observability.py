@@ -9,14 +9,15 @@ Cost. One access line per request used to go through the whole :mod:`logging` ma
 its caller lookup, the handler lock, the formatter, then a ``write`` and a ``flush`` system call per line): about
 a fifth of the small-request throughput on one core (issue 15). Now:
 
-- the root handler (:class:`_BufferedStreamHandler`) queues lines as UTF-8 bytes and writes them once per
+- the root handler (:class:`_BufferedStreamHandler`) queues lines (UTF-8 bytes, or a JSON access line's
+  fields to be made into one when written) and writes them once per
   event-loop iteration (``loop.call_soon``) through :class:`~sigproxy.logsink.LineSink`: whole lines, each
   exactly once, also when the processes of a ``workers = N`` group share stderr (a lock per batch: why is that
   module's docstring) and when the pipe is full or ``O_NONBLOCK``; at once for WARNING and above, from a
   thread without an event loop, past 128 lines pending, at ``flush()`` and at exit (``logging.shutdown``,
   registered by :mod:`logging` with ``atexit``, runs after a SIGTERM drain and after an unhandled exception).
   A process killed outright (SIGKILL, a fatal signal) loses at most the lines of its last loop iteration.
-- :func:`log_access` formats the line straight from the request's fields, without a ``LogRecord``, whenever the
+- :func:`log_access` queues the line straight from the request's fields, without a ``LogRecord``, whenever the
   ``sigproxy.access`` logger is enabled for INFO and its records would reach only that handler (no handler or
   filter of its own or on an ancestor, propagation on). When an operator adds one, it takes the ordinary
   ``logger.info(...)`` path, so ``sigproxy.access`` stays a normal logger to configure or silence
@@ -31,14 +32,17 @@ a fifth of the small-request throughput on one core (issue 15). Now:
 
 Measured with bench/instructions.py (issue 15): 28-30k instructions a line before, 21-22k with the above, 15.8k
 with the line made in compiled code (:mod:`sigproxy.jsonlines`), 15.2k with the fast path compiled too
-(:mod:`sigproxy.accesslog`): ``info`` over ``warning``, 5.8 % of a proxied small GET's 260k instructions at 64
-connections (orjson, run by valgrind without its SIMD paths, is 6k of it). Sampled natively (``perf``), making
-and queueing the line is 3.4 % of sigproxy's CPU time and writing the lines 0.9 %.
+(:mod:`sigproxy.accesslog`), 10-11k later (``info`` over ``warning`` at 64 connections; orjson, run by valgrind
+without its SIMD paths, is 6k of it). By the wall clock the line's instruction- and data-cache misses cost as
+much again, until lines were made one after another when written: ``info`` over ``warning`` then went from
++8-10 % to +2.5-4.6 % CPU per request (``bench/small_get.py`` and alternated series; ``--cache`` in
+bench/instructions.py counts the misses).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import copy
 import json
 import logging
@@ -155,9 +159,10 @@ class _TextFormatter(logging.Formatter):
 class _BufferedStreamHandler(logging.StreamHandler[TextIO]):
     """A stream handler that writes once per event-loop iteration instead of once per line (module docstring).
 
-    Lines are kept as UTF-8 bytes (a JSON access line is made as bytes; others are encoded as the standard
-    streams do it, ``backslashreplace``) and go to the stream's file descriptor as they are (in the stream's
-    encoding when it is another); a stream without one (a ``StringIO``, pytest's capture) is given their text.
+    Lines are kept as UTF-8 bytes (a JSON access line as its fields, :class:`~sigproxy.accesslog.DeferredLine`,
+    made into bytes when written; others are encoded as the standard streams do it, ``backslashreplace``) and go
+    to the stream's file descriptor as they are (in the stream's encoding when it is another); a stream without
+    one (a ``StringIO``, pytest's capture) is given their text.
 
     Lines keep their order: every line, whatever its level or thread, goes through the one pending queue. Adding
     a line takes no lock (appending to a deque is atomic; a lock's acquire and release cost an access line an
@@ -201,6 +206,7 @@ class _BufferedStreamHandler(logging.StreamHandler[TextIO]):
     def _write(self) -> None:
         with self.lock:  # type: ignore[union-attr]  # created by Handler.__init__
             lines = made(self._pending, self._unmade)  # a line queued meanwhile waits its turn
+            count = len(lines)  # before the sink appends the last newline's entry
             try:
                 if lines:
                     sink = self.sink
@@ -211,12 +217,13 @@ class _BufferedStreamHandler(logging.StreamHandler[TextIO]):
                     self.stream.flush()
             except Exception:  # as StreamHandler.emit: reported on stderr; the proxy keeps serving
                 self.handleError(logging.makeLogRecord({"msg": "%d log lines could not be written",
-                                                        "args": (len(lines),)}))
+                                                        "args": (count,)}))
 
     def _unmade(self) -> None:
-        """An access line could not be made (called in the ``except`` block): reported as a record that can't be
-        formatted is."""
-        self.handleError(logging.makeLogRecord({"msg": "an access line could not be made"}))
+        """An access line could not be made as it was (called in the ``except`` block): reported as a record
+        that can't be formatted is (its line is written with the fields JSON has no type for replaced)."""
+        with contextlib.suppress(Exception):  # stderr itself unusable (closed): the batch is still to be written
+            self.handleError(logging.makeLogRecord({"msg": "an access line could not be made as logged"}))
 
     def flush(self) -> None:
         """Write everything pending and flush the stream; from now on, :func:`log_access` checks logging's
@@ -254,7 +261,8 @@ def _only_handler(logger: logging.Logger) -> _BufferedStreamHandler | None:
 
 def _log_access_checked(logger: logging.Logger, access: dict[str, object]) -> None:
     """:func:`~sigproxy.accesslog.log_access` when no route is trusted: logging's configuration checked. When
-    only our root handler would see the line, it is made and queued straight, and that route trusted until the
+    only our root handler would see the line, it is queued straight (a JSON line as its fields, made when
+    written), and that route trusted until the
     handler's flush, queued for the end of this loop iteration, clears it (or a loop other than the one that
     flush is queued on logs): logging's configuration is read once per iteration instead of once per line
     (issue 15: a tenth of a line's cost); a handler, filter or level an operator sets applies from the next

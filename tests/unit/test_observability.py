@@ -178,11 +178,11 @@ async def test_a_json_access_line_is_made_when_written(root_stream: Root) -> Non
         assert line == handler.formatter.access_line(created, "sigproxy.access", one).decode()
 
 
-async def test_an_access_line_that_cannot_be_made_is_reported_and_the_rest_written(
+async def test_an_access_line_that_cannot_be_made_is_reported_and_still_written(
         root_stream: Root, capsys: pytest.CaptureFixture[str]) -> None:
-    """A field whose ``str()`` raises (JSON has no type for it) fails that line alone, when the lines are made:
-    reported on stderr with its traceback, as logging reports a record it can't format; the lines before and
-    after it are written."""
+    """A field whose ``str()`` raises (JSON has no type for it) is reported on stderr with its traceback when the
+    lines are made, as logging reports a record it can't format, and its line is written with that field as
+    ``<TYPE>``: every request keeps its one line, in order."""
     stream, _ = root_stream()
     access = logging.getLogger("sigproxy.access")
 
@@ -194,10 +194,13 @@ async def test_an_access_line_that_cannot_be_made_is_reported_and_the_rest_writt
         log_access(access, {**FIELDS, "request_id": f"r-{i}", **extra})
     await asyncio.sleep(0)
     await asyncio.sleep(0)
-    assert [json.loads(x)["request_id"] for x in stream.getvalue().splitlines()] == ["r-0", "r-2", "r-4"]
+    lines = [json.loads(x) for x in stream.getvalue().splitlines()]
+    assert [x["request_id"] for x in lines] == ["r-0", "r-1", "r-2", "r-3", "r-4"]
+    assert [x.get("odd") for x in lines] == [None, "<Unprintable>", None, "<Unprintable>", None]
+    assert all(x["status"] == 200 and x["user"] == FIELDS["user"] for x in lines)
     err = capsys.readouterr().err
     assert err.count("--- Logging error ---") == 2 and "no text for this field" in err
-    assert "an access line could not be made" in err
+    assert "an access line could not be made as logged" in err
 
 
 async def test_a_field_that_logs_while_its_line_is_made_loses_no_line(root_stream: Root) -> None:
@@ -219,6 +222,22 @@ async def test_a_field_that_logs_while_its_line_is_made_loses_no_line(root_strea
     assert sorted(x["request_id"] for x in lines if "request_id" in x) == ["r-0", "r-1", "r-2", "r-3"]
     assert all(x["odd"] == "chatty" for x in lines if "request_id" in x)
     assert sum(x["msg"] == "made into text" for x in lines) >= 4
+
+
+def test_a_failed_write_reports_how_many_lines_it_lost(capsys: pytest.CaptureFixture[str]) -> None:
+    """A batch the stream refuses (a pipe nobody reads: EPIPE) is reported once on stderr with its line count."""
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    with open(write_end, "w", closefd=False) as stream:
+        handler = _BufferedStreamHandler(stream)
+        handler.setFormatter(_JsonFormatter())
+        handler._pending.extend([b'{"n":1}', b'{"n":2}', b'{"n":3}'])
+        handler._write()
+        assert not handler._pending
+    os.close(write_end)
+    err = capsys.readouterr().err
+    assert err.count("--- Logging error ---") == 1
+    assert "%d log lines could not be written" in err and "Arguments: (3,)" in err
 
 
 def test_outside_a_loop_lines_are_written_at_once(root_stream: Root) -> None:
