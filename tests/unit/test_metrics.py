@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
-from sigproxy.metrics import Metrics
+from sigproxy.metrics import SETTLE_AT, Metrics
 
 REQUESTS = [
     ("acme", "s3", "200", 0.0004, 0, 420, None),
@@ -47,3 +49,36 @@ def test_record_is_inc_and_observe(label: bool) -> None:
         assert 'sigproxy_requests_total{service="s3",status="200"} 3' in text
         assert "sigproxy_response_bytes_total 600" in text
         assert "sigproxy_request_duration_seconds_count 5" in text
+
+
+async def test_in_a_loop_requests_are_counted_when_the_iteration_ends() -> None:
+    """Inside an event loop record() queues; the iteration's end adds them (counted once each, whatever the
+    order of reads); a read (render, snapshot) adds what is queued first; past SETTLE_AT queued, at once."""
+    m = Metrics()
+    for conn, service, status, seconds, up, down, error in REQUESTS:
+        m.record(conn, service, status, seconds, bytes_up=up, bytes_down=down, error=error)
+    assert m.requests.values == {} and m.recorded == len(REQUESTS)
+    await asyncio.sleep(0)
+    assert m.snapshot() == _by_hand(True).snapshot()
+    m.record("acme", "s3", "200", 0.001)
+    assert 'sigproxy_requests_total{connection="acme",service="s3",status="200"} 3' in m.render({})
+    await asyncio.sleep(0)  # the queued end of the iteration finds nothing left: nothing counted twice
+    assert m.requests.values[("acme", "s3", "200")] == 3.0
+    for _ in range(SETTLE_AT):
+        m.record("burst", "s3", "200", 0.001)
+    assert m.requests.values[("burst", "s3", "200")] == float(SETTLE_AT)
+
+
+def test_a_stopped_loop_loses_no_count() -> None:
+    """A loop that stops before the iteration's end ran: the queued requests are counted at the next read."""
+    m = Metrics()
+    loop = asyncio.new_event_loop()
+
+    def record_then_stop() -> None:
+        m.record("acme", "s3", "200", 0.001)
+        loop.stop()
+
+    loop.call_soon(record_then_stop)
+    loop.run_forever()
+    loop.close()
+    assert m.snapshot()["sigproxy_requests_total"] == [[["acme", "s3", "200"], 1.0]]
