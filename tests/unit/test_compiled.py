@@ -76,6 +76,7 @@ _NOT_FINAL = {
     ("sigproxy/inbound.py", "_Pairs"): "a type alias",
     ("sigproxy/intake/h1server.py", "Entry"): "a type alias",
     ("sigproxy/metrics.py", "Snapshot"): "a type alias",
+    ("sigproxy/metrics.py", "_Finished"): "a type alias",
     ("sigproxy/metrics.py", "Sampled"): "a type alias",
     ("sigproxy/signing.py", "_last_stamp"): "swapped whole each second (global)",
 }
