@@ -8,7 +8,8 @@ core with sigproxy, and the ratio understates the scaling (the issue's target, >
 So each row also gives the CPU time sigproxy's process group (supervisor and workers) spent per request answered,
 and the scaling that CPU time supports: N workers' requests per CPU-second over one worker's, times N. That is
 what N free cores would give if nothing but CPU time limits the group (each worker accepts, signs and answers
-on its own; the supervisor is on no request's path), and it is measured where the req/s ratio is not.
+on its own, from its own copy of cached credentials; the supervisor is on a request's path only for a credential
+fetch), and it is measured where the req/s ratio is not.
 
     .venv/bin/python bench/workers.py [--workers N] [--duration 10] [--connections 64] [--log-level info]
 
